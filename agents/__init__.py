@@ -1,0 +1,1 @@
+"""Ready model.learn() recipes and the trained agents shipped with spiking-dqn."""

@@ -1,0 +1,33 @@
+"""``model.learn()`` recipe for Acrobot-v1 (20 ticks, as in the reference work).
+
+    python -m agents.acrobot --timesteps 100000 --seed 0 --out agents/trained/Acrobot-v1
+"""
+
+from __future__ import annotations
+
+from agents.common import command_line, parse_args, train_and_card
+
+ENV_ID = "Acrobot-v1"
+HYPERPARAMS = dict(
+    learning_rate=6.3e-4,
+    batch_size=128,
+    buffer_size=50_000,
+    learning_starts=0,
+    gamma=0.99,
+    target_update_interval=250,
+    train_freq=4,
+    gradient_steps=-1,
+    exploration_fraction=0.12,
+    exploration_final_eps=0.1,
+    policy_kwargs=dict(net_arch=[64, 64], ticks=20, beta=0.9, threshold=1.0),
+)
+TIMESTEPS = 100_000
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(ENV_ID, TIMESTEPS, argv)
+    train_and_card(ENV_ID, HYPERPARAMS, args, command_line("agents.acrobot"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Shared ``model.learn()`` recipe: train a spiking DQN, keep the best model, evaluate it, write a model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import CallbackList, EvalCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from envs import make_env, make_vec
+from spiking_dqn import SpikeActivityLogger, SpikingDQNPolicy
+
+TRAINED_DIR = Path(__file__).resolve().parent / "trained"
+
+
+def trained_model_path(env_id: str) -> Path:
+    """Where the shipped trained agent of ``env_id`` lives."""
+    return TRAINED_DIR / env_id / "model.zip"
+
+
+def parse_args(env_id: str, default_timesteps: int, argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options shared by the recipes."""
+    parser = argparse.ArgumentParser(description=f"Train a spiking DQN on {env_id} with model.learn().")
+    parser.add_argument("--timesteps", type=int, default=default_timesteps, help="environment steps to train for")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--out", type=Path, default=TRAINED_DIR / env_id, help="output folder (model.zip, README.md)")
+    parser.add_argument("--tensorboard-log", type=str, default=None, help="TensorBoard log folder")
+    parser.add_argument("--eval-freq", type=int, default=5000, help="steps between evaluations (best model kept)")
+    parser.add_argument("--eval-episodes", type=int, default=100, help="episodes of the final evaluation")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    if args.timesteps < 1:
+        parser.error("--timesteps must be positive")
+    return args
+
+
+def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Train with ``model.learn()``, keep the best evaluated model, evaluate it and write a model card.
+
+    :param env_id: Gymnasium id
+    :param hyperparams: ``DQN`` keyword arguments, ``policy_kwargs`` included
+    :param args: the parsed recipe options
+    :param command: the command line to print in the model card
+    :return: the evaluation summary written to ``eval.json``
+    """
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    env = make_vec(env_id, n_envs=1, seed=args.seed)
+    model = DQN(SpikingDQNPolicy, env, seed=args.seed, tensorboard_log=args.tensorboard_log, verbose=0, **hyperparams)
+    eval_env = make_vec(env_id, n_envs=1, seed=args.seed + 1000)
+    best_dir = out / "best"
+    callbacks = CallbackList(
+        [
+            SpikeActivityLogger(log_freq=1000),
+            EvalCallback(
+                eval_env,
+                n_eval_episodes=20,
+                eval_freq=args.eval_freq,
+                best_model_save_path=str(best_dir),
+                deterministic=True,
+                verbose=0,
+            ),
+        ]
+    )
+    start = time.perf_counter()
+    model.learn(args.timesteps, callback=callbacks, progress_bar=not args.no_progress, tb_log_name=env_id)
+    wall = time.perf_counter() - start
+    final_path = best_dir / "best_model.zip"
+    if final_path.exists():
+        model = DQN.load(final_path, device="cpu")
+    model.save(out / "model.zip")
+    final_path.unlink(missing_ok=True)
+    if best_dir.exists() and not any(best_dir.iterdir()):
+        best_dir.rmdir()
+
+    rewards, lengths = evaluate_policy(
+        model, make_env(env_id, seed=12345), n_eval_episodes=args.eval_episodes, deterministic=True, return_episode_rewards=True
+    )
+    summary = {
+        "env_id": env_id,
+        "timesteps": args.timesteps,
+        "seed": args.seed,
+        "train_wall_time_s": round(wall, 1),
+        "eval_episodes": args.eval_episodes,
+        "mean_reward": float(np.mean(rewards)),
+        "std_reward": float(np.std(rewards)),
+        "min_reward": float(np.min(rewards)),
+        "torch_threads": th.get_num_threads(),
+        "machine": f"{platform.machine()}, {th.get_num_threads()} torch thread(s)",
+    }
+    (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_model_card(out / "README.md", env_id, hyperparams, summary, command)
+    print(
+        f"{env_id}: mean reward {summary['mean_reward']:.1f} +- {summary['std_reward']:.1f} over "
+        f"{args.eval_episodes} deterministic episodes (min {summary['min_reward']:.0f}); "
+        f"trained {args.timesteps} steps in {wall:.0f} s; saved {out / 'model.zip'}"
+    )
+    return summary
+
+
+def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summary: dict[str, Any], command: str) -> None:
+    """Write a short model card: command, hyperparameters, timesteps, wall time, evaluation."""
+    lines = [
+        f"# Spiking DQN agent for {env_id}",
+        "",
+        "Trained with the unchanged Stable-Baselines3 `DQN` and `spiking_dqn.SpikingDQNPolicy`.",
+        "",
+        "Command:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        "Hyperparameters:",
+        "",
+        "```json",
+        json.dumps(hyperparams, indent=2, default=str),
+        "```",
+        "",
+        f"- timesteps: {summary['timesteps']} (seed {summary['seed']}); the model kept is the best of the "
+        "periodic 20-episode evaluations during training (SB3 `EvalCallback`)",
+        f"- training wall time: {summary['train_wall_time_s']} s on a 2-core CPU machine ({summary['machine']})",
+        f"- evaluation (float policy, {summary['eval_episodes']} deterministic episodes): "
+        f"mean {summary['mean_reward']:.2f} +- {summary['std_reward']:.2f}, min {summary['min_reward']:.0f}",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def command_line(module: str) -> str:
+    """The command that reproduces this run, for the model card."""
+    return " ".join(["python -m", module, *sys.argv[1:]])

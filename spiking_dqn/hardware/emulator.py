@@ -1,0 +1,229 @@
+"""Embedded emulator of the SpiNNaker2 ``lif_no_delay`` neuron model (the default backend).
+
+It executes a :class:`~spiking_dqn.hardware.program.ChipProgram` on a batch of
+observations with exactly the semantics of ``DESIGN.md`` ("Chip semantics"), in float32:
+
+* encoding: ``x = clip(obs / bound, -1, 1)``, rates ``concat(max(x, 0), max(-x, 0))``,
+  deterministic accumulator trains or seeded Bernoulli (Poisson) draws;
+* per tick ``t`` and population, in order: ``syn`` is the sum of the int8 weights of the
+  spikes that arrive at ``t`` (emitted by the previous population at ``t - delay``);
+  ``v = alpha_decay * v + i_offset + syn``; spike when ``v > threshold``; then
+  ``v -= threshold`` (``"subtract"``) or ``v = v_reset`` (``"zero"``);
+* the output population obeys the same rule with its own (high) threshold; its voltages
+  after the last tick are the result. An output neuron that crosses its threshold is
+  reported in ``output_saturated`` (and warned about), never hidden.
+
+For speed the batch is run population by population rather than tick by tick: the
+synaptic input of a population for all ticks is one float32 matrix product of the 0/1
+spike trains with the weights (exact, since the sums are small integers), and only the
+elementwise neuron update loops over the ticks. A population's input at tick ``t`` only
+depends on the previous population's spikes at ticks ``<= t``, so the order of the
+updates, and every float32 operation, is the same as in a tick-by-tick loop.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spiking_dqn.encoding import check_observations, deterministic_spikes_numpy, signed_rates_numpy
+from spiking_dqn.hardware.program import ChipProgram
+
+
+@dataclass
+class BackendResult:
+    """What a backend returns for a batch of observations.
+
+    :param voltages: output membrane voltages after the last tick, ``(batch, n_actions)``
+        float32, in chip units (divide by ``program.lambdas[-1]`` for Q-values)
+    :param actions: ``argmax`` of the voltages, ``(batch,)`` int64
+    :param spike_counts: spikes emitted over the ticks, one ``(batch, n)`` int64 array per
+        population: the input neurons (``2d``) first, then each hidden layer, then the output
+    :param synaptic_events: ``(batch,)`` int64, the number of synaptic deliveries per
+        observation: for every projection, every spike that arrives at the post population
+        within the ticks counts once per nonzero outgoing weight of its neuron (its
+        fan-out), i.e. ``sum_k sum_i arrived_k[i] * nnz(weights[k][:, i])``. Spikes emitted
+        in the last ``delay`` ticks never arrive and are not counted.
+    :param output_saturated: ``(batch,)`` bool, True where an output neuron crossed its
+        threshold (5000) at some tick and was reset, so its voltage is no longer a plain sum
+    :param ticks: ticks simulated
+    :param wall_time_s: measured wall-clock time of the whole batch, in seconds
+    :param backend: name of the backend that produced the result
+    """
+
+    voltages: np.ndarray
+    actions: np.ndarray
+    spike_counts: list[np.ndarray]
+    synaptic_events: np.ndarray
+    output_saturated: np.ndarray
+    ticks: int
+    wall_time_s: float | None = None
+    backend: str = "emulator"
+
+    @property
+    def batch_size(self) -> int:
+        """Number of observations."""
+        return int(self.voltages.shape[0])
+
+    def q_values(self, program: ChipProgram) -> np.ndarray:
+        """Q-values in float units: the voltages divided by the output projection's lambda."""
+        return self.voltages / np.float32(program.lambdas[-1])
+
+
+def as_observation_batch(obs: Any, obs_dim: int) -> np.ndarray:
+    """Observations as a validated ``(batch, d)`` array; a single ``(d,)`` one becomes ``(1, d)``.
+
+    :raises ValueError: wrong width or shape, NaN or infinite entries
+    """
+    if hasattr(obs, "detach"):  # a torch tensor
+        obs = obs.detach().cpu().numpy()
+    obs = np.asarray(obs)
+    if obs.dtype == object or not (np.issubdtype(obs.dtype, np.number) or obs.dtype == np.bool_):
+        raise ValueError(f"observations must be numeric, got dtype {obs.dtype}")
+    if obs.ndim == 1:
+        obs = obs.reshape(1, -1)
+    check_observations(obs, obs_dim)
+    return obs
+
+
+def encode_observations(program: ChipProgram, obs: np.ndarray) -> np.ndarray:
+    """Input spike trains of a validated batch, ``(ticks, batch, 2d)`` float32 of 0/1.
+
+    ``"poisson"`` draws from ``np.random.default_rng(program.seed)``, fresh for every call,
+    so the same program and observations give the same trains.
+    """
+    rates = signed_rates_numpy(obs, program.obs_bound)
+    if program.encoding == "deterministic":
+        return deterministic_spikes_numpy(rates, program.ticks)
+    rng = np.random.default_rng(program.seed)
+    return (rng.random((program.ticks, *rates.shape)) < rates[None]).astype(np.float32)
+
+
+def synaptic_events(program: ChipProgram, trains: list[np.ndarray]) -> np.ndarray:
+    """Synaptic deliveries per observation (see :class:`BackendResult`).
+
+    :param program: the program
+    :param trains: emitted spike trains ``(ticks, batch, n)`` of the populations that send
+        a projection: the input, then each hidden layer
+    :return: ``(batch,)`` int64
+    """
+    batch = trains[0].shape[1]
+    events = np.zeros(batch, dtype=np.int64)
+    last = program.ticks - program.delay  # spikes emitted at t < last arrive within the ticks
+    for train, weights in zip(trains, program.weights):
+        fan_out = np.count_nonzero(weights, axis=0).astype(np.int64)
+        arrived = train[:last].sum(0).astype(np.int64)
+        events += arrived @ fan_out
+    return events
+
+
+def warn_output_saturation(saturated: np.ndarray, program: ChipProgram) -> None:
+    """Warn (``UserWarning``) when some observations drove an output neuron past its threshold."""
+    if not saturated.any():
+        return
+    warnings.warn(
+        f"{int(saturated.sum())} of {saturated.size} observations drove an output neuron past its threshold "
+        f"({float(program.thresholds[-1].min()):g}); those voltages were reset and are not plain Q-value sums "
+        "(see BackendResult.output_saturated); use a smaller lambda or smaller readout weights",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+@dataclass(frozen=True)
+class _Layer:
+    weights_t: np.ndarray  # (n_pre, n_post) float32
+    alpha: np.ndarray  # (n,) float32
+    i_offset: np.ndarray
+    threshold: np.ndarray
+
+
+class _Compiled:
+    """Float32 views of a program, prepared once and reused for every batch."""
+
+    def __init__(self, program: ChipProgram) -> None:
+        self.program = program
+        self.layers = [
+            _Layer(
+                weights_t=np.ascontiguousarray(w.T, dtype=np.float32),
+                alpha=np.asarray(a, dtype=np.float32),
+                i_offset=np.asarray(i, dtype=np.float32),
+                threshold=np.asarray(t, dtype=np.float32),
+            )
+            for w, a, i, t in zip(program.weights, program.alpha_decay, program.i_offset, program.thresholds)
+        ]
+        self.v_reset = np.float32(program.v_reset)
+
+
+class EmulatorBackend:
+    """Run chip programs on the CPU with the chip's neuron model, vectorised over the batch.
+
+    :param warn_saturation: warn when an output neuron reaches its threshold
+    """
+
+    name = "emulator"
+
+    def __init__(self, warn_saturation: bool = True) -> None:
+        self.warn_saturation = warn_saturation
+        self._compiled: _Compiled | None = None
+
+    def _compile(self, program: ChipProgram) -> _Compiled:
+        # Programs are frozen with read-only arrays, so identity is a safe cache key.
+        if self._compiled is None or self._compiled.program is not program:
+            self._compiled = _Compiled(program)
+        return self._compiled
+
+    def run(self, program: ChipProgram, obs: Any) -> BackendResult:
+        """Run a batch of observations.
+
+        :param program: the chip program
+        :param obs: observations ``(batch, d)``, or a single one ``(d,)``
+        :return: output voltages, actions and activity
+        :raises ValueError: observations of the wrong width, or with NaN / inf entries
+        """
+        start = time.perf_counter()
+        compiled = self._compile(program)
+        obs = as_observation_batch(obs, program.obs_dim)
+        trains = [encode_observations(program, obs)]
+        ticks, delay, batch = program.ticks, program.delay, obs.shape[0]
+        subtract = program.reset == "subtract"
+        for layer in compiled.layers:
+            pre = trains[-1]
+            n_pre, n_post = layer.weights_t.shape
+            syn = np.zeros((ticks, batch, n_post), dtype=np.float32)
+            if ticks > delay:
+                # What arrives at tick t was emitted at t - delay.
+                np.matmul(pre[: ticks - delay].reshape(-1, n_pre), layer.weights_t, out=syn[delay:].reshape(-1, n_post))
+            out = np.empty((ticks, batch, n_post), dtype=np.float32)
+            v = np.zeros((batch, n_post), dtype=np.float32)
+            fired = np.empty((batch, n_post), dtype=bool)
+            for t in range(ticks):
+                np.multiply(v, layer.alpha, out=v)
+                v += layer.i_offset
+                v += syn[t]
+                np.greater(v, layer.threshold, out=fired)
+                if subtract:
+                    np.subtract(v, layer.threshold, out=v, where=fired)
+                else:
+                    np.copyto(v, compiled.v_reset, where=fired)
+                out[t] = fired
+            trains.append(out)
+        voltages = v
+        counts = [train.sum(0).astype(np.int64) for train in trains]
+        saturated = counts[-1].any(axis=1)
+        if self.warn_saturation:
+            warn_output_saturation(saturated, program)
+        return BackendResult(
+            voltages=voltages,
+            actions=np.argmax(voltages, axis=1).astype(np.int64),
+            spike_counts=counts,
+            synaptic_events=synaptic_events(program, trains[:-1]),
+            output_saturated=saturated,
+            ticks=ticks,
+            wall_time_s=time.perf_counter() - start,
+            backend=self.name,
+        )

@@ -1,0 +1,367 @@
+"""The chip program: a frozen, plain-data description of a deployed spiking Q-network.
+
+A :class:`ChipProgram` holds everything a backend needs to run the network and nothing
+else: the int8 weight matrices, the neuron parameters of every population, the number of
+ticks, the synaptic delay and the input encoding. It is what
+:func:`spiking_dqn.quantization.quantize_network` builds, what the emulator and the
+SpiNNaker2 backend execute, and what is saved next to a trained agent.
+
+File format: a single ``.npz`` archive readable with ``np.load(path, allow_pickle=False)``,
+holding the arrays ``weights_<k>``, ``thresholds_<k>``, ``alpha_decay_<k>``,
+``i_offset_<k>`` (one per projection / population, ``k = 0 .. n - 1``), ``obs_bound`` and
+``metadata``, a 0-d unicode array with a JSON object::
+
+    {"format": "spiking-dqn-chip-program", "format_version": 1, "n_projections": n,
+     "reset": ..., "v_reset": ..., "ticks": ..., "delay": ..., "encoding": ...,
+     "seed": ..., "lambdas": [...]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from spiking_dqn.encoding import ENCODING_MODES
+
+FORMAT_NAME = "spiking-dqn-chip-program"
+FORMAT_VERSION = 1
+RESET_MODES: tuple[str, ...] = ("subtract", "zero")
+INT8_WEIGHT_LIMIT = 127
+# What reading a damaged zip archive can raise (zipfile, numpy's .npy reader).
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, NotImplementedError)
+
+ArrayLike = np.ndarray | Sequence[float] | float
+
+
+class ChipProgramError(ValueError):
+    """A chip program file that cannot be loaded (corrupt, foreign, too new or invalid)."""
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def _population_array(values: Any, n: int, what: str, k: int) -> np.ndarray:
+    """A float32 copy of one population's parameter, checked to have shape ``(n,)``."""
+    try:
+        array = np.array(values, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}[{k}] must be a numeric array of shape ({n},): {exc}") from None
+    if array.shape != (n,):
+        raise ValueError(f"{what}[{k}] must have shape ({n},) to match population {k}, got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{what}[{k}] contains NaN or infinite values")
+    return _readonly(array)
+
+
+@dataclass(frozen=True, eq=False)
+class ChipProgram:
+    """A spiking Q-network as deployed on the chip.
+
+    Populations are the hidden layers in order, then the output (readout) population;
+    projection ``k`` feeds population ``k``. The input population (``2 * obs_dim`` spike
+    sources) has no parameters.
+
+    :param weights: one int8 matrix per projection, shape ``(n_post, n_pre)``, values in
+        [-127, 127]: input -> hidden 1, ..., last hidden -> output
+    :param thresholds: firing threshold per population, float32 arrays of shape ``(n,)``,
+        finite and positive (the output uses a high threshold such as 5000 to integrate)
+    :param alpha_decay: membrane decay per population, float32 ``(n,)`` in [0, 1]
+    :param i_offset: constant input current per population, float32 ``(n,)``, finite
+    :param obs_bound: encoder bounds, float32 ``(d,)``, finite and positive; the first
+        projection must have ``n_pre == 2 * d``
+    :param reset: ``"subtract"`` (reset by subtraction) or ``"zero"`` (reset to ``v_reset``)
+    :param v_reset: voltage after a spike when ``reset == "zero"``
+    :param ticks: simulation ticks per inference (>= 1)
+    :param delay: ticks from a spike to its arrival at the next population, 0 or 1
+    :param encoding: ``"deterministic"`` or ``"poisson"`` input spike generation
+    :param seed: seed of the Poisson encoder (>= 0)
+    :param lambdas: the quantization scale of each projection (Q-values are the output
+        voltages divided by ``lambdas[-1]``); all ones when not given
+    """
+
+    weights: list[np.ndarray]
+    thresholds: list[np.ndarray]
+    alpha_decay: list[np.ndarray]
+    i_offset: list[np.ndarray]
+    obs_bound: np.ndarray
+    reset: Literal["subtract", "zero"] = "subtract"
+    v_reset: float = 0.0
+    ticks: int = 10
+    delay: int = 1
+    encoding: Literal["deterministic", "poisson"] = "deterministic"
+    seed: int = 0
+    lambdas: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # the dataclass is frozen; normalise fields once here
+        if not isinstance(self.weights, (list, tuple)) or len(self.weights) == 0:
+            raise ValueError("weights must be a non-empty list of int8 arrays, one per projection")
+        weights = []
+        for k, w in enumerate(self.weights):
+            if not isinstance(w, np.ndarray):
+                raise ValueError(f"weights[{k}] must be a numpy int8 array, got {type(w).__name__}")
+            if w.dtype != np.int8:
+                raise ValueError(
+                    f"weights[{k}] must have dtype int8, got {w.dtype}; quantize with "
+                    "spiking_dqn.quantization.quantize_weights (values are never cast silently)"
+                )
+            if w.ndim != 2 or 0 in w.shape:
+                raise ValueError(f"weights[{k}] must be a non-empty 2-D (n_post, n_pre) matrix, got shape {w.shape}")
+            if w.size and int(w.min()) < -INT8_WEIGHT_LIMIT:
+                raise ValueError(f"weights[{k}] contains -128; chip weights must be in [-127, 127]")
+            weights.append(_readonly(w.copy()))
+        for k in range(1, len(weights)):
+            if weights[k].shape[1] != weights[k - 1].shape[0]:
+                raise ValueError(
+                    f"layer sizes do not chain: weights[{k - 1}] has {weights[k - 1].shape[0]} post neurons "
+                    f"but weights[{k}] expects {weights[k].shape[1]} pre neurons"
+                )
+        set_(self, "weights", weights)
+        sizes = [w.shape[0] for w in weights]
+        for name in ("thresholds", "alpha_decay", "i_offset"):
+            values = getattr(self, name)
+            if not isinstance(values, (list, tuple)) or len(values) != len(sizes):
+                got = len(values) if isinstance(values, (list, tuple)) else type(values).__name__
+                raise ValueError(f"{name} must be a list with one array per population ({len(sizes)}), got {got}")
+            set_(self, name, [_population_array(v, n, name, k) for k, (v, n) in enumerate(zip(values, sizes))])
+        for k, thr in enumerate(self.thresholds):
+            if np.any(thr <= 0):
+                raise ValueError(f"thresholds[{k}] must be positive, got min {float(thr.min())}")
+        for k, alpha in enumerate(self.alpha_decay):
+            if np.any(alpha < 0) or np.any(alpha > 1):
+                raise ValueError(
+                    f"alpha_decay[{k}] must be in [0, 1], got range [{float(alpha.min())}, {float(alpha.max())}]"
+                )
+
+        bound = np.array(self.obs_bound, dtype=np.float32)
+        if bound.ndim != 1 or bound.size == 0:
+            raise ValueError(f"obs_bound must be a non-empty 1-D array, got shape {bound.shape}")
+        if not np.all(np.isfinite(bound)) or np.any(bound <= 0):
+            raise ValueError(f"obs_bound must be finite and positive in every dimension, got {bound}")
+        if weights[0].shape[1] != 2 * bound.size:
+            raise ValueError(
+                f"the first projection has {weights[0].shape[1]} pre neurons but an observation of dimension "
+                f"{bound.size} drives {2 * bound.size} input neurons (signed two-neuron code)"
+            )
+        set_(self, "obs_bound", _readonly(bound))
+
+        if self.reset not in RESET_MODES:
+            raise ValueError(f"reset must be one of {RESET_MODES}, got {self.reset!r}")
+        v_reset = float(self.v_reset)
+        if not np.isfinite(v_reset):
+            raise ValueError(f"v_reset must be finite, got {self.v_reset}")
+        set_(self, "v_reset", v_reset)
+        for name in ("ticks", "delay", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            set_(self, name, int(value))
+        if self.ticks < 1:
+            raise ValueError(f"ticks must be >= 1, got {self.ticks}")
+        if self.delay not in (0, 1):
+            raise ValueError(f"delay must be 0 or 1, got {self.delay}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.encoding not in ENCODING_MODES:
+            raise ValueError(f"encoding must be one of {ENCODING_MODES}, got {self.encoding!r}")
+
+        lambdas = list(self.lambdas) if self.lambdas is not None else []
+        if len(lambdas) == 0:
+            lambdas = [1.0] * len(weights)
+        if len(lambdas) != len(weights):
+            raise ValueError(f"lambdas must have one value per projection ({len(weights)}), got {len(lambdas)}")
+        try:
+            lambdas = [float(lam) for lam in lambdas]
+        except (TypeError, ValueError):
+            raise ValueError(f"lambdas must be numbers, got {self.lambdas!r}") from None
+        if not all(np.isfinite(lam) and lam > 0 for lam in lambdas):
+            raise ValueError(f"lambdas must be finite and positive, got {lambdas}")
+        set_(self, "lambdas", lambdas)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def obs_dim(self) -> int:
+        """Observation dimension ``d``."""
+        return int(self.obs_bound.size)
+
+    @property
+    def n_actions(self) -> int:
+        """Number of output neurons (actions)."""
+        return int(self.weights[-1].shape[0])
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        """Population sizes: input neurons (``2d``), each hidden layer, output."""
+        return [int(self.weights[0].shape[1])] + [int(w.shape[0]) for w in self.weights]
+
+    # ------------------------------------------------------------------ copies, equality
+
+    def with_thresholds(self, thresholds: Sequence[ArrayLike]) -> ChipProgram:
+        """A copy with new thresholds (for threshold search).
+
+        :param thresholds: one entry per population (hidden layers, then output), each a
+            scalar (same threshold for the whole population) or an array of shape ``(n,)``
+        :return: the new program, validated
+        """
+        sizes = [w.shape[0] for w in self.weights]
+        if len(thresholds) != len(sizes):
+            raise ValueError(f"expected one threshold entry per population ({len(sizes)}), got {len(thresholds)}")
+        new = [np.full(n, t, dtype=np.float32) if np.ndim(t) == 0 else t for t, n in zip(thresholds, sizes)]
+        return dataclasses.replace(self, thresholds=new)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ChipProgram):
+            return NotImplemented
+        arrays = ("weights", "thresholds", "alpha_decay", "i_offset")
+        scalars = ("reset", "v_reset", "ticks", "delay", "encoding", "seed", "lambdas")
+        return (
+            all(getattr(self, s) == getattr(other, s) for s in scalars)
+            and np.array_equal(self.obs_bound, other.obs_bound)
+            and all(
+                len(getattr(self, a)) == len(getattr(other, a))
+                and all(
+                    x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(getattr(self, a), getattr(other, a))
+                )
+                for a in arrays
+            )
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # holds arrays; compared by value
+
+    def __repr__(self) -> str:
+        return (
+            f"ChipProgram(layer_sizes={self.layer_sizes}, ticks={self.ticks}, delay={self.delay}, "
+            f"reset={self.reset!r}, encoding={self.encoding!r}, lambdas={self.lambdas})"
+        )
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the program to one ``.npz`` file (no pickle), at exactly ``path``.
+
+        :param path: file to write
+        :return: the path written
+        """
+        path = Path(path)
+        metadata = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "n_projections": len(self.weights),
+            "reset": self.reset,
+            "v_reset": self.v_reset,
+            "ticks": self.ticks,
+            "delay": self.delay,
+            "encoding": self.encoding,
+            "seed": self.seed,
+            "lambdas": self.lambdas,
+        }
+        arrays: dict[str, np.ndarray] = {"metadata": np.array(json.dumps(metadata)), "obs_bound": self.obs_bound}
+        for k in range(len(self.weights)):
+            arrays[f"weights_{k}"] = self.weights[k]
+            arrays[f"thresholds_{k}"] = self.thresholds[k]
+            arrays[f"alpha_decay_{k}"] = self.alpha_decay[k]
+            arrays[f"i_offset_{k}"] = self.i_offset[k]
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ChipProgram:
+        """Read a program written by :meth:`save`, and validate it.
+
+        :param path: the ``.npz`` file
+        :raises FileNotFoundError: no such file
+        :raises ChipProgramError: truncated or corrupt file, an ``.npz`` that is not a chip
+            program, a file from a newer format version, missing arrays, invalid contents
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no chip program file at {path}")
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except _ARCHIVE_ERRORS as exc:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+            if magic == b"PK\x03\x04":
+                raise ChipProgramError(f"{path}: truncated or damaged chip program archive ({exc})") from None
+            raise ChipProgramError(f"{path}: not a chip program file (not an .npz archive: {exc})") from None
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ChipProgramError(f"{path}: not a chip program file (a single .npy array, not an .npz archive)")
+        with loaded as data:
+            try:
+                return cls._from_archive(data, path)
+            except ChipProgramError:
+                raise
+            except _ARCHIVE_ERRORS as exc:
+                raise ChipProgramError(f"{path}: truncated or damaged chip program archive ({exc})") from None
+
+    @classmethod
+    def _from_archive(cls, data: Any, path: Path) -> ChipProgram:
+        if "metadata" not in data.files:
+            raise ChipProgramError(f"{path}: not a spiking-dqn chip program (no 'metadata' entry; foreign .npz?)")
+        try:
+            meta_array = data["metadata"]
+            metadata = json.loads(str(meta_array[()]))
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ChipProgramError(f"{path}: unreadable chip program metadata ({exc})") from None
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+            tag = metadata.get("format") if isinstance(metadata, dict) else None
+            raise ChipProgramError(
+                f"{path}: not a spiking-dqn chip program (format tag {tag!r}, expected {FORMAT_NAME!r})"
+            )
+        version = metadata.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ChipProgramError(f"{path}: invalid chip program format_version {version!r}")
+        if version > FORMAT_VERSION:
+            raise ChipProgramError(
+                f"{path}: chip program format version {version} was written by a newer spiking-dqn "
+                f"(this one reads up to version {FORMAT_VERSION}); upgrade spiking-dqn to load it"
+            )
+        missing_keys = [
+            k
+            for k in ("n_projections", "reset", "v_reset", "ticks", "delay", "encoding", "seed", "lambdas")
+            if k not in metadata
+        ]
+        if missing_keys:
+            raise ChipProgramError(f"{path}: chip program metadata lacks {missing_keys}")
+        n = metadata["n_projections"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ChipProgramError(f"{path}: invalid n_projections {n!r} in chip program metadata")
+        names = ["obs_bound"] + [
+            f"{a}_{k}" for k in range(n) for a in ("weights", "thresholds", "alpha_decay", "i_offset")
+        ]
+        missing = [name for name in names if name not in data.files]
+        if missing:
+            raise ChipProgramError(f"{path}: chip program archive is missing arrays {missing}")
+        try:
+            arrays = {name: data[name] for name in names}
+        except _ARCHIVE_ERRORS as exc:
+            raise ChipProgramError(f"{path}: truncated or damaged chip program archive ({exc})") from None
+        try:
+            return cls(
+                weights=[arrays[f"weights_{k}"] for k in range(n)],
+                thresholds=[arrays[f"thresholds_{k}"] for k in range(n)],
+                alpha_decay=[arrays[f"alpha_decay_{k}"] for k in range(n)],
+                i_offset=[arrays[f"i_offset_{k}"] for k in range(n)],
+                obs_bound=arrays["obs_bound"],
+                reset=metadata["reset"],
+                v_reset=metadata["v_reset"],
+                ticks=metadata["ticks"],
+                delay=metadata["delay"],
+                encoding=metadata["encoding"],
+                seed=metadata["seed"],
+                lambdas=metadata["lambdas"],
+            )
+        except (ValueError, TypeError) as exc:
+            raise ChipProgramError(f"{path}: invalid chip program: {exc}") from None

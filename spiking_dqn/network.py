@@ -1,0 +1,260 @@
+"""The float spiking Q-network: encoder -> LIF hidden layers -> integrator readout.
+
+Timing follows the SpiNNaker2 ``lif_no_delay`` semantics of ``DESIGN.md`` so that the
+trained network deploys faithfully: per tick ``v = beta * v + (W s + b)``, spike when
+``v > threshold``, then reset at once (by subtraction or to zero), and a spike emitted at
+tick ``t`` reaches the next population at tick ``t + synaptic_delay``. The readout
+integrates its synaptic current without leak or spikes; its membrane after the last
+tick is the Q-value.
+
+For speed, the network is run layer by layer rather than tick by tick: the synaptic
+currents of a layer for all ticks are one matrix product over ``(T * batch)`` rows, and
+only the elementwise LIF update loops over the ticks. This is the same computation as the
+tick-by-tick loop, since a layer's input at tick ``t`` depends only on the previous
+layer's spikes at earlier (or, with no delay, the same) ticks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+import snntorch as snn
+import torch as th
+from snntorch import surrogate
+from snntorch._neurons.neurons import SpikingNeuron
+from torch import nn
+
+from spiking_dqn.encoding import EncodingMode, SignedRateEncoder
+
+ResetMode = Literal["subtract", "zero"]
+
+# snnTorch's ``sigmoid`` surrogate is left out: its backward computes exp(-slope * x) and
+# overflows to NaN for membranes a few units below threshold, which happens in training.
+SURROGATES: dict[str, Callable[[], Callable]] = {
+    "atan": surrogate.atan,
+    "fast_sigmoid": surrogate.fast_sigmoid,
+    "triangular": surrogate.triangular,
+    "straight_through": surrogate.straight_through_estimator,
+}
+
+
+def make_surrogate(spec: str | Callable) -> Callable:
+    """snnTorch surrogate spike function from a name (see ``SURROGATES``) or a callable."""
+    if callable(spec):
+        return spec
+    if spec not in SURROGATES:
+        raise ValueError(f"unknown surrogate {spec!r}; choose one of {sorted(SURROGATES)} or pass a callable")
+    return SURROGATES[spec]()
+
+
+class ChipLeaky(snn.Leaky):
+    """snnTorch ``Leaky`` neuron with the chip's reset timing and no hidden state.
+
+    The update is ``v = beta * v + input``; spike ``S = H(v - threshold)`` through the
+    surrogate; then, in the same tick, ``v -= S * threshold`` (``"subtract"``) or
+    ``v = (1 - S) * v`` (``"zero"``). snnTorch's own ``Leaky`` applies the reset in the next
+    tick's update (scaled by ``beta`` there), which does not match the chip. As in snnTorch,
+    the reset term is detached from the graph.
+
+    The membrane is passed in and returned, never stored on the module, so a network
+    keeps no state between calls.
+    """
+
+    def __init__(self, beta: float, threshold: float, spike_grad: Callable, reset_mechanism: ResetMode) -> None:
+        super().__init__(beta=beta, threshold=threshold, spike_grad=spike_grad, reset_mechanism=reset_mechanism)
+        # snnTorch keeps every neuron ever built in a class-level list (for its global
+        # reset helpers, which this package does not use); drop ours so it can be freed.
+        SpikingNeuron.instances.remove(self)
+
+    def forward(self, input_: th.Tensor, mem: th.Tensor) -> tuple[th.Tensor, th.Tensor]:  # type: ignore[override]
+        mem = self.beta * mem + input_
+        spk = self.fire(mem)
+        if self.reset_mechanism_val == 0:
+            mem = mem - spk.detach() * self.threshold
+        else:
+            mem = mem * (1.0 - spk.detach())
+        return spk, mem
+
+
+class _LIFSequence(th.autograd.Function):
+    """A ``ChipLeaky`` layer run over all ticks at once, with a hand-written backward.
+
+    Forward is the tick loop of ``ChipLeaky.forward`` without autograd bookkeeping.
+    Backward is the exact gradient autograd would give through that loop (reset
+    detached): with pre-reset membranes ``m_t`` and spikes ``s_t``,
+    ``dL/dm_t = dL/ds_t * surrogate'(m_t - threshold) + beta * k_t * dL/dm_{t+1}`` where
+    ``k_t = 1`` for reset by subtraction and ``1 - s_t`` for reset to zero, and
+    ``dL/dI_t = dL/dm_t``. The surrogate derivative comes from the neuron's own snnTorch
+    surrogate, evaluated for all ticks in one call.
+    """
+
+    @staticmethod
+    def forward(ctx, current: th.Tensor, neuron: ChipLeaky) -> th.Tensor:  # type: ignore[override]
+        beta = float(neuron.beta.clamp(0, 1))
+        threshold = float(neuron.threshold)
+        subtract = neuron.reset_mechanism_val == 0
+        pre = th.empty_like(current)
+        spikes = th.empty_like(current)
+        mem = current[0]
+        for t in range(current.shape[0]):
+            if t > 0:
+                th.add(current[t], mem, alpha=beta, out=pre[t])
+            else:
+                pre[0].copy_(current[0])
+            th.gt(pre[t], threshold, out=spikes[t])
+            mem = th.sub(pre[t], spikes[t], alpha=threshold) if subtract else pre[t] * (1.0 - spikes[t])
+        ctx.save_for_backward(pre, spikes)
+        ctx.neuron = neuron
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: th.Tensor):  # type: ignore[override]
+        pre, spikes = ctx.saved_tensors
+        neuron: ChipLeaky = ctx.neuron
+        beta = float(neuron.beta.clamp(0, 1))
+        with th.enable_grad():
+            shifted = (pre - neuron.threshold).detach().requires_grad_(True)
+            (direct,) = th.autograd.grad(neuron.spike_grad(shifted), shifted, grad_outputs=grad_spikes)
+        subtract = neuron.reset_mechanism_val == 0
+        # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
+        carry = None if subtract else beta * (1.0 - spikes)
+        grad_current = th.empty_like(direct)
+        grad_current[-1] = direct[-1]
+        for t in range(pre.shape[0] - 2, -1, -1):
+            if subtract:
+                th.add(direct[t], grad_current[t + 1], alpha=beta, out=grad_current[t])
+            else:
+                th.addcmul(direct[t], carry[t], grad_current[t + 1], out=grad_current[t])
+        return grad_current, None
+
+
+def lif_sequence(current: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
+    """Spike trains ``(T, batch, n)`` of a ``ChipLeaky`` layer driven by ``current`` ``(T, batch, n)``.
+
+    Uses the fused :class:`_LIFSequence` unless the neuron has learnable ``beta`` or
+    ``threshold``, in which case it loops over ``ChipLeaky.forward`` under autograd.
+    """
+    if not (neuron.beta.requires_grad or neuron.threshold.requires_grad):
+        return _LIFSequence.apply(current, neuron)
+    mem = th.zeros_like(current[0])
+    out = []
+    for t in range(current.shape[0]):
+        spk, mem = neuron(current[t], mem)
+        out.append(spk)
+    return th.stack(out)
+
+
+def delay_spikes(spikes: th.Tensor, delay: int) -> th.Tensor:
+    """Shift a spike train ``(T, ...)`` by ``delay`` ticks: what arrives at each tick."""
+    if delay == 0:
+        return spikes
+    pad = th.zeros_like(spikes[:delay])
+    return th.cat([pad, spikes[:-delay]], dim=0)
+
+
+class SpikingQNetwork(nn.Module):
+    """Rate-coded spiking Q-network.
+
+    :param obs_bound: encoder bounds, one positive float per observation dimension
+    :param n_actions: number of actions (readout neurons)
+    :param net_arch: hidden layer sizes
+    :param ticks: simulation ticks per inference
+    :param beta: membrane decay of the hidden neurons, in [0, 1] (the chip's ``alpha_decay``)
+    :param threshold: firing threshold of the hidden neurons (> 0)
+    :param surrogate: surrogate gradient, a name from ``SURROGATES`` or an snnTorch surrogate
+    :param reset: reset mechanism of the hidden neurons, ``"subtract"`` or ``"zero"``
+    :param synaptic_delay: ticks from a spike to its arrival, 1 (chip timing) or 0
+    :param encoding: input spike generation, ``"deterministic"`` or ``"poisson"``
+    :param encoding_seed: seed of the Poisson encoder
+    """
+
+    def __init__(
+        self,
+        obs_bound: Sequence[float] | np.ndarray,
+        n_actions: int,
+        net_arch: Sequence[int] = (64, 64),
+        ticks: int = 10,
+        beta: float = 0.9,
+        threshold: float = 1.0,
+        surrogate: str | Callable = "atan",
+        reset: ResetMode = "subtract",
+        synaptic_delay: int = 1,
+        encoding: EncodingMode = "deterministic",
+        encoding_seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= float(beta) <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        if not float(threshold) > 0.0 or not np.isfinite(threshold):
+            raise ValueError(f"threshold must be positive and finite, got {threshold}")
+        if reset not in ("subtract", "zero"):
+            raise ValueError(f"reset must be 'subtract' or 'zero', got {reset!r}")
+        if synaptic_delay not in (0, 1):
+            raise ValueError(f"synaptic_delay must be 0 or 1, got {synaptic_delay!r}")
+        if len(net_arch) == 0 or any(int(n) < 1 for n in net_arch):
+            raise ValueError(f"net_arch must be a non-empty list of positive sizes, got {list(net_arch)}")
+        if int(n_actions) < 1:
+            raise ValueError(f"n_actions must be positive, got {n_actions}")
+        # The encoder validates ticks, bounds and encoding mode.
+        self.encoder = SignedRateEncoder(obs_bound, ticks=ticks, mode=encoding, seed=encoding_seed)
+        if ticks <= (len(net_arch) + 1) * synaptic_delay:
+            raise ValueError(
+                f"ticks={ticks} is too few: with synaptic_delay={synaptic_delay} and {len(net_arch)} hidden "
+                f"layers, input spikes need {(len(net_arch) + 1) * synaptic_delay} ticks to reach the readout"
+            )
+        self.ticks = int(ticks)
+        self.net_arch = [int(n) for n in net_arch]
+        self.n_actions = int(n_actions)
+        self.synaptic_delay = int(synaptic_delay)
+        self.reset = reset
+        spike_grad = make_surrogate(surrogate)
+        sizes = [self.encoder.n_inputs, *self.net_arch]
+        self.hidden = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        self.lif = nn.ModuleList(
+            ChipLeaky(beta=float(beta), threshold=float(threshold), spike_grad=spike_grad, reset_mechanism=reset)
+            for _ in self.net_arch
+        )
+        self.readout = nn.Linear(sizes[-1], self.n_actions)
+
+    @property
+    def obs_dim(self) -> int:
+        """Observation dimension."""
+        return self.encoder.obs_dim
+
+    def linear_layers(self) -> list[nn.Linear]:
+        """The projections in order: input->hidden1, ..., last hidden->readout."""
+        return [*self.hidden, self.readout]
+
+    def forward_spikes(self, spikes: th.Tensor, return_activity: bool = False):
+        """Run the network on input spike trains ``(T, batch, 2d)``.
+
+        :return: Q-values ``(batch, n_actions)``, plus the spike trains of every hidden
+            layer (``(T, batch, n)`` each) when ``return_activity``
+        """
+        trains = []
+        x = spikes
+        for fc, lif in zip(self.hidden, self.lif):
+            x = lif_sequence(fc(delay_spikes(x, self.synaptic_delay)), lif)
+            trains.append(x)
+        # Integrator readout (alpha = 1, no spikes, starts at 0): its membrane after the
+        # last tick is the sum over ticks of W s + b, i.e. W (sum of arrived spikes) + T b.
+        arrived = x[: self.ticks - self.synaptic_delay].sum(0)
+        q_values = nn.functional.linear(arrived, self.readout.weight) + self.ticks * self.readout.bias
+        if return_activity:
+            return q_values, trains
+        return q_values
+
+    def forward(self, obs: th.Tensor, return_activity: bool = False):
+        """Q-values of a batch of observations ``(batch, d)``.
+
+        :param obs: observations
+        :param return_activity: also return per-layer spike counts over the ticks, a list
+            with one ``(batch, n)`` tensor per population: the input neurons, each hidden layer
+        """
+        spikes = self.encoder(obs)
+        if not return_activity:
+            return self.forward_spikes(spikes)
+        q_values, trains = self.forward_spikes(spikes, return_activity=True)
+        return q_values, [spikes.sum(0)] + [train.sum(0) for train in trains]

@@ -1,0 +1,150 @@
+"""Quantization of the float spiking Q-network into a chip program."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch as th
+
+from spiking_dqn.hardware import ChipProgram
+from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.quantization import (
+    LayerReport,
+    QuantizationReport,
+    fake_quantize_network,
+    quantize_network,
+    quantize_weights,
+    resolve_lambdas,
+)
+
+# lam = 20: scaled values 200, -200 (clipped), 0.02, -0.02, 0.04 (round to 0), 10, 0, 20.
+HAND_MADE = np.array([[10.0, -10.0, 0.001, -0.001], [0.5, 0.0, 0.002, 1.0]], dtype=np.float32)
+
+
+def small_net(seed: int = 0, **kwargs) -> SpikingQNetwork:
+    th.manual_seed(seed)
+    options = dict(obs_bound=[1.0, 2.0], n_actions=2, net_arch=[2], ticks=5, threshold=0.5)
+    options.update(kwargs)
+    return SpikingQNetwork(**options)
+
+
+def test_quantize_weights_rounds_and_clips_to_int8():
+    w = np.array([0.01, 0.026, -0.024, 10.0, -10.0, 0.0, 0.3, -0.3], dtype=np.float32)
+    q = quantize_weights(w, 20.0)
+    assert q.dtype == np.int8
+    np.testing.assert_array_equal(q, [0, 1, 0, 127, -127, 0, 6, -6])
+    assert q.min() >= -127  # never -128
+
+
+def test_layer_report_counts_clipped_and_zeroed_weights():
+    report = LayerReport.from_weights("hidden.0", HAND_MADE, 20.0)
+    assert report.name == "hidden.0" and report.lam == 20.0
+    assert report.n_weights == 8
+    assert report.clipped_frac == pytest.approx(2 / 8)
+    assert report.zeroed_frac == pytest.approx(3 / 7)  # 7 nonzero float weights, 3 collapse to 0
+    assert report.max_abs_error == pytest.approx(10.0 - 127 / 20, rel=1e-6)
+
+
+def test_layer_report_of_exact_weights_has_no_error():
+    w = np.array([[0.5, -0.25], [1.0, 0.0]], dtype=np.float32)  # exact multiples of 1/4
+    report = LayerReport.from_weights("readout", w, 4.0)
+    assert report.clipped_frac == 0.0 and report.zeroed_frac == 0.0 and report.max_abs_error == 0.0
+
+
+def test_heavy_clipping_warns_with_layer_name_lambda_and_fractions():
+    net = small_net()
+    with th.no_grad():
+        net.hidden[0].weight.copy_(th.as_tensor(HAND_MADE))
+        net.readout.weight.fill_(0.1)
+    with pytest.warns(UserWarning) as record:
+        program, report = quantize_network(net, 20.0)
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 1, messages  # the readout does not clip
+    assert "hidden.0" in messages[0] and "lambda=20" in messages[0]
+    assert "25.0%" in messages[0] and "42.9%" in messages[0]
+    assert report.layers[0].clipped_frac == pytest.approx(0.25)
+    assert report.layers[1].clipped_frac == 0.0
+    np.testing.assert_array_equal(program.weights[0], quantize_weights(HAND_MADE, 20.0))
+
+
+def test_no_warning_when_clipping_is_light():
+    net = small_net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quantize_network(net, 3.0)
+
+
+def test_resolve_lambdas_scalar_and_list():
+    weights = [np.ones((3, 4)), np.ones((2, 3))]
+    assert resolve_lambdas(3, weights) == [3.0, 3.0]
+    assert resolve_lambdas(np.float32(2.5), weights) == [2.5, 2.5]
+    assert resolve_lambdas([3, 32.0], weights) == [3.0, 32.0]
+    assert resolve_lambdas(np.array([1.0, 2.0]), weights) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "lam", [0, -1.0, float("nan"), float("inf"), "fast", [1.0], [1.0, 2.0, 3.0], [1.0, 0.0], True, None, [1.0, "a"]]
+)
+def test_resolve_lambdas_rejects_invalid(lam):
+    with pytest.raises(ValueError):
+        resolve_lambdas(lam, [np.ones((3, 4)), np.ones((2, 3))])
+
+
+def test_auto_lambda_rule_maps_the_999th_percentile_to_127():
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(0, 0.05, size=(64, 8)), rng.normal(0, 2.0, size=(256, 64)), rng.laplace(0, 0.01, (2, 64))]
+    lambdas = resolve_lambdas("auto", weights)
+    for w, lam in zip(weights, lambdas):
+        assert lam == pytest.approx(127.0 / np.percentile(np.abs(w), 99.9))
+        report = LayerReport.from_weights("x", w.astype(np.float32), lam)
+        # About 0.1% of the weights clip (in a small layer, at most the largest one).
+        assert report.clipped_frac * w.size <= max(1.0, 0.001 * w.size)
+        # Far less collapse than a fixed lambda of 1 would give.
+        assert report.zeroed_frac < LayerReport.from_weights("x", w.astype(np.float32), 1.0).zeroed_frac
+    assert resolve_lambdas("auto", [np.zeros((2, 2))]) == [1.0]
+
+
+def test_quantize_network_fills_program_from_the_network():
+    net = small_net(beta=0.8, threshold=0.7, reset="zero", synaptic_delay=0, ticks=7)
+    program, report = quantize_network(net, [10.0, 40.0], seed=5)
+    assert isinstance(program, ChipProgram) and isinstance(report, QuantizationReport)
+    assert program.lambdas == [10.0, 40.0] and report.lambdas == [10.0, 40.0]
+    for k, (layer, lam) in enumerate(zip(net.linear_layers(), [10.0, 40.0])):
+        w = layer.weight.detach().numpy()
+        np.testing.assert_array_equal(program.weights[k], quantize_weights(w, lam))
+        assert program.weights[k].shape == w.shape
+        expected_offset = (lam * layer.bias.detach().numpy().astype(np.float64)).astype(np.float32)
+        np.testing.assert_array_equal(program.i_offset[k], expected_offset)
+    # i_offset is scaled, not rounded
+    assert np.any(program.i_offset[0] != np.rint(program.i_offset[0]))
+    np.testing.assert_allclose(program.thresholds[0], 10.0 * 0.7, rtol=1e-6)
+    np.testing.assert_allclose(program.alpha_decay[0], 0.8, rtol=1e-6)
+    np.testing.assert_array_equal(program.thresholds[1], [5000.0, 5000.0])
+    np.testing.assert_array_equal(program.alpha_decay[1], [1.0, 1.0])
+    assert program.reset == "zero" and program.v_reset == 0.0
+    assert program.ticks == 7 and program.delay == 0 and program.seed == 5
+    assert program.encoding == "deterministic"
+    np.testing.assert_array_equal(program.obs_bound, np.array([1.0, 2.0], dtype=np.float32))
+    assert program.obs_bound.dtype == np.float32
+
+
+def test_fake_quantize_network_replaces_only_the_weights():
+    net = small_net(net_arch=[4, 3])
+    original = [layer.weight.detach().clone() for layer in net.linear_layers()]
+    fake = fake_quantize_network(net, [20.0, 10.0, 5.0])
+    for layer, fake_layer, w0, lam in zip(net.linear_layers(), fake.linear_layers(), original, [20.0, 10.0, 5.0]):
+        assert th.equal(layer.weight, w0)  # the original is untouched
+        expected = quantize_weights(w0.numpy(), lam).astype(np.float64) / lam
+        np.testing.assert_allclose(fake_layer.weight.detach().numpy(), expected, rtol=1e-7)
+        assert th.equal(fake_layer.bias, layer.bias)
+    for lif, fake_lif in zip(net.lif, fake.lif):
+        assert float(fake_lif.threshold) == float(lif.threshold) and float(fake_lif.beta) == float(lif.beta)
+
+
+def test_report_to_dict_and_table():
+    report = QuantizationReport([LayerReport.from_weights("hidden.0", HAND_MADE, 20.0)])
+    data = report.to_dict()
+    assert data["layers"][0]["name"] == "hidden.0"
+    assert data["layers"][0]["clipped_frac"] == pytest.approx(0.25)
+    table = str(report)
+    assert "hidden.0" in table and "clipped" in table and "25.00%" in table
