@@ -34,7 +34,7 @@ def parse_args(env_id: str, default_timesteps: int, argv: list[str] | None = Non
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--out", type=Path, default=TRAINED_DIR / env_id, help="output folder (model.zip, README.md)")
     parser.add_argument("--tensorboard-log", type=str, default=None, help="TensorBoard log folder")
-    parser.add_argument("--eval-freq", type=int, default=5000, help="steps between evaluations (best model kept)")
+    parser.add_argument("--eval-freq", type=int, default=2500, help="steps between evaluations (best model kept)")
     parser.add_argument("--eval-episodes", type=int, default=100, help="episodes of the final evaluation")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)

@@ -6,6 +6,10 @@ observation space (``max(|low|, |high|)``); the dimensions a Gymnasium space lea
 unbounded get the documented bounds registered here, chosen from the range the
 dimension actually takes in episodes (values beyond it saturate the encoder, which
 is harmless for these tasks).
+
+A registered bound may also be tighter than a finite space bound where the episode
+cannot reach the space bound: a rate code with ``T`` ticks resolves only about ``T``
+levels per dimension, so range the episode never uses is resolution thrown away.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ class BoundSpec:
 
     :param low: the observation space's lower bounds (may hold ``-inf``)
     :param high: the observation space's upper bounds (may hold ``inf``)
-    :param unbounded: bounds for the dimensions the space leaves infinite, ``{dim: bound}``
+    :param unbounded: encoder bounds for the dimensions the space leaves infinite, or where
+        the episode ends well inside the space bound, ``{dim: bound}``
     :param note: where the unbounded-dimension bounds come from
     """
 
@@ -49,10 +54,12 @@ _INF = float("inf")
 _CARTPOLE = BoundSpec(
     low=(-4.8, -_INF, -0.41887903, -_INF),
     high=(4.8, _INF, 0.41887903, _INF),
-    # Cart velocity and pole angular velocity stay within about +-2 and +-3 in
-    # episodes that do not terminate (measured over random and trained policies).
-    unbounded={1: 3.0, 3: 3.5},
-    note="cart velocity 3.0, pole angular velocity 3.5 (episode range)",
+    # The episode terminates at |x| > 2.4 and |angle| > 0.2095 rad (12 degrees), half the
+    # space bounds, so those are the encoder bounds. The velocities are unbounded in the
+    # space; a balancing policy keeps them within about +-1.5 (cart) and +-2 rad/s (pole),
+    # and larger values saturate the encoder, which is harmless (they precede a failure).
+    unbounded={0: 2.4, 1: 1.5, 2: 0.2095, 3: 2.0},
+    note="termination bounds for position (2.4) and angle (0.2095 rad); velocities 1.5 and 2.0 (episode range)",
 )
 _REGISTRY: dict[str, BoundSpec] = {
     "CartPole-v0": _CARTPOLE,
@@ -60,8 +67,11 @@ _REGISTRY: dict[str, BoundSpec] = {
     "Acrobot-v1": BoundSpec(
         low=(-1.0, -1.0, -1.0, -1.0, -12.566371, -28.274334),
         high=(1.0, 1.0, 1.0, 1.0, 12.566371, 28.274334),
-        unbounded={},
-        note="all dimensions bounded by the space (angular velocities 4*pi and 9*pi)",
+        # The angular velocities are capped at 4*pi and 9*pi by the space, but a swing-up
+        # policy keeps them within about 6.5 and 12 (99th percentiles 5.6 and 9.2 over the
+        # episodes of a trained agent): beyond that the encoder saturates.
+        unbounded={4: 6.5, 5: 12.0},
+        note="cos/sin terms 1; angular velocities 6.5 and 12 rad/s (episode range, space caps 4pi and 9pi)",
     ),
     "MountainCar-v0": BoundSpec(
         low=(-1.2, -0.07),

@@ -73,6 +73,13 @@ def deterministic_spikes_numpy(rates: np.ndarray, ticks: int) -> np.ndarray:
     return np.diff(counts, axis=0).astype(np.float32)
 
 
+def deterministic_spikes_torch(rates: th.Tensor, ticks: int) -> th.Tensor:
+    """:func:`deterministic_spikes_numpy` in torch, for rates on an accelerator."""
+    t = th.arange(ticks + 1, dtype=th.float64, device=rates.device)[:, None, None]
+    counts = th.floor(t * rates.to(th.float64)[None] + _FLOOR_EPS)
+    return th.diff(counts, dim=0).to(th.float32)
+
+
 class SignedRateEncoder(nn.Module):
     """Observation -> signed two-neuron rates -> spike trains over ``ticks``.
 
@@ -119,11 +126,14 @@ class SignedRateEncoder(nn.Module):
 
     def forward(self, obs: th.Tensor) -> th.Tensor:
         """Encode observations of shape ``(batch, d)`` into spikes ``(T, batch, 2d)`` float32."""
+        if self.mode == "deterministic" and obs.device.type == "cpu":
+            # The numpy reference itself: cheaper than torch dispatch on these small arrays.
+            check_observations(obs, self.obs_dim)
+            rates = signed_rates_numpy(obs.detach().numpy(), self.bound.numpy())
+            return th.from_numpy(deterministic_spikes_numpy(rates, self.ticks))
         rates = self.rates(obs)
         if self.mode == "deterministic":
-            t = th.arange(self.ticks + 1, dtype=th.float64, device=rates.device)[:, None, None]
-            counts = th.floor(t * rates[None] + _FLOOR_EPS)
-            return th.diff(counts, dim=0).to(th.float32)
+            return deterministic_spikes_torch(rates, self.ticks)
         if self._generator is None or self._generator.device != rates.device:
             self._generator = th.Generator(device=rates.device)
             if self.seed is not None:

@@ -78,6 +78,46 @@ class ChipLeaky(snn.Leaky):
         return spk, mem
 
 
+def _lif_scan(current: np.ndarray, beta: float, threshold: float, subtract: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The ``ChipLeaky`` tick loop on arrays ``(T, batch, n)``: pre-reset membranes and spikes.
+
+    Works on numpy arrays (CPU tensors are shared, not copied) because a numpy ufunc on
+    these small arrays costs a fraction of a torch op's dispatch.
+    """
+    pre = np.empty_like(current)
+    spikes = np.empty_like(current)
+    beta_, threshold_ = current.dtype.type(beta), current.dtype.type(threshold)
+    mem = np.zeros_like(current[0])
+    for t in range(current.shape[0]):
+        m = pre[t]
+        np.multiply(mem, beta_, out=m)
+        m += current[t]
+        np.greater(m, threshold_, out=spikes[t])
+        mem = m - threshold_ * spikes[t] if subtract else m * (1 - spikes[t])
+    return pre, spikes
+
+
+def _lif_scan_torch(current: th.Tensor, beta: float, threshold: float, subtract: bool) -> tuple[th.Tensor, th.Tensor]:
+    """:func:`_lif_scan` with torch ops, for tensors on an accelerator."""
+    pre = th.empty_like(current)
+    spikes = th.empty_like(current)
+    mem = th.zeros_like(current[0])
+    for t in range(current.shape[0]):
+        th.add(current[t], mem, alpha=beta, out=pre[t])
+        th.gt(pre[t], threshold, out=spikes[t])
+        mem = th.sub(pre[t], spikes[t], alpha=threshold) if subtract else pre[t] * (1.0 - spikes[t])
+    return pre, spikes
+
+
+def _reverse_scan(direct: np.ndarray, carry: float | np.ndarray) -> np.ndarray:
+    """``g_t = direct_t + carry_t * g_{t+1}`` from the last tick back (numpy or torch)."""
+    grad = direct.copy() if isinstance(direct, np.ndarray) else direct.clone()
+    scalar = np.ndim(carry) == 0 if not isinstance(carry, th.Tensor) else False
+    for t in range(grad.shape[0] - 2, -1, -1):
+        grad[t] += (carry if scalar else carry[t]) * grad[t + 1]
+    return grad
+
+
 class _LIFSequence(th.autograd.Function):
     """A ``ChipLeaky`` layer run over all ticks at once, with a hand-written backward.
 
@@ -92,42 +132,31 @@ class _LIFSequence(th.autograd.Function):
 
     @staticmethod
     def forward(ctx, current: th.Tensor, neuron: ChipLeaky) -> th.Tensor:  # type: ignore[override]
-        beta = float(neuron.beta.clamp(0, 1))
-        threshold = float(neuron.threshold)
+        beta, threshold = float(neuron.beta.clamp(0, 1)), float(neuron.threshold)
         subtract = neuron.reset_mechanism_val == 0
-        pre = th.empty_like(current)
-        spikes = th.empty_like(current)
-        mem = current[0]
-        for t in range(current.shape[0]):
-            if t > 0:
-                th.add(current[t], mem, alpha=beta, out=pre[t])
-            else:
-                pre[0].copy_(current[0])
-            th.gt(pre[t], threshold, out=spikes[t])
-            mem = th.sub(pre[t], spikes[t], alpha=threshold) if subtract else pre[t] * (1.0 - spikes[t])
+        if current.device.type == "cpu":
+            pre_np, spikes_np = _lif_scan(current.detach().contiguous().numpy(), beta, threshold, subtract)
+            pre, spikes = th.from_numpy(pre_np), th.from_numpy(spikes_np)
+        else:
+            pre, spikes = _lif_scan_torch(current.detach(), beta, threshold, subtract)
         ctx.save_for_backward(pre, spikes)
         ctx.neuron = neuron
+        ctx.beta = beta
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes: th.Tensor):  # type: ignore[override]
         pre, spikes = ctx.saved_tensors
         neuron: ChipLeaky = ctx.neuron
-        beta = float(neuron.beta.clamp(0, 1))
         with th.enable_grad():
             shifted = (pre - neuron.threshold).detach().requires_grad_(True)
             (direct,) = th.autograd.grad(neuron.spike_grad(shifted), shifted, grad_outputs=grad_spikes)
-        subtract = neuron.reset_mechanism_val == 0
         # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
-        carry = None if subtract else beta * (1.0 - spikes)
-        grad_current = th.empty_like(direct)
-        grad_current[-1] = direct[-1]
-        for t in range(pre.shape[0] - 2, -1, -1):
-            if subtract:
-                th.add(direct[t], grad_current[t + 1], alpha=beta, out=grad_current[t])
-            else:
-                th.addcmul(direct[t], carry[t], grad_current[t + 1], out=grad_current[t])
-        return grad_current, None
+        carry = ctx.beta if neuron.reset_mechanism_val == 0 else ctx.beta * (1.0 - spikes)
+        if direct.device.type == "cpu":
+            carry_np = carry if isinstance(carry, float) else carry.numpy()
+            return th.from_numpy(_reverse_scan(direct.numpy(), carry_np)), None
+        return _reverse_scan(direct, carry), None
 
 
 def lif_sequence(current: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
@@ -217,6 +246,38 @@ class SpikingQNetwork(nn.Module):
             for _ in self.net_arch
         )
         self.readout = nn.Linear(sizes[-1], self.n_actions)
+        self._fake_quant_lambdas: list[float] | None = None
+
+    def set_fake_quantization(self, lambdas: Sequence[float] | None) -> None:
+        """Make the forward pass use fake-quantized weights, for quantization-aware training.
+
+        With lambdas set, every linear layer ``k`` computes with
+        ``w + (q(w) - w).detach()`` where ``q(w) = clip(rint(lambda_k * w), -127, 127) / lambda_k``:
+        the forward sees the chip's int8 weights (in float units), the backward passes the
+        gradient straight through to the float weights (straight-through estimator). Off
+        (``None``, the default) the network is unchanged.
+
+        :param lambdas: one positive lambda per projection (input->hidden1, ..., readout), or
+            ``None`` to switch fake quantization off
+        """
+        if lambdas is None:
+            self._fake_quant_lambdas = None
+            return
+        values = [float(lam) for lam in lambdas]
+        n = len(self.linear_layers())
+        if len(values) != n or not all(np.isfinite(lam) and lam > 0 for lam in values):
+            raise ValueError(f"set_fake_quantization needs {n} finite positive lambdas, got {list(lambdas)}")
+        self._fake_quant_lambdas = values
+
+    def _layer_weights(self) -> list[th.Tensor]:
+        """Weights the forward uses: the float ones, or fake-quantized (straight-through) ones."""
+        weights = [layer.weight for layer in self.linear_layers()]
+        if self._fake_quant_lambdas is None:
+            return weights
+        return [
+            w + (th.clamp(th.round(w * lam), -127, 127) / lam - w).detach()
+            for w, lam in zip(weights, self._fake_quant_lambdas)
+        ]
 
     @property
     def obs_dim(self) -> int:
@@ -235,13 +296,14 @@ class SpikingQNetwork(nn.Module):
         """
         trains = []
         x = spikes
-        for fc, lif in zip(self.hidden, self.lif):
-            x = lif_sequence(fc(delay_spikes(x, self.synaptic_delay)), lif)
+        weights = self._layer_weights()
+        for fc, lif, w in zip(self.hidden, self.lif, weights):
+            x = lif_sequence(nn.functional.linear(delay_spikes(x, self.synaptic_delay), w, fc.bias), lif)
             trains.append(x)
         # Integrator readout (alpha = 1, no spikes, starts at 0): its membrane after the
         # last tick is the sum over ticks of W s + b, i.e. W (sum of arrived spikes) + T b.
         arrived = x[: self.ticks - self.synaptic_delay].sum(0)
-        q_values = nn.functional.linear(arrived, self.readout.weight) + self.ticks * self.readout.bias
+        q_values = nn.functional.linear(arrived, weights[-1]) + self.ticks * self.readout.bias
         if return_activity:
             return q_values, trains
         return q_values

@@ -125,3 +125,17 @@ def test_surrogate_choices_train():
         net = SpikingQNetwork([1.0, 1.0], 2, net_arch=[8], ticks=5, surrogate=name, threshold=0.3)
         net(th.rand(16, 2)).sum().backward()
         assert np.isfinite(net.hidden[0].weight.grad.numpy()).all()
+
+
+@pytest.mark.parametrize("subtract", [True, False])
+def test_accelerator_scan_equals_the_cpu_scan(subtract):
+    # On CUDA the layers run _lif_scan_torch; on CPU the numpy _lif_scan. Both must agree.
+    from spiking_dqn.network import _lif_scan, _lif_scan_torch, _reverse_scan
+
+    current = th.randn(12, 32, 16) * 0.8
+    pre_np, spikes_np = _lif_scan(current.numpy(), 0.8, 0.5, subtract)
+    pre_t, spikes_t = _lif_scan_torch(current, 0.8, 0.5, subtract)
+    assert np.array_equal(spikes_np, spikes_t.numpy())
+    assert np.allclose(pre_np, pre_t.numpy(), atol=1e-6)
+    carry = 0.8 * (1.0 - spikes_t)
+    assert np.allclose(_reverse_scan(current.numpy(), carry.numpy()), _reverse_scan(current, carry).numpy(), atol=1e-6)

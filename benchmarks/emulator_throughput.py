@@ -1,0 +1,191 @@
+"""Inference throughput of the chip emulator against the float torch model, on one CPU core.
+
+The CartPole network of Arfa et al. (4 observations -> 8 input neurons -> [64, 64] -> 2
+actions, 10 ticks): the shipped agent ``agents/trained/CartPole-v0/model.zip`` when it
+exists, otherwise a random network of that shape (the work per inference of both executors
+does not depend on the weights: the emulator and the float model compute dense products
+whatever spikes).
+
+For batch 1 and batch 1024 it times
+
+* the emulator: ``EmulatorBackend.run(program, obs)`` end to end (validation, encoding,
+  all populations, activity counts, argmax);
+* the float model: ``SpikingQNetwork(obs).argmax(1)`` under ``torch.no_grad()`` on the CPU
+  with ``torch.set_num_threads(1)``;
+
+and reports inferences per second (from the median time per call), the emulator / float
+ratio, and how many times faster than the chip's real time (``ticks x 1 ms`` per inference,
+one inference at a time) the emulator runs. Targets: >= 20,000 inferences/s at batch 1024
+on one core, and no slower than the float model at the same batch.
+
+Run: ``python benchmarks/emulator_throughput.py`` (writes
+``benchmarks/results/emulator_throughput.json``).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # one core, before numpy and torch load their BLAS
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch as th  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from envs.bounds import get_bounds  # noqa: E402
+from spiking_dqn.hardware import EmulatorBackend  # noqa: E402
+from spiking_dqn.network import SpikingQNetwork  # noqa: E402
+from spiking_dqn.quantization import quantize_network  # noqa: E402
+
+ENV_ID = "CartPole-v0"
+SHIPPED = ROOT / "agents" / "trained" / ENV_ID / "model.zip"
+TICK_S = 1e-3
+TARGET_BATCH_1024_IPS = 20_000.0
+
+
+def cartpole_network() -> tuple[SpikingQNetwork, str]:
+    """The shipped CartPole agent's network, or a random one of its shape."""
+    if SHIPPED.is_file():
+        from stable_baselines3 import DQN
+
+        model = DQN.load(SHIPPED, device="cpu")
+        return model.policy.q_net.q_net, f"shipped agent {SHIPPED.relative_to(ROOT)}"
+    th.manual_seed(0)
+    net = SpikingQNetwork(get_bounds(ENV_ID), 2, net_arch=[64, 64], ticks=10)
+    return net, f"random network (no {SHIPPED.relative_to(ROOT)} yet)"
+
+
+def one_round(fn, min_time_s: float, min_calls: int = 3) -> float:
+    """Seconds per call over one round of at least ``min_time_s`` and ``min_calls`` calls."""
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < min_time_s:
+        fn()
+        calls += 1
+    return (time.perf_counter() - start) / calls
+
+
+def time_interleaved(fns: dict, min_time_s: float, repeats: int) -> dict[str, dict[str, float]]:
+    """Median and best seconds per call of each function, their rounds interleaved.
+
+    Rounds alternate between the functions so that both see the same machine load (the
+    machine may be shared); the best round is the least disturbed one.
+    """
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    rounds: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            rounds[name].append(one_round(fn, min_time_s))
+    return {name: {"median_s": float(np.median(r)), "best_s": float(np.min(r))} for name, r in rounds.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--min-time", type=float, default=0.5, help="seconds per timing round")
+    parser.add_argument("--repeats", type=int, default=7, help="timing rounds per figure")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "emulator_throughput.json")
+    args = parser.parse_args(argv)
+
+    th.set_num_threads(1)
+    net, source = cartpole_network()
+    net = net.cpu().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program, _ = quantize_network(net, "auto")
+    backend = EmulatorBackend(warn_saturation=False)
+    bound = np.asarray(get_bounds(ENV_ID), dtype=np.float32)
+    rng = np.random.default_rng(0)
+
+    rows = []
+    for batch in (1, 1024):
+        obs = (rng.uniform(-1, 1, size=(batch, 4)) * bound).astype(np.float32)
+        obs_t = th.as_tensor(obs)
+
+        def float_call() -> th.Tensor:
+            with th.no_grad():
+                return net(obs_t).argmax(1)
+
+        timed = time_interleaved({"emulator": lambda: backend.run(program, obs), "float": float_call}, args.min_time,
+                                 args.repeats)
+        emu, flt = timed["emulator"], timed["float"]
+        emu_ips = batch / emu["median_s"]
+        float_ips = batch / flt["median_s"]
+        rows.append(
+            {
+                "batch": batch,
+                "emulator_inferences_per_s": emu_ips,
+                "emulator_inferences_per_s_best": batch / emu["best_s"],
+                "float_inferences_per_s": float_ips,
+                "float_inferences_per_s_best": batch / flt["best_s"],
+                "emulator_over_float": emu_ips / float_ips,
+                "emulator_times_chip_real_time": emu_ips * program.ticks * TICK_S,
+            }
+        )
+
+    by_batch = {row["batch"]: row for row in rows}
+    targets = {
+        "batch_1024_at_least_20000_per_s": by_batch[1024]["emulator_inferences_per_s"] >= TARGET_BATCH_1024_IPS,
+        "no_slower_than_float_at_batch_1024": by_batch[1024]["emulator_over_float"] >= 1.0,
+        "no_slower_than_float_at_batch_1": by_batch[1]["emulator_over_float"] >= 1.0,
+    }
+    result = {
+        "network": source,
+        "layer_sizes": program.layer_sizes,
+        "ticks": program.ticks,
+        "chip_real_time_per_inference_s": program.ticks * TICK_S,
+        "rows": rows,
+        "targets": targets,
+        "targets_on_best_rounds": {
+            "batch_1024_at_least_20000_per_s": by_batch[1024]["emulator_inferences_per_s_best"] >= TARGET_BATCH_1024_IPS,
+            "no_slower_than_float_at_batch_1024": by_batch[1024]["emulator_inferences_per_s_best"]
+            >= by_batch[1024]["float_inferences_per_s_best"],
+            "no_slower_than_float_at_batch_1": by_batch[1]["emulator_inferences_per_s_best"]
+            >= by_batch[1]["float_inferences_per_s_best"],
+        },
+        "timing": (
+            f"median (and best) of {args.repeats} rounds of >= {args.min_time} s each, emulator and float rounds "
+            "interleaved; ratios and real-time factors from the medians; all figures measured"
+        ),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "torch_threads": th.get_num_threads(),
+            "numpy": np.__version__,
+            "torch": th.__version__,
+        },
+    }
+
+    print(f"network: {source}; layer sizes {program.layer_sizes}, {program.ticks} ticks; one CPU thread")
+    header = f"{'batch':>6} {'emulator inf/s':>15} {'float inf/s':>13} {'emu/float':>10} {'x chip real time':>17}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['batch']:>6} {row['emulator_inferences_per_s']:>15,.0f} {row['float_inferences_per_s']:>13,.0f} "
+            f"{row['emulator_over_float']:>10.2f} {row['emulator_times_chip_real_time']:>17,.1f}"
+        )
+    for name, ok in targets.items():
+        print(f"target {name}: {'met' if ok else 'NOT met'}")
+    print(f"load average (1 min) during the run: {result['machine']['load_average_1min']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

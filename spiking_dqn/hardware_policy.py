@@ -1,0 +1,174 @@
+"""``HardwarePolicy``: SB3-style ``predict`` that runs a chip program on a hardware backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from spiking_dqn.hardware import BackendResult, ChipProgram, get_backend
+from spiking_dqn.quantization import LambdaSpec, QuantizationReport, quantize_network
+
+
+@dataclass
+class InferenceStats:
+    """Running totals of the inferences a :class:`HardwarePolicy` has made.
+
+    :param inferences: observations run
+    :param calls: backend calls (batches)
+    :param wall_time_s: measured backend wall time, summed over calls
+    :param spikes: spikes per population summed over inferences (input, hidden..., output)
+    :param synaptic_events: synaptic events summed over inferences
+    :param saturated: inferences in which an output neuron reached its threshold
+    """
+
+    inferences: int = 0
+    calls: int = 0
+    wall_time_s: float = 0.0
+    spikes: list[int] = field(default_factory=list)
+    synaptic_events: int = 0
+    saturated: int = 0
+
+    def add(self, result: BackendResult) -> None:
+        """Add one backend result."""
+        self.inferences += result.batch_size
+        self.calls += 1
+        self.wall_time_s += float(result.wall_time_s or 0.0)
+        counts = [int(c.sum()) for c in result.spike_counts]
+        self.spikes = [a + b for a, b in zip(self.spikes, counts)] if self.spikes else counts
+        self.synaptic_events += int(result.synaptic_events.sum())
+        self.saturated += int(result.output_saturated.sum())
+
+    def per_inference(self) -> dict[str, Any]:
+        """Averages per inference (empty when nothing ran)."""
+        if self.inferences == 0:
+            return {}
+        n = self.inferences
+        return {
+            "inferences": n,
+            "wall_time_per_call_s": self.wall_time_s / self.calls,
+            "spikes_per_population": [s / n for s in self.spikes],
+            "hidden_spikes": sum(self.spikes[1:-1]) / n,
+            "synaptic_events": self.synaptic_events / n,
+            "saturated_fraction": self.saturated / n,
+        }
+
+
+class HardwarePolicy:
+    """A deployed spiking Q-network: greedy actions from a chip program run on a backend.
+
+    Follows SB3's ``predict`` signature, so it works with ``evaluate_policy`` on single and
+    vectorised environments.
+
+    :param program: the chip program
+    :param backend: backend name (``"emulator"``, the default, or ``"spinnaker2"``)
+    :param quantization_report: report of the quantization that built the program, if any
+    :param backend_options: options of the backend (e.g. ``eth_ip`` for ``"spinnaker2"``)
+    """
+
+    def __init__(
+        self,
+        program: ChipProgram,
+        backend: str = "emulator",
+        quantization_report: QuantizationReport | None = None,
+        **backend_options: Any,
+    ) -> None:
+        if not isinstance(program, ChipProgram):
+            raise TypeError(f"program must be a ChipProgram, got {type(program).__name__}")
+        self.program = program
+        self.backend_name = backend
+        self.backend = get_backend(backend, **backend_options)
+        self.quantization_report = quantization_report
+        self.stats = InferenceStats()
+        self.last_result: BackendResult | None = None
+
+    @classmethod
+    def from_model(
+        cls, model: Any, backend: str = "emulator", lam: LambdaSpec = "auto", seed: int = 0, **backend_options: Any
+    ) -> HardwarePolicy:
+        """Quantize a trained SB3 model with ``SpikingDQNPolicy`` into a chip program.
+
+        :param model: an SB3 ``DQN`` (or its policy) whose policy is a ``SpikingDQNPolicy``
+        :param backend: backend name
+        :param lam: lambda: a float, one float per projection, or ``"auto"``
+            (see :func:`spiking_dqn.quantization.resolve_lambdas`)
+        :param seed: seed of the chip's Poisson encoder (when the network uses one)
+        :param backend_options: options of the backend
+        :raises TypeError: the model's policy is not a ``SpikingDQNPolicy``
+        """
+        from spiking_dqn.policies import SpikingDQNPolicy
+
+        policy = getattr(model, "policy", model)
+        if not isinstance(policy, SpikingDQNPolicy):
+            raise TypeError(
+                "HardwarePolicy.from_model supports models whose policy is spiking_dqn.SpikingDQNPolicy "
+                f"(e.g. DQN(SpikingDQNPolicy, env)); got {type(policy).__name__}"
+            )
+        program, report = quantize_network(policy.q_net.q_net, lam, seed=seed)
+        return cls(program, backend=backend, quantization_report=report, **backend_options)
+
+    # ------------------------------------------------------------------ inference
+
+    def run(self, obs: ArrayLike) -> BackendResult:
+        """Run the program on a batch ``(n, d)`` (or one observation ``(d,)``) and keep its statistics."""
+        result = self.backend.run(self.program, obs)
+        self.stats.add(result)
+        self.last_result = result
+        return result
+
+    def q_values(self, obs: ArrayLike) -> np.ndarray:
+        """Q-values in float units (output voltages divided by the output lambda), ``(n, n_actions)``."""
+        return self.run(obs).q_values(self.program)
+
+    def predict(
+        self,
+        observation: ArrayLike,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Greedy actions of the deployed network (SB3 signature).
+
+        The chip policy is always greedy: ``deterministic`` is accepted for compatibility
+        (randomness, if any, comes from a Poisson encoder).
+
+        :param observation: one observation ``(d,)`` or a batch ``(n, d)``
+        :return: the action (a 0-d array for one observation, ``(n,)`` for a batch) and ``None``
+        """
+        obs = np.asarray(observation, dtype=np.float32)
+        actions = self.run(obs).actions
+        return (actions[0] if obs.ndim == 1 else actions), state
+
+    # ------------------------------------------------------------------ thresholds
+
+    @property
+    def thresholds(self) -> list[np.ndarray]:
+        """Thresholds per population (hidden layers, then the output), in chip units."""
+        return [t.copy() for t in self.program.thresholds]
+
+    @thresholds.setter
+    def thresholds(self, values: Sequence[ArrayLike]) -> None:
+        self.program = self.program.with_thresholds(values)
+
+    def set_threshold(self, population: int, value: ArrayLike) -> None:
+        """Set the threshold of one population (index into hidden layers then output)."""
+        values: list[ArrayLike] = list(self.program.thresholds)
+        if not -len(values) <= population < len(values):
+            raise IndexError(f"population {population} out of range: the program has {len(values)} populations")
+        values[population] = value
+        self.thresholds = values
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the chip program (pickle-free, see :meth:`ChipProgram.save`)."""
+        self.program.save(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, backend: str = "emulator", **backend_options: Any) -> HardwarePolicy:
+        """Load a chip program saved by :meth:`save` and attach a backend."""
+        return cls(ChipProgram.load(path), backend=backend, **backend_options)

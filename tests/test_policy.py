@@ -1,0 +1,112 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import DQN
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from spiking_dqn import SpikeActivityLogger, SpikingDQNPolicy
+from spiking_dqn.network import SpikingQNetwork
+
+TINY = dict(net_arch=[16], ticks=6, threshold=0.5)
+
+
+def tiny_model(env_id: str = "CartPole-v1", **kwargs) -> DQN:
+    return DQN(SpikingDQNPolicy, env_id, policy_kwargs=TINY, learning_starts=50, train_freq=4, seed=0, **kwargs)
+
+
+def test_policy_builds_a_spiking_q_network():
+    model = tiny_model()
+    assert isinstance(model.policy.q_net.q_net, SpikingQNetwork)
+    assert model.policy.q_net.q_net.ticks == 6
+    # CartPole's unbounded velocities got their registered bounds
+    assert np.allclose(model.policy.q_net.q_net.encoder.bound.numpy(), [2.4, 1.5, 0.2095, 2.0])
+
+
+def test_short_learn_changes_the_weights_and_logs_activity(tmp_path):
+    model = tiny_model(tensorboard_log=str(tmp_path))
+    before = [p.detach().clone() for p in model.policy.q_net.parameters()]
+    logger = SpikeActivityLogger(log_freq=100, n_samples=64)
+    model.learn(600, callback=logger)
+    after = list(model.policy.q_net.parameters())
+    assert any(not th.equal(a, b) for a, b in zip(before, after))
+    assert {"input_rate", "hidden1_rate", "hidden1_silent_frac", "hidden1_saturated_frac"} <= set(logger.last)
+    assert 0.0 <= logger.last["hidden1_silent_frac"] <= 1.0
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list(Path(tmp_path).rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert "spikes/hidden1_rate" in acc.Tags()["scalars"]
+
+
+def test_evaluate_policy_works():
+    model = tiny_model()
+    mean, std = evaluate_policy(model, model.get_env(), n_eval_episodes=2)
+    assert mean > 0
+
+
+def test_save_and_load_in_a_fresh_process_gives_identical_q_values(tmp_path):
+    model = tiny_model()
+    model.learn(300)
+    path = tmp_path / "model.zip"
+    model.save(path)
+    obs = np.random.default_rng(0).uniform(-1, 1, size=(20, 4)).astype(np.float32)
+    np.save(tmp_path / "obs.npy", obs)
+    with th.no_grad():
+        expected = model.policy.q_net(th.as_tensor(obs)).numpy()
+    script = (
+        "import sys, numpy as np, torch as th\n"
+        "from stable_baselines3 import DQN\n"
+        "m = DQN.load(sys.argv[1], device='cpu')\n"
+        "obs = np.load(sys.argv[2])\n"
+        "with th.no_grad():\n"
+        "    np.save(sys.argv[3], m.policy.q_net(th.as_tensor(obs)).numpy())\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(path), str(tmp_path / "obs.npy"), str(tmp_path / "q.npy")],
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert np.array_equal(np.load(tmp_path / "q.npy"), expected)
+
+
+def test_non_discrete_action_space_is_rejected():
+    with pytest.raises(Exception, match="(?i)discrete|not supported"):
+        DQN(SpikingDQNPolicy, "Pendulum-v1", policy_kwargs=TINY)
+
+
+def test_unbounded_unregistered_space_says_how_to_supply_bounds():
+    class Unbounded(gym.Env):
+        observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(3,), dtype=np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, seed=None, options=None):
+            return np.zeros(3, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(3, np.float32), 0.0, True, False, {}
+
+    with pytest.raises(ValueError, match="obs_bound"):
+        DQN(SpikingDQNPolicy, Unbounded(), policy_kwargs=TINY)
+    model = DQN(SpikingDQNPolicy, Unbounded(), policy_kwargs=dict(TINY, obs_bound=[1.0, 2.0, 3.0]))
+    assert model.policy.q_net.q_net.encoder.bound.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_nan_observation_is_a_value_error():
+    model = tiny_model()
+    obs = np.array([0.0, np.nan, 0.0, 0.0], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"dimension\(s\) \[1\]"):
+        model.predict(obs)
+
+
+@pytest.mark.parametrize("bad", [dict(ticks=0), dict(beta=2.0), dict(threshold=-1.0)])
+def test_bad_policy_kwargs_fail_at_construction(bad):
+    with pytest.raises(ValueError):
+        DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=dict(TINY, **bad))
