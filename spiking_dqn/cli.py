@@ -31,6 +31,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: train on CartPole-v0, evaluate, deploy to the emulator, compare."""
+    import importlib
+
+    from agents.common import parse_args, train_and_card
+    from spiking_dqn.evaluation import compare
+
+    recipe = importlib.import_module(RECIPES[args.env])
+    out: Path = args.out
+    argv = ["--seed", str(args.seed), "--out", str(out), "--timesteps", str(args.timesteps or recipe.TIMESTEPS)]
+    argv += ["--tensorboard-log", str(out / "tb"), "--eval-episodes", str(args.episodes)]
+    print(f"[1/2] training a spiking DQN on {args.env} (TensorBoard: tensorboard --logdir {out / 'tb'})", flush=True)
+    summary = train_and_card(
+        args.env, recipe.HYPERPARAMS, parse_args(args.env, recipe.TIMESTEPS, argv), " ".join(["spiking-dqn", *sys.argv[1:]])
+    )
+    print(f"[2/2] deploying to the embedded SpiNNaker2 emulator and comparing over {args.episodes} episodes", flush=True)
+    lam = getattr(recipe, "DEPLOY", {}).get("lam", "auto")
+    report = compare(out / "model.zip", args.env, backend="emulator", lam=lam, n_episodes=args.episodes, seed=args.seed)
+    report.write(out / "compare")
+    print()
+    print(f"Result on {args.env} after {summary['timesteps']} training steps ({summary['train_wall_time_s']:.0f} s):")
+    for row in report.summary_rows():
+        print(f"  {row[0]:<32} float: {row[1]:<28} chip (emulator): {row[2]}")
+    print(f"Files: {out / 'model.zip'}, {out / 'README.md'}, {out / 'compare' / 'report.md'} (+ PNG plots)")
+    return 0
+
+
 def parse_lambda(text: str) -> str | float | list[float]:
     """``--lam`` value: ``"auto"``, one number (every projection), or comma-separated numbers (one each)."""
     text = text.strip()
@@ -210,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     lam_help = "lambda: 'auto' (default), one number for every projection (e.g. 3), or one per projection (3,3,3)"
+    demo = sub.add_parser("demo", help="the main job: train on CartPole-v0, deploy to the emulator, compare")
+    demo.add_argument("--env", default="CartPole-v0", choices=sorted(RECIPES))
+    demo.add_argument("--timesteps", type=int, default=None, help="training steps (default: the recipe's)")
+    demo.add_argument("--episodes", type=int, default=20, help="evaluation episodes (float and chip)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=Path, default=Path("demo_out"))
+    demo.set_defaults(func=_cmd_demo)
+
     cmp = sub.add_parser("compare", help="compare the float policy with the deployed (chip or emulator) policy")
     cmp.add_argument("model", type=Path, help="trained model .zip (DQN with SpikingDQNPolicy)")
     cmp.add_argument("--env", default=None, help="environment id (inferred only for agents/trained/<env>/model.zip)")

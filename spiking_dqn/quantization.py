@@ -26,7 +26,7 @@ import numpy as np
 import torch as th
 
 from spiking_dqn.hardware.program import ChipProgram
-from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.network import SpikingQNetwork, delay_spikes
 
 #: Threshold of the output population: high enough that it never spikes, so it integrates.
 OUTPUT_THRESHOLD = 5000.0
@@ -34,6 +34,10 @@ OUTPUT_THRESHOLD = 5000.0
 AUTO_PERCENTILE = 99.9
 #: A layer that clips more than this fraction of its weights triggers a warning.
 CLIP_WARN_FRACTION = 0.02
+#: ``"auto"`` keeps the readout's peak voltage below this fraction of its threshold.
+AUTO_OUTPUT_HEADROOM = 0.8
+#: Observations drawn uniformly inside the encoder bounds to estimate that peak.
+AUTO_OUTPUT_SAMPLES = 2048
 
 LambdaSpec = float | Sequence[float] | str
 
@@ -161,6 +165,48 @@ def resolve_lambdas(lam: LambdaSpec, weights: Sequence[np.ndarray]) -> list[floa
     return [_check_lambda(lam.item() if isinstance(lam, np.generic) else lam, "lambda")] * n
 
 
+def readout_peak(net: SpikingQNetwork, observations: np.ndarray | None = None, seed: int = 0) -> float:
+    """Largest readout membrane (float units) reached at any tick on a set of observations.
+
+    :param net: the float network
+    :param observations: ``(n, d)`` observations; by default ``AUTO_OUTPUT_SAMPLES`` drawn
+        uniformly inside the encoder bounds (seeded)
+    :param seed: seed of the default draw
+    """
+    bound = net.encoder.bound.detach().cpu().numpy()
+    if observations is None:
+        rng = np.random.default_rng(seed)
+        observations = rng.uniform(-bound, bound, size=(AUTO_OUTPUT_SAMPLES, bound.size)).astype(np.float32)
+    device = net.readout.weight.device
+    with th.no_grad():
+        obs = th.as_tensor(observations, dtype=th.float32, device=device)
+        _, trains = net.forward_spikes(net.encoder(obs), return_activity=True)
+        arriving = delay_spikes(trains[-1], net.synaptic_delay)
+        trajectory = th.cumsum(net.readout(arriving), dim=0)  # readout membrane after every tick
+    return float(trajectory.max().clamp(min=0.0))
+
+
+def network_lambdas(net: SpikingQNetwork, lam: LambdaSpec, observations: np.ndarray | None = None) -> list[float]:
+    """One lambda per projection of a network (see :func:`resolve_lambdas`).
+
+    For ``"auto"`` the readout's lambda is also capped so that its peak voltage on the
+    chip, ``lambda * readout_peak``, stays below ``AUTO_OUTPUT_HEADROOM`` x the output
+    threshold (5000): an integrator that reaches the threshold resets and its voltage
+    stops being the Q-value. Q-values of about 100 (CartPole, gamma 0.99) allow a lambda
+    of about 40 at most, whatever the readout weights.
+
+    :param net: the float network
+    :param lam: lambda specification
+    :param observations: observations for the peak estimate (see :func:`readout_peak`)
+    """
+    lambdas = resolve_lambdas(lam, _float_weights(net))
+    if isinstance(lam, str):
+        peak = readout_peak(net, observations)
+        if peak > 0:
+            lambdas[-1] = min(lambdas[-1], AUTO_OUTPUT_HEADROOM * OUTPUT_THRESHOLD / peak)
+    return lambdas
+
+
 def _projection_names(net: SpikingQNetwork) -> list[str]:
     return [f"hidden.{k}" for k in range(len(net.hidden))] + ["readout"]
 
@@ -178,7 +224,7 @@ def quantization_report(net: SpikingQNetwork, lam: LambdaSpec, warn: bool = True
         its weights
     """
     weights = _float_weights(net)
-    lambdas = resolve_lambdas(lam, weights)
+    lambdas = network_lambdas(net, lam)
     report = QuantizationReport(
         [LayerReport.from_weights(name, w, lam_k) for name, w, lam_k in zip(_projection_names(net), weights, lambdas)]
     )
@@ -257,7 +303,7 @@ def fake_quantize_network(net: SpikingQNetwork, lam: LambdaSpec) -> SpikingQNetw
     """
     fake = copy.deepcopy(net)
     weights = _float_weights(net)
-    lambdas = resolve_lambdas(lam, weights)
+    lambdas = network_lambdas(net, lam)
     with th.no_grad():
         for layer, w, lam_k in zip(fake.linear_layers(), weights, lambdas):
             w_fq = (quantize_weights(w, lam_k).astype(np.float64) / lam_k).astype(np.float32)

@@ -148,3 +148,26 @@ def test_report_to_dict_and_table():
     assert data["layers"][0]["clipped_frac"] == pytest.approx(0.25)
     table = str(report)
     assert "hidden.0" in table and "clipped" in table and "25.00%" in table
+
+
+def test_auto_lambda_keeps_the_readout_below_its_threshold():
+    """Q-values of ~100 (CartPole with gamma 0.99) must not drive the integrator to 5000."""
+    from spiking_dqn.hardware import EmulatorBackend
+    from spiking_dqn.quantization import AUTO_OUTPUT_HEADROOM, OUTPUT_THRESHOLD, network_lambdas, readout_peak
+
+    th.manual_seed(0)
+    net = SpikingQNetwork([1.0] * 4, 2, net_arch=[16, 8], ticks=10, threshold=0.5)
+    with th.no_grad():
+        net.readout.bias.fill_(10.0)  # ~100 after 10 ticks, whatever the (small) weights add
+    peak = readout_peak(net)
+    assert peak > 90
+    weight_only = resolve_lambdas("auto", [layer.weight.detach().numpy() for layer in net.linear_layers()])
+    lambdas = network_lambdas(net, "auto")
+    assert lambdas[:-1] == weight_only[:-1]
+    assert lambdas[-1] == pytest.approx(AUTO_OUTPUT_HEADROOM * OUTPUT_THRESHOLD / peak)
+    assert lambdas[-1] < weight_only[-1]
+    program, _ = quantize_network(net, "auto")
+    obs = np.random.default_rng(1).uniform(-1, 1, size=(256, 4)).astype(np.float32)
+    result = EmulatorBackend().run(program, obs)
+    assert not result.output_saturated.any()
+    assert np.allclose(result.q_values(program), net(th.as_tensor(obs)).detach().numpy(), atol=0.5)
