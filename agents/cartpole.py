@@ -23,9 +23,9 @@ HYPERPARAMS = dict(
     gradient_steps=128,
     exploration_fraction=0.16,
     exploration_final_eps=0.04,
-    policy_kwargs=dict(net_arch=[64, 64], ticks=10, beta=0.9, threshold=1.0),
+    policy_kwargs=dict(net_arch=[64, 64], ticks=16, beta=0.9, threshold=1.0),
 )
-TIMESTEPS = 50_000
+TIMESTEPS = 60_000
 
 
 def main(argv: list[str] | None = None) -> None:

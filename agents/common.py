@@ -36,11 +36,26 @@ def parse_args(env_id: str, default_timesteps: int, argv: list[str] | None = Non
     parser.add_argument("--tensorboard-log", type=str, default=None, help="TensorBoard log folder")
     parser.add_argument("--eval-freq", type=int, default=2500, help="steps between evaluations (best model kept)")
     parser.add_argument("--eval-episodes", type=int, default=100, help="episodes of the final evaluation")
+    parser.add_argument(
+        "--select-episodes", type=int, default=50, help="episodes of each periodic evaluation that picks the best model"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--net-arch", type=str, default=None, help="override the hidden layer sizes, e.g. 128,128")
+    parser.add_argument("--ticks", type=int, default=None, help="override the ticks per inference")
     args = parser.parse_args(argv)
     if args.timesteps < 1:
         parser.error("--timesteps must be positive")
     return args
+
+
+def with_overrides(hyperparams: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe's hyperparameters with the ``--net-arch`` / ``--ticks`` overrides applied."""
+    policy_kwargs = dict(hyperparams["policy_kwargs"])
+    if getattr(args, "net_arch", None):
+        policy_kwargs["net_arch"] = [int(n) for n in args.net_arch.split(",")]
+    if getattr(args, "ticks", None):
+        policy_kwargs["ticks"] = args.ticks
+    return {**hyperparams, "policy_kwargs": policy_kwargs}
 
 
 def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -54,6 +69,7 @@ def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Name
     """
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    hyperparams = with_overrides(hyperparams, args)
     env = make_vec(env_id, n_envs=1, seed=args.seed)
     model = DQN(SpikingDQNPolicy, env, seed=args.seed, tensorboard_log=args.tensorboard_log, verbose=0, **hyperparams)
     eval_env = make_vec(env_id, n_envs=1, seed=args.seed + 1000)
@@ -63,7 +79,7 @@ def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Name
             SpikeActivityLogger(log_freq=1000),
             EvalCallback(
                 eval_env,
-                n_eval_episodes=20,
+                n_eval_episodes=args.select_episodes,
                 eval_freq=args.eval_freq,
                 best_model_save_path=str(best_dir),
                 deterministic=True,
@@ -91,6 +107,8 @@ def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Name
         "seed": args.seed,
         "train_wall_time_s": round(wall, 1),
         "eval_episodes": args.eval_episodes,
+        "select_episodes": args.select_episodes,
+        "eval_freq": args.eval_freq,
         "mean_reward": float(np.mean(rewards)),
         "std_reward": float(np.std(rewards)),
         "min_reward": float(np.min(rewards)),
@@ -127,7 +145,8 @@ def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summa
         "```",
         "",
         f"- timesteps: {summary['timesteps']} (seed {summary['seed']}); the model kept is the best of the "
-        "periodic 20-episode evaluations during training (SB3 `EvalCallback`)",
+        f"periodic {summary['select_episodes']}-episode evaluations every {summary['eval_freq']} steps "
+        "(SB3 `EvalCallback`, on other env seeds than the final evaluation)",
         f"- training wall time: {summary['train_wall_time_s']} s on a 2-core CPU machine ({summary['machine']})",
         f"- evaluation (float policy, {summary['eval_episodes']} deterministic episodes): "
         f"mean {summary['mean_reward']:.2f} +- {summary['std_reward']:.2f}, min {summary['min_reward']:.0f}",
