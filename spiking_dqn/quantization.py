@@ -165,6 +165,29 @@ def resolve_lambdas(lam: LambdaSpec, weights: Sequence[np.ndarray]) -> list[floa
     return [_check_lambda(lam.item() if isinstance(lam, np.generic) else lam, "lambda")] * n
 
 
+def center_readout(net: SpikingQNetwork) -> SpikingQNetwork:
+    """A copy of the network whose readout computes ``Q - mean over actions of Q``.
+
+    Each hidden neuron's readout weights and the readout biases lose their mean over the
+    actions: ``w'[a, i] = w[a, i] - mean_b w[b, i]``, ``b'[a] = b[a] - mean_b b[b]``. As the
+    readout is linear in the arrived spikes, ``Q'[a] = Q[a] - mean_b Q[b]`` exactly, so the
+    greedy action is unchanged. What it removes is the part of ``Q`` shared by all actions:
+    with gamma 0.99 a CartPole agent's Q-values are near 100 but differ between actions by
+    about 0.1, so the chip (whose integrator must stay below 5000) could otherwise use a
+    readout lambda of at most ~40, whose rounding error swamps those differences.
+
+    :param net: the float network (left untouched)
+    """
+    if net.n_actions < 2:
+        raise ValueError("centering the readout needs at least two actions")
+    centered = copy.deepcopy(net)
+    with th.no_grad():
+        centered.readout.weight -= centered.readout.weight.mean(dim=0, keepdim=True)
+        if centered.readout.bias is not None:
+            centered.readout.bias -= centered.readout.bias.mean()
+    return centered
+
+
 def readout_peak(net: SpikingQNetwork, observations: np.ndarray | None = None, seed: int = 0) -> float:
     """Largest readout membrane (float units) reached at any tick on a set of observations.
 
@@ -241,7 +264,9 @@ def quantization_report(net: SpikingQNetwork, lam: LambdaSpec, warn: bool = True
     return report
 
 
-def quantize_network(net: SpikingQNetwork, lam: LambdaSpec, seed: int = 0) -> tuple[ChipProgram, QuantizationReport]:
+def quantize_network(
+    net: SpikingQNetwork, lam: LambdaSpec, seed: int = 0, centered: bool = True
+) -> tuple[ChipProgram, QuantizationReport]:
     """Build the chip program of a float spiking Q-network.
 
     Projection ``k`` gets ``quantize_weights(W_k, lambda_k)`` in its ``(n_post, n_pre)``
@@ -254,9 +279,13 @@ def quantize_network(net: SpikingQNetwork, lam: LambdaSpec, seed: int = 0) -> tu
     :param net: the float network
     :param lam: lambda specification (see :func:`resolve_lambdas`)
     :param seed: seed of the Poisson encoder on the chip
+    :param centered: deploy the centered readout (:func:`center_readout`, default): the
+        chip's output voltages are ``lambda * (Q - mean Q)``, same greedy action
     :return: the chip program and the quantization report (a ``UserWarning`` is issued for
         every layer that clips more than 2% of its weights)
     """
+    if centered:
+        net = center_readout(net)
     report = quantization_report(net, lam, warn=True)
     lambdas = report.lambdas
     weights, thresholds, alphas, offsets = [], [], [], []
@@ -286,11 +315,12 @@ def quantize_network(net: SpikingQNetwork, lam: LambdaSpec, seed: int = 0) -> tu
         encoding=net.encoder.mode,
         seed=seed,
         lambdas=lambdas,
+        centered_readout=centered,
     )
     return program, report
 
 
-def fake_quantize_network(net: SpikingQNetwork, lam: LambdaSpec) -> SpikingQNetwork:
+def fake_quantize_network(net: SpikingQNetwork, lam: LambdaSpec, centered: bool = True) -> SpikingQNetwork:
     """A copy of the network whose weights are the chip's, back in float units.
 
     Every linear weight is replaced by ``w_int8 / lambda_k``; biases, thresholds and decays
@@ -300,7 +330,10 @@ def fake_quantize_network(net: SpikingQNetwork, lam: LambdaSpec) -> SpikingQNetw
 
     :param net: the float network (left untouched)
     :param lam: lambda specification (see :func:`resolve_lambdas`)
+    :param centered: start from the centered readout, as :func:`quantize_network` does
     """
+    if centered:
+        net = center_readout(net)
     fake = copy.deepcopy(net)
     weights = _float_weights(net)
     lambdas = network_lambdas(net, lam)

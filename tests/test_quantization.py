@@ -106,7 +106,8 @@ def test_auto_lambda_rule_maps_the_999th_percentile_to_127():
 
 def test_quantize_network_fills_program_from_the_network():
     net = small_net(beta=0.8, threshold=0.7, reset="zero", synaptic_delay=0, ticks=7)
-    program, report = quantize_network(net, [10.0, 40.0], seed=5)
+    program, report = quantize_network(net, [10.0, 40.0], seed=5, centered=False)
+    assert not program.centered_readout
     assert isinstance(program, ChipProgram) and isinstance(report, QuantizationReport)
     assert program.lambdas == [10.0, 40.0] and report.lambdas == [10.0, 40.0]
     for k, (layer, lam) in enumerate(zip(net.linear_layers(), [10.0, 40.0])):
@@ -131,7 +132,7 @@ def test_quantize_network_fills_program_from_the_network():
 def test_fake_quantize_network_replaces_only_the_weights():
     net = small_net(net_arch=[4, 3])
     original = [layer.weight.detach().clone() for layer in net.linear_layers()]
-    fake = fake_quantize_network(net, [20.0, 10.0, 5.0])
+    fake = fake_quantize_network(net, [20.0, 10.0, 5.0], centered=False)
     for layer, fake_layer, w0, lam in zip(net.linear_layers(), fake.linear_layers(), original, [20.0, 10.0, 5.0]):
         assert th.equal(layer.weight, w0)  # the original is untouched
         expected = quantize_weights(w0.numpy(), lam).astype(np.float64) / lam
@@ -166,8 +167,28 @@ def test_auto_lambda_keeps_the_readout_below_its_threshold():
     assert lambdas[:-1] == weight_only[:-1]
     assert lambdas[-1] == pytest.approx(AUTO_OUTPUT_HEADROOM * OUTPUT_THRESHOLD / peak)
     assert lambdas[-1] < weight_only[-1]
-    program, _ = quantize_network(net, "auto")
+    program, _ = quantize_network(net, "auto", centered=False)
     obs = np.random.default_rng(1).uniform(-1, 1, size=(256, 4)).astype(np.float32)
     result = EmulatorBackend().run(program, obs)
     assert not result.output_saturated.any()
     assert np.allclose(result.q_values(program), net(th.as_tensor(obs)).detach().numpy(), atol=0.5)
+
+
+def test_centered_readout_keeps_the_greedy_action_and_removes_the_shared_part():
+    from spiking_dqn.quantization import center_readout
+
+    th.manual_seed(0)
+    net = SpikingQNetwork([1.0] * 4, 3, net_arch=[16, 8], ticks=10, threshold=0.5)
+    with th.no_grad():
+        net.readout.bias.add_(9.0)  # a large part shared by all actions, as in CartPole
+    obs = th.rand(300, 4) * 2 - 1
+    q = net(obs).detach()
+    centered = center_readout(net)(obs).detach()
+    assert th.allclose(centered, q - q.mean(1, keepdim=True), atol=1e-4)
+    assert th.equal(centered.argmax(1), q.argmax(1))
+    program, _ = quantize_network(net, "auto")
+    assert program.centered_readout
+    # without the shared part the readout lambda is not limited by the 5000 threshold
+    assert program.lambdas[-1] > quantize_network(net, "auto", centered=False)[0].lambdas[-1]
+    with pytest.raises(ValueError, match="two actions"):
+        center_readout(SpikingQNetwork([1.0], 1, net_arch=[4], ticks=5))

@@ -77,7 +77,10 @@ class BackendResult:
         return int(self.voltages.shape[0])
 
     def q_values(self, program: ChipProgram) -> np.ndarray:
-        """Q-values in float units: the voltages divided by the output projection's lambda."""
+        """Q-values in float units: the voltages divided by the output projection's lambda.
+
+        For a program with ``centered_readout`` these are ``Q - mean over actions of Q``.
+        """
         return self.voltages / np.float32(program.lambdas[-1])
 
 

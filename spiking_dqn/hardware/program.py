@@ -87,6 +87,9 @@ class ChipProgram:
     :param seed: seed of the Poisson encoder (>= 0)
     :param lambdas: the quantization scale of each projection (Q-values are the output
         voltages divided by ``lambdas[-1]``); all ones when not given
+    :param centered_readout: True when the readout computes ``Q - mean over actions of Q``
+        (see :func:`spiking_dqn.quantization.center_readout`): same greedy action, and
+        voltages small enough for a fine output lambda under the 5000 threshold
     """
 
     weights: list[np.ndarray]
@@ -101,6 +104,7 @@ class ChipProgram:
     encoding: Literal["deterministic", "poisson"] = "deterministic"
     seed: int = 0
     lambdas: list[float] = field(default_factory=list)
+    centered_readout: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the dataclass is frozen; normalise fields once here
@@ -172,6 +176,9 @@ class ChipProgram:
             raise ValueError(f"delay must be 0 or 1, got {self.delay}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not isinstance(self.centered_readout, (bool, np.bool_)):
+            raise ValueError(f"centered_readout must be a bool, got {self.centered_readout!r}")
+        set_(self, "centered_readout", bool(self.centered_readout))
         if self.encoding not in ENCODING_MODES:
             raise ValueError(f"encoding must be one of {ENCODING_MODES}, got {self.encoding!r}")
 
@@ -224,7 +231,7 @@ class ChipProgram:
         if not isinstance(other, ChipProgram):
             return NotImplemented
         arrays = ("weights", "thresholds", "alpha_decay", "i_offset")
-        scalars = ("reset", "v_reset", "ticks", "delay", "encoding", "seed", "lambdas")
+        scalars = ("reset", "v_reset", "ticks", "delay", "encoding", "seed", "lambdas", "centered_readout")
         return (
             all(getattr(self, s) == getattr(other, s) for s in scalars)
             and np.array_equal(self.obs_bound, other.obs_bound)
@@ -265,6 +272,7 @@ class ChipProgram:
             "encoding": self.encoding,
             "seed": self.seed,
             "lambdas": self.lambdas,
+            "centered_readout": self.centered_readout,
         }
         arrays: dict[str, np.ndarray] = {"metadata": np.array(json.dumps(metadata)), "obs_bound": self.obs_bound}
         for k in range(len(self.weights)):
@@ -362,6 +370,7 @@ class ChipProgram:
                 encoding=metadata["encoding"],
                 seed=metadata["seed"],
                 lambdas=metadata["lambdas"],
+                centered_readout=metadata.get("centered_readout", False),
             )
         except (ValueError, TypeError) as exc:
             raise ChipProgramError(f"{path}: invalid chip program: {exc}") from None
