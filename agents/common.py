@@ -82,6 +82,7 @@ def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Name
                 n_eval_episodes=args.select_episodes,
                 eval_freq=args.eval_freq,
                 best_model_save_path=str(best_dir),
+                log_path=str(out),
                 deterministic=True,
                 verbose=0,
             ),
@@ -116,6 +117,7 @@ def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Name
         "machine": f"{platform.machine()}, {th.get_num_threads()} torch thread(s)",
     }
     (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_learning_curve(out / "evaluations.npz", out / "reward_curve.png", env_id)
     write_model_card(out / "README.md", env_id, hyperparams, summary, command)
     print(
         f"{env_id}: mean reward {summary['mean_reward']:.1f} +- {summary['std_reward']:.1f} over "
@@ -123,6 +125,30 @@ def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Name
         f"trained {args.timesteps} steps in {wall:.0f} s; saved {out / 'model.zip'}"
     )
     return summary
+
+
+def plot_learning_curve(evaluations: Path, path: Path, env_id: str) -> None:
+    """Plot the periodic evaluations of ``EvalCallback`` (mean +- std reward over timesteps)."""
+    if not evaluations.exists():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = np.load(evaluations)
+    steps, results = data["timesteps"], data["results"]
+    mean, std = results.mean(axis=1), results.std(axis=1)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, mean, marker="o", ms=3, label="mean reward")
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.25, label="+- std")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"reward ({results.shape[1]} episodes)")
+    ax.set_title(f"spiking DQN on {env_id}: periodic evaluations")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summary: dict[str, Any], command: str) -> None:
@@ -150,6 +176,8 @@ def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summa
         f"- training wall time: {summary['train_wall_time_s']} s on a 2-core CPU machine ({summary['machine']})",
         f"- evaluation (float policy, {summary['eval_episodes']} deterministic episodes): "
         f"mean {summary['mean_reward']:.2f} +- {summary['std_reward']:.2f}, min {summary['min_reward']:.0f}",
+        "",
+        "![periodic evaluations](reward_curve.png)",
         "",
     ]
     path.write_text("\n".join(lines))
