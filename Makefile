@@ -20,6 +20,8 @@ demo: $(STAMP)
 	$(BIN)/spiking-dqn demo --out $(DEMO_OUT)
 
 test: $(STAMP)
+	# PostgreSQL server for the shared-study tests (no-op when present; they skip without it).
+	bash scripts/install_postgres.sh
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -3,7 +3,7 @@
     python -m agents.acrobot --timesteps 100000 --seed 0 --out agents/trained/Acrobot-v1
 
 rl-zoo's Acrobot DQN hyperparameters with a 128-128 network. Runs so far (100 episodes,
-deterministic): 64-64 -98.2 and -98.1 (seed 0, space bounds then episode-range bounds),
+deterministic): 64-64 -98.2 (seed 0),
 64-64 for 150k steps -104.4 (seed 1), 128-128 -96.9 (seed 0, shipped); SB3's MLP DQN gets
 -76.6 +- 11.8 in rl-zoo's benchmark. The -90 target is not reached yet.
 """

@@ -9,7 +9,10 @@ is harmless for these tasks).
 
 A registered bound may also be tighter than a finite space bound where the episode
 cannot reach the space bound: a rate code with ``T`` ticks resolves only about ``T``
-levels per dimension, so range the episode never uses is resolution thrown away.
+levels per dimension, so range the episode never uses is resolution thrown away. Such
+overrides only apply to spaces with an unbounded dimension (resolved through the
+registry); a fully bounded space always uses its own bounds, so that a policy built from
+the space alone gets the same encoder as one built from the env id.
 """
 
 from __future__ import annotations
@@ -67,11 +70,8 @@ _REGISTRY: dict[str, BoundSpec] = {
     "Acrobot-v1": BoundSpec(
         low=(-1.0, -1.0, -1.0, -1.0, -12.566371, -28.274334),
         high=(1.0, 1.0, 1.0, 1.0, 12.566371, 28.274334),
-        # The angular velocities are capped at 4*pi and 9*pi by the space, but a swing-up
-        # policy keeps them within about 6.5 and 12 (99th percentiles 5.6 and 9.2 over the
-        # episodes of a trained agent): beyond that the encoder saturates.
-        unbounded={4: 6.5, 5: 12.0},
-        note="cos/sin terms 1; angular velocities 6.5 and 12 rad/s (episode range, space caps 4pi and 9pi)",
+        unbounded={},
+        note="all dimensions bounded by the space (angular velocities 4*pi and 9*pi)",
     ),
     "MountainCar-v0": BoundSpec(
         low=(-1.2, -0.07),

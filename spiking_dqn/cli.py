@@ -274,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dep.add_argument("--seed", type=int, default=0, help="seed of the chip's Poisson encoder (if the network uses one)")
     dep.set_defaults(func=_cmd_deploy)
+
+    from spiking_dqn.search.commands import add_parsers as add_search_parsers
+
+    add_search_parsers(sub, parse_lambda)  # `search` and `calibrate`
     return parser
 
 

@@ -118,6 +118,16 @@ def _reverse_scan(direct: np.ndarray, carry: float | np.ndarray) -> np.ndarray:
     return grad
 
 
+def _scan_layer(current: th.Tensor, neuron: ChipLeaky) -> tuple[th.Tensor, th.Tensor]:
+    """Pre-reset membranes and spikes of a ``ChipLeaky`` layer, outside autograd."""
+    beta, threshold = float(neuron.beta.clamp(0, 1)), float(neuron.threshold)
+    subtract = neuron.reset_mechanism_val == 0
+    if current.device.type == "cpu":
+        pre, spikes = _lif_scan(current.detach().contiguous().numpy(), beta, threshold, subtract)
+        return th.from_numpy(pre), th.from_numpy(spikes)
+    return _lif_scan_torch(current.detach(), beta, threshold, subtract)
+
+
 class _LIFSequence(th.autograd.Function):
     """A ``ChipLeaky`` layer run over all ticks at once, with a hand-written backward.
 
@@ -132,16 +142,10 @@ class _LIFSequence(th.autograd.Function):
 
     @staticmethod
     def forward(ctx, current: th.Tensor, neuron: ChipLeaky) -> th.Tensor:  # type: ignore[override]
-        beta, threshold = float(neuron.beta.clamp(0, 1)), float(neuron.threshold)
-        subtract = neuron.reset_mechanism_val == 0
-        if current.device.type == "cpu":
-            pre_np, spikes_np = _lif_scan(current.detach().contiguous().numpy(), beta, threshold, subtract)
-            pre, spikes = th.from_numpy(pre_np), th.from_numpy(spikes_np)
-        else:
-            pre, spikes = _lif_scan_torch(current.detach(), beta, threshold, subtract)
+        pre, spikes = _scan_layer(current, neuron)
+        ctx.beta = float(neuron.beta.clamp(0, 1))
         ctx.save_for_backward(pre, spikes)
         ctx.neuron = neuron
-        ctx.beta = beta
         return spikes
 
     @staticmethod
@@ -166,7 +170,10 @@ def lif_sequence(current: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
     ``threshold``, in which case it loops over ``ChipLeaky.forward`` under autograd.
     """
     if not (neuron.beta.requires_grad or neuron.threshold.requires_grad):
-        return _LIFSequence.apply(current, neuron)
+        if current.requires_grad and th.is_grad_enabled():
+            return _LIFSequence.apply(current, neuron)
+        # Inference (action selection, target network): the scan alone, no autograd context.
+        return _scan_layer(current, neuron)[1]
     mem = th.zeros_like(current[0])
     out = []
     for t in range(current.shape[0]):
@@ -248,7 +255,7 @@ class SpikingQNetwork(nn.Module):
         self.readout = nn.Linear(sizes[-1], self.n_actions)
         self._fake_quant_lambdas: list[float] | None = None
 
-    def set_fake_quantization(self, lambdas: Sequence[float] | None) -> None:
+    def set_fake_quantization(self, lambdas: Sequence[float] | None, centered_readout: bool = True) -> None:
         """Make the forward pass use fake-quantized weights, for quantization-aware training.
 
         With lambdas set, every linear layer ``k`` computes with
@@ -259,6 +266,10 @@ class SpikingQNetwork(nn.Module):
 
         :param lambdas: one positive lambda per projection (input->hidden1, ..., readout), or
             ``None`` to switch fake quantization off
+        :param centered_readout: quantize the readout as the chip program does by default
+            (:func:`spiking_dqn.quantization.center_readout`): its weights minus their mean
+            over the actions go through ``q``, the mean is added back unquantized, so the
+            greedy action is the chip's and the Q-values keep their common part
         """
         if lambdas is None:
             self._fake_quant_lambdas = None
@@ -268,16 +279,25 @@ class SpikingQNetwork(nn.Module):
         if len(values) != n or not all(np.isfinite(lam) and lam > 0 for lam in values):
             raise ValueError(f"set_fake_quantization needs {n} finite positive lambdas, got {list(lambdas)}")
         self._fake_quant_lambdas = values
+        self._fake_quant_centered = bool(centered_readout) and self.n_actions > 1
 
     def _layer_weights(self) -> list[th.Tensor]:
         """Weights the forward uses: the float ones, or fake-quantized (straight-through) ones."""
         weights = [layer.weight for layer in self.linear_layers()]
         if self._fake_quant_lambdas is None:
             return weights
-        return [
-            w + (th.clamp(th.round(w * lam), -127, 127) / lam - w).detach()
-            for w, lam in zip(weights, self._fake_quant_lambdas)
-        ]
+
+        def fake(w: th.Tensor, lam: float) -> th.Tensor:
+            return w + (th.clamp(th.round(w * lam), -127, 127) / lam - w).detach()
+
+        out = [fake(w, lam) for w, lam in zip(weights[:-1], self._fake_quant_lambdas[:-1])]
+        w, lam = weights[-1], self._fake_quant_lambdas[-1]
+        if getattr(self, "_fake_quant_centered", False):
+            common = w.mean(dim=0, keepdim=True)
+            out.append(fake(w - common, lam) + common)
+        else:
+            out.append(fake(w, lam))
+        return out
 
     @property
     def obs_dim(self) -> int:

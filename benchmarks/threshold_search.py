@@ -1,0 +1,361 @@
+"""Threshold grid search vs calibration on the shipped agents, on the emulator, in one run.
+
+    python benchmarks/threshold_search.py                      # both shipped agents
+    python benchmarks/threshold_search.py --update-model-cards # also write the figures into the model cards
+    python benchmarks/threshold_search.py --model CartPole-v0=/tmp/runs/cp0/model.zip
+
+For each agent (a missing one is skipped, and said so), the float reward of the float
+spiking Q-network (greedy, 100 held-out episodes), then three deployments, each compared
+as naive program (thresholds = float threshold x lambda), after the grid search and after
+the calibration, every program over the same 100 held-out episodes on the emulator:
+
+1. the reference lambda of Arfa et al. (3 for CartPole-v0, 32 for Acrobot-v1);
+2. the package's default lambda ``"auto"``, or, if that already reaches 95% of the float
+   reward, the deliberately poor lambda of ``POOR_LAMBDA`` (the table says which);
+3. the same lambda after quantization-aware fine-tuning, as the ``HardwareAwareFineTuning``
+   callback runs it (``QAT_STEPS`` online steps, keep-best on 20 check episodes); the
+   calibration's reference is then the fake-quantized network QAT trained.
+
+Grid search: :func:`spiking_dqn.search.threshold_search` with its defaults (stage 1, 8
+global multipliers x 10 episodes; stage 2, 3^L per-layer points x 10 episodes).
+Calibration: :func:`spiking_dqn.search.calibrate_thresholds` with its defaults on 256
+recorded observations of the reference policy (at most 3 rate-matching runs + 6
+action-agreement runs, no episodes).
+
+Cost figures count what each method spends on the backend to choose the thresholds
+(episodes, inferences = observations run, wall time); the final 100-episode evaluations are
+the same for both and not counted. Rewards are compared on a normalised scale
+``(R - R_worst) / (R_ref - R_worst)`` with ``R_worst`` the worst possible episode reward
+(0 for CartPole, -500 for Acrobot), so that "95% of the float reward" means the same for a
+reward to maximise from 0 and for Acrobot's negative step counts.
+
+Writes benchmarks/results/threshold_search.json, .md (the README table) and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch as th  # noqa: E402
+
+th.set_num_threads(1)
+
+from agents.common import trained_model_path  # noqa: E402
+from spiking_dqn.quantization import quantize_network  # noqa: E402
+from spiking_dqn.hardware import EmulatorBackend  # noqa: E402
+from spiking_dqn.search import (  # noqa: E402
+    backend_reward,
+    calibrate_thresholds,
+    float_reward,
+    record_observations,
+    threshold_search,
+)
+
+AGENTS = ("CartPole-v0", "Acrobot-v1")
+#: Reference lambdas of Arfa, Vogginger and Mayr (arXiv 2507.23562).
+PAPER_LAMBDA = {"CartPole-v0": 3.0, "Acrobot-v1": 32.0}
+#: Used when the reference lambda already deploys well: coarser grids that zero most weights.
+POOR_LAMBDA = {"CartPole-v0": 1.5, "Acrobot-v1": 8.0}
+#: Online QAT steps of the third scenario (Acrobot's 20-tick network needs more).
+QAT_STEPS = {"CartPole-v0": 10_000, "Acrobot-v1": 25_000}
+#: Worst possible episode reward, the zero of the normalised scale.
+WORST = {"CartPole-v0": 0.0, "Acrobot-v1": -500.0}
+RESULTS = ROOT / "benchmarks" / "results"
+CARD_BEGIN = "<!-- threshold-search:begin -->"
+CARD_END = "<!-- threshold-search:end -->"
+
+
+def normalised(env_id: str, reward: float, reference: float) -> float:
+    """``(reward - worst) / (reference - worst)``."""
+    worst = WORST[env_id]
+    return (reward - worst) / (reference - worst) if reference != worst else float("nan")
+
+
+class CountingEmulator(EmulatorBackend):
+    """The emulator, counting the inferences and episodes it serves (for QAT's checks)."""
+
+    def __init__(self) -> None:
+        super().__init__(warn_saturation=False)
+        self.inferences = 0
+
+    def run(self, program, obs):
+        result = super().run(program, obs)
+        self.inferences += result.batch_size
+        return result
+
+
+def thresholds_of(program) -> list[float]:
+    return [float(np.mean(t)) for t in program.thresholds[:-1]]
+
+
+def compare_methods(model, reference, program, env_id: str, final_episodes: int, final_seed: int) -> dict:
+    """Naive program, grid search and calibration from one quantized program; rewards on held-out episodes."""
+    out: dict = {"naive_reward": backend_reward(program, env_id, final_episodes, seed=final_seed).mean_reward}
+    out["naive_thresholds"] = thresholds_of(program)
+    t = time.perf_counter()
+    search = threshold_search(program, env_id, progress_bar=False)
+    search_wall = time.perf_counter() - t
+    out["grid_search"] = {
+        "multipliers": search.best.multipliers,
+        "thresholds": search.best.thresholds,
+        "search_reward": search.best.mean_reward,
+        "final_reward": backend_reward(search.program, env_id, final_episodes, seed=final_seed).mean_reward,
+        "backend_episodes": search.backend_episodes,
+        "backend_inferences": search.backend_inferences,
+        "evaluations": len(search.evaluations),
+        "wall_time_s": search_wall,
+    }
+    t = time.perf_counter()
+    observations = record_observations(reference, env_id, 256, seed=10_000)
+    calibration = calibrate_thresholds(reference, program, observations)
+    cal_wall = time.perf_counter() - t
+    out["calibration"] = {
+        "multipliers": calibration.multipliers,
+        "rate_multipliers": calibration.rate_multipliers,
+        "scale": calibration.scale,
+        "thresholds": calibration.thresholds,
+        "agreement": calibration.agreement,
+        "final_reward": backend_reward(calibration.program, env_id, final_episodes, seed=final_seed).mean_reward,
+        "backend_episodes": 0,
+        "backend_inferences": calibration.backend_inferences,
+        "backend_calls": calibration.backend_calls,
+        "n_observations": calibration.n_observations,
+        "wall_time_s": cal_wall,
+    }
+    return out
+
+
+def add_ratios(env_id: str, scenario: dict, float_reward_: float) -> None:
+    g, c = scenario["grid_search"], scenario["calibration"]
+    scenario["ratios"] = {
+        "naive_vs_float": normalised(env_id, scenario["naive_reward"], float_reward_),
+        "grid_vs_float": normalised(env_id, g["final_reward"], float_reward_),
+        "calibration_vs_float": normalised(env_id, c["final_reward"], float_reward_),
+        "calibration_vs_grid": normalised(env_id, c["final_reward"], g["final_reward"]),
+        "inferences_grid_over_calibration": g["backend_inferences"] / max(c["backend_inferences"], 1),
+        "wall_time_grid_over_calibration": g["wall_time_s"] / max(c["wall_time_s"], 1e-9),
+    }
+    r = scenario["ratios"]
+    scenario["targets"] = {
+        "grid_recovers_95pct_of_float": r["grid_vs_float"] >= 0.95,
+        "calibration_recovers_95pct_of_float": r["calibration_vs_float"] >= 0.95,
+        "calibration_reaches_98pct_of_grid": r["calibration_vs_grid"] >= 0.98,
+        "calibration_10x_fewer_inferences": r["inferences_grid_over_calibration"] >= 10,
+    }
+
+
+def run_agent(env_id: str, path: Path, final_episodes: int, final_seed: int, qat_steps: int) -> dict:
+    from stable_baselines3 import DQN
+
+    from spiking_dqn.qat import fake_quantized_copy, quantization_aware_finetune
+
+    t0 = time.perf_counter()
+    model = DQN.load(path, device="cpu")
+    net = model.policy.q_net.q_net
+    out: dict = {"env_id": env_id, "model": str(path), "final_episodes": final_episodes, "final_seed": final_seed}
+    out["float_reward"] = float_reward(model, env_id, final_episodes, seed=final_seed).mean_reward
+
+    def quantize(lam):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return quantize_network(net, lam)[0]
+
+    scenarios = []
+    # 1. The reference lambda of the paper, thresholds only.
+    lam = PAPER_LAMBDA[env_id]
+    scenarios.append({"name": f"lambda {lam:g} (Arfa et al.)", "lam": lam, "qat": None,
+                      **compare_methods(model, net, quantize(lam), env_id, final_episodes, final_seed)})
+    # 2. The package's default lambda ("auto"); a deliberately poor one if that already deploys well.
+    naive_auto = backend_reward(quantize("auto"), env_id, final_episodes, seed=final_seed).mean_reward
+    lam, why = "auto", "the package default"
+    if normalised(env_id, naive_auto, out["float_reward"]) >= 0.95:
+        lam, why = POOR_LAMBDA[env_id], f"deliberately poor (lambda 'auto' already deploys at {naive_auto:.1f})"
+    scenarios.append({"name": f"lambda {lam} ({why})", "lam": lam, "qat": None,
+                      **compare_methods(model, net, quantize(lam), env_id, final_episodes, final_seed)})
+    # 3. The callback's full path: quantization-aware fine-tuning, then the same two methods.
+    if qat_steps > 0:
+        counting = CountingEmulator()
+        t = time.perf_counter()
+        report = quantization_aware_finetune(model, lam, qat_steps, env_id=env_id, check_episodes=20,
+                                             check_seed=50_000, backend=counting, seed=0)
+        qat = report.to_dict() | {"wall_time_s": time.perf_counter() - t, "check_inferences": counting.inferences}
+        program = quantize(report.lambdas)
+        reference = fake_quantized_copy(net, report.lambdas) if report.kept else net
+        scenarios.append({"name": f"lambda {lam} + QAT ({qat_steps} online steps)", "lam": lam, "qat": qat,
+                          **compare_methods(model, reference, program, env_id, final_episodes, final_seed)})
+    for scenario in scenarios:
+        add_ratios(env_id, scenario, out["float_reward"])
+    out["scenarios"] = scenarios
+    out["wall_time_s"] = time.perf_counter() - t0
+    return out
+
+
+def markdown(results: list[dict], skipped: list[str]) -> str:
+    lines = [
+        "| agent | deployment | float | naive | grid search | calibration | backend episodes (grid / cal.) "
+        "| backend inferences (grid / cal.) | wall time s (grid / cal.) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        for sc in r["scenarios"]:
+            g, c, q = sc["grid_search"], sc["calibration"], sc["ratios"]
+            lines.append(
+                f"| {r['env_id']} | {sc['name']} | {r['float_reward']:.1f} | {sc['naive_reward']:.1f} "
+                f"({q['naive_vs_float']:.0%}) | {g['final_reward']:.1f} ({q['grid_vs_float']:.0%}) "
+                f"| {c['final_reward']:.1f} ({q['calibration_vs_float']:.0%}; {q['calibration_vs_grid']:.0%} of grid) "
+                f"| {g['backend_episodes']} / 0 | {g['backend_inferences']} / {c['backend_inferences']} "
+                f"({q['inferences_grid_over_calibration']:.1f}x) | {g['wall_time_s']:.2f} / {c['wall_time_s']:.2f} |"
+            )
+    lines.append("")
+    lines.append(
+        "Rewards: means over 100 held-out episodes on the emulator; percentages on the normalised scale "
+        "(R - R_worst) / (R_ref - R_worst), R_worst = 0 for CartPole and -500 for Acrobot, R_ref the float agent "
+        "(or the grid search). Costs: what each method spends choosing the thresholds (the final 100-episode "
+        "evaluations are not counted); the calibration plays no backend episode."
+    )
+    for r in results:
+        for sc in r["scenarios"]:
+            extra = ""
+            if sc["qat"]:
+                qat = sc["qat"]
+                extra = (f"; QAT: naive reward on its 20 check episodes {qat['reward_before']:.1f} -> "
+                         f"{qat['reward_after']:.1f} (weights {'kept' if qat['kept'] else 'restored'}), "
+                         f"{qat['wall_time_s']:.0f} s, {qat['check_inferences']} backend inferences for its checks")
+            lines.append(
+                f"- {r['env_id']}, {sc['name']}: grid best multipliers {[round(m, 3) for m in sc['grid_search']['multipliers']]}, "
+                f"calibration multipliers {[round(m, 3) for m in sc['calibration']['multipliers']]} (action agreement "
+                f"{sc['calibration']['agreement']:.2f}){extra}."
+            )
+    for s in skipped:
+        lines.append(f"- {s}: skipped (no shipped agent at {trained_model_path(s)})")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(f"{r['env_id']}\n{sc['name']}", sc) for r in results for sc in r["scenarios"]]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.9 * len(rows) + 2.5))
+    y = np.arange(len(rows))
+    h = 0.27
+    for k, (key, label) in enumerate([("naive_vs_float", "naive"), ("grid_vs_float", "grid search"),
+                                      ("calibration_vs_float", "calibration")]):
+        axes[0].barh(y + (k - 1) * h, [sc["ratios"][key] for _, sc in rows], h, label=label)
+    axes[0].axvline(0.95, color="k", ls="--", lw=1)
+    axes[0].set_yticks(y, [name for name, _ in rows], fontsize=7)
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("normalised reward on the emulator (float agent = 1), 100 held-out episodes")
+    axes[0].legend(fontsize=8, loc="lower right")
+    axes[1].barh(y - h / 2, [sc["grid_search"]["backend_inferences"] for _, sc in rows], h, label="grid search")
+    axes[1].barh(y + h / 2, [sc["calibration"]["backend_inferences"] for _, sc in rows], h, label="calibration")
+    axes[1].set_xscale("log")
+    axes[1].set_yticks(y, [""] * len(rows))
+    axes[1].invert_yaxis()
+    axes[1].set_xlabel("backend inferences spent choosing the thresholds")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_model_card(result: dict) -> Path | None:
+    """Write (or replace) the deployment section of the agent's model card."""
+    card = Path(result["model"]).parent / "README.md"
+    if not card.exists():
+        return None
+    lines = [
+        CARD_BEGIN,
+        "## Deployment on the emulator: threshold search, calibration, QAT",
+        "",
+        f"Measured by `python benchmarks/threshold_search.py --update-model-cards` ({result['final_episodes']} "
+        f"held-out episodes, seeds {result['final_seed']}.., emulator backend). Float policy: "
+        f"{result['float_reward']:.2f}. Percentages are of the float reward on the normalised scale "
+        "(R - R_worst) / (R_float - R_worst).",
+        "",
+        "| deployment | naive (float threshold x lambda) | after grid search | after calibration |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for sc in result["scenarios"]:
+        g, c, q = sc["grid_search"], sc["calibration"], sc["ratios"]
+        lines.append(
+            f"| {sc['name']} | {sc['naive_reward']:.2f} ({q['naive_vs_float']:.0%}) | {g['final_reward']:.2f} "
+            f"({q['grid_vs_float']:.0%}; {g['backend_episodes']} backend episodes, {g['backend_inferences']} "
+            f"inferences) | {c['final_reward']:.2f} ({q['calibration_vs_float']:.0%}; 0 episodes, "
+            f"{c['backend_inferences']} inferences) |"
+        )
+    lines += [CARD_END, ""]
+    section = "\n".join(lines)
+    text = card.read_text()
+    if CARD_BEGIN in text and CARD_END in text:
+        head, rest = text.split(CARD_BEGIN, 1)
+        tail = rest.split(CARD_END, 1)[1].lstrip("\n")
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    card.write_text(text)
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", default=[], help="ENV=PATH: use this model for ENV")
+    parser.add_argument("--final-episodes", type=int, default=100)
+    parser.add_argument("--final-seed", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--update-model-cards", action="store_true", help="write the figures into the model cards")
+    parser.add_argument("--qat-steps", type=int, default=None,
+                        help="online QAT steps of the third scenario (0: skip; default per agent: QAT_STEPS)")
+    args = parser.parse_args(argv)
+    overrides = dict(item.split("=", 1) for item in args.model)
+    results, skipped = [], []
+    start = time.perf_counter()
+    for env_id in AGENTS:
+        path = Path(overrides.get(env_id, trained_model_path(env_id)))
+        if not path.exists():
+            print(f"{env_id}: skipped, no agent at {path}")
+            skipped.append(env_id)
+            continue
+        print(f"{env_id}: {path} ...", flush=True)
+        qat_steps = QAT_STEPS[env_id] if args.qat_steps is None else args.qat_steps
+        results.append(run_agent(env_id, path, args.final_episodes, args.final_seed, qat_steps))
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "results": results,
+        "skipped": skipped,
+        "wall_time_s": time.perf_counter() - start,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {th.get_num_threads()}",
+        "note": "emulator backend; costs count only the threshold choice; rewards over held-out episodes",
+    }
+    (args.out / "threshold_search.json").write_text(json.dumps(data, indent=2) + "\n")
+    table = markdown(results, skipped)
+    (args.out / "threshold_search.md").write_text(table)
+    if results:
+        plot(results, args.out / "threshold_search.png")
+    print(table)
+    for r in results:
+        for sc in r["scenarios"]:
+            print(f"{r['env_id']}, {sc['name']}: {sc['targets']}")
+        if args.update_model_cards and not overrides.get(r["env_id"]):
+            card = update_model_card(r)
+            print(f"  model card updated: {card}" if card else "  no model card to update")
+    print(f"total wall time {data['wall_time_s']:.1f} s; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Choosing the hidden-layer thresholds of a quantized spiking Q-network on its backend.
+
+* :func:`threshold_search`: the two-stage grid search (a global multiplier, then one per
+  layer), objective the mean reward over k episodes on the backend, as Optuna studies
+  that are in memory by default, resumable with an SQLite URL and shareable between
+  processes, machines and chips with a PostgreSQL URL.
+* :func:`calibrate_thresholds`: calibration without a grid and without episodes, from the
+  firing rates and greedy actions of the float network on recorded observations.
+* :func:`backend_reward`, :func:`float_reward`: episode evaluation with its backend cost
+  (inferences, episodes, synaptic events, wall time) counted.
+"""
+
+from spiking_dqn.search.calibration import CalibrationResult, CalibrationStep, calibrate_thresholds
+from spiking_dqn.search.episodes import (
+    EpisodeResult,
+    EvaluationCounter,
+    backend_reward,
+    float_reward,
+    record_observations,
+    run_episodes,
+)
+from spiking_dqn.search.grid import (
+    DEFAULT_STAGE1_GRID,
+    DEFAULT_STAGE2_FACTORS,
+    Evaluation,
+    ThresholdSearchResult,
+    apply_multipliers,
+    best_evaluation,
+    threshold_search,
+)
+from spiking_dqn.search.studies import SearchInterrupted, StorageUnavailableError, open_storage
+
+__all__ = [
+    "DEFAULT_STAGE1_GRID",
+    "DEFAULT_STAGE2_FACTORS",
+    "CalibrationResult",
+    "CalibrationStep",
+    "EpisodeResult",
+    "Evaluation",
+    "EvaluationCounter",
+    "SearchInterrupted",
+    "StorageUnavailableError",
+    "ThresholdSearchResult",
+    "apply_multipliers",
+    "backend_reward",
+    "best_evaluation",
+    "calibrate_thresholds",
+    "float_reward",
+    "open_storage",
+    "record_observations",
+    "run_episodes",
+    "threshold_search",
+]

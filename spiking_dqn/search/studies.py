@@ -1,0 +1,409 @@
+"""Optuna plumbing of the threshold search: storages, and grids evaluated exactly once.
+
+Storages
+    ``None`` is an in-memory storage (lost with the process). A database URL
+    (``sqlite:///search.db``, ``postgresql://user:password@host/db``) is an Optuna
+    ``RDBStorage``: finished evaluations persist, so a search that is interrupted continues
+    where it stopped when it is run again, and several processes (or machines, or chips)
+    can share one study. :func:`open_storage` connects before anything else happens, so an
+    unreachable database is a clear :class:`StorageUnavailableError` before any work.
+
+Exactly once
+    Optuna's ``GridSampler`` alone may hand the same grid point to two workers at once,
+    and it counts a failed point as visited, so a resumed study would never retry it.
+    :func:`run_grid` therefore chooses the points itself: each worker repeatedly looks at
+    the study, enqueues one grid point that has no finished (``COMPLETE``) and no pending
+    (``WAITING`` or live ``RUNNING``) trial, and runs one trial. Every trial carries its
+    parameters from the moment it is created (``enqueue_trial``), and before evaluating,
+    a trial checks the study: if the same point is already ``COMPLETE``, or is ``RUNNING``
+    or ``WAITING`` in a trial with a lower number, it is marked ``PRUNED`` (user attribute
+    ``duplicate_of``) without being evaluated. Since all workers see the same trial
+    numbers, exactly one of two trials that race for a point evaluates it. A worker only
+    returns once every point is ``COMPLETE``; it waits for points that other workers are
+    evaluating, and takes over a point whose worker died: trials send heartbeats
+    (``RDBStorage(heartbeat_interval=...)``), and a ``RUNNING`` trial with no heartbeat for
+    ``grace_period`` seconds is marked ``FAIL`` (``optuna.storages.fail_stale_trials``) and
+    its point evaluated again. Finished evaluations are never repeated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import socket
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
+from optuna.trial import TrialState
+
+#: Default seconds between heartbeats of a running evaluation in a database storage.
+HEARTBEAT_INTERVAL = 10
+
+Point = dict[str, float]
+
+
+class StorageUnavailableError(ConnectionError):
+    """The study storage (database URL) cannot be opened or reached."""
+
+
+class SearchInterrupted(RuntimeError):
+    """A search stopped by an error in the middle of an evaluation (e.g. a backend that stopped answering).
+
+    :ivar study_name: the study that holds the finished evaluations
+    :ivar storage: the storage URL (password hidden), or ``None`` for in-memory
+    :ivar n_finished: evaluations finished and kept in the study
+    """
+
+    def __init__(self, message: str, study_name: str, storage: str | None, n_finished: int) -> None:
+        super().__init__(message)
+        self.study_name = study_name
+        self.storage = storage
+        self.n_finished = n_finished
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: show it as given
+        return url
+
+
+def open_storage(
+    storage: str | BaseStorage | None,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL,
+    grace_period: int | None = None,
+) -> BaseStorage:
+    """An Optuna storage from ``None`` (in memory), a database URL or a storage object.
+
+    A URL is checked by connecting to it first: a database that cannot be reached, a
+    missing driver or a malformed URL raise :class:`StorageUnavailableError` with the
+    reason, before any evaluation. For SQLite the folder of the file is created.
+
+    :param storage: ``None``, a SQLAlchemy URL, or an Optuna ``BaseStorage``
+    :param heartbeat_interval: seconds between heartbeats of running trials (database URLs)
+    :param grace_period: seconds without heartbeat after which a running trial counts as
+        dead (default ``2 * heartbeat_interval``)
+    :raises StorageUnavailableError: the URL cannot be used
+    :raises TypeError: neither None, a string nor a storage
+    """
+    if storage is None:
+        return InMemoryStorage()
+    if isinstance(storage, BaseStorage):
+        return storage
+    if not isinstance(storage, str):
+        raise TypeError(f"storage must be None, a database URL or an optuna storage, got {type(storage).__name__}")
+    if isinstance(heartbeat_interval, bool) or not isinstance(heartbeat_interval, int) or heartbeat_interval < 1:
+        raise ValueError(f"heartbeat_interval must be a positive integer (seconds), got {heartbeat_interval!r}")
+    shown = mask_url(storage)
+    try:
+        import sqlalchemy
+        from sqlalchemy.engine import make_url
+
+        url = make_url(storage)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises ArgumentError and others
+        raise StorageUnavailableError(
+            f"invalid storage URL {shown!r} ({exc}); use e.g. sqlite:///search.db or "
+            "postgresql://user:password@host:5432/dbname"
+        ) from None
+    backend = url.get_backend_name()
+    if url.drivername == "postgresql":
+        # SQLAlchemy 2.1 takes psycopg (3) for a bare postgresql:// URL; use psycopg2 when
+        # only that one is installed (psycopg2-binary is what the project depends on).
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            url = url.set(drivername="postgresql+psycopg2")
+            storage = url.render_as_string(hide_password=False)
+    engine_kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        database = url.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+        # Several processes may write one SQLite file: wait for its lock instead of failing.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    elif backend in ("postgresql", "mysql"):
+        engine_kwargs["pool_pre_ping"] = True
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    try:
+        engine = sqlalchemy.create_engine(storage, **engine_kwargs)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except ModuleNotFoundError as exc:
+        hint = " (pip install psycopg2-binary)" if backend == "postgresql" else ""
+        raise StorageUnavailableError(
+            f"cannot open storage {shown!r}: the database driver is not installed: {exc}{hint}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - OperationalError, ArgumentError, driver errors
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StorageUnavailableError(
+            f"cannot reach storage {shown!r}: {reason}. Check that the database server is running and "
+            "reachable and that the URL (user, password, host, port, database) is right; nothing was evaluated."
+        ) from None
+    # Workers that start together on a fresh database race to create Optuna's tables; the
+    # losers' transactions fail and are retried once the winner's schema is there.
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    storage,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                )
+        except Exception as exc:  # noqa: BLE001 - schema creation failed (race, permissions, version)
+            if attempt == 5:
+                raise StorageUnavailableError(f"cannot use storage {shown!r} for Optuna studies: {exc}") from None
+            time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def heartbeat_enabled(storage: BaseStorage) -> bool:
+    """True when running trials in this storage send heartbeats (so dead workers are detected)."""
+    get_interval = getattr(storage, "get_heartbeat_interval", None)
+    return get_interval is not None and get_interval() is not None
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Silence Optuna's per-trial INFO logs for the duration (restored after)."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def point_key(params: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+    """A hashable key of a grid point, robust to float formatting (12 significant digits)."""
+    return tuple((name, float(f"{float(value):.12g}")) for name, value in sorted(params.items()))
+
+
+def intended_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
+    """The point a trial evaluates: its parameters, or the ones it was enqueued with."""
+    if trial.params:
+        return dict(trial.params)
+    fixed = trial.system_attrs.get("fixed_params")
+    return dict(fixed) if fixed else None
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process, recorded with every evaluation."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ExactlyOnceGridSampler(optuna.samplers.GridSampler):
+    """Optuna's ``GridSampler`` whose points :func:`run_grid` enqueues one by one.
+
+    ``GridSampler.after_trial`` stops ``optimize`` once every point has a trial and looks
+    up the grid index of the last trial, which enqueued trials do not have; here the
+    runner decides when the grid is done, so that hook does nothing.
+    """
+
+    def after_trial(self, study, trial, state, values) -> None:  # type: ignore[override]
+        return None
+
+
+def open_study(
+    storage: BaseStorage,
+    study_name: str,
+    points: Sequence[Point],
+    fingerprint: str,
+    description: Mapping[str, Any],
+) -> optuna.Study:
+    """Create or load a grid study and check that it belongs to this search.
+
+    :param storage: an opened storage
+    :param study_name: study name
+    :param points: the grid points (all with the same parameter names)
+    :param fingerprint: identifies the search (program, environment, grid, episodes); a
+        study of the same name with another fingerprint is refused
+    :param description: plain data stored with the study, for people reading it later
+    :raises ValueError: the study exists for a different search
+    """
+    names = sorted(points[0])
+    space = {name: sorted({float(p[name]) for p in points}) for name in names}
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        sampler=ExactlyOnceGridSampler(space, seed=random.SystemRandom().randrange(2**31)),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    existing = study.user_attrs.get("fingerprint")
+    if existing is None:
+        study.set_user_attr("fingerprint", fingerprint)
+        study.set_user_attr("search", dict(description))
+    elif existing != fingerprint:
+        raise ValueError(
+            f"study {study_name!r} in this storage belongs to a different search (another program, environment, "
+            "grid, episodes or seed); use another study name or storage, or delete that study "
+            f"(optuna delete-study --study-name {study_name!r} --storage URL)"
+        )
+    return study
+
+
+def _duplicate_of(study: optuna.Study, trial: optuna.Trial, key: tuple, wait_s: float = 5.0) -> int | None:
+    """Number of a trial that already covers ``key`` (see module docstring), or None."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        unknown_earlier = False
+        for other in study.get_trials(deepcopy=False):
+            if other.number == trial.number:
+                continue
+            params = intended_params(other)
+            if params is None:
+                # Created by the sampler, parameters not written yet: it may be this point.
+                unknown_earlier |= other.state == TrialState.RUNNING and other.number < trial.number
+                continue
+            if point_key(params) != key:
+                continue
+            if other.state == TrialState.COMPLETE:
+                return other.number
+            if other.state in (TrialState.RUNNING, TrialState.WAITING) and other.number < trial.number:
+                return other.number
+        if not unknown_earlier or time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
+
+
+def grid_status(study: optuna.Study, keys: set[tuple]) -> tuple[dict[tuple, optuna.trial.FrozenTrial], set[tuple], bool]:
+    """Finished trial per grid key, keys pending in other trials, and whether a trial waits in the queue."""
+    complete: dict[tuple, optuna.trial.FrozenTrial] = {}
+    pending: set[tuple] = set()
+    waiting = False
+    for t in study.get_trials(deepcopy=False):
+        params = intended_params(t)
+        key = point_key(params) if params is not None else None
+        if t.state == TrialState.COMPLETE and key in keys and key not in complete:
+            complete[key] = t
+        elif t.state in (TrialState.RUNNING, TrialState.WAITING) and key is not None:
+            pending.add(key)
+        waiting |= t.state == TrialState.WAITING
+    return complete, pending, waiting
+
+
+def run_grid(
+    study: optuna.Study,
+    points: Sequence[Point],
+    evaluate: Callable[[Point], tuple[float, dict[str, Any]]],
+    progress: Any = None,
+    poll_interval: float = 0.5,
+    unclaimed_timeout: float | None = None,
+) -> dict[tuple, optuna.trial.FrozenTrial]:
+    """Evaluate every grid point of ``study`` exactly once, together with any other workers.
+
+    :param study: a study from :func:`open_study`
+    :param points: the grid points
+    :param evaluate: ``point -> (value, user attributes)``; an exception stops the run
+        (the trial is marked ``FAIL``, finished ones stay) and propagates
+    :param progress: optional tqdm-like bar, advanced as points complete (by any worker)
+    :param poll_interval: seconds between looks at the study while other workers finish
+    :param unclaimed_timeout: seconds (this worker's clock) after which a running trial that
+        never reached its objective (its worker died right after creating it, before any
+        heartbeat) is marked failed; default ``max(30, 3 * grace period)``
+    :return: the ``COMPLETE`` trial of every grid point, by :func:`point_key`
+    """
+    keys = {point_key(p): p for p in points}
+    names = sorted(points[0])
+    bounds = {n: (min(float(p[n]) for p in points), max(float(p[n]) for p in points)) for n in names}
+    storage = study._storage  # noqa: SLF001 - public since Optuna 3 as Study._storage only
+    heartbeat = heartbeat_enabled(storage)
+    rng = random.Random(f"{worker_name()}:{time.time_ns()}")
+
+    def objective(trial: optuna.Trial) -> float:
+        if heartbeat:
+            # Optuna's heartbeat thread may not have written yet; a worker killed before its
+            # first heartbeat would leave a trial that never goes stale.
+            storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+        trial.set_user_attr("started_by", worker_name())
+        params = {n: trial.suggest_float(n, *bounds[n]) for n in names}
+        key = point_key(params)
+        if key not in keys:
+            trial.set_user_attr("outside_grid", True)
+            raise optuna.TrialPruned(f"point {params} is not on this grid")
+        duplicate = _duplicate_of(study, trial, key)
+        if duplicate is not None:
+            trial.set_user_attr("duplicate_of", duplicate)
+            raise optuna.TrialPruned(f"point {params} is already covered by trial {duplicate}")
+        value, attrs = evaluate(keys[key])
+        trial.set_user_attr("worker", worker_name())
+        for name, attr in attrs.items():
+            trial.set_user_attr(name, attr)
+        return value
+
+    if not heartbeat:
+        # Without heartbeats nobody can tell a live worker from a dead one, so such a
+        # storage is never shared: trials left running belong to a process that died.
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
+
+    grace = getattr(storage, "grace_period", None) or 2 * (getattr(storage, "heartbeat_interval", None) or 10)
+    if unclaimed_timeout is None:
+        unclaimed_timeout = max(30.0, 3.0 * grace)
+    unclaimed_since: dict[int, float] = {}
+    shown = 0
+    while True:
+        if heartbeat:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            # A trial whose worker died between creating it and its first heartbeat never
+            # goes stale: fail it once it has stayed unclaimed for a while (this worker's clock).
+            now = time.monotonic()
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if "started_by" in t.user_attrs:
+                    continue
+                if now - unclaimed_since.setdefault(t.number, now) > unclaimed_timeout:
+                    with contextlib.suppress(Exception):
+                        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
+        complete, pending, waiting = grid_status(study, set(keys))
+        if progress is not None and len(complete) > shown:
+            progress.update(len(complete) - shown)
+            shown = len(complete)
+            best = max((t.value for t in complete.values() if t.value is not None), default=None)
+            if best is not None and hasattr(progress, "set_postfix"):
+                progress.set_postfix(best_reward=f"{best:.4g}")
+        if len(complete) == len(keys):
+            return complete
+        missing = [k for k in keys if k not in complete and k not in pending]
+        if missing:
+            study.enqueue_trial(dict(keys[rng.choice(missing)]))
+        elif not waiting:
+            time.sleep(poll_interval)  # other workers are evaluating the last points
+            continue
+        try:
+            study.optimize(objective, n_trials=1, gc_after_trial=False, show_progress_bar=False)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+            # This worker stalled for longer than the grace period: another one marked its
+            # trial failed and will evaluate the point again; drop this evaluation.
+            if not isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) and "Cannot tell a" not in str(exc):
+                raise
+            warnings.warn(
+                f"an evaluation of this worker was taken over by another worker (no heartbeat for the grace "
+                f"period, {grace} s): its result is discarded ({exc})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def finite(value: Any) -> float | None:
+    """``float(value)`` when finite, else None (for JSON)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

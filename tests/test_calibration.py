@@ -1,0 +1,129 @@
+"""Threshold calibration from recorded observations: rate matching, action-agreement scale, cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+
+from spiking_dqn import SpikingQNetwork
+from spiking_dqn.hardware import ChipProgram, EmulatorBackend
+from spiking_dqn.quantization import quantize_network
+from spiking_dqn.search import apply_multipliers, calibrate_thresholds, record_observations
+
+BOUND = [2.4, 1.5, 0.2095, 2.0]
+
+
+@pytest.fixture(scope="module")
+def net():
+    th.manual_seed(3)
+    return SpikingQNetwork(BOUND, 2, net_arch=[32, 16], ticks=10, threshold=0.5)
+
+
+@pytest.fixture(scope="module")
+def observations(net):
+    return record_observations(net, "CartPole-v1", 128, seed=0, n_episodes=8)
+
+
+def layer_counts(program, obs):
+    result = EmulatorBackend(warn_saturation=False).run(program, obs)
+    return [float(c.mean()) for c in result.spike_counts[1:-1]]
+
+
+def float_counts(net, obs):
+    with th.no_grad():
+        _, counts = net(th.as_tensor(obs), return_activity=True)
+    return [float(c.float().mean()) for c in counts[1:]]
+
+
+def test_rate_calibration_restores_the_float_firing_rates(net, observations):
+    # A lambda that clips most weights: the chip's currents shrink and its layers fire less.
+    weights = [layer.weight.detach().numpy() for layer in net.linear_layers()]
+    lam = [127.0 / float(np.percentile(np.abs(w), 30)) for w in weights]
+    with pytest.warns(UserWarning, match="clips"):
+        program, _ = quantize_network(net, lam)
+    target = float_counts(net, observations)
+    naive = layer_counts(program, observations)
+    assert naive[0] < 0.8 * target[0]
+    result = calibrate_thresholds(net, program, observations, objective="rates", rate_iterations=4)
+    calibrated = layer_counts(result.program, observations)
+    for got, want, start in zip(calibrated, target, naive):
+        assert abs(np.log(got / want)) < 0.5 * abs(np.log(start / want)) + 0.05
+    assert result.multipliers[0] < 1.0  # lower thresholds for the weaker currents
+    assert result.scale == 1.0 and result.rate_multipliers == result.multipliers
+    assert result.chip_counts == pytest.approx(calibrated)
+    assert result.float_counts == pytest.approx(target)
+    # Cost: one backend run of the whole observation set per step, no episodes.
+    assert result.backend_calls == len(result.steps) <= 4
+    assert result.backend_inferences == result.backend_calls * len(observations)
+    assert result.backend_episodes == 0
+    expected = apply_multipliers(program, program, result.multipliers)
+    assert result.program == expected
+
+
+def test_agreement_calibration_picks_the_scale_that_best_reproduces_the_float_actions(net, observations):
+    program, _ = quantize_network(net, 3.0)  # coarse: most weights become -1, 0 or 1
+    result = calibrate_thresholds(net, program, observations, rate_iterations=2, scale_evaluations=5)
+    assert result.objective == "agreement"
+    assert result.backend_calls == len(result.steps) <= 2 + 5
+    assert result.backend_inferences == result.backend_calls * len(observations)
+    # The chosen point is the best action agreement among the points tried.
+    assert result.agreement == max(step.agreement for step in result.steps if step.phase == "scale"
+                                   or step.multipliers == result.rate_multipliers)
+    with th.no_grad():
+        float_actions = net(th.as_tensor(observations)).argmax(1).numpy()
+    chip_actions = EmulatorBackend(warn_saturation=False).run(result.program, observations).actions
+    assert result.agreement == pytest.approx(float(np.mean(chip_actions == float_actions)))
+    assert result.multipliers == pytest.approx([m * result.scale for m in result.rate_multipliers])
+    assert 0.35 <= result.scale <= 4.0
+
+
+def test_calibration_records_observations_and_saves(net, tmp_path):
+    program, _ = quantize_network(net, "auto")
+    result = calibrate_thresholds(net, program, env_id="CartPole-v1", n_observations=64, rate_iterations=1,
+                                  scale_evaluations=2)
+    assert result.n_observations == 64
+    files = result.save(tmp_path)
+    data = json.loads(Path(files["json"]).read_text())
+    assert data["multipliers"] == result.multipliers and data["backend_episodes"] == 0
+    assert ChipProgram.load(files["program"]) == result.program
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(objective="reward"), "objective"),
+        (dict(rate_iterations=0), "rate_iterations"),
+        (dict(scale_evaluations=1), "scale_evaluations"),
+        (dict(scale_range=(2.0, 1.0)), "scale_range"),
+        (dict(scale_range=(0.0, 1.0)), "scale_range"),
+    ],
+)
+def test_calibration_bad_arguments(net, observations, kwargs, match):
+    program, _ = quantize_network(net, "auto")
+    with pytest.raises(ValueError, match=match):
+        calibrate_thresholds(net, program, observations, **kwargs)
+
+
+def test_calibration_bad_observations(net):
+    program, _ = quantize_network(net, "auto")
+    with pytest.raises(ValueError, match="shape"):
+        calibrate_thresholds(net, program, np.zeros((5, 3), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        calibrate_thresholds(net, program, np.full((5, 4), np.nan, np.float32))
+    with pytest.raises(ValueError, match="env_id"):
+        calibrate_thresholds(net, program)
+
+
+def test_a_program_that_already_reproduces_its_reference_costs_one_run(net, observations):
+    # After QAT the reference is the fake-quantized network, which the program computes exactly.
+    from spiking_dqn.qat import fake_quantized_copy
+
+    program, _ = quantize_network(net, 3.0)
+    reference = fake_quantized_copy(net, program.lambdas)
+    result = calibrate_thresholds(reference, program, observations)
+    assert result.multipliers == [1.0, 1.0] and result.agreement == 1.0
+    assert result.backend_calls == 1 and result.program == program

@@ -1,0 +1,123 @@
+"""Quantization-aware fine-tuning: the fake-quantized forward, and QAT moving weights toward the int8 grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import DQN
+
+from agents.common import trained_model_path
+from envs import make_vec
+from spiking_dqn import SpikingDQNPolicy
+from spiking_dqn.hardware import EmulatorBackend
+from spiking_dqn.qat import grid_distance, quantization_aware_finetune
+from spiking_dqn.quantization import fake_quantize_network, quantize_network, resolve_lambdas
+from spiking_dqn.search import backend_reward
+
+
+def test_fake_quantized_forward_is_the_chip_and_passes_gradients_straight_through(small_net):
+    obs = th.randn(64, 4)
+    lambdas = [3.0, 5.0, 7.0]
+    expected = fake_quantize_network(small_net, lambdas)(obs)  # the chip's centered readout
+    small_net.set_fake_quantization(lambdas)
+    q = small_net(obs)  # the same, plus the part common to all actions (kept in float for TD)
+    centered = (q - q.mean(1, keepdim=True)).detach()
+    assert th.allclose(centered, expected - expected.mean(1, keepdim=True), atol=1e-5)
+    program, _ = quantize_network(small_net, lambdas)
+    result = EmulatorBackend().run(program, obs.numpy())
+    np.testing.assert_allclose(result.q_values(program), centered.numpy(), rtol=1e-5, atol=1e-4)
+    assert (result.actions == q.argmax(1).numpy()).all()
+    q.sum().backward()  # straight-through: the float weights get gradients
+    assert all(layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+               for layer in small_net.linear_layers())
+    small_net.set_fake_quantization(None)
+    assert not th.equal(small_net(obs), q)
+
+
+@pytest.mark.parametrize("bad", [[1.0, 2.0], [1.0, 0.0, 1.0], [1.0, float("nan"), 1.0], [-1.0, 1.0, 1.0]])
+def test_fake_quantization_rejects_bad_lambdas(small_net, bad):
+    with pytest.raises(ValueError, match="lambdas"):
+        small_net.set_fake_quantization(bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    th.manual_seed(0)
+    model = DQN(SpikingDQNPolicy, make_vec("CartPole-v1", 1, seed=0), learning_starts=100, train_freq=16,
+                gradient_steps=4, batch_size=32, buffer_size=5000, seed=0,
+                policy_kwargs=dict(net_arch=[32, 16], ticks=8))
+    model.learn(400)
+    return model
+
+
+def test_qat_moves_the_float_weights_toward_the_int8_grid(tiny_model):
+    net = tiny_model.policy.q_net.q_net
+    lambdas = resolve_lambdas(4.0, [layer.weight.detach().numpy() for layer in net.linear_layers()])
+    before = grid_distance(net, lambdas)
+    weights = [layer.weight.detach().clone() for layer in net.linear_layers()]
+    report = quantization_aware_finetune(tiny_model, lambdas, 60, mode="replay", learning_rate=1e-3, grid_pull=0.02)
+    after = grid_distance(net, lambdas)
+    assert report.grid_distance_before == pytest.approx(before)
+    assert report.grid_distance_after == pytest.approx(after)
+    assert all(a < 0.5 * b for a, b in zip(after, before))  # every projection much nearer its grid
+    assert all(not th.equal(w, layer.weight) for w, layer in zip(weights, net.linear_layers()))
+    assert net._fake_quant_lambdas is None and tiny_model.policy.q_net_target.q_net._fake_quant_lambdas is None
+    assert report.steps == 60 and report.kept
+
+
+def test_plain_straight_through_qat_changes_int8_weights(tiny_model):
+    net = tiny_model.policy.q_net.q_net
+    program_before, _ = quantize_network(net, 4.0)
+    report = quantization_aware_finetune(tiny_model, 4.0, 40, mode="replay", learning_rate=3e-3, grid_pull=0.0)
+    program_after, _ = quantize_network(net, 4.0)
+    assert max(report.int8_weights_changed) > 0
+    assert any(not np.array_equal(a, b) for a, b in zip(program_before.weights, program_after.weights))
+
+
+def test_online_qat_acts_with_the_int8_network_and_keeps_the_best_weights(tiny_model):
+    net = tiny_model.policy.q_net.q_net
+    steps_before = tiny_model.num_timesteps
+    report = quantization_aware_finetune(tiny_model, 4.0, 200, env_id="CartPole-v1", check_episodes=3,
+                                         check_freq=100, grid_pull=0.05)
+    assert report.mode == "online" and tiny_model.num_timesteps >= steps_before + 200  # whole rollouts
+    assert report.reward_after >= report.reward_before
+    program, _ = quantize_network(net, report.lambdas)
+    assert backend_reward(program, "CartPole-v1", 3, seed=50_000).mean_reward == report.reward_after
+    assert net._fake_quant_lambdas is None
+
+
+def test_qat_bad_input():
+    model = DQN(SpikingDQNPolicy, make_vec("CartPole-v1", 1, seed=0), policy_kwargs=dict(net_arch=[8], ticks=6))
+    with pytest.raises(ValueError, match="env_id"):
+        quantization_aware_finetune(model, 4.0, 5, mode="replay")
+    with pytest.raises(ValueError, match="grid_pull"):
+        quantization_aware_finetune(model, 4.0, 5, grid_pull=2.0, env_id="CartPole-v1")
+    with pytest.raises(ValueError, match="mode"):
+        quantization_aware_finetune(model, 4.0, 5, mode="offline")
+    with pytest.raises(ValueError, match="check_episodes"):
+        quantization_aware_finetune(model, 4.0, 5, check_episodes=2)
+
+
+@pytest.mark.parametrize("env_id, mode, steps", [("CartPole-v0", "online", 1500), ("Acrobot-v1", "replay", 300)])
+def test_qat_does_not_lower_the_emulator_reward_of_a_shipped_agent(env_id, mode, steps):
+    path = trained_model_path(env_id)
+    if not path.exists():
+        pytest.skip(f"shipped agent {path} is missing")
+    model = DQN.load(path, device="cpu")
+    net = model.policy.q_net.q_net
+    program, _ = quantize_network(net, "auto")
+    episodes = 20 if env_id == "CartPole-v0" else 10
+    before = backend_reward(program, env_id, episodes, seed=7).mean_reward
+    weights = [w.detach().clone() for w in net.parameters()]
+    report = quantization_aware_finetune(model, "auto", steps, mode=mode, env_id=env_id, collect_steps=2000,
+                                         grid_pull=0.01, check_episodes=episodes, check_seed=7)
+    after_program, _ = quantize_network(net, report.lambdas)
+    after = backend_reward(after_program, env_id, episodes, seed=7).mean_reward
+    assert report.reward_before == before and report.reward_after == after
+    assert after >= before
+    if report.kept:  # the QAT weights were kept: they moved, and toward the int8 grid
+        assert any(not th.equal(a, b) for a, b in zip(weights, net.parameters()))
+        assert np.mean(report.grid_distance_after) < np.mean(report.grid_distance_before)
+    else:  # QAT never did better on the emulator: the weights before it are back
+        assert all(th.equal(a, b) for a, b in zip(weights, net.parameters()))
