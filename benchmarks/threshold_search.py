@@ -53,8 +53,8 @@ import torch as th  # noqa: E402
 th.set_num_threads(1)
 
 from agents.common import trained_model_path  # noqa: E402
-from spiking_dqn.quantization import quantize_network  # noqa: E402
 from spiking_dqn.hardware import EmulatorBackend  # noqa: E402
+from spiking_dqn.quantization import quantize_network  # noqa: E402
 from spiking_dqn.search import (  # noqa: E402
     backend_reward,
     calibrate_thresholds,
@@ -234,7 +234,8 @@ def markdown(results: list[dict], skipped: list[str]) -> str:
                          f"{qat['reward_after']:.1f} (weights {'kept' if qat['kept'] else 'restored'}), "
                          f"{qat['wall_time_s']:.0f} s, {qat['check_inferences']} backend inferences for its checks")
             lines.append(
-                f"- {r['env_id']}, {sc['name']}: grid best multipliers {[round(m, 3) for m in sc['grid_search']['multipliers']]}, "
+                f"- {r['env_id']}, {sc['name']}: grid best multipliers "
+                f"{[round(m, 3) for m in sc['grid_search']['multipliers']]}, "
                 f"calibration multipliers {[round(m, 3) for m in sc['calibration']['multipliers']]} (action agreement "
                 f"{sc['calibration']['agreement']:.2f}){extra}."
             )

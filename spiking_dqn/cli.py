@@ -36,7 +36,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import importlib
 
     from agents.common import parse_args, train_and_card
-    from spiking_dqn.evaluation import compare
+    from agents.deploy import deploy
 
     recipe = importlib.import_module(RECIPES[args.env])
     out: Path = args.out
@@ -46,15 +46,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     summary = train_and_card(
         args.env, recipe.HYPERPARAMS, parse_args(args.env, recipe.TIMESTEPS, argv), " ".join(["spiking-dqn", *sys.argv[1:]])
     )
-    print(f"[2/2] deploying to the embedded SpiNNaker2 emulator and comparing over {args.episodes} episodes", flush=True)
-    lam = getattr(recipe, "DEPLOY", {}).get("lam", "auto")
-    report = compare(out / "model.zip", args.env, backend="emulator", lam=lam, n_episodes=args.episodes, seed=args.seed)
-    report.write(out / "compare")
+    print(f"[2/2] quantization-aware fine-tuning ({args.qat_steps} steps), int8 deployment to the embedded "
+          f"SpiNNaker2 emulator, comparison over {args.episodes} episodes", flush=True)
+    record = deploy(args.env, qat_steps=args.qat_steps, episodes=args.episodes, seed=args.seed, folder=out)
+    figures = record["figures"]
     print()
     print(f"Result on {args.env} after {summary['timesteps']} training steps ({summary['train_wall_time_s']:.0f} s):")
-    for row in report.summary_rows():
-        print(f"  {row[0]:<32} float: {row[1]:<28} chip (emulator): {row[2]}")
-    print(f"Files: {out / 'model.zip'}, {out / 'README.md'}, {out / 'compare' / 'report.md'} (+ PNG plots)")
+    print(f"  float agent as trained, {args.episodes} deterministic episodes: mean reward {summary['mean_reward']:.1f}")
+    print(f"  on the emulated chip (int8): mean reward {figures['chip_reward']:.1f}, "
+          f"action agreement with its float twin {figures['action_agreement']:.1%}")
+    print(f"Files: {out / 'README.md'} (model card), {out / 'reward_curve.png'}, {out / 'chip_program.npz'}, "
+          f"{out / 'deployment' / 'report.md'} (+ PNG plots)")
     return 0
 
 
@@ -242,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timesteps", type=int, default=None, help="training steps (default: the recipe's)")
     demo.add_argument("--episodes", type=int, default=20, help="evaluation episodes (float and chip)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--qat-steps", type=int, default=10_000, help="quantization-aware fine-tuning steps")
     demo.add_argument("--out", type=Path, default=Path("demo_out"))
     demo.set_defaults(func=_cmd_demo)
 

@@ -389,3 +389,21 @@ def fake_quantized_copy(net: SpikingQNetwork, lambdas: list[float], centered_rea
     twin = copy.deepcopy(net)
     twin.set_fake_quantization(lambdas, centered_readout=centered_readout)
     return twin
+
+
+def snap_to_grid(net: SpikingQNetwork, lambdas: list[float], centered_readout: bool = True) -> None:
+    """Set the float weights to the fake-quantized ones (in place).
+
+    After QAT the float weights sit near, not on, the int8 grid; the network that was
+    trained is the fake-quantized one. Snapping makes the plain float network compute
+    exactly that network, so it is the float twin of the chip program quantized from it
+    with the same ``lambdas`` (a two-action centered readout snaps exactly).
+
+    :param net: the network to change
+    :param lambdas: one lambda per projection (e.g. ``QATReport.lambdas``)
+    :param centered_readout: as in :meth:`SpikingQNetwork.set_fake_quantization`
+    """
+    twin = fake_quantized_copy(net, lambdas, centered_readout=centered_readout)
+    with th.no_grad():
+        for layer, weight in zip(net.linear_layers(), twin._layer_weights()):
+            layer.weight.copy_(weight.detach())

@@ -100,7 +100,8 @@ def postgres_url():
     port = _free_port()
     started = False
     try:
-        out = run([os.path.join(bindir, "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+        initdb = os.path.join(bindir, "initdb")
+        out = run([initdb, "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
         if out.returncode != 0:
             pytest.fail(f"initdb failed: {out.stdout}\n{out.stderr}")
         options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"

@@ -62,10 +62,23 @@ def test_search_bad_input(model_path, tmp_path, capsys):
                  "--out", str(tmp_path)]) == 3
     assert "cannot reach" in capsys.readouterr().err
     assert not (tmp_path / "threshold_search.csv").exists()
-    args = ["search", str(model_path), "--env", "CartPole-v1", "--stage1", "0,1", "--no-progress", "--out", str(tmp_path)]
+    args = ["search", str(model_path), "--env", "CartPole-v1", "--stage1", "0,1", "--no-progress",
+            "--out", str(tmp_path)]
     assert main(args) == 2
     assert "stage1_grid" in capsys.readouterr().err
     assert main(["search", str(model_path), "--no-progress"]) == 2
     assert "--env is required" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path / "missing.zip"), "--env", "CartPole-v1"]) == 2
     assert "no model file" in capsys.readouterr().err
+
+
+def test_calibrate_after_qat(model_path, tmp_path, capsys):
+    out = tmp_path / "qat"
+    assert main(["calibrate", str(model_path), "--env", "CartPole-v1", "--observations", "32", "--qat-steps", "64",
+                 "--final-episodes", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "QAT: reward of the quantized network" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["qat"]["steps"] == 64 and summary["qat"]["mode"] == "online"
+    assert (out / "model_qat.zip").exists() == summary["qat"]["kept"]
+    assert summary["qat"]["reward_after"] >= summary["qat"]["reward_before"]

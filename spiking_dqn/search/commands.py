@@ -3,7 +3,8 @@
     spiking-dqn search agents/trained/CartPole-v0/model.zip --lam 3 --storage sqlite:///search.db
     spiking-dqn calibrate agents/trained/CartPole-v0/model.zip --lam 3
 
-Both quantize the model (``--lam``), choose the hidden thresholds on the backend, evaluate
+Both quantize the model (``--lam``; with ``--qat-steps N`` after N online steps of
+quantization-aware fine-tuning), choose the hidden thresholds on the backend, evaluate
 the float policy, the naive program (float threshold x lambda) and the result on
 ``--final-episodes`` held-out episodes (seeds from ``--seed + 100000``), print a summary and
 write the results to ``--out``.
@@ -30,16 +31,30 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _prepare(args: argparse.Namespace) -> tuple[Any, str, Any, Any]:
-    """Model, env id, chip program and backend of a search/calibrate command."""
+class Prepared:
+    """What a search/calibrate command works on."""
+
+    def __init__(self, model: Any, env_id: str, program: Any, backend: Any, reference: Any, float_reward: float,
+                 out: Path, qat: dict | None) -> None:
+        self.model, self.env_id, self.program, self.backend = model, env_id, program, backend
+        self.reference, self.float_reward, self.out, self.qat = reference, float_reward, out, qat
+
+
+def _prepare(args: argparse.Namespace, default_out: str) -> Prepared:
+    """Model, env id, chip program, backend (and QAT, with ``--qat-steps``) of a search/calibrate command."""
     from spiking_dqn.cli import CLIError, infer_env_id, load_spiking_model
     from spiking_dqn.hardware import ChipProgram, ChipProgramError, get_backend
     from spiking_dqn.quantization import quantize_network
+    from spiking_dqn.search import float_reward
 
     if args.final_episodes < 1:
         raise CLIError("--final-episodes must be positive")
     if getattr(args, "observations", 1) < 1:
         raise CLIError("--observations must be positive")
+    if args.qat_steps < 0:
+        raise CLIError("--qat-steps must be >= 0")
+    if args.qat_steps and getattr(args, "program", None) is not None:
+        raise CLIError("--qat-steps trains the model, so it cannot start from a --program file")
     env_id = args.env or infer_env_id(args.model)
     if env_id is None:
         raise CLIError(
@@ -54,19 +69,43 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, str, Any, Any]:
         options["eth_ip"] = args.eth_ip
     elif args.eth_ip:
         raise CLIError("--eth-ip is only used with --backend spinnaker2")
+    out = Path(args.out or Path("runs") / default_out / env_id)
+    net = model.policy.q_net.q_net
+    reference, qat = net, None
     try:
         backend = get_backend(args.backend, **options)
+        float_before = float_reward(model, env_id, args.final_episodes, seed=args.seed + 100_000).mean_reward
+        lam = args.lam
+        if args.qat_steps:
+            from spiking_dqn.qat import fake_quantized_copy, quantization_aware_finetune
+
+            print(f"quantization-aware fine-tuning: {args.qat_steps} online steps ...", flush=True)
+            report = quantization_aware_finetune(
+                model, lam, args.qat_steps, env_id=env_id, check_episodes=10, check_seed=args.seed + 50_000,
+                backend=backend, seed=args.seed,
+            )
+            qat = report.to_dict()
+            lam = report.lambdas
+            if report.kept:
+                reference = fake_quantized_copy(net, report.lambdas)
+                out.mkdir(parents=True, exist_ok=True)
+                model.save(out / "model_qat.zip")
+            kept = f"weights kept, saved to {out / 'model_qat.zip'}" if report.kept else "no gain: weights restored"
+            print(
+                f"QAT: reward of the quantized network on 10 check episodes {report.reward_before:.2f} -> "
+                f"{report.reward_after:.2f} ({kept})"
+            )
         if getattr(args, "program", None) is not None:
             program = ChipProgram.load(args.program)
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                program, _ = quantize_network(model.policy.q_net.q_net, args.lam)
+                program, _ = quantize_network(net, lam)
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)
     except (ValueError, TypeError, FileNotFoundError, ChipProgramError, ImportError) as exc:
         raise CLIError(str(exc)) from None
-    return model, env_id, program, backend
+    return Prepared(model, env_id, program, backend, reference, float_before, out, qat)
 
 
 def _final_table(rows: list[tuple[str, Any, Any]], title: str) -> None:
@@ -82,13 +121,13 @@ def _final_table(rows: list[tuple[str, Any, Any]], title: str) -> None:
     Console().print(table)
 
 
-def _evaluate_final(model: Any, env_id: str, programs: dict[str, Any], args: argparse.Namespace, backend: Any):
-    from spiking_dqn.search import backend_reward, float_reward
+def _evaluate_final(prep: Prepared, programs: dict[str, Any], args: argparse.Namespace):
+    from spiking_dqn.search import backend_reward
 
     seed = args.seed + 100_000
-    out = {"float": (None, float_reward(model, env_id, args.final_episodes, seed=seed).mean_reward)}
+    out = {"float": (None, prep.float_reward)}
     for name, program in programs.items():
-        result = backend_reward(program, env_id, args.final_episodes, seed=seed, backend=backend)
+        result = backend_reward(program, prep.env_id, args.final_episodes, seed=seed, backend=prep.backend)
         out[name] = ([float(t.mean()) for t in program.thresholds[:-1]], result.mean_reward)
     return out
 
@@ -98,13 +137,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from spiking_dqn.cli import CLIError
     from spiking_dqn.search import SearchInterrupted, StorageUnavailableError, threshold_search
 
-    model, env_id, program, backend = _prepare(args)
-    out = args.out or Path("runs") / "threshold_search" / env_id
+    prep = _prepare(args, "threshold_search")
+    env_id, program, out = prep.env_id, prep.program, prep.out
     try:
         result = threshold_search(
             program,
             env_id,
-            backend=backend,
+            backend=prep.backend,
             stage1_grid=args.stage1,
             stage2_factors=args.stage2,
             n_episodes=args.episodes,
@@ -131,7 +170,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 130
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    final = _evaluate_final(model, env_id, {"naive": program, "searched": result.program}, args, backend)
+    final = _evaluate_final(prep, {"naive": program, "searched": result.program}, args)
     _final_table(
         [(name, t, r) for name, (t, r) in final.items()],
         f"{env_id}: threshold search, {args.final_episodes} held-out episodes (seeds {args.seed + 100000}..)",
@@ -142,7 +181,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"episodes, {result.backend_inferences} inferences ({result.evaluated_here} evaluations in this run, "
         f"{result.wall_time_s:.1f} s)"
     )
-    summary = {"env_id": env_id, "final_episodes": args.final_episodes, "final": final, "search": result.to_dict()}
+    summary = {"env_id": env_id, "final_episodes": args.final_episodes, "final": final, "qat": prep.qat,
+               "search": result.to_dict()}
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"results written to {out} ({', '.join(Path(p).name for p in result.files.values())}, summary.json)")
     return 0
@@ -153,33 +193,35 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from spiking_dqn.cli import CLIError
     from spiking_dqn.search import calibrate_thresholds
 
-    model, env_id, program, backend = _prepare(args)
-    out = args.out or Path("runs") / "calibration" / env_id
+    prep = _prepare(args, "calibration")
+    env_id, program, out = prep.env_id, prep.program, prep.out
     try:
         result = calibrate_thresholds(
-            model,
+            prep.reference,
             program,
             env_id=env_id,
             n_observations=args.observations,
-            backend=backend,
+            backend=prep.backend,
             objective=args.objective,
             seed=args.seed + 10_000,
         )
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     files = result.save(out)
-    final = _evaluate_final(model, env_id, {"naive": program, "calibrated": result.program}, args, backend)
+    final = _evaluate_final(prep, {"naive": program, "calibrated": result.program}, args)
     _final_table(
         [(name, t, r) for name, (t, r) in final.items()],
         f"{env_id}: threshold calibration, {args.final_episodes} held-out episodes (seeds {args.seed + 100000}..)",
     )
     print(
-        f"multipliers {[round(m, 4) for m in result.multipliers]} (rate-matched {[round(m, 4) for m in result.rate_multipliers]}, "
+        f"multipliers {[round(m, 4) for m in result.multipliers]} "
+        f"(rate-matched {[round(m, 4) for m in result.rate_multipliers]}, "
         f"scale {result.scale:.3g}); action agreement with the float policy {result.agreement:.3f}; cost: "
         f"{result.backend_inferences} backend inferences in {result.backend_calls} runs on {result.n_observations} "
         f"recorded observations, no backend episodes, {result.wall_time_s:.1f} s"
     )
-    summary = {"env_id": env_id, "final_episodes": args.final_episodes, "final": final, "calibration": result.to_dict()}
+    summary = {"env_id": env_id, "final_episodes": args.final_episodes, "final": final, "qat": prep.qat,
+               "calibration": result.to_dict()}
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"results written to {out} ({', '.join(Path(p).name for p in files.values())}, summary.json)")
     return 0
@@ -199,6 +241,9 @@ def add_parsers(sub: Any, lam_type: Any) -> None:
         p.add_argument("--eth-ip", default=None, help="SpiNNaker2 chip address (with --backend spinnaker2)")
         p.add_argument("--seed", type=int, default=0, help="seed of the first search episode (held-out: +100000)")
         p.add_argument("--final-episodes", type=int, default=100, help="held-out episodes of the final comparison")
+        p.add_argument("--qat-steps", type=int, default=0,
+                       help="first run this many online quantization-aware fine-tuning steps (keep-best on 10 check "
+                            "episodes; the fine-tuned model is saved as model_qat.zip in --out); default 0")
 
     search = sub.add_parser("search", help="two-stage threshold grid search of a saved model on a backend")
     common(search)

@@ -280,7 +280,9 @@ def _duplicate_of(study: optuna.Study, trial: optuna.Trial, key: tuple, wait_s: 
         time.sleep(0.05)
 
 
-def grid_status(study: optuna.Study, keys: set[tuple]) -> tuple[dict[tuple, optuna.trial.FrozenTrial], set[tuple], bool]:
+def grid_status(
+    study: optuna.Study, keys: set[tuple]
+) -> tuple[dict[tuple, optuna.trial.FrozenTrial], set[tuple], bool]:
     """Finished trial per grid key, keys pending in other trials, and whether a trial waits in the queue."""
     complete: dict[tuple, optuna.trial.FrozenTrial] = {}
     pending: set[tuple] = set()
