@@ -17,9 +17,6 @@ from torch import nn
 from envs.bounds import bounds_for_space
 from spiking_dqn.network import SpikingQNetwork
 
-#: Keyword arguments of ``SpikingQNetwork`` that the policy passes through.
-SPIKING_KWARGS = ("ticks", "beta", "threshold", "surrogate", "reset", "synaptic_delay", "encoding", "encoding_seed")
-
 
 class SpikingQNet(QNetwork):
     """SB3 ``QNetwork`` whose ``q_net`` is a :class:`SpikingQNetwork`.

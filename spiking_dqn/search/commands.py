@@ -170,22 +170,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 130
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    final = _evaluate_final(prep, {"naive": program, "searched": result.program}, args)
-    _final_table(
-        [(name, t, r) for name, (t, r) in final.items()],
-        f"{env_id}: threshold search, {args.final_episodes} held-out episodes (seeds {args.seed + 100000}..)",
-    )
-    print(
+    return _finish(
+        prep,
+        args,
+        "searched",
+        result,
+        "search",
+        result.files,
         f"best multipliers {[round(m, 4) for m in result.best.multipliers]} (search reward "
         f"{result.best.mean_reward:.2f} over {args.episodes} episodes); cost: {result.backend_episodes} backend "
         f"episodes, {result.backend_inferences} inferences ({result.evaluated_here} evaluations in this run, "
-        f"{result.wall_time_s:.1f} s)"
+        f"{result.wall_time_s:.1f} s)",
     )
-    summary = {"env_id": env_id, "final_episodes": args.final_episodes, "final": final, "qat": prep.qat,
-               "search": result.to_dict()}
-    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"results written to {out} ({', '.join(Path(p).name for p in result.files.values())}, summary.json)")
-    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -207,23 +203,34 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    files = result.save(out)
-    final = _evaluate_final(prep, {"naive": program, "calibrated": result.program}, args)
-    _final_table(
-        [(name, t, r) for name, (t, r) in final.items()],
-        f"{env_id}: threshold calibration, {args.final_episodes} held-out episodes (seeds {args.seed + 100000}..)",
-    )
-    print(
+    return _finish(
+        prep,
+        args,
+        "calibrated",
+        result,
+        "calibration",
+        result.save(out),
         f"multipliers {[round(m, 4) for m in result.multipliers]} "
         f"(rate-matched {[round(m, 4) for m in result.rate_multipliers]}, "
         f"scale {result.scale:.3g}); action agreement with the float policy {result.agreement:.3f}; cost: "
         f"{result.backend_inferences} backend inferences in {result.backend_calls} runs on {result.n_observations} "
-        f"recorded observations, no backend episodes, {result.wall_time_s:.1f} s"
+        f"recorded observations, no backend episodes, {result.wall_time_s:.1f} s",
     )
-    summary = {"env_id": env_id, "final_episodes": args.final_episodes, "final": final, "qat": prep.qat,
-               "calibration": result.to_dict()}
-    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"results written to {out} ({', '.join(Path(p).name for p in files.values())}, summary.json)")
+
+
+def _finish(prep: Any, args: argparse.Namespace, label: str, result: Any, key: str, files: dict, line: str) -> int:
+    """Evaluate the naive and the chosen program on held-out episodes, print, write ``summary.json``."""
+    final = _evaluate_final(prep, {"naive": prep.program, label: result.program}, args)
+    what = "threshold search" if key == "search" else "threshold calibration"
+    _final_table(
+        [(name, t, r) for name, (t, r) in final.items()],
+        f"{prep.env_id}: {what}, {args.final_episodes} held-out episodes (seeds {args.seed + 100000}..)",
+    )
+    print(line)
+    summary = {"env_id": prep.env_id, "final_episodes": args.final_episodes, "final": final, "qat": prep.qat,
+               key: result.to_dict()}
+    (Path(prep.out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"results written to {prep.out} ({', '.join(Path(p).name for p in files.values())}, summary.json)")
     return 0
 
 
