@@ -53,3 +53,27 @@ def test_voltage_trace_follows_the_integrator_rule():
         syn = last_hidden[t - program.delay] @ w.T if t >= program.delay else np.zeros_like(v)
         v = v + program.i_offset[-1] + syn
         np.testing.assert_allclose(r.voltage_trace[t], v, rtol=1e-6, atol=1e-4)
+
+
+def test_chunked_batches_equal_one_observation_at_a_time():
+    """run() simulates in chunks of EmulatorBackend.CHUNK; results must not depend on it."""
+    import torch as th
+
+    from spiking_dqn.hardware import EmulatorBackend
+    from spiking_dqn.network import SpikingQNetwork
+    from spiking_dqn.quantization import quantize_network
+
+    th.manual_seed(0)
+    net = SpikingQNetwork([1.0] * 4, 3, net_arch=[16, 8], ticks=8, threshold=0.5)
+    program, _ = quantize_network(net, 20.0)
+    obs = np.random.default_rng(0).uniform(-1, 1, size=(EmulatorBackend.CHUNK * 2 + 37, 4)).astype(np.float32)
+    emulator = EmulatorBackend()
+    whole = emulator.run(program, obs, record_trains=True, record_voltages=True)
+    singles = [emulator.run(program, o) for o in obs[::25]]
+    assert np.array_equal(whole.voltages[::25], np.concatenate([r.voltages for r in singles]))
+    for k in range(len(whole.spike_counts)):
+        assert np.array_equal(whole.spike_counts[k][::25], np.concatenate([r.spike_counts[k] for r in singles]))
+    assert np.array_equal(whole.synaptic_events[::25], np.concatenate([r.synaptic_events for r in singles]))
+    assert whole.spike_trains[1].shape == (8, obs.shape[0], 16)
+    assert whole.voltage_trace.shape == (8, obs.shape[0], 3)
+    assert np.array_equal(whole.voltage_trace[-1], whole.voltages)
