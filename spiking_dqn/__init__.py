@@ -11,4 +11,9 @@ __version__ = "0.1.0"
 __all__ = [
     "HardwareAwareFineTuning",
     "HardwarePolicy",
-    "SignedRateEncoder", "SpikeActivityLogger", "SpikingDQNPolicy", "SpikingQNetwork", "__version__"]
+    "SignedRateEncoder",
+    "SpikeActivityLogger",
+    "SpikingDQNPolicy",
+    "SpikingQNetwork",
+    "__version__",
+]
