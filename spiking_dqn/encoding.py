@@ -110,7 +110,9 @@ class SignedRateEncoder(nn.Module):
         self.mode: EncodingMode = mode
         self.seed = seed
         self.obs_dim = int(bound_arr.size)
-        self.register_buffer("bound", th.as_tensor(bound_arr), persistent=False)
+        # Persistent, so a saved model keeps the bounds it was trained with even if the
+        # bounds registry that resolved them changes later.
+        self.register_buffer("bound", th.as_tensor(bound_arr))
         self._generator: th.Generator | None = None
 
     @property
@@ -142,6 +144,19 @@ class SignedRateEncoder(nn.Module):
                 self._generator.seed()
         draws = th.rand((self.ticks, *rates.shape), generator=self._generator, device=rates.device)
         return (draws < rates[None].to(th.float32)).to(th.float32)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+        # Files written before the bounds were saved lack them: keep the bounds resolved at
+        # construction, as those files always did.
+        key = prefix + "bound"
+        saved = key in state_dict
+        if saved and state_dict[key].shape != self.bound.shape:
+            raise ValueError(
+                f"saved encoder bounds have shape {tuple(state_dict[key].shape)}, this encoder {tuple(self.bound.shape)}"
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        if not saved and key in missing_keys:
+            missing_keys.remove(key)
 
     def extra_repr(self) -> str:
         return f"obs_dim={self.obs_dim}, ticks={self.ticks}, mode={self.mode!r}"

@@ -110,3 +110,19 @@ def test_nan_observation_is_a_value_error():
 def test_bad_policy_kwargs_fail_at_construction(bad):
     with pytest.raises(ValueError):
         DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=dict(TINY, **bad))
+
+
+def test_saved_model_keeps_its_encoder_bounds(tmp_path):
+    """The bounds resolved at training time travel with the model, whatever the registry says later."""
+    model = DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=dict(TINY, obs_bound=[1.0, 2.0, 0.5, 3.0]))
+    model.save(tmp_path / "model.zip")
+    loaded = DQN.load(tmp_path / "model.zip", custom_objects={"policy_kwargs": dict(TINY)})  # no obs_bound now
+    assert loaded.policy.q_net.q_net.encoder.bound.tolist() == [1.0, 2.0, 0.5, 3.0]
+    assert loaded.policy.q_net_target.q_net.encoder.bound.tolist() == [1.0, 2.0, 0.5, 3.0]
+
+
+def test_models_saved_without_bounds_still_load():
+    from agents.common import trained_model_path
+
+    model = DQN.load(trained_model_path("CartPole-v0"), device="cpu")  # written before bounds were saved
+    assert np.allclose(model.policy.q_net.q_net.encoder.bound.numpy(), [2.4, 1.5, 0.2095, 2.0])
