@@ -42,6 +42,9 @@ def parse_args(env_id: str, default_timesteps: int, argv: list[str] | None = Non
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--net-arch", type=str, default=None, help="override the hidden layer sizes, e.g. 128,128")
     parser.add_argument("--ticks", type=int, default=None, help="override the ticks per inference")
+    parser.add_argument(
+        "--obs-bound", type=str, default=None, help="override the encoder bounds, one per observation dimension, e.g. 1,1,1,1,6,12"
+    )
     args = parser.parse_args(argv)
     if args.timesteps < 1:
         parser.error("--timesteps must be positive")
@@ -49,12 +52,14 @@ def parse_args(env_id: str, default_timesteps: int, argv: list[str] | None = Non
 
 
 def with_overrides(hyperparams: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """The recipe's hyperparameters with the ``--net-arch`` / ``--ticks`` overrides applied."""
+    """The recipe's hyperparameters with the ``--net-arch`` / ``--ticks`` / ``--obs-bound`` overrides applied."""
     policy_kwargs = dict(hyperparams["policy_kwargs"])
     if getattr(args, "net_arch", None):
         policy_kwargs["net_arch"] = [int(n) for n in args.net_arch.split(",")]
     if getattr(args, "ticks", None):
         policy_kwargs["ticks"] = args.ticks
+    if getattr(args, "obs_bound", None):
+        policy_kwargs["obs_bound"] = [float(b) for b in args.obs_bound.split(",")]
     return {**hyperparams, "policy_kwargs": policy_kwargs}
 
 

@@ -5,14 +5,20 @@ the same ``net_arch``; the spiking policy runs 10 ticks (the reference configura
 shipped agent uses 16, pass ``--ticks 16`` for that). Prints env-steps per second of
 each and their ratio, and writes them to ``benchmarks/results/train_throughput.json``.
 
-    python benchmarks/train_throughput.py --steps 20000
+The two policies train in alternating rounds (``--rounds``, each ``--steps`` env steps,
+continuing the same two models), and the figures are the medians over the rounds, so
+that a change in machine load during the run affects both alike.
+
+    python benchmarks/train_throughput.py --steps 5000 --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,20 +35,25 @@ from spiking_dqn import SpikingDQNPolicy  # noqa: E402
 SPIKING_ONLY = {"ticks", "beta", "threshold", "surrogate", "reset", "synaptic_delay", "encoding", "obs_bound"}
 
 
-def steps_per_second(policy, policy_kwargs: dict, steps: int, seed: int) -> tuple[float, float]:
-    """Train for ``steps`` env steps (after a short warm-up) and return (steps/s, seconds)."""
+def make_model(policy, policy_kwargs: dict, seed: int) -> DQN:
+    """A DQN with the recipe's hyperparameters, warmed up past ``learning_starts``."""
     hyper = {k: v for k, v in HYPERPARAMS.items() if k != "policy_kwargs"}
     model = DQN(policy, "CartPole-v0", policy_kwargs=policy_kwargs, seed=seed, device="cpu", **hyper)
-    model.learn(hyper["learning_starts"] + 512)  # warm-up: fill the buffer past learning_starts
+    model.learn(hyper["learning_starts"] + 512)  # warm-up: fill the buffer, compile kernels
+    return model
+
+
+def timed_round(model: DQN, steps: int) -> float:
+    """Seconds to train ``model`` for ``steps`` more env steps."""
     start = time.perf_counter()
     model.learn(steps, reset_num_timesteps=False)
-    wall = time.perf_counter() - start
-    return steps / wall, wall
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20_000, help="timed env steps per policy")
+    parser.add_argument("--steps", type=int, default=5_000, help="timed env steps per policy and round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds per policy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (same for both)")
     parser.add_argument("--ticks", type=int, default=10, help="ticks of the spiking policy")
@@ -52,22 +63,41 @@ def main() -> None:
 
     spiking_kwargs = dict(HYPERPARAMS["policy_kwargs"], ticks=args.ticks)
     mlp_kwargs = {k: v for k, v in spiking_kwargs.items() if k not in SPIKING_ONLY}
+    policies = {
+        "MlpPolicy": ("MlpPolicy", mlp_kwargs),
+        "SpikingDQNPolicy": (SpikingDQNPolicy, spiking_kwargs),
+    }
+    models = {name: make_model(policy, kwargs, args.seed) for name, (policy, kwargs) in policies.items()}
+    walls: dict[str, list[float]] = {name: [] for name in policies}
+    for round_ in range(args.rounds):
+        for name, model in models.items():
+            walls[name].append(timed_round(model, args.steps))
+        print(
+            f"round {round_ + 1}/{args.rounds}: "
+            + ", ".join(f"{name} {args.steps / walls[name][-1]:.0f} steps/s" for name in models),
+            flush=True,
+        )
     results = {}
-    for name, policy, kwargs in [
-        ("MlpPolicy", "MlpPolicy", mlp_kwargs),
-        ("SpikingDQNPolicy", SpikingDQNPolicy, spiking_kwargs),
-    ]:
-        print(f"training {name} for {args.steps} steps ...", flush=True)
-        sps, wall = steps_per_second(policy, kwargs, args.steps, args.seed)
-        results[name] = {"steps_per_s": round(sps, 1), "wall_s": round(wall, 2), "policy_kwargs": kwargs}
-        print(f"  {name}: {sps:8.1f} env-steps/s ({wall:.1f} s)", flush=True)
+    for name, (_, kwargs) in policies.items():
+        median = statistics.median(walls[name])
+        results[name] = {
+            "steps_per_s": round(args.steps / median, 1),
+            "steps_per_s_rounds": [round(args.steps / w, 1) for w in walls[name]],
+            "wall_s_total": round(sum(walls[name]), 2),
+            "policy_kwargs": kwargs,
+        }
+        print(f"  {name}: {args.steps / median:8.1f} env-steps/s (median of {args.rounds} rounds)", flush=True)
     ratio = results["SpikingDQNPolicy"]["steps_per_s"] / results["MlpPolicy"]["steps_per_s"]
     report = {
         "env_id": "CartPole-v0",
-        "steps": args.steps,
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
+        "timing": "alternating rounds, medians; all figures measured",
         "torch_threads": args.threads,
         "torch": th.__version__,
         "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
         "hyperparameters": {k: v for k, v in HYPERPARAMS.items() if k != "policy_kwargs"},
         "results": results,
         "ratio_spiking_over_mlp": round(ratio, 3),

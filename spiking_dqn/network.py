@@ -16,6 +16,7 @@ layer's spikes at earlier (or, with no delay, the same) ticks.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -26,6 +27,7 @@ from snntorch import surrogate
 from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 
+from spiking_dqn import kernels
 from spiking_dqn.encoding import EncodingMode, SignedRateEncoder
 
 ResetMode = Literal["subtract", "zero"]
@@ -60,10 +62,23 @@ class ChipLeaky(snn.Leaky):
 
     The membrane is passed in and returned, never stored on the module, so a network
     keeps no state between calls.
+
+    :param surrogate_code: ``(code, parameter)`` of ``spike_grad`` among the closed-form
+        surrogate derivatives of :mod:`spiking_dqn.kernels`, when it is one of them (the
+        compiled backward then evaluates it); ``None`` for any other surrogate (autograd
+        evaluates it)
     """
 
-    def __init__(self, beta: float, threshold: float, spike_grad: Callable, reset_mechanism: ResetMode) -> None:
+    def __init__(
+        self,
+        beta: float,
+        threshold: float,
+        spike_grad: Callable,
+        reset_mechanism: ResetMode,
+        surrogate_code: tuple[int, float] | None = None,
+    ) -> None:
         super().__init__(beta=beta, threshold=threshold, spike_grad=spike_grad, reset_mechanism=reset_mechanism)
+        self.surrogate_code = surrogate_code or (kernels.SURROGATE_NONE, 0.0)
         # snnTorch keeps every neuron ever built in a class-level list (for its global
         # reset helpers, which this package does not use); drop ours so it can be freed.
         SpikingNeuron.instances.remove(self)
@@ -78,25 +93,6 @@ class ChipLeaky(snn.Leaky):
         return spk, mem
 
 
-def _lif_scan(current: np.ndarray, beta: float, threshold: float, subtract: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The ``ChipLeaky`` tick loop on arrays ``(T, batch, n)``: pre-reset membranes and spikes.
-
-    Works on numpy arrays (CPU tensors are shared, not copied) because a numpy ufunc on
-    these small arrays costs a fraction of a torch op's dispatch.
-    """
-    pre = np.empty_like(current)
-    spikes = np.empty_like(current)
-    beta_, threshold_ = current.dtype.type(beta), current.dtype.type(threshold)
-    mem = np.zeros_like(current[0])
-    for t in range(current.shape[0]):
-        m = pre[t]
-        np.multiply(mem, beta_, out=m)
-        m += current[t]
-        np.greater(m, threshold_, out=spikes[t])
-        mem = m - threshold_ * spikes[t] if subtract else m * (1 - spikes[t])
-    return pre, spikes
-
-
 def _lif_scan_torch(current: th.Tensor, beta: float, threshold: float, subtract: bool) -> tuple[th.Tensor, th.Tensor]:
     """:func:`_lif_scan` with torch ops, for tensors on an accelerator."""
     pre = th.empty_like(current)
@@ -109,21 +105,53 @@ def _lif_scan_torch(current: th.Tensor, beta: float, threshold: float, subtract:
     return pre, spikes
 
 
-def _reverse_scan(direct: np.ndarray, carry: float | np.ndarray) -> np.ndarray:
-    """``g_t = direct_t + carry_t * g_{t+1}`` from the last tick back (numpy or torch)."""
-    grad = direct.copy() if isinstance(direct, np.ndarray) else direct.clone()
-    scalar = np.ndim(carry) == 0 if not isinstance(carry, th.Tensor) else False
+def _reverse_scan(direct: th.Tensor, carry: float | th.Tensor) -> th.Tensor:
+    """``g_t = direct_t + carry_t * g_{t+1}`` from the last tick back, in torch (accelerators)."""
+    grad = direct.clone()
+    scalar = not isinstance(carry, th.Tensor)
     for t in range(grad.shape[0] - 2, -1, -1):
         grad[t] += (carry if scalar else carry[t]) * grad[t + 1]
     return grad
 
 
+@functools.lru_cache(maxsize=64)
+def _uniform(n: int, value: float) -> np.ndarray:
+    """A read-only float32 array of ``n`` times ``value`` (per-neuron parameters of a layer)."""
+    out = np.full(n, value, dtype=np.float32)
+    out.flags.writeable = False
+    return out
+
+
+def _neuron_params(neuron: ChipLeaky) -> tuple[float, float, bool]:
+    """``(beta clamped to [0, 1], threshold, reset by subtraction)`` of a ``ChipLeaky``.
+
+    Read from the neuron's tensors once and cached on it until one of them is replaced or
+    changed in place (tensor version counters), since reading them costs more than a
+    small layer's whole tick loop.
+    """
+    tensors = (neuron.beta, neuron.threshold, neuron.reset_mechanism_val)
+    key = tuple((id(t), t._version) for t in tensors)
+    cached = neuron.__dict__.get("_scan_params")
+    if cached is None or cached[0] != key:
+        beta, threshold, reset = (t.item() for t in tensors)
+        cached = (key, (min(max(beta, 0.0), 1.0), threshold, reset == 0))
+        neuron.__dict__["_scan_params"] = cached
+    return cached[1]
+
+
 def _scan_layer(current: th.Tensor, neuron: ChipLeaky) -> tuple[th.Tensor, th.Tensor]:
     """Pre-reset membranes and spikes of a ``ChipLeaky`` layer, outside autograd."""
-    beta, threshold = float(neuron.beta.clamp(0, 1)), float(neuron.threshold)
-    subtract = neuron.reset_mechanism_val == 0
+    beta, threshold, subtract = _neuron_params(neuron)
     if current.device.type == "cpu":
-        pre, spikes = _lif_scan(current.detach().contiguous().numpy(), beta, threshold, subtract)
+        n = current.shape[-1]
+        pre, spikes, _ = kernels.lif_forward(
+            current.detach().contiguous().numpy(),
+            _uniform(n, beta),
+            _uniform(n, 0.0),
+            _uniform(n, threshold),
+            subtract,
+            np.float32(0.0),
+        )
         return th.from_numpy(pre), th.from_numpy(spikes)
     return _lif_scan_torch(current.detach(), beta, threshold, subtract)
 
@@ -143,7 +171,7 @@ class _LIFSequence(th.autograd.Function):
     @staticmethod
     def forward(ctx, current: th.Tensor, neuron: ChipLeaky) -> th.Tensor:  # type: ignore[override]
         pre, spikes = _scan_layer(current, neuron)
-        ctx.beta = float(neuron.beta.clamp(0, 1))
+        ctx.beta = _neuron_params(neuron)[0]
         ctx.save_for_backward(pre, spikes)
         ctx.neuron = neuron
         return spikes
@@ -152,14 +180,38 @@ class _LIFSequence(th.autograd.Function):
     def backward(ctx, grad_spikes: th.Tensor):  # type: ignore[override]
         pre, spikes = ctx.saved_tensors
         neuron: ChipLeaky = ctx.neuron
+        _, threshold, subtract = _neuron_params(neuron)
+        code, param = neuron.surrogate_code
+        if grad_spikes.device.type == "cpu" and code != kernels.SURROGATE_NONE:
+            # Surrogate derivative and reverse scan in one compiled pass.
+            grad = kernels.lif_backward(
+                grad_spikes.contiguous().numpy(),
+                pre.numpy(),
+                spikes.numpy(),
+                np.float32(ctx.beta),
+                np.float32(threshold),
+                subtract,
+                code,
+                float(param),
+            )
+            return th.from_numpy(grad), None
         with th.enable_grad():
             shifted = (pre - neuron.threshold).detach().requires_grad_(True)
             (direct,) = th.autograd.grad(neuron.spike_grad(shifted), shifted, grad_outputs=grad_spikes)
-        # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
-        carry = ctx.beta if neuron.reset_mechanism_val == 0 else ctx.beta * (1.0 - spikes)
         if direct.device.type == "cpu":
-            carry_np = carry if isinstance(carry, float) else carry.numpy()
-            return th.from_numpy(_reverse_scan(direct.numpy(), carry_np)), None
+            grad = kernels.lif_backward(
+                direct.contiguous().numpy(),
+                pre.numpy(),
+                spikes.numpy(),
+                np.float32(ctx.beta),
+                np.float32(threshold),
+                subtract,
+                kernels.SURROGATE_NONE,
+                0.0,
+            )
+            return th.from_numpy(grad), None
+        # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
+        carry = ctx.beta if subtract else ctx.beta * (1.0 - spikes)
         return _reverse_scan(direct, carry), None
 
 
@@ -246,10 +298,14 @@ class SpikingQNetwork(nn.Module):
         self.synaptic_delay = int(synaptic_delay)
         self.reset = reset
         spike_grad = make_surrogate(surrogate)
+        # Named surrogates (built with their default parameter) have closed-form derivatives.
+        code = (kernels.SURROGATE_CODES[surrogate], kernels.SURROGATE_DEFAULTS[surrogate]) if isinstance(surrogate, str) else None
         sizes = [self.encoder.n_inputs, *self.net_arch]
         self.hidden = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
         self.lif = nn.ModuleList(
-            ChipLeaky(beta=float(beta), threshold=float(threshold), spike_grad=spike_grad, reset_mechanism=reset)
+            ChipLeaky(
+                beta=float(beta), threshold=float(threshold), spike_grad=spike_grad, reset_mechanism=reset, surrogate_code=code
+            )
             for _ in self.net_arch
         )
         self.readout = nn.Linear(sizes[-1], self.n_actions)
@@ -314,19 +370,45 @@ class SpikingQNetwork(nn.Module):
         :return: Q-values ``(batch, n_actions)``, plus the spike trains of every hidden
             layer (``(T, batch, n)`` each) when ``return_activity``
         """
-        trains = []
-        x = spikes
         weights = self._layer_weights()
-        for fc, lif, w in zip(self.hidden, self.lif, weights):
-            x = lif_sequence(nn.functional.linear(delay_spikes(x, self.synaptic_delay), w, fc.bias), lif)
-            trains.append(x)
+        if spikes.device.type == "cpu" and not th.is_grad_enabled():
+            trains = self._hidden_trains_cpu_inference(spikes, weights)
+        else:
+            trains = []
+            x = spikes
+            for fc, lif, w in zip(self.hidden, self.lif, weights):
+                x = lif_sequence(nn.functional.linear(delay_spikes(x, self.synaptic_delay), w, fc.bias), lif)
+                trains.append(x)
         # Integrator readout (alpha = 1, no spikes, starts at 0): its membrane after the
         # last tick is the sum over ticks of W s + b, i.e. W (sum of arrived spikes) + T b.
-        arrived = x[: self.ticks - self.synaptic_delay].sum(0)
+        arrived = trains[-1][: self.ticks - self.synaptic_delay].sum(0)
         q_values = nn.functional.linear(arrived, weights[-1]) + self.ticks * self.readout.bias
         if return_activity:
             return q_values, trains
         return q_values
+
+    def _hidden_trains_cpu_inference(self, spikes: th.Tensor, weights: list[th.Tensor]) -> list[th.Tensor]:
+        """Hidden spike trains without autograd on the CPU, with the fewest dispatches.
+
+        Action selection and the target network run a batch of one to a few dozen
+        observations, where per-op dispatch costs more than the arithmetic. Same ops as
+        the autograd path (the delay padding in numpy, the same torch ``linear``, the
+        compiled LIF kernel), so the same values bit for bit.
+        """
+        trains = []
+        x = spikes.detach().numpy()
+        delay = self.synaptic_delay
+        for fc, lif, w in zip(self.hidden, self.lif, weights):
+            if delay:
+                x = np.concatenate([np.zeros_like(x[:delay]), x[:-delay]])
+            current = nn.functional.linear(th.from_numpy(x), w, fc.bias).numpy()
+            beta, threshold, subtract = _neuron_params(lif)
+            n = current.shape[-1]
+            _, x, _ = kernels.lif_forward(
+                current, _uniform(n, beta), _uniform(n, 0.0), _uniform(n, threshold), subtract, np.float32(0.0), False
+            )
+            trains.append(th.from_numpy(x))
+        return trains
 
     def forward(self, obs: th.Tensor, return_activity: bool = False):
         """Q-values of a batch of observations ``(batch, d)``.

@@ -57,7 +57,7 @@ def test_deterministic_trains_follow_the_accumulator_rule():
 
 
 def test_torch_and_numpy_encoders_agree():
-    # The encoder runs the numpy reference on CPU and the torch version on accelerators.
+    # The numpy reference, the torch version (accelerators) and the compiled kernel (CPU).
     rng = np.random.default_rng(0)
     obs = rng.uniform(-3, 3, size=(500, 4)).astype(np.float32)
     bound = np.array([2.4, 1.5, 0.2095, 2.0], dtype=np.float32)
@@ -65,7 +65,9 @@ def test_torch_and_numpy_encoders_agree():
     torch_spikes = deterministic_spikes_torch(enc.rates(th.as_tensor(obs)), 10).numpy()
     numpy_spikes = deterministic_spikes_numpy(signed_rates_numpy(obs, bound), 10)
     assert np.array_equal(torch_spikes, numpy_spikes)
+    # On CPU the encoder runs the compiled kernel: the same trains again.
     assert np.array_equal(enc(th.as_tensor(obs)).numpy(), numpy_spikes)
+    assert np.array_equal(enc(th.as_tensor(obs, dtype=th.float64)).numpy(), numpy_spikes)
 
 
 def test_poisson_is_seeded_and_has_the_right_rate():

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch as th
+from snntorch import surrogate as snn_surrogate
 
 from spiking_dqn import SpikingQNetwork
 from spiking_dqn.network import ChipLeaky, lif_sequence
@@ -68,9 +69,16 @@ def reference_forward(net: SpikingQNetwork, obs: th.Tensor) -> th.Tensor:
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("delay", [0, 1])
-def test_fused_layers_equal_the_tick_loop_in_value_and_gradient(reset, delay):
+@pytest.mark.parametrize("surrogate", ["atan", "fast_sigmoid", "triangular", "straight_through", "custom"])
+def test_fused_layers_equal_the_tick_loop_in_value_and_gradient(reset, delay, surrogate):
+    # The compiled backward evaluates the named surrogates in closed form; a custom one
+    # ("custom": snnTorch's atan with another alpha) goes through autograd. Both must give
+    # the gradient autograd gives through snnTorch's own surrogate in the tick loop.
     th.manual_seed(1)
-    net = SpikingQNetwork([1.0] * 4, 3, net_arch=[24, 12], ticks=8, threshold=0.4, reset=reset, synaptic_delay=delay)
+    spec = surrogate if surrogate != "custom" else snn_surrogate.atan(alpha=3.0)
+    net = SpikingQNetwork(
+        [1.0] * 4, 3, net_arch=[24, 12], ticks=8, threshold=0.4, reset=reset, synaptic_delay=delay, surrogate=spec
+    )
     obs = th.rand(40, 4) * 2 - 1
     fast = net(obs)
     fast.pow(2).sum().backward()
@@ -128,14 +136,40 @@ def test_surrogate_choices_train():
 
 
 @pytest.mark.parametrize("subtract", [True, False])
-def test_accelerator_scan_equals_the_cpu_scan(subtract):
-    # On CUDA the layers run _lif_scan_torch; on CPU the numpy _lif_scan. Both must agree.
-    from spiking_dqn.network import _lif_scan, _lif_scan_torch, _reverse_scan
+def test_accelerator_scan_equals_the_cpu_kernels(subtract):
+    # On CUDA the layers run _lif_scan_torch and _reverse_scan; on CPU the compiled kernels.
+    from spiking_dqn import kernels
+    from spiking_dqn.network import _lif_scan_torch, _reverse_scan
 
     current = th.randn(12, 32, 16) * 0.8
-    pre_np, spikes_np = _lif_scan(current.numpy(), 0.8, 0.5, subtract)
+    n = current.shape[-1]
+    full = lambda value: np.full(n, value, dtype=np.float32)  # noqa: E731
+    pre_k, spikes_k, _ = kernels.lif_forward(current.numpy(), full(0.8), full(0.0), full(0.5), subtract, np.float32(0))
     pre_t, spikes_t = _lif_scan_torch(current, 0.8, 0.5, subtract)
-    assert np.array_equal(spikes_np, spikes_t.numpy())
-    assert np.allclose(pre_np, pre_t.numpy(), atol=1e-6)
-    carry = 0.8 * (1.0 - spikes_t)
-    assert np.allclose(_reverse_scan(current.numpy(), carry.numpy()), _reverse_scan(current, carry).numpy(), atol=1e-6)
+    assert np.array_equal(spikes_k, spikes_t.numpy())
+    assert np.allclose(pre_k, pre_t.numpy(), atol=1e-6)
+    carry = 0.8 if subtract else 0.8 * (1.0 - spikes_t)
+    direct = th.randn_like(current)
+    grad_k = kernels.lif_backward(
+        direct.numpy(), pre_k, spikes_k, np.float32(0.8), np.float32(0.5), subtract, kernels.SURROGATE_NONE, 0.0
+    )
+    assert np.allclose(grad_k, _reverse_scan(direct, carry).numpy(), atol=1e-5)
+
+
+def test_inference_path_equals_the_autograd_path_and_sees_threshold_changes():
+    # Without autograd on the CPU the network takes a path with fewer dispatches (numpy
+    # delay, cached neuron parameters): the same Q-values bit for bit, and a threshold
+    # changed in place is seen at once.
+    th.manual_seed(3)
+    net = SpikingQNetwork([1.0] * 4, 3, net_arch=[32, 16], ticks=12, threshold=0.5)
+    obs = th.rand(50, 4) * 2 - 1
+    with th.no_grad():
+        fast, fast_trains = net(obs, return_activity=True)
+    slow, slow_trains = net(obs, return_activity=True)
+    assert th.equal(fast, slow.detach())
+    assert all(th.equal(a, b) for a, b in zip(fast_trains, slow_trains))
+    with th.no_grad():
+        net.lif[0].threshold.mul_(3.0)
+        higher = net(obs, return_activity=True)[1]
+    assert higher[1].sum() < fast_trains[1].sum()
+    assert th.equal(higher[1], net(obs, return_activity=True)[1][1])

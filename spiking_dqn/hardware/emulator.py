@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from spiking_dqn.encoding import check_observations, deterministic_spikes_numpy, signed_rates_numpy
+from spiking_dqn import kernels
+from spiking_dqn.encoding import check_observations, signed_rates_numpy
 from spiking_dqn.hardware.program import ChipProgram
 
 
@@ -106,9 +107,9 @@ def encode_observations(program: ChipProgram, obs: np.ndarray) -> np.ndarray:
     ``"poisson"`` draws from ``np.random.default_rng(program.seed)``, fresh for every call,
     so the same program and observations give the same trains.
     """
-    rates = signed_rates_numpy(obs, program.obs_bound)
     if program.encoding == "deterministic":
-        return deterministic_spikes_numpy(rates, program.ticks)
+        return kernels.encode_deterministic(obs, program.obs_bound, program.ticks)
+    rates = signed_rates_numpy(obs, program.obs_bound)
     rng = np.random.default_rng(program.seed)
     return (rng.random((program.ticks, *rates.shape)) < rates[None]).astype(np.float32)
 
@@ -212,30 +213,16 @@ class EmulatorBackend:
             if ticks > delay:
                 # What arrives at tick t was emitted at t - delay.
                 np.matmul(pre[: ticks - delay].reshape(-1, n_pre), layer.weights_t, out=syn[delay:].reshape(-1, n_post))
-            out = np.empty((ticks, batch, n_post), dtype=np.float32)
-            v = np.zeros((batch, n_post), dtype=np.float32)
-            scratch = np.empty((batch, n_post), dtype=np.float32)
-            for t in range(ticks):
-                np.multiply(v, layer.alpha, out=v)
-                v += layer.i_offset
-                v += syn[t]
-                fired = out[t]  # 0/1 in float32
-                np.greater(v, layer.threshold, out=fired)
-                # The resets below are arithmetic rather than masked (``where=``), which is
-                # several times faster and gives the same float32 values: ``v - 1 * thr``
-                # where a neuron fired and ``v - 0`` (i.e. ``v``) elsewhere; for reset to
-                # value, ``v * 0 + v_reset`` and ``v * 1 + 0``.
-                if subtract:
-                    np.multiply(fired, layer.threshold, out=scratch)
-                    v -= scratch
-                else:
-                    np.subtract(np.float32(1), fired, out=scratch)
-                    v *= scratch
-                    if compiled.v_reset != 0:
-                        np.multiply(fired, compiled.v_reset, out=scratch)
-                        v += scratch
-                if trace is not None and layer is last_layer:
-                    trace[t] = v
+            # Per tick and neuron: v = alpha * v + i_offset + syn_t; spike if v > threshold;
+            # reset (subtract the threshold, or set to v_reset), in this float32 order.
+            keep_pre = trace is not None and layer is last_layer
+            pre_v, out, v = kernels.lif_forward(
+                syn, layer.alpha, layer.i_offset, layer.threshold, subtract, compiled.v_reset, keep_pre
+            )
+            if keep_pre:
+                # Membrane after each tick's reset: pre - threshold where fired (exactly the
+                # kernel's float32 value), else pre; to v_reset where fired.
+                trace[:] = np.where(out > 0, pre_v - layer.threshold if subtract else compiled.v_reset, pre_v)
             trains.append(out)
         # Spikes emitted before tick ``ticks - delay`` arrive within the ticks (synaptic
         # events, see ``synaptic_events``); the rest only add to the counts. Sums of 0/1
