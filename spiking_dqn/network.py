@@ -156,22 +156,87 @@ def _scan_layer(current: th.Tensor, neuron: ChipLeaky) -> tuple[th.Tensor, th.Te
     return _lif_scan_torch(current.detach(), beta, threshold, subtract)
 
 
-class _LIFSequence(th.autograd.Function):
-    """A ``ChipLeaky`` layer run over all ticks at once, with a hand-written backward.
+def _current_grad(grad_spikes: th.Tensor, pre: th.Tensor, spikes: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
+    """``dL/dI`` of a ``ChipLeaky`` layer from ``dL/ds``, its pre-reset membranes and spikes.
 
-    Forward is the tick loop of ``ChipLeaky.forward`` without autograd bookkeeping.
-    Backward is the exact gradient autograd would give through that loop (reset
-    detached): with pre-reset membranes ``m_t`` and spikes ``s_t``,
+    The exact gradient autograd gives through the tick loop (reset detached): with
+    pre-reset membranes ``m_t`` and spikes ``s_t``,
     ``dL/dm_t = dL/ds_t * surrogate'(m_t - threshold) + beta * k_t * dL/dm_{t+1}`` where
     ``k_t = 1`` for reset by subtraction and ``1 - s_t`` for reset to zero, and
-    ``dL/dI_t = dL/dm_t``. The surrogate derivative comes from the neuron's own snnTorch
-    surrogate, evaluated for all ticks in one call.
+    ``dL/dI_t = dL/dm_t``. On the CPU one compiled pass (:func:`kernels.lif_backward`)
+    with the named surrogates in closed form; other surrogates go through autograd.
+    """
+    beta, threshold, subtract = _neuron_params(neuron)
+    code, param = neuron.surrogate_code
+    if grad_spikes.device.type == "cpu" and code != kernels.SURROGATE_NONE:
+        grad = kernels.lif_backward(
+            grad_spikes.contiguous().numpy(),
+            pre.numpy(),
+            spikes.numpy(),
+            np.float32(beta),
+            np.float32(threshold),
+            subtract,
+            code,
+            float(param),
+        )
+        return th.from_numpy(grad)
+    with th.enable_grad():
+        shifted = (pre - neuron.threshold).detach().requires_grad_(True)
+        (direct,) = th.autograd.grad(neuron.spike_grad(shifted), shifted, grad_outputs=grad_spikes)
+    if direct.device.type == "cpu":
+        grad = kernels.lif_backward(
+            direct.contiguous().numpy(),
+            pre.numpy(),
+            spikes.numpy(),
+            np.float32(beta),
+            np.float32(threshold),
+            subtract,
+            kernels.SURROGATE_NONE,
+            0.0,
+        )
+        return th.from_numpy(grad)
+    # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
+    carry = beta if subtract else beta * (1.0 - spikes)
+    return _reverse_scan(direct, carry)
+
+
+def _layer_forward(
+    spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int, keep_pre: bool
+) -> tuple[th.Tensor | None, th.Tensor]:
+    """Pre-reset membranes (if ``keep_pre``) and spikes of ``LIF(linear(delay(spikes_in)))``, outside autograd.
+
+    On the CPU in numpy (one BLAS product for all ticks, then :func:`kernels.lif_forward`),
+    which costs a fraction of torch's dispatch on the small batches of action selection
+    and DQN updates; on an accelerator in torch (:func:`_lif_scan_torch`). Training,
+    acting and the target network all come here, so they see the same spikes.
+    """
+    if spikes_in.device.type != "cpu":
+        current = nn.functional.linear(delay_spikes(spikes_in.detach(), delay), weight.detach(), bias.detach())
+        pre, spikes = _scan_layer(current, neuron)
+        return (pre if keep_pre else None), spikes
+    x = spikes_in.detach().numpy()
+    if delay:
+        x = np.concatenate([np.zeros_like(x[:delay]), x[:-delay]])
+    current = np.matmul(x, weight.detach().numpy().T)
+    current += bias.detach().numpy()
+    beta, threshold, subtract = _neuron_params(neuron)
+    n = current.shape[-1]
+    pre, spikes, _ = kernels.lif_forward(
+        current, _uniform(n, beta), _uniform(n, 0.0), _uniform(n, threshold), subtract, np.float32(0.0), keep_pre
+    )
+    return (th.from_numpy(pre) if keep_pre else None), th.from_numpy(spikes)
+
+
+class _LIFSequence(th.autograd.Function):
+    """A ``ChipLeaky`` layer driven by a given current, over all ticks at once.
+
+    Forward is the tick loop of ``ChipLeaky.forward`` without autograd bookkeeping;
+    backward is :func:`_current_grad`.
     """
 
     @staticmethod
     def forward(ctx, current: th.Tensor, neuron: ChipLeaky) -> th.Tensor:  # type: ignore[override]
         pre, spikes = _scan_layer(current, neuron)
-        ctx.beta = _neuron_params(neuron)[0]
         ctx.save_for_backward(pre, spikes)
         ctx.neuron = neuron
         return spikes
@@ -179,40 +244,44 @@ class _LIFSequence(th.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes: th.Tensor):  # type: ignore[override]
         pre, spikes = ctx.saved_tensors
-        neuron: ChipLeaky = ctx.neuron
-        _, threshold, subtract = _neuron_params(neuron)
-        code, param = neuron.surrogate_code
-        if grad_spikes.device.type == "cpu" and code != kernels.SURROGATE_NONE:
-            # Surrogate derivative and reverse scan in one compiled pass.
-            grad = kernels.lif_backward(
-                grad_spikes.contiguous().numpy(),
-                pre.numpy(),
-                spikes.numpy(),
-                np.float32(ctx.beta),
-                np.float32(threshold),
-                subtract,
-                code,
-                float(param),
-            )
-            return th.from_numpy(grad), None
-        with th.enable_grad():
-            shifted = (pre - neuron.threshold).detach().requires_grad_(True)
-            (direct,) = th.autograd.grad(neuron.spike_grad(shifted), shifted, grad_outputs=grad_spikes)
-        if direct.device.type == "cpu":
-            grad = kernels.lif_backward(
-                direct.contiguous().numpy(),
-                pre.numpy(),
-                spikes.numpy(),
-                np.float32(ctx.beta),
-                np.float32(threshold),
-                subtract,
-                kernels.SURROGATE_NONE,
-                0.0,
-            )
-            return th.from_numpy(grad), None
-        # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
-        carry = ctx.beta if subtract else ctx.beta * (1.0 - spikes)
-        return _reverse_scan(direct, carry), None
+        return _current_grad(grad_spikes, pre, spikes, ctx.neuron), None
+
+
+class _SpikingLayer(th.autograd.Function):
+    """Delay, projection and ``ChipLeaky`` layer in one autograd node.
+
+    ``spikes_out = LIF(linear(delay(spikes_in), weight, bias))`` over all ticks, computed by
+    :func:`_layer_forward` (the same call as inference, so training and acting see the
+    same spikes); backward computes the weight, bias and input gradients from
+    :func:`_current_grad` with three matrix products. One node instead of four keeps
+    autograd's per-node cost, which dominates on small batches, out of every step.
+    """
+
+    @staticmethod
+    def forward(ctx, spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int):  # type: ignore[override]
+        pre, spikes = _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=True)
+        ctx.save_for_backward(spikes_in, weight, pre, spikes)
+        ctx.neuron, ctx.delay = neuron, delay
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: th.Tensor):  # type: ignore[override]
+        spikes_in, weight, pre, spikes = ctx.saved_tensors
+        grad_current = _current_grad(grad_spikes, pre, spikes, ctx.neuron)
+        flat = grad_current.reshape(-1, grad_current.shape[-1])
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            arrived = delay_spikes(spikes_in, ctx.delay)
+            grad_weight = flat.t().mm(arrived.reshape(-1, arrived.shape[-1]))
+        grad_bias = flat.sum(0) if ctx.needs_input_grad[2] else None
+        grad_in = None
+        if ctx.needs_input_grad[0]:
+            # What arrived at tick t was emitted at t - delay.
+            grad_arrived = flat.mm(weight).reshape(spikes_in.shape)
+            grad_in = th.zeros_like(grad_arrived) if ctx.delay else grad_arrived
+            if ctx.delay:
+                grad_in[: -ctx.delay] = grad_arrived[ctx.delay :]
+        return grad_in, grad_weight, grad_bias, None, None
 
 
 def lif_sequence(current: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
@@ -373,12 +442,20 @@ class SpikingQNetwork(nn.Module):
         weights = self._layer_weights()
         if spikes.device.type == "cpu" and not th.is_grad_enabled():
             trains = self._hidden_trains_cpu_inference(spikes, weights)
-        else:
-            trains = []
-            x = spikes
-            for fc, lif, w in zip(self.hidden, self.lif, weights):
+            # The readout in numpy: the sums below (to float32 rounding) without torch dispatch.
+            arrived_np = trains[-1].numpy()[: self.ticks - self.synaptic_delay].sum(0)
+            q_np = arrived_np @ weights[-1].detach().numpy().T + np.float32(self.ticks) * self.readout.bias.detach().numpy()
+            q_values = th.from_numpy(q_np.astype(np.float32, copy=False))
+            return (q_values, trains) if return_activity else q_values
+        trains = []
+        x = spikes
+        for fc, lif, w in zip(self.hidden, self.lif, weights):
+            if lif.beta.requires_grad or lif.threshold.requires_grad:
+                # Learnable neuron parameters: autograd through snnTorch's tick loop.
                 x = lif_sequence(nn.functional.linear(delay_spikes(x, self.synaptic_delay), w, fc.bias), lif)
-                trains.append(x)
+            else:
+                x = _SpikingLayer.apply(x, w, fc.bias, lif, self.synaptic_delay)
+            trains.append(x)
         # Integrator readout (alpha = 1, no spikes, starts at 0): its membrane after the
         # last tick is the sum over ticks of W s + b, i.e. W (sum of arrived spikes) + T b.
         arrived = trains[-1][: self.ticks - self.synaptic_delay].sum(0)
@@ -388,26 +465,18 @@ class SpikingQNetwork(nn.Module):
         return q_values
 
     def _hidden_trains_cpu_inference(self, spikes: th.Tensor, weights: list[th.Tensor]) -> list[th.Tensor]:
-        """Hidden spike trains without autograd on the CPU, with the fewest dispatches.
+        """Hidden spike trains without autograd on the CPU, one compiled call per layer.
 
         Action selection and the target network run a batch of one to a few dozen
-        observations, where per-op dispatch costs more than the arithmetic. Same ops as
-        the autograd path (the delay padding in numpy, the same torch ``linear``, the
-        compiled LIF kernel), so the same values bit for bit.
+        observations, where per-op dispatch costs more than the arithmetic: each layer is
+        :func:`_layer_forward` in numpy, as in the autograd path, so both give the same
+        spikes bit for bit.
         """
         trains = []
-        x = spikes.detach().numpy()
-        delay = self.synaptic_delay
+        x = spikes
         for fc, lif, w in zip(self.hidden, self.lif, weights):
-            if delay:
-                x = np.concatenate([np.zeros_like(x[:delay]), x[:-delay]])
-            current = nn.functional.linear(th.from_numpy(x), w, fc.bias).numpy()
-            beta, threshold, subtract = _neuron_params(lif)
-            n = current.shape[-1]
-            _, x, _ = kernels.lif_forward(
-                current, _uniform(n, beta), _uniform(n, 0.0), _uniform(n, threshold), subtract, np.float32(0.0), False
-            )
-            trains.append(th.from_numpy(x))
+            x = _layer_forward(x, w, fc.bias, lif, self.synaptic_delay, keep_pre=False)[1]
+            trains.append(x)
         return trains
 
     def forward(self, obs: th.Tensor, return_activity: bool = False):

@@ -157,16 +157,16 @@ def test_accelerator_scan_equals_the_cpu_kernels(subtract):
 
 
 def test_inference_path_equals_the_autograd_path_and_sees_threshold_changes():
-    # Without autograd on the CPU the network takes a path with fewer dispatches (numpy
-    # delay, cached neuron parameters): the same Q-values bit for bit, and a threshold
-    # changed in place is seen at once.
+    # Without autograd on the CPU the network runs one event-driven kernel per layer with
+    # cached neuron parameters: the same spikes and Q-values to float32 rounding, and a
+    # threshold changed in place is seen at once.
     th.manual_seed(3)
     net = SpikingQNetwork([1.0] * 4, 3, net_arch=[32, 16], ticks=12, threshold=0.5)
     obs = th.rand(50, 4) * 2 - 1
     with th.no_grad():
         fast, fast_trains = net(obs, return_activity=True)
     slow, slow_trains = net(obs, return_activity=True)
-    assert th.equal(fast, slow.detach())
+    assert th.allclose(fast, slow.detach(), atol=1e-5)
     assert all(th.equal(a, b) for a, b in zip(fast_trains, slow_trains))
     with th.no_grad():
         net.lif[0].threshold.mul_(3.0)
