@@ -47,6 +47,5 @@ def test_acrobot_agent_swings_up(shipped_rewards):
     assert shipped_rewards["Acrobot-v1"].mean() > -100
 
 
-@pytest.mark.xfail(strict=True, reason="open: the shipped Acrobot agent gets -96.9, the target is -90")
 def test_acrobot_agent_reaches_the_target(shipped_rewards):
     assert shipped_rewards["Acrobot-v1"].mean() >= TARGETS["Acrobot-v1"]
