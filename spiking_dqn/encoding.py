@@ -7,7 +7,8 @@ then drives one input neuron for ``ticks`` simulation ticks:
 * ``"deterministic"``: the neuron adds its rate to an accumulator every tick and spikes
   when the accumulator reaches 1, then subtracts 1. After ``t + 1`` ticks it has emitted
   exactly ``floor((t + 1) * r)`` spikes, which is how the train is computed here (in
-  float64, so both the torch encoder and the numpy reference used by the chip emulator
+  float64, so the numpy reference, the torch encoder (accelerators) and the compiled
+  kernel used on the CPU by the network and the chip emulator
   produce the same trains).
 * ``"poisson"``: an independent Bernoulli(r) draw per neuron and tick, from a seeded
   generator.

@@ -94,7 +94,8 @@ class ChipLeaky(snn.Leaky):
 
 
 def _lif_scan_torch(current: th.Tensor, beta: float, threshold: float, subtract: bool) -> tuple[th.Tensor, th.Tensor]:
-    """:func:`_lif_scan` with torch ops, for tensors on an accelerator."""
+    """The ``ChipLeaky`` tick loop with torch ops on ``(T, batch, n)`` currents, for tensors on an
+    accelerator (on the CPU, :func:`kernels.lif_forward`): pre-reset membranes and spikes."""
     pre = th.empty_like(current)
     spikes = th.empty_like(current)
     mem = th.zeros_like(current[0])
@@ -217,7 +218,8 @@ def _layer_forward(
     x = spikes_in.detach().numpy()
     if delay:
         x = np.concatenate([np.zeros_like(x[:delay]), x[:-delay]])
-    current = np.matmul(x, weight.detach().numpy().T)
+    # One 2-D product over all ticks and observations (a 3-D matmul would loop over ticks).
+    current = (x.reshape(-1, x.shape[-1]) @ weight.detach().numpy().T).reshape(*x.shape[:-1], weight.shape[0])
     current += bias.detach().numpy()
     beta, threshold, subtract = _neuron_params(neuron)
     n = current.shape[-1]
