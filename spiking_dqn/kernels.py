@@ -10,7 +10,10 @@ with the chip's same-tick reset) and the chip emulator's semantics; the torch ve
 kernels, the torch loop and snnTorch's autograd agree.
 
 All kernels are single-threaded and keep float32 arithmetic (float64 for the encoder's
-floor, as in the numpy reference). Compiled code is cached on disk after the first call.
+floor, as in the numpy reference), without fast-math reassociation. They use numba's
+``error_model="numpy"`` (no ZeroDivisionError checks, which would stop the loops from
+vectorising; no divisor here can be zero). Compiled code is cached on disk after the
+first call.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ SURROGATE_DEFAULTS: dict[str, float] = {"atan": 2.0, "fast_sigmoid": 25.0, "tria
 _FLOOR_EPS = 1e-9  # as in spiking_dqn.encoding
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def lif_forward(
     current: np.ndarray,
     alpha: np.ndarray,
@@ -81,7 +84,7 @@ def lif_forward(
     return pre, spikes, v
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def lif_backward(
     grad_spikes: np.ndarray,
     pre: np.ndarray,
@@ -163,7 +166,7 @@ def encode_deterministic(obs: np.ndarray, bound: np.ndarray, ticks: int) -> np.n
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _encode_deterministic(obs: np.ndarray, bound: np.ndarray, ticks: int) -> np.ndarray:
     """Compiled body of :func:`encode_deterministic`.
 
