@@ -208,13 +208,11 @@ def _layer_forward(
 
     On the CPU in numpy (one BLAS product for all ticks, then :func:`kernels.lif_forward`),
     which costs a fraction of torch's dispatch on the small batches of action selection
-    and DQN updates; on an accelerator in torch (:func:`_lif_scan_torch`). Training,
+    and DQN updates; on an accelerator in torch (:func:`_layer_forward_torch`). Training,
     acting and the target network all come here, so they see the same spikes.
     """
     if spikes_in.device.type != "cpu":
-        current = nn.functional.linear(delay_spikes(spikes_in.detach(), delay), weight.detach(), bias.detach())
-        pre, spikes = _scan_layer(current, neuron)
-        return (pre if keep_pre else None), spikes
+        return _layer_forward_torch(spikes_in, weight, bias, neuron, delay, keep_pre)
     x = spikes_in.detach().numpy()
     if delay:
         x = np.concatenate([np.zeros_like(x[:delay]), x[:-delay]])
@@ -227,6 +225,16 @@ def _layer_forward(
         current, _uniform(n, beta), _uniform(n, 0.0), _uniform(n, threshold), subtract, np.float32(0.0), keep_pre
     )
     return (th.from_numpy(pre) if keep_pre else None), th.from_numpy(spikes)
+
+
+def _layer_forward_torch(
+    spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int, keep_pre: bool
+) -> tuple[th.Tensor | None, th.Tensor]:
+    """:func:`_layer_forward` in torch ops, for tensors on an accelerator (tested on the CPU)."""
+    current = nn.functional.linear(delay_spikes(spikes_in.detach(), delay), weight.detach(), bias.detach())
+    beta, threshold, subtract = _neuron_params(neuron)
+    pre, spikes = _lif_scan_torch(current, beta, threshold, subtract)
+    return (pre if keep_pre else None), spikes
 
 
 class _LIFSequence(th.autograd.Function):

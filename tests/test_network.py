@@ -173,3 +173,20 @@ def test_inference_path_equals_the_autograd_path_and_sees_threshold_changes():
         higher = net(obs, return_activity=True)[1]
     assert higher[1].sum() < fast_trains[1].sum()
     assert th.equal(higher[1], net(obs, return_activity=True)[1][1])
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("delay", [0, 1])
+def test_accelerator_layer_path_equals_the_cpu_path(reset, delay):
+    # The torch layer path that runs on CUDA, run here on CPU tensors, against the numpy
+    # and kernel path the CPU takes: same spikes, same membranes to float32 rounding.
+    from spiking_dqn.network import _layer_forward, _layer_forward_torch
+
+    th.manual_seed(4)
+    net = SpikingQNetwork([1.0] * 3, 2, net_arch=[20], ticks=9, threshold=0.6, reset=reset, synaptic_delay=delay)
+    spikes_in = net.encoder(th.rand(30, 3) * 2 - 1)
+    args = (spikes_in, net.hidden[0].weight, net.hidden[0].bias, net.lif[0], delay, True)
+    pre_cpu, spikes_cpu = _layer_forward(*args)
+    pre_acc, spikes_acc = _layer_forward_torch(*args)
+    assert th.equal(spikes_cpu, spikes_acc)
+    assert th.allclose(pre_cpu, pre_acc, atol=1e-5)
