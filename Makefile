@@ -4,6 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo_out
+# One thread for torch and numpy's OpenBLAS: these networks and batches are small, and
+# threaded products on them run several times slower on a 2-core machine (the demo's
+# training took 4x longer with the default thread count).
+OMP_NUM_THREADS ?= 1
+export OMP_NUM_THREADS
 
 .PHONY: install demo test bench clean
 
