@@ -140,21 +140,23 @@ def _neuron_params(neuron: ChipLeaky) -> tuple[float, float, bool]:
     return cached[1]
 
 
+def _lif_cpu(current: np.ndarray, neuron: ChipLeaky, keep_pre: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Pre-reset membranes (an empty array unless ``keep_pre``) and spikes of a ``ChipLeaky``
+    layer driven by ``current`` ``(T, batch, n)``, with :func:`kernels.lif_forward`."""
+    beta, threshold, subtract = _neuron_params(neuron)
+    n = current.shape[-1]
+    pre, spikes, _ = kernels.lif_forward(
+        current, _uniform(n, beta), _uniform(n, 0.0), _uniform(n, threshold), subtract, np.float32(0.0), keep_pre
+    )
+    return pre, spikes
+
+
 def _scan_layer(current: th.Tensor, neuron: ChipLeaky) -> tuple[th.Tensor, th.Tensor]:
     """Pre-reset membranes and spikes of a ``ChipLeaky`` layer, outside autograd."""
-    beta, threshold, subtract = _neuron_params(neuron)
     if current.device.type == "cpu":
-        n = current.shape[-1]
-        pre, spikes, _ = kernels.lif_forward(
-            current.detach().contiguous().numpy(),
-            _uniform(n, beta),
-            _uniform(n, 0.0),
-            _uniform(n, threshold),
-            subtract,
-            np.float32(0.0),
-        )
+        pre, spikes = _lif_cpu(current.detach().contiguous().numpy(), neuron, keep_pre=True)
         return th.from_numpy(pre), th.from_numpy(spikes)
-    return _lif_scan_torch(current.detach(), beta, threshold, subtract)
+    return _lif_scan_torch(current.detach(), *_neuron_params(neuron))
 
 
 def _current_grad(grad_spikes: th.Tensor, pre: th.Tensor, spikes: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
@@ -169,36 +171,27 @@ def _current_grad(grad_spikes: th.Tensor, pre: th.Tensor, spikes: th.Tensor, neu
     """
     beta, threshold, subtract = _neuron_params(neuron)
     code, param = neuron.surrogate_code
-    if grad_spikes.device.type == "cpu" and code != kernels.SURROGATE_NONE:
-        grad = kernels.lif_backward(
-            grad_spikes.contiguous().numpy(),
-            pre.numpy(),
-            spikes.numpy(),
-            np.float32(beta),
-            np.float32(threshold),
-            subtract,
-            code,
-            float(param),
-        )
-        return th.from_numpy(grad)
-    with th.enable_grad():
-        shifted = (pre - neuron.threshold).detach().requires_grad_(True)
-        (direct,) = th.autograd.grad(neuron.spike_grad(shifted), shifted, grad_outputs=grad_spikes)
-    if direct.device.type == "cpu":
-        grad = kernels.lif_backward(
-            direct.contiguous().numpy(),
-            pre.numpy(),
-            spikes.numpy(),
-            np.float32(beta),
-            np.float32(threshold),
-            subtract,
-            kernels.SURROGATE_NONE,
-            0.0,
-        )
-        return th.from_numpy(grad)
-    # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
-    carry = beta if subtract else beta * (1.0 - spikes)
-    return _reverse_scan(direct, carry)
+    cpu = grad_spikes.device.type == "cpu"
+    terms = grad_spikes  # dL/ds, turned into the direct terms d_t below when autograd does the surrogate
+    if not cpu or code == kernels.SURROGATE_NONE:
+        with th.enable_grad():
+            shifted = (pre - neuron.threshold).detach().requires_grad_(True)
+            (terms,) = th.autograd.grad(neuron.spike_grad(shifted), shifted, grad_outputs=grad_spikes)
+        code, param = kernels.SURROGATE_NONE, 0.0
+        if not cpu:
+            # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
+            return _reverse_scan(terms, beta if subtract else beta * (1.0 - spikes))
+    grad = kernels.lif_backward(
+        terms.contiguous().numpy(),
+        pre.numpy(),
+        spikes.numpy(),
+        np.float32(beta),
+        np.float32(threshold),
+        subtract,
+        code,
+        float(param),
+    )
+    return th.from_numpy(grad)
 
 
 def _layer_forward(
@@ -219,11 +212,7 @@ def _layer_forward(
     # One 2-D product over all ticks and observations (a 3-D matmul would loop over ticks).
     current = (x.reshape(-1, x.shape[-1]) @ weight.detach().numpy().T).reshape(*x.shape[:-1], weight.shape[0])
     current += bias.detach().numpy()
-    beta, threshold, subtract = _neuron_params(neuron)
-    n = current.shape[-1]
-    pre, spikes, _ = kernels.lif_forward(
-        current, _uniform(n, beta), _uniform(n, 0.0), _uniform(n, threshold), subtract, np.float32(0.0), keep_pre
-    )
+    pre, spikes = _lif_cpu(current, neuron, keep_pre)
     return (th.from_numpy(pre) if keep_pre else None), th.from_numpy(spikes)
 
 
