@@ -1,17 +1,20 @@
 """Deploy a shipped agent to the embedded SpiNNaker2 emulator and write its comparison report.
 
-    python -m agents.deploy CartPole-v0 --qat-steps 10000
+    python -m agents.deploy CartPole-v0
     python -m agents.deploy Acrobot-v1
 
-Writes, next to ``agents/trained/<env>/model.zip``:
+The recipes end with quantization-aware fine-tuning, so a shipped ``model.zip`` sits on
+an int8 grid and ``lam="auto"`` quantizes it with that grid's lambdas. Writes, next to
+``agents/trained/<env>/model.zip``:
 
 * ``chip_program.npz``: the int8 chip program (centered readout, lambda ``auto``);
-* ``model_qat.zip`` when ``--qat-steps`` > 0: the float agent after quantization-aware
-  fine-tuning with its weights snapped to the int8 grid (the float twin of the chip
-  program, which is quantized from it); ``model.zip`` stays the agent as trained;
+* ``model_qat.zip`` when ``--qat-steps`` > 0 (for an agent trained without QAT): the
+  float agent after quantization-aware fine-tuning with its weights snapped to the int8
+  grid (the float twin of the chip program, which is quantized from it);
 * ``deployment/``: the float vs chip comparison (``report.json``, ``report.md``, plots),
   where "float" is the network that was deployed (``model_qat.zip`` after QAT);
-* ``deployment.json``: what was done and the headline figures.
+* ``deployment.json``: what was done and the headline figures, with the agent as trained
+  (``model_trained.zip``, before QAT) against the same chip program when there is one.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from stable_baselines3 import DQN
 
-from agents.common import trained_model_path
+from agents.common import replace_card_section, trained_model_path
 from spiking_dqn.evaluation import compare
 from spiking_dqn.hardware_policy import HardwarePolicy
 from spiking_dqn.qat import quantization_aware_finetune, snap_to_grid
@@ -77,17 +80,57 @@ def deploy(
         "chip_reward": data["reward"]["chip"]["mean"]["value"],
         "action_agreement": data["action_agreement"]["value"],
     }
-    if qat_steps > 0:
+    as_trained = folder / ("model.zip" if qat_steps > 0 else "model_trained.zip")
+    if as_trained.exists():
         # The agent as trained (before QAT and snapping) against the same chip program.
-        original = compare(folder / "model.zip", env_id, program=folder / "chip_program.npz", n_episodes=episodes,
+        original = compare(as_trained, env_id, program=folder / "chip_program.npz", n_episodes=episodes,
                            seed=seed, progress=False).to_dict()
         summary["figures"]["trained_agent_float_reward"] = original["reward"]["float"]["mean"]["value"]
         summary["figures"]["trained_agent_action_agreement"] = original["action_agreement"]["value"]
     (folder / "deployment.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    replace_card_section(folder / "README.md", "deployment", card_section(summary, hardware.program.lambdas))
     for row in result.summary_rows():
         print(f"  {row[0]:<32} float: {row[1]:<28} chip (emulator): {row[2]}")
     print(json.dumps(summary["figures"], indent=2))
     return summary
+
+
+def card_section(summary: dict, lambdas: list[float]) -> str:
+    """The model card's deployment section: what was deployed and the headline figures."""
+    figures = summary["figures"]
+    command = f"python -m agents.deploy {summary['env_id']}"
+    if summary["qat_steps"]:
+        command += f" --qat-steps {summary['qat_steps']}"
+    float_name = "model_qat.zip" if summary["qat_steps"] else "model.zip"
+    trained_name = "model.zip" if summary["qat_steps"] else "model_trained.zip"
+    lines = [
+        "## Deployment on the emulated SpiNNaker2 chip",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"int8 with lambdas [{', '.join(f'{lam:.2f}' for lam in lambdas)}] (lam `{summary['lam']}`; for an agent "
+        "snapped to a QAT grid, that grid) and the centered readout, into `chip_program.npz`. Over "
+        f"{summary['episodes']} episodes (env seeds {summary['seed']}..{summary['seed'] + summary['episodes'] - 1}):",
+        "",
+        "| policy | mean reward | action agreement with the chip |",
+        "| --- | ---: | ---: |",
+        f"| float agent, the chip's float twin (`{float_name}`) | {figures['float_reward']:.2f} "
+        f"| {figures['action_agreement']:.1%} |",
+    ]
+    if "trained_agent_float_reward" in figures:
+        lines.append(
+            f"| float agent as trained, before QAT (`{trained_name}`) | {figures['trained_agent_float_reward']:.2f} "
+            f"| {figures['trained_agent_action_agreement']:.1%} |"
+        )
+    lines += [
+        f"| chip program on the emulator (`chip_program.npz`) | {figures['chip_reward']:.2f} | - |",
+        "",
+        "Full comparison (latency, spikes, synaptic events, estimated energy, plots): "
+        "[deployment/report.md](deployment/report.md).",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

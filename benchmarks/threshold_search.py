@@ -52,7 +52,7 @@ import torch as th  # noqa: E402
 
 th.set_num_threads(1)
 
-from agents.common import trained_model_path  # noqa: E402
+from agents.common import replace_card_section, trained_model_path  # noqa: E402
 from spiking_dqn.hardware import EmulatorBackend  # noqa: E402
 from spiking_dqn.quantization import quantize_network  # noqa: E402
 from spiking_dqn.search import (  # noqa: E402
@@ -73,8 +73,7 @@ QAT_STEPS = {"CartPole-v0": 10_000, "Acrobot-v1": 25_000}
 #: Worst possible episode reward, the zero of the normalised scale.
 WORST = {"CartPole-v0": 0.0, "Acrobot-v1": -500.0}
 RESULTS = ROOT / "benchmarks" / "results"
-CARD_BEGIN = "<!-- threshold-search:begin -->"
-CARD_END = "<!-- threshold-search:end -->"
+CARD_SECTION = "threshold-search"
 
 
 def normalised(env_id: str, reward: float, reference: float) -> float:
@@ -275,12 +274,11 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def update_model_card(result: dict) -> Path | None:
-    """Write (or replace) the deployment section of the agent's model card."""
+    """Write (or replace) the threshold-search section of the agent's model card."""
     card = Path(result["model"]).parent / "README.md"
     if not card.exists():
         return None
     lines = [
-        CARD_BEGIN,
         "## Deployment on the emulator: threshold search, calibration, QAT",
         "",
         f"Measured by `python benchmarks/threshold_search.py --update-model-cards` ({result['final_episodes']} "
@@ -299,16 +297,7 @@ def update_model_card(result: dict) -> Path | None:
             f"inferences) | {c['final_reward']:.2f} ({q['calibration_vs_float']:.0%}; 0 episodes, "
             f"{c['backend_inferences']} inferences) |"
         )
-    lines += [CARD_END, ""]
-    section = "\n".join(lines)
-    text = card.read_text()
-    if CARD_BEGIN in text and CARD_END in text:
-        head, rest = text.split(CARD_BEGIN, 1)
-        tail = rest.split(CARD_END, 1)[1].lstrip("\n")
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    card.write_text(text)
+    replace_card_section(card, CARD_SECTION, "\n".join(lines))
     return card
 
 

@@ -111,7 +111,10 @@ class HardwareAwareFineTuning(BaseCallback):
     :param lam: lambda: a number, one number per projection, or ``"auto"``
     :param eval_freq: also run steps 1, 3 and 4 every this many environment steps (0: only at the end)
     :param qat_steps: steps of quantization-aware fine-tuning at the end (0: none):
-        environment steps (``qat_mode="online"``) or gradient steps (``"replay"``)
+        environment steps (``qat_mode="online"``) or gradient steps (``"replay"``). Fine-tuned
+        weights that are kept are snapped to the int8 grid (:func:`spiking_dqn.qat.snap_to_grid`):
+        after ``learn()`` the model is the float twin of the chip program, and
+        ``HardwarePolicy.from_model(model)`` quantizes it with the same lambdas
     :param qat_mode: ``"online"`` (default): more ``model.learn`` steps with the
         fake-quantized network acting and learning; ``"replay"``: gradient steps on the
         replay buffer only
@@ -275,7 +278,7 @@ class HardwareAwareFineTuning(BaseCallback):
         from pathlib import Path
 
         from spiking_dqn.hardware import estimate_energy
-        from spiking_dqn.qat import quantization_aware_finetune
+        from spiking_dqn.qat import quantization_aware_finetune, snap_to_grid
         from spiking_dqn.quantization import quantize_network
         from spiking_dqn.search.calibration import calibrate_thresholds
         from spiking_dqn.search.episodes import backend_reward, float_reward
@@ -324,6 +327,11 @@ class HardwareAwareFineTuning(BaseCallback):
                 check_seed=self.seed,
                 backend=self.backend,
             )
+            if qat.kept:
+                # The network QAT trained is the fake-quantized one: make the float model compute it
+                # (and record its grid, so that lam="auto" deploys the saved model with these lambdas).
+                snap_to_grid(net, qat.lambdas)
+                self.model.policy.q_net_target.load_state_dict(self.model.policy.q_net.state_dict())
             net.eval()
             program, report = quantize_network(net, qat.lambdas)
             summary["qat"] = qat.to_dict()
@@ -360,14 +368,8 @@ class HardwareAwareFineTuning(BaseCallback):
             }
         if self.method in ("calibrate", "both"):
             observations = self._replay_observations()
-            # After QAT the policy that was trained is the fake-quantized network.
-            reference = net
-            if summary.get("qat", {}).get("kept"):
-                from spiking_dqn.qat import fake_quantized_copy
-
-                reference = fake_quantized_copy(net, lambdas)
             calibration = calibrate_thresholds(
-                reference,
+                net,  # after QAT: snapped to the grid, the network that was trained
                 program,
                 observations,
                 env_id=self.env_id,

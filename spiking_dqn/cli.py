@@ -24,6 +24,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     recipe = importlib.import_module(RECIPES[args.env])
     argv = ["--seed", str(args.seed), "--out", str(args.out or Path("runs") / args.env)]
     argv += ["--timesteps", str(args.timesteps or recipe.TIMESTEPS), "--eval-episodes", str(args.eval_episodes)]
+    argv += ["--qat-steps", str(args.qat_steps)]
     if args.tensorboard_log:
         argv += ["--tensorboard-log", args.tensorboard_log]
     command = " ".join(["spiking-dqn", *sys.argv[1:]])
@@ -42,19 +43,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out: Path = args.out
     argv = ["--seed", str(args.seed), "--out", str(out), "--timesteps", str(args.timesteps or recipe.TIMESTEPS)]
     argv += ["--tensorboard-log", str(out / "tb"), "--eval-episodes", str(args.episodes)]
-    print(f"[1/2] training a spiking DQN on {args.env} (TensorBoard: tensorboard --logdir {out / 'tb'})", flush=True)
+    argv += ["--qat-steps", str(args.qat_steps)]
+    print(f"[1/2] training a spiking DQN on {args.env} (TensorBoard: tensorboard --logdir {out / 'tb'}), then "
+          f"quantization-aware fine-tuning ({args.qat_steps} steps)", flush=True)
     summary = train_and_card(
         args.env, recipe.HYPERPARAMS, parse_args(args.env, recipe.TIMESTEPS, argv), " ".join(["spiking-dqn", *sys.argv[1:]])
     )
-    print(f"[2/2] quantization-aware fine-tuning ({args.qat_steps} steps), int8 deployment to the embedded "
-          f"SpiNNaker2 emulator, comparison over {args.episodes} episodes", flush=True)
-    record = deploy(args.env, qat_steps=args.qat_steps, episodes=args.episodes, seed=args.seed, folder=out)
+    print(f"[2/2] int8 deployment to the embedded SpiNNaker2 emulator, comparison over {args.episodes} episodes",
+          flush=True)
+    record = deploy(args.env, episodes=args.episodes, seed=args.seed, folder=out)
     figures = record["figures"]
     print()
     print(f"Result on {args.env} after {summary['timesteps']} training steps ({summary['train_wall_time_s']:.0f} s):")
-    print(f"  float agent as trained, {args.episodes} deterministic episodes: mean reward {summary['mean_reward']:.1f}")
+    print(f"  float agent as trained, {args.episodes} deterministic episodes: mean reward "
+          f"{summary['trained_mean_reward']:.1f}")
+    print(f"  float agent after quantization-aware fine-tuning (model.zip): mean reward {summary['mean_reward']:.1f}")
     print(f"  on the emulated chip (int8): mean reward {figures['chip_reward']:.1f}, "
-          f"action agreement with its float twin {figures['action_agreement']:.1%}")
+          f"action agreement with the float agent {figures['action_agreement']:.1%}")
     print(f"Files: {out / 'README.md'} (model card), {out / 'reward_curve.png'}, {out / 'chip_program.npz'}, "
           f"{out / 'deployment' / 'report.md'} (+ PNG plots)")
     return 0
@@ -236,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=None, help="output folder (default runs/<env>)")
     train.add_argument("--tensorboard-log", default=None, help="TensorBoard log folder")
     train.add_argument("--eval-episodes", type=int, default=100, help="episodes of the final evaluation")
+    train.add_argument(
+        "--qat-steps", type=int, default=10_000, help="quantization-aware fine-tuning steps after training (0: none)"
+    )
     train.set_defaults(func=_cmd_train)
 
     lam_help = "lambda: 'auto' (default), one number for every projection (e.g. 3), or one per projection (3,3,3)"

@@ -378,6 +378,35 @@ class SpikingQNetwork(nn.Module):
         )
         self.readout = nn.Linear(sizes[-1], self.n_actions)
         self._fake_quant_lambdas: list[float] | None = None
+        # The int8 grid the weights were snapped to after QAT (zeros: none). Saved with the
+        # weights, so that a deployed agent is quantized with the lambdas it was trained for.
+        self.register_buffer("grid_lambdas", th.zeros(len(self.net_arch) + 1))
+
+    @property
+    def snapped_lambdas(self) -> list[float] | None:
+        """The lambdas of the int8 grid the weights were snapped to (see ``qat.snap_to_grid``), or ``None``."""
+        values = self.grid_lambdas.detach().cpu().double().numpy()
+        return [float(v) for v in values] if bool(np.all(values > 0)) else None
+
+    def record_grid(self, lambdas: Sequence[float] | None) -> None:
+        """Record (or with ``None`` forget) the lambdas of the int8 grid the weights sit on.
+
+        :param lambdas: one positive lambda per projection, or ``None``
+        """
+        n = len(self.linear_layers())
+        if lambdas is None:
+            values = [0.0] * n
+        else:
+            values = [float(lam) for lam in lambdas]
+            if len(values) != n or not all(np.isfinite(lam) and lam > 0 for lam in values):
+                raise ValueError(f"record_grid needs {n} finite positive lambdas, got {list(lambdas)}")
+        with th.no_grad():
+            self.grid_lambdas.copy_(th.as_tensor(values, dtype=self.grid_lambdas.dtype))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        # Models saved before the grid was recorded have no ``grid_lambdas``: they have none.
+        state_dict.setdefault(prefix + "grid_lambdas", th.zeros_like(self.grid_lambdas))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_fake_quantization(self, lambdas: Sequence[float] | None, centered_readout: bool = True) -> None:
         """Make the forward pass use fake-quantized weights, for quantization-aware training.

@@ -397,7 +397,9 @@ def snap_to_grid(net: SpikingQNetwork, lambdas: list[float], centered_readout: b
     After QAT the float weights sit near, not on, the int8 grid; the network that was
     trained is the fake-quantized one. Snapping makes the plain float network compute
     exactly that network, so it is the float twin of the chip program quantized from it
-    with the same ``lambdas`` (a two-action centered readout snaps exactly).
+    with the same ``lambdas`` (a two-action centered readout snaps exactly). The lambdas
+    are recorded in the network (``net.grid_lambdas``, saved with the model), and
+    ``lam="auto"`` quantizes it with them from then on.
 
     :param net: the network to change
     :param lambdas: one lambda per projection (e.g. ``QATReport.lambdas``)
@@ -407,3 +409,4 @@ def snap_to_grid(net: SpikingQNetwork, lambdas: list[float], centered_readout: b
     with th.no_grad():
         for layer, weight in zip(net.linear_layers(), twin._layer_weights()):
             layer.weight.copy_(weight.detach())
+    net.record_grid(lambdas)

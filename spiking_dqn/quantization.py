@@ -212,7 +212,11 @@ def readout_peak(net: SpikingQNetwork, observations: np.ndarray | None = None, s
 def network_lambdas(net: SpikingQNetwork, lam: LambdaSpec, observations: np.ndarray | None = None) -> list[float]:
     """One lambda per projection of a network (see :func:`resolve_lambdas`).
 
-    For ``"auto"`` the readout's lambda is also capped so that its peak voltage on the
+    For ``"auto"`` a network whose weights were snapped to an int8 grid after
+    quantization-aware training (:func:`spiking_dqn.qat.snap_to_grid`, recorded in
+    ``net.grid_lambdas`` and saved with the model) gets that grid's lambdas, so that the
+    chip program computes exactly the network that was trained. Otherwise the readout's
+    lambda is also capped so that its peak voltage on the
     chip, ``lambda * readout_peak``, stays below ``AUTO_OUTPUT_HEADROOM`` x the output
     threshold (5000): an integrator that reaches the threshold resets and its voltage
     stops being the Q-value. Q-values of about 100 (CartPole, gamma 0.99) allow a lambda
@@ -222,6 +226,8 @@ def network_lambdas(net: SpikingQNetwork, lam: LambdaSpec, observations: np.ndar
     :param lam: lambda specification
     :param observations: observations for the peak estimate (see :func:`readout_peak`)
     """
+    if isinstance(lam, str) and lam == "auto" and net.snapped_lambdas is not None:
+        return net.snapped_lambdas  # the grid the network was fine-tuned for and snapped to
     lambdas = resolve_lambdas(lam, _float_weights(net))
     if isinstance(lam, str):
         peak = readout_peak(net, observations)

@@ -2,18 +2,56 @@
 
 import json
 
+import pytest
+
 from spiking_dqn.cli import main
 
 
 def test_demo_trains_deploys_and_reports(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--timesteps", "1200", "--episodes", "2", "--qat-steps", "300", "--out", str(out)]) == 0
-    for name in ["model.zip", "README.md", "eval.json", "chip_program.npz", "deployment.json", "model_qat.zip"]:
+    for name in ["model.zip", "model_trained.zip", "README.md", "eval.json", "chip_program.npz", "deployment.json"]:
         assert (out / name).exists(), name
     for name in ["report.json", "report.md", "reward.png", "spike_raster.png"]:
         assert (out / "deployment" / name).exists(), name
     assert list((out / "tb").rglob("events.out.tfevents.*"))
     record = json.loads((out / "deployment.json").read_text())
+    card = json.loads((out / "eval.json").read_text())
+    # The recipe's QAT grid travels with model.zip: the chip program is quantized with it.
+    assert [layer["lam"] for layer in record["quantization"]["layers"]] == pytest.approx(card["qat"]["lambdas"], rel=1e-6)
+    assert card["qat"]["steps"] == 300
     assert 0.0 <= record["figures"]["action_agreement"] <= 1.0
+    assert "trained_agent_action_agreement" in record["figures"]
     printed = capsys.readouterr().out
     assert "on the emulated chip (int8): mean reward" in printed
+
+
+def test_recipe_qat_only_fine_tunes_the_agent_as_trained(tmp_path):
+    from stable_baselines3 import DQN
+
+    from agents.common import parse_args, train_and_card
+    from agents.cartpole import HYPERPARAMS
+
+    out = tmp_path / "cp"
+    args = parse_args("CartPole-v0", 800, ["--timesteps", "800", "--out", str(out), "--eval-episodes", "2",
+                                           "--qat-steps", "0", "--no-progress", "--eval-freq", "400"])
+    first = train_and_card("CartPole-v0", HYPERPARAMS, args, "first")
+    assert first["qat"] is None and first["mean_reward"] == first["trained_mean_reward"]
+    assert DQN.load(out / "model.zip").policy.q_net.q_net.snapped_lambdas is None
+
+    args = parse_args("CartPole-v0", 800, ["--out", str(out), "--eval-episodes", "2", "--qat-steps", "200",
+                                           "--qat-only"])
+    second = train_and_card("CartPole-v0", HYPERPARAMS, args, "second")
+    assert second["timesteps"] == 800 and second["train_wall_time_s"] == first["train_wall_time_s"]
+    assert second["command"] == "first" and second["qat"]["command"] == "second"
+    net = DQN.load(out / "model.zip").policy.q_net.q_net
+    assert net.snapped_lambdas == pytest.approx(second["qat"]["lambdas"], rel=1e-6)
+    assert "quantization-aware fine-tuning: 200 online steps" in (out / "README.md").read_text()
+
+
+def test_recipe_qat_only_needs_the_agent_as_trained(tmp_path, capsys):
+    from agents.common import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args("CartPole-v0", 800, ["--out", str(tmp_path), "--qat-only"])
+    assert "model_trained.zip does not exist" in capsys.readouterr().err

@@ -15,13 +15,13 @@ def folder(env_id):
 
 @pytest.fixture(scope="module")
 def cartpole():
-    return compare(folder("CartPole-v0") / "model_qat.zip", "CartPole-v0",
+    return compare(folder("CartPole-v0") / "model.zip", "CartPole-v0",
                    program=folder("CartPole-v0") / "chip_program.npz", n_episodes=100, progress=False).to_dict()
 
 
 @pytest.fixture(scope="module")
 def acrobot():
-    return compare(folder("Acrobot-v1") / "model_qat.zip", "Acrobot-v1",
+    return compare(folder("Acrobot-v1") / "model.zip", "Acrobot-v1",
                    program=folder("Acrobot-v1") / "chip_program.npz", n_episodes=100, progress=False).to_dict()
 
 
@@ -30,6 +30,23 @@ def test_shipped_chip_programs_load_and_are_int8(env_id):
     program = ChipProgram.load(folder(env_id) / "chip_program.npz")
     assert all(w.dtype.name == "int8" for w in program.weights)
     assert program.centered_readout
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v0", "Acrobot-v1"])
+def test_shipped_agent_deploys_with_its_qat_grid(env_id):
+    """``HardwarePolicy.from_model`` on the shipped model.zip rebuilds the shipped chip program."""
+    import numpy as np
+    from stable_baselines3 import DQN
+
+    from spiking_dqn import HardwarePolicy
+
+    model = DQN.load(folder(env_id) / "model.zip", device="cpu")
+    card = json.loads((folder(env_id) / "eval.json").read_text())
+    assert model.policy.q_net.q_net.snapped_lambdas == pytest.approx(card["qat"]["lambdas"], rel=1e-6)
+    program = HardwarePolicy.from_model(model).program
+    shipped = ChipProgram.load(folder(env_id) / "chip_program.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(program.weights, shipped.weights))
+    assert all(np.allclose(a, b) for a, b in zip(program.thresholds, shipped.thresholds))
 
 
 def test_cartpole_on_the_emulator_reaches_200_and_agrees(cartpole):
@@ -43,10 +60,13 @@ def test_acrobot_on_the_emulator_is_within_5_percent_of_the_float_agent(acrobot)
 
     from spiking_dqn.search import float_reward
 
-    trained = float_reward(DQN.load(trained_model_path("Acrobot-v1"), device="cpu"), "Acrobot-v1", 100, seed=0)
     chip = acrobot["reward"]["chip"]["mean"]["value"]
-    assert chip >= trained.mean_reward * 1.05  # rewards are negative: at most 5% worse
+    # The shipped float agent (model.zip, fine-tuned for the int8 grid by the recipe) ...
+    assert chip >= acrobot["reward"]["float"]["mean"]["value"] * 1.05  # rewards are negative: at most 5% worse
     assert acrobot["action_agreement"]["value"] >= 0.98
+    # ... and the agent as trained, before QAT, on the same episodes.
+    as_trained = DQN.load(folder("Acrobot-v1") / "model_trained.zip", device="cpu")
+    assert chip >= float_reward(as_trained, "Acrobot-v1", 100, seed=0).mean_reward * 1.05
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v0", "Acrobot-v1"])

@@ -124,5 +124,6 @@ def test_saved_model_keeps_its_encoder_bounds(tmp_path):
 def test_models_saved_without_bounds_still_load():
     from agents.common import trained_model_path
 
-    model = DQN.load(trained_model_path("CartPole-v0"), device="cpu")  # written before bounds were saved
+    # The agent as trained was written before bounds (and QAT grids) were saved.
+    model = DQN.load(trained_model_path("CartPole-v0").parent / "model_trained.zip", device="cpu")
     assert np.allclose(model.policy.q_net.q_net.encoder.bound.numpy(), [2.4, 1.5, 0.2095, 2.0])

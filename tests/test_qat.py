@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch as th
 from stable_baselines3 import DQN
 
-from agents.common import trained_model_path
+from agents.common import TRAINED_NAME, trained_model_path
 from envs import make_vec
 from spiking_dqn import SpikingDQNPolicy
 from spiking_dqn.hardware import EmulatorBackend
-from spiking_dqn.qat import grid_distance, quantization_aware_finetune
+from spiking_dqn.qat import grid_distance, quantization_aware_finetune, snap_to_grid
 from spiking_dqn.quantization import fake_quantize_network, quantize_network, resolve_lambdas
 from spiking_dqn.search import backend_reward
 
@@ -101,7 +103,7 @@ def test_qat_bad_input():
 
 @pytest.mark.parametrize("env_id, mode, steps", [("CartPole-v0", "online", 1500), ("Acrobot-v1", "replay", 300)])
 def test_qat_does_not_lower_the_emulator_reward_of_a_shipped_agent(env_id, mode, steps):
-    path = trained_model_path(env_id)
+    path = trained_model_path(env_id).parent / TRAINED_NAME  # the agent as trained, before the recipe's QAT
     if not path.exists():
         pytest.skip(f"shipped agent {path} is missing")
     model = DQN.load(path, device="cpu")
@@ -121,3 +123,47 @@ def test_qat_does_not_lower_the_emulator_reward_of_a_shipped_agent(env_id, mode,
         assert np.mean(report.grid_distance_after) < np.mean(report.grid_distance_before)
     else:  # QAT never did better on the emulator: the weights before it are back
         assert all(th.equal(a, b) for a, b in zip(weights, net.parameters()))
+
+
+def test_snapped_network_is_deployed_with_its_grid(tmp_path, tiny_model):
+    """snap_to_grid records the lambdas; they survive save/load and lam="auto" uses them."""
+    tiny_model.save(tmp_path / "tiny.zip")
+    tiny_model = DQN.load(tmp_path / "tiny.zip", device="cpu")  # a copy: the fixture is shared
+    net = tiny_model.policy.q_net.q_net
+    assert net.snapped_lambdas is None
+    lambdas = [37.5, 51.25, 80.0]
+    snap_to_grid(net, lambdas)
+    tiny_model.policy.q_net_target.load_state_dict(tiny_model.policy.q_net.state_dict())
+    assert net.snapped_lambdas == pytest.approx(lambdas)
+    assert grid_distance(net, lambdas) == pytest.approx([0.0, 0.0, 0.0], abs=1e-4)
+    tiny_model.save(tmp_path / "m.zip")
+    loaded = DQN.load(tmp_path / "m.zip", device="cpu")
+    loaded_net = loaded.policy.q_net.q_net
+    assert loaded_net.snapped_lambdas == pytest.approx(lambdas)
+    program, _ = quantize_network(loaded_net, "auto")
+    assert list(program.lambdas) == pytest.approx(lambdas)
+    # The float twin and the chip program take the same greedy actions.
+    obs = np.random.default_rng(0).uniform(-1, 1, size=(256, loaded_net.obs_dim)).astype(np.float32)
+    with th.no_grad():
+        q = loaded_net(th.as_tensor(obs)).numpy()
+    assert np.array_equal(EmulatorBackend().run(program, obs).actions, q.argmax(axis=1))
+    # An explicit lambda still wins, and forgetting the grid brings the percentile rule back.
+    assert list(quantize_network(loaded_net, 5.0)[0].lambdas) == [5.0, 5.0, 5.0]
+    loaded_net.record_grid(None)
+    assert loaded_net.snapped_lambdas is None
+    assert list(quantize_network(loaded_net, "auto")[0].lambdas) != pytest.approx(lambdas)
+
+
+def test_models_saved_before_grids_were_recorded_load_without_one(tiny_model):
+    policy = copy.deepcopy(tiny_model.policy)
+    policy.q_net.q_net.record_grid([4.0, 4.0, 4.0])
+    state = {k: v for k, v in tiny_model.policy.state_dict().items() if not k.endswith("grid_lambdas")}
+    assert len(state) < len(tiny_model.policy.state_dict())
+    policy.load_state_dict(state)  # strict, as DQN.load does
+    assert policy.q_net.q_net.snapped_lambdas is None
+
+
+@pytest.mark.parametrize("bad", [[1.0, 2.0], [1.0, 0.0, 2.0], [1.0, float("nan"), 2.0]])
+def test_record_grid_rejects_bad_lambdas(small_net, bad):
+    with pytest.raises(ValueError, match="record_grid"):
+        small_net.record_grid(bad)
