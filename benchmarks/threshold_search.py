@@ -4,17 +4,23 @@
     python benchmarks/threshold_search.py --update-model-cards # also write the figures into the model cards
     python benchmarks/threshold_search.py --model CartPole-v0=/tmp/runs/cp0/model.zip
 
-For each agent (a missing one is skipped, and said so), the float reward of the float
-spiking Q-network (greedy, 100 held-out episodes), then three deployments, each compared
-as naive program (thresholds = float threshold x lambda), after the grid search and after
-the calibration, every program over the same 100 held-out episodes on the emulator:
+For each agent (a missing one is skipped, and said so), the float reward of the shipped
+float agent (``model.zip``, greedy, 100 held-out episodes), then deployments, each
+compared as naive program (thresholds = float threshold x lambda), after the grid search
+and after the calibration, every program over the same 100 held-out episodes on the
+emulator:
 
-1. the reference lambda of Arfa et al. (3 for CartPole-v0, 32 for Acrobot-v1);
-2. the package's default lambda ``"auto"``, or, if that already reaches 95% of the float
-   reward, the deliberately poor lambda of ``POOR_LAMBDA`` (the table says which);
-3. the same lambda after quantization-aware fine-tuning, as the ``HardwareAwareFineTuning``
-   callback runs it (``QAT_STEPS`` online steps, keep-best on 20 check episodes); the
-   calibration's reference is then the fake-quantized network QAT trained.
+1. the shipped agent at the reference lambda of Arfa et al. (3 for CartPole-v0, 32 for
+   Acrobot-v1);
+2. the shipped agent at the package's default lambda ``"auto"`` (for the shipped agents,
+   which the recipes fine-tune for the int8 grid and snap to it, that grid's lambdas);
+   and, as that already deploys at 95% of the float reward or more, at deliberately poor
+   lambdas: the ``"auto"`` lambdas times ``POOR_FACTORS`` (the table says which);
+3. the agent as trained, before the recipe's QAT (``model_trained.zip``) at ``"auto"``:
+   thresholds only, and then the ``HardwareAwareFineTuning`` callback's full path,
+   quantization-aware fine-tuning (``QAT_STEPS`` online steps, keep-best on 20 check
+   episodes, snapped to the grid) followed by the same two methods. Percentages stay
+   relative to the shipped float agent.
 
 Grid search: :func:`spiking_dqn.search.threshold_search` with its defaults (stage 1, 8
 global multipliers x 10 episodes; stage 2, 3^L per-layer points x 10 episodes).
@@ -52,7 +58,7 @@ import torch as th  # noqa: E402
 
 th.set_num_threads(1)
 
-from agents.common import replace_card_section, trained_model_path  # noqa: E402
+from agents.common import TRAINED_NAME, replace_card_section, trained_model_path  # noqa: E402
 from spiking_dqn.hardware import EmulatorBackend  # noqa: E402
 from spiking_dqn.quantization import quantize_network  # noqa: E402
 from spiking_dqn.search import (  # noqa: E402
@@ -66,10 +72,12 @@ from spiking_dqn.search import (  # noqa: E402
 AGENTS = ("CartPole-v0", "Acrobot-v1")
 #: Reference lambdas of Arfa, Vogginger and Mayr (arXiv 2507.23562).
 PAPER_LAMBDA = {"CartPole-v0": 3.0, "Acrobot-v1": 32.0}
-#: Used when the reference lambda already deploys well: coarser grids that zero most weights.
-POOR_LAMBDA = {"CartPole-v0": 1.5, "Acrobot-v1": 8.0}
-#: Online QAT steps of the third scenario (Acrobot's 20-tick network needs more).
-QAT_STEPS = {"CartPole-v0": 10_000, "Acrobot-v1": 25_000}
+#: Used when lambda "auto" already deploys well: factors of the auto lambdas, per projection.
+#: CartPole: hidden lambdas x4 (clips about half of the first layer's weights); Acrobot:
+#: readout lambda / 10 (rounds about half of the readout weights to zero).
+POOR_FACTORS = {"CartPole-v0": (4.0, 4.0, 1.0), "Acrobot-v1": (1.0, 1.0, 0.1)}
+#: Online QAT steps of the last scenario (the recipes' own).
+QAT_STEPS = {"CartPole-v0": 10_000, "Acrobot-v1": 10_000}
 #: Worst possible episode reward, the zero of the normalised scale.
 WORST = {"CartPole-v0": 0.0, "Acrobot-v1": -500.0}
 RESULTS = ROOT / "benchmarks" / "results"
@@ -158,7 +166,7 @@ def add_ratios(env_id: str, scenario: dict, float_reward_: float) -> None:
 def run_agent(env_id: str, path: Path, final_episodes: int, final_seed: int, qat_steps: int) -> dict:
     from stable_baselines3 import DQN
 
-    from spiking_dqn.qat import fake_quantized_copy, quantization_aware_finetune
+    from spiking_dqn.qat import quantization_aware_finetune, snap_to_grid
 
     t0 = time.perf_counter()
     model = DQN.load(path, device="cpu")
@@ -166,36 +174,49 @@ def run_agent(env_id: str, path: Path, final_episodes: int, final_seed: int, qat
     out: dict = {"env_id": env_id, "model": str(path), "final_episodes": final_episodes, "final_seed": final_seed}
     out["float_reward"] = float_reward(model, env_id, final_episodes, seed=final_seed).mean_reward
 
-    def quantize(lam):
+    def quantize(network, lam):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return quantize_network(net, lam)[0]
+            return quantize_network(network, lam)[0]
+
+    def scenario(name, network, lam, qat=None, reference=None):
+        program = quantize(network, lam)
+        return {"name": name, "lam": list(program.lambdas), "qat": qat,
+                **compare_methods(model, reference or network, program, env_id, final_episodes, final_seed)}
 
     scenarios = []
     # 1. The reference lambda of the paper, thresholds only.
     lam = PAPER_LAMBDA[env_id]
-    scenarios.append({"name": f"lambda {lam:g} (Arfa et al.)", "lam": lam, "qat": None,
-                      **compare_methods(model, net, quantize(lam), env_id, final_episodes, final_seed)})
-    # 2. The package's default lambda ("auto"); a deliberately poor one if that already deploys well.
-    naive_auto = backend_reward(quantize("auto"), env_id, final_episodes, seed=final_seed).mean_reward
-    lam, why = "auto", "the package default"
-    if normalised(env_id, naive_auto, out["float_reward"]) >= 0.95:
-        lam, why = POOR_LAMBDA[env_id], f"deliberately poor (lambda 'auto' already deploys at {naive_auto:.1f})"
-    scenarios.append({"name": f"lambda {lam} ({why})", "lam": lam, "qat": None,
-                      **compare_methods(model, net, quantize(lam), env_id, final_episodes, final_seed)})
-    # 3. The callback's full path: quantization-aware fine-tuning, then the same two methods.
-    if qat_steps > 0:
-        counting = CountingEmulator()
-        t = time.perf_counter()
-        report = quantization_aware_finetune(model, lam, qat_steps, env_id=env_id, check_episodes=20,
-                                             check_seed=50_000, backend=counting, seed=0)
-        qat = report.to_dict() | {"wall_time_s": time.perf_counter() - t, "check_inferences": counting.inferences}
-        program = quantize(report.lambdas)
-        reference = fake_quantized_copy(net, report.lambdas) if report.kept else net
-        scenarios.append({"name": f"lambda {lam} + QAT ({qat_steps} online steps)", "lam": lam, "qat": qat,
-                          **compare_methods(model, reference, program, env_id, final_episodes, final_seed)})
-    for scenario in scenarios:
-        add_ratios(env_id, scenario, out["float_reward"])
+    scenarios.append(scenario(f"lambda {lam:g} (Arfa et al.)", net, lam))
+    # 2. The package's default lambda ("auto": the agent's QAT grid when it has one); a
+    #    deliberately poor one (factors of those lambdas) if that already deploys well.
+    grid = "its QAT grid" if net.snapped_lambdas is not None else "percentile rule"
+    scenarios.append(scenario(f"lambda auto ({grid})", net, "auto"))
+    auto = scenarios[-1]
+    if normalised(env_id, auto["naive_reward"], out["float_reward"]) >= 0.95:
+        factors = POOR_FACTORS[env_id]
+        lam = [f * lam_k for f, lam_k in zip(factors, auto["lam"])]
+        scenarios.append(scenario(f"lambda auto x {list(factors)} (deliberately poor)", net, lam))
+    # 3. The agent as trained, before the recipe's QAT: thresholds only, then the callback's
+    #    full path (quantization-aware fine-tuning, then the same two methods).
+    trained_path = path.parent / TRAINED_NAME
+    if trained_path.exists() and trained_path != path:
+        trained = DQN.load(trained_path, device="cpu")
+        trained_net = trained.policy.q_net.q_net
+        out["trained_float_reward"] = float_reward(trained, env_id, final_episodes, seed=final_seed).mean_reward
+        scenarios.append(scenario("agent as trained (no QAT), lambda auto", trained_net, "auto"))
+        if qat_steps > 0:
+            counting = CountingEmulator()
+            t = time.perf_counter()
+            report = quantization_aware_finetune(trained, "auto", qat_steps, env_id=env_id, check_episodes=20,
+                                                 check_seed=50_000, backend=counting, seed=0)
+            qat = report.to_dict() | {"wall_time_s": time.perf_counter() - t, "check_inferences": counting.inferences}
+            if report.kept:
+                snap_to_grid(trained_net, report.lambdas)
+            scenarios.append(scenario(f"agent as trained + QAT ({qat_steps} online steps), lambda auto",
+                                      trained_net, report.lambdas, qat=qat))
+    for sc in scenarios:
+        add_ratios(env_id, sc, out["float_reward"])
     out["scenarios"] = scenarios
     out["wall_time_s"] = time.perf_counter() - t0
     return out
