@@ -118,7 +118,7 @@ def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Name
     if args.qat_only:
         previous = json.loads((out / "eval.json").read_text()) if (out / "eval.json").exists() else {}
         training = {key: previous.get(key) for key in TRAINING_KEYS}
-        training["command"] = previous.get("command")
+        training["command"] = previous.get("command") or "(training command not recorded)"
     else:
         training = train(env_id, hyperparams, args, trained_path)
         training["command"] = command

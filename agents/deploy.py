@@ -81,7 +81,8 @@ def deploy(
         "action_agreement": data["action_agreement"]["value"],
     }
     as_trained = folder / ("model.zip" if qat_steps > 0 else "model_trained.zip")
-    if as_trained.exists():
+    fine_tuned = qat_steps > 0 or model.policy.q_net.q_net.snapped_lambdas is not None
+    if fine_tuned and as_trained.exists():
         # The agent as trained (before QAT and snapping) against the same chip program.
         original = compare(as_trained, env_id, program=folder / "chip_program.npz", n_episodes=episodes,
                            seed=seed, progress=False).to_dict()
