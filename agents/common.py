@@ -97,7 +97,7 @@ def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Name
     2. Quantization-aware fine-tuning (``--qat-steps``, 0 to skip):
        :func:`~spiking_dqn.qat.quantization_aware_finetune` on the int8 grid of
        ``lam="auto"``, keeping the weights that did best on the emulator, then
-       :func:`~spiking_dqn.qat.snap_to_grid`. ``model.zip`` is then the float twin of the
+       :func:`~spiking_dqn.qat.snap_model_to_grid`. ``model.zip`` is then the float twin of the
        chip program that ``HardwarePolicy.from_model`` builds from it: the shipped float
        agent and the chip take the same greedy actions.
     3. Evaluation of ``model.zip`` (and of the agent as trained) over
@@ -109,7 +109,7 @@ def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Name
     :param command: the command line to print in the model card
     :return: the evaluation summary written to ``eval.json``
     """
-    from spiking_dqn.qat import quantization_aware_finetune, snap_to_grid
+    from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -131,8 +131,7 @@ def train_and_card(env_id: str, hyperparams: dict[str, Any], args: argparse.Name
             model, "auto", args.qat_steps, env_id=env_id, check_episodes=QAT_CHECK_EPISODES,
             check_seed=QAT_CHECK_SEED, check_freq=QAT_CHECK_FREQ, seed=args.seed,
         )
-        snap_to_grid(model.policy.q_net.q_net, report.lambdas)  # the trained network is the fake-quantized one
-        model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())
+        snap_model_to_grid(model, report.lambdas)  # the trained network is the fake-quantized one
         qat = report.to_dict()
         if args.qat_only:
             qat["command"] = command

@@ -27,10 +27,10 @@ from pathlib import Path
 
 from stable_baselines3 import DQN
 
-from agents.common import replace_card_section, trained_model_path
+from agents.common import QAT_CHECK_EPISODES, QAT_CHECK_SEED, replace_card_section, trained_model_path
 from spiking_dqn.evaluation import compare
 from spiking_dqn.hardware_policy import HardwarePolicy
-from spiking_dqn.qat import quantization_aware_finetune, snap_to_grid
+from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
 
 
 def deploy(
@@ -59,13 +59,13 @@ def deploy(
     if qat_steps > 0:
         start = time.perf_counter()
         report = quantization_aware_finetune(
-            model, lam, qat_steps, env_id=env_id, check_episodes=20, check_seed=50_000, seed=seed
+            model, lam, qat_steps, env_id=env_id, check_episodes=QAT_CHECK_EPISODES, check_seed=QAT_CHECK_SEED,
+            seed=seed,
         )
         summary["qat"] = report.to_dict() | {"wall_time_s": round(time.perf_counter() - start, 1)}
         lam = report.lambdas
         # The trained network is the fake-quantized one: make the float model compute it.
-        snap_to_grid(model.policy.q_net.q_net, lam)
-        model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())
+        snap_model_to_grid(model, lam)
         model.save(folder / "model_qat.zip")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -166,7 +166,7 @@ def add_ratios(env_id: str, scenario: dict, float_reward_: float) -> None:
 def run_agent(env_id: str, path: Path, final_episodes: int, final_seed: int, qat_steps: int) -> dict:
     from stable_baselines3 import DQN
 
-    from spiking_dqn.qat import quantization_aware_finetune, snap_to_grid
+    from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
 
     t0 = time.perf_counter()
     model = DQN.load(path, device="cpu")
@@ -179,10 +179,10 @@ def run_agent(env_id: str, path: Path, final_episodes: int, final_seed: int, qat
             warnings.simplefilter("ignore")
             return quantize_network(network, lam)[0]
 
-    def scenario(name, network, lam, qat=None, reference=None):
+    def scenario(name, network, lam, qat=None):
         program = quantize(network, lam)
         return {"name": name, "lam": list(program.lambdas), "qat": qat,
-                **compare_methods(model, reference or network, program, env_id, final_episodes, final_seed)}
+                **compare_methods(model, network, program, env_id, final_episodes, final_seed)}
 
     scenarios = []
     # 1. The reference lambda of the paper, thresholds only.
@@ -212,7 +212,7 @@ def run_agent(env_id: str, path: Path, final_episodes: int, final_seed: int, qat
                                                  check_seed=50_000, backend=counting, seed=0)
             qat = report.to_dict() | {"wall_time_s": time.perf_counter() - t, "check_inferences": counting.inferences}
             if report.kept:
-                snap_to_grid(trained_net, report.lambdas)
+                snap_model_to_grid(trained, report.lambdas)
             scenarios.append(scenario(f"agent as trained + QAT ({qat_steps} online steps), lambda auto",
                                       trained_net, report.lambdas, qat=qat))
     for sc in scenarios:

@@ -278,7 +278,7 @@ class HardwareAwareFineTuning(BaseCallback):
         from pathlib import Path
 
         from spiking_dqn.hardware import estimate_energy
-        from spiking_dqn.qat import quantization_aware_finetune, snap_to_grid
+        from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
         from spiking_dqn.quantization import quantize_network
         from spiking_dqn.search.calibration import calibrate_thresholds
         from spiking_dqn.search.episodes import backend_reward, float_reward
@@ -330,8 +330,7 @@ class HardwareAwareFineTuning(BaseCallback):
             if qat.kept:
                 # The network QAT trained is the fake-quantized one: make the float model compute it
                 # (and record its grid, so that lam="auto" deploys the saved model with these lambdas).
-                snap_to_grid(net, qat.lambdas)
-                self.model.policy.q_net_target.load_state_dict(self.model.policy.q_net.state_dict())
+                snap_model_to_grid(self.model, qat.lambdas)
             net.eval()
             program, report = quantize_network(net, qat.lambdas)
             summary["qat"] = qat.to_dict()

@@ -410,3 +410,18 @@ def snap_to_grid(net: SpikingQNetwork, lambdas: list[float], centered_readout: b
         for layer, weight in zip(net.linear_layers(), twin._layer_weights()):
             layer.weight.copy_(weight.detach())
     net.record_grid(lambdas)
+
+
+def snap_model_to_grid(model: Any, lambdas: list[float], centered_readout: bool = True) -> None:
+    """:func:`snap_to_grid` for an SB3 ``DQN``: snap the Q-network and make the target network a copy of it.
+
+    What the recipes, the callback and the CLI do with the weights QAT kept: the saved
+    model is then the float twin of the chip program, target network included.
+
+    :param model: an SB3 ``DQN`` with ``SpikingDQNPolicy``
+    :param lambdas: one lambda per projection (e.g. ``QATReport.lambdas``)
+    :param centered_readout: as in :func:`snap_to_grid`
+    """
+    policy = model.policy
+    snap_to_grid(policy.q_net.q_net, lambdas, centered_readout=centered_readout)
+    policy.q_net_target.load_state_dict(policy.q_net.state_dict())

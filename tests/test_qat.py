@@ -13,7 +13,7 @@ from agents.common import TRAINED_NAME, trained_model_path
 from envs import make_vec
 from spiking_dqn import SpikingDQNPolicy
 from spiking_dqn.hardware import EmulatorBackend
-from spiking_dqn.qat import grid_distance, quantization_aware_finetune, snap_to_grid
+from spiking_dqn.qat import grid_distance, quantization_aware_finetune, snap_model_to_grid
 from spiking_dqn.quantization import fake_quantize_network, quantize_network, resolve_lambdas
 from spiking_dqn.search import backend_reward
 
@@ -126,15 +126,15 @@ def test_qat_does_not_lower_the_emulator_reward_of_a_shipped_agent(env_id, mode,
 
 
 def test_snapped_network_is_deployed_with_its_grid(tmp_path, tiny_model):
-    """snap_to_grid records the lambdas; they survive save/load and lam="auto" uses them."""
+    """snap_model_to_grid records the lambdas (target network too); they survive save/load and lam="auto" uses them."""
     tiny_model.save(tmp_path / "tiny.zip")
     tiny_model = DQN.load(tmp_path / "tiny.zip", device="cpu")  # a copy: the fixture is shared
     net = tiny_model.policy.q_net.q_net
     assert net.snapped_lambdas is None
     lambdas = [37.5, 51.25, 80.0]
-    snap_to_grid(net, lambdas)
-    tiny_model.policy.q_net_target.load_state_dict(tiny_model.policy.q_net.state_dict())
+    snap_model_to_grid(tiny_model, lambdas)
     assert net.snapped_lambdas == pytest.approx(lambdas)
+    assert tiny_model.policy.q_net_target.q_net.snapped_lambdas == pytest.approx(lambdas)
     assert grid_distance(net, lambdas) == pytest.approx([0.0, 0.0, 0.0], abs=1e-4)
     tiny_model.save(tmp_path / "m.zip")
     loaded = DQN.load(tmp_path / "m.zip", device="cpu")

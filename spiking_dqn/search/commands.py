@@ -77,7 +77,7 @@ def _prepare(args: argparse.Namespace, default_out: str) -> Prepared:
         float_before = float_reward(model, env_id, args.final_episodes, seed=args.seed + 100_000).mean_reward
         lam = args.lam
         if args.qat_steps:
-            from spiking_dqn.qat import quantization_aware_finetune, snap_to_grid
+            from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
 
             print(f"quantization-aware fine-tuning: {args.qat_steps} online steps ...", flush=True)
             report = quantization_aware_finetune(
@@ -89,8 +89,7 @@ def _prepare(args: argparse.Namespace, default_out: str) -> Prepared:
             if report.kept:
                 # The network QAT trained is the fake-quantized one: the float model now computes it,
                 # and records the grid, so that lam="auto" deploys it with these lambdas later.
-                snap_to_grid(net, report.lambdas)
-                model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())
+                snap_model_to_grid(model, report.lambdas)
                 out.mkdir(parents=True, exist_ok=True)
                 model.save(out / "model_qat.zip")
             kept = f"weights kept, saved to {out / 'model_qat.zip'}" if report.kept else "no gain: weights restored"
