@@ -160,7 +160,7 @@ class HardwareAwareFineTuning(BaseCallback):
         stage2_factors: list[float] | None = None,
         search_episodes: int = 10,
         eval_episodes: int = 20,
-        calibration_observations: int = 256,
+        calibration_observations: int = 128,
         backend: str = "emulator",
         backend_options: dict | None = None,
         storage: str | None = None,

@@ -39,16 +39,25 @@ def float_counts(net, obs):
     return [float(c.float().mean()) for c in counts[1:]]
 
 
-def test_rate_calibration_restores_the_float_firing_rates(net, observations):
-    # A lambda that clips most weights: the chip's currents shrink and its layers fire less.
+def neuron_counts(program, obs):
+    result = EmulatorBackend(warn_saturation=False).run(program, obs)
+    return [c.mean(0) for c in result.spike_counts[1:-1]]
+
+
+def clipping_program(net):
+    """A lambda that clips most weights: the chip's currents shrink and its layers fire less."""
     weights = [layer.weight.detach().numpy() for layer in net.linear_layers()]
     lam = [127.0 / float(np.percentile(np.abs(w), 30)) for w in weights]
     with pytest.warns(UserWarning, match="clips"):
-        program, _ = quantize_network(net, lam)
+        return quantize_network(net, lam)[0]
+
+
+def test_layer_calibration_restores_the_float_firing_rates(net, observations):
+    program = clipping_program(net)
     target = float_counts(net, observations)
     naive = layer_counts(program, observations)
     assert naive[0] < 0.8 * target[0]
-    result = calibrate_thresholds(net, program, observations, objective="rates", rate_iterations=4)
+    result = calibrate_thresholds(net, program, observations, granularity="layer", rate_iterations=4)
     calibrated = layer_counts(result.program, observations)
     for got, want, start in zip(calibrated, target, naive):
         assert abs(np.log(got / want)) < 0.5 * abs(np.log(start / want)) + 0.05
@@ -60,13 +69,64 @@ def test_rate_calibration_restores_the_float_firing_rates(net, observations):
     assert result.backend_calls == len(result.steps) <= 4
     assert result.backend_inferences == result.backend_calls * len(observations)
     assert result.backend_episodes == 0
-    expected = apply_multipliers(program, program, result.multipliers)
-    assert result.program == expected
+    expected = apply_multipliers(program, program, result.multipliers)  # one multiplier per layer
+    for got, want in zip(result.program.thresholds, expected.thresholds):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_neuron_calibration_restores_each_neurons_firing_rate(net, observations):
+    program = clipping_program(net)
+    with th.no_grad():
+        _, counts = net(th.as_tensor(observations), return_activity=True)
+    target = [c.float().numpy().mean(0) for c in counts[1:]]
+
+    def error(got):  # mean |log count ratio| over a layer's neurons, as the calibration measures it
+        return [float(np.mean(np.abs(np.log((g + 0.05) / (t + 0.05))))) for g, t in zip(got, target)]
+
+    naive = error(neuron_counts(program, observations))
+    result = calibrate_thresholds(net, program, observations)
+    assert result.granularity == "neuron" and result.objective == "rates"
+    calibrated = error(neuron_counts(result.program, observations))
+    for got, start in zip(calibrated, naive):
+        assert got < 0.5 * start
+    assert result.steps[0].rate_error == pytest.approx(naive)  # the first run is the naive program
+    # Thresholds differ from neuron to neuron; the reported multipliers are their geometric means.
+    for new, old, m in zip(result.program.thresholds[:-1], program.thresholds[:-1], result.multipliers):
+        ratio = new.astype(np.float64) / old
+        assert np.ptp(ratio) > 0.1
+        assert float(np.exp(np.mean(np.log(ratio)))) == pytest.approx(m, rel=1e-5)
+    assert result.multipliers[0] < 1.0
+    assert np.array_equal(result.program.thresholds[-1], program.thresholds[-1])  # the readout is untouched
+    assert result.backend_calls == len(result.steps) <= 6
+    assert result.backend_inferences == result.backend_calls * len(observations)
+
+
+def test_neuron_calibration_repairs_a_clipping_lambda_on_the_shipped_cartpole_agent():
+    # The benchmark's deliberately poor deployment: the hidden lambdas x4 clip the largest
+    # weights. Per-neuron thresholds bring the reward back; evaluated on held-out episodes.
+    from stable_baselines3 import DQN
+
+    from agents.common import trained_model_path
+    from spiking_dqn.search import backend_reward, float_reward
+
+    path = trained_model_path("CartPole-v0")
+    model = DQN.load(path, device="cpu")
+    net = model.policy.q_net.q_net
+    auto, _ = quantize_network(net, "auto")
+    with pytest.warns(UserWarning, match="clips"):
+        program, _ = quantize_network(net, [f * lam for f, lam in zip((4.0, 4.0, 1.0), auto.lambdas)])
+    reference = float_reward(net, "CartPole-v0", 20, seed=1000).mean_reward
+    assert backend_reward(program, "CartPole-v0", 20, seed=1000).mean_reward < 0.8 * reference
+    observations = record_observations(net, "CartPole-v0", 128, seed=10_000)
+    result = calibrate_thresholds(net, program, observations)
+    assert backend_reward(result.program, "CartPole-v0", 20, seed=1000).mean_reward >= 0.95 * reference
+    assert result.backend_inferences <= 6 * 128
 
 
 def test_agreement_calibration_picks_the_scale_that_best_reproduces_the_float_actions(net, observations):
     program, _ = quantize_network(net, 3.0)  # coarse: most weights become -1, 0 or 1
-    result = calibrate_thresholds(net, program, observations, rate_iterations=2, scale_evaluations=5)
+    result = calibrate_thresholds(net, program, observations, objective="agreement", rate_iterations=2,
+                                  scale_evaluations=5)
     assert result.objective == "agreement"
     assert result.backend_calls == len(result.steps) <= 2 + 5
     assert result.backend_inferences == result.backend_calls * len(observations)
@@ -96,6 +156,7 @@ def test_calibration_records_observations_and_saves(net, tmp_path):
     "kwargs, match",
     [
         (dict(objective="reward"), "objective"),
+        (dict(granularity="synapse"), "granularity"),
         (dict(rate_iterations=0), "rate_iterations"),
         (dict(scale_evaluations=1), "scale_evaluations"),
         (dict(scale_range=(2.0, 1.0)), "scale_range"),

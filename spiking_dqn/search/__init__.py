@@ -4,8 +4,8 @@
   layer), objective the mean reward over k episodes on the backend, as Optuna studies
   that are in memory by default, resumable with an SQLite URL and shareable between
   processes, machines and chips with a PostgreSQL URL.
-* :func:`calibrate_thresholds`: calibration without a grid and without episodes, from the
-  firing rates and greedy actions of the float network on recorded observations.
+* :func:`calibrate_thresholds`: calibration without a grid and without episodes: per-neuron
+  thresholds that reproduce the float network's firing rates on recorded observations.
 * :func:`backend_reward`, :func:`float_reward`: episode evaluation with its backend cost
   (inferences, episodes, synaptic events, wall time) counted.
 """

@@ -6,25 +6,41 @@ using only backend runs on that set:
 
 1. **Firing rates.** The float network's mean spike count per neuron is computed for each
    hidden layer on the host. The backend then runs the program on the same observations,
-   and every hidden layer's threshold multiplier ``m_l`` is updated so that its mean spike
-   count matches the float one: a secant step on ``log m`` per layer (all layers at once,
-   from the measured counts; the first step assumes count ~ 1 / threshold), for
-   ``rate_iterations`` backend runs. This fixes the relative thresholds of the layers.
-2. **Actions** (``objective="agreement"``, the default). The backend's greedy actions are
-   compared with the float network's on the same observations, and one common scale ``s``
-   of the rate-matched multipliers is chosen to maximise the fraction of agreeing actions,
-   by golden-section search on ``log s`` in ``scale_range`` (``scale_evaluations``
-   backend runs). Ties go to the scale closest to 1 (the rate-matched thresholds).
-   ``objective="rates"`` stops after step 1, and so does a rate-matched program that
-   already reproduces every float action.
+   and the thresholds are updated so that the chip's spike counts match the float ones: a
+   Newton step on the log of each threshold multiplier assuming count ~ 1 / threshold
+   (for the first hidden layer, whose input is the same in every run, a secant through
+   the last two runs instead), for at most ``rate_iterations`` backend runs; the run
+   closest to the float counts is kept.
+   With ``granularity="neuron"`` (the default) every hidden neuron gets its own multiplier
+   and matches its own mean count; with ``"layer"`` one multiplier per layer matches the
+   layer's mean count. Per-neuron matching is what repairs clipping: a neuron whose large
+   weights were clipped by a too-large lambda receives a smaller current than in float and
+   needs a lower threshold than its neighbours, which a per-layer multiplier cannot give it
+   (CartPole-v0 with the hidden lambdas x4: 58% of the float reward naive, 22% with the
+   per-layer calibration, 100% per neuron; ``benchmarks/threshold_search.py``).
+2. **Actions** (``objective="agreement"``; the default ``"rates"`` stops after step 1).
+   The backend's greedy actions are compared with the float network's on the same
+   observations, and one common scale ``s`` of the rate-matched thresholds is chosen to
+   maximise the fraction of agreeing actions, by golden-section search on ``log s`` in
+   ``scale_range`` (``scale_evaluations`` backend runs). Ties go to the scale closest to 1
+   (the rate-matched thresholds). A rate-matched program that already reproduces every
+   float action skips it.
 
-Why step 2: after a coarse quantization (e.g. lambda = 3 on CartPole, where most weights
-become -1, 0 or +1) the quantized network's layer rates can already match the float
-ones while its Q-values, whose action gaps are tiny compared with their size, order the
-actions differently; matching rates then leaves the reward where it was. The threshold
-scale that best reproduces the float policy's decisions on visited states is what the
-episode-based grid search finds too, at a fraction of the cost: ``rate_iterations +
-scale_evaluations`` backend runs of ``n_observations`` inferences each, and no episodes.
+Step 2 was written for the per-layer calibration: after a coarse quantization (e.g.
+lambda = 3 on CartPole, where most weights become -1, 0 or +1) the layers' rates can match
+the float ones while the Q-values, whose action gaps are tiny compared with their size,
+order the actions differently. Measured on the shipped agents it does not bring such
+programs back either (agreement on recorded states does not track the closed-loop reward
+there), costs ``scale_evaluations`` more runs, and so is not the default.
+
+What the calibration can and cannot repair: thresholds compensate a systematic change of
+the synaptic currents (clipping by a too-large lambda shrinks them). They do not undo the
+rounding noise of a too-small lambda; there the float firing rates are already matched
+and the programs that do well in closed loop (found by the episode-based grid search, if
+any) are not distinguished by any statistic of the recorded states.
+
+Cost: at most ``rate_iterations`` (+ ``scale_evaluations``) backend runs of
+``n_observations`` inferences each, and no episodes.
 """
 
 from __future__ import annotations
@@ -43,10 +59,14 @@ import torch as th
 
 from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.search.episodes import EvaluationCounter, q_network, record_observations, resolve_backend
-from spiking_dqn.search.grid import apply_multipliers, n_hidden
+from spiking_dqn.search.grid import n_hidden
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
-_EPS = 1e-2  # spikes per neuron per inference added to both sides of a rate ratio
+#: Spikes per inference added to both sides of a rate ratio: of a layer's mean count, and
+#: (larger, as single neurons are often silent on the whole set) of one neuron's count.
+_EPS = {"layer": 1e-2, "neuron": 5e-2}
+_MAX_STEP = {"layer": math.log(4.0), "neuron": math.log(2.0)}  # largest change of log m per run
+_TOLERANCE = 0.02  # mean |log count ratio| per layer at which rate matching stops
 
 
 @dataclass
@@ -54,10 +74,14 @@ class CalibrationStep:
     """One backend run of the calibration.
 
     :param phase: ``"rates"`` or ``"scale"``
-    :param multipliers: threshold multiplier of each hidden layer
+    :param multipliers: threshold multiplier of each hidden layer (per-neuron calibration: the
+        geometric mean over the layer's neurons)
     :param chip_counts: mean spikes per neuron per inference of each hidden layer, on the backend
     :param agreement: fraction of observations where the backend's action equals the float one
     :param synaptic_events_per_inference: mean synaptic events per inference
+    :param rate_error: per hidden layer, the mean over its neurons (per-neuron calibration) of
+        ``|log((chip + eps) / (float + eps))|`` of the mean spike counts, or that of the
+        layer's mean count (per-layer calibration)
     """
 
     phase: str
@@ -65,21 +89,25 @@ class CalibrationStep:
     chip_counts: list[float]
     agreement: float
     synaptic_events_per_inference: float
+    rate_error: list[float]
 
 
 @dataclass
 class CalibrationResult:
     """Outcome of :func:`calibrate_thresholds`.
 
-    :param program: the program with the calibrated thresholds
-    :param multipliers: chosen multiplier of each hidden layer (relative to the input program)
+    :param program: the program with the calibrated thresholds (per neuron with
+        ``granularity="neuron"``)
+    :param multipliers: chosen multiplier of each hidden layer relative to the input program
+        (per-neuron calibration: the geometric mean over the layer's neurons)
     :param thresholds: chosen threshold of each hidden layer (chip units, layer mean)
     :param rate_multipliers: the multipliers that matched the float firing rates (step 1)
     :param scale: the common scale chosen in step 2 (1.0 with ``objective="rates"``)
     :param float_counts: mean spikes per neuron per inference of each hidden layer, float network
     :param chip_counts: the same on the backend, with the chosen thresholds
     :param agreement: action agreement with the float network at the chosen thresholds
-    :param objective: ``"agreement"`` or ``"rates"``
+    :param objective: ``"rates"`` or ``"agreement"``
+    :param granularity: ``"neuron"`` or ``"layer"``: what one threshold multiplier covers
     :param n_observations: observations in the calibration set
     :param backend_inferences: backend inferences spent (observations x runs)
     :param backend_calls: backend runs
@@ -96,6 +124,7 @@ class CalibrationResult:
     chip_counts: list[float]
     agreement: float
     objective: str
+    granularity: str
     n_observations: int
     backend_inferences: int
     backend_calls: int
@@ -136,10 +165,11 @@ def calibrate_thresholds(
     observations: np.ndarray | None = None,
     *,
     env_id: str | None = None,
-    n_observations: int = 256,
+    n_observations: int = 128,
     backend: Any = "emulator",
-    objective: Literal["agreement", "rates"] = "agreement",
-    rate_iterations: int = 3,
+    objective: Literal["rates", "agreement"] = "rates",
+    granularity: Literal["neuron", "layer"] = "neuron",
+    rate_iterations: int = 6,
     scale_range: Sequence[float] = (0.35, 4.0),
     scale_evaluations: int = 6,
     seed: int = 10_000,
@@ -157,8 +187,12 @@ def calibrate_thresholds(
     :param env_id: Gymnasium id, to record observations
     :param n_observations: size of the recorded set when ``observations`` is None
     :param backend: ``"emulator"`` (default), ``"spinnaker2"``, or a backend object
-    :param objective: ``"agreement"`` (rates, then the action-agreement scale) or ``"rates"``
-    :param rate_iterations: backend runs of the rate-matching step (>= 1)
+    :param objective: ``"rates"`` (default: rate matching only) or ``"agreement"`` (rate
+        matching, then the action-agreement scale)
+    :param granularity: ``"neuron"`` (default: one multiplier per hidden neuron, matching its
+        own spike count) or ``"layer"`` (one per hidden layer, matching the layer's mean count)
+    :param rate_iterations: at most this many backend runs of the rate-matching step (>= 1);
+        it stops earlier once every layer's rate error is under 0.02
     :param scale_range: range ``(low, high)`` of the common scale searched in step 2
     :param scale_evaluations: backend runs of step 2 (>= 2)
     :param seed: seed of the first recorded episode
@@ -170,6 +204,8 @@ def calibrate_thresholds(
         raise TypeError(f"program must be a ChipProgram, got {type(program).__name__}")
     if objective not in ("agreement", "rates"):
         raise ValueError(f"objective must be 'agreement' or 'rates', got {objective!r}")
+    if granularity not in ("neuron", "layer"):
+        raise ValueError(f"granularity must be 'neuron' or 'layer', got {granularity!r}")
     rate_iterations = _check_positive_int(rate_iterations, "rate_iterations")
     scale_evaluations = _check_positive_int(scale_evaluations, "scale_evaluations", 2)
     low, high = (float(v) for v in scale_range)
@@ -193,87 +229,120 @@ def calibrate_thresholds(
     with th.no_grad():
         q, counts = net(th.as_tensor(obs, device=device), return_activity=True)
     float_actions = q.argmax(1).cpu().numpy()
-    float_counts = [float(c.float().mean()) for c in counts[1:]]
+    eps, max_step = _EPS[granularity], _MAX_STEP[granularity]
+
+    def matched(layer_counts: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Mean spike count of what one multiplier covers: each neuron, or the whole layer."""
+        per_neuron = [np.asarray(c, dtype=np.float64).mean(0) for c in layer_counts]
+        return per_neuron if granularity == "neuron" else [c.mean(keepdims=True) for c in per_neuron]
+
+    float_neuron_counts = [c.float().cpu().numpy() for c in counts[1:]]
+    target = matched(float_neuron_counts)
+    float_counts = [float(c.mean()) for c in float_neuron_counts]
+    base = [np.asarray(t, dtype=np.float64) for t in program.thresholds[:-1]]
 
     runner = resolve_backend(backend)
     cost = EvaluationCounter()
     steps: list[CalibrationStep] = []
-    cache: dict[tuple[float, ...], CalibrationStep] = {}
+    measured: dict[int, list[np.ndarray]] = {}  # id(step) -> counts per multiplier, for the secant
+    cache: dict[bytes, CalibrationStep] = {}
 
-    def run(multipliers: Sequence[float], phase: str) -> CalibrationStep:
-        key = tuple(float(f"{m:.10g}") for m in multipliers)
+    def with_log_m(log_m: Sequence[np.ndarray]) -> ChipProgram:
+        hidden = [(b * np.exp(lm)).astype(np.float32) for b, lm in zip(base, log_m)]
+        return program.with_thresholds([*hidden, program.thresholds[-1]])
+
+    def run(log_m: Sequence[np.ndarray], phase: str) -> CalibrationStep:
+        key = np.concatenate([np.round(lm, 10) for lm in log_m]).tobytes()
         if key in cache:
             return cache[key]
         t0 = time.perf_counter()
-        result = runner.run(apply_multipliers(program, program, multipliers), obs)
+        result = runner.run(with_log_m(log_m), obs)
         cost.add_result(result)
         cost.wall_time_s += time.perf_counter() - t0
+        got = matched(result.spike_counts[1:-1])
         step = CalibrationStep(
             phase=phase,
-            multipliers=[float(m) for m in multipliers],
+            multipliers=[float(np.exp(np.mean(lm))) for lm in log_m],
             chip_counts=[float(c.mean()) for c in result.spike_counts[1:-1]],
             agreement=float(np.mean(result.actions == float_actions)),
             synaptic_events_per_inference=float(np.mean(result.synaptic_events)),
+            rate_error=[float(np.mean(np.abs(np.log((g + eps) / (t + eps))))) for g, t in zip(got, target)],
         )
         cache[key] = step
+        measured[id(step)] = got
         steps.append(step)
         return step
 
-    def rate_error(step: CalibrationStep) -> np.ndarray:
-        return np.log((np.asarray(step.chip_counts) + _EPS) / (np.asarray(float_counts) + _EPS))
-
-    # Step 1: per-layer rate matching, secant steps on log m.
-    log_m = np.zeros(n_layers)
-    previous: tuple[np.ndarray, np.ndarray] | None = None
+    # Step 1: rate matching, secant steps on log m (per neuron or per layer).
+    log_m = [np.zeros(len(t)) for t in target]
+    history: dict[int, list[np.ndarray]] = {}  # id(step) -> its log m
+    previous: tuple[list[np.ndarray], list[np.ndarray]] | None = None
     for it in range(rate_iterations):
-        step = run(np.exp(log_m), "rates")
-        err = rate_error(step)
-        if np.max(np.abs(err)) < 0.02 or it == rate_iterations - 1:
+        step = run(log_m, "rates")
+        history[id(step)] = [lm.copy() for lm in log_m]
+        if max(step.rate_error) < _TOLERANCE or it == rate_iterations - 1:
             break
-        slope = np.full(n_layers, -1.0)  # count ~ 1 / threshold
-        if previous is not None:
-            d_m = log_m - previous[0]
-            d_c = np.log(np.asarray(step.chip_counts) + _EPS) - previous[1]
-            ok = np.abs(d_m) > 1e-3
-            slope[ok] = np.clip(d_c[ok] / d_m[ok], -3.0, -0.3)
-        previous = (log_m.copy(), np.log(np.asarray(step.chip_counts) + _EPS))
-        log_m = log_m + np.clip(-err / slope, -math.log(4.0), math.log(4.0))
-    rate_step = min((s for s in steps if s.phase == "rates"), key=lambda s: float(np.max(np.abs(rate_error(s)))))
+        got = measured[id(step)]
+        new_log_m = []
+        for k in range(n_layers):
+            err = np.log((got[k] + eps) / (target[k] + eps))
+            slope = np.full(len(err), -1.0)  # count ~ 1 / threshold
+            # Per neuron, a secant only for the first hidden layer: its input spikes are the
+            # same in every run. A deeper neuron's count also moved because the layers before
+            # it changed, and a secant through that misjudges its slope (the counts then
+            # oscillate). A layer's mean count is smooth enough for the secant.
+            if previous is not None and (k == 0 or granularity == "layer"):
+                d_m = log_m[k] - previous[0][k]
+                d_c = np.log(got[k] + eps) - np.log(previous[1][k] + eps)
+                ok = np.abs(d_m) > 1e-3
+                slope[ok] = np.clip(d_c[ok] / d_m[ok], -3.0, -0.3)
+            new_log_m.append(log_m[k] + np.clip(-err / slope, -max_step, max_step))
+        previous = (log_m, got)
+        log_m = new_log_m
+    # The run whose neurons (or layers) are closest to their float counts, on average.
+    weights = np.array([len(t) for t in target], dtype=np.float64)
+    rate_step = min(
+        (s for s in steps if s.phase == "rates"), key=lambda s: float(np.dot(weights, s.rate_error) / weights.sum())
+    )
+    rate_log_m = history[id(rate_step)]
     rate_multipliers = list(rate_step.multipliers)
 
-    chosen, scale = rate_step, 1.0
+    chosen, chosen_log_m, scale = rate_step, rate_log_m, 1.0
     if objective == "agreement" and rate_step.agreement < 1.0:  # all float actions reproduced: nothing to gain
         # Step 2: golden-section search of the common scale, maximising action agreement.
-        def at(log_s: float) -> CalibrationStep:
-            return run([m * math.exp(log_s) for m in rate_multipliers], "scale")
+        def scaled(log_s: float) -> list[np.ndarray]:
+            return [lm + log_s for lm in rate_log_m]
 
-        def better(a: tuple[float, CalibrationStep], b: tuple[float, CalibrationStep]) -> bool:
-            return (a[1].agreement, -abs(a[0])) > (b[1].agreement, -abs(b[0]))
+        def at(log_s: float) -> tuple[float, CalibrationStep]:
+            return log_s, run(scaled(log_s), "scale")
+
+        def better(x: tuple[float, CalibrationStep], y: tuple[float, CalibrationStep]) -> bool:
+            return (x[1].agreement, -abs(x[0])) > (y[1].agreement, -abs(y[0]))
 
         a, b = math.log(low), math.log(high)
         c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
-        fc, fd = (c, at(c)), (d, at(d))
+        fc, fd = at(c), at(d)
+        tried = [(0.0, rate_step), fc, fd]
         for _ in range(scale_evaluations - 2):
             if better(fc, fd):
                 b, d, fd = d, c, fc
                 c = b - _GOLDEN * (b - a)
-                fc = (c, at(c))
+                fc = at(c)
+                tried.append(fc)
             else:
                 a, c, fc = c, d, fd
                 d = a + _GOLDEN * (b - a)
-                fd = (d, at(d))
-        candidates = [(0.0, rate_step)] + [
-            (math.log(s.multipliers[0] / rate_multipliers[0]), s) for s in steps if s.phase == "scale"
-        ]
-        best = candidates[0]
-        for cand in candidates[1:]:
+                fd = at(d)
+                tried.append(fd)
+        best = tried[0]
+        for cand in tried[1:]:
             if better(cand, best):
                 best = cand
-        scale, chosen = math.exp(best[0]), best[1]
+        scale, chosen, chosen_log_m = math.exp(best[0]), best[1], scaled(best[0])
 
     if counter is not None:
         counter.add(cost)
-    calibrated = apply_multipliers(program, program, chosen.multipliers)
+    calibrated = with_log_m(chosen_log_m)
     return CalibrationResult(
         program=calibrated,
         multipliers=list(chosen.multipliers),
@@ -284,6 +353,7 @@ def calibrate_thresholds(
         chip_counts=list(chosen.chip_counts),
         agreement=chosen.agreement,
         objective=objective,
+        granularity=granularity,
         n_observations=int(len(obs)),
         backend_inferences=cost.inferences,
         backend_calls=cost.backend_calls,

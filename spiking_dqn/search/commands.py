@@ -201,6 +201,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             n_observations=args.observations,
             backend=prep.backend,
             objective=args.objective,
+            granularity=args.granularity,
             seed=args.seed + 10_000,
         )
     except ValueError as exc:
@@ -212,7 +213,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         result,
         "calibration",
         result.save(out),
-        f"multipliers {[round(m, 4) for m in result.multipliers]} "
+        f"multipliers {[round(m, 4) for m in result.multipliers]}"
+        f"{' (geometric mean over each layer of the per-neuron ones)' if result.granularity == 'neuron' else ''} "
         f"(rate-matched {[round(m, 4) for m in result.rate_multipliers]}, "
         f"scale {result.scale:.3g}); action agreement with the float policy {result.agreement:.3f}; cost: "
         f"{result.backend_inferences} backend inferences in {result.backend_calls} runs on {result.n_observations} "
@@ -272,8 +274,11 @@ def add_parsers(sub: Any, lam_type: Any) -> None:
 
     cal = sub.add_parser("calibrate", help="calibrate the thresholds of a saved model on recorded observations")
     common(cal)
-    cal.add_argument("--observations", type=int, default=256, help="recorded observations (default 256)")
-    cal.add_argument("--objective", choices=["agreement", "rates"], default="agreement",
-                     help="'agreement' (rates, then the action-agreement scale; default) or 'rates'")
+    cal.add_argument("--observations", type=int, default=128, help="recorded observations (default 128)")
+    cal.add_argument("--granularity", choices=["neuron", "layer"], default="neuron",
+                     help="one threshold multiplier per hidden neuron (default) or per hidden layer")
+    cal.add_argument("--objective", choices=["rates", "agreement"], default="rates",
+                     help="'rates' (match the float firing rates; default) or 'agreement' (then the "
+                          "common threshold scale that best reproduces the float actions)")
     cal.add_argument("--out", type=Path, default=None, help="output folder (default runs/calibration/<env>)")
     cal.set_defaults(func=cmd_calibrate)
