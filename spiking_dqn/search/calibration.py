@@ -273,7 +273,7 @@ def calibrate_thresholds(
         steps.append(step)
         return step
 
-    # Step 1: rate matching, secant steps on log m (per neuron or per layer).
+    # Step 1: rate matching, Newton or secant steps on log m (per neuron or per layer).
     log_m = [np.zeros(len(t)) for t in target]
     history: dict[int, list[np.ndarray]] = {}  # id(step) -> its log m
     previous: tuple[list[np.ndarray], list[np.ndarray]] | None = None
