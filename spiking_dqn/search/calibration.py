@@ -244,8 +244,9 @@ def calibrate_thresholds(
     runner = resolve_backend(backend)
     cost = EvaluationCounter()
     steps: list[CalibrationStep] = []
-    measured: dict[int, list[np.ndarray]] = {}  # id(step) -> counts per multiplier, for the secant
     cache: dict[bytes, CalibrationStep] = {}
+    # id(step) -> (its log m, its mean count per multiplier): what the secant steps start from.
+    runs: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
 
     def with_log_m(log_m: Sequence[np.ndarray]) -> ChipProgram:
         hidden = [(b * np.exp(lm)).astype(np.float32) for b, lm in zip(base, log_m)]
@@ -269,20 +270,18 @@ def calibrate_thresholds(
             rate_error=[float(np.mean(np.abs(np.log((g + eps) / (t + eps))))) for g, t in zip(got, target)],
         )
         cache[key] = step
-        measured[id(step)] = got
+        runs[id(step)] = ([lm.copy() for lm in log_m], got)
         steps.append(step)
         return step
 
     # Step 1: rate matching, Newton or secant steps on log m (per neuron or per layer).
     log_m = [np.zeros(len(t)) for t in target]
-    history: dict[int, list[np.ndarray]] = {}  # id(step) -> its log m
     previous: tuple[list[np.ndarray], list[np.ndarray]] | None = None
     for it in range(rate_iterations):
         step = run(log_m, "rates")
-        history[id(step)] = [lm.copy() for lm in log_m]
         if max(step.rate_error) < _TOLERANCE or it == rate_iterations - 1:
             break
-        got = measured[id(step)]
+        got = runs[id(step)][1]
         new_log_m = []
         for k in range(n_layers):
             err = np.log((got[k] + eps) / (target[k] + eps))
@@ -304,7 +303,7 @@ def calibrate_thresholds(
     rate_step = min(
         (s for s in steps if s.phase == "rates"), key=lambda s: float(np.dot(weights, s.rate_error) / weights.sum())
     )
-    rate_log_m = history[id(rate_step)]
+    rate_log_m = runs[id(rate_step)][0]
     rate_multipliers = list(rate_step.multipliers)
 
     chosen, chosen_log_m, scale = rate_step, rate_log_m, 1.0
