@@ -1,85 +1,35 @@
-"""Signed two-neuron rate encoding of observations into spike trains.
+"""Signed two-neuron rate encoding of observations into spike trains, in torch.
 
-An observation ``obs`` of dimension ``d`` is normalised to ``x = clip(obs / bound, -1, 1)``
-and split into ``2d`` non-negative rates ``r = concat(max(x, 0), max(-x, 0))``. Each rate
-then drives one input neuron for ``ticks`` simulation ticks:
-
-* ``"deterministic"``: the neuron adds its rate to an accumulator every tick and spikes
-  when the accumulator reaches 1, then subtracts 1. After ``t + 1`` ticks it has emitted
-  exactly ``floor((t + 1) * r)`` spikes, which is how the train is computed here (in
-  float64, so the numpy reference, the torch encoder (accelerators) and the compiled
-  kernel used on the CPU by the network and the chip emulator
-  produce the same trains).
-* ``"poisson"``: an independent Bernoulli(r) draw per neuron and tick, from a seeded
-  generator.
+:class:`SignedRateEncoder` is the network's input layer. The code itself (``x = clip(obs
+/ bound, -1, 1)``, rates ``concat(max(x, 0), max(-x, 0))``, deterministic accumulator
+trains ``floor((t + 1) * r)`` in float64, or seeded Bernoulli draws) is described in
+:mod:`spiking_dqn.hardware.backend`, which holds the numpy side (observation checks,
+rates, reference trains) used by the chip backends. On the CPU, deterministic trains come
+from the compiled kernel; on an accelerator from :func:`deterministic_spikes_torch`; both
+give the numpy reference's trains (tested).
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import numpy as np
 import torch as th
 from torch import nn
 
+from spiking_dqn.hardware.backend import ENCODING_MODES, FLOOR_EPS, EncodingMode, check_observations
 from spiking_dqn.kernels import encode_deterministic
 
-EncodingMode = Literal["deterministic", "poisson"]
-ENCODING_MODES: tuple[str, ...] = ("deterministic", "poisson")
-
-# Guards the floor against float64 representation error of values such as 0.7 * 10.
-_FLOOR_EPS = 1e-9
+__all__ = ["EncodingMode", "SignedRateEncoder", "deterministic_spikes_torch"]
 
 
-def check_observations(obs: np.ndarray | th.Tensor, obs_dim: int) -> None:
-    """Raise a clear error for a batch of observations the encoder cannot take.
-
-    :param obs: observations, shape ``(batch, obs_dim)``
-    :param obs_dim: the expected observation dimension
-    :raises ValueError: wrong shape, or a NaN / infinite entry (the dimension is named)
-    """
-    if obs.ndim != 2 or obs.shape[1] != obs_dim:
-        raise ValueError(
-            f"expected observations of shape (batch, {obs_dim}), got {tuple(obs.shape)}"
-        )
-    finite = th.isfinite(obs) if isinstance(obs, th.Tensor) else np.isfinite(obs)
-    if not bool(finite.all()):
-        bad = ~finite
-        dims = bad.any(0).nonzero()
-        dims = [int(i) for i in (dims[0] if isinstance(dims, tuple) else dims.flatten())]
-        raise ValueError(
-            f"observation contains NaN or infinite values in dimension(s) {dims}; "
-            "the spike encoder needs finite observations"
-        )
-
-
-def signed_rates_numpy(obs: np.ndarray, bound: np.ndarray) -> np.ndarray:
-    """Signed two-neuron rates of a batch of observations (numpy reference).
-
-    :param obs: observations, shape ``(batch, d)``
-    :param bound: positive per-dimension bounds, shape ``(d,)``
-    :return: rates in [0, 1], shape ``(batch, 2d)``, float64
-    """
-    x = np.clip(np.asarray(obs, dtype=np.float64) / np.asarray(bound, dtype=np.float64), -1.0, 1.0)
-    return np.concatenate([np.maximum(x, 0.0), np.maximum(-x, 0.0)], axis=1)
-
-
-def deterministic_spikes_numpy(rates: np.ndarray, ticks: int) -> np.ndarray:
-    """Deterministic accumulator spike trains (numpy reference).
+def deterministic_spikes_torch(rates: th.Tensor, ticks: int) -> th.Tensor:
+    """:func:`~spiking_dqn.hardware.backend.deterministic_spikes_numpy` in torch, for rates on an accelerator.
 
     :param rates: rates in [0, 1], shape ``(batch, n)``
     :param ticks: number of ticks ``T``
     :return: spikes, shape ``(T, batch, n)``, float32 of 0/1
     """
-    t = np.arange(ticks + 1, dtype=np.float64)[:, None, None]
-    counts = np.floor(t * rates[None] + _FLOOR_EPS)
-    return np.diff(counts, axis=0).astype(np.float32)
-
-
-def deterministic_spikes_torch(rates: th.Tensor, ticks: int) -> th.Tensor:
-    """:func:`deterministic_spikes_numpy` in torch, for rates on an accelerator."""
     t = th.arange(ticks + 1, dtype=th.float64, device=rates.device)[:, None, None]
-    counts = th.floor(t * rates.to(th.float64)[None] + _FLOOR_EPS)
+    counts = th.floor(t * rates.to(th.float64)[None] + FLOOR_EPS)
     return th.diff(counts, dim=0).to(th.float32)
 
 
@@ -124,13 +74,19 @@ class SignedRateEncoder(nn.Module):
         return 2 * self.obs_dim
 
     def rates(self, obs: th.Tensor) -> th.Tensor:
-        """Signed rates of a batch, shape ``(batch, 2d)``, validated."""
-        check_observations(obs, self.obs_dim)
+        """Signed rates of a batch, shape ``(batch, 2d)``, validated.
+
+        :param obs: observations ``(batch, d)``
+        """
+        check_observations(obs, self.obs_dim, finite=th.isfinite(obs))
         x = th.clamp(obs.to(th.float64) / self.bound.to(th.float64), -1.0, 1.0)
         return th.cat([x.clamp(min=0.0), (-x).clamp(min=0.0)], dim=1)
 
     def forward(self, obs: th.Tensor) -> th.Tensor:
-        """Encode observations of shape ``(batch, d)`` into spikes ``(T, batch, 2d)`` float32."""
+        """Encode observations into spikes ``(T, batch, 2d)`` float32.
+
+        :param obs: observations ``(batch, d)``
+        """
         if self.mode == "deterministic" and obs.device.type == "cpu":
             # One compiled pass (same trains as the numpy reference, tested).
             obs_np = obs.detach().numpy()

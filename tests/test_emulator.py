@@ -14,7 +14,7 @@ from spiking_dqn.hardware import (
     SpiNNaker2Backend,
     get_backend,
 )
-from spiking_dqn.hardware.emulator import encode_observations
+from spiking_dqn.hardware.backend import encode_observations
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.quantization import fake_quantize_network, quantize_network
 
@@ -252,3 +252,30 @@ def test_get_backend():
 def test_get_backend_unknown_name_lists_the_available_ones():
     with pytest.raises(ValueError, match="'emulator', 'spinnaker2'"):
         get_backend("loihi")
+
+
+def test_get_backend_passes_a_backend_object_through_unchanged():
+    backend = EmulatorBackend(warn_saturation=False)
+    assert get_backend(backend) is backend
+
+    class Custom:  # any object with run(program, obs), no name needed
+        def run(self, program, obs):
+            raise NotImplementedError
+
+    custom = Custom()
+    assert get_backend(custom) is custom
+
+
+def test_get_backend_refuses_what_is_not_a_backend():
+    with pytest.raises(TypeError, match=r"backend name .*'emulator'.* or an object with a run\(program, obs\)"):
+        get_backend(3)
+    with pytest.raises(TypeError, match=r"options \['warn_saturation'\]"):
+        get_backend(EmulatorBackend(), warn_saturation=False)
+
+
+def test_backend_registry_is_lazy_and_lists_the_names():
+    from spiking_dqn.hardware import BACKENDS
+
+    assert list(BACKENDS) == ["emulator", "spinnaker2"] and len(BACKENDS) == 2
+    assert BACKENDS["emulator"] is EmulatorBackend and BACKENDS["spinnaker2"] is SpiNNaker2Backend
+    assert "loihi" not in BACKENDS

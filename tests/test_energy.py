@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch as th
 
-from spiking_dqn.hardware import EmulatorBackend, EnergyModel, estimate_energy
+from spiking_dqn.hardware import EmulatorBackend, EnergyModel
 from spiking_dqn.hardware.energy import EnergyEstimate, cartpole_reference_estimate, estimate
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.quantization import quantize_network
@@ -23,7 +23,7 @@ def run():
 
 def test_estimate_from_a_backend_result(run):
     program, result = run
-    est = estimate_energy(result, program)
+    est = estimate(result, program)
     model = EnergyModel()
     assert isinstance(est, EnergyEstimate)
     assert est.time_energy_j == pytest.approx(0.34 * 10 * 1e-3)

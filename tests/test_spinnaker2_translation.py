@@ -8,7 +8,7 @@ import pytest
 import torch as th
 
 from spiking_dqn.hardware import ChipConnectionError, EmulatorBackend, SpiNNaker2Backend, get_backend
-from spiking_dqn.hardware.emulator import encode_observations
+from spiking_dqn.hardware.backend import encode_observations
 from spiking_dqn.hardware.spinnaker2 import build_network, connection_list
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.quantization import quantize_network
@@ -210,8 +210,36 @@ def test_missing_py_spinnaker2_gives_install_hint(monkeypatch):
 def test_backend_validates_its_arguments():
     with pytest.raises(ValueError, match="eth_ip"):
         SpiNNaker2Backend(eth_ip="")
+    with pytest.raises(ValueError, match="eth_ip"):
+        SpiNNaker2Backend(eth_ip=3)
     with pytest.raises(ValueError, match="NaN"):
         SpiNNaker2Backend(eth_ip="192.168.1.25").run(quantized(), np.full((1, 3), np.nan))
+
+
+def test_missing_eth_ip_says_to_pass_it():
+    with pytest.raises(ValueError, match=r"pass eth_ip=\.\.\."):
+        SpiNNaker2Backend()
+    with pytest.raises(ValueError, match=r"pass eth_ip=\.\.\."):
+        get_backend("spinnaker2")
+
+
+def test_hardware_policy_on_spinnaker2_without_eth_ip_says_to_pass_it():
+    from spiking_dqn.hardware_policy import HardwarePolicy
+
+    with pytest.raises(ValueError, match=r"pass eth_ip=\.\.\."):
+        HardwarePolicy(quantized(), backend="spinnaker2")
+    assert HardwarePolicy(quantized(), backend="spinnaker2", eth_ip="192.168.1.25").backend.eth_ip == "192.168.1.25"
+
+
+def test_from_model_on_spinnaker2_without_eth_ip_says_to_pass_it():
+    from stable_baselines3 import DQN
+
+    from spiking_dqn import SpikingDQNPolicy
+    from spiking_dqn.hardware_policy import HardwarePolicy
+
+    model = DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs={"net_arch": [8]}, learning_starts=0, device="cpu")
+    with pytest.raises(ValueError, match=r"pass eth_ip=\.\.\."):
+        HardwarePolicy.from_model(model, backend="spinnaker2")
 
 
 def test_importing_the_package_does_not_import_py_spinnaker2():

@@ -24,125 +24,19 @@ updates, and every float32 operation, is the same as in a tick-by-tick loop.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from spiking_dqn import kernels
-from spiking_dqn.encoding import check_observations, signed_rates_numpy
+from spiking_dqn.hardware.backend import (
+    BackendResult,
+    as_observation_batch,
+    encode_observations,
+    warn_output_saturation,
+)
 from spiking_dqn.hardware.program import ChipProgram
-
-
-@dataclass
-class BackendResult:
-    """What a backend returns for a batch of observations.
-
-    :param voltages: output membrane voltages after the last tick, ``(batch, n_actions)``
-        float32, in chip units (divide by ``program.lambdas[-1]`` for Q-values)
-    :param actions: ``argmax`` of the voltages, ``(batch,)`` int64
-    :param spike_counts: spikes emitted over the ticks, one ``(batch, n)`` int64 array per
-        population: the input neurons (``2d``) first, then each hidden layer, then the output
-    :param synaptic_events: ``(batch,)`` int64, the number of synaptic deliveries per
-        observation: for every projection, every spike that arrives at the post population
-        within the ticks counts once per nonzero outgoing weight of its neuron (its
-        fan-out), i.e. ``sum_k sum_i arrived_k[i] * nnz(weights[k][:, i])``. Spikes emitted
-        in the last ``delay`` ticks never arrive and are not counted.
-    :param output_saturated: ``(batch,)`` bool, True where an output neuron crossed its
-        threshold (5000) at some tick and was reset, so its voltage is no longer a plain sum
-    :param ticks: ticks simulated
-    :param wall_time_s: measured wall-clock time of the whole batch, in seconds
-    :param backend: name of the backend that produced the result
-    :param spike_trains: per-tick spikes, one ``(ticks, batch, n)`` bool array per
-        population (input, each hidden layer, output); only when the backend was asked to
-        record them (``EmulatorBackend.run(..., record_trains=True)``), else None
-    :param voltage_trace: output voltages after every tick (after any reset),
-        ``(ticks, batch, n_actions)`` float32; only with ``record_voltages=True``, else None
-    """
-
-    voltages: np.ndarray
-    actions: np.ndarray
-    spike_counts: list[np.ndarray]
-    synaptic_events: np.ndarray
-    output_saturated: np.ndarray
-    ticks: int
-    wall_time_s: float | None = None
-    backend: str = "emulator"
-    spike_trains: list[np.ndarray] | None = None
-    voltage_trace: np.ndarray | None = None
-
-    @property
-    def batch_size(self) -> int:
-        """Number of observations."""
-        return int(self.voltages.shape[0])
-
-    def q_values(self, program: ChipProgram) -> np.ndarray:
-        """Q-values in float units: the voltages divided by the output projection's lambda.
-
-        For a program with ``centered_readout`` these are ``Q - mean over actions of Q``.
-        """
-        return self.voltages / np.float32(program.lambdas[-1])
-
-
-def as_observation_batch(obs: Any, obs_dim: int) -> np.ndarray:
-    """Observations as a validated ``(batch, d)`` array; a single ``(d,)`` one becomes ``(1, d)``.
-
-    :raises ValueError: wrong width or shape, NaN or infinite entries
-    """
-    if hasattr(obs, "detach"):  # a torch tensor
-        obs = obs.detach().cpu().numpy()
-    obs = np.asarray(obs)
-    if obs.dtype == object or not (np.issubdtype(obs.dtype, np.number) or obs.dtype == np.bool_):
-        raise ValueError(f"observations must be numeric, got dtype {obs.dtype}")
-    if obs.ndim == 1:
-        obs = obs.reshape(1, -1)
-    check_observations(obs, obs_dim)
-    return obs
-
-
-def encode_observations(program: ChipProgram, obs: np.ndarray) -> np.ndarray:
-    """Input spike trains of a validated batch, ``(ticks, batch, 2d)`` float32 of 0/1.
-
-    ``"poisson"`` draws from ``np.random.default_rng(program.seed)``, fresh for every call,
-    so the same program and observations give the same trains.
-    """
-    if program.encoding == "deterministic":
-        return kernels.encode_deterministic(obs, program.obs_bound, program.ticks)
-    rates = signed_rates_numpy(obs, program.obs_bound)
-    rng = np.random.default_rng(program.seed)
-    return (rng.random((program.ticks, *rates.shape)) < rates[None]).astype(np.float32)
-
-
-def synaptic_events(program: ChipProgram, trains: list[np.ndarray]) -> np.ndarray:
-    """Synaptic deliveries per observation (see :class:`BackendResult`).
-
-    :param program: the program
-    :param trains: emitted spike trains ``(ticks, batch, n)`` of the populations that send
-        a projection: the input, then each hidden layer
-    :return: ``(batch,)`` int64
-    """
-    batch = trains[0].shape[1]
-    events = np.zeros(batch, dtype=np.int64)
-    last = program.ticks - program.delay  # spikes emitted at t < last arrive within the ticks
-    for train, weights in zip(trains, program.weights):
-        fan_out = np.count_nonzero(weights, axis=0).astype(np.int64)
-        arrived = train[:last].sum(0).astype(np.int64)
-        events += arrived @ fan_out
-    return events
-
-
-def warn_output_saturation(saturated: np.ndarray, program: ChipProgram) -> None:
-    """Warn (``UserWarning``) when some observations drove an output neuron past its threshold."""
-    if not saturated.any():
-        return
-    warnings.warn(
-        f"{int(saturated.sum())} of {saturated.size} observations drove an output neuron past its threshold "
-        f"({float(program.thresholds[-1].min()):g}); those voltages were reset and are not plain Q-value sums "
-        "(see BackendResult.output_saturated); use a smaller lambda or smaller readout weights",
-        UserWarning,
-        stacklevel=3,
-    )
 
 
 @dataclass(frozen=True)
@@ -256,8 +150,7 @@ class EmulatorBackend:
         start = time.perf_counter()
         compiled = self._compile(program)
         obs = as_observation_batch(obs, program.obs_dim)
-        # Chunks of CHUNK observations keep each tick's (chunk, n) arrays in the CPU cache:
-        # about twice the throughput of one 1024-row pass.
+        # Chunks of CHUNK observations keep each tick's (chunk, n) arrays in the CPU cache.
         inputs = encode_observations(program, obs)  # all at once: one Poisson stream per batch
         parts = [
             self._simulate(compiled, program, inputs[:, i : i + self.CHUNK], record_voltages)

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from spiking_dqn.hardware.emulator import BackendResult
+from spiking_dqn.hardware.backend import BackendResult
 from spiking_dqn.hardware.program import ChipProgram
 
 
@@ -163,7 +163,7 @@ class EnergyEstimate:
         return "\n".join(lines)
 
 
-def _mean_events(result_or_counts: Any) -> tuple[float, int]:
+def _mean_events(result_or_counts: BackendResult | Mapping[str, Any] | np.ndarray | float) -> tuple[float, int]:
     if isinstance(result_or_counts, BackendResult):
         events = np.asarray(result_or_counts.synaptic_events)
     elif isinstance(result_or_counts, Mapping):
@@ -218,10 +218,6 @@ def estimate(
         placeholders=model.placeholders,
         measured={str(k): float(v) for k, v in (measured or {}).items()},
     )
-
-
-#: The same function under the name the package exports.
-estimate_energy = estimate
 
 
 def cartpole_reference_estimate(

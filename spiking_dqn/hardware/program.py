@@ -29,11 +29,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from spiking_dqn.encoding import ENCODING_MODES
-
 FORMAT_NAME = "spiking-dqn-chip-program"
 FORMAT_VERSION = 1
 RESET_MODES: tuple[str, ...] = ("subtract", "zero")
+#: Input spike generation: accumulator trains or seeded Bernoulli draws.
+EncodingMode = Literal["deterministic", "poisson"]
+ENCODING_MODES: tuple[str, ...] = ("deterministic", "poisson")
 INT8_WEIGHT_LIMIT = 127
 # What reading a damaged zip archive can raise (zipfile, numpy's .npy reader).
 _ARCHIVE_ERRORS = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, NotImplementedError)
@@ -101,7 +102,7 @@ class ChipProgram:
     v_reset: float = 0.0
     ticks: int = 10
     delay: int = 1
-    encoding: Literal["deterministic", "poisson"] = "deterministic"
+    encoding: EncodingMode = "deterministic"
     seed: int = 0
     lambdas: list[float] = field(default_factory=list)
     centered_readout: bool = False
@@ -122,7 +123,9 @@ class ChipProgram:
             if w.ndim != 2 or 0 in w.shape:
                 raise ValueError(f"weights[{k}] must be a non-empty 2-D (n_post, n_pre) matrix, got shape {w.shape}")
             if w.size and int(w.min()) < -INT8_WEIGHT_LIMIT:
-                raise ValueError(f"weights[{k}] contains -128; chip weights must be in [-127, 127]")
+                raise ValueError(
+                    f"weights[{k}] contains -128; chip weights must be in [-{INT8_WEIGHT_LIMIT}, {INT8_WEIGHT_LIMIT}]"
+                )
             weights.append(_readonly(w.copy()))
         for k in range(1, len(weights)):
             if weights[k].shape[1] != weights[k - 1].shape[0]:

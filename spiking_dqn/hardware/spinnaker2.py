@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from spiking_dqn.hardware.emulator import (
+from spiking_dqn.hardware.backend import (
     BackendResult,
     as_observation_batch,
     encode_observations,
@@ -176,14 +176,23 @@ def _spike_train(spike_times: dict[int, Any], n: int, ticks: int) -> np.ndarray:
 class SpiNNaker2Backend:
     """Run chip programs on a SpiNNaker2 chip, one observation per chip run.
 
-    :param eth_ip: IP address of the chip's Ethernet interface
+    :param eth_ip: IP address of the chip's Ethernet interface (required; a keyword
+        with no default value only so that leaving it out gets a clear error)
     :param connection_delay: delay written into the connections; ``program.delay`` when
         None (see the module docstring)
+    :raises ValueError: no ``eth_ip``, or one that is not a non-empty string
     """
 
     name = "spinnaker2"
 
-    def __init__(self, eth_ip: str, connection_delay: int | None = None) -> None:
+    def __init__(self, eth_ip: str | None = None, connection_delay: int | None = None) -> None:
+        if eth_ip is None:
+            raise ValueError(
+                "the spinnaker2 backend needs the address of the chip: pass eth_ip=... "
+                "(e.g. get_backend('spinnaker2', eth_ip='192.168.1.25'), or "
+                "HardwarePolicy.from_model(model, backend='spinnaker2', eth_ip='192.168.1.25')); "
+                "without a chip, use the 'emulator' backend"
+            )
         if not isinstance(eth_ip, str) or not eth_ip:
             raise ValueError(f"eth_ip must be the chip's IP address as a string, got {eth_ip!r}")
         self.eth_ip = eth_ip
@@ -228,13 +237,14 @@ class SpiNNaker2Backend:
             for k, pop in enumerate(recorded):
                 trains[k + 1][:, b] = _spike_train(pop.get_spikes(), sizes[k + 1], ticks)
         counts = [train.sum(0).astype(np.int64) for train in trains]
-        warn_output_saturation(counts[-1].any(axis=1), program)
+        saturated = counts[-1].any(axis=1)
+        warn_output_saturation(saturated, program)
         return BackendResult(
             voltages=voltages,
             actions=np.argmax(voltages, axis=1).astype(np.int64),
             spike_counts=counts,
             synaptic_events=synaptic_events(program, trains[:-1]),
-            output_saturated=counts[-1].any(axis=1),
+            output_saturated=saturated,
             ticks=ticks,
             wall_time_s=time.perf_counter() - start,
             backend=self.name,

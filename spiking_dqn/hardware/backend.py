@@ -1,0 +1,304 @@
+"""What every backend shares: its result, its protocol, the registry, and the program-side input.
+
+* :class:`BackendResult`: what a backend returns for a batch of observations.
+* :class:`Backend`: the protocol of a backend (a ``name`` and ``run(program, obs)``).
+* :func:`get_backend`: a backend from its name (classes are imported only when asked for,
+  see :data:`BACKENDS`), or a backend object passed through unchanged.
+* The input side of a chip program, in numpy: observation checks
+  (:func:`check_observations`, :func:`as_observation_batch`), the signed two-neuron rates
+  (:func:`signed_rates_numpy`), deterministic accumulator trains
+  (:func:`deterministic_spikes_numpy`) and the encoding of a batch for a program
+  (:func:`encode_observations`); and what backends count and report
+  (:func:`synaptic_events`, :func:`warn_output_saturation`).
+
+Signed two-neuron code: an observation ``obs`` of dimension ``d`` is normalised to
+``x = clip(obs / bound, -1, 1)`` and split into ``2d`` non-negative rates
+``r = concat(max(x, 0), max(-x, 0))``. Each rate drives one input neuron for ``ticks``
+ticks: ``"deterministic"``, the neuron adds its rate to an accumulator every tick and
+spikes when the accumulator reaches 1, then subtracts 1, so after ``t + 1`` ticks it has
+emitted exactly ``floor((t + 1) * r)`` spikes (computed so, in float64); ``"poisson"``, an
+independent Bernoulli(r) draw per neuron and tick, from a seeded generator.
+
+This module imports neither torch nor any backend: the torch encoder
+(:mod:`spiking_dqn.encoding`) builds on it, not the reverse.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from spiking_dqn import kernels
+from spiking_dqn.hardware.program import ENCODING_MODES, ChipProgram, EncodingMode
+
+__all__ = [
+    "BACKENDS",
+    "ENCODING_MODES",
+    "FLOOR_EPS",
+    "Backend",
+    "BackendResult",
+    "EncodingMode",
+    "as_observation_batch",
+    "check_observations",
+    "deterministic_spikes_numpy",
+    "encode_observations",
+    "get_backend",
+    "signed_rates_numpy",
+    "synaptic_events",
+    "warn_output_saturation",
+]
+
+#: Guards the floor of the deterministic trains against float64 representation error of
+#: values such as ``0.7 * 10``.
+FLOOR_EPS = 1e-9
+
+
+@dataclass
+class BackendResult:
+    """What a backend returns for a batch of observations.
+
+    :param voltages: output membrane voltages after the last tick, ``(batch, n_actions)``
+        float32, in chip units (divide by ``program.lambdas[-1]`` for Q-values)
+    :param actions: ``argmax`` of the voltages, ``(batch,)`` int64
+    :param spike_counts: spikes emitted over the ticks, one ``(batch, n)`` int64 array per
+        population: the input neurons (``2d``) first, then each hidden layer, then the output
+    :param synaptic_events: ``(batch,)`` int64, the number of synaptic deliveries per
+        observation: for every projection, every spike that arrives at the post population
+        within the ticks counts once per nonzero outgoing weight of its neuron (its
+        fan-out), i.e. ``sum_k sum_i arrived_k[i] * nnz(weights[k][:, i])``. Spikes emitted
+        in the last ``delay`` ticks never arrive and are not counted.
+    :param output_saturated: ``(batch,)`` bool, True where an output neuron crossed its
+        threshold at some tick and was reset, so its voltage is no longer a plain sum
+    :param ticks: ticks simulated
+    :param wall_time_s: measured wall-clock time of the whole batch, in seconds
+    :param backend: name of the backend that produced the result
+    :param spike_trains: per-tick spikes, one ``(ticks, batch, n)`` bool array per
+        population (input, each hidden layer, output); only when the backend was asked to
+        record them (``EmulatorBackend.run(..., record_trains=True)``), else None
+    :param voltage_trace: output voltages after every tick (after any reset),
+        ``(ticks, batch, n_actions)`` float32; only with ``record_voltages=True``, else None
+    """
+
+    voltages: np.ndarray
+    actions: np.ndarray
+    spike_counts: list[np.ndarray]
+    synaptic_events: np.ndarray
+    output_saturated: np.ndarray
+    ticks: int
+    wall_time_s: float | None = None
+    backend: str = "emulator"
+    spike_trains: list[np.ndarray] | None = None
+    voltage_trace: np.ndarray | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Number of observations."""
+        return int(self.voltages.shape[0])
+
+    def q_values(self, program: ChipProgram) -> np.ndarray:
+        """Q-values in float units: the voltages divided by the output projection's lambda.
+
+        For a program with ``centered_readout`` these are ``Q - mean over actions of Q``.
+
+        :param program: the program that produced this result
+        """
+        return self.voltages / np.float32(program.lambdas[-1])
+
+
+class Backend(Protocol):
+    """An executor of chip programs: the emulator, a chip, or any object of this shape."""
+
+    #: Short name, written into :attr:`BackendResult.backend`.
+    name: str
+
+    def run(self, program: ChipProgram, obs: Any) -> BackendResult:
+        """Run ``program`` on observations ``(batch, d)`` (or one ``(d,)``).
+
+        :param program: the chip program
+        :param obs: the observations
+        """
+        ...
+
+
+class _LazyBackends(Mapping[str, type]):
+    """Backend classes by name, each imported from its module on first access."""
+
+    def __init__(self, paths: dict[str, str]) -> None:
+        self._paths = paths
+
+    def __getitem__(self, name: str) -> type:
+        module, _, attribute = self._paths[name].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __repr__(self) -> str:
+        return f"BACKENDS({', '.join(repr(name) for name in self._paths)})"
+
+
+#: Backend classes by name (``BACKENDS["emulator"]`` imports and returns ``EmulatorBackend``).
+BACKENDS: Mapping[str, type] = _LazyBackends(
+    {
+        "emulator": "spiking_dqn.hardware.emulator:EmulatorBackend",
+        "spinnaker2": "spiking_dqn.hardware.spinnaker2:SpiNNaker2Backend",
+    }
+)
+
+
+def get_backend(backend: str | Backend = "emulator", **options: Any) -> Backend:
+    """A backend from its name, or the given backend object unchanged.
+
+    :param backend: ``"emulator"`` (default), ``"spinnaker2"``, or an object with a
+        ``run(program, obs)`` method (returned as it is)
+    :param options: keyword arguments of the named backend's constructor, e.g. ``eth_ip``
+        for ``"spinnaker2"``; none with a backend object
+    :raises ValueError: unknown name (the available ones are listed)
+    :raises TypeError: neither a name nor an object with ``run``, or options given with an object
+    """
+    if isinstance(backend, str):
+        if backend not in BACKENDS:
+            names = ", ".join(repr(name) for name in BACKENDS)
+            raise ValueError(f"unknown backend {backend!r}; available backends: {names}")
+        return BACKENDS[backend](**options)
+    if not callable(getattr(backend, "run", None)):
+        raise TypeError(
+            f"backend must be a backend name ({', '.join(repr(name) for name in BACKENDS)}) or an object "
+            f"with a run(program, obs) method, got {type(backend).__name__}"
+        )
+    if options:
+        raise TypeError(
+            f"backend options {sorted(options)} configure a backend built by name; "
+            f"the given {type(backend).__name__} object is used as it is"
+        )
+    return backend
+
+
+# ---------------------------------------------------------------------- observations
+
+
+def check_observations(obs: np.ndarray, obs_dim: int, finite: np.ndarray | None = None) -> None:
+    """Raise a clear error for a batch of observations the encoder cannot take.
+
+    :param obs: observations, shape ``(batch, obs_dim)`` (a numpy array, or a torch tensor
+        together with its ``finite`` mask)
+    :param obs_dim: the expected observation dimension
+    :param finite: elementwise finiteness of ``obs`` when the caller computed it (the torch
+        encoder passes ``th.isfinite(obs)``, computed on the tensor's device);
+        ``np.isfinite(obs)`` when None
+    :raises ValueError: wrong shape, or a NaN / infinite entry (the dimension is named)
+    """
+    if obs.ndim != 2 or obs.shape[1] != obs_dim:
+        raise ValueError(f"expected observations of shape (batch, {obs_dim}), got {tuple(obs.shape)}")
+    if finite is None:
+        finite = np.isfinite(obs)
+    if not bool(finite.all()):
+        dims = (~finite).any(0).nonzero()
+        dims = [int(i) for i in (dims[0] if isinstance(dims, tuple) else dims.flatten())]
+        raise ValueError(
+            f"observation contains NaN or infinite values in dimension(s) {dims}; "
+            "the spike encoder needs finite observations"
+        )
+
+
+def as_observation_batch(obs: Any, obs_dim: int) -> np.ndarray:
+    """Observations as a validated ``(batch, d)`` array; a single ``(d,)`` one becomes ``(1, d)``.
+
+    :param obs: an array-like of numbers, or a torch tensor (moved to the CPU)
+    :param obs_dim: the expected observation dimension ``d``
+    :raises ValueError: wrong width or shape, non-numeric, NaN or infinite entries
+    """
+    if hasattr(obs, "detach"):  # a torch tensor
+        obs = obs.detach().cpu().numpy()
+    obs = np.asarray(obs)
+    if obs.dtype == object or not (np.issubdtype(obs.dtype, np.number) or obs.dtype == np.bool_):
+        raise ValueError(f"observations must be numeric, got dtype {obs.dtype}")
+    if obs.ndim == 1:
+        obs = obs.reshape(1, -1)
+    check_observations(obs, obs_dim)
+    return obs
+
+
+def signed_rates_numpy(obs: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """Signed two-neuron rates of a batch of observations (numpy reference).
+
+    :param obs: observations, shape ``(batch, d)``
+    :param bound: positive per-dimension bounds, shape ``(d,)``
+    :return: rates in [0, 1], shape ``(batch, 2d)``, float64
+    """
+    x = np.clip(np.asarray(obs, dtype=np.float64) / np.asarray(bound, dtype=np.float64), -1.0, 1.0)
+    return np.concatenate([np.maximum(x, 0.0), np.maximum(-x, 0.0)], axis=1)
+
+
+def deterministic_spikes_numpy(rates: np.ndarray, ticks: int) -> np.ndarray:
+    """Deterministic accumulator spike trains (numpy reference).
+
+    :param rates: rates in [0, 1], shape ``(batch, n)``
+    :param ticks: number of ticks ``T``
+    :return: spikes, shape ``(T, batch, n)``, float32 of 0/1
+    """
+    t = np.arange(ticks + 1, dtype=np.float64)[:, None, None]
+    counts = np.floor(t * rates[None] + FLOOR_EPS)
+    return np.diff(counts, axis=0).astype(np.float32)
+
+
+def encode_observations(program: ChipProgram, obs: np.ndarray) -> np.ndarray:
+    """Input spike trains of a validated batch, ``(ticks, batch, 2d)`` float32 of 0/1.
+
+    ``"poisson"`` draws from ``np.random.default_rng(program.seed)``, fresh for every call,
+    so the same program and observations give the same trains.
+
+    :param program: the chip program (its bounds, ticks, encoding and seed)
+    :param obs: observations ``(batch, d)``, validated (see :func:`as_observation_batch`)
+    """
+    if program.encoding == "deterministic":
+        return kernels.encode_deterministic(obs, program.obs_bound, program.ticks)
+    rates = signed_rates_numpy(obs, program.obs_bound)
+    rng = np.random.default_rng(program.seed)
+    return (rng.random((program.ticks, *rates.shape)) < rates[None]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- counts and warnings
+
+
+def synaptic_events(program: ChipProgram, trains: list[np.ndarray]) -> np.ndarray:
+    """Synaptic deliveries per observation (see :class:`BackendResult`).
+
+    :param program: the program
+    :param trains: emitted spike trains ``(ticks, batch, n)`` of the populations that send
+        a projection: the input, then each hidden layer
+    :return: ``(batch,)`` int64
+    """
+    batch = trains[0].shape[1]
+    events = np.zeros(batch, dtype=np.int64)
+    last = program.ticks - program.delay  # spikes emitted at t < last arrive within the ticks
+    for train, weights in zip(trains, program.weights):
+        fan_out = np.count_nonzero(weights, axis=0).astype(np.int64)
+        arrived = train[:last].sum(0).astype(np.int64)
+        events += arrived @ fan_out
+    return events
+
+
+def warn_output_saturation(saturated: np.ndarray, program: ChipProgram) -> None:
+    """Warn (``UserWarning``) when some observations drove an output neuron past its threshold.
+
+    :param saturated: ``(batch,)`` bool, see :attr:`BackendResult.output_saturated`
+    :param program: the program that was run
+    """
+    if not saturated.any():
+        return
+    warnings.warn(
+        f"{int(saturated.sum())} of {saturated.size} observations drove an output neuron past its threshold "
+        f"({float(program.thresholds[-1].min()):g}); those voltages were reset and are not plain Q-value sums "
+        "(see BackendResult.output_saturated); use a smaller lambda or smaller readout weights",
+        UserWarning,
+        stacklevel=3,
+    )
