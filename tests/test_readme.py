@@ -1,0 +1,259 @@
+"""Every code block of README.md runs as written (with the small budgets the README declares).
+
+The fenced blocks are extracted from README.md. Shell blocks (``bash``, ``sh``, ``shell``)
+run with ``bash -e`` and Python blocks with this environment's interpreter, each in a
+subprocess whose working directory is a copy of the repository (so relative paths work
+and nothing lands in the checkout), with the environment's ``bin`` first on ``PATH`` and
+the copy first on ``PYTHONPATH``. After each block, no file outside ``runs/`` of the
+copy may have appeared or changed: the README's commands write under ``runs/`` only.
+
+HTML comments right above a block adjust it for the test:
+
+* ``<!-- readme-test: skip (why) -->``: not run (a full training run, ``make demo``, a
+  server); the reason is required;
+* ``<!-- readme-test: replace "OLD" "NEW" -->``: run with ``OLD`` replaced by ``NEW``
+  (e.g. a smaller ``--timesteps``); ``OLD`` must occur in the block.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SHELL_LANGUAGES = ("bash", "sh", "shell")
+PYTHON_LANGUAGES = ("python", "py")
+#: Fenced blocks that are shown, not run (``yaml`` blocks are parsed instead).
+DATA_LANGUAGES = ("yaml", "json", "text")
+#: Wall-clock limit of one block, in seconds.
+BLOCK_TIMEOUT_S = 600
+#: Paths of the copy that a block may write outside ``runs/`` (caches).
+IGNORED_PARTS = ("__pycache__", ".pytest_cache", ".venv", "runs")
+
+FENCE = re.compile(r"^```([A-Za-z0-9_+-]*)\s*$")
+DIRECTIVE = re.compile(r"^<!--\s*readme-test:\s*(.*?)\s*-->\s*$")
+SKIP = re.compile(r"^skip\s*\((.*)\)$")
+REPLACE = re.compile(r'^replace\s+"((?:[^"\\]|\\.)*)"\s+"((?:[^"\\]|\\.)*)"$')
+
+
+@dataclass
+class Block:
+    """One fenced code block of the README.
+
+    :param language: the fence's language tag (``""`` when none)
+    :param code: the block's text as written
+    :param line: line number (1-based) of the opening fence
+    :param directives: the ``readme-test`` directives right above it
+    """
+
+    language: str
+    code: str
+    line: int
+    directives: list[str] = field(default_factory=list)
+
+    @property
+    def skip_reason(self) -> str | None:
+        """The reason of a ``skip`` directive, or None when the block runs."""
+        for directive in self.directives:
+            match = SKIP.match(directive)
+            if match:
+                return match.group(1).strip()
+        return None
+
+    @property
+    def replacements(self) -> list[tuple[str, str]]:
+        """The ``replace`` directives, in order."""
+        pairs = []
+        for directive in self.directives:
+            match = REPLACE.match(directive)
+            if match:
+                pairs.append(tuple(part.replace('\\"', '"') for part in match.groups()))
+        return pairs
+
+    def test_code(self) -> str:
+        """The code the test runs: the block with its replacements applied."""
+        code = self.code
+        for old, new in self.replacements:
+            code = code.replace(old, new)
+        return code
+
+    @property
+    def name(self) -> str:
+        """A short test id: line, language and first word."""
+        words = self.code.split()
+        first = re.sub(r"[^A-Za-z0-9_.-]", "", words[0]) if words else "empty"
+        return f"L{self.line}-{self.language or 'plain'}-{first}"
+
+
+def parse_blocks(text: str) -> tuple[list[Block], list[int]]:
+    """The fenced blocks of a Markdown text, and the lines of directives attached to no block.
+
+    Directives belong to the block whose opening fence follows them with nothing but
+    other directives in between.
+
+    :param text: Markdown
+    :return: (blocks, line numbers of orphan directives)
+    """
+    blocks: list[Block] = []
+    orphans: list[int] = []
+    pending: list[tuple[int, str]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        directive = DIRECTIVE.match(line)
+        fence = FENCE.match(line)
+        if directive:
+            pending.append((i + 1, directive.group(1)))
+        elif fence:
+            start = i
+            body = []
+            i += 1
+            while i < len(lines) and not lines[i].startswith("```"):
+                body.append(lines[i])
+                i += 1
+            blocks.append(Block(fence.group(1).lower(), "\n".join(body) + "\n", start + 1, [d for _, d in pending]))
+            pending = []
+        else:
+            orphans.extend(n for n, _ in pending)
+            pending = []
+        i += 1
+    orphans.extend(n for n, _ in pending)
+    return blocks, orphans
+
+
+BLOCKS, ORPHANS = parse_blocks(README.read_text())
+RUNNABLE = [b for b in BLOCKS if b.language in SHELL_LANGUAGES + PYTHON_LANGUAGES]
+
+
+def test_readme_directives_are_well_formed():
+    assert RUNNABLE, "README.md has no shell or Python block"
+    assert not ORPHANS, f"readme-test directives attached to no code block, lines {ORPHANS}"
+    for block in BLOCKS:
+        assert block.language in SHELL_LANGUAGES + PYTHON_LANGUAGES + DATA_LANGUAGES, (
+            f"block at line {block.line}: give the fence a language ({', '.join(SHELL_LANGUAGES + PYTHON_LANGUAGES)}"
+            f" to run it, {', '.join(DATA_LANGUAGES)} to show it)"
+        )
+        for directive in block.directives:
+            assert SKIP.match(directive) or REPLACE.match(directive), (
+                f"line {block.line}: unknown directive {directive!r}: use 'skip (reason)' or 'replace \"old\" \"new\"'"
+            )
+        if any(d.startswith("skip") for d in block.directives):
+            assert block.skip_reason, f"block at line {block.line}: a skip needs its reason, skip (why)"
+        for old, _ in block.replacements:
+            assert old in block.code, f"block at line {block.line}: replace {old!r} does not occur in the block"
+
+
+def test_readme_yaml_blocks_parse():
+    for block in BLOCKS:
+        if block.language == "yaml":
+            assert isinstance(yaml.safe_load(block.code), dict), f"yaml block at line {block.line}"
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/DESIGN.md", *sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "agents" / "trained").glob("*/README.md")
+)])
+def test_relative_links_resolve(document):
+    """Links and images to files of the repository point to files that exist in it."""
+    path = ROOT / document
+    text = path.read_text()
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+            continue
+        resolved = (path.parent / target.split("#")[0]).resolve()
+        assert resolved.exists(), f"{document} links to {target}, which does not exist"
+        assert ROOT in resolved.parents, f"{document} links to {target}, outside the repository"
+
+
+def _source_files() -> list[str]:
+    """Tracked and untracked, not ignored, files of the checkout (relative paths)."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT, capture_output=True, check=True,
+        ).stdout.decode().split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        ignore = shutil.ignore_patterns(".git", *IGNORED_PARTS, "*.egg-info", "logs", "demo_out")
+        return [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file() and not ignore(str(p.parent), [p.name])]
+    return [name for name in listed if name and (ROOT / name).is_file()]
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Size and modification time of every file of ``root`` outside ``runs/`` and caches."""
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in IGNORED_PARTS]
+        for name in filenames:
+            path = Path(dirpath) / name
+            stat = path.lstat()
+            files[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory) -> Path:
+    """A copy of the checkout with ``.venv`` linked to this environment."""
+    copy = tmp_path_factory.mktemp("readme") / "repo"
+    for name in _source_files():
+        target = copy / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    (copy / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    return copy
+
+
+def _environment(copy: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env["VIRTUAL_ENV"] = sys.prefix
+    # The copy's packages, not the checkout's (the editable install points there).
+    env["PYTHONPATH"] = str(copy) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    env["MPLBACKEND"] = "Agg"
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", RUNNABLE, ids=[b.name for b in RUNNABLE])
+def test_readme_block_runs(block: Block, repo_copy: Path, tmp_path: Path):
+    if block.skip_reason:
+        pytest.skip(f"README line {block.line}: {block.skip_reason}")
+    code = block.test_code()
+    if block.language in PYTHON_LANGUAGES:
+        script = tmp_path / f"readme_line_{block.line}.py"
+        command = [sys.executable, str(script)]
+    else:
+        script = tmp_path / f"readme_line_{block.line}.sh"
+        command = ["bash", "-e", "-o", "pipefail", str(script)]
+    script.write_text(code)
+    before = _snapshot(repo_copy)
+    try:
+        proc = subprocess.run(
+            command, cwd=repo_copy, env=_environment(repo_copy), capture_output=True, text=True,
+            timeout=BLOCK_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"README block at line {block.line} ran over {BLOCK_TIMEOUT_S} s:\n{code}")
+    output = (proc.stdout[-3000:] + "\n" + proc.stderr[-5000:]).strip()
+    assert proc.returncode == 0, (
+        f"README block at line {block.line} failed (exit {proc.returncode}); ran "
+        f"{shlex.join(command)} in a copy of the repository:\n{code}\n--- output ---\n{output}"
+    )
+    after = _snapshot(repo_copy)
+    written = sorted(name for name in after if before.get(name) != after[name])
+    removed = sorted(set(before) - set(after))
+    assert not written and not removed, (
+        f"README block at line {block.line} wrote outside runs/: written {written}, removed {removed}"
+    )
