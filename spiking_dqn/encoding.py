@@ -104,7 +104,9 @@ class SignedRateEncoder(nn.Module):
         draws = th.rand((self.ticks, *rates.shape), generator=self._generator, device=rates.device)
         return (draws < rates[None].to(th.float32)).to(th.float32)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):  # type: ignore[no-untyped-def]
         # Files written before the bounds were saved lack them: keep the bounds resolved at
         # construction, as those files always did.
         key = prefix + "bound"
@@ -113,7 +115,9 @@ class SignedRateEncoder(nn.Module):
             raise ValueError(
                 f"saved encoder bounds have shape {tuple(state_dict[key].shape)}, this encoder {tuple(self.bound.shape)}"
             )
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         if not saved and key in missing_keys:
             missing_keys.remove(key)
 

@@ -27,7 +27,7 @@ measured with a chip attached.
 
 Paper figure, and how it is read here: the paper reports 0.006 J on SpiNNaker2 against
 0.145 J on a GTX 1650 GPU for CartPole-v0, about 0.34 W of chip power during inference,
-and a latency on par with the GPU. The summary at hand does not say what the 0.006 J
+and a latency on par with the GPU. The paper's abstract does not say what the 0.006 J
 covers. We read it as the energy of one inference (one chip run of 10 ticks): 0.006 J at
 0.34 W is about 18 ms, one 10 ms run plus overhead, while spread over a 200-step
 CartPole-v0 episode it would leave 30 microjoules, i.e. under 0.1 ms of chip time, per
