@@ -5,7 +5,7 @@ import json
 import pytest
 
 from agents.common import trained_model_path
-from spiking_dqn.evaluation import compare
+from spiking_dqn.compare import compare
 from spiking_dqn.hardware import ChipProgram
 
 

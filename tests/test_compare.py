@@ -1,4 +1,4 @@
-"""Float vs chip comparison (``spiking_dqn.evaluation``) and the ``compare`` / ``deploy`` CLI."""
+"""Float vs chip comparison (``spiking_dqn.compare``, ``report``, ``measurement``) and the compare / deploy CLI."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 import torch as th
 from stable_baselines3 import DQN
 
-from spiking_dqn import HardwarePolicy, SpikingDQNPolicy
+from spiking_dqn import HardwarePolicy, SpikingDQNPolicy, measurement
 from spiking_dqn.cli import infer_env_id, main, parse_lambda
-from spiking_dqn import evaluation
-from spiking_dqn.evaluation import Quantity, compare
+from spiking_dqn.compare import compare
 from spiking_dqn.hardware import ChipProgram
+from spiking_dqn.report import Quantity
 
 ENV = "CartPole-v0"
 KINDS = {"measured", "estimated", "not measured"}
@@ -34,7 +34,7 @@ def tiny_model_path(tmp_path_factory) -> Path:
         model = DQN(
             SpikingDQNPolicy,
             ENV,
-            policy_kwargs=dict(net_arch=[16], ticks=6, threshold=0.5),
+            policy_kwargs={"net_arch": [16], "ticks": 6, "threshold": 0.5},
             learning_starts=0,
             seed=0,
             device="cpu",
@@ -50,7 +50,7 @@ def mlp_model_path(tmp_path_factory) -> Path:
     """A plain (non-spiking) SB3 DQN."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = DQN("MlpPolicy", ENV, policy_kwargs=dict(net_arch=[8]), device="cpu")
+        model = DQN("MlpPolicy", ENV, policy_kwargs={"net_arch": [8]}, device="cpu")
     path = tmp_path_factory.mktemp("mlp") / "mlp.zip"
     model.save(path)
     return path
@@ -116,8 +116,8 @@ def test_measured_float_energy_gives_a_ratio(tiny_model_path, monkeypatch):
     """The CUDA power path, with NVML and CUDA faked (no GPU is needed)."""
     monkeypatch.setattr(th.cuda, "synchronize", lambda device=None: None)
     monkeypatch.setattr(th.cuda, "power_draw", lambda device=None: 50_000)  # mW
-    monkeypatch.setattr(evaluation, "POWER_SAMPLE_S", 0.02)
-    energy, note = evaluation.measure_float_energy(lambda i: time.sleep(1e-4), th.device("cuda"))
+    monkeypatch.setattr(measurement, "POWER_SAMPLE_S", 0.02)
+    energy, note = measurement.measure_float_energy(lambda i: time.sleep(1e-4), th.device("cuda"))
     assert energy is not None and 50 * 1e-4 <= energy < 50 * 5e-3
     assert note.startswith("measured") and "50.0 W" in note
 
@@ -125,9 +125,9 @@ def test_measured_float_energy_gives_a_ratio(tiny_model_path, monkeypatch):
         raise ModuleNotFoundError("pynvml")
 
     monkeypatch.setattr(th.cuda, "power_draw", no_nvml)
-    energy, note = evaluation.measure_float_energy(lambda i: None, th.device("cuda"))
+    energy, note = measurement.measure_float_energy(lambda i: None, th.device("cuda"))
     assert energy is None and note.startswith("not measured")
-    assert evaluation.measure_float_energy(lambda i: None, th.device("cpu"))[0] is None
+    assert measurement.measure_float_energy(lambda i: None, th.device("cpu"))[0] is None
 
     model = DQN.load(tiny_model_path, device="cpu")
     report = compare(model, ENV, n_episodes=1, device="cpu", progress=False)
