@@ -1,12 +1,12 @@
 """Compiled CPU kernels (numba) for the tick loops of the encoder and the LIF layers.
 
-The network runs layer by layer (see :mod:`spiking_dqn.network`): a layer's synaptic
+The network runs layer by layer (see :mod:`spiking_dqn.layers`): a layer's synaptic
 currents for all ticks are one matrix product, and only the elementwise neuron update
 loops over the ticks. Written as numpy or torch ops, that loop costs one dispatch per op
 and tick, which dominates training on small batches. These kernels do the whole loop, and
 its exact backward, in one compiled call. They follow ``ChipLeaky`` (snnTorch ``Leaky``
 with the chip's same-tick reset) and the chip emulator's semantics; the torch versions in
-:mod:`spiking_dqn.network` remain for tensors on an accelerator, and tests check that the
+:mod:`spiking_dqn.layers` remain for tensors on an accelerator, and tests check that the
 kernels, the torch loop and snnTorch's autograd agree.
 
 All kernels are single-threaded and keep float32 arithmetic (float64 for the encoder's

@@ -4,7 +4,8 @@ import torch as th
 from snntorch import surrogate as snn_surrogate
 
 from spiking_dqn import SpikingQNetwork
-from spiking_dqn.network import ChipLeaky, lif_sequence
+from spiking_dqn.layers import ChipLeaky, _layer_forward, _layer_forward_torch, spiking_layer
+from spiking_dqn.network import SpikingConfig
 
 
 def test_q_values_shape_and_activity(small_net):
@@ -92,18 +93,32 @@ def test_fused_layers_equal_the_tick_loop_in_value_and_gradient(reset, delay, su
         assert th.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_chip_leaky_resets_in_the_same_tick():
-    lif = ChipLeaky(beta=0.5, threshold=1.0, spike_grad=lambda x: (x > 0).float(), reset_mechanism="subtract")
-    current = th.tensor([[1.5], [0.2], [2.6]]).unsqueeze(-1)  # (T=3, batch=1, n=1)
-    spikes = lif_sequence(current, lif)
-    # tick 0: v=1.5 -> spike, v=0.5; tick 1: v=0.25+0.2=0.45; tick 2: v=0.225+2.6=2.825 -> spike, v=1.825
-    assert spikes.flatten().tolist() == [1.0, 0.0, 1.0]
+def neuron_outputs(lif: ChipLeaky, currents: list[float]) -> tuple[list[float], list[float]]:
+    """Spikes of one neuron driven by ``currents``: tick by tick through ``ChipLeaky.forward``, and
+    through the layer path the network runs (an identity projection with no delay)."""
+    current = th.tensor(currents).reshape(-1, 1, 1)  # (T, batch=1, n=1)
+    mem = th.zeros(1, 1)
+    per_tick = []
+    for t in range(current.shape[0]):
+        spk, mem = lif(current[t], mem)
+        per_tick.append(float(spk))
+    layer = spiking_layer(current, th.ones(1, 1), th.zeros(1), lif, 0)
+    return per_tick, layer.flatten().tolist()
+
+
+@pytest.mark.parametrize("reset, expected", [("subtract", [1.0, 0.0, 1.0]), ("zero", [1.0, 0.0, 0.0])])
+def test_chip_leaky_resets_in_the_same_tick(reset, expected):
+    lif = ChipLeaky(beta=0.5, threshold=1.0, spike_grad=lambda x: (x > 0).float(), reset_mechanism=reset)
+    # subtract: tick 0: v=1.5 -> spike, v=0.5; tick 1: v=0.25+0.2=0.45; tick 2: v=0.225+0.8=1.025 -> spike
+    # zero:     tick 0: v=1.5 -> spike, v=0;   tick 1: v=0.2;          tick 2: v=0.1+0.8=0.9 -> no spike
+    per_tick, layer = neuron_outputs(lif, [1.5, 0.2, 0.8])
+    assert per_tick == layer == expected
 
 
 def test_threshold_is_strict():
     lif = ChipLeaky(beta=1.0, threshold=1.0, spike_grad=lambda x: (x > 0).float(), reset_mechanism="subtract")
-    spikes = lif_sequence(th.tensor([[[1.0]], [[0.5]]]), lif)
-    assert spikes.flatten().tolist() == [0.0, 1.0]
+    per_tick, layer = neuron_outputs(lif, [1.0, 0.5])
+    assert per_tick == layer == [0.0, 1.0]
 
 
 @pytest.mark.parametrize(
@@ -120,11 +135,46 @@ def test_threshold_is_strict():
         (dict(synaptic_delay=2), "synaptic_delay"),
         (dict(surrogate="magic"), "surrogate"),
         (dict(net_arch=[]), "net_arch"),
+        (dict(net_arch=[8, 0]), "net_arch"),
+        (dict(encoding="random"), "encoding"),
+        (dict(n_actions=0), "n_actions"),
     ],
 )
 def test_invalid_construction(kwargs, match):
+    options = {"obs_bound": [1.0, 1.0], "n_actions": 2, **kwargs}
     with pytest.raises(ValueError, match=match):
-        SpikingQNetwork([1.0, 1.0], 2, **kwargs)
+        SpikingQNetwork(**options)
+    if "n_actions" not in kwargs:
+        with pytest.raises(ValueError, match=match):
+            SpikingConfig(**kwargs)
+
+
+def test_spiking_config_holds_the_defaults_and_plain_values():
+    net = SpikingQNetwork([1.0, 1.0], 2)
+    assert net.config == SpikingConfig()
+    assert (net.net_arch, net.ticks, net.synaptic_delay, net.reset) == ([64, 64], 10, 1, "subtract")
+    assert float(net.lif[0].beta) == pytest.approx(0.9) and float(net.lif[0].threshold) == 1.0
+    config = SpikingConfig(net_arch=[np.int64(8)], ticks=np.int64(5), beta=np.float32(0.5), threshold=1)
+    assert config.net_arch == (8,) and type(config.ticks) is int and type(config.threshold) is float
+    assert SpikingConfig(**config.to_kwargs()) == config
+    assert config.to_kwargs()["net_arch"] == [8]
+    with pytest.raises(TypeError):
+        SpikingConfig(tics=5)
+
+
+def test_a_config_and_keyword_options_build_the_same_network():
+    config = SpikingConfig(net_arch=(12, 6), ticks=7, threshold=0.5, reset="zero", synaptic_delay=0)
+    th.manual_seed(2)
+    from_config = SpikingQNetwork([1.0] * 3, 2, config=config)
+    th.manual_seed(2)
+    from_keywords = SpikingQNetwork([1.0] * 3, 2, **config.to_kwargs())
+    th.manual_seed(2)
+    overridden = SpikingQNetwork([1.0] * 3, 2, config=SpikingConfig(ticks=99), **config.to_kwargs())
+    assert from_config.config == from_keywords.config == overridden.config == config
+    obs = th.rand(5, 3) * 2 - 1
+    assert th.equal(from_config(obs), from_keywords(obs)) and th.equal(from_config(obs), overridden(obs))
+    with pytest.raises(TypeError, match="SpikingConfig"):
+        SpikingQNetwork([1.0] * 3, 2, [12, 6])
 
 
 def test_surrogate_choices_train():
@@ -133,27 +183,6 @@ def test_surrogate_choices_train():
         net = SpikingQNetwork([1.0, 1.0], 2, net_arch=[8], ticks=5, surrogate=name, threshold=0.3)
         net(th.rand(16, 2)).sum().backward()
         assert np.isfinite(net.hidden[0].weight.grad.numpy()).all()
-
-
-@pytest.mark.parametrize("subtract", [True, False])
-def test_accelerator_scan_equals_the_cpu_kernels(subtract):
-    # On CUDA the layers run _lif_scan_torch and _reverse_scan; on CPU the compiled kernels.
-    from spiking_dqn import kernels
-    from spiking_dqn.network import _lif_scan_torch, _reverse_scan
-
-    current = th.randn(12, 32, 16) * 0.8
-    n = current.shape[-1]
-    full = lambda value: np.full(n, value, dtype=np.float32)  # noqa: E731
-    pre_k, spikes_k, _ = kernels.lif_forward(current.numpy(), full(0.8), full(0.0), full(0.5), subtract, np.float32(0))
-    pre_t, spikes_t = _lif_scan_torch(current, 0.8, 0.5, subtract)
-    assert np.array_equal(spikes_k, spikes_t.numpy())
-    assert np.allclose(pre_k, pre_t.numpy(), atol=1e-6)
-    carry = 0.8 if subtract else 0.8 * (1.0 - spikes_t)
-    direct = th.randn_like(current)
-    grad_k = kernels.lif_backward(
-        direct.numpy(), pre_k, spikes_k, np.float32(0.8), np.float32(0.5), subtract, kernels.SURROGATE_NONE, 0.0
-    )
-    assert np.allclose(grad_k, _reverse_scan(direct, carry).numpy(), atol=1e-5)
 
 
 def test_inference_path_equals_the_autograd_path_and_sees_threshold_changes():
@@ -180,8 +209,6 @@ def test_inference_path_equals_the_autograd_path_and_sees_threshold_changes():
 def test_accelerator_layer_path_equals_the_cpu_path(reset, delay):
     # The torch layer path that runs on CUDA, run here on CPU tensors, against the numpy
     # and kernel path the CPU takes: same spikes, same membranes to float32 rounding.
-    from spiking_dqn.network import _layer_forward, _layer_forward_torch
-
     th.manual_seed(4)
     net = SpikingQNetwork([1.0] * 3, 2, net_arch=[20], ticks=9, threshold=0.6, reset=reset, synaptic_delay=delay)
     spikes_in = net.encoder(th.rand(30, 3) * 2 - 1)

@@ -1,0 +1,350 @@
+"""The LIF layer: delay, projection and chip-timed leaky neurons, over all ticks at once.
+
+Timing follows the SpiNNaker2 ``lif_no_delay`` semantics: per tick
+``v = beta * v + (W s + b)``, spike when ``v > threshold``, then reset at once (by
+subtraction or to zero), and a spike emitted at tick ``t`` reaches the next population at
+tick ``t + delay``. :class:`ChipLeaky` is that neuron, tick by tick, as an snnTorch
+``Leaky``.
+
+For speed a layer is run for all ticks at once rather than tick by tick: its synaptic
+currents for all ticks are one matrix product over ``(T * batch)`` rows, and only the
+elementwise LIF update loops over the ticks. This is the same computation as the tick
+loop, since a layer's input at tick ``t`` depends only on the previous layer's spikes at
+earlier (or, with no delay, the same) ticks. On the CPU the loop and its exact backward
+are the compiled kernels of :mod:`spiking_dqn.kernels`; on an accelerator, torch ops.
+:func:`spiking_layer` is the entry point: one autograd node for delay, projection and
+neurons when gradients are needed, the forward alone otherwise, with the same spikes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import snntorch as snn
+import torch as th
+from snntorch import surrogate
+from snntorch._neurons.neurons import SpikingNeuron
+from torch import nn
+from torch.autograd.function import FunctionCtx
+
+from spiking_dqn import kernels
+
+ResetMode = Literal["subtract", "zero"]
+RESET_MODES: tuple[str, ...] = ("subtract", "zero")
+
+SpikeFunction = Callable[[th.Tensor], th.Tensor]
+"""A spike function with a surrogate gradient: ``H(x)`` forward, as snnTorch's surrogates."""
+
+# snnTorch's ``sigmoid`` surrogate is left out: its backward computes exp(-slope * x) and
+# overflows to NaN for membranes a few units below threshold, which happens in training.
+SURROGATES: dict[str, Callable[[], SpikeFunction]] = {
+    "atan": surrogate.atan,
+    "fast_sigmoid": surrogate.fast_sigmoid,
+    "triangular": surrogate.triangular,
+    "straight_through": surrogate.straight_through_estimator,
+}
+
+
+def make_surrogate(spec: str | SpikeFunction) -> SpikeFunction:
+    """snnTorch surrogate spike function from a name (see ``SURROGATES``) or a callable.
+
+    :param spec: a name from ``SURROGATES`` (built with its default parameter) or a spike function
+    """
+    if callable(spec):
+        return spec
+    if spec not in SURROGATES:
+        raise ValueError(f"unknown surrogate {spec!r}; choose one of {sorted(SURROGATES)} or pass a callable")
+    return SURROGATES[spec]()
+
+
+def surrogate_code(spec: str | SpikeFunction) -> tuple[int, float] | None:
+    """``(code, parameter)`` of a named surrogate among the closed-form derivatives of
+    :mod:`spiking_dqn.kernels`, or ``None`` for a callable (autograd evaluates it).
+
+    :param spec: a name from ``SURROGATES`` or a spike function
+    """
+    if isinstance(spec, str):
+        return kernels.SURROGATE_CODES[spec], kernels.SURROGATE_DEFAULTS[spec]
+    return None
+
+
+class ChipLeaky(snn.Leaky):
+    """First-order leaky integrate-and-fire neuron with the chip's same-tick reset and no hidden state.
+
+    An snnTorch ``Leaky`` whose reset acts in the tick of the spike, as on SpiNNaker2
+    (snnTorch's own ``Leaky`` applies it in the next tick's update, scaled by ``beta`` there).
+    The membrane after the input of tick :math:`t` is
+
+    .. math::
+
+            M[t] = βU[t-1] + I_{\\rm in}[t]
+
+    the spike is :math:`S[t] = H(M[t] - U_{\\rm thr})` (strictly above the threshold; the
+    surrogate ``spike_grad`` in the backward), and the membrane carried to the next tick is
+
+    .. math::
+
+            U[t] = M[t] - S[t] U_{\\rm thr} \\quad \\text{(subtract)}, \\qquad
+            U[t] = (1 - S[t]) M[t] \\quad \\text{(zero)}
+
+    with :math:`U[-1] = 0`. As in snnTorch, the reset term is detached from the graph.
+
+    * :math:`I_{\\rm in}` - input current (``W s + b`` of the arriving spikes)
+    * :math:`U` - membrane potential
+    * :math:`U_{\\rm thr}` - threshold
+    * :math:`β` - membrane decay (the chip's ``alpha_decay``)
+
+    The membrane is passed in and returned, never stored on the module, so a network keeps
+    no state between calls. A network runs whole layers with :func:`spiking_layer`, which
+    computes this update for all ticks at once.
+
+    Example::
+
+        import torch as th
+        from snntorch import surrogate
+        from spiking_dqn.layers import ChipLeaky
+
+        lif = ChipLeaky(beta=0.5, threshold=1.0, spike_grad=surrogate.atan(), reset_mechanism="subtract")
+        mem = th.zeros(1, 1)
+        for current in [1.5, 0.2, 2.6]:
+            spk, mem = lif(th.tensor([[current]]), mem)
+        # spikes 1, 0, 1; membranes after reset 0.5, 0.45, 1.825
+
+    :param beta: membrane decay, in [0, 1]
+    :param threshold: firing threshold (> 0)
+    :param spike_grad: surrogate spike function (see :func:`make_surrogate`)
+    :param reset_mechanism: ``"subtract"`` (the threshold) or ``"zero"``
+    :param surrogate_code: ``(code, parameter)`` of ``spike_grad`` among the closed-form
+        surrogate derivatives of :mod:`spiking_dqn.kernels`, when it is one of them (the
+        compiled backward then evaluates it, see :func:`surrogate_code`); ``None`` for any
+        other surrogate (autograd evaluates it)
+    """
+
+    def __init__(
+        self,
+        beta: float,
+        threshold: float,
+        spike_grad: SpikeFunction,
+        reset_mechanism: ResetMode,
+        surrogate_code: tuple[int, float] | None = None,
+    ) -> None:
+        super().__init__(beta=beta, threshold=threshold, spike_grad=spike_grad, reset_mechanism=reset_mechanism)
+        self.surrogate_code = surrogate_code or (kernels.SURROGATE_NONE, 0.0)
+        # snnTorch keeps every neuron ever built in a class-level list (for its global
+        # reset helpers, which this package does not use); drop ours so it can be freed.
+        SpikingNeuron.instances.remove(self)
+
+    def forward(self, input_: th.Tensor, mem: th.Tensor) -> tuple[th.Tensor, th.Tensor]:  # type: ignore[override]
+        """One tick: spikes and the membrane after reset.
+
+        :param input_: input current of this tick ``(batch, n)``
+        :param mem: membrane after the previous tick ``(batch, n)`` (zeros before the first)
+        """
+        mem = self.beta * mem + input_
+        spk = self.fire(mem)
+        if self.reset_mechanism_val == 0:
+            mem = mem - spk.detach() * self.threshold
+        else:
+            mem = mem * (1.0 - spk.detach())
+        return spk, mem
+
+
+def delay_spikes(spikes: th.Tensor, delay: int) -> th.Tensor:
+    """Shift a spike train ``(T, ...)`` by ``delay`` ticks: what arrives at each tick.
+
+    :param spikes: spike train, ticks first
+    :param delay: ticks from emission to arrival
+    """
+    if delay == 0:
+        return spikes
+    pad = th.zeros_like(spikes[:delay])
+    return th.cat([pad, spikes[:-delay]], dim=0)
+
+
+def _lif_scan_torch(current: th.Tensor, beta: float, threshold: float, subtract: bool) -> tuple[th.Tensor, th.Tensor]:
+    """The ``ChipLeaky`` tick loop with torch ops on ``(T, batch, n)`` currents, for tensors on an
+    accelerator (on the CPU, :func:`kernels.lif_forward`): pre-reset membranes and spikes."""
+    pre = th.empty_like(current)
+    spikes = th.empty_like(current)
+    mem = th.zeros_like(current[0])
+    for t in range(current.shape[0]):
+        th.add(current[t], mem, alpha=beta, out=pre[t])
+        th.gt(pre[t], threshold, out=spikes[t])
+        mem = th.sub(pre[t], spikes[t], alpha=threshold) if subtract else pre[t] * (1.0 - spikes[t])
+    return pre, spikes
+
+
+def _reverse_scan(direct: th.Tensor, carry: float | th.Tensor) -> th.Tensor:
+    """``g_t = direct_t + carry_t * g_{t+1}`` from the last tick back, in torch (accelerators)."""
+    grad = direct.clone()
+    scalar = not isinstance(carry, th.Tensor)
+    for t in range(grad.shape[0] - 2, -1, -1):
+        grad[t] += (carry if scalar else carry[t]) * grad[t + 1]
+    return grad
+
+
+@functools.lru_cache(maxsize=64)
+def _uniform(n: int, value: float) -> np.ndarray:
+    """A read-only float32 array of ``n`` times ``value`` (per-neuron parameters of a layer)."""
+    out = np.full(n, value, dtype=np.float32)
+    out.flags.writeable = False
+    return out
+
+
+def _neuron_params(neuron: ChipLeaky) -> tuple[float, float, bool]:
+    """``(beta clamped to [0, 1], threshold, reset by subtraction)`` of a ``ChipLeaky``.
+
+    Read from the neuron's tensors once and cached on it until one of them is replaced or
+    changed in place (tensor version counters), since reading them costs more than a
+    small layer's whole tick loop.
+    """
+    tensors = (neuron.beta, neuron.threshold, neuron.reset_mechanism_val)
+    key = tuple((id(t), t._version) for t in tensors)
+    cached = neuron.__dict__.get("_scan_params")
+    if cached is None or cached[0] != key:
+        beta, threshold, reset = (t.item() for t in tensors)
+        cached = (key, (min(max(beta, 0.0), 1.0), threshold, reset == 0))
+        neuron.__dict__["_scan_params"] = cached
+    return cached[1]
+
+
+def _lif_cpu(current: np.ndarray, neuron: ChipLeaky, keep_pre: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Pre-reset membranes (an empty array unless ``keep_pre``) and spikes of a ``ChipLeaky``
+    layer driven by ``current`` ``(T, batch, n)``, with :func:`kernels.lif_forward`."""
+    beta, threshold, subtract = _neuron_params(neuron)
+    n = current.shape[-1]
+    pre, spikes, _ = kernels.lif_forward(
+        current, _uniform(n, beta), _uniform(n, 0.0), _uniform(n, threshold), subtract, np.float32(0.0), keep_pre
+    )
+    return pre, spikes
+
+
+def _current_grad(grad_spikes: th.Tensor, pre: th.Tensor, spikes: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
+    """``dL/dI`` of a ``ChipLeaky`` layer from ``dL/ds``, its pre-reset membranes and spikes.
+
+    The exact gradient autograd gives through the tick loop (reset detached): with
+    pre-reset membranes ``m_t`` and spikes ``s_t``,
+    ``dL/dm_t = dL/ds_t * surrogate'(m_t - threshold) + beta * k_t * dL/dm_{t+1}`` where
+    ``k_t = 1`` for reset by subtraction and ``1 - s_t`` for reset to zero, and
+    ``dL/dI_t = dL/dm_t``. On the CPU one compiled pass (:func:`kernels.lif_backward`)
+    with the named surrogates in closed form; other surrogates go through autograd.
+    """
+    beta, threshold, subtract = _neuron_params(neuron)
+    code, param = neuron.surrogate_code
+    cpu = grad_spikes.device.type == "cpu"
+    terms = grad_spikes  # dL/ds, turned into the direct terms d_t below when autograd does the surrogate
+    if not cpu or code == kernels.SURROGATE_NONE:
+        with th.enable_grad():
+            shifted = (pre - neuron.threshold).detach().requires_grad_(True)
+            (terms,) = th.autograd.grad(neuron.spike_grad(shifted), shifted, grad_outputs=grad_spikes)
+        code, param = kernels.SURROGATE_NONE, 0.0
+        if not cpu:
+            # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
+            return _reverse_scan(terms, beta if subtract else beta * (1.0 - spikes))
+    grad = kernels.lif_backward(
+        terms.contiguous().numpy(),
+        pre.numpy(),
+        spikes.numpy(),
+        np.float32(beta),
+        np.float32(threshold),
+        subtract,
+        code,
+        float(param),
+    )
+    return th.from_numpy(grad)
+
+
+def _layer_forward(
+    spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int, keep_pre: bool
+) -> tuple[th.Tensor | None, th.Tensor]:
+    """Pre-reset membranes (if ``keep_pre``) and spikes of ``LIF(linear(delay(spikes_in)))``, outside autograd.
+
+    On the CPU in numpy (one BLAS product for all ticks, then :func:`kernels.lif_forward`),
+    which costs a fraction of torch's dispatch on the small batches of action selection
+    and DQN updates; on an accelerator in torch (:func:`_layer_forward_torch`). Training,
+    acting and the target network all come here, so they see the same spikes.
+    """
+    if spikes_in.device.type != "cpu":
+        return _layer_forward_torch(spikes_in, weight, bias, neuron, delay, keep_pre)
+    x = spikes_in.detach().numpy()
+    if delay:
+        x = np.concatenate([np.zeros_like(x[:delay]), x[:-delay]])
+    # One 2-D product over all ticks and observations (a 3-D matmul would loop over ticks).
+    current = (x.reshape(-1, x.shape[-1]) @ weight.detach().numpy().T).reshape(*x.shape[:-1], weight.shape[0])
+    current += bias.detach().numpy()
+    pre, spikes = _lif_cpu(current, neuron, keep_pre)
+    return (th.from_numpy(pre) if keep_pre else None), th.from_numpy(spikes)
+
+
+def _layer_forward_torch(
+    spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int, keep_pre: bool
+) -> tuple[th.Tensor | None, th.Tensor]:
+    """:func:`_layer_forward` in torch ops, for tensors on an accelerator (tested on the CPU)."""
+    current = nn.functional.linear(delay_spikes(spikes_in.detach(), delay), weight.detach(), bias.detach())
+    beta, threshold, subtract = _neuron_params(neuron)
+    pre, spikes = _lif_scan_torch(current, beta, threshold, subtract)
+    return (pre if keep_pre else None), spikes
+
+
+class _SpikingLayer(th.autograd.Function):
+    """Delay, projection and ``ChipLeaky`` layer in one autograd node.
+
+    ``spikes_out = LIF(linear(delay(spikes_in), weight, bias))`` over all ticks, computed by
+    :func:`_layer_forward` (the same call as inference, so training and acting see the
+    same spikes); backward computes the weight, bias and input gradients from
+    :func:`_current_grad` with three matrix products. One node instead of four keeps
+    autograd's per-node cost, which dominates on small batches, out of every step.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx, spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int
+    ) -> th.Tensor:
+        pre, spikes = _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=True)
+        ctx.save_for_backward(spikes_in, weight, pre, spikes)
+        ctx.neuron, ctx.delay = neuron, delay  # type: ignore[attr-defined]
+        return spikes
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: FunctionCtx, grad_spikes: th.Tensor
+    ) -> tuple[th.Tensor | None, th.Tensor | None, th.Tensor | None, None, None]:
+        spikes_in, weight, pre, spikes = ctx.saved_tensors  # type: ignore[attr-defined]
+        delay: int = ctx.delay  # type: ignore[attr-defined]
+        needs_input_grad: tuple[bool, ...] = ctx.needs_input_grad  # type: ignore[attr-defined]
+        grad_current = _current_grad(grad_spikes, pre, spikes, ctx.neuron)  # type: ignore[attr-defined]
+        flat = grad_current.reshape(-1, grad_current.shape[-1])
+        grad_weight = None
+        if needs_input_grad[1]:
+            arrived = delay_spikes(spikes_in, delay)
+            grad_weight = flat.t().mm(arrived.reshape(-1, arrived.shape[-1]))
+        grad_bias = flat.sum(0) if needs_input_grad[2] else None
+        grad_in = None
+        if needs_input_grad[0]:
+            # What arrived at tick t was emitted at t - delay.
+            grad_arrived = flat.mm(weight).reshape(spikes_in.shape)
+            grad_in = th.zeros_like(grad_arrived) if delay else grad_arrived
+            if delay:
+                grad_in[:-delay] = grad_arrived[delay:]
+        return grad_in, grad_weight, grad_bias, None, None
+
+
+def spiking_layer(spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int) -> th.Tensor:
+    """Spike trains ``(T, batch, n_out)`` of ``LIF(linear(delay(spikes_in), weight, bias))``.
+
+    Under autograd (gradients enabled and an input that requires them) one
+    :class:`_SpikingLayer` node; otherwise (action selection, the target network) the
+    forward alone, without keeping the membranes. Both give the same spikes.
+
+    :param spikes_in: spike trains of the previous population ``(T, batch, n_in)``
+    :param weight: projection weights ``(n_out, n_in)``
+    :param bias: bias ``(n_out,)``, added to the current every tick
+    :param neuron: the layer's neurons
+    :param delay: synaptic delay in ticks (0 or 1)
+    """
+    if th.is_grad_enabled() and (spikes_in.requires_grad or weight.requires_grad or bias.requires_grad):
+        return _SpikingLayer.apply(spikes_in, weight, bias, neuron, delay)
+    return _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=False)[1]
