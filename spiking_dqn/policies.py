@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,10 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from envs.bounds import bounds_for_space
-from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.network import SpikingConfig, SpikingOption, SpikingQNetwork
+
+ObsBoundSpec = np.ndarray | list[float] | str | None
+"""Encoder bounds as a policy takes them: an array, a registered env id, or ``None`` to infer."""
 
 
 class SpikingQNet(QNetwork):
@@ -25,9 +28,12 @@ class SpikingQNet(QNetwork):
     :param action_space: a ``Discrete`` space
     :param features_extractor: SB3 features extractor (a flatten by default)
     :param features_dim: its output dimension (the observation dimension)
-    :param net_arch: hidden layer sizes
+    :param net_arch: hidden layer sizes (``None``: those of ``config``)
+    :param activation_fn: unused (spiking neurons are the nonlinearity); kept for SB3
+    :param normalize_images: SB3's image normalisation flag
     :param obs_bound: encoder bounds (array, registered env id, or ``None`` to infer)
-    :param spiking_kwargs: the remaining ``SpikingQNetwork`` arguments
+    :param config: the spiking options (default: ``SpikingConfig()``); ``net_arch``, when
+        given, replaces its hidden layer sizes
     """
 
     def __init__(
@@ -39,8 +45,8 @@ class SpikingQNet(QNetwork):
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
-        obs_bound: np.ndarray | list[float] | str | None = None,
-        **spiking_kwargs: Any,
+        obs_bound: ObsBoundSpec = None,
+        config: SpikingConfig | None = None,
     ) -> None:
         BasePolicy.__init__(
             self,
@@ -49,15 +55,16 @@ class SpikingQNet(QNetwork):
             features_extractor=features_extractor,
             normalize_images=normalize_images,
         )
-        self.net_arch = list(net_arch) if net_arch is not None else [64, 64]
+        config = config or SpikingConfig()
+        if net_arch is not None:
+            config = dataclasses.replace(config, net_arch=tuple(net_arch))
+        self.config = config
+        self.net_arch = list(config.net_arch)
         self.activation_fn = activation_fn
         self.features_dim = features_dim
         self.obs_bound = obs_bound
-        self.spiking_kwargs = spiking_kwargs
         bound = bounds_for_space(observation_space, obs_bound)
-        self.q_net: SpikingQNetwork = SpikingQNetwork(
-            bound, int(action_space.n), net_arch=self.net_arch, **spiking_kwargs
-        )
+        self.q_net: SpikingQNetwork = SpikingQNetwork(bound, int(action_space.n), config=config)
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
         return self.q_net(self.extract_features(obs, self.features_extractor))
@@ -68,7 +75,7 @@ class SpikingQNet(QNetwork):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(dict(obs_bound=self.obs_bound, **self.spiking_kwargs))
+        data.update(obs_bound=self.obs_bound, config=self.config)
         return data
 
 
@@ -77,22 +84,24 @@ class SpikingDQNPolicy(DQNPolicy):
 
     ``DQN(SpikingDQNPolicy, env, policy_kwargs=dict(net_arch=[64, 64], ticks=10))``
 
+    The spiking options are the fields of :class:`spiking_dqn.network.SpikingConfig`
+    (``ticks``, ``beta``, ``threshold``, ``surrogate``, ``reset``, ``synaptic_delay``,
+    ``encoding``, ``encoding_seed``), given by name as plain values; their defaults and
+    checks are that class's.
+
     :param observation_space: a 1-D ``Box`` observation space
     :param action_space: a ``Discrete`` action space
     :param lr_schedule: learning rate schedule
-    :param net_arch: hidden layer sizes (default ``[64, 64]``)
+    :param net_arch: hidden layer sizes (``None``: ``SpikingConfig``'s default)
     :param obs_bound: encoder bounds: an array, a registered env id (see ``envs.bounds``), or
         ``None`` to take them from the space or the registered env with this space
-    :param ticks: simulation ticks per inference (default 10)
-    :param beta: membrane decay of the hidden LIF neurons, in [0, 1] (default 0.9)
-    :param threshold: hidden firing threshold (default 1.0)
-    :param surrogate: surrogate gradient name or snnTorch surrogate (default ``"atan"``)
-    :param reset: ``"subtract"`` (default) or ``"zero"``
-    :param synaptic_delay: 1 (chip timing, default) or 0
-    :param encoding: ``"deterministic"`` (default) or ``"poisson"``
-    :param encoding_seed: seed of the Poisson encoder
+    :param activation_fn: unused (spiking neurons are the nonlinearity); kept for SB3
+    :param features_extractor_class: SB3 features extractor (a flatten by default)
+    :param features_extractor_kwargs: its keyword arguments
+    :param normalize_images: SB3's image normalisation flag
     :param optimizer_class: optimizer (Adam by default)
     :param optimizer_kwargs: extra optimizer arguments
+    :param spiking_options: the spiking options by name (see above)
     """
 
     q_net: SpikingQNet
@@ -104,40 +113,26 @@ class SpikingDQNPolicy(DQNPolicy):
         action_space: spaces.Discrete,
         lr_schedule: Schedule,
         net_arch: list[int] | None = None,
-        obs_bound: np.ndarray | list[float] | str | None = None,
-        ticks: int = 10,
-        beta: float = 0.9,
-        threshold: float = 1.0,
-        surrogate: str | Callable = "atan",
-        reset: str = "subtract",
-        synaptic_delay: int = 1,
-        encoding: str = "deterministic",
-        encoding_seed: int | None = None,
+        obs_bound: ObsBoundSpec = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
+        **spiking_options: SpikingOption,
     ) -> None:
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(f"SpikingDQNPolicy needs a Discrete action space, got {action_space}")
-        self.spiking_kwargs: dict[str, Any] = dict(
-            obs_bound=obs_bound,
-            ticks=ticks,
-            beta=beta,
-            threshold=threshold,
-            surrogate=surrogate,
-            reset=reset,
-            synaptic_delay=synaptic_delay,
-            encoding=encoding,
-            encoding_seed=encoding_seed,
-        )
+        if net_arch is not None:
+            spiking_options["net_arch"] = net_arch
+        self.spiking_config = SpikingConfig(**spiking_options)  # type: ignore[arg-type]
+        self.obs_bound = obs_bound
         super().__init__(
             observation_space,
             action_space,
             lr_schedule,
-            net_arch=net_arch,
+            net_arch=list(self.spiking_config.net_arch),
             activation_fn=activation_fn,
             features_extractor_class=features_extractor_class,
             features_extractor_kwargs=features_extractor_kwargs,
@@ -148,9 +143,9 @@ class SpikingDQNPolicy(DQNPolicy):
 
     def make_q_net(self) -> SpikingQNet:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
-        return SpikingQNet(**net_args, **self.spiking_kwargs).to(self.device)
+        return SpikingQNet(**net_args, obs_bound=self.obs_bound, config=self.spiking_config).to(self.device)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(self.spiking_kwargs)
+        data.update(obs_bound=self.obs_bound, **self.spiking_config.to_kwargs())
         return data

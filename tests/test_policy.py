@@ -10,7 +10,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from spiking_dqn import SpikeActivityLogger, SpikingDQNPolicy
-from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.network import SpikingConfig, SpikingQNetwork
 
 TINY = dict(net_arch=[16], ticks=6, threshold=0.5)
 
@@ -127,3 +127,61 @@ def test_models_saved_without_bounds_still_load():
     # The agent as trained was written before bounds (and QAT grids) were saved.
     model = DQN.load(trained_model_path("CartPole-v0").parent / "model_trained.zip", device="cpu")
     assert np.allclose(model.policy.q_net.q_net.encoder.bound.numpy(), [2.4, 1.5, 0.2095, 2.0])
+
+
+SHIPPED_MODELS = sorted((Path(__file__).resolve().parents[1] / "agents" / "trained").glob("*/model*.zip"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_MODELS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_models_load_with_the_options_they_were_saved_with(path):
+    import json
+    import zipfile
+
+    saved = json.loads(zipfile.ZipFile(path).read("data"))["policy_kwargs"]  # plain values, as rl-zoo writes them
+    model = DQN.load(path, device="cpu")
+    net = model.policy.q_net.q_net
+    expected = SpikingConfig(**{k: v for k, v in saved.items() if k != "obs_bound"})
+    assert net.config == expected == model.policy.q_net_target.q_net.config
+    assert net.net_arch == saved["net_arch"] and net.ticks == saved["ticks"]
+    obs = model.observation_space.sample()
+    action, _ = model.predict(obs, deterministic=True)
+    assert model.action_space.contains(int(action))
+
+
+def test_policy_kwargs_take_every_spiking_option_as_a_plain_value(tmp_path):
+    options = dict(
+        net_arch=[12, 6],
+        ticks=9,
+        beta=0.7,
+        threshold=0.4,
+        surrogate="fast_sigmoid",
+        reset="zero",
+        synaptic_delay=0,
+        encoding="poisson",
+        encoding_seed=3,
+    )
+    model = DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=options)
+    config = SpikingConfig(**options)
+    assert model.policy.spiking_config == config
+    assert model.policy.q_net.q_net.config == model.policy.q_net_target.q_net.config == config
+    assert model.policy.q_net.q_net.encoder.mode == "poisson" and model.policy.q_net.q_net.encoder.seed == 3
+    # The policy alone saves and rebuilds from its constructor parameters (plain values).
+    params = model.policy._get_constructor_parameters()
+    assert {k: params[k] for k in options} == options
+    model.policy.save(tmp_path / "policy.pth")
+    loaded = SpikingDQNPolicy.load(tmp_path / "policy.pth", device="cpu")
+    assert loaded.spiking_config == config
+    spikes = model.policy.q_net.q_net.encoder(th.rand(4, 4) * 2 - 1)  # Poisson: encode once, feed both
+    with th.no_grad():
+        assert th.equal(loaded.q_net.q_net.forward_spikes(spikes), model.policy.q_net.q_net.forward_spikes(spikes))
+
+
+def test_policy_defaults_are_the_config_defaults():
+    model = DQN(SpikingDQNPolicy, "CartPole-v1")
+    assert model.policy.spiking_config == SpikingConfig()
+    assert model.policy.net_arch == list(SpikingConfig().net_arch) == model.policy.q_net.net_arch
+
+
+def test_unknown_policy_kwarg_is_a_type_error():
+    with pytest.raises(TypeError, match="tiks"):
+        DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=dict(TINY, tiks=5))
