@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -182,9 +183,12 @@ def _source_files() -> list[str]:
             ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
             cwd=ROOT, capture_output=True, check=True,
         ).stdout.decode().split("\0")
-    except (OSError, subprocess.CalledProcessError):
-        ignore = shutil.ignore_patterns(".git", *IGNORED_PARTS, "*.egg-info", "logs", "demo_out")
-        return [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file() and not ignore(str(p.parent), [p.name])]
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (e.g. an unpacked archive)
+        skipped = (".git", *IGNORED_PARTS, "*.egg-info", "logs", "demo_out")
+        return [
+            str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
+            if p.is_file() and not any(fnmatch(part, pattern) for part in p.relative_to(ROOT).parts for pattern in skipped)
+        ]
     return [name for name in listed if name and (ROOT / name).is_file()]
 
 
