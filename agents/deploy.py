@@ -4,10 +4,10 @@
     python -m agents.deploy Acrobot-v1
 
 The recipes end with quantization-aware fine-tuning, so a shipped ``model.zip`` sits on
-an int8 grid and ``lam="auto"`` quantizes it with that grid's lambdas. Writes, next to
+an int8 grid, recorded in the network, and the default ``lam`` (``None``) quantizes it on that grid. Writes, next to
 ``agents/trained/<env>/model.zip``:
 
-* ``chip_program.npz``: the int8 chip program (centered readout, lambda ``auto``);
+* ``chip_program.npz``: the int8 chip program (centered readout, the agent's grid);
 * ``model_qat.zip`` when ``--qat-steps`` > 0 (for an agent trained without QAT): the
   float agent after quantization-aware fine-tuning with its weights snapped to the int8
   grid (the float twin of the chip program, which is quantized from it);
@@ -21,34 +21,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import warnings
 from pathlib import Path
 
 from stable_baselines3 import DQN
 
 from agents.common import QAT_CHECK_EPISODES, QAT_CHECK_SEED, replace_card_section, trained_model_path
-from spiking_dqn.evaluation import compare
-from spiking_dqn.hardware_policy import HardwarePolicy
-from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
+from spiking_dqn.compare import compare
+from spiking_dqn.pipeline import QATSettings, Seeds, fit_to_chip
+from spiking_dqn.quantization import LambdaSpec
 
 
 def deploy(
     env_id: str,
-    lam: str | float = "auto",
+    lam: LambdaSpec = None,
     qat_steps: int = 0,
     episodes: int = 100,
     seed: int = 0,
     folder: Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """Quantize (optionally after QAT), save the chip program, compare it with the float network.
+    """Fit to the chip (optionally after QAT), save the chip program, compare it with the float network.
 
     :param env_id: a shipped agent's environment
-    :param lam: lambda specification
+    :param lam: lambda specification (``None``: the agent's own grid, else ``"auto"``)
     :param qat_steps: online QAT steps (0: none)
     :param episodes: episodes of the comparison (float and chip)
-    :param seed: seed of the first comparison episode (and of QAT)
+    :param seed: seed of the first comparison episode (and of QAT's environment)
     :param folder: folder holding ``model.zip`` (default: the shipped agent's)
     :param progress: show progress bars
     :return: the summary written to ``deployment.json``
@@ -56,22 +55,18 @@ def deploy(
     folder = Path(folder) if folder is not None else trained_model_path(env_id).parent
     model = DQN.load(folder / "model.zip", device="cpu")
     summary: dict = {"env_id": env_id, "lam": lam, "qat_steps": qat_steps, "episodes": episodes, "seed": seed}
-    if qat_steps > 0:
-        start = time.perf_counter()
-        report = quantization_aware_finetune(
-            model, lam, qat_steps, env_id=env_id, check_episodes=QAT_CHECK_EPISODES, check_seed=QAT_CHECK_SEED,
-            seed=seed,
-        )
-        summary["qat"] = report.to_dict() | {"wall_time_s": round(time.perf_counter() - start, 1)}
-        lam = report.lambdas
-        # The trained network is the fake-quantized one: make the float model compute it.
-        snap_model_to_grid(model, lam)
-        model.save(folder / "model_qat.zip")
+    seeds = Seeds(search=seed, qat_checks=QAT_CHECK_SEED, evaluation=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        hardware = HardwarePolicy.from_model(model, lam=lam)
-    hardware.program.save(folder / "chip_program.npz")
-    summary["quantization"] = hardware.quantization_report.to_dict()
+        fit = fit_to_chip(
+            model, env_id, lam=lam, qat=QATSettings(qat_steps, check_episodes=QAT_CHECK_EPISODES), method="none",
+            seeds=seeds, eval_episodes=episodes, progress=progress,
+        )
+    if fit.qat is not None:
+        summary["qat"] = fit.qat.to_dict()
+        model.save(folder / "model_qat.zip")
+    fit.program.save(folder / "chip_program.npz")
+    summary["quantization"] = fit.quantization.to_dict()
     result = compare(model, env_id, program=folder / "chip_program.npz", n_episodes=episodes, seed=seed, progress=progress)
     result.write(folder / "deployment")
     data = result.to_dict()
@@ -81,7 +76,7 @@ def deploy(
         "action_agreement": data["action_agreement"]["value"],
     }
     as_trained = folder / ("model.zip" if qat_steps > 0 else "model_trained.zip")
-    fine_tuned = qat_steps > 0 or model.policy.q_net.q_net.snapped_lambdas is not None
+    fine_tuned = qat_steps > 0 or model.policy.q_net.q_net.grid is not None
     if fine_tuned and as_trained.exists():
         # The agent as trained (before QAT and snapping) against the same chip program.
         original = compare(as_trained, env_id, program=folder / "chip_program.npz", n_episodes=episodes,
@@ -89,10 +84,9 @@ def deploy(
         summary["figures"]["trained_agent_float_reward"] = original["reward"]["float"]["mean"]["value"]
         summary["figures"]["trained_agent_action_agreement"] = original["action_agreement"]["value"]
     (folder / "deployment.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    replace_card_section(folder / "README.md", "deployment", card_section(summary, hardware.program.lambdas))
+    replace_card_section(folder / "README.md", "deployment", card_section(summary, fit.program.lambdas))
     for row in result.summary_rows():
         print(f"  {row[0]:<32} float: {row[1]:<28} chip (emulator): {row[2]}")
-    print(json.dumps(summary["figures"], indent=2))
     return summary
 
 
@@ -111,8 +105,8 @@ def card_section(summary: dict, lambdas: list[float]) -> str:
         command,
         "```",
         "",
-        f"int8 with lambdas [{', '.join(f'{lam:.2f}' for lam in lambdas)}] (lam `{summary['lam']}`; for an agent "
-        "snapped to a QAT grid, that grid) and the centered readout, into `chip_program.npz`. Over "
+        f"int8 with lambdas [{', '.join(f'{lam:.2f}' for lam in lambdas)}] (lam `{summary['lam'] or 'the agent grid'}`: for an "
+        "agent snapped to a QAT grid, that grid, else auto) and the centered readout, into `chip_program.npz`. Over "
         f"{summary['episodes']} episodes (env seeds {summary['seed']}..{summary['seed'] + summary['episodes'] - 1}):",
         "",
         "| policy | mean reward | action agreement with the chip |",
@@ -137,12 +131,12 @@ def card_section(summary: dict, lambdas: list[float]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("env", choices=["CartPole-v0", "Acrobot-v1"])
-    parser.add_argument("--lam", default="auto", help="lambda: 'auto' or a number")
+    parser.add_argument("--lam", default=None, help="lambda: 'auto' or a number (default: the agent's own grid, else auto)")
     parser.add_argument("--qat-steps", type=int, default=0, help="online quantization-aware fine-tuning steps")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    lam = args.lam if args.lam == "auto" else float(args.lam)
+    lam = args.lam if args.lam in (None, "auto") else float(args.lam)
     deploy(args.env, lam=lam, qat_steps=args.qat_steps, episodes=args.episodes, seed=args.seed)
 
 

@@ -61,15 +61,10 @@ import torch as th  # noqa: E402
 th.set_num_threads(1)
 
 from agents.common import TRAINED_NAME, replace_card_section, trained_model_path  # noqa: E402
-from spiking_dqn.hardware import EmulatorBackend  # noqa: E402
+from spiking_dqn.pipeline import CalibrationSettings, QATSettings, Seeds, fit_to_chip  # noqa: E402
 from spiking_dqn.quantization import quantize_network  # noqa: E402
-from spiking_dqn.search import (  # noqa: E402
-    backend_reward,
-    calibrate_thresholds,
-    float_reward,
-    record_observations,
-    threshold_search,
-)
+from spiking_dqn.rollouts import backend_reward, float_reward, record_observations  # noqa: E402
+from spiking_dqn.search import calibrate_thresholds  # noqa: E402
 
 AGENTS = ("CartPole-v0", "Acrobot-v1")
 #: Reference lambdas of Arfa, Vogginger and Mayr (arXiv 2507.23562).
@@ -99,59 +94,45 @@ def normalised(env_id: str, reward: float, reference: float) -> float:
     return (reward - worst) / (reference - worst) if reference != worst else float("nan")
 
 
-class CountingEmulator(EmulatorBackend):
-    """The emulator, counting the inferences and episodes it serves (for QAT's checks)."""
-
-    def __init__(self) -> None:
-        super().__init__(warn_saturation=False)
-        self.inferences = 0
-
-    def run(self, program, obs):
-        result = super().run(program, obs)
-        self.inferences += result.batch_size
-        return result
-
-
 def thresholds_of(program) -> list[float]:
     return [float(np.mean(t)) for t in program.thresholds[:-1]]
 
 
-def compare_methods(reference, program, env_id: str, final_episodes: int, final_seed: int) -> dict:
+def compare_methods(network, program, env_id: str, final_episodes: int, final_seed: int) -> dict:
     """Naive program, grid search and calibration from one quantized program; rewards on held-out episodes."""
-    out: dict = {"naive_reward": backend_reward(program, env_id, final_episodes, seed=final_seed).mean_reward}
-    out["naive_thresholds"] = thresholds_of(program)
-    t = time.perf_counter()
-    search = threshold_search(program, env_id, progress_bar=False)
-    search_wall = time.perf_counter() - t
+    seeds = Seeds(search=0, calibration=10_000, evaluation=final_seed)
+    fit = fit_to_chip(network, env_id, program=program, method="both", seeds=seeds, eval_episodes=final_episodes,
+                      calibration=CalibrationSettings(CAL_OBSERVATIONS))
+    search, calibration = fit.search, fit.calibration
+    out: dict = {"naive_reward": fit.candidates["naive"].evaluation.mean_reward,
+                 "naive_thresholds": fit.candidates["naive"].thresholds}
     out["grid_search"] = {
         "multipliers": search.best.multipliers,
         "thresholds": search.best.thresholds,
         "search_reward": search.best.mean_reward,
-        "final_reward": backend_reward(search.program, env_id, final_episodes, seed=final_seed).mean_reward,
+        "final_reward": fit.candidates["grid"].evaluation.mean_reward,
         "backend_episodes": search.backend_episodes,
         "backend_inferences": search.backend_inferences,
         "evaluations": len(search.evaluations),
-        "wall_time_s": search_wall,
+        "wall_time_s": search.wall_time_s,
     }
-    t = time.perf_counter()
-    observations = record_observations(reference, env_id, CAL_OBSERVATIONS, seed=10_000)
-    calibration = calibrate_thresholds(reference, program, observations)
-    cal_wall = time.perf_counter() - t
-    per_layer = calibrate_thresholds(reference, program, observations, granularity="layer", objective="agreement",
-                                     rate_iterations=3)
     out["calibration"] = {
         "multipliers": calibration.multipliers,
         "rate_multipliers": calibration.rate_multipliers,
         "scale": calibration.scale,
         "thresholds": calibration.thresholds,
         "agreement": calibration.agreement,
-        "final_reward": backend_reward(calibration.program, env_id, final_episodes, seed=final_seed).mean_reward,
+        "final_reward": fit.candidates["calibration"].evaluation.mean_reward,
         "backend_episodes": 0,
         "backend_inferences": calibration.backend_inferences,
         "backend_calls": calibration.backend_calls,
         "n_observations": calibration.n_observations,
-        "wall_time_s": cal_wall,
+        "wall_time_s": calibration.wall_time_s,
     }
+    # The per-layer variant of the calibration, on the same recorded observations.
+    observations = record_observations(network, env_id, CAL_OBSERVATIONS, seed=seeds.calibration)
+    per_layer = calibrate_thresholds(network, program, observations, granularity="layer", objective="agreement",
+                                     rate_iterations=3)
     out["calibration_per_layer"] = {
         "multipliers": per_layer.multipliers,
         "final_reward": backend_reward(per_layer.program, env_id, final_episodes, seed=final_seed).mean_reward,
@@ -182,8 +163,6 @@ def add_ratios(env_id: str, scenario: dict, float_reward_: float) -> None:
 def run_agent(env_id: str, path: Path, final_episodes: int, final_seed: int, qat_steps: int) -> dict:
     from stable_baselines3 import DQN
 
-    from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
-
     t0 = time.perf_counter()
     model = DQN.load(path, device="cpu")
     net = model.policy.q_net.q_net
@@ -204,8 +183,8 @@ def run_agent(env_id: str, path: Path, final_episodes: int, final_seed: int, qat
     scenarios.append(scenario(f"lambda {lam:g} (Arfa et al.)", net, lam))
     # 2. The package's default lambda ("auto": the agent's QAT grid when it has one); a
     #    deliberately poor one (factors of those lambdas) if that already deploys well.
-    grid = "its QAT grid" if net.snapped_lambdas is not None else "percentile rule"
-    scenarios.append(scenario(f"lambda auto ({grid})", net, "auto"))
+    grid = "its QAT grid" if net.grid is not None else "percentile rule"
+    scenarios.append(scenario(f"lambda auto ({grid})", net, None))
     auto = scenarios[-1]
     if normalised(env_id, auto["naive_reward"], out["float_reward"]) >= 0.95:
         factors = POOR_FACTORS[env_id]
@@ -220,15 +199,15 @@ def run_agent(env_id: str, path: Path, final_episodes: int, final_seed: int, qat
         out["trained_float_reward"] = float_reward(trained, env_id, final_episodes, seed=final_seed).mean_reward
         scenarios.append(scenario("agent as trained (no QAT), lambda auto", trained_net, "auto"))
         if qat_steps > 0:
-            counting = CountingEmulator()
-            t = time.perf_counter()
-            report = quantization_aware_finetune(trained, "auto", qat_steps, env_id=env_id, check_episodes=20,
-                                                 check_seed=50_000, backend=counting, seed=0)
-            qat = report.to_dict() | {"wall_time_s": time.perf_counter() - t, "check_inferences": counting.inferences}
-            if report.kept:
-                snap_model_to_grid(trained, report.lambdas)
+            # The callback's path: QAT on the agent as trained (checked over 20 episodes), then both methods.
+            seeds = Seeds(search=0, calibration=10_000, qat_checks=50_000, evaluation=final_seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fit = fit_to_chip(trained, env_id, lam="auto", qat=QATSettings(qat_steps, check_episodes=20),
+                                  method="none", seeds=seeds, eval_episodes=final_episodes)
+            qat = fit.qat.to_dict()
             scenarios.append(scenario(f"agent as trained + QAT ({qat_steps} online steps), lambda auto",
-                                      trained_net, report.lambdas, qat=qat))
+                                      trained_net, fit.grid, qat=qat))
     for sc in scenarios:
         add_ratios(env_id, sc, out["float_reward"])
     out["scenarios"] = scenarios

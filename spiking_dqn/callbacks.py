@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
+from spiking_dqn.hardware.backend import get_backend
+from spiking_dqn.pipeline import METHODS, CalibrationSettings, FitResult, QATSettings, SearchSettings, Seeds, fit_to_chip
 from spiking_dqn.policies import SpikingDQNPolicy
+from spiking_dqn.quantization import LambdaSpec
+from spiking_dqn.search.studies import open_storage
 
 
 def activity_summary(counts: list[th.Tensor], ticks: int, delay: int, saturation: float = 0.95) -> dict[str, float]:
@@ -82,6 +90,8 @@ class HardwareAwareFineTuning(BaseCallback):
 
     At the end of training (and every ``eval_freq`` steps when ``eval_freq > 0``):
 
+    It runs :func:`spiking_dqn.pipeline.fit_to_chip` on the model being trained:
+
     1. quantize the online Q-network into a chip program with ``lam``
        (:func:`spiking_dqn.quantization.quantize_network`);
     2. at the end of training only, when ``qat_steps > 0``: quantization-aware fine-tuning,
@@ -94,7 +104,7 @@ class HardwareAwareFineTuning(BaseCallback):
        :func:`spiking_dqn.search.calibrate_thresholds`), both (``"both"``: the better on
        held-out episodes wins) or none (``"none"``);
     4. evaluate the float policy, the naive program (float threshold x lambda) and the
-       chosen program on ``eval_episodes`` held-out episodes (seeds from ``seed + 100000``,
+       chosen program on ``eval_episodes`` held-out episodes (``Seeds.from_base(seed)``:
        not those of the search) and log under ``hardware/``: rewards, thresholds and
        multipliers, spikes and synaptic events per inference, estimated energy and latency
        per inference, and the backend cost of the search. The best program (of naive and
@@ -108,7 +118,8 @@ class HardwareAwareFineTuning(BaseCallback):
     ``callback:`` key of a hyperparameter file.
 
     :param env_id: environment of the search episodes (default: the training env's id)
-    :param lam: lambda: a number, one number per projection, or ``"auto"``
+    :param lam: lambda: ``None`` (default: the network's own grid if it has one, else
+        ``"auto"``), ``"auto"``, a number, or one number per projection
     :param eval_freq: also run steps 1, 3 and 4 every this many environment steps (0: only at the end)
     :param qat_steps: steps of quantization-aware fine-tuning at the end (0: none):
         environment steps (``qat_mode="online"``) or gradient steps (``"replay"``). Fine-tuned
@@ -137,17 +148,17 @@ class HardwareAwareFineTuning(BaseCallback):
         when training starts
     :param study_name: prefix of the study names (``<study_name>-<tag>-<program hash>``)
     :param save_path: output folder (default ``<logger folder>/hardware`` or ``./hardware_finetuning``)
-    :param seed: seed of the search episodes (held-out evaluations use ``seed + 100000``)
+    :param seed: base of the episode seeds (:meth:`spiking_dqn.pipeline.Seeds.from_base`: search
+        episodes from ``seed``, calibration from ``seed + 10000``, QAT checks from ``seed + 50000``,
+        held-out evaluations from ``seed + 100000``)
     :param progress_bar: show the search progress bars
     :param verbose: 1 prints a summary of each run
     """
 
-    METHODS = ("grid", "calibrate", "both", "none")
-
     def __init__(
         self,
         env_id: str | None = None,
-        lam: float | list[float] | str = "auto",
+        lam: LambdaSpec = None,
         eval_freq: int = 0,
         qat_steps: int = 0,
         qat_learning_rate: float | None = None,
@@ -171,10 +182,8 @@ class HardwareAwareFineTuning(BaseCallback):
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
-        from spiking_dqn.search.grid import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, check_grid
-
-        if method not in self.METHODS:
-            raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         for name, value, minimum in (
             ("eval_freq", eval_freq, 0),
             ("qat_steps", qat_steps, 0),
@@ -187,46 +196,45 @@ class HardwareAwareFineTuning(BaseCallback):
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if not 0.0 <= float(qat_grid_pull) <= 1.0:
             raise ValueError(f"qat_grid_pull must be in [0, 1], got {qat_grid_pull}")
+        if qat_keep not in ("better", "always"):
+            raise ValueError(f"qat_keep must be 'better' or 'always', got {qat_keep!r}")
+        if qat_mode not in ("online", "replay"):
+            raise ValueError(f"qat_mode must be 'online' or 'replay', got {qat_mode!r}")
         self.env_id = env_id
         self.lam = lam
         self.eval_freq = eval_freq
-        self.qat_steps = qat_steps
-        self.qat_learning_rate = qat_learning_rate
-        self.qat_grid_pull = float(qat_grid_pull)
-        self.qat_target_update_interval = qat_target_update_interval
-        if qat_keep not in ("better", "always"):
-            raise ValueError(f"qat_keep must be 'better' or 'always', got {qat_keep!r}")
-        self.qat_keep = qat_keep
-        if qat_mode not in ("online", "replay"):
-            raise ValueError(f"qat_mode must be 'online' or 'replay', got {qat_mode!r}")
-        self.qat_mode = qat_mode
         self.method = method
-        self.stage1_grid = check_grid(DEFAULT_STAGE1_GRID if stage1_grid is None else stage1_grid, "stage1_grid")
-        self.stage2_factors = check_grid(
-            DEFAULT_STAGE2_FACTORS if stage2_factors is None else stage2_factors, "stage2_factors"
+        self.qat = QATSettings(
+            steps=qat_steps,
+            mode=qat_mode,
+            learning_rate=qat_learning_rate,
+            grid_pull=float(qat_grid_pull),
+            target_update_interval=qat_target_update_interval,
+            check_episodes=search_episodes if qat_keep == "better" else 0,
         )
-        self.search_episodes = search_episodes
+        search = SearchSettings(episodes=search_episodes, storage=storage, study_name=study_name, name_per_program=True)
+        if stage1_grid is not None:
+            search = dataclasses.replace(search, stage1_grid=tuple(stage1_grid))
+        if stage2_factors is not None:
+            search = dataclasses.replace(search, stage2_factors=tuple(stage2_factors))
+        self.search = search
         self.eval_episodes = eval_episodes
         self.calibration_observations = calibration_observations
         self.backend_name = backend
         self.backend_options = dict(backend_options or {})
-        self.storage = storage
-        self.study_name = study_name
+        self.backend = None
         self.save_path = save_path
         self.seed = int(seed)
+        self.seeds = Seeds.from_base(self.seed)
         self.progress_bar = progress_bar
         self.results: list[dict] = []
         self.last_summary: dict = {}
         self.best_program = None
+        self._final_done = False
 
     # ------------------------------------------------------------------ SB3 hooks
 
     def _init_callback(self) -> None:
-        from pathlib import Path
-
-        from spiking_dqn.hardware import get_backend
-        from spiking_dqn.search.studies import open_storage
-
         if not isinstance(self.model.policy, SpikingDQNPolicy):
             raise TypeError(
                 f"HardwareAwareFineTuning needs a SpikingDQNPolicy, got {type(self.model.policy).__name__}"
@@ -237,8 +245,8 @@ class HardwareAwareFineTuning(BaseCallback):
                 raise ValueError("cannot tell the training env's id; pass env_id=...")
             self.env_id = specs[0].id
         self.backend = get_backend(self.backend_name, **self.backend_options)
-        if self.storage is not None and self.method in ("grid", "both"):
-            open_storage(self.storage)  # a storage that cannot be reached fails now, before training
+        if self.search.storage is not None and self.method in ("grid", "both"):
+            open_storage(self.search.storage)  # a storage that cannot be reached fails now, before training
         if self.save_path is None:
             folder = self.logger.get_dir() if self.logger is not None else None
             self.save_path = str(Path(folder) / "hardware") if folder else "hardware_finetuning"
@@ -254,7 +262,7 @@ class HardwareAwareFineTuning(BaseCallback):
 
     def _on_training_end(self) -> None:
         # rl-zoo calls on_training_end() a second time after learn() returns: run once.
-        if getattr(self, "_final_done", False):
+        if self._final_done:
             return
         self._final_done = True
         self.run_hardware_stage("final", final=True)
@@ -262,7 +270,7 @@ class HardwareAwareFineTuning(BaseCallback):
     # ------------------------------------------------------------------ the work
 
     def _replay_observations(self) -> np.ndarray | None:
-        buffer = getattr(self.model, "replay_buffer", None)
+        buffer = self.model.replay_buffer
         if buffer is None or buffer.size() == 0:
             return None
         n = buffer.buffer_size if buffer.full else buffer.pos
@@ -272,155 +280,42 @@ class HardwareAwareFineTuning(BaseCallback):
         return obs[np.sort(pick)]
 
     def run_hardware_stage(self, tag: str, final: bool) -> dict:
-        """Quantize, (QAT), search, evaluate, log and save; return the summary (also in ``last_summary``)."""
-        import json
-        import time
-        from pathlib import Path
+        """Fit the model to the chip now (:func:`~spiking_dqn.pipeline.fit_to_chip`), log and save.
 
-        from spiking_dqn.hardware import estimate_energy
-        from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
-        from spiking_dqn.quantization import quantize_network
-        from spiking_dqn.search.calibration import calibrate_thresholds
-        from spiking_dqn.search.episodes import backend_reward, float_reward
-        from spiking_dqn.search.grid import program_fingerprint, threshold_search
-
-        start = time.perf_counter()
+        :param tag: name of the stage (its folder under ``save_path``)
+        :param final: the end of training (the only stage that runs QAT)
+        :return: the summary (also in ``last_summary``)
+        """
         out = Path(self.save_path) / tag
-        out.mkdir(parents=True, exist_ok=True)
-        net = self.model.policy.q_net.q_net
-        was_training = net.training
-        net.eval()
-        program, report = quantize_network(net, self.lam)
-        lambdas = list(program.lambdas)
-        eval_seed = self.seed + 100_000
-
-        def evaluate(candidate):
-            return backend_reward(candidate, self.env_id, self.eval_episodes, seed=eval_seed, backend=self.backend)
-
-        summary: dict = {
-            "tag": tag,
-            "num_timesteps": int(self.num_timesteps),
-            "env_id": self.env_id,
-            "backend": self.backend_name,
-            "lambdas": lambdas,
-            "quantization": report.to_dict(),
-            "eval_episodes": self.eval_episodes,
-            "eval_seed": eval_seed,
-        }
-        summary["reward_float"] = float_reward(net, self.env_id, self.eval_episodes, seed=eval_seed).mean_reward
-        naive = evaluate(program)
-        summary["reward_naive"] = naive.mean_reward
-        summary["naive_thresholds"] = [float(np.mean(t)) for t in program.thresholds[:-1]]
-
-        if final and self.qat_steps > 0:
-            qat = quantization_aware_finetune(
-                self.model,
-                lambdas,
-                self.qat_steps,
-                mode=self.qat_mode,
-                learning_rate=self.qat_learning_rate,
-                grid_pull=self.qat_grid_pull,
-                target_update_interval=self.qat_target_update_interval,
-                env_id=self.env_id,
-                seed=self.seed,
-                check_episodes=self.search_episodes if self.qat_keep == "better" else 0,
-                check_seed=self.seed,
-                backend=self.backend,
-            )
-            if qat.kept:
-                # The network QAT trained is the fake-quantized one: make the float model compute it
-                # (and record its grid, so that lam="auto" deploys the saved model with these lambdas).
-                snap_model_to_grid(self.model, qat.lambdas)
-            net.eval()
-            program, report = quantize_network(net, qat.lambdas)
-            summary["qat"] = qat.to_dict()
-            summary["reward_float_after_qat"] = float_reward(
-                net, self.env_id, self.eval_episodes, seed=eval_seed
-            ).mean_reward
-            naive = evaluate(program)
-            summary["reward_after_qat"] = naive.mean_reward
-
-        candidates = {"naive": (program, naive, [1.0] * (len(program.thresholds) - 1))}
-        if self.method in ("grid", "both"):
-            fingerprint = program_fingerprint(program)[:12]
-            search = threshold_search(
-                program,
-                self.env_id,
-                backend=self.backend,
-                stage1_grid=self.stage1_grid,
-                stage2_factors=self.stage2_factors,
-                n_episodes=self.search_episodes,
-                seed=self.seed,
-                storage=self.storage,
-                study_name=f"{self.study_name}-{tag}-{fingerprint}",
-                progress_bar=self.progress_bar,
-                output_dir=out,
-            )
-            candidates["grid"] = (search.program, evaluate(search.program), search.best.multipliers)
-            summary["grid_search"] = {
-                "best_multipliers": search.best.multipliers,
-                "best_search_reward": search.best.mean_reward,
-                "backend_episodes": search.backend_episodes,
-                "backend_inferences": search.backend_inferences,
-                "wall_time_s": search.wall_time_s,
-                "files": {k: v for k, v in search.files.items() if k != "program"},
-            }
-        if self.method in ("calibrate", "both"):
-            observations = self._replay_observations()
-            calibration = calibrate_thresholds(
-                net,  # after QAT: snapped to the grid, the network that was trained
-                program,
-                observations,
-                env_id=self.env_id,
-                n_observations=self.calibration_observations,
-                backend=self.backend,
-                seed=self.seed + 10_000,
-            )
-            files = calibration.save(out)
-            candidates["calibration"] = (calibration.program, evaluate(calibration.program), calibration.multipliers)
-            summary["calibration"] = {
-                "multipliers": calibration.multipliers,
-                "agreement": calibration.agreement,
-                "backend_inferences": calibration.backend_inferences,
-                "wall_time_s": calibration.wall_time_s,
-                "files": files,
-            }
-        for name, (_, result, _) in candidates.items():
-            summary[f"reward_{name}" if name != "naive" else "reward_naive_final"] = result.mean_reward
-        chosen_name = min(
-            candidates,
-            key=lambda k: (-candidates[k][1].mean_reward, candidates[k][1].synaptic_events_per_inference),
+        result = fit_to_chip(
+            self.model,
+            self.env_id,
+            lam=self.lam,
+            qat=self.qat if final else QATSettings(),
+            method=self.method,
+            search=dataclasses.replace(self.search, study_name=f"{self.search.study_name}-{tag}"),
+            calibration=CalibrationSettings(self.calibration_observations, observations=self._replay_observations()),
+            backend=self.backend,
+            seeds=self.seeds,
+            eval_episodes=self.eval_episodes,
+            out=out,
+            progress=self.progress_bar,
         )
-        best_program, best_result, multipliers = candidates[chosen_name]
-        energy = estimate_energy({"synaptic_events": [best_result.synaptic_events_per_inference]}, best_program)
-        summary.update(
-            chosen=chosen_name,
-            reward=best_result.mean_reward,
-            thresholds=[float(np.mean(t)) for t in best_program.thresholds[:-1]],
-            threshold_multipliers=[float(m) for m in multipliers],
-            spikes_per_inference=best_result.hidden_spikes_per_inference,
-            synaptic_events_per_inference=best_result.synaptic_events_per_inference,
-            energy=energy.to_dict(),
-            wall_time_s=time.perf_counter() - start,
-        )
-        best_program.save(out / "best_program.npz")
+        summary = {"tag": tag, "num_timesteps": int(self.num_timesteps), **result.summary()}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-        summary["files"] = {"program": str(out / "best_program.npz"), "summary": str(out / "summary.json")}
-        self._log(summary, energy)
-        self.best_program = best_program
+        self._log(result, summary)
+        self.best_program = result.program
         self.last_summary = summary
         self.results.append(summary)
-        if was_training:
-            net.train()
         if self.verbose:
             print(
                 f"[hardware {tag}] float {summary['reward_float']:.1f}, naive {summary['reward_naive']:.1f}, "
-                f"{chosen_name} {summary['reward']:.1f} (thresholds {[round(t, 3) for t in summary['thresholds']]}); "
+                f"{result.chosen} {summary['reward']:.1f} (thresholds {[round(t, 3) for t in summary['thresholds']]}); "
                 f"saved to {out}"
             )
         return summary
 
-    def _log(self, summary: dict, energy) -> None:
+    def _log(self, result: FitResult, summary: dict) -> None:
         record = self.logger.record
         record("hardware/reward", summary["reward"])
         record("hardware/reward_float", summary["reward_float"])
@@ -433,14 +328,14 @@ class HardwareAwareFineTuning(BaseCallback):
             record(f"hardware/threshold_multiplier_{k}", m)
         record("hardware/spikes_per_inference", summary["spikes_per_inference"])
         record("hardware/synaptic_events_per_inference", summary["synaptic_events_per_inference"])
-        record("hardware/energy_per_inference_j", energy.total_energy_j)
-        record("hardware/latency_s", energy.latency_s)
-        if "grid_search" in summary:
-            record("hardware/search_backend_inferences", summary["grid_search"]["backend_inferences"])
-            record("hardware/search_backend_episodes", summary["grid_search"]["backend_episodes"])
-        if "calibration" in summary:
-            record("hardware/calibration_backend_inferences", summary["calibration"]["backend_inferences"])
-        if "qat" in summary:
-            record("hardware/qat_grid_distance", float(np.mean(summary["qat"]["grid_distance_after"])))
-            record("hardware/qat_kept", float(summary["qat"]["kept"]))
+        record("hardware/energy_per_inference_j", result.energy.total_energy_j)
+        record("hardware/latency_s", result.energy.latency_s)
+        if result.search is not None:
+            record("hardware/search_backend_inferences", result.search.backend_inferences)
+            record("hardware/search_backend_episodes", result.search.backend_episodes)
+        if result.calibration is not None:
+            record("hardware/calibration_backend_inferences", result.calibration.backend_inferences)
+        if result.qat is not None:
+            record("hardware/qat_grid_distance", float(np.mean(result.qat.grid_distance_after)))
+            record("hardware/qat_kept", float(result.qat.kept))
         self.logger.dump(self.num_timesteps)

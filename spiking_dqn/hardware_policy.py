@@ -4,44 +4,78 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from stable_baselines3 import DQN
 
-from spiking_dqn.hardware import BackendResult, ChipProgram, get_backend
-from spiking_dqn.quantization import LambdaSpec, QuantizationReport, quantize_network
+from spiking_dqn.hardware import BackendResult, ChipProgram
+from spiking_dqn.hardware.backend import Backend, get_backend
+from spiking_dqn.policies import SpikingDQNPolicy
+from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, quantize_network
 
 
 @dataclass
 class InferenceStats:
-    """Running totals of the inferences a :class:`HardwarePolicy` has made.
+    """Running totals of inferences run on a backend: what a policy, an evaluation or a search spent.
 
     :param inferences: observations run
-    :param calls: backend calls (batches)
-    :param wall_time_s: measured backend wall time, summed over calls
+    :param backend_calls: backend calls (batches)
+    :param episodes: episodes played (when counted by an episode loop)
     :param spikes: spikes per population summed over inferences (input, hidden..., output)
     :param synaptic_events: synaptic events summed over inferences
     :param saturated: inferences in which an output neuron reached its threshold
+    :param backend_time_s: backend wall time reported by the backend, summed over calls
+    :param wall_time_s: wall-clock time of what was counted (backend and environment), when timed
     """
 
     inferences: int = 0
-    calls: int = 0
-    wall_time_s: float = 0.0
+    backend_calls: int = 0
+    episodes: int = 0
     spikes: list[int] = field(default_factory=list)
     synaptic_events: int = 0
     saturated: int = 0
+    backend_time_s: float = 0.0
+    wall_time_s: float = 0.0
 
-    def add(self, result: BackendResult) -> None:
-        """Add one backend result."""
+    @property
+    def hidden_spikes(self) -> int:
+        """Hidden-layer spikes summed over inferences."""
+        return int(sum(self.spikes[1:-1]))
+
+    def add_result(self, result: BackendResult) -> None:
+        """Count one backend call.
+
+        :param result: the call's result
+        """
         self.inferences += result.batch_size
-        self.calls += 1
-        self.wall_time_s += float(result.wall_time_s or 0.0)
+        self.backend_calls += 1
+        self.backend_time_s += float(result.wall_time_s or 0.0)
         counts = [int(c.sum()) for c in result.spike_counts]
         self.spikes = [a + b for a, b in zip(self.spikes, counts)] if self.spikes else counts
-        self.synaptic_events += int(result.synaptic_events.sum())
-        self.saturated += int(result.output_saturated.sum())
+        self.synaptic_events += int(np.asarray(result.synaptic_events).sum())
+        self.saturated += int(np.asarray(result.output_saturated).sum())
+
+    def add(self, other: InferenceStats) -> None:
+        """Add another counter's totals to this one.
+
+        :param other: the other counter
+        """
+        self.inferences += other.inferences
+        self.backend_calls += other.backend_calls
+        self.episodes += other.episodes
+        if other.spikes:
+            self.spikes = [a + b for a, b in zip(self.spikes, other.spikes)] if self.spikes else list(other.spikes)
+        self.synaptic_events += other.synaptic_events
+        self.saturated += other.saturated
+        self.backend_time_s += other.backend_time_s
+        self.wall_time_s += other.wall_time_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (the totals, with ``hidden_spikes``)."""
+        return {**asdict(self), "hidden_spikes": self.hidden_spikes}
 
     def per_inference(self) -> dict[str, Any]:
         """Averages per inference (empty when nothing ran)."""
@@ -50,9 +84,9 @@ class InferenceStats:
         n = self.inferences
         return {
             "inferences": n,
-            "wall_time_per_call_s": self.wall_time_s / self.calls,
+            "wall_time_per_call_s": self.backend_time_s / self.backend_calls,
             "spikes_per_population": [s / n for s in self.spikes],
-            "hidden_spikes": sum(self.spikes[1:-1]) / n,
+            "hidden_spikes": self.hidden_spikes / n,
             "synaptic_events": self.synaptic_events / n,
             "saturated_fraction": self.saturated / n,
         }
@@ -73,35 +107,39 @@ class HardwarePolicy:
     def __init__(
         self,
         program: ChipProgram,
-        backend: str = "emulator",
+        backend: str | Backend = "emulator",
         quantization_report: QuantizationReport | None = None,
         **backend_options: Any,
     ) -> None:
         if not isinstance(program, ChipProgram):
             raise TypeError(f"program must be a ChipProgram, got {type(program).__name__}")
         self.program = program
-        self.backend_name = backend
         self.backend = get_backend(backend, **backend_options)
+        self.backend_name = self.backend.name
         self.quantization_report = quantization_report
         self.stats = InferenceStats()
         self.last_result: BackendResult | None = None
 
     @classmethod
     def from_model(
-        cls, model: Any, backend: str = "emulator", lam: LambdaSpec = "auto", seed: int = 0, **backend_options: Any
+        cls,
+        model: DQN | SpikingDQNPolicy,
+        backend: str | Backend = "emulator",
+        lam: LambdaSpec | Grid = None,
+        seed: int = 0,
+        **backend_options: Any,
     ) -> HardwarePolicy:
         """Quantize a trained SB3 model with ``SpikingDQNPolicy`` into a chip program.
 
         :param model: an SB3 ``DQN`` (or its policy) whose policy is a ``SpikingDQNPolicy``
         :param backend: backend name
-        :param lam: lambda: a float, one float per projection, or ``"auto"``
-            (see :func:`spiking_dqn.quantization.resolve_lambdas`)
+        :param lam: the grid, or a lambda specification: ``None`` (default: the network's own
+            grid, recorded when it was fine-tuned and snapped, else ``"auto"``), ``"auto"``, a
+            float, or one float per projection (see :func:`spiking_dqn.quantization.resolve_grid`)
         :param seed: seed of the chip's Poisson encoder (when the network uses one)
         :param backend_options: options of the backend
         :raises TypeError: the model's policy is not a ``SpikingDQNPolicy``
         """
-        from spiking_dqn.policies import SpikingDQNPolicy
-
         policy = getattr(model, "policy", model)
         if not isinstance(policy, SpikingDQNPolicy):
             raise TypeError(
@@ -116,7 +154,7 @@ class HardwarePolicy:
     def run(self, obs: ArrayLike) -> BackendResult:
         """Run the program on a batch ``(n, d)`` (or one observation ``(d,)``) and keep its statistics."""
         result = self.backend.run(self.program, obs)
-        self.stats.add(result)
+        self.stats.add_result(result)
         self.last_result = result
         return result
 
@@ -169,6 +207,6 @@ class HardwarePolicy:
         self.program.save(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: str = "emulator", **backend_options: Any) -> HardwarePolicy:
+    def load(cls, path: str | os.PathLike, backend: str | Backend = "emulator", **backend_options: Any) -> HardwarePolicy:
         """Load a chip program saved by :meth:`save` and attach a backend."""
         return cls(ChipProgram.load(path), backend=backend, **backend_options)

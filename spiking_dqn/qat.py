@@ -3,7 +3,7 @@
 :func:`quantization_aware_finetune` continues DQN training of a model with its Q-network
 (and target network) in fake-quantized mode
 (:meth:`~spiking_dqn.network.SpikingQNetwork.set_fake_quantization`): the forward pass
-computes with the chip's weights ``clip(rint(lambda * w), -127, 127) / lambda`` and the
+computes with the chip's weights (:meth:`~spiking_dqn.quantization.Grid.fake_quantize`) and the
 gradient reaches the float weights through a straight-through estimator, so the float
 weights adapt to what the int8 grid can express. The DQN updates are SB3's own: either
 more ``model.learn`` steps in which the fake-quantized network acts in the environment
@@ -27,60 +27,27 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch as th
+from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import polyak_update
+from tqdm.auto import tqdm
 
+from envs import make_vec
+from spiking_dqn.hardware.backend import Backend, get_backend
+from spiking_dqn.hardware_policy import InferenceStats
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.quantization import LambdaSpec, center_readout, network_lambdas
+from spiking_dqn.policies import SpikingDQNPolicy
+from spiking_dqn.quantization import Grid, LambdaSpec, float_weights, quantize_network, resolve_grid
+from spiking_dqn.rollouts import backend_reward, collect_transitions
 
-
-def _weights(net: SpikingQNetwork, centered_readout: bool = True) -> list[np.ndarray]:
-    """The weights the chip gets, in float units: the readout centered over the actions by default."""
-    weights = [layer.weight.detach().cpu().numpy().astype(np.float32) for layer in net.linear_layers()]
-    if centered_readout and net.n_actions > 1:
-        weights[-1] = weights[-1] - weights[-1].mean(axis=0, keepdims=True)
-    return weights
-
-
-def grid_distance(net: SpikingQNetwork, lambdas: list[float], centered_readout: bool = True) -> list[float]:
-    """Mean distance of each projection's float weights to the int8 grid, in grid steps.
-
-    For projection ``k``: ``mean |lambda_k * w - clip(rint(lambda_k * w), -127, 127)|``;
-    0 when every weight sits on the grid, about 0.25 for weights spread evenly over the
-    rounding bins (clipped weights count with their distance to +-127). The readout's
-    weights are taken centered over the actions, as the chip gets them (by default).
-    """
-    out = []
-    for w, lam in zip(_weights(net, centered_readout), lambdas):
-        scaled = lam * w.astype(np.float64)
-        out.append(float(np.mean(np.abs(scaled - np.clip(np.rint(scaled), -127, 127)))))
-    return out
-
-
-def pull_to_grid(net: SpikingQNetwork, lambdas: list[float], fraction: float, centered_readout: bool = True) -> None:
-    """Move every weight a ``fraction`` of the way to its grid point (in place).
-
-    The readout moves its centered weights (its mean over the actions stays as it is).
-    """
-    if fraction <= 0:
-        return
-    layers = net.linear_layers()
-    with th.no_grad():
-        for k, (layer, lam) in enumerate(zip(layers, lambdas)):
-            w = layer.weight
-            common = (
-                w.mean(dim=0, keepdim=True)
-                if centered_readout and k == len(layers) - 1 and net.n_actions > 1
-                else th.zeros_like(w[:1])
-            )
-            centered = w - common
-            q = th.clamp(th.round(centered * lam), -127, 127) / lam
-            w.add_(fraction * (q - centered))
+Mode = Literal["online", "replay"]
 
 
 @dataclass
@@ -88,11 +55,12 @@ class QATReport:
     """What :func:`quantization_aware_finetune` did.
 
     :param lambdas: the lambdas of the fake quantization (fixed during QAT)
+    :param centered_readout: whether the readout was fake-quantized centred over the actions
     :param steps: gradient steps made
     :param learning_rate: learning rate used
     :param batch_size: minibatch size
     :param grid_pull: pull toward the grid per gradient step
-    :param grid_distance_before: :func:`grid_distance` per projection before QAT
+    :param grid_distance_before: :meth:`Grid.distance <spiking_dqn.quantization.Grid.distance>` per projection before QAT
     :param grid_distance_after: the same after QAT
     :param mean_abs_weight_change: mean ``|w_after - w_before|`` per projection
     :param int8_weights_changed: fraction of int8 weights that QAT changed, per projection
@@ -101,10 +69,12 @@ class QATReport:
     :param reward_before: backend reward of the quantized network before QAT (when checked)
     :param reward_after: the same after QAT (when checked)
     :param kept: False when the checks found the weights before QAT best (they were restored)
+    :param check_inferences: backend inferences the checks ran
     :param mode: ``"online"`` or ``"replay"``
     """
 
     lambdas: list[float]
+    centered_readout: bool
     steps: int
     learning_rate: float
     batch_size: int
@@ -119,54 +89,49 @@ class QATReport:
     reward_after: float | None = None
     kept: bool = True
     mode: str = "online"
+    check_inferences: int = 0
+
+    @property
+    def grid(self) -> Grid:
+        """The grid QAT trained for (deploy and snap with it)."""
+        return Grid(tuple(self.lambdas), centered_readout=self.centered_readout)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data."""
         return asdict(self)
 
 
-def _ensure_logger(model: Any) -> None:
-    try:
-        model.logger  # noqa: B018 - raises when learn() never ran
-    except AttributeError:
-        from stable_baselines3.common.logger import configure
+class _BestWeights:
+    """Keeps the policy weights (and optimizer state) with the best backend reward seen."""
 
-        model.set_logger(configure(folder=None, format_strings=[]))
+    def __init__(self, policy: SpikingDQNPolicy, evaluate: Callable[[], float]) -> None:
+        self.policy = policy
+        self.evaluate = evaluate
+        self.reward_before = evaluate()
+        self.reward = self.reward_before
+        self.state = self._snapshot()
+        self.from_qat = False
 
+    def _snapshot(self) -> tuple[dict, dict]:
+        return copy.deepcopy(self.policy.state_dict()), copy.deepcopy(self.policy.optimizer.state_dict())
 
-def collect_transitions(model: Any, env_id: str, n_steps: int, seed: int = 0) -> int:
-    """Fill the replay buffer with ``n_steps`` epsilon-greedy transitions of the model's own policy.
+    def consider(self) -> None:
+        """Evaluate the current weights; keep them when they are at least as good as the best."""
+        reward = self.evaluate()
+        if reward >= self.reward:
+            self.reward, self.state, self.from_qat = reward, self._snapshot(), True
 
-    Used when a loaded model has an empty replay buffer. The model's current
-    ``exploration_rate`` (the final epsilon of training for a loaded model) applies.
-
-    :return: transitions added
-    """
-    from envs import make_vec
-
-    env = make_vec(env_id, n_envs=model.n_envs, seed=seed)
-    try:
-        obs = env.reset()
-        added = 0
-        while added < n_steps:
-            actions, _ = model.predict(obs, deterministic=False)
-            new_obs, rewards, dones, infos = env.step(actions)
-            next_obs = np.array(new_obs, copy=True)
-            for i, done in enumerate(dones):
-                if done and infos[i].get("terminal_observation") is not None:
-                    next_obs[i] = infos[i]["terminal_observation"]
-            model.replay_buffer.add(obs, next_obs, np.asarray(actions), rewards, dones, infos)
-            obs = new_obs
-            added += env.num_envs
-        return added
-    finally:
-        env.close()
+    def restore(self) -> None:
+        """Load the best weights into the policy."""
+        state, optimizer_state = self.state
+        self.policy.load_state_dict(state)
+        self.policy.optimizer.load_state_dict(optimizer_state)
 
 
 class _HookCallback(BaseCallback):
     """Calls ``on_step(num_timesteps)`` every step and ``on_rollout_end()`` after every rollout."""
 
-    def __init__(self, on_step: Any, on_rollout_end: Any) -> None:
+    def __init__(self, on_step: Callable[[int], None], on_rollout_end: Callable[[], None]) -> None:
         super().__init__(0)
         self._step_hook = on_step
         self._rollout_hook = on_rollout_end
@@ -179,12 +144,71 @@ class _HookCallback(BaseCallback):
         self._rollout_hook()
 
 
+def _ensure_logger(model: DQN) -> None:
+    try:
+        model.logger  # noqa: B018 - raises when learn() never ran
+    except AttributeError:
+        model.set_logger(configure(folder=None, format_strings=[]))
+
+
+def _sync_target(policy: SpikingDQNPolicy) -> None:
+    polyak_update(policy.q_net.parameters(), policy.q_net_target.parameters(), 1.0)
+
+
+def _replay_steps(
+    model: DQN,
+    grid: Grid,
+    steps: int,
+    batch_size: int,
+    grid_pull: float,
+    target_update_interval: int,
+    chunk: int,
+    on_progress: Callable[[int], None],
+) -> None:
+    """``steps`` gradient steps on the replay buffer, pulled to the grid and target-synced between chunks."""
+    policy = model.policy
+    weights = [layer.weight for layer in policy.q_net.q_net.linear_layers()]
+    done = 0
+    while done < steps:
+        n = min(chunk, steps - done)
+        model.train(gradient_steps=n, batch_size=batch_size)
+        grid.pull(weights, 1.0 - (1.0 - grid_pull) ** n)
+        if (done + n) // target_update_interval > done // target_update_interval:
+            _sync_target(policy)
+        done += n
+        on_progress(done)
+    _sync_target(policy)
+
+
+def _online_steps(
+    model: DQN, grid: Grid, steps: int, batch_size: int, grid_pull: float, on_progress: Callable[[int], None]
+) -> None:
+    """``steps`` more environment steps of ``model.learn`` with the grid pull after every rollout."""
+    if steps == 0:
+        return
+    weights = [layer.weight for layer in model.policy.q_net.q_net.linear_layers()]
+    first = model.num_timesteps
+    per_rollout = model.gradient_steps if model.gradient_steps > 0 else model.train_freq.frequency
+    saved_learning_starts = model.learning_starts
+    buffer = model.replay_buffer
+    if buffer is None or buffer.size() < batch_size:  # a loaded model: gather some experience first
+        model.learning_starts = first + min(1000, max(batch_size, steps // 4))
+    hooks = _HookCallback(
+        lambda num_timesteps: on_progress(num_timesteps - first),
+        lambda: grid.pull(weights, 1.0 - (1.0 - grid_pull) ** per_rollout),
+    )
+    try:
+        model.learn(steps, callback=hooks, reset_num_timesteps=False, progress_bar=False)
+    finally:
+        model.learning_starts = saved_learning_starts
+
+
 def quantization_aware_finetune(
-    model: Any,
-    lam: LambdaSpec = "auto",
+    model: DQN,
+    lam: LambdaSpec | Grid = None,
     steps: int = 1000,
     *,
-    mode: Literal["online", "replay"] = "online",
+    mode: Mode = "online",
     learning_rate: float | None = None,
     batch_size: int | None = None,
     grid_pull: float = 0.002,
@@ -196,8 +220,9 @@ def quantization_aware_finetune(
     check_episodes: int = 0,
     check_seed: int = 50_000,
     check_freq: int | None = None,
-    backend: Any = "emulator",
+    backend: str | Backend = "emulator",
     centered_readout: bool = True,
+    progress_bar: bool = False,
 ) -> QATReport:
     """Quantization-aware DQN fine-tuning of a model (see module docstring). Changes the model in place.
 
@@ -205,15 +230,15 @@ def quantization_aware_finetune(
 
     * ``"online"`` (default): ``steps`` more environment steps of ``model.learn`` with the
       fake-quantized network acting and learning (the model's own ``train_freq``,
-      ``gradient_steps`` and target updates, at its final exploration rate), so the int8
-      network itself gathers its experience;
+      ``gradient_steps`` and target updates, at its final exploration rate), so the
+      quantized network itself gathers its experience;
     * ``"replay"``: ``steps`` gradient steps (``DQN.train``) on the replay buffer, with a hard
       target update every ``target_update_interval`` of them; no environment interaction.
 
     :param model: an SB3 ``DQN`` with ``SpikingDQNPolicy``
-    :param lam: lambda specification (as in :func:`~spiking_dqn.quantization.resolve_lambdas`),
-        resolved once from the current weights and kept fixed; quantize with the returned
-        ``report.lambdas`` afterwards
+    :param lam: the grid, or a lambda specification resolved once from the current weights
+        (:func:`~spiking_dqn.quantization.resolve_grid`) and kept fixed; deploy and snap
+        with the returned ``report.grid`` afterwards
     :param steps: environment steps (online) or gradient steps (replay)
     :param mode: ``"online"`` or ``"replay"``
     :param learning_rate: learning rate; default the model's final one (online) or a tenth
@@ -238,14 +263,13 @@ def quantization_aware_finetune(
     :param check_seed: seed of the first check episode
     :param check_freq: steps between checks (default ``steps // 4``)
     :param backend: backend of the checks (name or object)
-    :param centered_readout: fake-quantize the readout as :func:`quantize_network` deploys
-        it by default (centered over the actions); quantize with the same setting afterwards
+    :param centered_readout: fake-quantize the readout centred over the actions, as
+        :func:`~spiking_dqn.quantization.quantize_network` deploys it by default (ignored
+        when ``lam`` is a :class:`Grid`)
+    :param progress_bar: show a progress bar over the steps
+    :raises TypeError: the model's policy is not a ``SpikingDQNPolicy``
     :raises ValueError: bad arguments; no environment where one is needed
     """
-    from spiking_dqn.policies import SpikingDQNPolicy
-    from spiking_dqn.quantization import quantize_network
-    from spiking_dqn.search.episodes import backend_reward
-
     start = time.perf_counter()
     policy = getattr(model, "policy", None)
     if not isinstance(policy, SpikingDQNPolicy):
@@ -262,8 +286,7 @@ def quantization_aware_finetune(
         raise ValueError("check_episodes needs env_id")
     net: SpikingQNetwork = policy.q_net.q_net
     target: SpikingQNetwork = policy.q_net_target.q_net
-    deployed = center_readout(net) if centered_readout and net.n_actions > 1 else net
-    lambdas = network_lambdas(deployed, lam)  # what quantize_network will use
+    grid = lam if isinstance(lam, Grid) else resolve_grid(net, lam, centered_readout)  # what deployment will use
     batch_size = int(batch_size or model.batch_size)
     final_lr = float(model.lr_schedule(0.0))
     lr = float(learning_rate) if learning_rate is not None else (final_lr if mode == "online" else 0.1 * final_lr)
@@ -272,7 +295,7 @@ def quantization_aware_finetune(
 
     collected = 0
     if mode == "replay":
-        buffer = getattr(model, "replay_buffer", None)
+        buffer = model.replay_buffer
         if buffer is None or buffer.size() < batch_size:
             if env_id is None:
                 raise ValueError(
@@ -283,145 +306,112 @@ def quantization_aware_finetune(
     elif model.get_env() is None:
         if env_id is None:
             raise ValueError("online QAT needs an environment: the model has none, pass env_id")
-        from envs import make_vec
-
         model.set_env(make_vec(env_id, n_envs=model.n_envs, seed=seed))
         model.set_random_seed(seed)  # exploration and minibatches of a loaded model: reproducible
     _ensure_logger(model)
+    runner = get_backend(backend)
+    check_cost = InferenceStats()
 
     def check() -> float:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program, _ = quantize_network(net, lambdas, centered=centered_readout)  # = the fake-quantized forward
-        return backend_reward(program, env_id, check_episodes, seed=check_seed, backend=backend).mean_reward
+            program, _ = quantize_network(net, grid)  # = the fake-quantized forward
+        return backend_reward(
+            program, env_id, check_episodes, seed=check_seed, backend=runner, counter=check_cost
+        ).mean_reward
 
-    reward_before = check() if check_episodes else None
-    best = {"reward": reward_before, "state": None, "qat": False}
-    if check_episodes:
-        best["state"] = (copy.deepcopy(policy.state_dict()), copy.deepcopy(policy.optimizer.state_dict()))
-
-    def consider() -> None:
-        reward = check()
-        if best["reward"] is None or reward >= best["reward"]:
-            best.update(reward=reward, qat=True,
-                        state=(copy.deepcopy(policy.state_dict()), copy.deepcopy(policy.optimizer.state_dict())))
-
+    best = _BestWeights(policy, check) if check_episodes else None
     every = max(1, int(check_freq or max(1, steps // 4)))
-    before = grid_distance(net, lambdas, centered_readout)
-    w_before = [w.copy() for w in _weights(net, centered_readout)]
+    bar = tqdm(total=steps, desc=f"QAT ({mode})", unit="step", disable=not progress_bar)
+    checked = {"last": 0}
+
+    def on_progress(done: int) -> None:
+        bar.update(done - bar.n)
+        if best is not None and done // every > checked["last"] // every and done < steps:
+            best.consider()
+        checked["last"] = done
+
+    w_before = float_weights(net)
+    before = grid.distance(w_before)
     saved_schedule = model.lr_schedule
     model.lr_schedule = lambda _progress: lr
-    net.set_fake_quantization(lambdas, centered_readout=centered_readout)
-    target.set_fake_quantization(lambdas, centered_readout=centered_readout)
+    net.set_fake_quantization(grid)
+    target.set_fake_quantization(grid)
     try:
-        polyak_update(policy.q_net.parameters(), policy.q_net_target.parameters(), 1.0)
+        _sync_target(policy)
         if mode == "replay":
-            done = 0
-            while done < steps:
-                n = min(chunk, steps - done)
-                model.train(gradient_steps=n, batch_size=batch_size)
-                pull_to_grid(net, lambdas, 1.0 - (1.0 - float(grid_pull)) ** n, centered_readout)
-                if (done + n) // target_update_interval > done // target_update_interval:
-                    polyak_update(policy.q_net.parameters(), policy.q_net_target.parameters(), 1.0)
-                if check_episodes and (done + n) // every > done // every and done + n < steps:
-                    consider()
-                done += n
-            polyak_update(policy.q_net.parameters(), policy.q_net_target.parameters(), 1.0)
-        elif steps > 0:
-            first = model.num_timesteps
-            per_rollout = model.gradient_steps if model.gradient_steps > 0 else model.train_freq.frequency
-            saved_learning_starts = model.learning_starts
-            buffer = getattr(model, "replay_buffer", None)
-            if buffer is None or buffer.size() < batch_size:  # a loaded model: gather some experience first
-                model.learning_starts = first + min(1000, max(batch_size, steps // 4))
-
-            def on_step(num_timesteps: int) -> None:
-                done = num_timesteps - first
-                if check_episodes and done % every == 0 and done < steps:
-                    consider()
-
-            hooks = _HookCallback(
-                on_step, lambda: pull_to_grid(net, lambdas, 1.0 - (1.0 - grid_pull) ** per_rollout, centered_readout)
-            )
-            try:
-                model.learn(steps, callback=hooks, reset_num_timesteps=False, progress_bar=False)
-            finally:
-                model.learning_starts = saved_learning_starts
+            _replay_steps(model, grid, steps, batch_size, float(grid_pull), target_update_interval, chunk, on_progress)
+        else:
+            _online_steps(model, grid, steps, batch_size, float(grid_pull), on_progress)
     finally:
+        bar.close()
         net.set_fake_quantization(None)
         target.set_fake_quantization(None)
         model.lr_schedule = saved_schedule
-    reward_after = None
-    kept = True
-    if check_episodes:
-        consider()
-        reward_after = best["reward"]
-        state, optimizer_state = best["state"]
-        policy.load_state_dict(state)
-        policy.optimizer.load_state_dict(optimizer_state)
-        kept = bool(best["qat"])
-    w_after = _weights(net, centered_readout)
-    changed = [
-        float(np.mean(np.clip(np.rint(lam * a), -127, 127) != np.clip(np.rint(lam * b), -127, 127)))
-        for a, b, lam in zip(w_after, w_before, lambdas)
-    ]
+    if best is not None:
+        best.consider()
+        best.restore()
+    w_after = float_weights(net)
     return QATReport(
-        lambdas=list(lambdas),
+        lambdas=list(grid.lambdas),
+        centered_readout=grid.centered_readout,
         steps=int(steps),
         learning_rate=lr,
         batch_size=batch_size,
         grid_pull=float(grid_pull),
         grid_distance_before=before,
-        grid_distance_after=grid_distance(net, lambdas, centered_readout),
-        mean_abs_weight_change=[float(np.mean(np.abs(a - b))) for a, b in zip(w_after, w_before)],
-        int8_weights_changed=changed,
+        grid_distance_after=grid.distance(w_after),
+        mean_abs_weight_change=[float(np.mean(np.abs(a - b))) for a, b in zip(grid.deployed(w_after), grid.deployed(w_before))],
+        int8_weights_changed=grid.changed(w_before, w_after),
         collected_transitions=collected,
         wall_time_s=time.perf_counter() - start,
-        reward_before=reward_before,
-        reward_after=reward_after,
-        kept=kept,
+        reward_before=best.reward_before if best else None,
+        reward_after=best.reward if best else None,
+        kept=best.from_qat if best else True,
         mode=mode,
+        check_inferences=check_cost.inferences,
     )
 
 
-def fake_quantized_copy(net: SpikingQNetwork, lambdas: list[float], centered_readout: bool = True) -> SpikingQNetwork:
-    """A copy of ``net`` with fake quantization switched on (for checks)."""
+def fake_quantized_copy(net: SpikingQNetwork, grid: Grid) -> SpikingQNetwork:
+    """A copy of ``net`` with fake quantization on the grid switched on (for checks).
+
+    :param net: the network (left untouched)
+    :param grid: the grid
+    """
     twin = copy.deepcopy(net)
-    twin.set_fake_quantization(lambdas, centered_readout=centered_readout)
+    twin.set_fake_quantization(grid)
     return twin
 
 
-def snap_to_grid(net: SpikingQNetwork, lambdas: list[float], centered_readout: bool = True) -> None:
-    """Set the float weights to the fake-quantized ones (in place).
+def snap_to_grid(net: SpikingQNetwork, grid: Grid) -> None:
+    """Set the float weights to the fake-quantized ones (in place) and record the grid on the network.
 
-    After QAT the float weights sit near, not on, the int8 grid; the network that was
-    trained is the fake-quantized one. Snapping makes the plain float network compute
-    exactly that network, so it is the float twin of the chip program quantized from it
-    with the same ``lambdas`` (a two-action centered readout snaps exactly). The lambdas
-    are recorded in the network (``net.grid_lambdas``, saved with the model), and
-    ``lam="auto"`` quantizes it with them from then on.
+    After QAT the float weights sit near, not on, the grid; the network that was trained
+    is the fake-quantized one. Snapping makes the plain float network compute exactly
+    that network, so it is the float twin of the chip program quantized from it on the
+    same grid (a two-action centred readout snaps exactly). The grid is recorded in the
+    network (``net.grid``, saved with the model), and ``lam=None`` deploys it from then on.
 
     :param net: the network to change
-    :param lambdas: one lambda per projection (e.g. ``QATReport.lambdas``)
-    :param centered_readout: as in :meth:`SpikingQNetwork.set_fake_quantization`
+    :param grid: the grid (e.g. ``QATReport.grid``)
     """
-    twin = fake_quantized_copy(net, lambdas, centered_readout=centered_readout)
+    twin = fake_quantized_copy(net, grid)
     with th.no_grad():
-        for layer, weight in zip(net.linear_layers(), twin._layer_weights()):
+        for layer, weight in zip(net.linear_layers(), twin.forward_weights()):
             layer.weight.copy_(weight.detach())
-    net.record_grid(lambdas)
+    net.grid = grid
 
 
-def snap_model_to_grid(model: Any, lambdas: list[float], centered_readout: bool = True) -> None:
+def snap_model_to_grid(model: DQN, grid: Grid) -> None:
     """:func:`snap_to_grid` for an SB3 ``DQN``: snap the Q-network and make the target network a copy of it.
 
-    What the recipes, the callback and the CLI do with the weights QAT kept: the saved
+    What the recipes, the pipeline and the CLI do with the weights QAT kept: the saved
     model is then the float twin of the chip program, target network included.
 
     :param model: an SB3 ``DQN`` with ``SpikingDQNPolicy``
-    :param lambdas: one lambda per projection (e.g. ``QATReport.lambdas``)
-    :param centered_readout: as in :func:`snap_to_grid`
+    :param grid: the grid (e.g. ``QATReport.grid``)
     """
     policy = model.policy
-    snap_to_grid(policy.q_net.q_net, lambdas, centered_readout=centered_readout)
+    snap_to_grid(policy.q_net.q_net, grid)
     policy.q_net_target.load_state_dict(policy.q_net.state_dict())

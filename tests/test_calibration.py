@@ -12,7 +12,8 @@ import torch as th
 from spiking_dqn import SpikingQNetwork
 from spiking_dqn.hardware import ChipProgram, EmulatorBackend
 from spiking_dqn.quantization import quantize_network
-from spiking_dqn.search import apply_multipliers, calibrate_thresholds, record_observations
+from spiking_dqn.rollouts import record_observations
+from spiking_dqn.search import apply_multipliers, calibrate_thresholds
 
 BOUND = [2.4, 1.5, 0.2095, 2.0]
 
@@ -107,12 +108,12 @@ def test_neuron_calibration_repairs_a_clipping_lambda_on_the_shipped_cartpole_ag
     from stable_baselines3 import DQN
 
     from agents.common import trained_model_path
-    from spiking_dqn.search import backend_reward, float_reward
+    from spiking_dqn.rollouts import backend_reward, float_reward
 
     path = trained_model_path("CartPole-v0")
     model = DQN.load(path, device="cpu")
     net = model.policy.q_net.q_net
-    auto, _ = quantize_network(net, "auto")
+    auto, _ = quantize_network(net)  # the agent's own (QAT) grid
     with pytest.warns(UserWarning, match="clips"):
         program, _ = quantize_network(net, [f * lam for f, lam in zip((4.0, 4.0, 1.0), auto.lambdas)])
     reference = float_reward(net, "CartPole-v0", 20, seed=1000).mean_reward
@@ -182,9 +183,10 @@ def test_calibration_bad_observations(net):
 def test_a_program_that_already_reproduces_its_reference_costs_one_run(net, observations):
     # After QAT the reference is the fake-quantized network, which the program computes exactly.
     from spiking_dqn.qat import fake_quantized_copy
+    from spiking_dqn.quantization import Grid
 
     program, _ = quantize_network(net, 3.0)
-    reference = fake_quantized_copy(net, program.lambdas)
+    reference = fake_quantized_copy(net, Grid(program.lambdas))
     result = calibrate_thresholds(reference, program, observations)
     assert result.multipliers == [1.0, 1.0] and result.agreement == 1.0
     assert result.backend_calls == 1 and result.program == program

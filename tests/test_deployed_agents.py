@@ -34,7 +34,7 @@ def test_shipped_chip_programs_load_and_are_int8(env_id):
 
 @pytest.mark.parametrize("env_id", ["CartPole-v0", "Acrobot-v1"])
 def test_shipped_agent_deploys_with_its_qat_grid(env_id):
-    """``HardwarePolicy.from_model`` on the shipped model.zip rebuilds the shipped chip program."""
+    """``HardwarePolicy.from_model`` on the shipped model.zip rebuilds the shipped chip program bit for bit."""
     import numpy as np
     from stable_baselines3 import DQN
 
@@ -42,11 +42,14 @@ def test_shipped_agent_deploys_with_its_qat_grid(env_id):
 
     model = DQN.load(folder(env_id) / "model.zip", device="cpu")
     card = json.loads((folder(env_id) / "eval.json").read_text())
-    assert model.policy.q_net.q_net.snapped_lambdas == pytest.approx(card["qat"]["lambdas"], rel=1e-6)
+    assert list(model.policy.q_net.q_net.grid.lambdas) == pytest.approx(card["qat"]["lambdas"], rel=1e-6)
     program = HardwarePolicy.from_model(model).program
     shipped = ChipProgram.load(folder(env_id) / "chip_program.npz")
-    assert all(np.array_equal(a, b) for a, b in zip(program.weights, shipped.weights))
-    assert all(np.allclose(a, b) for a, b in zip(program.thresholds, shipped.thresholds))
+    assert program.lambdas == shipped.lambdas
+    for field in ("weights", "thresholds", "alpha_decay", "i_offset"):
+        ours, theirs = getattr(program, field), getattr(shipped, field)
+        assert len(ours) == len(theirs)
+        assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(ours, theirs)), field
 
 
 def test_cartpole_on_the_emulator_reaches_200_and_agrees(cartpole):
@@ -58,7 +61,7 @@ def test_cartpole_on_the_emulator_reaches_200_and_agrees(cartpole):
 def test_acrobot_on_the_emulator_is_within_5_percent_of_the_float_agent(acrobot):
     from stable_baselines3 import DQN
 
-    from spiking_dqn.search import float_reward
+    from spiking_dqn.rollouts import float_reward
 
     chip = acrobot["reward"]["chip"]["mean"]["value"]
     # The shipped float agent (model.zip, fine-tuned for the int8 grid by the recipe) ...

@@ -13,16 +13,20 @@ from agents.common import TRAINED_NAME, trained_model_path
 from envs import make_vec
 from spiking_dqn import SpikingDQNPolicy
 from spiking_dqn.hardware import EmulatorBackend
-from spiking_dqn.qat import grid_distance, quantization_aware_finetune, snap_model_to_grid
-from spiking_dqn.quantization import fake_quantize_network, quantize_network, resolve_lambdas
-from spiking_dqn.search import backend_reward
+from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
+from spiking_dqn.quantization import Grid, fake_quantize_network, float_weights, quantize_network
+from spiking_dqn.rollouts import backend_reward
+
+
+def grid_distance(net, grid: Grid) -> list[float]:
+    return grid.distance(float_weights(net))
 
 
 def test_fake_quantized_forward_is_the_chip_and_passes_gradients_straight_through(small_net):
     obs = th.randn(64, 4)
     lambdas = [3.0, 5.0, 7.0]
     expected = fake_quantize_network(small_net, lambdas)(obs)  # the chip's centered readout
-    small_net.set_fake_quantization(lambdas)
+    small_net.set_fake_quantization(Grid(lambdas))
     q = small_net(obs)  # the same, plus the part common to all actions (kept in float for TD)
     centered = (q - q.mean(1, keepdim=True)).detach()
     assert th.allclose(centered, expected - expected.mean(1, keepdim=True), atol=1e-5)
@@ -37,10 +41,17 @@ def test_fake_quantized_forward_is_the_chip_and_passes_gradients_straight_throug
     assert not th.equal(small_net(obs), q)
 
 
-@pytest.mark.parametrize("bad", [[1.0, 2.0], [1.0, 0.0, 1.0], [1.0, float("nan"), 1.0], [-1.0, 1.0, 1.0]])
-def test_fake_quantization_rejects_bad_lambdas(small_net, bad):
-    with pytest.raises(ValueError, match="lambdas"):
-        small_net.set_fake_quantization(bad)
+@pytest.mark.parametrize("bad", [[1.0, 0.0, 1.0], [1.0, float("nan"), 1.0], [-1.0, 1.0, 1.0], []])
+def test_grid_rejects_bad_lambdas(bad):
+    with pytest.raises(ValueError, match="lambda"):
+        Grid(bad)
+
+
+def test_fake_quantization_and_the_network_grid_need_one_lambda_per_projection(small_net):
+    with pytest.raises(ValueError, match="2 lambdas for 3 projections"):
+        small_net.set_fake_quantization(Grid([1.0, 2.0]))
+    with pytest.raises(ValueError, match="2 lambdas for 3 projections"):
+        small_net.grid = Grid([1.0, 2.0])
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +66,17 @@ def tiny_model():
 
 def test_qat_moves_the_float_weights_toward_the_int8_grid(tiny_model):
     net = tiny_model.policy.q_net.q_net
-    lambdas = resolve_lambdas(4.0, [layer.weight.detach().numpy() for layer in net.linear_layers()])
-    before = grid_distance(net, lambdas)
+    grid = Grid([4.0, 4.0, 4.0])
+    before = grid_distance(net, grid)
     weights = [layer.weight.detach().clone() for layer in net.linear_layers()]
-    report = quantization_aware_finetune(tiny_model, lambdas, 60, mode="replay", learning_rate=1e-3, grid_pull=0.02)
-    after = grid_distance(net, lambdas)
+    report = quantization_aware_finetune(tiny_model, grid, 60, mode="replay", learning_rate=1e-3, grid_pull=0.02)
+    after = grid_distance(net, grid)
     assert report.grid_distance_before == pytest.approx(before)
     assert report.grid_distance_after == pytest.approx(after)
     assert all(a < 0.5 * b for a, b in zip(after, before))  # every projection much nearer its grid
     assert all(not th.equal(w, layer.weight) for w, layer in zip(weights, net.linear_layers()))
-    assert net._fake_quant_lambdas is None and tiny_model.policy.q_net_target.q_net._fake_quant_lambdas is None
-    assert report.steps == 60 and report.kept
+    assert net.fake_quantization is None and tiny_model.policy.q_net_target.q_net.fake_quantization is None
+    assert report.steps == 60 and report.kept and report.grid == grid
 
 
 def test_plain_straight_through_qat_changes_int8_weights(tiny_model):
@@ -86,7 +97,8 @@ def test_online_qat_acts_with_the_int8_network_and_keeps_the_best_weights(tiny_m
     assert report.reward_after >= report.reward_before
     program, _ = quantize_network(net, report.lambdas)
     assert backend_reward(program, "CartPole-v1", 3, seed=50_000).mean_reward == report.reward_after
-    assert net._fake_quant_lambdas is None
+    assert report.check_inferences > 0
+    assert net.fake_quantization is None
 
 
 def test_qat_bad_input():
@@ -114,7 +126,7 @@ def test_qat_does_not_lower_the_emulator_reward_of_a_shipped_agent(env_id, mode,
     weights = [w.detach().clone() for w in net.parameters()]
     report = quantization_aware_finetune(model, "auto", steps, mode=mode, env_id=env_id, collect_steps=2000,
                                          grid_pull=0.01, check_episodes=episodes, check_seed=7)
-    after_program, _ = quantize_network(net, report.lambdas)
+    after_program, _ = quantize_network(net, report.grid)
     after = backend_reward(after_program, env_id, episodes, seed=7).mean_reward
     assert report.reward_before == before and report.reward_after == after
     assert after >= before
@@ -126,44 +138,43 @@ def test_qat_does_not_lower_the_emulator_reward_of_a_shipped_agent(env_id, mode,
 
 
 def test_snapped_network_is_deployed_with_its_grid(tmp_path, tiny_model):
-    """snap_model_to_grid records the lambdas (target network too); they survive save/load and lam="auto" uses them."""
+    """snap_model_to_grid records the grid (target network too); it survives save/load and lam=None uses it."""
     tiny_model.save(tmp_path / "tiny.zip")
     tiny_model = DQN.load(tmp_path / "tiny.zip", device="cpu")  # a copy: the fixture is shared
     net = tiny_model.policy.q_net.q_net
-    assert net.snapped_lambdas is None
-    lambdas = [37.5, 51.25, 80.0]
-    snap_model_to_grid(tiny_model, lambdas)
-    assert net.snapped_lambdas == pytest.approx(lambdas)
-    assert tiny_model.policy.q_net_target.q_net.snapped_lambdas == pytest.approx(lambdas)
-    assert grid_distance(net, lambdas) == pytest.approx([0.0, 0.0, 0.0], abs=1e-4)
+    assert net.grid is None
+    grid = Grid([37.5, 51.25, 80.0])
+    snap_model_to_grid(tiny_model, grid)
+    assert net.grid == grid and tiny_model.policy.q_net_target.q_net.grid == grid
+    assert grid_distance(net, grid) == pytest.approx([0.0, 0.0, 0.0], abs=1e-4)
     tiny_model.save(tmp_path / "m.zip")
     loaded = DQN.load(tmp_path / "m.zip", device="cpu")
     loaded_net = loaded.policy.q_net.q_net
-    assert loaded_net.snapped_lambdas == pytest.approx(lambdas)
-    program, _ = quantize_network(loaded_net, "auto")
-    assert list(program.lambdas) == pytest.approx(lambdas)
+    assert loaded_net.grid == grid
+    program, _ = quantize_network(loaded_net)
+    assert list(program.lambdas) == list(grid.lambdas)
     # The float twin and the chip program take the same greedy actions.
     obs = np.random.default_rng(0).uniform(-1, 1, size=(256, loaded_net.obs_dim)).astype(np.float32)
     with th.no_grad():
         q = loaded_net(th.as_tensor(obs)).numpy()
     assert np.array_equal(EmulatorBackend().run(program, obs).actions, q.argmax(axis=1))
-    # An explicit lambda still wins, and forgetting the grid brings the percentile rule back.
+    # An explicit lambda still wins, "auto" is the percentile rule, and forgetting the grid brings it back.
     assert list(quantize_network(loaded_net, 5.0)[0].lambdas) == [5.0, 5.0, 5.0]
-    loaded_net.record_grid(None)
-    assert loaded_net.snapped_lambdas is None
-    assert list(quantize_network(loaded_net, "auto")[0].lambdas) != pytest.approx(lambdas)
+    auto = list(quantize_network(loaded_net, "auto")[0].lambdas)
+    assert auto != pytest.approx(list(grid.lambdas))
+    loaded_net.grid = None
+    assert list(quantize_network(loaded_net)[0].lambdas) == auto
 
 
-def test_models_saved_before_grids_were_recorded_load_without_one(tiny_model):
+def test_models_saved_with_the_old_grid_buffer_load_their_grid(tiny_model):
+    """Files written before the Grid value kept the lambdas in a float32 ``grid_lambdas`` buffer (zeros: none)."""
     policy = copy.deepcopy(tiny_model.policy)
-    policy.q_net.q_net.record_grid([4.0, 4.0, 4.0])
-    state = {k: v for k, v in tiny_model.policy.state_dict().items() if not k.endswith("grid_lambdas")}
-    assert len(state) < len(tiny_model.policy.state_dict())
+    state = {k: v for k, v in tiny_model.policy.state_dict().items() if not k.endswith("_extra_state")}
+    for prefix in ("q_net.q_net.", "q_net_target.q_net."):
+        state[prefix + "grid_lambdas"] = th.tensor([4.0, 8.0, 16.0])
     policy.load_state_dict(state)  # strict, as DQN.load does
-    assert policy.q_net.q_net.snapped_lambdas is None
-
-
-@pytest.mark.parametrize("bad", [[1.0, 2.0], [1.0, 0.0, 2.0], [1.0, float("nan"), 2.0]])
-def test_record_grid_rejects_bad_lambdas(small_net, bad):
-    with pytest.raises(ValueError, match="record_grid"):
-        small_net.record_grid(bad)
+    assert policy.q_net.q_net.grid == Grid([4.0, 8.0, 16.0])
+    for prefix in ("q_net.q_net.", "q_net_target.q_net."):
+        state[prefix + "grid_lambdas"] = th.zeros(3)
+    policy.load_state_dict(state)
+    assert policy.q_net.q_net.grid is None

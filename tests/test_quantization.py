@@ -154,7 +154,7 @@ def test_report_to_dict_and_table():
 def test_auto_lambda_keeps_the_readout_below_its_threshold():
     """Q-values of ~100 (CartPole with gamma 0.99) must not drive the integrator to 5000."""
     from spiking_dqn.hardware import EmulatorBackend
-    from spiking_dqn.quantization import AUTO_OUTPUT_HEADROOM, OUTPUT_THRESHOLD, network_lambdas, readout_peak
+    from spiking_dqn.quantization import AUTO_OUTPUT_HEADROOM, OUTPUT_THRESHOLD, readout_peak, resolve_grid
 
     th.manual_seed(0)
     net = SpikingQNetwork([1.0] * 4, 2, net_arch=[16, 8], ticks=10, threshold=0.5)
@@ -163,7 +163,7 @@ def test_auto_lambda_keeps_the_readout_below_its_threshold():
     peak = readout_peak(net)
     assert peak > 90
     weight_only = resolve_lambdas("auto", [layer.weight.detach().numpy() for layer in net.linear_layers()])
-    lambdas = network_lambdas(net, "auto")
+    lambdas = list(resolve_grid(net, "auto", centered=False).lambdas)
     assert lambdas[:-1] == weight_only[:-1]
     assert lambdas[-1] == pytest.approx(AUTO_OUTPUT_HEADROOM * OUTPUT_THRESHOLD / peak)
     assert lambdas[-1] < weight_only[-1]
@@ -192,3 +192,28 @@ def test_centered_readout_keeps_the_greedy_action_and_removes_the_shared_part():
     assert program.lambdas[-1] > quantize_network(net, "auto", centered=False)[0].lambdas[-1]
     with pytest.raises(ValueError, match="two actions"):
         center_readout(SpikingQNetwork([1.0], 1, net_arch=[4], ticks=5))
+
+
+def test_grid_distance_snapping_and_changed_weights_agree_with_quantize():
+    """``Grid.distance``, ``Grid.changed``, ``Grid.fake_quantize`` (snapping) and the chip program all use ``quantize``."""
+    from spiking_dqn.qat import snap_to_grid
+    from spiking_dqn.quantization import Grid, center, float_weights, quantize
+
+    net = small_net(net_arch=[6], n_actions=2)  # a two-action centred readout snaps exactly
+    grid = Grid([7.0, 11.0])
+    weights = float_weights(net)
+    deployed = [weights[0], center(weights[1])]
+    expected = [float(np.mean(np.abs(lam * w.astype(np.float64) - quantize(w.astype(np.float64), lam))))
+                for w, lam in zip(deployed, grid.lambdas)]
+    assert grid.distance(weights) == expected and min(expected) > 0
+    assert grid.changed(weights, weights) == [0.0, 0.0]
+    moved = [weights[0] + 1.0 / 7.0, weights[1]]  # one grid step on every hidden weight
+    assert grid.changed(weights, moved)[0] > 0.9 and grid.changed(weights, moved)[1] == 0.0
+    program, _ = quantize_network(net, grid)
+    for k, (w, lam) in enumerate(zip(deployed, grid.lambdas)):
+        np.testing.assert_array_equal(program.weights[k], quantize(w, lam).astype(np.int8))
+    snap_to_grid(net, grid)
+    assert net.grid == grid
+    assert grid.distance(float_weights(net)) == pytest.approx([0.0, 0.0], abs=1e-5)
+    snapped, _ = quantize_network(net)  # lam=None: the grid the network records
+    assert all(np.array_equal(a, b) for a, b in zip(snapped.weights, program.weights))

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from spiking_dqn.hardware import EmulatorBackend
+from spiking_dqn.rollouts import backend_reward
 from spiking_dqn.search import (
     Evaluation,
     SearchInterrupted,
     StorageUnavailableError,
     apply_multipliers,
-    backend_reward,
     best_evaluation,
     threshold_search,
 )

@@ -6,14 +6,14 @@
   processes, machines and chips with a PostgreSQL URL.
 * :func:`calibrate_thresholds`: calibration without a grid and without episodes: per-neuron
   thresholds that reproduce the float network's firing rates on recorded observations.
-* :func:`backend_reward`, :func:`float_reward`: episode evaluation with its backend cost
-  (inferences, episodes, synaptic events, wall time) counted.
+
+Their episodes and costs come from :mod:`spiking_dqn.rollouts`.
 """
 
 from spiking_dqn.search.calibration import CalibrationResult, CalibrationStep, calibrate_thresholds
-from spiking_dqn.search.episodes import (
+from spiking_dqn.rollouts import (  # TODO(relayering): drop once the CLI imports from rollouts
     EpisodeResult,
-    EvaluationCounter,
+    InferenceStats,
     backend_reward,
     float_reward,
     record_observations,
@@ -35,19 +35,13 @@ __all__ = [
     "DEFAULT_STAGE2_FACTORS",
     "CalibrationResult",
     "CalibrationStep",
-    "EpisodeResult",
     "Evaluation",
-    "EvaluationCounter",
     "SearchInterrupted",
     "StorageUnavailableError",
     "ThresholdSearchResult",
     "apply_multipliers",
-    "backend_reward",
     "best_evaluation",
     "calibrate_thresholds",
-    "float_reward",
     "open_storage",
-    "record_observations",
-    "run_episodes",
     "threshold_search",
 ]

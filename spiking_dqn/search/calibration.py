@@ -56,9 +56,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch as th
+from stable_baselines3 import DQN
+from tqdm.auto import tqdm
 
 from spiking_dqn.hardware import ChipProgram
-from spiking_dqn.search.episodes import EvaluationCounter, q_network, record_observations, resolve_backend
+from spiking_dqn.hardware.backend import Backend, get_backend
+from spiking_dqn.hardware_policy import InferenceStats
+from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.rollouts import q_network, record_observations
 from spiking_dqn.search.grid import n_hidden
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
@@ -160,20 +165,21 @@ def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
 
 
 def calibrate_thresholds(
-    model: Any,
+    model: DQN | SpikingQNetwork,
     program: ChipProgram,
     observations: np.ndarray | None = None,
     *,
     env_id: str | None = None,
     n_observations: int = 128,
-    backend: Any = "emulator",
+    backend: str | Backend = "emulator",
     objective: Literal["rates", "agreement"] = "rates",
     granularity: Literal["neuron", "layer"] = "neuron",
     rate_iterations: int = 6,
     scale_range: Sequence[float] = (0.35, 4.0),
     scale_evaluations: int = 6,
     seed: int = 10_000,
-    counter: EvaluationCounter | None = None,
+    counter: InferenceStats | None = None,
+    progress_bar: bool = False,
 ) -> CalibrationResult:
     """Calibrate the hidden thresholds of a chip program on recorded observations (see module docstring).
 
@@ -197,6 +203,7 @@ def calibrate_thresholds(
     :param scale_evaluations: backend runs of step 2 (>= 2)
     :param seed: seed of the first recorded episode
     :param counter: a counter to add the backend cost to
+    :param progress_bar: show a progress bar over the backend runs
     :raises ValueError: bad arguments, observations of the wrong width
     """
     start = time.perf_counter()
@@ -241,8 +248,10 @@ def calibrate_thresholds(
     float_counts = [float(c.mean()) for c in float_neuron_counts]
     base = [np.asarray(t, dtype=np.float64) for t in program.thresholds[:-1]]
 
-    runner = resolve_backend(backend)
-    cost = EvaluationCounter()
+    runner = get_backend(backend)
+    cost = InferenceStats()
+    most_runs = rate_iterations + (scale_evaluations if objective == "agreement" else 0)
+    bar = tqdm(total=most_runs, desc="calibrate", unit="run", disable=not progress_bar)
     steps: list[CalibrationStep] = []
     cache: dict[bytes, CalibrationStep] = {}
     # id(step) -> (its log m, its mean count per multiplier): what the secant steps start from.
@@ -260,6 +269,7 @@ def calibrate_thresholds(
         result = runner.run(with_log_m(log_m), obs)
         cost.add_result(result)
         cost.wall_time_s += time.perf_counter() - t0
+        bar.update()
         got = matched(result.spike_counts[1:-1])
         step = CalibrationStep(
             phase=phase,
@@ -339,6 +349,7 @@ def calibrate_thresholds(
                 best = cand
         scale, chosen, chosen_log_m = math.exp(best[0]), best[1], scaled(best[0])
 
+    bar.close()
     if counter is not None:
         counter.add(cost)
     calibrated = with_log_m(chosen_log_m)

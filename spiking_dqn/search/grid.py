@@ -40,7 +40,9 @@ import optuna
 
 from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.plots import plot_search
-from spiking_dqn.search.episodes import EvaluationCounter, backend_reward, resolve_backend
+from spiking_dqn.hardware.backend import Backend, get_backend
+from spiking_dqn.hardware_policy import InferenceStats
+from spiking_dqn.rollouts import backend_reward
 from spiking_dqn.search.studies import (
     HEARTBEAT_INTERVAL,
     SearchInterrupted,
@@ -301,7 +303,7 @@ def threshold_search(
     program: ChipProgram,
     env_id: str,
     *,
-    backend: Any = "emulator",
+    backend: str | Backend = "emulator",
     stage1_grid: Sequence[float] | None = DEFAULT_STAGE1_GRID,
     stage2_factors: Sequence[float] | None = DEFAULT_STAGE2_FACTORS,
     n_episodes: int = 10,
@@ -312,7 +314,7 @@ def threshold_search(
     progress_bar: bool = True,
     output_dir: str | os.PathLike | None = None,
     max_parallel: int | None = None,
-    counter: EvaluationCounter | None = None,
+    counter: InferenceStats | None = None,
 ) -> ThresholdSearchResult:
     """Two-stage threshold search of a chip program on a backend (see module docstring).
 
@@ -347,7 +349,7 @@ def threshold_search(
     n_layers = n_hidden(program)
     if n_layers < 1:
         raise ValueError("the program has no hidden layer whose threshold could be searched")
-    runner = resolve_backend(backend)
+    runner = get_backend(backend)
     opened = open_storage(storage, heartbeat_interval=heartbeat_interval)
     shown_storage = mask_url(storage) if isinstance(storage, str) else (None if storage is None else repr(storage))
     start = time.perf_counter()
@@ -360,7 +362,7 @@ def threshold_search(
         "seed": int(seed),
     }
     evaluated_here = 0
-    own_counter = EvaluationCounter()
+    own_counter = InferenceStats()
 
     def evaluate(multipliers: list[float]) -> tuple[float, dict[str, Any]]:
         nonlocal evaluated_here

@@ -1,67 +1,42 @@
-"""Episode evaluation of a chip program on a backend, with its cost counted.
+"""THE episode loop: greedy episodes of a float spiking Q-network or of a chip program on a backend.
 
-Every figure the threshold search and the calibration report about their cost comes from
-here: :func:`backend_reward` runs ``n_episodes`` episodes at once, one environment per
-episode, and sends the observations of all running episodes to the backend in one batch
-per environment step, so an evaluation of 10 episodes costs one backend call per step of
-the longest episode, not one per step of every episode. Episode ``i`` is seeded with
-``seed + i``, so two programs evaluated with the same ``seed`` face the same episodes
-(common random numbers), and the result does not depend on how the episodes are batched.
+Every reward and every cost figure of an evaluation, a threshold search, a calibration
+recording, a QAT check, a recipe or a benchmark comes from here: :func:`run_episodes`
+plays ``n_episodes`` episodes at once, one environment per episode, and asks the policy
+for the actions of all running episodes in one batch per environment step, so an
+evaluation of 10 episodes on a backend costs one backend call per step of the longest
+episode, not one per step of every episode. Episode ``i`` is seeded with ``seed + i``, so
+two policies evaluated with the same ``seed`` face the same episodes (common random
+numbers), and the result does not depend on how the episodes are batched.
 
-:class:`EvaluationCounter` adds up what was spent: backend inferences (observations run),
-backend calls (batches), episodes, synaptic events and wall time.
+:func:`backend_reward` and :func:`float_reward` wrap it for a chip program and for the
+float network; :class:`~spiking_dqn.hardware_policy.InferenceStats` adds up what a backend
+spent: inferences (observations run), backend calls (batches), episodes, spikes,
+synaptic events and wall time. :func:`collect_transitions` fills a replay buffer with the
+model's own epsilon-greedy steps.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch as th
+from stable_baselines3 import DQN
+from stable_baselines3.common.policies import BasePolicy
+from torch import nn
 
-from spiking_dqn.hardware import BackendResult, ChipProgram, get_backend
+from envs import make_vec
+from spiking_dqn.hardware import ChipProgram
+from spiking_dqn.hardware.backend import Backend, get_backend
+from spiking_dqn.hardware_policy import InferenceStats
+from spiking_dqn.network import SpikingQNetwork
 
 ActFn = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass
-class EvaluationCounter:
-    """Running totals of what evaluations spent on a backend.
-
-    :param inferences: observations run on the backend
-    :param backend_calls: backend calls (batches)
-    :param episodes: episodes played on the backend
-    :param synaptic_events: synaptic events summed over inferences
-    :param hidden_spikes: hidden-layer spikes summed over inferences
-    :param wall_time_s: wall-clock time of the evaluations (backend and environment)
-    """
-
-    inferences: int = 0
-    backend_calls: int = 0
-    episodes: int = 0
-    synaptic_events: int = 0
-    hidden_spikes: int = 0
-    wall_time_s: float = 0.0
-
-    def add_result(self, result: BackendResult) -> None:
-        """Count one backend call."""
-        self.inferences += result.batch_size
-        self.backend_calls += 1
-        self.synaptic_events += int(np.asarray(result.synaptic_events).sum())
-        self.hidden_spikes += int(sum(int(c.sum()) for c in result.spike_counts[1:-1]))
-
-    def add(self, other: EvaluationCounter) -> None:
-        """Add another counter's totals to this one."""
-        for name, value in asdict(other).items():
-            setattr(self, name, getattr(self, name) + value)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data."""
-        return asdict(self)
 
 
 @dataclass
@@ -75,7 +50,7 @@ class EpisodeResult:
 
     rewards: list[float]
     lengths: list[int]
-    cost: EvaluationCounter = field(default_factory=EvaluationCounter)
+    cost: InferenceStats = field(default_factory=InferenceStats)
 
     @property
     def mean_reward(self) -> float:
@@ -161,23 +136,14 @@ def run_episodes(
     return rewards, lengths
 
 
-def resolve_backend(backend: Any, **options: Any) -> Any:
-    """A backend object from a name (``"emulator"``, ``"spinnaker2"``) or an object with ``run``."""
-    if isinstance(backend, str):
-        return get_backend(backend, **options)
-    if not callable(getattr(backend, "run", None)):
-        raise TypeError(f"backend must be a backend name or an object with run(program, obs), got {backend!r}")
-    return backend
-
-
 def backend_reward(
     program: ChipProgram,
     env_id: str,
     n_episodes: int = 10,
     seed: int = 0,
-    backend: Any = "emulator",
+    backend: str | Backend = "emulator",
     max_parallel: int | None = None,
-    counter: EvaluationCounter | None = None,
+    counter: InferenceStats | None = None,
 ) -> EpisodeResult:
     """Reward of a chip program on a backend over ``n_episodes`` greedy episodes.
 
@@ -194,8 +160,8 @@ def backend_reward(
     :param max_parallel: at most this many episodes per backend batch
     :param counter: a counter to add the cost to
     """
-    runner = resolve_backend(backend)
-    cost = EvaluationCounter()
+    runner = get_backend(backend)
+    cost = InferenceStats()
 
     def act(obs: np.ndarray) -> np.ndarray:
         result = runner.run(program, obs)
@@ -211,10 +177,12 @@ def backend_reward(
     return EpisodeResult(rewards, lengths, cost)
 
 
-def _q_network(model: Any) -> Any:
-    """The ``SpikingQNetwork`` of a DQN model, a policy, a ``SpikingQNet`` or the network itself."""
-    from spiking_dqn.network import SpikingQNetwork
+def q_network(model: DQN | BasePolicy | nn.Module) -> SpikingQNetwork:
+    """The :class:`~spiking_dqn.network.SpikingQNetwork` inside an SB3 ``DQN``, its policy, its Q-net, or the network.
 
+    :param model: an SB3 ``DQN`` with ``SpikingDQNPolicy``, its policy, its ``q_net``, or the network itself
+    :raises TypeError: there is no spiking Q-network in it
+    """
     obj = model
     for attr in ("policy", "q_net", "q_net"):
         if isinstance(obj, SpikingQNetwork):
@@ -228,12 +196,7 @@ def _q_network(model: Any) -> Any:
     return obj
 
 
-def q_network(model: Any) -> Any:
-    """The :class:`~spiking_dqn.network.SpikingQNetwork` inside a model, policy or network."""
-    return _q_network(model)
-
-
-def float_reward(model: Any, env_id: str, n_episodes: int = 100, seed: int = 0) -> EpisodeResult:
+def float_reward(model: DQN | SpikingQNetwork, env_id: str, n_episodes: int = 100, seed: int = 0) -> EpisodeResult:
     """Reward of the float spiking Q-network (greedy) over the same episodes as :func:`backend_reward`.
 
     :param model: an SB3 ``DQN`` with ``SpikingDQNPolicy``, its policy, or a ``SpikingQNetwork``
@@ -241,7 +204,7 @@ def float_reward(model: Any, env_id: str, n_episodes: int = 100, seed: int = 0) 
     :param n_episodes: episodes; episode ``i`` is reset with ``seed + i``
     :param seed: seed of the first episode
     """
-    net = _q_network(model)
+    net = q_network(model)
     device = next(net.parameters()).device
 
     def act(obs: np.ndarray) -> np.ndarray:
@@ -250,12 +213,12 @@ def float_reward(model: Any, env_id: str, n_episodes: int = 100, seed: int = 0) 
 
     start = time.perf_counter()
     rewards, lengths = run_episodes(act, env_id, n_episodes, seed=seed)
-    cost = EvaluationCounter(episodes=len(rewards), wall_time_s=time.perf_counter() - start)
+    cost = InferenceStats(episodes=len(rewards), wall_time_s=time.perf_counter() - start)
     return EpisodeResult(rewards, lengths, cost)
 
 
 def record_observations(
-    model: Any, env_id: str, n_observations: int = 256, seed: int = 10_000, n_episodes: int = 4
+    model: DQN | SpikingQNetwork, env_id: str, n_observations: int = 256, seed: int = 10_000, n_episodes: int = 4
 ) -> np.ndarray:
     """Observations visited by the float policy (greedy), for calibration.
 
@@ -272,7 +235,7 @@ def record_observations(
     """
     if n_observations < 1:
         raise ValueError(f"n_observations must be positive, got {n_observations}")
-    net = _q_network(model)
+    net = q_network(model)
     device = next(net.parameters()).device
     seen: list[np.ndarray] = []
 
@@ -293,6 +256,32 @@ def record_observations(
     return all_obs[pick]
 
 
-def sequence_str(values: Sequence[float]) -> str:
-    """Compact string of a list of floats, for messages."""
-    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+def collect_transitions(model: DQN, env_id: str, n_steps: int, seed: int = 0) -> int:
+    """Fill a DQN's replay buffer with ``n_steps`` epsilon-greedy transitions of its own policy.
+
+    Used when a loaded model has an empty replay buffer. The model's current
+    ``exploration_rate`` (the final epsilon of training for a loaded model) applies.
+
+    :param model: an SB3 ``DQN``
+    :param env_id: Gymnasium id (a vectorised env with the model's ``n_envs``)
+    :param n_steps: transitions to add (rounded up to whole vectorised steps)
+    :param seed: seed of the environments
+    :return: transitions added
+    """
+    env = make_vec(env_id, n_envs=model.n_envs, seed=seed)
+    try:
+        obs = env.reset()
+        added = 0
+        while added < n_steps:
+            actions, _ = model.predict(obs, deterministic=False)
+            new_obs, rewards, dones, infos = env.step(actions)
+            next_obs = np.array(new_obs, copy=True)
+            for i, done in enumerate(dones):
+                if done and infos[i].get("terminal_observation") is not None:
+                    next_obs[i] = infos[i]["terminal_observation"]
+            model.replay_buffer.add(obs, next_obs, np.asarray(actions), rewards, dones, infos)
+            obs = new_obs
+            added += env.num_envs
+        return added
+    finally:
+        env.close()

@@ -1,0 +1,93 @@
+"""THE weight grid of a deployed spiking Q-network, and building its chip program.
+
+Every projection ``k`` is scaled by a factor ``lambda_k`` and rounded to the chip's
+integers, ``w_q = clip(rint(lambda_k * w), -L, L)`` with ``L = WEIGHT_LIMIT`` (127, int8):
+
+* :mod:`~spiking_dqn.quantization.grid`: :func:`quantize` (the one place that formula is
+  written, numpy and torch), :func:`center` (the readout centred over the actions), and
+  :class:`Grid`, a network's lambdas applied to its weights (chip integers, fake
+  quantization for QAT, distance to the grid, pull onto it);
+* :mod:`~spiking_dqn.quantization.lambdas`: lambda specifications (a number, one per
+  projection, ``"auto"``, or ``None`` for the network's own grid) resolved into a grid;
+* :mod:`~spiking_dqn.quantization.report`: clipped and zeroed weights per projection;
+* :mod:`~spiking_dqn.quantization.build`: the chip program of a network on its grid.
+
+Since the membrane of the population a projection feeds lives in units of ``lambda_k``,
+that population's ``i_offset`` (the bias) and threshold are multiplied by the same
+``lambda_k``. Spikes are binary and carry no scale, so neighbouring projections may use
+different lambdas. The output voltages are in units of the last lambda:
+``Q = voltage / lambda_out``. Two things go wrong with a bad lambda, and both are reported
+per layer: weights beyond ``L / lambda`` clip (too large a lambda), and small weights round
+to zero ("quantization collapse", too small a lambda).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> submodule that defines it. Imported on first use (PEP 562), so that
+#: :mod:`spiking_dqn.network` can hold a :class:`Grid` (``quantization.grid``) while the
+#: program builder here imports the network.
+_LAZY_IMPORTS: dict[str, str] = {
+    **dict.fromkeys(["fake_quantize_network", "quantize_network"], "build"),
+    **dict.fromkeys(["WEIGHT_LIMIT", "Grid", "center", "quantize", "quantize_weights"], "grid"),
+    **dict.fromkeys(
+        [
+            "AUTO_OUTPUT_HEADROOM",
+            "AUTO_OUTPUT_SAMPLES",
+            "AUTO_PERCENTILE",
+            "OUTPUT_THRESHOLD",
+            "LambdaSpec",
+            "center_readout",
+            "float_weights",
+            "readout_peak",
+            "resolve_grid",
+            "resolve_lambdas",
+        ],
+        "lambdas",
+    ),
+    **dict.fromkeys(["CLIP_WARN_FRACTION", "LayerReport", "QuantizationReport", "quantization_report"], "report"),
+}
+
+__all__ = [
+    "AUTO_OUTPUT_HEADROOM",
+    "AUTO_OUTPUT_SAMPLES",
+    "AUTO_PERCENTILE",
+    "CLIP_WARN_FRACTION",
+    "OUTPUT_THRESHOLD",
+    "WEIGHT_LIMIT",
+    "Grid",
+    "LambdaSpec",
+    "LayerReport",
+    "QuantizationReport",
+    "center",
+    "center_readout",
+    "fake_quantize_network",
+    "float_weights",
+    "quantization_report",
+    "quantize",
+    "quantize_network",
+    "quantize_weights",
+    "readout_peak",
+    "resolve_grid",
+    "resolve_lambdas",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first access.
+
+    :param name: the attribute asked for
+    :raises AttributeError: not a public name of the package (nor a loaded submodule)
+    """
+    module = _LAZY_IMPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,95 @@
+"""Building the chip program of a float spiking Q-network on its grid."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch as th
+
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.quantization.grid import Grid, quantize_weights
+from spiking_dqn.quantization.lambdas import OUTPUT_THRESHOLD, LambdaSpec, center_readout, float_weights, resolve_grid
+from spiking_dqn.quantization.report import QuantizationReport, quantization_report
+
+
+def quantize_network(
+    net: SpikingQNetwork, lam: LambdaSpec = None, seed: int = 0, centered: bool = True
+) -> tuple[ChipProgram, QuantizationReport]:
+    """Build the chip program of a float spiking Q-network.
+
+    Projection ``k`` gets ``quantize_weights(W_k, lambda_k)`` in its ``(n_post, n_pre)``
+    layout; the population it feeds gets ``i_offset = lambda_k * b_k`` (float32, not
+    rounded) and, for a hidden layer, ``threshold = lambda_k * threshold`` and
+    ``alpha_decay = beta`` of that layer. The output population integrates: threshold
+    ``OUTPUT_THRESHOLD``, ``alpha_decay`` 1. Reset, ticks, delay, encoder bounds and
+    encoding mode come from the network.
+
+    :param net: the float network
+    :param lam: lambda specification (see :func:`resolve_grid`), or a :class:`Grid`
+    :param seed: seed of the Poisson encoder on the chip
+    :param centered: deploy the centred readout (:func:`center_readout`, default): the
+        chip's output voltages are ``lambda * (Q - mean Q)``, same greedy action (the
+        network's own grid or a given :class:`Grid` decides instead, when used)
+    :return: the chip program and the quantization report (a ``UserWarning`` is issued for
+        every layer that clips more than ``CLIP_WARN_FRACTION`` of its weights)
+    """
+    grid = lam if isinstance(lam, Grid) else resolve_grid(net, lam, centered)
+    grid.check_fits(len(net.linear_layers()))
+    if grid.centered_readout:
+        net = center_readout(net)
+    report = quantization_report(net, Grid(grid.lambdas, centered_readout=False), warn=True)
+    weights, thresholds, alphas, offsets = [], [], [], []
+    for k, (layer, lam_k) in enumerate(zip(net.linear_layers(), grid.lambdas)):
+        w = layer.weight.detach().cpu().numpy().astype(np.float32)
+        weights.append(quantize_weights(w, lam_k))
+        bias = layer.bias.detach().cpu().numpy().astype(np.float64) if layer.bias is not None else np.zeros(w.shape[0])
+        offsets.append((lam_k * bias).astype(np.float32))
+        n = w.shape[0]
+        if k < len(net.lif):
+            neuron = net.lif[k]
+            thresholds.append(np.full(n, lam_k * float(neuron.threshold), dtype=np.float32))
+            alphas.append(np.full(n, float(th.as_tensor(neuron.beta).clamp(0, 1)), dtype=np.float32))
+        else:
+            thresholds.append(np.full(n, OUTPUT_THRESHOLD, dtype=np.float32))
+            alphas.append(np.ones(n, dtype=np.float32))
+    program = ChipProgram(
+        weights=weights,
+        thresholds=thresholds,
+        alpha_decay=alphas,
+        i_offset=offsets,
+        obs_bound=net.encoder.bound.detach().cpu().numpy().astype(np.float32),
+        reset=net.reset,
+        v_reset=0.0,
+        ticks=net.ticks,
+        delay=net.synaptic_delay,
+        encoding=net.encoder.mode,
+        seed=seed,
+        lambdas=list(grid.lambdas),
+        centered_readout=grid.centered_readout,
+    )
+    return program, report
+
+
+def fake_quantize_network(net: SpikingQNetwork, lam: LambdaSpec = None, centered: bool = True) -> SpikingQNetwork:
+    """A copy of the network whose weights are the chip's, back in float units.
+
+    Every linear weight is replaced by ``w_q / lambda_k`` (in float64, then float32);
+    biases, thresholds and decays are unchanged. This float model computes what the chip
+    (emulator) computes, in units divided by lambda: its Q-values equal the emulator's
+    output voltages over ``lambda_out``.
+
+    :param net: the float network (left untouched)
+    :param lam: lambda specification (see :func:`resolve_grid`), or a :class:`Grid`
+    :param centered: start from the centred readout, as :func:`quantize_network` does
+    """
+    grid = lam if isinstance(lam, Grid) else resolve_grid(net, lam, centered)
+    if grid.centered_readout:
+        net = center_readout(net)
+    fake = copy.deepcopy(net)
+    with th.no_grad():
+        for layer, w, lam_k in zip(fake.linear_layers(), float_weights(net), grid.lambdas):
+            w_fq = (quantize_weights(w, lam_k).astype(np.float64) / lam_k).astype(np.float32)
+            layer.weight.copy_(th.as_tensor(w_fq, device=layer.weight.device))
+    return fake

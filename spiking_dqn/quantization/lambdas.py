@@ -1,0 +1,143 @@
+"""Choosing the lambdas of a network's grid: given, ``"auto"``, or the network's own."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch as th
+
+from spiking_dqn.network import SpikingQNetwork, delay_spikes
+from spiking_dqn.quantization.grid import WEIGHT_LIMIT, Grid, center, check_lambda
+
+#: Threshold of the output population: high enough that it never spikes, so it integrates.
+OUTPUT_THRESHOLD = 5000.0
+#: Percentile of |w| mapped to ``WEIGHT_LIMIT`` by ``lam="auto"``.
+AUTO_PERCENTILE = 99.9
+#: ``"auto"`` keeps the readout's peak voltage below this fraction of its threshold.
+AUTO_OUTPUT_HEADROOM = 0.8
+#: Observations drawn uniformly inside the encoder bounds to estimate that peak.
+AUTO_OUTPUT_SAMPLES = 2048
+
+#: A lambda specification: ``None`` (the network's own grid, else ``"auto"``), ``"auto"``,
+#: one positive number for every projection, or one per projection.
+LambdaSpec = float | Sequence[float] | str | None
+
+
+def _auto_lambda(w: np.ndarray) -> float:
+    magnitudes = np.abs(np.asarray(w, dtype=np.float64)).ravel()
+    if magnitudes.size == 0:
+        return 1.0
+    q = float(np.percentile(magnitudes, AUTO_PERCENTILE))
+    if q <= 0:  # mostly zeros: fall back to the largest weight
+        q = float(magnitudes.max())
+    return float(WEIGHT_LIMIT) / q if q > 0 else 1.0
+
+
+def resolve_lambdas(lam: float | Sequence[float] | str, weights: Sequence[np.ndarray]) -> list[float]:
+    """One lambda per projection from a lambda specification and the weights alone.
+
+    :param lam: a positive float (the same lambda for every projection, as in Arfa et
+        al. 2025: 3 for CartPole, 32 for Acrobot), a list with one positive float per
+        projection, or ``"auto"``. The ``"auto"`` rule, per projection:
+        ``lambda = WEIGHT_LIMIT / q`` where ``q`` is the ``AUTO_PERCENTILE`` (99.9th)
+        percentile of ``|w|`` over that projection's weights (``np.percentile``, linear
+        interpolation), so that at most about 0.1% of its weights clip (in a layer of
+        fewer than 1000 weights, at most its largest one) while the rest use the whole
+        range, which keeps small weights from collapsing to zero. (If that percentile is
+        0, the largest ``|w|`` is used; an all-zero layer gets lambda 1.)
+    :param weights: float weights of the projections, in order
+    :return: the lambdas, one per projection
+    :raises ValueError: non-positive, NaN or infinite lambda, a list of the wrong length,
+        an unknown string
+    """
+    n = len(weights)
+    if isinstance(lam, str):
+        if lam != "auto":
+            raise ValueError(f"unknown lambda {lam!r}: use a positive number, a list of them, or 'auto'")
+        return [_auto_lambda(w) for w in weights]
+    if isinstance(lam, (Sequence, np.ndarray)):
+        values = list(np.asarray(lam).ravel()) if isinstance(lam, np.ndarray) else list(lam)
+        if len(values) != n:
+            raise ValueError(f"got {len(values)} lambdas for {n} projections; give one per projection")
+        return [
+            check_lambda(v.item() if isinstance(v, np.generic) else v, f"lambda[{k}]") for k, v in enumerate(values)
+        ]
+    return [check_lambda(lam.item() if isinstance(lam, np.generic) else lam, "lambda")] * n
+
+
+def center_readout(net: SpikingQNetwork) -> SpikingQNetwork:
+    """A copy of the network whose readout computes ``Q - mean over actions of Q`` (see :func:`center`).
+
+    :param net: the float network (left untouched)
+    :raises ValueError: the network has a single action
+    """
+    if net.n_actions < 2:
+        raise ValueError("centering the readout needs at least two actions")
+    centered = copy.deepcopy(net)
+    with th.no_grad():
+        centered.readout.weight.copy_(center(centered.readout.weight))
+        if centered.readout.bias is not None:
+            centered.readout.bias.copy_(center(centered.readout.bias))
+    return centered
+
+
+def readout_peak(net: SpikingQNetwork, observations: np.ndarray | None = None, seed: int = 0) -> float:
+    """Largest readout membrane (float units) reached at any tick on a set of observations.
+
+    :param net: the float network
+    :param observations: ``(n, d)`` observations; by default ``AUTO_OUTPUT_SAMPLES`` drawn
+        uniformly inside the encoder bounds (seeded)
+    :param seed: seed of the default draw
+    """
+    bound = net.encoder.bound.detach().cpu().numpy()
+    if observations is None:
+        rng = np.random.default_rng(seed)
+        observations = rng.uniform(-bound, bound, size=(AUTO_OUTPUT_SAMPLES, bound.size)).astype(np.float32)
+    device = net.readout.weight.device
+    with th.no_grad():
+        obs = th.as_tensor(observations, dtype=th.float32, device=device)
+        _, trains = net.forward_spikes(net.encoder(obs), return_activity=True)
+        arriving = delay_spikes(trains[-1], net.synaptic_delay)
+        trajectory = th.cumsum(net.readout(arriving), dim=0)  # readout membrane after every tick
+    return float(trajectory.max().clamp(min=0.0))
+
+
+def float_weights(net: SpikingQNetwork) -> list[np.ndarray]:
+    """The float32 weights of every projection of a network, as numpy arrays, in order."""
+    return [layer.weight.detach().cpu().numpy().astype(np.float32) for layer in net.linear_layers()]
+
+
+def resolve_grid(
+    net: SpikingQNetwork, lam: LambdaSpec = None, centered: bool = True, observations: np.ndarray | None = None
+) -> Grid:
+    """The grid a lambda specification gives a network.
+
+    ``lam=None`` gives the network's own grid (``net.grid``, recorded when its weights were
+    snapped to a grid after quantization-aware training and saved with the model), so that
+    the chip program computes exactly the network that was trained; a network without one
+    gets ``"auto"``. For ``"auto"`` the lambdas of :func:`resolve_lambdas` are taken on the
+    weights as deployed (the readout centred with ``centered``), and the readout's lambda
+    is capped so that its peak voltage on the chip, ``lambda * readout_peak``, stays below
+    ``AUTO_OUTPUT_HEADROOM`` x the output threshold: an integrator that reaches the
+    threshold resets and its voltage stops being the Q-value.
+
+    :param net: the float network
+    :param lam: lambda specification (see :data:`LambdaSpec`)
+    :param centered: quantize the readout centred over the actions (ignored when ``lam`` is
+        ``None`` and the network has a grid: that grid says)
+    :param observations: observations for the readout peak of ``"auto"`` (see :func:`readout_peak`)
+    """
+    if lam is None:
+        if net.grid is not None:
+            net.grid.check_fits(len(net.linear_layers()))
+            return net.grid
+        lam = "auto"
+    deployed = center_readout(net) if centered and net.n_actions > 1 else net
+    lambdas = resolve_lambdas(lam, float_weights(deployed))
+    if isinstance(lam, str):
+        peak = readout_peak(deployed, observations)
+        if peak > 0:
+            lambdas[-1] = min(lambdas[-1], AUTO_OUTPUT_HEADROOM * OUTPUT_THRESHOLD / peak)
+    return Grid(tuple(lambdas), centered_readout=centered)

@@ -1,0 +1,114 @@
+"""Per-projection statistics of quantizing a network on a grid: clipped and zeroed weights."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.quantization.grid import WEIGHT_LIMIT, Grid, quantize_weights
+from spiking_dqn.quantization.lambdas import float_weights
+
+#: A layer that clips more than this fraction of its weights triggers a warning.
+CLIP_WARN_FRACTION = 0.02
+
+
+@dataclass
+class LayerReport:
+    """Quantization statistics of one projection.
+
+    :param name: projection name (``hidden.0``, ..., ``readout``)
+    :param lam: the lambda used
+    :param clipped_frac: fraction of its weights with ``|lam * w| > WEIGHT_LIMIT + 0.5``, i.e. clipped
+    :param zeroed_frac: fraction of its nonzero float weights that rounded to 0
+    :param max_abs_error: ``max |w_q / lam - w|``
+    :param n_weights: number of weights
+    """
+
+    name: str
+    lam: float
+    clipped_frac: float
+    zeroed_frac: float
+    max_abs_error: float
+    n_weights: int = 0
+
+    @classmethod
+    def from_weights(cls, name: str, w: np.ndarray, lam: float) -> LayerReport:
+        """Statistics of quantizing the float weights ``w`` with ``lam``.
+
+        :param name: projection name
+        :param w: float weights
+        :param lam: the lambda
+        """
+        w = np.asarray(w)
+        w_q = quantize_weights(w, lam)
+        nonzero = w != 0
+        n_nonzero = int(nonzero.sum())
+        return cls(
+            name=name,
+            lam=float(lam),
+            clipped_frac=float(np.mean(np.abs(lam * w) > WEIGHT_LIMIT + 0.5)) if w.size else 0.0,
+            zeroed_frac=float(np.sum(nonzero & (w_q == 0)) / n_nonzero) if n_nonzero else 0.0,
+            max_abs_error=float(np.max(np.abs(w_q.astype(np.float64) / lam - w))) if w.size else 0.0,
+            n_weights=int(w.size),
+        )
+
+
+@dataclass
+class QuantizationReport:
+    """Per-projection quantization statistics (see :class:`LayerReport`).
+
+    :param layers: one report per projection, in order
+    """
+
+    layers: list[LayerReport] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (for JSON): ``{"layers": [{name, lam, clipped_frac, ...}, ...]}``."""
+        return {"layers": [asdict(layer) for layer in self.layers]}
+
+    @property
+    def lambdas(self) -> list[float]:
+        """The lambda of each projection."""
+        return [layer.lam for layer in self.layers]
+
+    def __str__(self) -> str:
+        header = f"{'layer':<12} {'lambda':>10} {'clipped':>9} {'zeroed':>9} {'max |err|':>11}"
+        rows = [header, "-" * len(header)]
+        for r in self.layers:
+            rows.append(
+                f"{r.name:<12} {r.lam:>10.4g} {r.clipped_frac:>9.2%} {r.zeroed_frac:>9.2%} {r.max_abs_error:>11.4g}"
+            )
+        return "\n".join(rows)
+
+
+def _projection_names(net: SpikingQNetwork) -> list[str]:
+    return [f"hidden.{k}" for k in range(len(net.hidden))] + ["readout"]
+
+
+def quantization_report(net: SpikingQNetwork, grid: Grid, warn: bool = True) -> QuantizationReport:
+    """Clipped and zeroed fractions of every projection of a network on a grid.
+
+    :param net: the float network
+    :param grid: the grid
+    :param warn: warn (``UserWarning``) for each projection that clips more than
+        ``CLIP_WARN_FRACTION`` of its weights
+    """
+    weights = grid.deployed(float_weights(net))
+    report = QuantizationReport(
+        [LayerReport.from_weights(name, w, lam) for name, w, lam in zip(_projection_names(net), weights, grid.lambdas)]
+    )
+    if warn:
+        for r in report.layers:
+            if r.clipped_frac > CLIP_WARN_FRACTION:
+                warnings.warn(
+                    f"quantizing layer {r.name} with lambda={r.lam:g} clips {r.clipped_frac:.1%} of its weights "
+                    f"to +-{WEIGHT_LIMIT} ({r.zeroed_frac:.1%} of its nonzero weights round to 0); consider a "
+                    "smaller lambda or lam='auto'",
+                    UserWarning,
+                    stacklevel=3,
+                )
+    return report
