@@ -19,13 +19,13 @@ import torch as th
 from torch import nn
 
 from spiking_dqn.encoding import ENCODING_MODES, EncodingMode, SignedRateEncoder
+from spiking_dqn.quantization.grid import Grid
 from spiking_dqn.layers import (
     RESET_MODES,
     SURROGATES,
     ChipLeaky,
     ResetMode,
     SpikeFunction,
-    delay_spikes,  # noqa: F401  (re-exported: spiking_dqn.quantization imports it from here)
     make_surrogate,
     spiking_layer,
     surrogate_code,
@@ -156,10 +156,8 @@ class SpikingQNetwork(nn.Module):
             for _ in self.net_arch
         )
         self.readout = nn.Linear(sizes[-1], self.n_actions)
-        self._fake_quant_lambdas: list[float] | None = None
-        # The int8 grid the weights were snapped to after QAT (zeros: none). Saved with the
-        # weights, so that a deployed agent is quantized with the lambdas it was trained for.
-        self.register_buffer("grid_lambdas", th.zeros(len(self.net_arch) + 1))
+        self._grid: Grid | None = None
+        self._fake_quantization: Grid | None = None
 
     @property
     def ticks(self) -> int:
@@ -182,74 +180,70 @@ class SpikingQNetwork(nn.Module):
         return self.config.reset
 
     @property
-    def snapped_lambdas(self) -> list[float] | None:
-        """The lambdas of the int8 grid the weights were snapped to (see ``qat.snap_to_grid``), or ``None``."""
-        values = self.grid_lambdas.detach().cpu().double().numpy()
-        return [float(v) for v in values] if bool(np.all(values > 0)) else None
+    def grid(self) -> Grid | None:
+        """The grid the weights sit on (recorded by :func:`spiking_dqn.qat.snap_to_grid`), or ``None``.
 
-    def record_grid(self, lambdas: Sequence[float] | None) -> None:
-        """Record (or with ``None`` forget) the lambdas of the int8 grid the weights sit on.
-
-        :param lambdas: one positive lambda per projection, or ``None``
+        Saved with the weights (the module's extra state), so that a deployed agent is
+        quantized on the grid it was trained for: ``lam=None`` uses it.
         """
-        n = len(self.linear_layers())
-        if lambdas is None:
-            values = [0.0] * n
-        else:
-            values = [float(lam) for lam in lambdas]
-            if len(values) != n or not all(np.isfinite(lam) and lam > 0 for lam in values):
-                raise ValueError(f"record_grid needs {n} finite positive lambdas, got {list(lambdas)}")
-        with th.no_grad():
-            self.grid_lambdas.copy_(th.as_tensor(values, dtype=self.grid_lambdas.dtype))
+        return self._grid
+
+    @grid.setter
+    def grid(self, grid: Grid | None) -> None:
+        if grid is not None:
+            grid.check_fits(len(self.linear_layers()))
+        self._grid = grid
+
+    def get_extra_state(self) -> dict:
+        """The recorded grid, as plain data (saved in the state dict)."""
+        return {"grid": None if self._grid is None else self._grid.to_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore the recorded grid from :meth:`get_extra_state`'s data.
+
+        :param state: the saved data
+        """
+        data = state.get("grid")
+        self.grid = None if data is None else Grid.from_dict(data)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        # Models saved before the grid was recorded have no ``grid_lambdas``: they have none.
-        state_dict.setdefault(prefix + "grid_lambdas", th.zeros_like(self.grid_lambdas))
+        # Files written before the grid was extra state kept its lambdas in a float32
+        # ``grid_lambdas`` buffer (zeros: none), always with a centred readout; older files have neither.
+        key = prefix + "_extra_state"
+        old = state_dict.pop(prefix + "grid_lambdas", None)
+        if key not in state_dict:
+            lambdas = None if old is None else [float(v) for v in old.detach().cpu().double().numpy()]
+            grid = Grid(tuple(lambdas)) if lambdas and all(v > 0 for v in lambdas) else None
+            state_dict[key] = {"grid": None if grid is None else grid.to_dict()}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def set_fake_quantization(self, lambdas: Sequence[float] | None, centered_readout: bool = True) -> None:
+    @property
+    def fake_quantization(self) -> Grid | None:
+        """The grid the forward pass fake-quantizes the weights on (QAT), or ``None``."""
+        return self._fake_quantization
+
+    def set_fake_quantization(self, grid: Grid | None) -> None:
         """Make the forward pass use fake-quantized weights, for quantization-aware training.
 
-        With lambdas set, every linear layer ``k`` computes with
-        ``w + (q(w) - w).detach()`` where ``q(w) = clip(rint(lambda_k * w), -127, 127) / lambda_k``:
-        the forward sees the chip's int8 weights (in float units), the backward passes the
-        gradient straight through to the float weights (straight-through estimator). Off
-        (``None``, the default) the network is unchanged.
+        With a grid set, the forward computes with :meth:`Grid.fake_quantize
+        <spiking_dqn.quantization.Grid.fake_quantize>` of the weights: it sees the chip's
+        weights (in float units), and the backward passes the gradient straight through to
+        the float weights (straight-through estimator). Off (``None``, the default) the
+        network is unchanged.
 
-        :param lambdas: one positive lambda per projection (input->hidden1, ..., readout), or
-            ``None`` to switch fake quantization off
-        :param centered_readout: quantize the readout as the chip program does by default
-            (:func:`spiking_dqn.quantization.center_readout`): its weights minus their mean
-            over the actions go through ``q``, the mean is added back unquantized, so the
-            greedy action is the chip's and the Q-values keep their common part
+        :param grid: one lambda per projection (input->hidden1, ..., readout), or ``None``
+        :raises ValueError: the grid has not one lambda per projection
         """
-        if lambdas is None:
-            self._fake_quant_lambdas = None
-            return
-        values = [float(lam) for lam in lambdas]
-        n = len(self.linear_layers())
-        if len(values) != n or not all(np.isfinite(lam) and lam > 0 for lam in values):
-            raise ValueError(f"set_fake_quantization needs {n} finite positive lambdas, got {list(lambdas)}")
-        self._fake_quant_lambdas = values
-        self._fake_quant_centered = bool(centered_readout) and self.n_actions > 1
+        if grid is not None:
+            grid.check_fits(len(self.linear_layers()))
+        self._fake_quantization = grid
 
-    def _layer_weights(self) -> list[th.Tensor]:
+    def forward_weights(self) -> list[th.Tensor]:
         """Weights the forward uses: the float ones, or fake-quantized (straight-through) ones."""
         weights = [layer.weight for layer in self.linear_layers()]
-        if self._fake_quant_lambdas is None:
+        if self._fake_quantization is None:
             return weights
-
-        def fake(w: th.Tensor, lam: float) -> th.Tensor:
-            return w + (th.clamp(th.round(w * lam), -127, 127) / lam - w).detach()
-
-        out = [fake(w, lam) for w, lam in zip(weights[:-1], self._fake_quant_lambdas[:-1])]
-        w, lam = weights[-1], self._fake_quant_lambdas[-1]
-        if getattr(self, "_fake_quant_centered", False):
-            common = w.mean(dim=0, keepdim=True)
-            out.append(fake(w - common, lam) + common)
-        else:
-            out.append(fake(w, lam))
-        return out
+        return self._fake_quantization.fake_quantize(weights)
 
     @property
     def obs_dim(self) -> int:
@@ -278,7 +272,7 @@ class SpikingQNetwork(nn.Module):
         :return: Q-values ``(batch, n_actions)``, plus the spike trains of every hidden
             layer (``(T, batch, n)`` each) when ``return_activity``
         """
-        weights = self._layer_weights()
+        weights = self.forward_weights()
         trains = []
         x = spikes
         for fc, lif, w in zip(self.hidden, self.lif, weights):

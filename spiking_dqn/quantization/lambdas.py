@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch as th
 
-from spiking_dqn.network import SpikingQNetwork, delay_spikes
+from spiking_dqn.layers import delay_spikes
+from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.quantization.grid import WEIGHT_LIMIT, Grid, center, check_lambda
 
 #: Threshold of the output population: high enough that it never spikes, so it integrates.
