@@ -1,12 +1,18 @@
-"""The main job (`make demo`) end to end, on a tiny budget."""
+"""The main job (`make demo`) end to end, on a tiny budget, and the recipes' QAT-only mode."""
 
 import json
 
 import pytest
 
 from spiking_dqn.cli import main
+from spiking_dqn.cli.demo import DEFAULT_OUT
 
 
+def test_demo_writes_under_runs_by_default():
+    assert DEFAULT_OUT.parts[0] == "runs"
+
+
+@pytest.mark.slow
 def test_demo_trains_deploys_and_reports(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--timesteps", "1200", "--episodes", "2", "--qat-steps", "300", "--out", str(out)]) == 0
@@ -18,26 +24,33 @@ def test_demo_trains_deploys_and_reports(tmp_path, capsys):
     record = json.loads((out / "deployment.json").read_text())
     card = json.loads((out / "eval.json").read_text())
     # The recipe's QAT grid travels with model.zip: the chip program is quantized with it.
-    assert [layer["lam"] for layer in record["quantization"]["layers"]] == pytest.approx(card["qat"]["lambdas"], rel=1e-6)
+    lambdas = [layer["lam"] for layer in record["quantization"]["layers"]]
+    assert lambdas == pytest.approx(card["qat"]["lambdas"], rel=1e-6)
     assert card["qat"]["steps"] == 300
-    assert 0.0 <= record["figures"]["action_agreement"] <= 1.0
+    report = json.loads((out / "deployment" / "report.json").read_text())
+    assert record["figures"]["action_agreement"] == report["action_agreement"]["value"]
+    assert record["figures"]["chip_reward"] == report["reward"]["chip"]["mean"]["value"]
     assert "trained_agent_action_agreement" in record["figures"]
     printed = capsys.readouterr().out
     assert "on the emulated chip (int8): mean reward" in printed
+    assert '"float_reward"' not in printed  # a readable summary, not a raw JSON dict
+    card = (out / "README.md").read_text()
+    assert f"spiking-dqn deploy {out / 'model.zip'}" in card and "agents.deploy" not in card
 
 
+@pytest.mark.slow
 def test_recipe_qat_only_fine_tunes_the_agent_as_trained(tmp_path):
     from stable_baselines3 import DQN
 
-    from agents.common import parse_args, train_and_card
     from agents.cartpole import HYPERPARAMS
+    from agents.common import parse_args, train_and_card
 
     out = tmp_path / "cp"
     args = parse_args("CartPole-v0", 800, ["--timesteps", "800", "--out", str(out), "--eval-episodes", "2",
                                            "--qat-steps", "0", "--no-progress", "--eval-freq", "400"])
     first = train_and_card("CartPole-v0", HYPERPARAMS, args, "first")
     assert first["qat"] is None and first["mean_reward"] == first["trained_mean_reward"]
-    assert DQN.load(out / "model.zip").policy.q_net.q_net.snapped_lambdas is None
+    assert DQN.load(out / "model.zip").policy.q_net.q_net.grid is None
 
     args = parse_args("CartPole-v0", 800, ["--out", str(out), "--eval-episodes", "2", "--qat-steps", "200",
                                            "--qat-only"])
@@ -45,7 +58,7 @@ def test_recipe_qat_only_fine_tunes_the_agent_as_trained(tmp_path):
     assert second["timesteps"] == 800 and second["train_wall_time_s"] == first["train_wall_time_s"]
     assert second["command"] == "first" and second["qat"]["command"] == "second"
     net = DQN.load(out / "model.zip").policy.q_net.q_net
-    assert net.snapped_lambdas == pytest.approx(second["qat"]["lambdas"], rel=1e-6)
+    assert list(net.grid.lambdas) == pytest.approx(second["qat"]["lambdas"], rel=1e-6)
     assert "quantization-aware fine-tuning: 200 online steps" in (out / "README.md").read_text()
 
 

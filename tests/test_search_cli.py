@@ -64,8 +64,9 @@ def test_search_bad_input(model_path, tmp_path, capsys):
     assert not (tmp_path / "threshold_search.csv").exists()
     args = ["search", str(model_path), "--env", "CartPole-v1", "--stage1", "0,1", "--no-progress",
             "--out", str(tmp_path)]
-    assert main(args) == 2
-    assert "stage1_grid" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2 and "multipliers must be positive" in capsys.readouterr().err
     assert main(["search", str(model_path), "--no-progress"]) == 2
     assert "--env is required" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path / "missing.zip"), "--env", "CartPole-v1"]) == 2

@@ -1,0 +1,90 @@
+"""The ``spiking-dqn`` command line: one module per command group, no import of ``agents``.
+
+* :mod:`~spiking_dqn.cli.train`: ``train`` (any discrete-action Gymnasium env), with the
+  recipe loop of :mod:`~spiking_dqn.cli.recipe`, the hyperparameters of
+  :mod:`~spiking_dqn.cli.hyperparams` and the model card of :mod:`~spiking_dqn.cli.card`;
+* :mod:`~spiking_dqn.cli.demo`: ``demo`` (train, deploy, compare);
+* :mod:`~spiking_dqn.cli.compare`: ``compare``;
+* :mod:`~spiking_dqn.cli.fit`: ``deploy``, ``search``, ``calibrate`` (fitting a model to the chip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import TextIO
+
+from spiking_dqn import __version__
+from spiking_dqn.cli import compare, demo, fit, train
+from spiking_dqn.cli.arguments import CLIError, HelpFormatter, SubcommandParser, join_negative_lists, parse_lambda
+from spiking_dqn.cli.loading import infer_env_id, load_spiking_model
+
+__all__ = ["CLIError", "build_parser", "infer_env_id", "load_spiking_model", "main", "parse_lambda"]
+
+DESCRIPTION = """\
+Train spiking DQN agents (Stable-Baselines3), deploy them as int8 chip programs to
+SpiNNaker2 or its embedded emulator, and compare the chip with the float agent.
+
+Run `spiking-dqn COMMAND --help` for the options of a command. Outputs go under runs/
+(ignored by git) unless --out says otherwise."""
+EXAMPLES = """examples:
+  spiking-dqn demo --timesteps 5000 --qat-steps 1000 --out runs/demo
+  spiking-dqn train MountainCar-v0 --timesteps 2000 --qat-steps 0 --out runs/mc
+  spiking-dqn deploy runs/mc/model.zip --out runs/mc/chip_program.npz
+  spiking-dqn compare runs/mc/model.zip --program runs/mc/chip_program.npz --episodes 20
+  spiking-dqn calibrate agents/trained/CartPole-v0/model.zip
+  spiking-dqn search agents/trained/CartPole-v0/model.zip --storage sqlite:///runs/search.db
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``spiking-dqn``."""
+    parser = argparse.ArgumentParser(prog="spiking-dqn", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=SubcommandParser)
+    train.add_parser(sub)
+    demo.add_parser(sub)
+    compare.add_parser(sub)
+    fit.add_parsers(sub)  # `deploy`, `search`, `calibrate`
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spiking-dqn`` console script.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``)
+    :return: the exit status (2 for a user error)
+    """
+    argv = join_negative_lists(sys.argv[1:] if argv is None else list(argv))
+    args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["spiking-dqn", *argv])
+    with warnings.catch_warnings():
+        _show_each_warning_once()
+        try:
+            return int(args.func(args))
+        except CLIError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+
+def _show_each_warning_once() -> None:
+    """Show a warning whose text was shown already no more (inside ``warnings.catch_warnings``).
+
+    Gymnasium warns on every ``make`` of an outdated env (CartPole-v0), and its ``"once"``
+    filter is reset by each ``catch_warnings`` block, so a run would repeat it many times.
+    """
+    shown: set[tuple[str, type[Warning]]] = set()
+    show = warnings.showwarning
+
+    def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    file: TextIO | None = None, line: str | None = None) -> None:
+        key = (str(message), category)
+        if key not in shown:
+            shown.add(key)
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning

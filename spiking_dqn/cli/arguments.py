@@ -1,0 +1,153 @@
+"""Argument types, the help formatter and the user-error type of the ``spiking-dqn`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Sequence
+
+#: Options whose value is a comma-separated list that may be mistyped with a leading minus
+#: (``--stage1 -1,2``): they are rewritten as ``--stage1=-1,2`` so that the value's own
+#: check, not argparse, answers.
+LIST_OPTIONS = ("--stage1", "--stage2", "--threshold-scale", "--lam", "--obs-bound", "--net-arch")
+_NEGATIVE_LIST = re.compile(r"^-[\d.]")
+#: Help of every ``--lam`` option.
+LAMBDA_HELP = (
+    "lambda: 'auto' (a percentile rule per projection), one number for every projection (e.g. 3), or one per "
+    "projection (3,3,3); default: the model's own grid when it records one (a QAT'd, snapped model), else auto"
+)
+
+
+class CLIError(Exception):
+    """A user error: printed as ``error: ...`` with exit status 2."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions and epilogs as written (examples keep their lines), defaults shown in the help.
+
+    Defaults of ``None`` and ``False`` (options with no default value, flags) are not shown.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class SubcommandParser(argparse.ArgumentParser):
+    """The parser of one subcommand: it refuses unknown options itself, with its own usage.
+
+    (A plain subparser hands them to the top-level parser, which prints the top-level usage.)
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def join_negative_lists(argv: Sequence[str]) -> list[str]:
+    """``["--stage1", "-1,2"]`` -> ``["--stage1=-1,2"]`` for the :data:`LIST_OPTIONS`.
+
+    argparse reads a value that starts with ``-`` (and is not a plain number) as an option,
+    and answers "expected one argument"; joined, the value reaches its type check.
+
+    :param argv: the command-line arguments
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in LIST_OPTIONS and i + 1 < len(argv) and _NEGATIVE_LIST.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
+    return value
+
+
+def positive_floats(text: str) -> list[float]:
+    """Comma-separated finite numbers > 0, e.g. ``0.5,1,2`` (threshold multipliers)."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    if not all(v > 0 and math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"multipliers must be positive and finite, got {text!r}")
+    return values
+
+
+def positive_ints(text: str) -> list[int]:
+    """Comma-separated integers >= 1, e.g. ``128,128`` (hidden layer sizes)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 64,64, got {text!r}") from None
+    if not values or not all(v >= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive integers, got {text!r}")
+    return values
+
+
+def parse_lambda(text: str) -> str | float | list[float]:
+    """``--lam`` value: ``"auto"``, one number (every projection), or comma-separated numbers (one each)."""
+    text = text.strip()
+    if text == "auto":
+        return "auto"
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid lambda {text!r}: use 'auto', a number (e.g. 3) or one number per projection (e.g. 3,3,3)"
+        ) from None
+    return values[0] if len(values) == 1 else values
+
+
+def parse_scale(text: str) -> float | list[float]:
+    """``--threshold-scale`` value: one positive number, or one per hidden layer, comma-separated."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid threshold scale {text!r}: use a number or e.g. 1.2,0.9") from None
+    if not all(v > 0 and v != float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"threshold scales must be positive and finite, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None

@@ -1,0 +1,131 @@
+"""The model card (``README.md``) and learning curve written next to a trained agent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spiking_dqn.cli.recipe import QAT_CHECK_EPISODES, QAT_CHECK_FREQ, TRAINED_NAME
+
+
+def write_training_card(out: Path, env_id: str, hyperparams: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Plot the learning curve (``reward_curve.png``) and write the model card (``README.md``) in ``out``.
+
+    :param out: the training folder (with ``evaluations.npz`` when periodic evaluations ran)
+    :param env_id: Gymnasium id
+    :param hyperparams: the ``DQN`` keyword arguments trained with
+    :param summary: what :func:`~spiking_dqn.cli.recipe.train_and_evaluate` returned
+    """
+    plot_learning_curve(out / "evaluations.npz", out / "reward_curve.png", env_id)
+    write_model_card(out / "README.md", env_id, hyperparams, summary)
+
+
+def plot_learning_curve(evaluations: Path, path: Path, env_id: str) -> None:
+    """Plot the periodic evaluations of ``EvalCallback`` (mean +- std reward over timesteps).
+
+    :param evaluations: the ``evaluations.npz`` of ``EvalCallback`` (nothing is plotted without it)
+    :param path: the PNG file
+    :param env_id: Gymnasium id (for the title)
+    """
+    if not evaluations.exists():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = np.load(evaluations)
+    steps, results = data["timesteps"], data["results"]
+    mean, std = results.mean(axis=1), results.std(axis=1)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, mean, marker="o", ms=3, label="mean reward")
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.25, label="+- std")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"reward ({results.shape[1]} episodes)")
+    ax.set_title(f"spiking DQN on {env_id}: periodic evaluations")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Write a short model card: commands, hyperparameters, training, QAT, evaluation.
+
+    :param path: the card file
+    :param env_id: Gymnasium id
+    :param hyperparams: the ``DQN`` keyword arguments trained with
+    :param summary: what :func:`~spiking_dqn.cli.recipe.train_and_evaluate` returned
+    """
+    lines = [
+        f"# Spiking DQN agent for {env_id}",
+        "",
+        "Trained with the unchanged Stable-Baselines3 `DQN` and `spiking_dqn.SpikingDQNPolicy`.",
+        "",
+        "Command:",
+        "",
+        "```bash",
+        str(summary["command"]),
+        *([summary["qat"]["command"]] if summary["qat"] and summary["qat"].get("command") else []),
+        "```",
+        "",
+        "Hyperparameters:",
+        "",
+        "```json",
+        json.dumps(hyperparams, indent=2, default=str),
+        "```",
+        "",
+        f"- timesteps: {summary['timesteps']} (seed {summary['seed']}); the model kept is the best of the "
+        f"periodic {summary['select_episodes']}-episode evaluations every {summary['eval_freq']} steps "
+        f"(SB3 `EvalCallback`, on other env seeds than the final evaluation): `{TRAINED_NAME}`",
+        f"- training wall time: {summary['train_wall_time_s']} s on a 2-core CPU machine ({summary['machine']})",
+    ]
+    qat = summary["qat"]
+    if qat:
+        lambdas = ", ".join(f"{lam:.1f}" for lam in qat["lambdas"])
+        lines += [
+            f"- quantization-aware fine-tuning: {qat['steps']} online steps on the int8 grid of lambdas ({lambdas}), "
+            f"weights kept by emulator reward on {QAT_CHECK_EPISODES} check episodes every {QAT_CHECK_FREQ} steps "
+            f"({qat['reward_before']:.1f} before, {qat['reward_after']:.1f} after; "
+            f"{'fine-tuned weights kept' if qat['kept'] else 'no improvement: weights as trained kept'}), then snapped "
+            f"to the grid ({qat['wall_time_s']:.0f} s): `model.zip` is the float twin of the chip program "
+            "(`HardwarePolicy.from_model` quantizes it with these lambdas)",
+        ]
+    lines += [
+        f"- evaluation (float policy `model.zip`, {summary['eval_episodes']} deterministic episodes, env seed "
+        f"{summary['eval_seed']}): mean {summary['mean_reward']:.2f} +- {summary['std_reward']:.2f}, "
+        f"min {summary['min_reward']:.0f}",
+    ]
+    if qat:
+        lines.append(
+            f"- the agent as trained (`{TRAINED_NAME}`, before QAT), same episodes: "
+            f"mean {summary['trained_mean_reward']:.2f} +- {summary['trained_std_reward']:.2f}"
+        )
+    if (path.parent / "reward_curve.png").exists():
+        lines += ["", "![periodic evaluations](reward_curve.png)"]
+    lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def replace_card_section(card: Path, name: str, body: str) -> None:
+    """Write ``body`` into the model card between ``<!-- name:begin -->`` and ``<!-- name:end -->``.
+
+    An existing section of that name is replaced; otherwise the section is appended. The
+    recipe rewrites the whole card, so sections measured on an earlier agent go with it.
+
+    :param card: the model card (``README.md``); created if missing
+    :param name: section name
+    :param body: the section's Markdown, without the markers
+    """
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    section = f"{begin}\n{body.strip()}\n{end}\n"
+    text = card.read_text() if card.exists() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section
+    card.write_text(text)

@@ -1,0 +1,135 @@
+"""Training hyperparameters: the rl-zoo file ``zoo_configs/dqn.yml``, read as SB3 ``DQN`` keyword arguments.
+
+The file is the one source of the recipes' hyperparameters: ``agents/cartpole.py``,
+``agents/acrobot.py``, ``spiking-dqn train`` and ``python -m rl_zoo3.train -conf
+zoo_configs/dqn.yml`` all read it. It ships inside the wheel (package ``zoo_configs``) and
+is read with :mod:`importlib.resources`, so an installed package finds it too.
+
+An environment without an entry gets :data:`DEFAULT_HYPERPARAMS` and
+:data:`DEFAULT_TIMESTEPS`.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+from importlib import resources
+from typing import Any
+
+import yaml
+
+#: The package and file that hold the rl-zoo hyperparameters.
+ZOO_PACKAGE = "zoo_configs"
+ZOO_FILE = "dqn.yml"
+#: The policy every entry must name.
+SPIKING_POLICY = "spiking_dqn.SpikingDQNPolicy"
+#: Keys of an entry that are rl-zoo's, not ``DQN`` keyword arguments.
+ZOO_KEYS = ("n_timesteps", "policy")
+#: ``DQN`` keyword arguments of an environment the file has no entry for: SB3's ``DQN``
+#: defaults with a smaller replay buffer, a shorter warm-up and a faster target update,
+#: and a 64-64 spiking network with 16 ticks per inference.
+DEFAULT_HYPERPARAMS: dict[str, Any] = dict(
+    learning_rate=5e-4,
+    batch_size=64,
+    buffer_size=100_000,
+    learning_starts=1000,
+    gamma=0.99,
+    target_update_interval=250,
+    train_freq=4,
+    gradient_steps=1,
+    exploration_fraction=0.1,
+    exploration_final_eps=0.05,
+    policy_kwargs=dict(net_arch=[64, 64], ticks=16),
+)
+#: Training steps of an environment the file has no entry for.
+DEFAULT_TIMESTEPS = 100_000
+
+
+def zoo_entries() -> dict[str, dict[str, Any]]:
+    """The raw entries of ``zoo_configs/dqn.yml``, by env id (``policy_kwargs`` still a string)."""
+    text = resources.files(ZOO_PACKAGE).joinpath(ZOO_FILE).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def parse_policy_kwargs(text: str) -> dict[str, Any]:
+    """The ``policy_kwargs`` of an rl-zoo entry, ``"dict(net_arch=[64, 64], ticks=16)"``, as a dict.
+
+    rl-zoo evaluates the string; this reads it without evaluating anything: a ``dict(...)``
+    call with keyword arguments or a ``{...}`` literal, whose values are Python literals.
+
+    :param text: the entry's ``policy_kwargs`` string
+    :raises ValueError: anything else (names, calls, operators)
+    """
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise ValueError(f"policy_kwargs {text!r} is not a Python expression ({exc.msg})") from None
+    try:
+        if isinstance(node, ast.Dict):
+            value = ast.literal_eval(node)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+            if node.args:
+                raise ValueError("positional arguments")
+            if any(kw.arg is None for kw in node.keywords):
+                raise ValueError("**unpacking")
+            value = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+        else:
+            raise ValueError("not a dict")
+    except ValueError:
+        raise ValueError(
+            f"policy_kwargs {text!r} must be dict(key=literal, ...) or a {{...}} literal of plain values"
+        ) from None
+    return value
+
+
+def has_hyperparams(env_id: str) -> bool:
+    """Whether ``zoo_configs/dqn.yml`` has an entry for ``env_id``."""
+    return env_id in zoo_entries()
+
+
+def load_hyperparams(env_id: str) -> dict[str, Any]:
+    """The ``DQN`` keyword arguments of ``env_id``'s entry in ``zoo_configs/dqn.yml``.
+
+    ``policy_kwargs`` is parsed into a dict (see :func:`parse_policy_kwargs`); rl-zoo's own
+    keys (``n_timesteps``, ``policy``) are left out.
+
+    :param env_id: Gymnasium id
+    :raises KeyError: the file has no entry for ``env_id``
+    :raises ValueError: the entry names another policy or cannot be read
+    """
+    entries = zoo_entries()
+    if env_id not in entries:
+        raise KeyError(f"{ZOO_PACKAGE}/{ZOO_FILE} has no entry for {env_id!r}; entries: {', '.join(entries)}")
+    entry = dict(entries[env_id])
+    policy = entry.pop("policy", SPIKING_POLICY)
+    if policy != SPIKING_POLICY:
+        raise ValueError(f"{ZOO_FILE} entry {env_id!r}: policy must be {SPIKING_POLICY!r}, got {policy!r}")
+    entry.pop("n_timesteps", None)
+    if isinstance(entry.get("policy_kwargs"), str):
+        entry["policy_kwargs"] = parse_policy_kwargs(entry["policy_kwargs"])
+    return entry
+
+
+def load_timesteps(env_id: str) -> int:
+    """The ``n_timesteps`` of ``env_id``'s entry in ``zoo_configs/dqn.yml``.
+
+    :param env_id: Gymnasium id
+    :raises KeyError: the file has no entry for ``env_id``, or the entry no ``n_timesteps``
+    """
+    return int(zoo_entries()[env_id]["n_timesteps"])
+
+
+def hyperparams_for(env_id: str) -> tuple[dict[str, Any], int, str]:
+    """``DQN`` keyword arguments, training steps and where they come from, for any env id.
+
+    :param env_id: Gymnasium id
+    :return: ``(hyperparams, timesteps, source)``: the file's entry when it has one, else
+        :data:`DEFAULT_HYPERPARAMS` and :data:`DEFAULT_TIMESTEPS`; ``source`` says which
+    """
+    if has_hyperparams(env_id):
+        return load_hyperparams(env_id), load_timesteps(env_id), f"the {env_id} entry of {ZOO_PACKAGE}/{ZOO_FILE}"
+    return (
+        copy.deepcopy(DEFAULT_HYPERPARAMS),
+        DEFAULT_TIMESTEPS,
+        f"the defaults of spiking_dqn.cli.hyperparams ({ZOO_PACKAGE}/{ZOO_FILE} has no {env_id} entry)",
+    )

@@ -1,0 +1,92 @@
+"""``spiking-dqn train ENV``: train a spiking DQN on any Gymnasium environment with a discrete action space.
+
+The hyperparameters are the environment's entry of ``zoo_configs/dqn.yml`` when it has one,
+else :data:`~spiking_dqn.cli.hyperparams.DEFAULT_HYPERPARAMS`; the command says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from spiking_dqn.cli.arguments import CLIError, HelpFormatter
+from spiking_dqn.cli.card import write_training_card
+from spiking_dqn.cli.hyperparams import DEFAULT_HYPERPARAMS, DEFAULT_TIMESTEPS, ZOO_FILE, hyperparams_for
+from spiking_dqn.cli.loading import check_env
+from spiking_dqn.cli.recipe import (
+    TrainOptions,
+    add_training_arguments,
+    train_and_evaluate,
+    training_options,
+    with_overrides,
+)
+
+#: Where ``spiking-dqn train ENV`` writes without ``--out`` (``runs/`` is ignored by git).
+RUNS = Path("runs")
+
+
+def train_env(env_id: str, options: TrainOptions, command: str) -> dict[str, Any]:
+    """Check the env, train, fine-tune, evaluate and write the model card, with the file's or default hyperparameters.
+
+    :param env_id: Gymnasium id (discrete action space)
+    :param options: the training options (``options.timesteps`` already resolved)
+    :param command: the command line recorded in the card
+    :return: the summary of ``eval.json``
+    :raises CLIError: an env the spiking DQN cannot train on
+    """
+    check_env(env_id, options.obs_bound)
+    hyperparams, _, source = hyperparams_for(env_id)
+    print(f"{env_id}: hyperparameters from {source}", flush=True)
+    hyperparams = with_overrides(hyperparams, options)
+    summary = train_and_evaluate(env_id, hyperparams, options, command)
+    write_training_card(options.out, env_id, hyperparams, summary)
+    return summary
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``spiking-dqn train``."""
+    _, default_timesteps, _ = hyperparams_for(args.env)
+    if args.timesteps is None:
+        args.timesteps = default_timesteps
+    if args.out is None:
+        args.out = RUNS / args.env
+    try:
+        options = training_options(args)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    train_env(args.env, options, args.command_line)
+    model = options.out / "model.zip"
+    print(f"next: spiking-dqn deploy {model} --out {options.out / 'chip_program.npz'}\n"
+          f"      spiking-dqn compare {model} --episodes 20 --out {options.out / 'compare'}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``train`` subcommand to the ``spiking-dqn`` parser.
+
+    :param sub: the parser's subparsers action
+    """
+    defaults = "\n".join(f"  {key}={value!r}" for key, value in DEFAULT_HYPERPARAMS.items())
+    train = sub.add_parser(
+        "train",
+        help="train a spiking DQN on a Gymnasium environment with a discrete action space",
+        description="Train a spiking DQN with model.learn() (SB3 DQN, SpikingDQNPolicy), keep the best periodic\n"
+        "evaluation, fine-tune it for the int8 chip (QAT), evaluate it and write a model card.\n"
+        f"Hyperparameters: the env's entry of zoo_configs/{ZOO_FILE}, else the defaults below (printed at the start).",
+        epilog=(
+            f"defaults without an entry in zoo_configs/{ZOO_FILE}: {DEFAULT_TIMESTEPS} timesteps and the DQN keyword "
+            f"arguments\n{defaults}\n\nexamples:\n"
+            "  spiking-dqn train CartPole-v0 --out runs/CartPole-v0\n"
+            "  spiking-dqn train MountainCar-v0 --timesteps 2000 --qat-steps 0 --out runs/mc"
+        ),
+        formatter_class=HelpFormatter,
+    )
+    train.add_argument("env", help=f"Gymnasium environment id with a discrete action space (entries of {ZOO_FILE}: "
+                                   "CartPole-v0, CartPole-v1, Acrobot-v1; any other gets the defaults below)")
+    add_training_arguments(
+        train, default_out=None, default_timesteps=None, out_help="output folder (default runs/<env>)",
+        timesteps_help=f"environment steps (default: the n_timesteps of the {ZOO_FILE} entry, else "
+                       f"{DEFAULT_TIMESTEPS})",
+    )
+    train.set_defaults(func=cmd_train)
