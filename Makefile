@@ -3,14 +3,15 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEMO_OUT ?= demo_out
+# Outputs go under runs/, which git ignores.
+DEMO_OUT ?= runs/demo
 # One thread for torch and numpy's OpenBLAS: these networks and batches are small, and
 # threaded products on them run several times slower on a 2-core machine (the demo's
 # training took 4x longer with the default thread count).
 OMP_NUM_THREADS ?= 1
 export OMP_NUM_THREADS
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,10 @@ test: $(STAMP)
 	# PostgreSQL server for the shared-study tests (no-op when present; they skip without it).
 	bash scripts/install_postgres.sh
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	# The suite without the tests marked slow (training, many episodes).
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py

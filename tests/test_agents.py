@@ -11,6 +11,8 @@ from agents.common import trained_model_path
 from envs import make_env
 from spiking_dqn import SpikingDQNPolicy
 
+pytestmark = pytest.mark.slow  # 100 episodes per shipped agent
+
 TARGETS = {"CartPole-v0": 200.0, "Acrobot-v1": -90.0}
 
 
