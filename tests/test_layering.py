@@ -28,7 +28,6 @@ HARDWARE_THIRD_PARTY = {"numpy", "numba", "spinnaker2"}
 HARDWARE_PACKAGE_DEPS = {PACKAGE, f"{PACKAGE}.kernels"}
 #: An import cycle that another change of the same issue removes (``cli`` and the search
 #: commands import each other); a cycle among these modules only is an expected failure.
-KNOWN_CYCLE_PREFIXES = (f"{PACKAGE}.cli", f"{PACKAGE}.search.commands")
 
 
 @dataclass
@@ -239,11 +238,7 @@ def test_the_import_scan_sees_known_edges():
 
 
 def test_no_import_cycle_in_the_package():
-    cycles = _cycles(_graph())
-    known = [c for c in cycles if all(m.startswith(KNOWN_CYCLE_PREFIXES) for m in c)]
-    assert [c for c in cycles if c not in known] == []
-    if known:
-        pytest.xfail(f"known cycle, removed by the CLI package change of the same issue: {known}")
+    assert _cycles(_graph()) == []
 
 
 def test_no_module_of_the_package_imports_agents():
@@ -260,9 +255,6 @@ def test_no_module_of_the_package_imports_agents():
         }
         if found:
             offenders[name] = sorted(found)
-    cli_only = offenders and all(name.startswith(f"{PACKAGE}.cli") for name in offenders)
-    if cli_only:
-        pytest.xfail(f"the command line still imports the recipes, removed by the CLI package change: {offenders}")
     assert offenders == {}
 
 

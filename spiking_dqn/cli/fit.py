@@ -44,14 +44,13 @@ from spiking_dqn.hardware_policy import HardwarePolicy
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
 from spiking_dqn.quantization import quantize_network
+from spiking_dqn.rollouts import backend_reward, float_reward
 from spiking_dqn.search import (
     DEFAULT_STAGE1_GRID,
     DEFAULT_STAGE2_FACTORS,
     SearchInterrupted,
     StorageUnavailableError,
-    backend_reward,
     calibrate_thresholds,
-    float_reward,
     threshold_search,
 )
 

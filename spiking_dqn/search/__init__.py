@@ -11,14 +11,6 @@ Their episodes and costs come from :mod:`spiking_dqn.rollouts`.
 """
 
 from spiking_dqn.search.calibration import CalibrationResult, CalibrationStep, calibrate_thresholds
-from spiking_dqn.rollouts import (  # TODO(relayering): drop once the CLI imports from rollouts
-    EpisodeResult,
-    InferenceStats,
-    backend_reward,
-    float_reward,
-    record_observations,
-    run_episodes,
-)
 from spiking_dqn.search.grid import (
     DEFAULT_STAGE1_GRID,
     DEFAULT_STAGE2_FACTORS,
