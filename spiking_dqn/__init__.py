@@ -6,8 +6,9 @@ the package that needs no torch, such as :mod:`spiking_dqn.hardware`, does not i
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from spiking_dqn.lazy_imports import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -39,19 +40,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name on first access, and keep it as a module attribute.
-
-    :param name: the attribute asked for
-    :raises AttributeError: not a public name of the package (nor a loaded submodule)
-    """
-    module = _LAZY_IMPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY_IMPORTS)

@@ -38,7 +38,7 @@ def test_search_writes_results_and_resumes(model_path, tmp_path, capsys):
                  "summary.json"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["final"]) == {"float", "naive", "searched"}
+    assert set(summary["final"]) == {"float", "naive", "grid"}
     ChipProgram.load(out / "best_program.npz")
     # The same command again finds every evaluation in the study and repeats none.
     assert main(["search", str(model_path), *SMALL, "--storage", storage, "--out", str(out)]) == 0
@@ -54,7 +54,7 @@ def test_calibrate_writes_results(model_path, tmp_path, capsys):
     data = json.loads((out / "calibration.json").read_text())
     assert data["n_observations"] == 32 and data["backend_episodes"] == 0
     ChipProgram.load(out / "calibrated_program.npz")
-    assert set(json.loads((out / "summary.json").read_text())["final"]) == {"float", "naive", "calibrated"}
+    assert set(json.loads((out / "summary.json").read_text())["final"]) == {"float", "naive", "calibration"}
 
 
 def test_search_bad_input(model_path, tmp_path, capsys):

@@ -8,14 +8,15 @@
 online steps of quantization-aware fine-tuning), choose the hidden thresholds on the
 backend, evaluate the float policy, the naive program (float threshold x lambda) and the
 result on ``--final-episodes`` held-out episodes (seeds from ``--seed + 100000``), print a
-summary and write the results to ``--out``. ``deploy`` quantizes (optionally after QAT) and
-writes the chip program.
+summary and write the results to ``--out``. ``deploy`` quantizes (optionally after QAT),
+evaluates the float model and the program on held-out episodes when the environment is
+known, and writes the chip program. All three are :func:`spiking_dqn.pipeline.fit_to_chip`
+with the episode seeds of :meth:`spiking_dqn.pipeline.Seeds.from_base` (``--seed``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -25,7 +26,6 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-from stable_baselines3 import DQN
 
 from spiking_dqn.cli.arguments import (
     LAMBDA_HELP,
@@ -37,32 +37,20 @@ from spiking_dqn.cli.arguments import (
     positive_floats,
     positive_int,
 )
-from spiking_dqn.cli.loading import backend_options, load_program, load_spiking_model, require_env_id
-from spiking_dqn.cli.recipe import QAT_CHECK_EPISODES, QAT_CHECK_SEED
-from spiking_dqn.hardware import Backend, ChipProgram, ChipProgramError, get_backend
-from spiking_dqn.hardware_policy import HardwarePolicy
-from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
-from spiking_dqn.quantization import quantize_network
-from spiking_dqn.rollouts import backend_reward, float_reward
-from spiking_dqn.search import (
-    DEFAULT_STAGE1_GRID,
-    DEFAULT_STAGE2_FACTORS,
-    SearchInterrupted,
-    StorageUnavailableError,
-    calibrate_thresholds,
-    threshold_search,
-)
+from spiking_dqn.cli.loading import backend_options, infer_env_id, load_program, load_spiking_model, require_env_id
+from spiking_dqn.cli.recipe import QAT_CHECK_EPISODES
+from spiking_dqn.hardware import ChipProgramError, get_backend
+from spiking_dqn.pipeline import CalibrationSettings, FitResult, QATSettings, SearchSettings, Seeds, fit_to_chip
+from spiking_dqn.pipeline.settings import Method
+from spiking_dqn.search import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, SearchInterrupted, StorageUnavailableError
 
 #: Exit status of an unreachable storage and of an interrupted search (bad input is 2).
 EXIT_STORAGE = 3
 EXIT_INTERRUPTED = 4
-#: Seed offsets of search/calibrate: held-out final episodes, QAT checks, recorded observations.
-FINAL_SEED_OFFSET = 100_000
-QAT_CHECK_SEED_OFFSET = 50_000
-CALIBRATION_SEED_OFFSET = 10_000
 #: Default output of ``spiking-dqn deploy`` (under ``runs/``, which git ignores).
 DEFAULT_PROGRAM = Path("runs") / "chip_program.npz"
+#: Held-out episodes of ``spiking-dqn deploy`` when the environment is known.
+DEPLOY_EPISODES = 20
 DEPLOY_DESCRIPTION = "Quantize a trained model (optionally after QAT) into an int8 chip program file."
 SEARCH_DESCRIPTION = """\
 Two-stage threshold grid search on the backend (a global multiplier, then one per hidden
@@ -70,25 +58,6 @@ layer; objective: the mean reward), then the naive and the best program on held-
 CALIBRATE_DESCRIPTION = """\
 Hidden thresholds, per neuron or per layer, that reproduce the float firing rates on recorded
 observations (no episodes), then the naive and the calibrated program on held-out episodes."""
-
-
-class Prepared:
-    """What a search/calibrate command works on.
-
-    :param model: the loaded model (fine-tuned with ``--qat-steps``)
-    :param env_id: Gymnasium id
-    :param program: the chip program to start from
-    :param backend: the backend the thresholds are chosen on
-    :param reference: the float network (calibration matches its firing rates)
-    :param float_reward: mean reward of the float policy on the held-out episodes
-    :param out: output folder
-    :param qat: the QAT report (``--qat-steps``), or None
-    """
-
-    def __init__(self, model: DQN, env_id: str, program: ChipProgram, backend: Backend, reference: SpikingQNetwork,
-                 float_reward: float, out: Path, qat: dict | None) -> None:
-        self.model, self.env_id, self.program, self.backend = model, env_id, program, backend
-        self.reference, self.float_reward, self.out, self.qat = reference, float_reward, out, qat
 
 
 def check_storage_url(storage: str | None) -> None:
@@ -109,88 +78,81 @@ def check_storage_url(storage: str | None) -> None:
         raise CLIError(f"--storage {storage!r} is not a database URL; {hint}") from None
 
 
-def _qat(model: DQN, lam: Any, steps: int, env_id: str, seed: int, **checks: Any) -> Any:
-    print(f"quantization-aware fine-tuning: {steps} online steps ...", flush=True)
-    report = quantization_aware_finetune(model, lam, steps, env_id=env_id, seed=seed, **checks)
-    if report.kept:
-        # The network QAT trained is the fake-quantized one: the float model now computes it,
-        # and records the grid, so that the default lam (None) deploys it on this grid later.
-        snap_model_to_grid(model, report.grid)
-    return report
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    for text in dict.fromkeys(str(w.message) for w in caught):
+        print(f"warning: {text}", file=sys.stderr)
 
 
-def _prepare(args: argparse.Namespace, default_out: str) -> Prepared:
-    """Model, env id, chip program, backend (and QAT, with ``--qat-steps``) of a search/calibrate command."""
-    if args.qat_steps and getattr(args, "program", None) is not None:
+def _print_qat(result: FitResult, out: Path | None) -> None:
+    qat = result.qat
+    if qat is None:
+        return
+    saved = f", saved to {out / 'model_qat.zip'}" if out is not None and qat.kept else ""
+    kept = f"weights kept{saved}" if qat.kept else "no gain: weights restored"
+    checks = f" on {result.seeds.qat_checks}.. ({qat.check_inferences} inferences)" if qat.reward_before is not None else ""
+    print(f"QAT: reward of the quantized network on the check episodes{checks} {qat.reward_before} -> "
+          f"{qat.reward_after} ({kept})")
+
+
+def _print_final(result: FitResult, title: str) -> None:
+    table = Table(title=title)
+    for name in ("program", "hidden thresholds (chip units)", "mean reward"):
+        table.add_column(name)
+    for name, row in result.final().items():
+        shown = "-" if row["thresholds"] is None else ", ".join(f"{t:.4g}" for t in row["thresholds"])
+        table.add_row(name + (" (chosen)" if name == result.chosen else ""), shown,
+                      "-" if row["reward"] is None else f"{row['reward']:.2f}")
+    Console().print(table)
+
+
+def _fit(args: argparse.Namespace, method: Method, default_out: str, **settings: Any) -> FitResult:
+    """Load the model and run :func:`~spiking_dqn.pipeline.fit_to_chip` for a search/calibrate command.
+
+    :param args: the parsed command line
+    :param method: the threshold method
+    :param default_out: output folder under ``runs/`` when ``--out`` is not given
+    :param settings: ``search=`` or ``calibration=`` settings of the fit
+    :raises CLIError: bad input, unreadable files
+    """
+    program_path = getattr(args, "program", None)  # only search has --program
+    if args.qat_steps and program_path is not None:
         raise CLIError("--qat-steps trains the model, so it cannot start from a --program file")
     env_id = require_env_id(args.env, args.model)
     model = load_spiking_model(args.model)
     options = backend_options(args.backend, args.eth_ip)
     out = Path(args.out or Path("runs") / default_out / env_id)
-    net = model.policy.q_net.q_net
-    qat = None
     try:
+        program = load_program(program_path) if program_path is not None else None
         backend = get_backend(args.backend, **options)
-        float_before = float_reward(model, env_id, args.final_episodes,
-                                    seed=args.seed + FINAL_SEED_OFFSET).mean_reward
-        lam = args.lam
-        if args.qat_steps:
-            report = _qat(model, lam, args.qat_steps, env_id, args.seed, check_episodes=10,
-                          check_seed=args.seed + QAT_CHECK_SEED_OFFSET, backend=backend)
-            qat, lam = report.to_dict(), report.lambdas
-            if report.kept:
-                out.mkdir(parents=True, exist_ok=True)
-                model.save(out / "model_qat.zip")
-            kept = f"weights kept, saved to {out / 'model_qat.zip'}" if report.kept else "no gain: weights restored"
-            print(f"QAT: reward of the quantized network on 10 check episodes {report.reward_before:.2f} -> "
-                  f"{report.reward_after:.2f} ({kept})")
-        if getattr(args, "program", None) is not None:
-            program = load_program(args.program)
-        else:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                program, _ = quantize_network(net, lam)
-            for w in caught:
-                print(f"warning: {w.message}", file=sys.stderr)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fit_to_chip(
+                model, env_id, lam=args.lam, program=program, qat=QATSettings(args.qat_steps, check_episodes=10),
+                method=method, backend=backend, seeds=Seeds.from_base(args.seed), eval_episodes=args.final_episodes,
+                out=out, save_model=True, progress=not args.no_progress, **settings,
+            )
     except (ValueError, TypeError, FileNotFoundError, ChipProgramError, ImportError) as exc:
         raise CLIError(str(exc)) from None
-    return Prepared(model, env_id, program, backend, net, float_before, out, qat)
+    _print_warnings(caught)
+    _print_qat(result, out)
+    what = "threshold search" if method == "grid" else "threshold calibration"
+    _print_final(result, f"{env_id}: {what}, {args.final_episodes} held-out episodes (seeds {result.seeds.evaluation}..)")
+    return result
 
 
-def _finish(prep: Prepared, args: argparse.Namespace, label: str, result: Any, key: str, files: dict,
-            line: str) -> int:
-    """Evaluate the naive and the chosen program on held-out episodes, print, write ``summary.json``."""
-    seed = args.seed + FINAL_SEED_OFFSET
-    final: dict[str, tuple[list[float] | None, float]] = {"float": (None, prep.float_reward)}
-    for name, program in {"naive": prep.program, label: result.program}.items():
-        reward = backend_reward(program, prep.env_id, args.final_episodes, seed=seed, backend=prep.backend)
-        final[name] = ([float(t.mean()) for t in program.thresholds[:-1]], reward.mean_reward)
-    what = "threshold search" if key == "search" else "threshold calibration"
-    table = Table(title=f"{prep.env_id}: {what}, {args.final_episodes} held-out episodes (seeds {seed}..)")
-    for name in ("program", "hidden thresholds (chip units)", "mean reward"):
-        table.add_column(name)
-    for name, (thresholds, reward) in final.items():
-        shown = "-" if thresholds is None else ", ".join(f"{t:.4g}" for t in thresholds)
-        table.add_row(name, shown, f"{reward:.2f}")
-    Console().print(table)
-    print(line)
-    summary = {"env_id": prep.env_id, "final_episodes": args.final_episodes, "final": final, "qat": prep.qat,
-               key: result.to_dict()}
-    (Path(prep.out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"results written to {prep.out} ({', '.join(Path(p).name for p in files.values())}, summary.json)")
-    return 0
+def _print_files(result: FitResult, out: Path) -> None:
+    print(f"results written to {out} ({', '.join(Path(p).name for p in result.files.values())})")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     """``spiking-dqn search``: two-stage threshold grid search on the backend."""
     check_storage_url(args.storage)
-    prep = _prepare(args, "threshold_search")
+    settings = SearchSettings(
+        stage1_grid=tuple(args.stage1), stage2_factors=tuple(args.stage2), episodes=args.episodes,
+        storage=args.storage, study_name=args.study_name, heartbeat_interval=args.heartbeat_interval,
+    )
     try:
-        result = threshold_search(
-            prep.program, prep.env_id, backend=prep.backend, stage1_grid=args.stage1, stage2_factors=args.stage2,
-            n_episodes=args.episodes, seed=args.seed, storage=args.storage, study_name=args.study_name,
-            heartbeat_interval=args.heartbeat_interval, progress_bar=not args.no_progress, output_dir=prep.out,
-        )
+        result = _fit(args, "grid", "threshold_search", search=settings)
     except StorageUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STORAGE
@@ -205,74 +167,65 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
         print(f"interrupted; {where}", file=sys.stderr)
         return 130
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    return _finish(
-        prep, args, "searched", result, "search", result.files,
-        f"best multipliers {[round(m, 4) for m in result.best.multipliers]} (search reward "
-        f"{result.best.mean_reward:.2f} over {args.episodes} episodes); cost: {result.backend_episodes} backend "
-        f"episodes, {result.backend_inferences} inferences ({result.evaluated_here} evaluations in this run, "
-        f"{result.wall_time_s:.1f} s)",
-    )
+    search = result.search
+    print(f"best multipliers {[round(m, 4) for m in search.best.multipliers]} (search reward "
+          f"{search.best.mean_reward:.2f} over {args.episodes} episodes); cost: {search.backend_episodes} backend "
+          f"episodes, {search.backend_inferences} inferences ({search.evaluated_here} evaluations in this run, "
+          f"{search.wall_time_s:.1f} s)")
+    _print_files(result, Path(result.files["summary"]).parent)
+    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """``spiking-dqn calibrate``: per-neuron (or per-layer) thresholds from recorded observations."""
-    prep = _prepare(args, "calibration")
-    try:
-        result = calibrate_thresholds(
-            prep.reference, prep.program, env_id=prep.env_id, n_observations=args.observations, backend=prep.backend,
-            objective=args.objective, granularity=args.granularity, seed=args.seed + CALIBRATION_SEED_OFFSET,
-        )
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    return _finish(
-        prep, args, "calibrated", result, "calibration", result.save(prep.out),
-        f"multipliers {[round(m, 4) for m in result.multipliers]}"
-        f"{' (geometric mean over each layer of the per-neuron ones)' if result.granularity == 'neuron' else ''} "
-        f"(rate-matched {[round(m, 4) for m in result.rate_multipliers]}, "
-        f"scale {result.scale:.3g}); action agreement with the float policy {result.agreement:.3f}; cost: "
-        f"{result.backend_inferences} backend inferences in {result.backend_calls} runs on {result.n_observations} "
-        f"recorded observations, no backend episodes, {result.wall_time_s:.1f} s",
-    )
+    settings = CalibrationSettings(args.observations, objective=args.objective, granularity=args.granularity)
+    result = _fit(args, "calibrate", "calibration", calibration=settings)
+    cal = result.calibration
+    print(f"multipliers {[round(m, 4) for m in cal.multipliers]}"
+          f"{' (geometric mean over each layer of the per-neuron ones)' if cal.granularity == 'neuron' else ''} "
+          f"(rate-matched {[round(m, 4) for m in cal.rate_multipliers]}, "
+          f"scale {cal.scale:.3g}); action agreement with the float policy {cal.agreement:.3f}; cost: "
+          f"{cal.backend_inferences} backend inferences in {cal.backend_calls} runs on {cal.n_observations} "
+          f"recorded observations, no backend episodes, {cal.wall_time_s:.1f} s")
+    _print_files(result, Path(result.files["summary"]).parent)
+    return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """``spiking-dqn deploy``: quantize a trained model (optionally after QAT) into a chip program file."""
     model = load_spiking_model(args.model)
-    lam = args.lam
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.qat_steps:
+    env_id = args.env or infer_env_id(args.model)
+    episodes = args.final_episodes
+    if episodes is None:
+        episodes = DEPLOY_EPISODES if env_id is not None else 0
+    if args.qat_steps or episodes:
         env_id = require_env_id(args.env, args.model)
-        report = _qat(model, lam, args.qat_steps, env_id, args.seed, check_episodes=QAT_CHECK_EPISODES,
-                      check_seed=QAT_CHECK_SEED)
-        lam = report.grid
-        if report.kept:
-            model.save(args.out.parent / "model_qat.zip")
-        print(f"QAT: reward of the quantized network {report.reward_before:.2f} -> {report.reward_after:.2f} "
-              f"({'weights kept, saved to ' + str(args.out.parent / 'model_qat.zip') if report.kept else 'no gain'})")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            hardware = HardwarePolicy.from_model(model, lam=lam, seed=args.seed)
-        except (ValueError, TypeError) as exc:
-            raise CLIError(str(exc)) from None
-    program = hardware.program
-    if args.threshold_scale is not None:
-        n_hidden = len(program.weights) - 1
-        scales = args.threshold_scale if isinstance(args.threshold_scale, list) else [args.threshold_scale] * n_hidden
-        if len(scales) != n_hidden:
-            raise CLIError(f"--threshold-scale needs one value or {n_hidden} (one per hidden layer), got {len(scales)}")
-        program = program.with_thresholds([t * s for t, s in zip(program.thresholds[:-1], scales)]
-                                          + [program.thresholds[-1]])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fit_to_chip(
+                model, env_id, lam=args.lam, qat=QATSettings(args.qat_steps, check_episodes=QAT_CHECK_EPISODES),
+                threshold_scale=args.threshold_scale, method="none", seeds=Seeds.from_base(args.seed),
+                eval_episodes=episodes, encoder_seed=args.seed, progress=not args.no_progress,
+            )
+    except (ValueError, TypeError) as exc:
+        raise CLIError(str(exc)) from None
+    if result.qat is not None and result.qat.kept:
+        model.save(args.out.parent / "model_qat.zip")
+    _print_qat(result, args.out.parent)
+    program = result.program
     program.save(args.out)
     shown = "the model's own grid, else auto" if args.lam is None else repr(args.lam)
     print(f"quantization report ({args.model}, lam: {shown}):")
-    print(hardware.quantization_report)
-    for w in caught:
-        print(f"warning: {w.message}")
+    print(result.quantization)
+    _print_warnings(caught)
     print(program)
     print("hidden thresholds (chip units): " + ", ".join(f"{float(t.mean()):.4g}" for t in program.thresholds[:-1]))
+    if episodes:
+        _print_final(result, f"{env_id}: {episodes} held-out episodes (seeds {result.seeds.evaluation}..)")
+    else:
+        print("not evaluated: pass --env (or --final-episodes N with it) to play held-out episodes")
     print(f"chip program written to {args.out}")
     return 0
 
@@ -296,6 +249,7 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("--seed", type=int, default=0, help=seed_help)
         p.add_argument("--final-episodes", type=positive_int, default=100,
                        help="held-out episodes of the final comparison")
+        p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
         p.add_argument("--qat-steps", type=non_negative_int, default=0,
                        help="first run this many online quantization-aware fine-tuning steps (keep-best on 10 check "
                             "episodes; the fine-tuned model is saved as model_qat.zip in --out)")
@@ -311,9 +265,14 @@ def add_parsers(sub: Any) -> None:
     dep.add_argument("--qat-steps", type=non_negative_int, default=0,
                      help="first run this many online quantization-aware fine-tuning steps (the fine-tuned model is "
                           "saved as model_qat.zip next to --out)")
-    dep.add_argument("--env", default=None, help=env_help + "; only used with --qat-steps")
+    dep.add_argument("--env", default=None, help=env_help + "; needed for --qat-steps and the evaluation")
+    dep.add_argument("--final-episodes", type=non_negative_int, default=None,
+                     help="held-out episodes (env seeds from --seed + 100000) on which the float model and the chip "
+                          "program are evaluated; default 20 when the environment is known, else 0 (none)")
     dep.add_argument("--seed", type=int, default=0,
-                     help="seed of the chip's Poisson encoder (if the network uses one) and of QAT")
+                     help="seed of the chip's Poisson encoder (if the network uses one), of QAT (checks from "
+                          "seed + 50000) and of the held-out episodes (seed + 100000)")
+    dep.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     dep.set_defaults(func=cmd_deploy)
 
     search = sub.add_parser("search", help="two-stage threshold grid search of a saved model on a backend",
@@ -332,7 +291,6 @@ def add_parsers(sub: Any) -> None:
     search.add_argument("--heartbeat-interval", type=positive_int, default=10,
                         help="seconds between heartbeats (database storage)")
     search.add_argument("--out", type=Path, default=None, help="output folder (default runs/threshold_search/<env>)")
-    search.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     search.set_defaults(func=cmd_search)
 
     cal = sub.add_parser("calibrate", help="calibrate the thresholds of a saved model on recorded observations",

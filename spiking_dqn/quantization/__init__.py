@@ -23,8 +23,7 @@ to zero ("quantization collapse", too small a lambda).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from spiking_dqn.lazy_imports import lazy_attributes
 
 #: Public name -> submodule that defines it. Imported on first use (PEP 562), so that
 #: :mod:`spiking_dqn.network` can hold a :class:`Grid` (``quantization.grid``) while the
@@ -75,19 +74,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name on first access.
-
-    :param name: the attribute asked for
-    :raises AttributeError: not a public name of the package (nor a loaded submodule)
-    """
-    module = _LAZY_IMPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(
+    globals(), {name: f"{__name__}.{module}" for name, module in _LAZY_IMPORTS.items()}
+)

@@ -1,0 +1,256 @@
+"""Fitting a trained spiking DQN to the chip: quantize -> (QAT) -> thresholds -> evaluate -> save.
+
+:func:`fit_to_chip` is the one implementation of that pipeline; the
+:class:`~spiking_dqn.callbacks.HardwareAwareFineTuning` callback, the ``search``,
+``calibrate`` and ``deploy`` commands, the recipes' deployment and the threshold
+benchmark all call it. Every block of episodes it plays starts at a seed named in one
+:class:`Seeds` value, so that the search, the QAT checks, the calibration recording and
+the held-out evaluation never share episodes, and two fits with the same seeds face the
+same episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3 import DQN
+
+from spiking_dqn.hardware.backend import Backend, get_backend
+from spiking_dqn.hardware.energy import estimate
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.pipeline.result import Candidate, FitResult
+from spiking_dqn.pipeline.settings import (
+    METHODS,
+    CalibrationSettings,
+    Method,
+    QATSettings,
+    SearchSettings,
+    Seeds,
+)
+from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
+from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, quantize_network
+from spiking_dqn.rollouts import EpisodeResult, backend_reward, float_reward, q_network
+from spiking_dqn.search.calibration import calibrate_thresholds
+from spiking_dqn.search.grid import program_fingerprint, threshold_search
+from spiking_dqn.search.studies import open_storage
+
+
+def _check_count(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _scale_thresholds(program: ChipProgram, scale: float | Sequence[float] | None) -> tuple[ChipProgram, list[float]]:
+    """The program with its hidden thresholds multiplied by ``scale`` (one value, or one per hidden layer)."""
+    n_hidden = len(program.thresholds) - 1
+    if scale is None:
+        return program, [1.0] * n_hidden
+    scales = [float(s) for s in scale] if isinstance(scale, Sequence) else [float(scale)] * n_hidden
+    if len(scales) != n_hidden or not all(np.isfinite(s) and s > 0 for s in scales):
+        raise ValueError(f"threshold_scale needs one positive value or {n_hidden} (one per hidden layer), got {scale!r}")
+    hidden = [(t * s).astype(np.float32) for t, s in zip(program.thresholds[:-1], scales)]
+    return program.with_thresholds([*hidden, program.thresholds[-1]]), scales
+
+
+def fit_to_chip(
+    model: DQN | SpikingQNetwork,
+    env_id: str | None,
+    *,
+    lam: LambdaSpec | Grid = None,
+    program: ChipProgram | None = None,
+    qat: QATSettings = QATSettings(),
+    threshold_scale: float | Sequence[float] | None = None,
+    method: Method = "grid",
+    search: SearchSettings = SearchSettings(),
+    calibration: CalibrationSettings = CalibrationSettings(),
+    backend: str | Backend = "emulator",
+    seeds: Seeds = Seeds(),
+    eval_episodes: int = 20,
+    encoder_seed: int = 0,
+    out: str | Path | None = None,
+    save_model: bool = False,
+    progress: bool = False,
+) -> FitResult:
+    """Fit a trained spiking DQN to the chip: quantize, (QAT), choose thresholds, evaluate, save.
+
+    1. Evaluate the float network on ``eval_episodes`` held-out episodes (``seeds.evaluation``).
+    2. Quantize it on the grid of ``lam`` (or take ``program`` as given).
+    3. With ``qat.steps > 0``: quantization-aware fine-tuning on that grid (checked on the
+       backend over ``seeds.qat_checks`` episodes, the best weights kept), then the kept
+       weights are snapped to the grid (:func:`~spiking_dqn.qat.snap_model_to_grid`: the
+       model is changed in place and becomes the float twin of its program) and requantized.
+    4. With ``threshold_scale``: multiply the hidden thresholds (the naive program is that one).
+    5. Thresholds: ``"grid"`` (two-stage search on ``seeds.search`` episodes), ``"calibrate"``
+       (rates of the float network on observations it visits from ``seeds.calibration``),
+       ``"both"`` or ``"none"``.
+    6. Evaluate every candidate program on the held-out episodes and choose the best reward
+       (fewest synaptic events on ties).
+    7. With ``out``: write the search and calibration files, ``best_program.npz``,
+       ``summary.json`` and, with ``save_model`` after QAT, ``model_qat.zip``.
+
+    :param model: an SB3 ``DQN`` with ``SpikingDQNPolicy`` (QAT needs one), or its ``SpikingQNetwork``
+    :param env_id: Gymnasium id (``None`` only for a fit that plays no episode: no QAT, method
+        ``"none"``, ``eval_episodes=0``)
+    :param lam: the grid or lambda specification (see :func:`~spiking_dqn.quantization.resolve_grid`;
+        ``None``: the network's own grid, else ``"auto"``)
+    :param program: a ready chip program to fit instead of quantizing the model (no QAT then)
+    :param qat: quantization-aware fine-tuning settings
+    :param threshold_scale: multiply the quantized program's hidden thresholds by this (one
+        value, or one per hidden layer) before choosing thresholds
+    :param method: threshold method: ``"grid"``, ``"calibrate"``, ``"both"`` or ``"none"``
+    :param search: grid-search settings
+    :param calibration: calibration settings
+    :param backend: backend name or object
+    :param seeds: the episode seeds
+    :param eval_episodes: held-out episodes per evaluation (0: no evaluation, only with method ``"none"``)
+    :param encoder_seed: seed of the chip's Poisson encoder (when the network uses one)
+    :param out: folder for the files (``None``: nothing is written)
+    :param save_model: with ``out``, save the snapped model as ``model_qat.zip`` when QAT kept its weights
+    :param progress: show progress bars
+    :raises ValueError: bad arguments (before any episode)
+    :raises spiking_dqn.search.StorageUnavailableError: the search storage cannot be reached (before any episode)
+    """
+    start = time.perf_counter()
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_count(qat.steps, "qat steps", 0)
+    _check_count(eval_episodes, "eval_episodes", 0)
+    if eval_episodes == 0 and method != "none":
+        raise ValueError(f"method {method!r} chooses between programs by their reward: eval_episodes must be >= 1")
+    if env_id is None and (qat.steps or method != "none" or eval_episodes):
+        raise ValueError("this fit plays episodes: pass env_id")
+    if program is not None and qat.steps:
+        raise ValueError("QAT trains the model, so it cannot start from a given program")
+    if qat.steps and not isinstance(model, DQN):
+        raise TypeError(f"QAT needs an SB3 DQN with SpikingDQNPolicy, got {type(model).__name__}")
+    if method in ("grid", "both") and search.storage is not None:
+        open_storage(search.storage)  # an unreachable storage fails now, before any episode
+    net = q_network(model)
+    runner = get_backend(backend)
+    folder = Path(out) if out is not None else None
+
+    def evaluate(candidate: ChipProgram) -> EpisodeResult | None:
+        if not eval_episodes:
+            return None
+        return backend_reward(candidate, env_id, eval_episodes, seed=seeds.evaluation, backend=runner)
+
+    def evaluate_float() -> EpisodeResult | None:
+        return float_reward(net, env_id, eval_episodes, seed=seeds.evaluation) if eval_episodes else None
+
+    was_training = net.training
+    net.eval()
+    try:
+        float_before = evaluate_float()
+        report: QuantizationReport | None = None
+        if program is None:
+            program, report = quantize_network(net, lam, seed=encoder_seed)
+        grid = Grid(tuple(program.lambdas), centered_readout=program.centered_readout)
+        program, scales = _scale_thresholds(program, threshold_scale)
+        naive = Candidate(program, evaluate(program), scales)
+        qat_report, float_after, naive_before = None, None, None
+        if qat.steps:
+            qat_report = quantization_aware_finetune(
+                model, grid, qat.steps, mode=qat.mode, learning_rate=qat.learning_rate, grid_pull=qat.grid_pull,
+                target_update_interval=qat.target_update_interval, env_id=env_id, seed=seeds.search,
+                check_episodes=qat.check_episodes, check_seed=seeds.qat_checks, check_freq=qat.check_freq,
+                backend=runner, progress_bar=progress,
+            )
+            if qat_report.kept:
+                snap_model_to_grid(model, grid)  # the network QAT trained is the fake-quantized one
+            net.eval()
+            program, report = quantize_network(net, grid, seed=encoder_seed)
+            program, scales = _scale_thresholds(program, threshold_scale)
+            float_after = evaluate_float()
+            naive_before, naive = naive, Candidate(program, evaluate(program), scales)
+        candidates = {"naive": naive}
+        search_result, calibration_result = None, None
+        if method in ("grid", "both"):
+            study = search.study_name
+            if search.name_per_program:
+                study = f"{study}-{program_fingerprint(program)[:12]}"
+            search_result = threshold_search(
+                program, env_id, backend=runner, stage1_grid=search.stage1_grid,
+                stage2_factors=search.stage2_factors, n_episodes=search.episodes, seed=seeds.search,
+                storage=search.storage, study_name=study, heartbeat_interval=search.heartbeat_interval,
+                progress_bar=progress, output_dir=folder,
+            )
+            found = search_result.program
+            candidates["grid"] = Candidate(found, evaluate(found), search_result.best.multipliers)
+        if method in ("calibrate", "both"):
+            calibration_result = calibrate_thresholds(
+                net, program, calibration.observations, env_id=env_id, n_observations=calibration.n_observations,
+                backend=runner, objective=calibration.objective, granularity=calibration.granularity,
+                seed=seeds.calibration, progress_bar=progress,
+            )
+            found = calibration_result.program
+            candidates["calibration"] = Candidate(found, evaluate(found), calibration_result.multipliers)
+    finally:
+        if was_training:
+            net.train()
+    chosen = min(
+        candidates,
+        key=lambda k: (-candidates[k].reward, candidates[k].evaluation.synaptic_events_per_inference)
+        if candidates[k].evaluation is not None
+        else (0.0, 0.0),
+    )
+    best = candidates[chosen]
+    events = None if best.evaluation is None else best.evaluation.synaptic_events_per_inference
+    result = FitResult(
+        env_id=env_id,
+        backend=getattr(runner, "name", type(runner).__name__),
+        grid=grid,
+        quantization=report,
+        seeds=seeds,
+        eval_episodes=eval_episodes,
+        float_evaluation=float_before,
+        candidates=candidates,
+        chosen=chosen,
+        energy=None if events is None else estimate(np.asarray([events]), best.program),
+        qat=qat_report,
+        float_evaluation_after_qat=float_after,
+        naive_before_qat=naive_before,
+        search=search_result,
+        calibration=calibration_result,
+    )
+    result.wall_time_s = time.perf_counter() - start
+    if folder is not None:
+        _save(result, model, folder, save_model)
+    return result
+
+
+def _save(result: FitResult, model: DQN | SpikingQNetwork, folder: Path, save_model: bool) -> None:
+    """Write a fit's files into ``folder`` (see :func:`fit_to_chip`) and record them in ``result.files``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if result.search is not None:
+        result.files.update({f"search_{k}": v for k, v in result.search.files.items() if k != "program"})
+    if result.calibration is not None:
+        result.files.update({f"calibration_{k}": v for k, v in result.calibration.save(folder).items()})
+    if save_model and result.qat is not None and result.qat.kept:
+        model.save(folder / "model_qat.zip")
+        result.files["model"] = str(folder / "model_qat.zip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result.program.save(folder / "best_program.npz")
+    result.files["program"] = str(folder / "best_program.npz")
+    result.files["summary"] = str(folder / "summary.json")
+    (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=float) + "\n")
+
+
+__all__ = [
+    "METHODS",
+    "Candidate",
+    "CalibrationSettings",
+    "FitResult",
+    "QATSettings",
+    "SearchSettings",
+    "Seeds",
+    "fit_to_chip",
+]

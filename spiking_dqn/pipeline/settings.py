@@ -1,0 +1,109 @@
+"""What a fit to the chip does: its episode seeds and the settings of its QAT, search and calibration."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from spiking_dqn.qat import Mode
+from spiking_dqn.search.grid import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, check_grid
+from spiking_dqn.search.studies import HEARTBEAT_INTERVAL
+
+Method = Literal["grid", "calibrate", "both", "none"]
+#: Threshold methods of :func:`~spiking_dqn.pipeline.fit_to_chip`.
+METHODS: tuple[str, ...] = ("grid", "calibrate", "both", "none")
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """The first environment seed of every block of episodes a fit plays (episode ``i`` of a block: ``start + i``).
+
+    :param search: threshold-search episodes
+    :param calibration: episodes that record the calibration observations
+    :param qat_checks: episodes that check the quantized network during QAT
+    :param evaluation: held-out episodes of the final evaluation (float, naive and fitted programs)
+    """
+
+    search: int = 0
+    calibration: int = 10_000
+    qat_checks: int = 50_000
+    evaluation: int = 100_000
+
+    @classmethod
+    def from_base(cls, base: int) -> Seeds:
+        """The default ranges shifted by ``base``."""
+        return cls(base, base + 10_000, base + 50_000, base + 100_000)
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QATSettings:
+    """Quantization-aware fine-tuning of a fit (see :func:`~spiking_dqn.qat.quantization_aware_finetune`).
+
+    :param steps: online environment steps or replay gradient steps (0: no QAT)
+    :param mode: ``"online"`` or ``"replay"``
+    :param learning_rate: learning rate (default: the model's final one, a tenth of it in replay mode)
+    :param grid_pull: pull toward the grid per gradient step
+    :param target_update_interval: replay mode: gradient steps between target updates
+    :param check_episodes: episodes of each backend check; the best checked weights are kept
+        (0: keep the weights QAT ends with)
+    :param check_freq: steps between checks (default a quarter of ``steps``)
+    """
+
+    steps: int = 0
+    mode: Mode = "online"
+    learning_rate: float | None = None
+    grid_pull: float = 0.002
+    target_update_interval: int = 100
+    check_episodes: int = 10
+    check_freq: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The two-stage threshold grid search of a fit (see :func:`~spiking_dqn.search.threshold_search`).
+
+    :param stage1_grid: global threshold multipliers of stage 1
+    :param stage2_factors: per-layer factors of stage 2
+    :param episodes: episodes per evaluated point
+    :param storage: Optuna storage URL (``None``: in memory)
+    :param study_name: study name
+    :param name_per_program: append the program's fingerprint to the study name, so a
+        shared storage keeps one study per program
+    :param heartbeat_interval: seconds between heartbeats of a running trial (shared storages)
+    """
+
+    stage1_grid: tuple[float, ...] = tuple(DEFAULT_STAGE1_GRID)
+    stage2_factors: tuple[float, ...] = tuple(DEFAULT_STAGE2_FACTORS)
+    episodes: int = 10
+    storage: str | None = None
+    study_name: str = "threshold-search"
+    name_per_program: bool = False
+    heartbeat_interval: int = HEARTBEAT_INTERVAL
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stage1_grid", tuple(check_grid(self.stage1_grid, "stage1_grid")))
+        object.__setattr__(self, "stage2_factors", tuple(check_grid(self.stage2_factors, "stage2_factors")))
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """The threshold calibration of a fit (see :func:`~spiking_dqn.search.calibrate_thresholds`).
+
+    :param n_observations: observations to calibrate on
+    :param objective: ``"rates"`` or ``"agreement"``
+    :param granularity: ``"neuron"`` or ``"layer"``
+    :param observations: observations to use instead of recording the float policy's
+    """
+
+    n_observations: int = 128
+    objective: Literal["rates", "agreement"] = "rates"
+    granularity: Literal["neuron", "layer"] = "neuron"
+    observations: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
