@@ -257,7 +257,7 @@ def train_and_evaluate(env_id: str, hyperparams: dict[str, Any], options: TrainO
     if options.qat_steps > 0:
         report = quantization_aware_finetune(
             model, "auto", options.qat_steps, env_id=env_id, check_episodes=QAT_CHECK_EPISODES,
-            check_seed=QAT_CHECK_SEED, check_freq=QAT_CHECK_FREQ, seed=options.seed,
+            check_seed=QAT_CHECK_SEED, check_freq=QAT_CHECK_FREQ, seed=options.seed, progress_bar=options.progress,
         )
         snap_model_to_grid(model, report.grid)  # the trained network is the fake-quantized one
         qat = report.to_dict()
