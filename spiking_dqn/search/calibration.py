@@ -16,8 +16,7 @@ using only backend runs on that set:
    layer's mean count. Per-neuron matching is what repairs clipping: a neuron whose large
    weights were clipped by a too-large lambda receives a smaller current than in float and
    needs a lower threshold than its neighbours, which a per-layer multiplier cannot give it
-   (CartPole-v0 with the hidden lambdas x4: 58% of the float reward naive, 22% with the
-   per-layer calibration, 100% per neuron; ``benchmarks/threshold_search.py``).
+   (the figures are in the README, from ``benchmarks/threshold_search.py``).
 2. **Actions** (``objective="agreement"``; the default ``"rates"`` stops after step 1).
    The backend's greedy actions are compared with the float network's on the same
    observations, and one common scale ``s`` of the rate-matched thresholds is chosen to
