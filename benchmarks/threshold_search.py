@@ -94,10 +94,6 @@ def normalised(env_id: str, reward: float, reference: float) -> float:
     return (reward - worst) / (reference - worst) if reference != worst else float("nan")
 
 
-def thresholds_of(program) -> list[float]:
-    return [float(np.mean(t)) for t in program.thresholds[:-1]]
-
-
 def compare_methods(network, program, env_id: str, final_episodes: int, final_seed: int) -> dict:
     """Naive program, grid search and calibration from one quantized program; rewards on held-out episodes."""
     seeds = Seeds(search=0, calibration=10_000, evaluation=final_seed)

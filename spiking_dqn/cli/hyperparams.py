@@ -23,8 +23,6 @@ ZOO_PACKAGE = "zoo_configs"
 ZOO_FILE = "dqn.yml"
 #: The policy every entry must name.
 SPIKING_POLICY = "spiking_dqn.SpikingDQNPolicy"
-#: Keys of an entry that are rl-zoo's, not ``DQN`` keyword arguments.
-ZOO_KEYS = ("n_timesteps", "policy")
 #: ``DQN`` keyword arguments of an environment the file has no entry for: SB3's ``DQN``
 #: defaults with a smaller replay buffer, a shorter warm-up and a faster target update,
 #: and a 64-64 spiking network with 16 ticks per inference.
