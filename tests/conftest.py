@@ -16,11 +16,31 @@ CARTPOLE_BOUND = [2.4, 1.5, 0.2095, 2.0]
 
 @pytest.fixture
 def small_net():
-    """A small random spiking Q-network whose hidden neurons do spike."""
+    """A small random spiking Q-network whose hidden neurons do spike (a new one per test)."""
     from spiking_dqn import SpikingQNetwork
 
     th.manual_seed(0)
     return SpikingQNetwork(CARTPOLE_BOUND, 2, net_arch=[16, 8], ticks=10, threshold=0.5)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model():
+    """A tiny spiking DQN trained for 400 CartPole-v1 steps, with its replay buffer.
+
+    Shared by the whole session: a test that trains, fine-tunes or snaps it must work on
+    ``copy.deepcopy(trained_tiny_model)`` (``test_qat.py``'s ``tiny_model`` fixture does).
+    """
+    from stable_baselines3 import DQN
+
+    from envs import make_vec
+    from spiking_dqn import SpikingDQNPolicy
+
+    th.manual_seed(0)
+    model = DQN(SpikingDQNPolicy, make_vec("CartPole-v1", 1, seed=0), learning_starts=100, train_freq=16,
+                gradient_steps=4, batch_size=32, buffer_size=5000, seed=0,
+                policy_kwargs={"net_arch": [32, 16], "ticks": 8})
+    model.learn(400)
+    return model
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -84,7 +104,7 @@ def postgres_url():
         runuser = shutil.which("runuser")
         run_as = [runuser, "-u", "postgres", "--"] if runuser else ["su", "postgres", "-s", "/bin/sh", "-c"]
 
-    def run(args: list[str]) -> subprocess.CompletedProcess:
+    def run_as_owner(args: list[str]) -> subprocess.CompletedProcess:
         if run_as and run_as[0] == "su":
             import shlex
 
@@ -101,11 +121,11 @@ def postgres_url():
     started = False
     try:
         initdb = os.path.join(bindir, "initdb")
-        out = run([initdb, "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+        out = run_as_owner([initdb, "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
         if out.returncode != 0:
             pytest.fail(f"initdb failed: {out.stdout}\n{out.stderr}")
         options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
-        out = run([os.path.join(bindir, "pg_ctl"), "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start"])
+        out = run_as_owner([os.path.join(bindir, "pg_ctl"), "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start"])
         if out.returncode != 0:
             server_log = Path(log).read_text() if os.path.exists(log) else ""
             pytest.fail(f"PostgreSQL did not start: {out.stdout}\n{out.stderr}\n{server_log}")
@@ -118,5 +138,5 @@ def postgres_url():
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/spiking_dqn_test"
     finally:
         if started:
-            run([os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"])
+            run_as_owner([os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"])
         shutil.rmtree(base, ignore_errors=True)

@@ -4,23 +4,47 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from envs import make_env, make_vec
-from spiking_dqn import HardwarePolicy, SpikingDQNPolicy
+from spiking_dqn import HardwarePolicy
 
 
-@pytest.fixture(scope="module")
-def model():
-    m = DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=dict(net_arch=[16], ticks=6, threshold=0.5),
-            learning_starts=50, seed=0)
-    m.learn(300)
-    return m
+@pytest.fixture
+def model(trained_tiny_model):
+    """The session's tiny trained model (HardwarePolicy.from_model only reads it)."""
+    return trained_tiny_model
+
+
+def play(policy: HardwarePolicy, env_id: str, n_episodes: int, seed: int) -> tuple[list[float], list[int]]:
+    """Episode rewards and lengths of ``policy`` on ``make_env(env_id, seed)``: a plain loop, no SB3."""
+    env = make_env(env_id, seed=seed)
+    rewards, lengths = [], []
+    for _ in range(n_episodes):
+        obs, _ = env.reset()
+        done, total, steps = False, 0.0, 0
+        while not done:
+            action, _ = policy.predict(obs)
+            obs, reward, terminated, truncated, _ = env.step(int(action))
+            total, steps, done = total + float(reward), steps + 1, terminated or truncated
+        rewards.append(total)
+        lengths.append(steps)
+    return rewards, lengths
 
 
 def test_evaluate_policy_on_single_and_vectorised_envs(model):
     hardware = HardwarePolicy.from_model(model, lam="auto")
-    mean_single, _ = evaluate_policy(hardware, make_env("CartPole-v1", seed=1), n_eval_episodes=3)
-    mean_vec, _ = evaluate_policy(hardware, make_vec("CartPole-v1", n_envs=3, seed=1), n_eval_episodes=6)
-    assert mean_single >= 8 and mean_vec >= 8  # CartPole episodes last at least 8 steps
-    assert hardware.stats.inferences > 0 and hardware.stats.per_inference()["synaptic_events"] >= 0
+    rewards, lengths = evaluate_policy(hardware, make_env("CartPole-v1", seed=1), n_eval_episodes=3,
+                                       return_episode_rewards=True)
+    # SB3's loop gives the episodes a plain loop over the same seeded env gives.
+    assert (rewards, lengths) == play(HardwarePolicy(hardware.program), "CartPole-v1", 3, seed=1)
+    # One inference per step on a single env, and the network's synaptic events are counted.
+    assert hardware.stats.inferences == sum(lengths)
+    assert hardware.stats.per_inference()["synaptic_events"] > 0
+    single = hardware.stats.inferences
+    vec_rewards, vec_lengths = evaluate_policy(hardware, make_vec("CartPole-v1", n_envs=3, seed=1),
+                                               n_eval_episodes=6, return_episode_rewards=True)
+    assert len(vec_rewards) == 6 and vec_rewards == [float(n) for n in vec_lengths]  # CartPole: +1 per step
+    # Three observations per step, and every counted episode step is one of them.
+    vec_inferences = hardware.stats.inferences - single
+    assert vec_inferences % 3 == 0 and vec_inferences >= sum(vec_lengths)
 
 
 def test_predict_shapes_follow_sb3(model):
