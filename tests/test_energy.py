@@ -13,7 +13,8 @@ from spiking_dqn.quantization import quantize_network
 
 
 @pytest.fixture(scope="module")
-def run():
+def emulated_batch():
+    """A small chip program and its emulator result on 32 observations."""
     th.manual_seed(0)
     net = SpikingQNetwork([1.0] * 4, 2, net_arch=[16, 8], ticks=10, threshold=0.5)
     program, _ = quantize_network(net, 20.0)
@@ -21,8 +22,8 @@ def run():
     return program, EmulatorBackend().run(program, obs)
 
 
-def test_estimate_from_a_backend_result(run):
-    program, result = run
+def test_estimate_from_a_backend_result(emulated_batch):
+    program, result = emulated_batch
     est = estimate(result, program)
     model = EnergyModel()
     assert isinstance(est, EnergyEstimate)
@@ -39,8 +40,8 @@ def test_estimate_from_a_backend_result(run):
     assert est.n_inferences == 32 and est.ticks == 10
 
 
-def test_every_figure_is_labelled_estimated_and_measured_stays_apart(run):
-    program, result = run
+def test_every_figure_is_labelled_estimated_and_measured_stays_apart(emulated_batch):
+    program, result = emulated_batch
     est = estimate(result, program)
     assert est.measured == {}
     assert set(est.labels.values()) == {"estimated"}
@@ -65,8 +66,8 @@ def test_placeholders_are_flagged():
     assert not EnergyModel(placeholders=()).placeholder
 
 
-def test_tick_duration_and_counts_inputs(run):
-    program, result = run
+def test_tick_duration_and_counts_inputs(emulated_batch):
+    program, result = emulated_batch
     slow = estimate(result, program, tick_s=2e-3)
     base = estimate(result, program)
     assert slow.time_energy_j == pytest.approx(2 * base.time_energy_j)
@@ -81,8 +82,8 @@ def test_tick_duration_and_counts_inputs(run):
 
 
 @pytest.mark.parametrize("bad", [{"spikes": 3}, [-1, 2], np.array([]), float("nan"), "many"])
-def test_invalid_counts(run, bad):
-    program, _ = run
+def test_invalid_counts(emulated_batch, bad):
+    program, _ = emulated_batch
     with pytest.raises(ValueError):
         estimate(bad, program)
 

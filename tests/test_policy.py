@@ -9,18 +9,19 @@ import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.evaluation import evaluate_policy
 
+from envs import make_env
 from spiking_dqn import SpikeActivityLogger, SpikingDQNPolicy
 from spiking_dqn.network import SpikingConfig, SpikingQNetwork
 
 TINY = dict(net_arch=[16], ticks=6, threshold=0.5)
 
 
-def tiny_model(env_id: str = "CartPole-v1", **kwargs) -> DQN:
+def make_tiny_model(env_id: str = "CartPole-v1", **kwargs) -> DQN:
     return DQN(SpikingDQNPolicy, env_id, policy_kwargs=TINY, learning_starts=50, train_freq=4, seed=0, **kwargs)
 
 
 def test_policy_builds_a_spiking_q_network():
-    model = tiny_model()
+    model = make_tiny_model()
     assert isinstance(model.policy.q_net.q_net, SpikingQNetwork)
     assert model.policy.q_net.q_net.ticks == 6
     # CartPole's unbounded velocities got their registered bounds
@@ -28,14 +29,20 @@ def test_policy_builds_a_spiking_q_network():
 
 
 def test_short_learn_changes_the_weights_and_logs_activity(tmp_path):
-    model = tiny_model(tensorboard_log=str(tmp_path))
+    model = make_tiny_model(tensorboard_log=str(tmp_path))
     before = [p.detach().clone() for p in model.policy.q_net.parameters()]
     logger = SpikeActivityLogger(log_freq=100, n_samples=64)
     model.learn(600, callback=logger)
     after = list(model.policy.q_net.parameters())
     assert any(not th.equal(a, b) for a, b in zip(before, after))
-    assert {"input_rate", "hidden1_rate", "hidden1_silent_frac", "hidden1_saturated_frac"} <= set(logger.last)
-    assert 0.0 <= logger.last["hidden1_silent_frac"] <= 1.0
+    last = logger.last
+    assert {"input_rate", "hidden1_rate", "hidden1_silent_frac", "hidden1_saturated_frac"} <= set(last)
+    # The hidden layer (16 neurons, 6 ticks) fires, and the figures agree with each other:
+    # fractions of 16 neurons, and spikes per inference = rate x ticks x neurons.
+    assert 0.0 < last["hidden1_rate"] <= 1.0 and last["hidden1_silent_frac"] < 1.0
+    for key in ("hidden1_silent_frac", "hidden1_saturated_frac"):
+        assert last[key] * 16 == pytest.approx(round(last[key] * 16)), key
+    assert last["spikes_per_inference"] == pytest.approx(last["hidden1_rate"] * 6 * 16, rel=1e-5)
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -47,13 +54,27 @@ def test_short_learn_changes_the_weights_and_logs_activity(tmp_path):
 
 
 def test_evaluate_policy_works():
-    model = tiny_model()
-    mean, std = evaluate_policy(model, model.get_env(), n_eval_episodes=2)
-    assert mean > 0
+    model = make_tiny_model()
+    rewards, lengths = evaluate_policy(model, make_env("CartPole-v1", seed=5), n_eval_episodes=2,
+                                       return_episode_rewards=True)
+    # The same episodes as a plain loop of greedy actions (argmax of the Q-values) on the same seeded env.
+    env = make_env("CartPole-v1", seed=5)
+    expected = []
+    for _ in range(2):
+        obs, _ = env.reset()
+        done, steps = False, 0
+        while not done:
+            with th.no_grad():
+                action = int(model.policy.q_net(th.as_tensor(obs)[None]).argmax(1))
+            obs, _, terminated, truncated, _ = env.step(action)
+            steps, done = steps + 1, terminated or truncated
+        expected.append(steps)
+    assert lengths == expected and rewards == [float(n) for n in expected]  # CartPole: +1 per step
 
 
+@pytest.mark.slow  # trains 300 steps and starts a fresh interpreter (torch, SB3): several seconds
 def test_save_and_load_in_a_fresh_process_gives_identical_q_values(tmp_path):
-    model = tiny_model()
+    model = make_tiny_model()
     model.learn(300)
     path = tmp_path / "model.zip"
     model.save(path)
@@ -100,7 +121,7 @@ def test_unbounded_unregistered_space_says_how_to_supply_bounds():
 
 
 def test_nan_observation_is_a_value_error():
-    model = tiny_model()
+    model = make_tiny_model()
     obs = np.array([0.0, np.nan, 0.0, 0.0], dtype=np.float32)
     with pytest.raises(ValueError, match=r"dimension\(s\) \[1\]"):
         model.predict(obs)
@@ -143,9 +164,11 @@ def test_shipped_models_load_with_the_options_they_were_saved_with(path):
     expected = SpikingConfig(**{k: v for k, v in saved.items() if k != "obs_bound"})
     assert net.config == expected == model.policy.q_net_target.q_net.config
     assert net.net_arch == saved["net_arch"] and net.ticks == saved["ticks"]
-    obs = model.observation_space.sample()
-    action, _ = model.predict(obs, deterministic=True)
-    assert model.action_space.contains(int(action))
+    obs = np.random.default_rng(0).uniform(-0.5, 0.5, size=(8, *model.observation_space.shape)).astype(np.float32)
+    actions, _ = model.predict(obs, deterministic=True)
+    with th.no_grad():
+        greedy = model.policy.q_net(th.as_tensor(obs)).argmax(1).numpy()
+    assert np.array_equal(actions, greedy)
 
 
 def test_policy_kwargs_take_every_spiking_option_as_a_plain_value(tmp_path):
