@@ -102,6 +102,7 @@ def test_neuron_calibration_restores_each_neurons_firing_rate(net, observations)
     assert result.backend_inferences == result.backend_calls * len(observations)
 
 
+@pytest.mark.slow  # plays 60 CartPole-v0 episodes (float, naive and calibrated) and records 128 observations
 def test_neuron_calibration_repairs_a_clipping_lambda_on_the_shipped_cartpole_agent():
     # The benchmark's deliberately poor deployment: the hidden lambdas x4 clip the largest
     # weights. Per-neuron thresholds bring the reward back; evaluated on held-out episodes.
@@ -139,6 +140,9 @@ def test_agreement_calibration_picks_the_scale_that_best_reproduces_the_float_ac
     chip_actions = EmulatorBackend(warn_saturation=False).run(result.program, observations).actions
     assert result.agreement == pytest.approx(float(np.mean(chip_actions == float_actions)))
     assert result.multipliers == pytest.approx([m * result.scale for m in result.rate_multipliers])
+    # The chosen multipliers are a point the calibration ran, inside the searched scale range.
+    chosen = [step for step in result.steps if step.multipliers == pytest.approx(result.multipliers)]
+    assert chosen and chosen[-1].agreement == result.agreement
     assert 0.35 <= result.scale <= 4.0
 
 

@@ -52,12 +52,14 @@ def test_shipped_agent_deploys_with_its_qat_grid(env_id):
         assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(ours, theirs)), field
 
 
+@pytest.mark.slow  # 100 episodes, float and emulator
 def test_cartpole_on_the_emulator_reaches_200_and_agrees(cartpole):
     assert cartpole["reward"]["chip"]["mean"]["value"] == 200.0
     assert cartpole["reward"]["float"]["mean"]["value"] == 200.0
     assert cartpole["action_agreement"]["value"] >= 0.98
 
 
+@pytest.mark.slow  # 100 episodes, float and emulator
 def test_acrobot_on_the_emulator_is_within_5_percent_of_the_float_agent(acrobot):
     from stable_baselines3 import DQN
 

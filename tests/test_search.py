@@ -215,6 +215,7 @@ def test_study_of_another_search_is_refused(tmp_path):
                          storage=storage, study_name="x", progress_bar=False)
 
 
+@pytest.mark.slow  # a worker process, a heartbeat timeout and three searches: several seconds
 def test_resume_after_a_killed_sqlite_search(tmp_path):
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     probe = CountingBackend()

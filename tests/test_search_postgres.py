@@ -24,6 +24,7 @@ STAGE1 = [0.35, 0.5, 0.7, 1.0, 1.4, 2.0]
 STAGE2 = [0.8, 1.25]  # 2 x 2 stage-2 points, none equal to a stage-1 point
 
 
+@pytest.mark.slow  # two worker processes search a 10-point grid: several seconds
 def test_two_workers_finish_the_grid_with_no_evaluation_twice_or_lost(postgres_url, tmp_path):
     study_name = "two-workers"
     procs, logs = [], []
@@ -71,7 +72,8 @@ def test_two_workers_finish_the_grid_with_no_evaluation_twice_or_lost(postgres_u
             assert t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED), t
             if t.state == optuna.trial.TrialState.PRUNED:
                 assert "duplicate_of" in t.user_attrs and "worker" not in t.user_attrs
-        assert {t.user_attrs["worker"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+        workers = {t.user_attrs["worker"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+        assert {int(w.rsplit(":", 1)[1]) for w in workers} <= pids  # host:pid of the two workers
     stage1_values = sorted(
         t.params["multiplier"]
         for t in optuna.load_study(study_name=f"{study_name}-stage1", storage=postgres_url).get_trials()
@@ -84,6 +86,10 @@ def test_postgres_url_without_driver_name_works(postgres_url):
     from spiking_dqn.search import open_storage
 
     bare = postgres_url.replace("postgresql+psycopg2://", "postgresql://")
-    storage = open_storage(bare)
-    study = optuna.create_study(study_name="bare-url", storage=storage)
-    assert study.study_name == "bare-url"
+    assert bare != postgres_url
+    study = optuna.create_study(study_name="bare-url", storage=open_storage(bare))
+    study.enqueue_trial({"x": 0.25})
+    study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0) * 2, n_trials=1)
+    # The trial is in the server's database: the driver-qualified URL reads it back.
+    again = optuna.load_study(study_name="bare-url", storage=postgres_url)
+    assert [(t.params, t.value) for t in again.get_trials()] == [({"x": 0.25}, 0.5)]
