@@ -45,7 +45,7 @@ def test_cartpole_agent_reaches_the_maximum(shipped_rewards):
 
 def test_acrobot_agent_swings_up(shipped_rewards):
     # A random policy scores about -500 (the time limit); the shipped agent swings up in every episode.
-    assert shipped_rewards["Acrobot-v1"].max() > -500 and shipped_rewards["Acrobot-v1"].min() > -500
+    assert shipped_rewards["Acrobot-v1"].min() > -500
     assert shipped_rewards["Acrobot-v1"].mean() > -100
 
 

@@ -196,7 +196,8 @@ def test_result_shapes_and_dtypes():
     assert [c.shape for c in result.spike_counts] == [(5, 8), (5, 32), (5, 16), (5, 3)]
     assert all(c.dtype == np.int64 for c in result.spike_counts)
     assert result.synaptic_events.dtype == np.int64 and result.synaptic_events.shape == (5,)
-    assert result.output_saturated.dtype == bool and result.wall_time_s >= 0
+    assert result.output_saturated.dtype == bool
+    assert 0 < result.wall_time_s < 60  # measured around the run, in seconds
 
 
 def test_nan_observation_is_rejected():

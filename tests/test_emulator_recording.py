@@ -57,12 +57,6 @@ def test_voltage_trace_follows_the_integrator_rule():
 
 def test_chunked_batches_equal_one_observation_at_a_time():
     """run() simulates in chunks of EmulatorBackend.CHUNK; results must not depend on it."""
-    import torch as th
-
-    from spiking_dqn.hardware import EmulatorBackend
-    from spiking_dqn.network import SpikingQNetwork
-    from spiking_dqn.quantization import quantize_network
-
     th.manual_seed(0)
     net = SpikingQNetwork([1.0] * 4, 3, net_arch=[16, 8], ticks=8, threshold=0.5)
     program, _ = quantize_network(net, 20.0)

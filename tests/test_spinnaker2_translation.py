@@ -242,12 +242,19 @@ def test_from_model_on_spinnaker2_without_eth_ip_says_to_pass_it():
         HardwarePolicy.from_model(model, backend="spinnaker2")
 
 
-def test_importing_the_package_does_not_import_py_spinnaker2():
+def test_importing_the_package_does_not_import_py_spinnaker2(tmp_path):
     import os
     import subprocess
     from pathlib import Path
 
+    # An importable stand-in for py-spinnaker2, so that an eager import would show in sys.modules.
+    (tmp_path / "spinnaker2").mkdir()
+    (tmp_path / "spinnaker2" / "__init__.py").write_text("STAND_IN = True\n")
     root = Path(__file__).resolve().parents[1]
-    code = "import sys, spiking_dqn.hardware; assert 'spinnaker2' not in sys.modules"
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env)
+    code = (
+        "import sys, spiking_dqn.hardware, spiking_dqn.hardware.spinnaker2\n"
+        "assert 'spinnaker2' not in sys.modules, 'imported py-spinnaker2 at import time'\n"
+        "import spinnaker2; assert spinnaker2.STAND_IN  # the stand-in was importable all along\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(tmp_path)]), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env, timeout=300)
