@@ -86,6 +86,7 @@ def test_callback_with_an_unreachable_storage_fails_before_training(tmp_path):
     assert model.num_timesteps == 0
 
 
+@pytest.mark.slow
 def test_callback_from_rl_zoo_hyperparameter_file(tmp_path):
     hw, db = tmp_path / "hw", tmp_path / "zoo.db"
     config = {
