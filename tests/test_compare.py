@@ -72,7 +72,25 @@ def test_compare_writes_labelled_report(tiny_model_path, tmp_path):
         warnings.simplefilter("ignore")
         report = compare(model, ENV, n_episodes=2, seed=3, device="cpu", progress=False)
     assert model.policy.device.type == "cpu"
-    assert 0.0 <= report.agreement <= 1.0
+    # Agreement, recomputed independently: the float policy's visited states, its greedy
+    # actions there, and the emulator's actions on them.
+    from spiking_dqn.hardware import EmulatorBackend
+    from spiking_dqn.rollouts import run_episodes
+
+    seen, greedy = [], []
+
+    def act(obs):
+        actions, _ = model.predict(obs, deterministic=True)
+        seen.append(obs.copy())
+        greedy.append(actions)
+        return actions
+
+    for i in range(2):
+        run_episodes(act, ENV, 1, seed=3 + i)
+    obs, greedy = np.concatenate(seen), np.concatenate(greedy)
+    chip_actions = EmulatorBackend(warn_saturation=False).run(report.program, obs).actions
+    assert report.n_agreement_obs == len(obs)
+    assert report.agreement == pytest.approx(float(np.mean(chip_actions == greedy)))
     assert len(report.float_rewards) == len(report.chip_rewards) == 2
     paths = report.write(tmp_path / "out")
     for name in ("report.json", "report.md", "reward.png", "spike_raster.png"):
@@ -90,7 +108,7 @@ def test_compare_writes_labelled_report(tiny_model_path, tmp_path):
     for where, fig in found.items():
         assert fig["kind"] in KINDS, where
         assert (fig["value"] is None) == (fig["kind"] == "not measured"), where
-    assert 0.0 <= data["action_agreement"]["value"] <= 1.0
+    assert data["action_agreement"]["value"] == pytest.approx(report.agreement)
     assert data["action_agreement"]["kind"] == "measured"
     assert data["reward"]["float"]["mean"]["kind"] == "measured"
     assert data["latency"]["float"]["median"]["kind"] == "measured"
