@@ -79,7 +79,10 @@ def check_storage_url(storage: str | None) -> None:
 
 
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
-    for text in dict.fromkeys(str(w.message) for w in caught):
+    # The fit's own warnings (clipping, saturation), once each; not the deprecation notices of
+    # third-party imports (Box2D's SWIG bindings) that "always" also records.
+    shown = (w for w in caught if not issubclass(w.category, DeprecationWarning))
+    for text in dict.fromkeys(str(w.message) for w in shown):
         print(f"warning: {text}", file=sys.stderr)
 
 
