@@ -14,7 +14,7 @@ from spiking_dqn.hardware.backend import get_backend
 from spiking_dqn.pipeline import METHODS, CalibrationSettings, FitResult, QATSettings, SearchSettings, Seeds, fit_to_chip
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.quantization import LambdaSpec
-from spiking_dqn.search.studies import open_storage
+from spiking_dqn.search.storage import open_storage
 
 
 def activity_summary(counts: list[th.Tensor], ticks: int, delay: int, saturation: float = 0.95) -> dict[str, float]:

@@ -16,7 +16,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from spiking_dqn.report import ComparisonReport
-    from spiking_dqn.search.grid import ThresholdSearchResult
+    from spiking_dqn.search.results import ThresholdSearchResult
 
 
 def _pyplot() -> Any:

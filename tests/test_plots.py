@@ -14,7 +14,7 @@ from spiking_dqn import SpikingDQNPolicy
 from spiking_dqn.compare import compare
 from spiking_dqn.plots import plot_rewards, plot_search, plot_spike_raster
 from spiking_dqn.report import ComparisonReport
-from spiking_dqn.search import grid
+from spiking_dqn.search import results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -44,4 +44,4 @@ def test_comparison_plots_write_pngs_on_agg(report, tmp_path):
 
 
 def test_search_saves_its_plot_from_the_plots_module():
-    assert grid.plot_search is plot_search
+    assert results.plot_search is plot_search  # one place for the package's figures

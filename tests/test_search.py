@@ -22,6 +22,7 @@ from spiking_dqn.search import (
     StorageUnavailableError,
     apply_multipliers,
     best_evaluation,
+    open_storage,
     threshold_search,
 )
 
@@ -172,6 +173,18 @@ def test_unreachable_storage_fails_before_any_work(url, words):
     assert backend.calls == 0
 
 
+@pytest.mark.parametrize(
+    "url, scheme", [("bogus://", "bogus"), ("postgresql+nosuchdriver://h/db", "postgresql+nosuchdriver")]
+)
+def test_unknown_storage_scheme_is_named_with_the_supported_forms(url, scheme):
+    with pytest.raises(StorageUnavailableError) as info:
+        open_storage(url)
+    message = str(info.value)
+    assert f"unknown URL scheme {scheme!r}" in message
+    assert "sqlite:///" in message and "postgresql://" in message
+    assert "server is running" not in message
+
+
 def test_backend_failure_keeps_finished_evaluations_and_says_how_to_resume(tmp_path):
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     probe = CountingBackend()
@@ -269,7 +282,7 @@ def test_resume_after_a_killed_sqlite_search(tmp_path):
 
 
 def test_a_trial_abandoned_before_its_first_heartbeat_is_taken_over(tmp_path):
-    from spiking_dqn.search.studies import open_storage, open_study, run_grid
+    from spiking_dqn.search.studies import open_study, run_grid
 
     storage = open_storage(f"sqlite:///{tmp_path / 'abandoned.db'}", heartbeat_interval=1)
     points = [{"x": 1.0}, {"x": 2.0}]

@@ -39,7 +39,7 @@ from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, quant
 from spiking_dqn.rollouts import EpisodeResult, backend_reward, float_reward, q_network
 from spiking_dqn.search.calibration import calibrate_thresholds
 from spiking_dqn.search.grid import program_fingerprint, threshold_search
-from spiking_dqn.search.studies import open_storage
+from spiking_dqn.search.storage import open_storage
 
 
 def _check_count(value: Any, name: str, minimum: int) -> int:

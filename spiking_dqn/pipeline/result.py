@@ -14,7 +14,7 @@ from spiking_dqn.qat import QATReport
 from spiking_dqn.quantization import Grid, QuantizationReport
 from spiking_dqn.rollouts import EpisodeResult
 from spiking_dqn.search.calibration import CalibrationResult
-from spiking_dqn.search.grid import ThresholdSearchResult
+from spiking_dqn.search.results import ThresholdSearchResult
 
 
 @dataclass

@@ -9,7 +9,7 @@ import numpy as np
 
 from spiking_dqn.qat import Mode
 from spiking_dqn.search.grid import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, check_grid
-from spiking_dqn.search.studies import HEARTBEAT_INTERVAL
+from spiking_dqn.search.storage import HEARTBEAT_INTERVAL
 
 Method = Literal["grid", "calibrate", "both", "none"]
 #: Threshold methods of :func:`~spiking_dqn.pipeline.fit_to_chip`.

@@ -11,16 +11,10 @@ Their episodes and costs come from :mod:`spiking_dqn.rollouts`.
 """
 
 from spiking_dqn.search.calibration import CalibrationResult, CalibrationStep, calibrate_thresholds
-from spiking_dqn.search.grid import (
-    DEFAULT_STAGE1_GRID,
-    DEFAULT_STAGE2_FACTORS,
-    Evaluation,
-    ThresholdSearchResult,
-    apply_multipliers,
-    best_evaluation,
-    threshold_search,
-)
-from spiking_dqn.search.studies import SearchInterrupted, StorageUnavailableError, open_storage
+from spiking_dqn.search.grid import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, apply_multipliers, threshold_search
+from spiking_dqn.search.results import Evaluation, ThresholdSearchResult, best_evaluation
+from spiking_dqn.search.storage import StorageUnavailableError, open_storage
+from spiking_dqn.search.studies import SearchInterrupted
 
 __all__ = [
     "DEFAULT_STAGE1_GRID",
