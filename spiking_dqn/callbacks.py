@@ -123,7 +123,7 @@ class HardwareAwareFineTuning(BaseCallback):
     :param eval_freq: also run steps 1, 3 and 4 every this many environment steps (0: only at the end)
     :param qat_steps: steps of quantization-aware fine-tuning at the end (0: none):
         environment steps (``qat_mode="online"``) or gradient steps (``"replay"``). Fine-tuned
-        weights that are kept are snapped to the int8 grid (:func:`spiking_dqn.qat.snap_to_grid`):
+        weights that are kept are snapped to the int8 grid (:func:`spiking_dqn.quantization.snap.snap_to_grid`):
         after ``learn()`` the model is the float twin of the chip program, and
         ``HardwarePolicy.from_model(model)`` quantizes it with the same lambdas
     :param qat_mode: ``"online"`` (default): more ``model.learn`` steps with the

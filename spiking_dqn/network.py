@@ -181,7 +181,7 @@ class SpikingQNetwork(nn.Module):
 
     @property
     def grid(self) -> Grid | None:
-        """The grid the weights sit on (recorded by :func:`spiking_dqn.qat.snap_to_grid`), or ``None``.
+        """The grid the weights sit on (recorded by :func:`spiking_dqn.quantization.snap.snap_to_grid`), or ``None``.
 
         Saved with the weights (the module's extra state), so that a deployed agent is
         quantized on the grid it was trained for: ``lam=None`` uses it.

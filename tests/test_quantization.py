@@ -197,7 +197,7 @@ def test_centered_readout_keeps_the_greedy_action_and_removes_the_shared_part():
 
 def test_grid_distance_snapping_and_changed_weights_agree_with_quantize():
     """``Grid.distance``, ``Grid.changed``, ``Grid.fake_quantize`` (snapping) and the chip program all use ``quantize``."""
-    from spiking_dqn.qat import snap_to_grid
+    from spiking_dqn.quantization.snap import snap_to_grid
     from spiking_dqn.quantization import Grid, center, float_weights, quantize
 
     net = make_net(net_arch=[6], n_actions=2)  # a two-action centred readout snaps exactly

@@ -5,7 +5,7 @@
 2. Quantization-aware fine-tuning (``qat_steps``, 0 to skip):
    :func:`~spiking_dqn.qat.quantization_aware_finetune` on the int8 grid of ``lam="auto"``,
    keeping the weights that did best on the emulator, then
-   :func:`~spiking_dqn.qat.snap_model_to_grid`. ``model.zip`` is then the float twin of the
+   :func:`~spiking_dqn.quantization.snap.snap_model_to_grid`. ``model.zip`` is then the float twin of the
    chip program that ``HardwarePolicy.from_model`` builds from it.
 3. Evaluation of ``model.zip`` (and of the agent as trained) over ``eval_episodes``
    deterministic episodes, written to ``eval.json``.
@@ -31,7 +31,8 @@ from envs import make_env, make_vec
 from spiking_dqn.callbacks import SpikeActivityLogger
 from spiking_dqn.cli.arguments import non_negative_int, positive_floats, positive_int, positive_ints
 from spiking_dqn.policies import SpikingDQNPolicy
-from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
+from spiking_dqn.qat import quantization_aware_finetune
+from spiking_dqn.quantization.snap import snap_model_to_grid
 
 #: The agent as trained (best periodic evaluation), before quantization-aware fine-tuning.
 TRAINED_NAME = "model_trained.zip"

@@ -34,7 +34,8 @@ from spiking_dqn.pipeline.settings import (
     SearchSettings,
     Seeds,
 )
-from spiking_dqn.qat import quantization_aware_finetune, snap_model_to_grid
+from spiking_dqn.qat import quantization_aware_finetune
+from spiking_dqn.quantization.snap import snap_model_to_grid
 from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, quantize_network
 from spiking_dqn.rollouts import EpisodeResult, backend_reward, float_reward, q_network
 from spiking_dqn.search.calibration import calibrate_thresholds
@@ -85,7 +86,7 @@ def fit_to_chip(
     2. Quantize it on the grid of ``lam`` (or take ``program`` as given).
     3. With ``qat.steps > 0``: quantization-aware fine-tuning on that grid (checked on the
        backend over ``seeds.qat_checks`` episodes, the best weights kept), then the kept
-       weights are snapped to the grid (:func:`~spiking_dqn.qat.snap_model_to_grid`: the
+       weights are snapped to the grid (:func:`~spiking_dqn.quantization.snap.snap_model_to_grid`: the
        model is changed in place and becomes the float twin of its program) and requantized.
     4. With ``threshold_scale``: multiply the hidden thresholds (the naive program is that one).
     5. Thresholds: ``"grid"`` (two-stage search on ``seeds.search`` episodes), ``"calibrate"``

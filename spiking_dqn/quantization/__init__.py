@@ -10,7 +10,8 @@ integers, ``w_q = clip(rint(lambda_k * w), -L, L)`` with ``L = WEIGHT_LIMIT`` (1
 * :mod:`~spiking_dqn.quantization.lambdas`: lambda specifications (a number, one per
   projection, ``"auto"``, or ``None`` for the network's own grid) resolved into a grid;
 * :mod:`~spiking_dqn.quantization.report`: clipped and zeroed weights per projection;
-* :mod:`~spiking_dqn.quantization.build`: the chip program of a network on its grid.
+* :mod:`~spiking_dqn.quantization.build`: the chip program of a network on its grid;
+* :mod:`~spiking_dqn.quantization.snap`: snapping a network's weights onto its grid (after QAT).
 
 Since the membrane of the population a projection feeds lives in units of ``lambda_k``,
 that population's ``i_offset`` (the bias) and threshold are multiplied by the same
@@ -47,6 +48,7 @@ _LAZY_IMPORTS: dict[str, str] = {
         "lambdas",
     ),
     **dict.fromkeys(["CLIP_WARN_FRACTION", "LayerReport", "QuantizationReport", "quantization_report"], "report"),
+    **dict.fromkeys(["fake_quantized_copy", "snap_model_to_grid", "snap_to_grid"], "snap"),
 }
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "center",
     "center_readout",
     "fake_quantize_network",
+    "fake_quantized_copy",
     "float_weights",
     "quantization_report",
     "quantize",
@@ -71,6 +74,8 @@ __all__ = [
     "readout_peak",
     "resolve_grid",
     "resolve_lambdas",
+    "snap_model_to_grid",
+    "snap_to_grid",
 ]
 
 

@@ -185,7 +185,7 @@ def calibrate_thresholds(
     :param model: the reference agent: an SB3 ``DQN`` with ``SpikingDQNPolicy``, its policy,
         or the ``SpikingQNetwork`` (its firing rates and greedy actions are the targets); after
         quantization-aware training, pass the fake-quantized network
-        (:func:`spiking_dqn.qat.fake_quantized_copy`), the policy QAT trained
+        (:func:`spiking_dqn.quantization.snap.fake_quantized_copy`), the policy QAT trained
     :param program: the quantized program of that network; its thresholds are the start
     :param observations: the calibration set ``(n, d)``; when ``None``, ``n_observations``
         states are recorded from float-policy episodes on the host (needs ``env_id``)
