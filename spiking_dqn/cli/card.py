@@ -78,10 +78,8 @@ def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summa
         json.dumps(hyperparams, indent=2, default=str),
         "```",
         "",
-        f"- timesteps: {summary['timesteps']} (seed {summary['seed']}); the model kept is the best of the "
-        f"periodic {summary['select_episodes']}-episode evaluations every {summary['eval_freq']} steps "
-        f"(SB3 `EvalCallback`, on other env seeds than the final evaluation): `{TRAINED_NAME}`",
-        f"- training wall time: {summary['train_wall_time_s']} s on a 2-core CPU machine ({summary['machine']})",
+        f"- timesteps: {summary['timesteps']} (seed {summary['seed']}); {_selection(summary)}: `{TRAINED_NAME}`",
+        f"- training wall time: {summary['train_wall_time_s']} s ({summary['machine']})",
     ]
     qat = summary["qat"]
     if qat:
@@ -129,3 +127,14 @@ def replace_card_section(card: Path, name: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section
     card.write_text(text)
+
+
+def _selection(summary: dict[str, Any]) -> str:
+    """How the kept model was chosen: the best periodic evaluation, or the final model when none ran."""
+    timesteps, every = summary["timesteps"], summary["eval_freq"]
+    if isinstance(timesteps, int) and isinstance(every, int) and timesteps < every:
+        return f"the model kept is the final one (no periodic evaluation ran: {timesteps} steps < eval_freq {every})"
+    return (
+        f"the model kept is the best of the periodic {summary['select_episodes']}-episode evaluations every "
+        f"{every} steps (SB3 `EvalCallback`, on other env seeds than the final evaluation)"
+    )

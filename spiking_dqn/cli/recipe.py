@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -214,7 +215,7 @@ def train_model(env_id: str, hyperparams: dict[str, Any], options: TrainOptions,
         "select_episodes": options.select_episodes,
         "eval_freq": options.eval_freq,
         "torch_threads": th.get_num_threads(),
-        "machine": f"{platform.machine()}, {th.get_num_threads()} torch thread(s)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {th.get_num_threads()} torch thread(s)",
     }
 
 
