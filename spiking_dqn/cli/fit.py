@@ -24,8 +24,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from spiking_dqn.cli.arguments import (
     LAMBDA_HELP,
@@ -43,6 +41,7 @@ from spiking_dqn.hardware import ChipProgramError, get_backend
 from spiking_dqn.pipeline import CalibrationSettings, FitResult, QATSettings, SearchSettings, Seeds, fit_to_chip
 from spiking_dqn.pipeline.settings import Method
 from spiking_dqn.search import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, SearchInterrupted, StorageUnavailableError
+from spiking_dqn.search.storage import parse_storage_url
 
 #: Exit status of an unreachable storage and of an interrupted search (bad input is 2).
 EXIT_STORAGE = 3
@@ -61,21 +60,17 @@ observations (no episodes), then the naive and the calibrated program on held-ou
 
 
 def check_storage_url(storage: str | None) -> None:
-    """Refuse an Optuna storage URL whose scheme no SQLAlchemy dialect knows, before any work.
+    """Refuse a malformed ``--storage`` URL or one with an unknown scheme, before any work (exit status 2).
 
     :param storage: ``--storage`` (None: in memory)
-    :raises CLIError: malformed URL or unknown scheme
+    :raises CLIError: what :func:`spiking_dqn.search.storage.parse_storage_url` refuses
     """
     if storage is None:
         return
-    hint = "use sqlite:///runs/search.db (a local file) or postgresql://user:password@host:5432/dbname (a server)"
     try:
-        make_url(storage).get_dialect()
-    except NoSuchModuleError:
-        scheme = storage.split("://", 1)[0] if "://" in storage else storage
-        raise CLIError(f"--storage {storage!r}: unknown URL scheme {scheme!r}; {hint}") from None
-    except ArgumentError:
-        raise CLIError(f"--storage {storage!r} is not a database URL; {hint}") from None
+        parse_storage_url(storage)
+    except StorageUnavailableError as exc:
+        raise CLIError(f"--storage: {exc}") from None
 
 
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -143,7 +138,8 @@ def _fit(args: argparse.Namespace, method: Method, default_out: str, **settings:
     return result
 
 
-def _print_files(result: FitResult, out: Path) -> None:
+def _print_files(result: FitResult) -> None:
+    out = Path(result.files["summary"]).parent
     print(f"results written to {out} ({', '.join(Path(p).name for p in result.files.values())})")
 
 
@@ -175,7 +171,7 @@ def cmd_search(args: argparse.Namespace) -> int:
           f"{search.best.mean_reward:.2f} over {args.episodes} episodes); cost: {search.backend_episodes} backend "
           f"episodes, {search.backend_inferences} inferences ({search.evaluated_here} evaluations in this run, "
           f"{search.wall_time_s:.1f} s)")
-    _print_files(result, Path(result.files["summary"]).parent)
+    _print_files(result)
     return 0
 
 
@@ -190,7 +186,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
           f"scale {cal.scale:.3g}); action agreement with the float policy {cal.agreement:.3f}; cost: "
           f"{cal.backend_inferences} backend inferences in {cal.backend_calls} runs on {cal.n_observations} "
           f"recorded observations, no backend episodes, {cal.wall_time_s:.1f} s")
-    _print_files(result, Path(result.files["summary"]).parent)
+    _print_files(result)
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import NoSuchModuleError
 
 #: Default seconds between heartbeats of a running evaluation in a database storage.
@@ -41,6 +41,27 @@ def mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: show it as given
         return url
+
+
+def parse_storage_url(storage: str) -> URL:
+    """The SQLAlchemy URL of a storage string, checked without importing a driver or connecting.
+
+    :param storage: a database URL
+    :raises StorageUnavailableError: a malformed URL, or a scheme no SQLAlchemy dialect knows
+    """
+    shown = mask_url(storage)
+    try:
+        url = make_url(storage)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises ArgumentError and others
+        raise StorageUnavailableError(f"invalid storage URL {shown!r} ({exc}); use e.g. {URL_FORMS}") from None
+    try:
+        url.get_dialect()  # the dialect class only: no driver is imported, nothing is connected
+    except NoSuchModuleError:
+        raise StorageUnavailableError(
+            f"cannot open storage {shown!r}: unknown URL scheme {url.drivername!r} (SQLAlchemy has no dialect "
+            f"of that name); use {URL_FORMS}"
+        ) from None
+    return url
 
 
 def open_storage(
@@ -71,17 +92,7 @@ def open_storage(
     if isinstance(heartbeat_interval, bool) or not isinstance(heartbeat_interval, int) or heartbeat_interval < 1:
         raise ValueError(f"heartbeat_interval must be a positive integer (seconds), got {heartbeat_interval!r}")
     shown = mask_url(storage)
-    try:
-        url = make_url(storage)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises ArgumentError and others
-        raise StorageUnavailableError(f"invalid storage URL {shown!r} ({exc}); use e.g. {URL_FORMS}") from None
-    try:
-        url.get_dialect()  # the dialect class only: no driver is imported, nothing is connected
-    except NoSuchModuleError:
-        raise StorageUnavailableError(
-            f"cannot open storage {shown!r}: unknown URL scheme {url.drivername!r} (SQLAlchemy has no dialect "
-            f"of that name); use {URL_FORMS}"
-        ) from None
+    url = parse_storage_url(storage)
     backend = url.get_backend_name()
     if url.drivername == "postgresql":
         # SQLAlchemy 2.1 takes psycopg (3) for a bare postgresql:// URL; use psycopg2 when
