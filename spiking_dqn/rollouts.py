@@ -85,6 +85,19 @@ class EpisodeResult:
         }
 
 
+def check_count(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int, if it is an integer (not a bool) of at least ``minimum``.
+
+    :param value: the count (episodes, observations, steps, ...)
+    :param name: its name, for the message
+    :param minimum: the smallest allowed value
+    :raises ValueError: anything else
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def _check_episodes(n_episodes: int) -> int:
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
         raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")

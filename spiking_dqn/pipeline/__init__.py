@@ -16,7 +16,6 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from stable_baselines3 import DQN
@@ -37,16 +36,10 @@ from spiking_dqn.pipeline.settings import (
 from spiking_dqn.qat import quantization_aware_finetune
 from spiking_dqn.quantization.snap import snap_model_to_grid
 from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, quantize_network
-from spiking_dqn.rollouts import EpisodeResult, backend_reward, float_reward, q_network
+from spiking_dqn.rollouts import EpisodeResult, backend_reward, check_count, float_reward, q_network
 from spiking_dqn.search.calibration import calibrate_thresholds
 from spiking_dqn.search.grid import program_fingerprint, threshold_search
 from spiking_dqn.search.storage import open_storage
-
-
-def _check_count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _scale_thresholds(program: ChipProgram, scale: float | Sequence[float] | None) -> tuple[ChipProgram, list[float]]:
@@ -122,8 +115,8 @@ def fit_to_chip(
     start = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_count(qat.steps, "qat steps", 0)
-    _check_count(eval_episodes, "eval_episodes", 0)
+    check_count(qat.steps, "qat steps", 0)
+    check_count(eval_episodes, "eval_episodes", 0)
     if eval_episodes == 0 and method != "none":
         raise ValueError(f"method {method!r} chooses between programs by their reward: eval_episodes must be >= 1")
     if env_id is None and (qat.steps or method != "none" or eval_episodes):

@@ -62,7 +62,7 @@ from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.hardware.backend import Backend, get_backend
 from spiking_dqn.hardware_policy import InferenceStats
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.rollouts import q_network, record_observations
+from spiking_dqn.rollouts import check_count, q_network, record_observations
 from spiking_dqn.search.grid import n_hidden
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
@@ -157,12 +157,6 @@ class CalibrationResult:
         return {k: str(v) for k, v in files.items()}
 
 
-def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def calibrate_thresholds(
     model: DQN | SpikingQNetwork,
     program: ChipProgram,
@@ -212,8 +206,8 @@ def calibrate_thresholds(
         raise ValueError(f"objective must be 'agreement' or 'rates', got {objective!r}")
     if granularity not in ("neuron", "layer"):
         raise ValueError(f"granularity must be 'neuron' or 'layer', got {granularity!r}")
-    rate_iterations = _check_positive_int(rate_iterations, "rate_iterations")
-    scale_evaluations = _check_positive_int(scale_evaluations, "scale_evaluations", 2)
+    rate_iterations = check_count(rate_iterations, "rate_iterations")
+    scale_evaluations = check_count(scale_evaluations, "scale_evaluations", 2)
     low, high = (float(v) for v in scale_range)
     if not (0 < low < high) or not math.isfinite(high):
         raise ValueError(f"scale_range must be (low, high) with 0 < low < high, got {tuple(scale_range)}")
@@ -221,7 +215,7 @@ def calibrate_thresholds(
     if observations is None:
         if env_id is None:
             raise ValueError("give observations, or env_id to record them from float-policy episodes")
-        observations = record_observations(net, env_id, _check_positive_int(n_observations, "n_observations"), seed)
+        observations = record_observations(net, env_id, check_count(n_observations, "n_observations"), seed)
     obs = np.asarray(observations, dtype=np.float32)
     if obs.ndim != 2 or obs.shape[1] != program.obs_dim or len(obs) == 0:
         raise ValueError(f"observations must have shape (n, {program.obs_dim}) with n >= 1, got {obs.shape}")
