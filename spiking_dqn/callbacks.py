@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -300,9 +299,9 @@ class HardwareAwareFineTuning(BaseCallback):
             eval_episodes=self.eval_episodes,
             out=out,
             progress=self.progress_bar,
+            labels={"tag": tag, "num_timesteps": int(self.num_timesteps)},
         )
-        summary = {"tag": tag, "num_timesteps": int(self.num_timesteps), **result.summary()}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        summary = result.summary()
         self._log(result, summary)
         self.best_program = result.program
         self.last_summary = summary

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from stable_baselines3 import DQN
@@ -72,6 +73,7 @@ def fit_to_chip(
     out: str | Path | None = None,
     save_model: bool = False,
     progress: bool = False,
+    labels: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Fit a trained spiking DQN to the chip: quantize, (QAT), choose thresholds, evaluate, save.
 
@@ -109,6 +111,8 @@ def fit_to_chip(
     :param out: folder for the files (``None``: nothing is written)
     :param save_model: with ``out``, save the snapped model as ``model_qat.zip`` when QAT kept its weights
     :param progress: show progress bars
+    :param labels: plain values recorded first in the summary and ``summary.json`` (e.g. the
+        callback's stage tag and step)
     :raises ValueError: bad arguments (before any episode)
     :raises spiking_dqn.search.StorageUnavailableError: the search storage cannot be reached (before any episode)
     """
@@ -213,6 +217,7 @@ def fit_to_chip(
         naive_before_qat=naive_before,
         search=search_result,
         calibration=calibration_result,
+        labels=dict(labels or {}),
     )
     result.wall_time_s = time.perf_counter() - start
     if folder is not None:

@@ -63,6 +63,7 @@ class FitResult:
     :param calibration: the calibration, when it ran
     :param files: files written, by kind
     :param wall_time_s: wall time of the fit
+    :param labels: plain values recorded first in the summary (e.g. a training stage's tag)
     """
 
     env_id: str
@@ -82,6 +83,7 @@ class FitResult:
     calibration: CalibrationResult | None = None
     files: dict[str, str] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    labels: dict[str, Any] = field(default_factory=dict)
 
     @property
     def program(self) -> ChipProgram:
@@ -106,6 +108,7 @@ class FitResult:
         """Plain-data summary (what ``summary.json`` holds)."""
         naive = self.naive_before_qat or self.candidates["naive"]
         out: dict[str, Any] = {
+            **self.labels,
             "env_id": self.env_id,
             "backend": self.backend,
             "lambdas": list(self.grid.lambdas),
