@@ -90,8 +90,12 @@ class SignedRateEncoder(nn.Module):
         if self.mode == "deterministic" and obs.device.type == "cpu":
             # One compiled pass (same trains as the numpy reference, tested).
             obs_np = obs.detach().numpy()
-            check_observations(obs_np, self.obs_dim)
-            return th.from_numpy(encode_deterministic(obs_np, self.bound.numpy(), self.ticks))
+            if obs_np.ndim != 2 or obs_np.shape[1] != self.obs_dim:
+                check_observations(obs_np, self.obs_dim)  # raises the shape error
+            spikes, finite = encode_deterministic(obs_np, self._buffers["bound"].numpy(), self.ticks)
+            if not finite:
+                check_observations(obs_np, self.obs_dim)  # raises, naming the dimensions
+            return th.from_numpy(spikes)
         rates = self.rates(obs)
         if self.mode == "deterministic":
             return deterministic_spikes_torch(rates, self.ticks)

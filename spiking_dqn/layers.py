@@ -18,7 +18,6 @@ neurons when gradients are needed, the forward alone otherwise, with the same sp
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -186,75 +185,53 @@ def _reverse_scan(direct: th.Tensor, carry: float | th.Tensor) -> th.Tensor:
     return grad
 
 
-@functools.lru_cache(maxsize=64)
-def _uniform(n: int, value: float) -> np.ndarray:
-    """A read-only float32 array of ``n`` times ``value`` (per-neuron parameters of a layer)."""
-    out = np.full(n, value, dtype=np.float32)
-    out.flags.writeable = False
-    return out
-
-
-def _neuron_params(neuron: ChipLeaky) -> tuple[float, float, bool]:
+def neuron_params(neuron: ChipLeaky) -> tuple[float, float, bool]:
     """``(beta clamped to [0, 1], threshold, reset by subtraction)`` of a ``ChipLeaky``.
 
     Read from the neuron's tensors once and cached on it until one of them is replaced or
     changed in place (tensor version counters), since reading them costs more than a
     small layer's whole tick loop.
+
+    :param neuron: the layer's neurons
     """
-    tensors = (neuron.beta, neuron.threshold, neuron.reset_mechanism_val)
-    key = tuple((id(t), t._version) for t in tensors)
+    # The buffers' dictionary directly: module attribute lookup costs more than the check.
+    buffers = neuron._buffers
+    beta, threshold, reset = buffers["beta"], buffers["threshold"], buffers["reset_mechanism_val"]
+    key = (id(beta), beta._version, id(threshold), threshold._version, id(reset), reset._version)
     cached = neuron.__dict__.get("_scan_params")
     if cached is None or cached[0] != key:
-        beta, threshold, reset = (t.item() for t in tensors)
-        cached = (key, (min(max(beta, 0.0), 1.0), threshold, reset == 0))
+        params = (min(max(beta.item(), 0.0), 1.0), threshold.item(), reset.item() == 0)
+        cached = (key, params)
         neuron.__dict__["_scan_params"] = cached
     return cached[1]
 
 
-def _lif_cpu(current: np.ndarray, neuron: ChipLeaky, keep_pre: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Pre-reset membranes (an empty array unless ``keep_pre``) and spikes of a ``ChipLeaky``
-    layer driven by ``current`` ``(T, batch, n)``, with :func:`kernels.lif_forward`."""
-    beta, threshold, subtract = _neuron_params(neuron)
-    n = current.shape[-1]
-    pre, spikes, _ = kernels.lif_forward(
-        current, _uniform(n, beta), _uniform(n, 0.0), _uniform(n, threshold), subtract, np.float32(0.0), keep_pre
-    )
-    return pre, spikes
+def direct_terms(grad_spikes: th.Tensor, pre: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
+    """``dL/ds * surrogate'(m - threshold)`` of a layer through autograd, for any surrogate.
+
+    :param grad_spikes: ``dL/ds`` ``(T, batch, n)``
+    :param pre: the layer's pre-reset membranes
+    :param neuron: the layer's neurons
+    """
+    with th.enable_grad():
+        shifted = (pre - neuron.threshold).detach().requires_grad_(True)
+        (terms,) = th.autograd.grad(neuron.spike_grad(shifted), shifted, grad_outputs=grad_spikes)
+    return terms
 
 
-def _current_grad(grad_spikes: th.Tensor, pre: th.Tensor, spikes: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
-    """``dL/dI`` of a ``ChipLeaky`` layer from ``dL/ds``, its pre-reset membranes and spikes.
+def _current_grad_torch(grad_spikes: th.Tensor, pre: th.Tensor, spikes: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
+    """``dL/dI`` of a ``ChipLeaky`` layer from ``dL/ds``, its pre-reset membranes and spikes, in torch ops.
 
     The exact gradient autograd gives through the tick loop (reset detached): with
     pre-reset membranes ``m_t`` and spikes ``s_t``,
     ``dL/dm_t = dL/ds_t * surrogate'(m_t - threshold) + beta * k_t * dL/dm_{t+1}`` where
     ``k_t = 1`` for reset by subtraction and ``1 - s_t`` for reset to zero, and
-    ``dL/dI_t = dL/dm_t``. On the CPU one compiled pass (:func:`kernels.lif_backward`)
-    with the named surrogates in closed form; other surrogates go through autograd.
+    ``dL/dI_t = dL/dm_t``. On the CPU the same is :func:`kernels.spiking_layer_backward`.
     """
-    beta, threshold, subtract = _neuron_params(neuron)
-    code, param = neuron.surrogate_code
-    cpu = grad_spikes.device.type == "cpu"
-    terms = grad_spikes  # dL/ds, turned into the direct terms d_t below when autograd does the surrogate
-    if not cpu or code == kernels.SURROGATE_NONE:
-        with th.enable_grad():
-            shifted = (pre - neuron.threshold).detach().requires_grad_(True)
-            (terms,) = th.autograd.grad(neuron.spike_grad(shifted), shifted, grad_outputs=grad_spikes)
-        code, param = kernels.SURROGATE_NONE, 0.0
-        if not cpu:
-            # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
-            return _reverse_scan(terms, beta if subtract else beta * (1.0 - spikes))
-    grad = kernels.lif_backward(
-        terms.contiguous().numpy(),
-        pre.numpy(),
-        spikes.numpy(),
-        np.float32(beta),
-        np.float32(threshold),
-        subtract,
-        code,
-        float(param),
-    )
-    return th.from_numpy(grad)
+    beta, _, subtract = neuron_params(neuron)
+    terms = direct_terms(grad_spikes, pre, neuron)
+    # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
+    return _reverse_scan(terms, beta if subtract else beta * (1.0 - spikes))
 
 
 def _layer_forward(
@@ -262,20 +239,21 @@ def _layer_forward(
 ) -> tuple[th.Tensor | None, th.Tensor]:
     """Pre-reset membranes (if ``keep_pre``) and spikes of ``LIF(linear(delay(spikes_in)))``, outside autograd.
 
-    On the CPU in numpy (one BLAS product for all ticks, then :func:`kernels.lif_forward`),
-    which costs a fraction of torch's dispatch on the small batches of action selection
-    and DQN updates; on an accelerator in torch (:func:`_layer_forward_torch`). Training,
-    acting and the target network all come here, so they see the same spikes.
+    On the CPU one event-driven kernel call (:func:`kernels.spiking_layer_into`, the
+    kernel the whole-network pass of :mod:`spiking_dqn.fused` runs per layer); on an
+    accelerator in torch (:func:`_layer_forward_torch`).
     """
     if spikes_in.device.type != "cpu":
         return _layer_forward_torch(spikes_in, weight, bias, neuron, delay, keep_pre)
-    x = spikes_in.detach().numpy()
-    if delay:
-        x = np.concatenate([np.zeros_like(x[:delay]), x[:-delay]])
-    # One 2-D product over all ticks and observations (a 3-D matmul would loop over ticks).
-    current = (x.reshape(-1, x.shape[-1]) @ weight.detach().numpy().T).reshape(*x.shape[:-1], weight.shape[0])
-    current += bias.detach().numpy()
-    pre, spikes = _lif_cpu(current, neuron, keep_pre)
+    x = np.ascontiguousarray(spikes_in.detach().numpy())
+    beta, threshold, subtract = neuron_params(neuron)
+    shape = (*x.shape[:-1], weight.shape[0])
+    spikes = np.empty(shape, dtype=np.float32)
+    pre = np.empty(shape, dtype=np.float32) if keep_pre else np.empty((0, 0, 0), dtype=np.float32)
+    weight_t = np.ascontiguousarray(weight.detach().numpy().T)
+    kernels.spiking_layer_into(
+        x, weight_t, bias.detach().numpy(), np.float32(beta), np.float32(threshold), subtract, delay, keep_pre, pre, spikes
+    )
     return (th.from_numpy(pre) if keep_pre else None), th.from_numpy(spikes)
 
 
@@ -284,9 +262,34 @@ def _layer_forward_torch(
 ) -> tuple[th.Tensor | None, th.Tensor]:
     """:func:`_layer_forward` in torch ops, for tensors on an accelerator (tested on the CPU)."""
     current = nn.functional.linear(delay_spikes(spikes_in.detach(), delay), weight.detach(), bias.detach())
-    beta, threshold, subtract = _neuron_params(neuron)
+    beta, threshold, subtract = neuron_params(neuron)
     pre, spikes = _lif_scan_torch(current, beta, threshold, subtract)
     return (pre if keep_pre else None), spikes
+
+
+def _layer_backward_cpu(
+    grad_spikes: th.Tensor, spikes_in: th.Tensor, pre: th.Tensor, spikes: th.Tensor, neuron: ChipLeaky, delay: int
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """Current, weight and bias gradients of a layer on the CPU (:func:`kernels.spiking_layer_backward`)."""
+    beta, threshold, subtract = neuron_params(neuron)
+    code, param = neuron.surrogate_code
+    if code == kernels.SURROGATE_NONE:
+        grad_spikes = direct_terms(grad_spikes, pre, neuron)
+    grad_current = np.empty(tuple(grad_spikes.shape), dtype=np.float32)
+    grad_weight, grad_bias = kernels.spiking_layer_backward(
+        grad_spikes.contiguous().numpy(),
+        pre.numpy(),
+        spikes.numpy(),
+        np.ascontiguousarray(spikes_in.detach().numpy()),
+        delay,
+        np.float32(beta),
+        np.float32(threshold),
+        subtract,
+        code,
+        float(param),
+        grad_current,
+    )
+    return th.from_numpy(grad_current), th.from_numpy(grad_weight), th.from_numpy(grad_bias)
 
 
 class _SpikingLayer(th.autograd.Function):
@@ -294,9 +297,11 @@ class _SpikingLayer(th.autograd.Function):
 
     ``spikes_out = LIF(linear(delay(spikes_in), weight, bias))`` over all ticks, computed by
     :func:`_layer_forward` (the same call as inference, so training and acting see the
-    same spikes); backward computes the weight, bias and input gradients from
-    :func:`_current_grad` with three matrix products. One node instead of four keeps
-    autograd's per-node cost, which dominates on small batches, out of every step.
+    same spikes); backward computes the current, weight and bias gradients in one compiled
+    pass on the CPU (:func:`_layer_backward_cpu`), in torch ops elsewhere, and the input
+    gradient with one matrix product. One node instead of four keeps autograd's per-node
+    cost, which dominates on small batches, out of every step. Networks on the CPU run all
+    their layers as one node instead (:mod:`spiking_dqn.fused`).
     """
 
     @staticmethod
@@ -315,13 +320,18 @@ class _SpikingLayer(th.autograd.Function):
         spikes_in, weight, pre, spikes = ctx.saved_tensors  # type: ignore[attr-defined]
         delay: int = ctx.delay  # type: ignore[attr-defined]
         needs_input_grad: tuple[bool, ...] = ctx.needs_input_grad  # type: ignore[attr-defined]
-        grad_current = _current_grad(grad_spikes, pre, spikes, ctx.neuron)  # type: ignore[attr-defined]
-        flat = grad_current.reshape(-1, grad_current.shape[-1])
-        grad_weight = None
-        if needs_input_grad[1]:
+        if grad_spikes.device.type == "cpu":
+            grad_current, grad_weight, grad_bias = _layer_backward_cpu(
+                grad_spikes, spikes_in, pre, spikes, ctx.neuron, delay  # type: ignore[attr-defined]
+            )
+        else:
+            grad_current = _current_grad_torch(grad_spikes, pre, spikes, ctx.neuron)  # type: ignore[attr-defined]
             arrived = delay_spikes(spikes_in, delay)
-            grad_weight = flat.t().mm(arrived.reshape(-1, arrived.shape[-1]))
-        grad_bias = flat.sum(0) if needs_input_grad[2] else None
+            grad_weight = grad_current.reshape(-1, grad_current.shape[-1]).t().mm(arrived.reshape(-1, arrived.shape[-1]))
+            grad_bias = grad_current.reshape(-1, grad_current.shape[-1]).sum(0)
+        flat = grad_current.reshape(-1, grad_current.shape[-1])
+        grad_weight = grad_weight if needs_input_grad[1] else None
+        grad_bias = grad_bias if needs_input_grad[2] else None
         grad_in = None
         if needs_input_grad[0]:
             # What arrived at tick t was emitted at t - delay.

@@ -18,6 +18,7 @@ import numpy as np
 import torch as th
 from torch import nn
 
+from spiking_dqn import fused
 from spiking_dqn.encoding import ENCODING_MODES, EncodingMode, SignedRateEncoder
 from spiking_dqn.quantization.grid import Grid
 from spiking_dqn.layers import (
@@ -240,7 +241,7 @@ class SpikingQNetwork(nn.Module):
 
     def forward_weights(self) -> list[th.Tensor]:
         """Weights the forward uses: the float ones, or fake-quantized (straight-through) ones."""
-        weights = [layer.weight for layer in self.linear_layers()]
+        weights = [layer._parameters["weight"] for layer in self.linear_layers()]
         if self._fake_quantization is None:
             return weights
         return self._fake_quantization.fake_quantize(weights)
@@ -252,7 +253,18 @@ class SpikingQNetwork(nn.Module):
 
     def linear_layers(self) -> list[nn.Linear]:
         """The projections in order: input->hidden1, ..., last hidden->readout."""
-        return [*self.hidden, self.readout]
+        return [*self.hidden._modules.values(), self._modules["readout"]]  # type: ignore[list-item]
+
+    def _neuron_plan(self) -> fused.NeuronPlan:
+        """The neurons' parameters as the CPU kernels take them, rebuilt when one changes."""
+        neurons = list(self.lif._modules.values())
+        # Identity and version of every neuron tensor: a replaced or in-place changed one rebuilds the plan.
+        key = [(id(t), t._version) for lif in neurons for t in lif._buffers.values() if t is not None]
+        cached = self.__dict__.get("_plan")
+        if cached is None or cached[0] != key:
+            cached = (key, fused.NeuronPlan.of(neurons, self.synaptic_delay))  # type: ignore[arg-type]
+            self.__dict__["_plan"] = cached
+        return cached[1]
 
     @overload
     def forward_spikes(self, spikes: th.Tensor, return_activity: Literal[False] = False) -> th.Tensor: ...
@@ -273,6 +285,11 @@ class SpikingQNetwork(nn.Module):
             layer (``(T, batch, n)`` each) when ``return_activity``
         """
         weights = self.forward_weights()
+        if spikes.device.type == "cpu":
+            biases = [layer._parameters["bias"] for layer in self.linear_layers()]
+            plan = self._neuron_plan()
+            q_values, trains = fused.network_forward(spikes, weights, biases, plan, return_activity)
+            return (q_values, trains) if return_activity else q_values
         trains = []
         x = spikes
         for fc, lif, w in zip(self.hidden, self.lif, weights):
@@ -280,18 +297,8 @@ class SpikingQNetwork(nn.Module):
             trains.append(x)
         # Integrator readout (alpha = 1, no spikes, starts at 0): its membrane after the
         # last tick is the sum over ticks of W s + b, i.e. W (sum of arrived spikes) + T b.
-        arriving_ticks = self.ticks - self.synaptic_delay
-        if spikes.device.type == "cpu" and not th.is_grad_enabled():
-            # Action selection and the target network: in numpy, without torch dispatch.
-            arrived_np = trains[-1].numpy()[:arriving_ticks].sum(0)
-            q_np = (
-                arrived_np @ weights[-1].detach().numpy().T
-                + np.float32(self.ticks) * self.readout.bias.detach().numpy()
-            )
-            q_values = th.from_numpy(q_np.astype(np.float32, copy=False))
-        else:
-            arrived = trains[-1][:arriving_ticks].sum(0)
-            q_values = nn.functional.linear(arrived, weights[-1]) + self.ticks * self.readout.bias
+        arrived = trains[-1][: self.ticks - self.synaptic_delay].sum(0)
+        q_values = nn.functional.linear(arrived, weights[-1]) + self.ticks * self.readout.bias
         return (q_values, trains) if return_activity else q_values
 
     def forward(self, obs: th.Tensor, return_activity: bool = False) -> th.Tensor | tuple[th.Tensor, list[th.Tensor]]:

@@ -89,7 +89,8 @@ def test_deterministic_encoding_counts_floor_of_rate_times_ticks():
     obs = np.array([[0.7, -0.3, 2.0], [0.0, -1.0, 0.25]])
     bound = np.array([1.0, 1.0, 1.0])
     ticks = 10
-    spikes = kernels.encode_deterministic(obs, bound, ticks)
+    spikes, finite = kernels.encode_deterministic(obs, bound, ticks)
+    assert finite
     assert spikes.shape == (ticks, 2, 6) and spikes.dtype == np.float32
     rates = np.clip(obs / bound, -1.0, 1.0)
     positive, negative = np.maximum(rates, 0.0), np.maximum(-rates, 0.0)

@@ -260,7 +260,7 @@ def encode_observations(program: ChipProgram, obs: np.ndarray) -> np.ndarray:
     :param obs: observations ``(batch, d)``, validated (see :func:`as_observation_batch`)
     """
     if program.encoding == "deterministic":
-        return kernels.encode_deterministic(obs, program.obs_bound, program.ticks)
+        return kernels.encode_deterministic(obs, program.obs_bound, program.ticks)[0]  # validated: finite
     rates = signed_rates_numpy(obs, program.obs_bound)
     rng = np.random.default_rng(program.seed)
     return (rng.random((program.ticks, *rates.shape)) < rates[None]).astype(np.float32)

@@ -1,0 +1,278 @@
+"""The whole spiking network as one compiled pass on the CPU, forward and backward.
+
+On the CPU a :class:`~spiking_dqn.network.SpikingQNetwork` runs its hidden layers and
+readout in one call of :func:`spiking_dqn.kernels.network_forward` (event-driven: a
+synaptic current is the sum of the weight rows of the inputs that fired), and, under
+autograd, as one :class:`_SpikingNetwork` node whose backward is one compiled pass per
+layer (:func:`spiking_dqn.kernels.spiking_layer_backward`) plus one dense product per
+layer for the gradient reaching the layer below (that gradient is not sparse). A forward
+costs no module traversal, no per-layer dispatch and no tensor round trip per layer.
+
+Spikes are those of the per-layer path of :mod:`spiking_dqn.layers` (which accelerators
+run), and Q-values and gradients agree with it to float32 rounding (tested, with every
+surrogate, both resets and both delays).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sys
+
+import numpy as np
+import torch as th
+from torch.autograd.function import FunctionCtx
+
+from spiking_dqn import kernels
+from spiking_dqn.layers import ChipLeaky, direct_terms, neuron_params
+
+_EMPTY = np.empty((0, 0, 0), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class NeuronPlan:
+    """The neuron parameters of every hidden layer, as the kernels take them.
+
+    :param betas: membrane decay per hidden layer (clamped to [0, 1])
+    :param thresholds: threshold per hidden layer
+    :param subtract: reset by subtraction (else to zero); one mode for the network
+    :param surrogates: ``(code, parameter)`` per layer (see :func:`spiking_dqn.layers.surrogate_code`)
+    :param neurons: the layers' neurons (autograd evaluates the surrogates with ``SURROGATE_NONE``)
+    :param delay: synaptic delay in ticks
+    """
+
+    betas: np.ndarray
+    thresholds: np.ndarray
+    subtract: bool
+    surrogates: tuple[tuple[int, float], ...]
+    neurons: tuple[ChipLeaky, ...]
+    delay: int
+
+    @classmethod
+    def of(cls, neurons: Sequence[ChipLeaky], delay: int) -> NeuronPlan:
+        """The plan of a network's ``ChipLeaky`` layers, read through :func:`neuron_params`' cache.
+
+        :param neurons: the hidden layers' neurons
+        :param delay: synaptic delay in ticks
+        :raises ValueError: the layers mix reset mechanisms
+        """
+        params = [neuron_params(neuron) for neuron in neurons]
+        resets = {subtract for _, _, subtract in params}
+        if len(resets) != 1:
+            raise ValueError("the hidden layers of one network must share a reset mechanism")
+        return cls(
+            betas=np.array([beta for beta, _, _ in params], dtype=np.float32),
+            thresholds=np.array([threshold for _, threshold, _ in params], dtype=np.float32),
+            subtract=resets.pop(),
+            surrogates=tuple(neuron.surrogate_code for neuron in neurons),
+            neurons=tuple(neurons),
+            delay=int(delay),
+        )
+
+
+class Workspace:
+    """Float32 arrays for the kernels' outputs, handed out again once nothing else references them.
+
+    A forward and backward of a training batch write several arrays of ``(T, batch, n)``
+    floats (megabytes for the Acrobot recipe). Freshly allocated, each costs page faults
+    on first touch, which took longer than the arithmetic; reused, it is in the cache.
+    An array is reused only when its reference count shows that the pool alone holds it,
+    i.e. the tensors made from it (returned spike trains, an autograd graph that saved
+    it) are gone. At most ``per_shape`` arrays are kept per shape and ``shapes`` shapes.
+
+    :param per_shape: arrays kept per shape
+    :param shapes: shapes kept (the least recently used is dropped)
+    """
+
+    def __init__(self, per_shape: int = 16, shapes: int = 32) -> None:
+        self.per_shape = per_shape
+        self.shapes = shapes
+        self._pool: dict[tuple[int, ...], list[np.ndarray]] = {}
+
+    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An uninitialised float32 array of ``shape`` that nothing else references.
+
+        :param shape: the array's shape
+        """
+        arrays = self._pool.pop(shape, None)
+        if arrays is None:
+            arrays = []
+            if len(self._pool) >= self.shapes:
+                self._pool.pop(next(iter(self._pool)))
+        self._pool[shape] = arrays  # most recently used last
+        for array in arrays:
+            # References: the list, this loop's variable and getrefcount's argument.
+            if sys.getrefcount(array) == 3:
+                return array
+        array = np.empty(shape, dtype=np.float32)
+        if len(arrays) < self.per_shape:
+            arrays.append(array)
+        return array
+
+    def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A zeroed float32 array of ``shape`` that nothing else references.
+
+        :param shape: the array's shape
+        """
+        array = self.empty(shape)
+        array.fill(0.0)
+        return array
+
+
+WORKSPACE = Workspace()
+"""The kernels' output arrays, shared by every network in the process."""
+
+
+def run_network(
+    spikes_in: np.ndarray,
+    weights: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray],
+    plan: NeuronPlan,
+    keep_pre: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...], tuple[np.ndarray, ...], np.ndarray]:
+    """Q-values, spike trains, pre-reset membranes and arrived counts of the network, in one kernel call.
+
+    :param spikes_in: input spike trains, float32 C-contiguous ``(T, batch, n_0)``
+    :param weights: weights ``(n_out, n_in)``, float32 C-contiguous, hidden layers then readout
+        (read as they are at this call: a weight changed since, through ``.data`` or an
+        optimizer, is seen by the next call)
+    :param biases: biases, hidden layers then readout
+    :param plan: the neuron parameters
+    :param keep_pre: keep the pre-reset membranes (else empty arrays in their place)
+    """
+    ticks, batch = spikes_in.shape[:2]
+    shapes = [(ticks, batch, w.shape[0]) for w in weights[:-1]]
+    trains = tuple(WORKSPACE.empty(shape) for shape in shapes)
+    pres = tuple(WORKSPACE.empty(shape) for shape in shapes) if keep_pre else (_EMPTY,) * len(shapes)
+    q, counts = kernels.network_forward(
+        spikes_in,
+        tuple(weights[:-1]),
+        tuple(biases[:-1]),
+        plan.betas,
+        plan.thresholds,
+        plan.subtract,
+        plan.delay,
+        keep_pre,
+        pres,
+        trains,
+        weights[-1],
+        biases[-1],
+    )
+    return q, trains, pres, counts
+
+
+def _arrays(tensors: Sequence[th.Tensor]) -> list[np.ndarray]:
+    """Float32 C-contiguous numpy views (copies only where a tensor is not contiguous) of CPU tensors."""
+    return [np.ascontiguousarray(t.detach().numpy()) for t in tensors]
+
+
+class _SpikingNetwork(th.autograd.Function):
+    """Hidden layers and readout of a spiking Q-network in one autograd node (CPU).
+
+    Inputs: the plan, whether to output the spike trains, the input spikes, then the
+    weight and bias tensors of every projection (hidden layers, then readout). Outputs:
+    the Q-values, and with ``with_trains`` each hidden layer's spike train (a loss on spike
+    counts backpropagates through them).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx, plan: NeuronPlan, with_trains: bool, spikes_in: th.Tensor, *params: th.Tensor
+    ) -> th.Tensor | tuple[th.Tensor, ...]:
+        x = np.ascontiguousarray(spikes_in.detach().numpy())
+        arrays = _arrays(params)
+        weights = arrays[0::2]
+        q, trains, pres, counts = run_network(x, weights, arrays[1::2], plan, keep_pre=True)
+        ctx.set_materialize_grads(False)
+        ctx.plan, ctx.weights, ctx.x = plan, weights, x  # type: ignore[attr-defined]
+        ctx.trains, ctx.pres, ctx.counts = trains, pres, counts  # type: ignore[attr-defined]
+        if not with_trains:
+            return th.from_numpy(q)
+        return (th.from_numpy(q), *(th.from_numpy(train) for train in trains))
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad_q: th.Tensor | None, *grad_trains: th.Tensor | None):  # type: ignore[override]
+        plan: NeuronPlan = ctx.plan  # type: ignore[attr-defined]
+        weights: list[np.ndarray] = ctx.weights  # type: ignore[attr-defined]
+        trains, pres, x = ctx.trains, ctx.pres, ctx.x  # type: ignore[attr-defined]
+        needs: tuple[bool, ...] = ctx.needs_input_grad  # type: ignore[attr-defined]
+        n_layers, d = len(trains), plan.delay
+        ticks = x.shape[0]
+        grads: list[th.Tensor | None] = [None] * (2 * n_layers + 2)
+        # Readout: q = W c + T b, with c the spikes of the last layer that arrived.
+        grad_s = WORKSPACE.empty(trains[-1].shape)
+        if grad_q is None:
+            grad_s.fill(0.0)
+        else:
+            grad_weight, grad_bias = kernels.readout_backward(
+                np.ascontiguousarray(grad_q.numpy()), ctx.counts, weights[-1], ticks, d, grad_s  # type: ignore[attr-defined]
+            )
+            grads[-2], grads[-1] = th.from_numpy(grad_weight), th.from_numpy(grad_bias)
+        grad_x = None
+        for layer in range(n_layers - 1, -1, -1):
+            if layer < len(grad_trains) and grad_trains[layer] is not None:
+                grad_s += grad_trains[layer].numpy()
+            code, param = plan.surrogates[layer]
+            if code == kernels.SURROGATE_NONE:
+                neuron = plan.neurons[layer]
+                grad_s = direct_terms(th.from_numpy(grad_s), th.from_numpy(pres[layer]), neuron).contiguous().numpy()
+            inputs = x if layer == 0 else trains[layer - 1]
+            grad_current = WORKSPACE.empty(grad_s.shape)  # not grad_s: aliasing stops vectorisation
+            grad_weight, grad_bias = kernels.spiking_layer_backward(
+                grad_s,
+                pres[layer],
+                trains[layer],
+                inputs,
+                d,
+                plan.betas[layer],
+                plan.thresholds[layer],
+                plan.subtract,
+                code,
+                float(param),
+                grad_current,
+            )
+            grads[2 * layer], grads[2 * layer + 1] = th.from_numpy(grad_weight), th.from_numpy(grad_bias)
+            if layer == 0 and not needs[2]:
+                break
+            # What arrived at tick t was emitted at t - d: dL/ds_in[t] = dL/dI[t + d] W.
+            below = WORKSPACE.empty(inputs.shape)
+            below[ticks - d :] = 0.0
+            n_out, n_in = grad_current.shape[-1], inputs.shape[-1]
+            np.matmul(grad_current[d:].reshape(-1, n_out), weights[layer], out=below[: ticks - d].reshape(-1, n_in))
+            if layer == 0:
+                grad_x = th.from_numpy(below)
+            else:
+                grad_s = below
+        params_grads = [g if needs[3 + i] else None for i, g in enumerate(grads)]
+        return (None, None, grad_x, *params_grads)
+
+
+def network_forward(
+    spikes_in: th.Tensor,
+    weights: Sequence[th.Tensor],
+    biases: Sequence[th.Tensor],
+    plan: NeuronPlan,
+    return_trains: bool = True,
+) -> tuple[th.Tensor, list[th.Tensor]]:
+    """Q-values ``(batch, n_actions)`` and hidden spike trains of a network on CPU tensors.
+
+    One :class:`_SpikingNetwork` node under autograd (gradients enabled and a parameter or
+    the input that requires them); otherwise one kernel call, with no graph.
+
+    :param spikes_in: input spike trains ``(T, batch, n_0)``
+    :param weights: the forward's weights, hidden layers then readout ``(n_out, n_in)``
+    :param biases: the biases, hidden layers then readout
+    :param plan: the neuron parameters (:meth:`NeuronPlan.of`)
+    :param return_trains: return the spike trains (else an empty list; under autograd the
+        node then has the Q-values as its only output)
+    """
+    params = [p for pair in zip(weights, biases) for p in pair]
+    if th.is_grad_enabled() and (spikes_in.requires_grad or any(p.requires_grad for p in params)):
+        if not return_trains:
+            return _SpikingNetwork.apply(plan, False, spikes_in, *params), []
+        q, *trains = _SpikingNetwork.apply(plan, True, spikes_in, *params)
+        return q, trains
+    x = np.ascontiguousarray(spikes_in.detach().numpy())
+    q_np, trains_np, _, _ = run_network(x, _arrays(weights), _arrays(biases), plan)
+    return th.from_numpy(q_np), [th.from_numpy(train) for train in trains_np] if return_trains else []
