@@ -1,45 +1,85 @@
-"""Training throughput: SB3's own MlpPolicy DQN vs SpikingDQNPolicy on CartPole-v0, in one run.
+"""Training throughput: SB3's own MlpPolicy DQN vs SpikingDQNPolicy on the CartPole and Acrobot recipes, in one run.
 
-Both use the hyperparameters of ``agents/cartpole.py`` (the shipped CartPole recipe) and
-the same ``net_arch``; the spiking policy runs 10 ticks (the reference configuration; the
-shipped agent uses 16, pass ``--ticks 16`` for that). Prints env-steps per second of
-each and their ratio, and writes them to ``benchmarks/results/train_throughput.json``.
+Each recipe runs with the hyperparameters of its ``agents/`` recipe (``zoo_configs/dqn.yml``)
+and the same ``net_arch`` for both policies; the spiking CartPole policy runs 10 ticks
+(the reference configuration; the shipped agent uses 16: ``--cartpole-ticks 16``).
 
-The two policies train in alternating rounds (``--rounds``, each ``--steps`` env steps,
-continuing the same two models), and the figures are the medians over the rounds, so
-that a change in machine load during the run affects both alike.
+* **Throughput.** The four models train in alternating rounds (``--rounds``; each round
+  continues every model for its recipe's ``--*-steps`` env steps), so that a change in
+  machine load affects all alike. Reported: env-steps per second (median over rounds)
+  and the spiking / MLP ratio per round and its median.
+* **Breakdown.** One more, instrumented round per model splits the wall time per env
+  step into acting (batch-1 ``predict``), online forward, backward, target forward,
+  optimizer (gradient clipping and ``step``) and the rest (SB3 and the environment).
+* **Dense-arithmetic bound.** The FLOPs of one training step of the spiking network
+  (online forward and backward, target forward, all ``T x batch`` rows, as dense matrix
+  products) divided by this machine's single-thread float32 matrix-product rate,
+  measured in the same run on the recipe's largest layer shape. The spiking network's
+  measured time per training step against it says how far it is from the dense bound
+  (below the bound: sparsity pays).
+* **Layer kernels.** For each hidden layer of each recipe, at the spike densities of the
+  trained run: the event-driven forward and weight-gradient kernels against the dense
+  BLAS products they replace.
 
-    python benchmarks/train_throughput.py --steps 5000 --rounds 5
+    python benchmarks/train_throughput.py          # writes benchmarks/results/train_throughput.json
+
+The figures go to the JSON file; nothing here is a pass/fail test.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
-import torch as th
-from stable_baselines3 import DQN
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one core, before numpy and torch load their BLAS
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from dataclasses import fields  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch as th  # noqa: E402
+from stable_baselines3 import DQN  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.cartpole import HYPERPARAMS  # noqa: E402
-from spiking_dqn import SpikingDQNPolicy  # noqa: E402
+from spiking_dqn import SpikingDQNPolicy, kernels  # noqa: E402
+from spiking_dqn.cli.hyperparams import load_hyperparams  # noqa: E402
+from spiking_dqn.network import SpikingConfig  # noqa: E402
 
-SPIKING_ONLY = {"ticks", "beta", "threshold", "surrogate", "reset", "synaptic_delay", "encoding", "obs_bound"}
+RECIPES = ("CartPole-v0", "Acrobot-v1")
+POLICIES = ("MlpPolicy", "SpikingDQNPolicy")
+SPIKING_ONLY = {f.name for f in fields(SpikingConfig)} - {"net_arch"} | {"obs_bound"}
+PARTS = ("acting", "online_forward", "backward", "target_forward", "optimizer", "sb3_and_env")
+TARGETS = {"CartPole-v0": 0.8, "Acrobot-v1": 0.25}
 
 
-def make_model(policy, policy_kwargs: dict, seed: int) -> DQN:
-    """A DQN with the recipe's hyperparameters, warmed up past ``learning_starts``."""
-    hyper = {k: v for k, v in HYPERPARAMS.items() if k != "policy_kwargs"}
-    model = DQN(policy, "CartPole-v0", policy_kwargs=policy_kwargs, seed=seed, device="cpu", **hyper)
-    model.learn(hyper["learning_starts"] + 512)  # warm-up: fill the buffer, compile kernels
+def recipe_kwargs(env_id: str, ticks: int | None) -> tuple[dict, dict, dict]:
+    """``(hyperparameters, spiking policy_kwargs, MLP policy_kwargs)`` of a recipe."""
+    hyper = load_hyperparams(env_id)
+    spiking = dict(hyper.pop("policy_kwargs"))
+    if ticks is not None:
+        spiking["ticks"] = ticks
+    mlp = {k: v for k, v in spiking.items() if k not in SPIKING_ONLY}
+    return hyper, spiking, mlp
+
+
+def make_model(env_id: str, policy: str, hyper: dict, policy_kwargs: dict, seed: int) -> DQN:
+    """A DQN of the recipe, warmed up past ``learning_starts`` (buffer filled, kernels compiled)."""
+    policy_class = SpikingDQNPolicy if policy == "SpikingDQNPolicy" else policy
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CartPole-v0's deprecation notice
+        model = DQN(policy_class, env_id, policy_kwargs=policy_kwargs, seed=seed, device="cpu", **hyper)
+    model.learn(hyper["learning_starts"] + 512)
     return model
 
 
@@ -50,68 +90,259 @@ def timed_round(model: DQN, steps: int) -> float:
     return time.perf_counter() - start
 
 
+class Breakdown:
+    """Wall time of a DQN's training, split by part, with wrappers installed for one round."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(PARTS, 0.0)
+        self.grad_steps = 0
+
+    def _timed(self, fn: Callable, part: Callable[[], str]) -> Callable:
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[part()] += time.perf_counter() - start
+
+        return wrapper
+
+    @contextlib.contextmanager
+    def installed(self, model: DQN) -> Iterator[None]:
+        """Wrap the model's online and target forwards, backward, clipping and optimizer step."""
+        policy = model.policy
+        online, target = policy.q_net, policy.q_net_target
+        online_forward, target_forward = online.forward, target.forward
+        step, clip, backward = policy.optimizer.step, th.nn.utils.clip_grad_norm_, th.Tensor.backward
+
+        def counted_step(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.grad_steps += 1
+            return step(*args, **kwargs)
+
+        online.forward = self._timed(online_forward, lambda: "online_forward" if th.is_grad_enabled() else "acting")
+        target.forward = self._timed(target_forward, lambda: "target_forward")
+        policy.optimizer.step = self._timed(counted_step, lambda: "optimizer")
+        th.nn.utils.clip_grad_norm_ = self._timed(clip, lambda: "optimizer")
+        th.Tensor.backward = self._timed(backward, lambda: "backward")
+        try:
+            yield
+        finally:
+            del online.forward, target.forward, policy.optimizer.step
+            th.nn.utils.clip_grad_norm_, th.Tensor.backward = clip, backward
+
+    def measure(self, model: DQN, steps: int) -> dict:
+        """One instrumented round: milliseconds per env step of each part."""
+        with self.installed(model):
+            wall = timed_round(model, steps)
+        self.seconds["sb3_and_env"] = wall - sum(v for k, v in self.seconds.items() if k != "sb3_and_env")
+        return {
+            "ms_per_env_step": {k: round(1e3 * v / steps, 4) for k, v in self.seconds.items()},
+            "gradient_steps_per_env_step": round(self.grad_steps / steps, 4),
+            "instrumented_steps_per_s": round(steps / wall, 1),
+        }
+
+
+def matmul_gflops(rows: int, n_in: int, n_out: int, repeats: int = 50) -> float:
+    """This machine's single-thread float32 matrix-product rate on ``(rows, n_in) @ (n_in, n_out)``, GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a = rng.random((rows, n_in), dtype=np.float32)
+    b = rng.random((n_in, n_out), dtype=np.float32)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2.0 * rows * n_in * n_out / statistics.median(times) / 1e9
+
+
+def training_step_flops(obs_dim: int, net_arch: list[int], n_actions: int, ticks: int, batch: int) -> float:
+    """FLOPs of one DQN training step of the spiking network as dense products.
+
+    Online forward and target forward: every projection over ``ticks x batch`` rows (the
+    readout on the ``batch`` rows of summed spikes); backward: the weight gradient of every
+    projection and the input gradient of every one but the first.
+    """
+    rows = ticks * batch
+    sizes = [2 * obs_dim, *net_arch]
+    hidden = [2.0 * rows * n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    readout = 2.0 * batch * sizes[-1] * n_actions
+    forward = sum(hidden) + readout
+    backward = sum(hidden) + sum(hidden[1:]) + 2 * readout
+    return 2 * forward + backward
+
+
+def layer_kernels(model: DQN, env_id: str, repeats: int = 20) -> list[dict]:
+    """Event-driven layer kernels against the dense BLAS products they replace, at the run's spike densities."""
+    net = model.policy.q_net.q_net
+    batch = model.batch_size
+    obs = th.as_tensor(model.replay_buffer.sample(batch).observations, dtype=th.float32)
+    with th.no_grad():
+        _, trains = net.forward_spikes(net.encoder(obs), return_activity=True)
+    inputs = [net.encoder(obs).numpy(), *(t.numpy() for t in trains[:-1])]
+    rows = []
+    for index, (x, layer) in enumerate(zip(inputs, net.hidden)):
+        weight = layer.weight.detach().numpy()
+        weight_t = np.ascontiguousarray(weight.T)
+        bias = layer.bias.detach().numpy()
+        beta, threshold = np.float32(net.config.beta), np.float32(net.config.threshold)
+        d = net.synaptic_delay
+        pre = np.empty((*x.shape[:2], weight.shape[0]), dtype=np.float32)
+        spikes = np.empty_like(pre)
+        grad = np.random.default_rng(0).normal(size=pre.shape).astype(np.float32)
+        out = np.empty_like(grad)
+        flat = x.reshape(-1, x.shape[-1])
+
+        def sparse_forward() -> None:
+            kernels.spiking_layer_into(x, weight_t, bias, beta, threshold, True, d, True, pre, spikes)
+
+        def dense_current() -> None:
+            flat @ weight_t
+
+        def sparse_weight_grad() -> None:
+            kernels.spiking_layer_backward(grad, pre, spikes, x, d, beta, threshold, True, 1, 2.0, out)
+
+        def dense_weight_grad() -> None:
+            out.reshape(-1, out.shape[-1]).T @ flat
+
+        def lif_backward() -> None:
+            kernels.lif_backward_into(grad, pre, spikes, beta, threshold, True, 1, 2.0, out)
+
+        timing = {}
+        for name, fn in [
+            ("event_forward_us", sparse_forward),
+            ("dense_current_us", dense_current),
+            ("event_backward_us", sparse_weight_grad),
+            ("lif_backward_us", lif_backward),
+            ("dense_weight_grad_us", dense_weight_grad),
+        ]:
+            fn()
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - start)
+            timing[name] = round(1e6 * statistics.median(samples), 1)
+        rows.append(
+            {
+                "env_id": env_id,
+                "layer": index,
+                "shape": [int(x.shape[0] * x.shape[1]), int(x.shape[-1]), int(weight.shape[0])],
+                "input_density": round(float(x.mean()), 4),
+                **timing,
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=5_000, help="timed env steps per policy and round")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds per policy")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds per model")
+    parser.add_argument("--cartpole-steps", type=int, default=4_000, help="env steps per CartPole round")
+    parser.add_argument("--acrobot-steps", type=int, default=1_000, help="env steps per Acrobot round")
+    parser.add_argument("--cartpole-ticks", type=int, default=10, help="ticks of the spiking CartPole policy")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (same for both)")
-    parser.add_argument("--ticks", type=int, default=10, help="ticks of the spiking policy")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_throughput.json")
     args = parser.parse_args()
-    th.set_num_threads(args.threads)
+    th.set_num_threads(1)
+    steps = {"CartPole-v0": args.cartpole_steps, "Acrobot-v1": args.acrobot_steps}
+    ticks = {"CartPole-v0": args.cartpole_ticks, "Acrobot-v1": None}
 
-    spiking_kwargs = dict(HYPERPARAMS["policy_kwargs"], ticks=args.ticks)
-    mlp_kwargs = {k: v for k, v in spiking_kwargs.items() if k not in SPIKING_ONLY}
-    policies = {
-        "MlpPolicy": ("MlpPolicy", mlp_kwargs),
-        "SpikingDQNPolicy": (SpikingDQNPolicy, spiking_kwargs),
-    }
-    models = {name: make_model(policy, kwargs, args.seed) for name, (policy, kwargs) in policies.items()}
-    walls: dict[str, list[float]] = {name: [] for name in policies}
+    setups = {env_id: recipe_kwargs(env_id, ticks[env_id]) for env_id in args.recipes}
+    models: dict[tuple[str, str], DQN] = {}
+    for env_id, (hyper, spiking, mlp) in setups.items():
+        for policy, kwargs in zip(POLICIES, (mlp, spiking)):
+            print(f"warming up {env_id} {policy}", flush=True)
+            models[env_id, policy] = make_model(env_id, policy, hyper, kwargs, args.seed)
+
+    walls: dict[tuple[str, str], list[float]] = {key: [] for key in models}
     for round_ in range(args.rounds):
-        for name, model in models.items():
-            walls[name].append(timed_round(model, args.steps))
+        for key, model in models.items():
+            walls[key].append(timed_round(model, steps[key[0]]))
         print(
             f"round {round_ + 1}/{args.rounds}: "
-            + ", ".join(f"{name} {args.steps / walls[name][-1]:.0f} steps/s" for name in models),
+            + ", ".join(f"{e} {p} {steps[e] / walls[e, p][-1]:.0f}/s" for (e, p) in models),
             flush=True,
         )
-    results = {}
-    for name, (_, kwargs) in policies.items():
-        median = statistics.median(walls[name])
-        results[name] = {
-            "steps_per_s": round(args.steps / median, 1),
-            "steps_per_s_rounds": [round(args.steps / w, 1) for w in walls[name]],
-            "wall_s_total": round(sum(walls[name]), 2),
-            "policy_kwargs": kwargs,
-        }
-        print(f"  {name}: {args.steps / median:8.1f} env-steps/s (median of {args.rounds} rounds)", flush=True)
-    ratio = results["SpikingDQNPolicy"]["steps_per_s"] / results["MlpPolicy"]["steps_per_s"]
-    # Each round's two runs are back to back, so their ratio sees nearly the same load.
-    paired = statistics.median(m / s for m, s in zip(walls["MlpPolicy"], walls["SpikingDQNPolicy"]))
-    report = {
-        "env_id": "CartPole-v0",
-        "steps_per_round": args.steps,
+
+    report: dict = {
+        "timing": "alternating rounds, medians; all figures measured in this run",
         "rounds": args.rounds,
-        "timing": "alternating rounds, medians; all figures measured",
-        "torch_threads": args.threads,
+        "torch_threads": 1,
         "torch": th.__version__,
+        "numpy": np.__version__,
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
-        "hyperparameters": {k: v for k, v in HYPERPARAMS.items() if k != "policy_kwargs"},
-        "results": results,
-        "ratio_spiking_over_mlp": round(ratio, 3),
-        "ratio_spiking_over_mlp_paired_rounds_median": round(paired, 3),
-        "target_ratio": 0.5,
+        "recipes": {},
     }
+    for env_id, (hyper, spiking, mlp) in setups.items():
+        entry: dict = {"steps_per_round": steps[env_id], "hyperparameters": hyper, "policies": {}}
+        for policy, kwargs in zip(POLICIES, (mlp, spiking)):
+            wall = walls[env_id, policy]
+            entry["policies"][policy] = {
+                "policy_kwargs": kwargs,
+                "steps_per_s": round(steps[env_id] / statistics.median(wall), 1),
+                "steps_per_s_rounds": [round(steps[env_id] / w, 1) for w in wall],
+                "breakdown": Breakdown().measure(models[env_id, policy], steps[env_id]),
+            }
+        per_round = [m / s for m, s in zip(walls[env_id, "MlpPolicy"], walls[env_id, "SpikingDQNPolicy"])]
+        entry["ratio_spiking_over_mlp_rounds"] = [round(r, 3) for r in per_round]
+        entry["ratio_spiking_over_mlp_median"] = round(statistics.median(per_round), 3)
+        entry["target_ratio"] = TARGETS[env_id]
+
+        # Dense-arithmetic bound of the spiking network's training step.
+        model = models[env_id, "SpikingDQNPolicy"]
+        net = model.policy.q_net.q_net
+        batch, arch = model.batch_size, net.net_arch
+        flops = training_step_flops(net.obs_dim, arch, net.n_actions, net.ticks, batch)
+        rate = matmul_gflops(net.ticks * batch, arch[-1], arch[-1])
+        bound_ms = flops / (rate * 1e9) * 1e3
+        breakdown = entry["policies"]["SpikingDQNPolicy"]["breakdown"]
+        per_step = breakdown["gradient_steps_per_env_step"]
+        network_ms = sum(breakdown["ms_per_env_step"][k] for k in ("online_forward", "backward", "target_forward"))
+        measured_ms = network_ms / per_step if per_step else float("nan")
+        entry["dense_bound"] = {
+            "flops_per_training_step": flops,
+            "matmul_gflops_single_thread": round(rate, 1),
+            "matmul_shape": [net.ticks * batch, arch[-1], arch[-1]],
+            "bound_ms_per_training_step": round(bound_ms, 4),
+            "measured_ms_per_training_step": round(measured_ms, 4),
+            "measured_over_bound": round(measured_ms / bound_ms, 3),
+        }
+        entry["layer_kernels"] = layer_kernels(model, env_id)
+        report["recipes"][env_id] = entry
+
+    for env_id, entry in report["recipes"].items():
+        print(f"\n{env_id} ({entry['steps_per_round']} env steps per round, {args.rounds} rounds)")
+        for policy, result in entry["policies"].items():
+            parts = result["breakdown"]["ms_per_env_step"]
+            print(
+                f"  {policy:17s} {result['steps_per_s']:8.1f} env-steps/s; ms per env step: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in parts.items())
+            )
+        rounds = ", ".join(f"{r:.2f}" for r in entry["ratio_spiking_over_mlp_rounds"])
+        print(
+            f"  spiking / MLP: {entry['ratio_spiking_over_mlp_median']:.2f} (median of rounds {rounds}; "
+            f"target >= {entry['target_ratio']})"
+        )
+        bound = entry["dense_bound"]
+        print(
+            f"  dense bound: {bound['flops_per_training_step'] / 1e6:.1f} MFLOP per training step at "
+            f"{bound['matmul_gflops_single_thread']:.1f} GFLOP/s = {bound['bound_ms_per_training_step']:.3f} ms; "
+            f"measured {bound['measured_ms_per_training_step']:.3f} ms ({bound['measured_over_bound']:.2f}x the bound)"
+        )
+        for row in entry["layer_kernels"]:
+            print(
+                f"  layer {row['layer']} {row['shape']} density {row['input_density']:.3f}: "
+                f"forward event {row['event_forward_us']} us vs dense product {row['dense_current_us']} us; "
+                f"weight grad event {row['event_backward_us'] - row['lif_backward_us']:.1f} us vs dense "
+                f"{row['dense_weight_grad_us']} us"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"ratio spiking / mlp: {ratio:.2f} from the medians, {paired:.2f} median of the per-round ratios "
-        f"(target >= 0.5); written to {args.out}"
-    )
+    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":

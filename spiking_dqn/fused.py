@@ -185,8 +185,10 @@ class _SpikingNetwork(th.autograd.Function):
         weights = arrays[0::2]
         q, trains, pres, counts = run_network(x, weights, arrays[1::2], plan, keep_pre=True)
         ctx.set_materialize_grads(False)
-        ctx.plan, ctx.weights, ctx.x = plan, weights, x  # type: ignore[attr-defined]
-        ctx.trains, ctx.pres, ctx.counts = trains, pres, counts  # type: ignore[attr-defined]
+        ctx.plan, ctx.weights = plan, weights  # type: ignore[attr-defined]
+        # Saved as tensors, so that autograd frees them after the backward (and the
+        # workspace can hand their arrays out again) rather than with the graph.
+        ctx.save_for_backward(*(th.from_numpy(a) for a in (x, counts, *trains, *pres)))
         if not with_trains:
             return th.from_numpy(q)
         return (th.from_numpy(q), *(th.from_numpy(train) for train in trains))
@@ -195,9 +197,10 @@ class _SpikingNetwork(th.autograd.Function):
     def backward(ctx: FunctionCtx, grad_q: th.Tensor | None, *grad_trains: th.Tensor | None):  # type: ignore[override]
         plan: NeuronPlan = ctx.plan  # type: ignore[attr-defined]
         weights: list[np.ndarray] = ctx.weights  # type: ignore[attr-defined]
-        trains, pres, x = ctx.trains, ctx.pres, ctx.x  # type: ignore[attr-defined]
+        saved = [t.numpy() for t in ctx.saved_tensors]  # type: ignore[attr-defined]
+        n_layers, d = len(weights) - 1, plan.delay
+        x, counts, trains, pres = saved[0], saved[1], saved[2 : 2 + n_layers], saved[2 + n_layers :]
         needs: tuple[bool, ...] = ctx.needs_input_grad  # type: ignore[attr-defined]
-        n_layers, d = len(trains), plan.delay
         ticks = x.shape[0]
         grads: list[th.Tensor | None] = [None] * (2 * n_layers + 2)
         # Readout: q = W c + T b, with c the spikes of the last layer that arrived.
@@ -206,7 +209,7 @@ class _SpikingNetwork(th.autograd.Function):
             grad_s.fill(0.0)
         else:
             grad_weight, grad_bias = kernels.readout_backward(
-                np.ascontiguousarray(grad_q.numpy()), ctx.counts, weights[-1], ticks, d, grad_s  # type: ignore[attr-defined]
+                np.ascontiguousarray(grad_q.numpy()), counts, weights[-1], ticks, d, grad_s
             )
             grads[-2], grads[-1] = th.from_numpy(grad_weight), th.from_numpy(grad_bias)
         grad_x = None
