@@ -9,8 +9,9 @@ and the same ``net_arch`` for both policies; the spiking CartPole policy runs 10
   machine load affects all alike. Reported: env-steps per second (median over rounds)
   and the spiking / MLP ratio per round and its median.
 * **Breakdown.** One more, instrumented round per model splits the wall time per env
-  step into acting (batch-1 ``predict``), online forward, backward, target forward,
-  optimizer (gradient clipping and ``step``) and the rest (SB3 and the environment).
+  step into acting (the Q-network's forwards for ``predict``), online forward, backward,
+  target forward, optimizer (gradient clipping and ``step``) and the rest (SB3 and the
+  environment); then the time of one batch-1 ``model.predict``.
 * **Dense-arithmetic bound.** The FLOPs of one training step of the spiking network
   (online forward and backward, target forward, all ``T x batch`` rows, as dense matrix
   products) divided by this machine's single-thread float32 matrix-product rate,
@@ -140,6 +141,19 @@ class Breakdown:
             "gradient_steps_per_env_step": round(self.grad_steps / steps, 4),
             "instrumented_steps_per_s": round(steps / wall, 1),
         }
+
+
+def predict_latency_us(model: DQN, repeats: int = 5, number: int = 500) -> float:
+    """Microseconds per batch-1 ``model.predict`` (deterministic), the best of ``repeats`` timings."""
+    obs = model.env.reset()
+    model.predict(obs, deterministic=True)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(number):
+            model.predict(obs, deterministic=True)
+        best = min(best, (time.perf_counter() - start) / number)
+    return 1e6 * best
 
 
 def matmul_gflops(rows: int, n_in: int, n_out: int, repeats: int = 50) -> float:
@@ -286,6 +300,7 @@ def main() -> None:
                 "steps_per_s": round(steps[env_id] / statistics.median(wall), 1),
                 "steps_per_s_rounds": [round(steps[env_id] / w, 1) for w in wall],
                 "breakdown": Breakdown().measure(models[env_id, policy], steps[env_id]),
+                "predict_batch1_us": round(predict_latency_us(models[env_id, policy]), 1),
             }
         per_round = [m / s for m, s in zip(walls[env_id, "MlpPolicy"], walls[env_id, "SpikingDQNPolicy"])]
         entry["ratio_spiking_over_mlp_rounds"] = [round(r, 3) for r in per_round]
@@ -319,7 +334,8 @@ def main() -> None:
         for policy, result in entry["policies"].items():
             parts = result["breakdown"]["ms_per_env_step"]
             print(
-                f"  {policy:17s} {result['steps_per_s']:8.1f} env-steps/s; ms per env step: "
+                f"  {policy:17s} {result['steps_per_s']:8.1f} env-steps/s, batch-1 predict "
+                f"{result['predict_batch1_us']:.0f} us; ms per env step: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in parts.items())
             )
         rounds = ", ".join(f"{r:.2f}" for r in entry["ratio_spiking_over_mlp_rounds"])

@@ -15,10 +15,9 @@ surrogate, both resets and both delays).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import sys
 
 import numpy as np
 import torch as th
@@ -185,10 +184,12 @@ class _SpikingNetwork(th.autograd.Function):
         weights = arrays[0::2]
         q, trains, pres, counts = run_network(x, weights, arrays[1::2], plan, keep_pre=True)
         ctx.set_materialize_grads(False)
-        ctx.plan, ctx.weights = plan, weights  # type: ignore[attr-defined]
-        # Saved as tensors, so that autograd frees them after the backward (and the
-        # workspace can hand their arrays out again) rather than with the graph.
-        ctx.save_for_backward(*(th.from_numpy(a) for a in (x, counts, *trains, *pres)))
+        ctx.plan = plan  # type: ignore[attr-defined]
+        # Saved as tensors: autograd frees the arrays after the backward (so the workspace
+        # hands them out again) rather than with the graph, and a weight changed in
+        # place before the backward raises autograd's usual error.
+        arrays_saved = (th.from_numpy(a) for a in (x, counts, *trains, *pres))
+        ctx.save_for_backward(*params[0::2], *arrays_saved)
         if not with_trains:
             return th.from_numpy(q)
         return (th.from_numpy(q), *(th.from_numpy(train) for train in trains))
@@ -196,18 +197,16 @@ class _SpikingNetwork(th.autograd.Function):
     @staticmethod
     def backward(ctx: FunctionCtx, grad_q: th.Tensor | None, *grad_trains: th.Tensor | None):  # type: ignore[override]
         plan: NeuronPlan = ctx.plan  # type: ignore[attr-defined]
-        weights: list[np.ndarray] = ctx.weights  # type: ignore[attr-defined]
-        saved = [t.numpy() for t in ctx.saved_tensors]  # type: ignore[attr-defined]
-        n_layers, d = len(weights) - 1, plan.delay
-        x, counts, trains, pres = saved[0], saved[1], saved[2 : 2 + n_layers], saved[2 + n_layers :]
+        n_layers, d = len(plan.surrogates), plan.delay
+        saved = [t.detach().numpy() for t in ctx.saved_tensors]  # type: ignore[attr-defined]
+        weights, (x, counts), rest = saved[: n_layers + 1], saved[n_layers + 1 : n_layers + 3], saved[n_layers + 3 :]
+        trains, pres = rest[:n_layers], rest[n_layers:]
         needs: tuple[bool, ...] = ctx.needs_input_grad  # type: ignore[attr-defined]
         ticks = x.shape[0]
         grads: list[th.Tensor | None] = [None] * (2 * n_layers + 2)
         # Readout: q = W c + T b, with c the spikes of the last layer that arrived.
-        grad_s = WORKSPACE.empty(trains[-1].shape)
-        if grad_q is None:
-            grad_s.fill(0.0)
-        else:
+        grad_s = WORKSPACE.zeros(trains[-1].shape) if grad_q is None else WORKSPACE.empty(trains[-1].shape)
+        if grad_q is not None:
             grad_weight, grad_bias = kernels.readout_backward(
                 np.ascontiguousarray(grad_q.numpy()), counts, weights[-1], ticks, d, grad_s
             )

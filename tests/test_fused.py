@@ -127,3 +127,13 @@ def test_workspace_hands_out_an_array_only_once_nothing_else_holds_it():
     workspace.empty((5,))
     workspace.empty((6,))  # a third shape drops the least recently used one
     assert list(workspace._pool) == [(5,), (6,)]
+
+
+def test_a_weight_changed_in_place_before_the_backward_raises_autograds_error():
+    th.manual_seed(7)
+    net = SpikingQNetwork([1.0] * 2, 2, net_arch=[8], ticks=5, threshold=0.5)
+    q = net(th.rand(4, 2))
+    with th.no_grad():
+        net.hidden[0].weight.add_(0.1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        q.sum().backward()
