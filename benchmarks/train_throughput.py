@@ -19,8 +19,9 @@ and the same ``net_arch`` for both policies; the spiking CartPole policy runs 10
   measured time per training step against it says how far it is from the dense bound
   (below the bound: sparsity pays).
 * **Layer kernels.** For each hidden layer of each recipe, at the spike densities of the
-  trained run: the event-driven forward and weight-gradient kernels against the dense
-  BLAS products they replace.
+  trained run: the event-driven forward kernel against the per-layer path it replaced
+  (one dense BLAS product, then the compiled tick loop), and the event-driven weight
+  gradient against its dense product.
 
     python benchmarks/train_throughput.py          # writes benchmarks/results/train_throughput.json
 
@@ -205,19 +206,25 @@ def layer_kernels(model: DQN, env_id: str, repeats: int = 20) -> list[dict]:
         spikes = np.empty_like(pre)
         grad = np.random.default_rng(0).normal(size=pre.shape).astype(np.float32)
         out = np.empty_like(grad)
-        flat = x.reshape(-1, x.shape[-1])
 
         def sparse_forward() -> None:
             kernels.spiking_layer_into(x, weight_t, bias, beta, threshold, True, d, True, pre, spikes)
 
-        def dense_current() -> None:
-            flat @ weight_t
+        alpha, zeros, thresholds = (np.full(weight.shape[0], v, dtype=np.float32) for v in (beta, 0.0, threshold))
+        arrived = np.concatenate([np.zeros_like(x[:d]), x[: x.shape[0] - d]]) if d else x
+        arrived_flat = arrived.reshape(-1, x.shape[-1])
+
+        def dense_forward() -> None:
+            # The per-layer path this kernel replaced: one BLAS product, then the tick loop.
+            current = (arrived_flat @ weight_t).reshape(pre.shape)
+            current += bias
+            kernels.lif_forward(current, alpha, zeros, thresholds, True, np.float32(0.0), True)
 
         def sparse_weight_grad() -> None:
             kernels.spiking_layer_backward(grad, pre, spikes, x, d, beta, threshold, True, 1, 2.0, out)
 
         def dense_weight_grad() -> None:
-            out.reshape(-1, out.shape[-1]).T @ flat
+            out.reshape(-1, out.shape[-1]).T @ arrived_flat
 
         def lif_backward() -> None:
             kernels.lif_backward_into(grad, pre, spikes, beta, threshold, True, 1, 2.0, out)
@@ -225,7 +232,7 @@ def layer_kernels(model: DQN, env_id: str, repeats: int = 20) -> list[dict]:
         timing = {}
         for name, fn in [
             ("event_forward_us", sparse_forward),
-            ("dense_current_us", dense_current),
+            ("dense_forward_us", dense_forward),
             ("event_backward_us", sparse_weight_grad),
             ("lif_backward_us", lif_backward),
             ("dense_weight_grad_us", dense_weight_grad),
@@ -352,7 +359,8 @@ def main() -> None:
         for row in entry["layer_kernels"]:
             print(
                 f"  layer {row['layer']} {row['shape']} density {row['input_density']:.3f}: "
-                f"forward event {row['event_forward_us']} us vs dense product {row['dense_current_us']} us; "
+                f"forward: event-driven {row['event_forward_us']} us vs dense product + tick loop "
+                f"{row['dense_forward_us']} us; "
                 f"weight grad event {row['event_backward_us'] - row['lif_backward_us']:.1f} us vs dense "
                 f"{row['dense_weight_grad_us']} us"
             )
