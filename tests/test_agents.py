@@ -51,3 +51,19 @@ def test_acrobot_agent_swings_up(shipped_rewards):
 
 def test_acrobot_agent_reaches_the_target(shipped_rewards):
     assert shipped_rewards["Acrobot-v1"].mean() >= TARGETS["Acrobot-v1"]
+
+
+@pytest.mark.parametrize("env_id", sorted(TARGETS))
+def test_model_card_renders_the_remeasured_wall_time_it_records(env_id, tmp_path):
+    # The shipped cards carry the re-measured training time from eval.json; a card
+    # written again from that file (as --qat-only does) renders the same line.
+    from spiking_dqn.cli.card import write_model_card
+
+    folder = trained_model_path(env_id).parent
+    summary = json.loads((folder / "eval.json").read_text())
+    remeasured = summary["train_wall_time_remeasured"]
+    assert 0 < remeasured["wall_time_s"] < summary["train_wall_time_s"]
+    write_model_card(tmp_path / "README.md", env_id, {}, summary)
+    line = next(l for l in (tmp_path / "README.md").read_text().splitlines() if "re-measured" in l)
+    assert line in (folder / "README.md").read_text().splitlines()
+    assert f"{remeasured['wall_time_s']} s" in line

@@ -81,6 +81,14 @@ def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summa
         f"- timesteps: {summary['timesteps']} (seed {summary['seed']}); {_selection(summary)}: `{TRAINED_NAME}`",
         f"- training wall time: {summary['train_wall_time_s']} s ({summary['machine']})",
     ]
+    remeasured = summary.get("train_wall_time_remeasured")
+    if remeasured:
+        lines.append(
+            f"- training wall time re-measured on {remeasured['date']} ({remeasured['why']}): "
+            f"{remeasured['wall_time_s']} s for the same command and seed ({remeasured['machine']}); that run's agent "
+            f"reached a mean of {remeasured['mean_reward']:.1f} over {remeasured['eval_episodes']} episodes (the "
+            "files here are from the run above)"
+        )
     qat = summary["qat"]
     if qat:
         lambdas = ", ".join(f"{lam:.1f}" for lam in qat["lambdas"])

@@ -46,7 +46,16 @@ QAT_CHECK_FREQ = 1000
 #: Env-seed offset of the periodic evaluations that pick the best model.
 SELECT_SEED_OFFSET = 1000
 #: What ``eval.json`` keeps from training when ``qat_only`` rewrites it.
-TRAINING_KEYS = ("timesteps", "seed", "train_wall_time_s", "select_episodes", "eval_freq", "torch_threads", "machine")
+TRAINING_KEYS = (
+    "timesteps",
+    "seed",
+    "train_wall_time_s",
+    "train_wall_time_remeasured",
+    "select_episodes",
+    "eval_freq",
+    "torch_threads",
+    "machine",
+)
 
 
 @dataclass
