@@ -51,6 +51,11 @@ def test_recipe_qat_only_fine_tunes_the_agent_as_trained(tmp_path):
     first = train_and_card("CartPole-v0", HYPERPARAMS, args, "first")
     assert first["qat"] is None and first["mean_reward"] == first["trained_mean_reward"]
     assert DQN.load(out / "model.zip").policy.q_net.q_net.grid is None
+    assert "train_wall_time_remeasured" not in first
+    # A note added to eval.json later (as on the shipped cards) survives the fine-tuning.
+    remeasured = {"wall_time_s": 1.0, "date": "today", "why": "a test", "machine": "here", "mean_reward": 20.0,
+                  "eval_episodes": 2, "command": "again"}
+    (out / "eval.json").write_text(json.dumps({**first, "train_wall_time_remeasured": remeasured}))
 
     args = parse_args("CartPole-v0", 800, ["--out", str(out), "--eval-episodes", "2", "--qat-steps", "200",
                                            "--qat-only"])
@@ -60,6 +65,8 @@ def test_recipe_qat_only_fine_tunes_the_agent_as_trained(tmp_path):
     net = DQN.load(out / "model.zip").policy.q_net.q_net
     assert list(net.grid.lambdas) == pytest.approx(second["qat"]["lambdas"], rel=1e-6)
     assert "quantization-aware fine-tuning: 200 online steps" in (out / "README.md").read_text()
+    assert second["train_wall_time_remeasured"] == remeasured
+    assert "training wall time re-measured on today (a test): 1.0 s" in (out / "README.md").read_text()
 
 
 def test_recipe_qat_only_needs_the_agent_as_trained(tmp_path, capsys):
