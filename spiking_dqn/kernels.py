@@ -1,11 +1,15 @@
-"""Compiled CPU kernels (numba) for the tick loops of the encoder and the LIF layers.
+"""Compiled CPU kernels (numba) for the encoder, the LIF layers and the whole spiking network.
 
-The network runs layer by layer (see :mod:`spiking_dqn.layers`): a layer's synaptic
-currents for all ticks are one matrix product, and only the elementwise neuron update
-loops over the ticks. Written as numpy or torch ops, that loop costs one dispatch per op
-and tick, which dominates training on small batches. These kernels do the whole loop, and
-its exact backward, in one compiled call. They follow ``ChipLeaky`` (snnTorch ``Leaky``
-with the chip's same-tick reset) and the chip emulator's semantics; the torch versions in
+A layer runs for all ticks at once (see :mod:`spiking_dqn.layers`), event-driven: spikes
+are 0/1 and most are 0, so the synaptic current of a tick is the sum of the weight rows of
+the inputs that fired (added in input order, the order of a dense product over the
+inputs), and the neuron update loops over the ticks. Written as numpy or torch ops, that
+loop costs one dispatch per op and tick, which dominates training on small batches. These
+kernels do a layer (:func:`spiking_layer_into`), the whole network
+(:func:`network_forward`) and their exact backward (:func:`spiking_layer_backward`,
+:func:`readout_backward`) in one compiled call each, and the chip emulator's tick loop
+(:func:`lif_forward`). They follow ``ChipLeaky`` (snnTorch ``Leaky`` with the chip's
+same-tick reset) and the chip emulator's semantics; the torch versions in
 :mod:`spiking_dqn.layers` remain for tensors on an accelerator, and tests check that the
 kernels, the torch loop and snnTorch's autograd agree.
 

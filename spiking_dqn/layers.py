@@ -6,14 +6,15 @@ subtraction or to zero), and a spike emitted at tick ``t`` reaches the next popu
 tick ``t + delay``. :class:`ChipLeaky` is that neuron, tick by tick, as an snnTorch
 ``Leaky``.
 
-For speed a layer is run for all ticks at once rather than tick by tick: its synaptic
-currents for all ticks are one matrix product over ``(T * batch)`` rows, and only the
-elementwise LIF update loops over the ticks. This is the same computation as the tick
-loop, since a layer's input at tick ``t`` depends only on the previous layer's spikes at
-earlier (or, with no delay, the same) ticks. On the CPU the loop and its exact backward
-are the compiled kernels of :mod:`spiking_dqn.kernels`; on an accelerator, torch ops.
+For speed a layer is run for all ticks at once rather than tick by tick: the same
+computation as the tick loop, since a layer's input at tick ``t`` depends only on the
+previous layer's spikes at earlier (or, with no delay, the same) ticks. On the CPU a
+layer is one event-driven compiled kernel forward and one backward
+(:mod:`spiking_dqn.kernels`); on an accelerator its synaptic currents for all ticks are
+one matrix product over ``(T * batch)`` rows and the LIF update is torch ops.
 :func:`spiking_layer` is the entry point: one autograd node for delay, projection and
-neurons when gradients are needed, the forward alone otherwise, with the same spikes.
+neurons when gradients are needed, the forward alone otherwise, with the same spikes. A
+network on the CPU runs all its layers at once instead (:mod:`spiking_dqn.fused`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The float spiking Q-network: encoder -> LIF hidden layers -> integrator readout.
 
-The hidden layers are :func:`spiking_dqn.layers.spiking_layer` over the chip-timed
-:class:`spiking_dqn.layers.ChipLeaky` neurons (SpiNNaker2 ``lif_no_delay`` semantics, see
-``DESIGN.md``), so that the trained network deploys faithfully. The readout integrates its
+The hidden layers are chip-timed :class:`spiking_dqn.layers.ChipLeaky` neurons
+(SpiNNaker2 ``lif_no_delay`` semantics, see ``DESIGN.md``), so that the trained network
+deploys faithfully. On the CPU the whole network runs as one compiled pass and one
+autograd node (:mod:`spiking_dqn.fused`); elsewhere layer by layer
+(:func:`spiking_dqn.layers.spiking_layer`), with the same spikes. The readout integrates its
 synaptic current without leak or spikes; its membrane after the last tick is the Q-value.
 :class:`SpikingConfig` holds the spiking options and their defaults, checked in one place.
 """
