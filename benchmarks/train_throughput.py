@@ -227,7 +227,7 @@ def layer_kernels(model: DQN, env_id: str, repeats: int = 20) -> list[dict]:
             out.reshape(-1, out.shape[-1]).T @ arrived_flat
 
         def lif_backward() -> None:
-            kernels.lif_backward_into(grad, pre, spikes, beta, threshold, True, 1, 2.0, out)
+            kernels.lif_backward(grad, pre, spikes, beta, threshold, True, 1, 2.0, out)
 
         timing = {}
         for name, fn in [

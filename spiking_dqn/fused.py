@@ -4,7 +4,7 @@ On the CPU a :class:`~spiking_dqn.network.SpikingQNetwork` runs its hidden layer
 readout in one call of :func:`spiking_dqn.kernels.network_forward` (event-driven: a
 synaptic current is the sum of the weight rows of the inputs that fired), and, under
 autograd, as one :class:`_SpikingNetwork` node whose backward is one compiled pass per
-layer (:func:`spiking_dqn.kernels.spiking_layer_backward`) plus one dense product per
+layer (:func:`spiking_dqn.layers.layer_backward_cpu`) plus one dense product per
 layer for the gradient reaching the layer below (that gradient is not sparse). A forward
 costs no module traversal, no per-layer dispatch and no tensor round trip per layer.
 
@@ -24,7 +24,7 @@ import torch as th
 from torch.autograd.function import FunctionCtx
 
 from spiking_dqn import kernels
-from spiking_dqn.layers import ChipLeaky, direct_terms, neuron_params
+from spiking_dqn.layers import ChipLeaky, layer_backward_cpu, neuron_params
 
 _EMPTY = np.empty((0, 0, 0), dtype=np.float32)
 
@@ -36,15 +36,13 @@ class NeuronPlan:
     :param betas: membrane decay per hidden layer (clamped to [0, 1])
     :param thresholds: threshold per hidden layer
     :param subtract: reset by subtraction (else to zero); one mode for the network
-    :param surrogates: ``(code, parameter)`` per layer (see :func:`spiking_dqn.layers.surrogate_code`)
-    :param neurons: the layers' neurons (autograd evaluates the surrogates with ``SURROGATE_NONE``)
+    :param neurons: the layers' neurons (their surrogates, for the backward)
     :param delay: synaptic delay in ticks
     """
 
     betas: np.ndarray
     thresholds: np.ndarray
     subtract: bool
-    surrogates: tuple[tuple[int, float], ...]
     neurons: tuple[ChipLeaky, ...]
     delay: int
 
@@ -64,7 +62,6 @@ class NeuronPlan:
             betas=np.array([beta for beta, _, _ in params], dtype=np.float32),
             thresholds=np.array([threshold for _, threshold, _ in params], dtype=np.float32),
             subtract=resets.pop(),
-            surrogates=tuple(neuron.surrogate_code for neuron in neurons),
             neurons=tuple(neurons),
             delay=int(delay),
         )
@@ -197,7 +194,7 @@ class _SpikingNetwork(th.autograd.Function):
     @staticmethod
     def backward(ctx: FunctionCtx, grad_q: th.Tensor | None, *grad_trains: th.Tensor | None):  # type: ignore[override]
         plan: NeuronPlan = ctx.plan  # type: ignore[attr-defined]
-        n_layers, d = len(plan.surrogates), plan.delay
+        n_layers, d = len(plan.neurons), plan.delay
         saved = [t.detach().numpy() for t in ctx.saved_tensors]  # type: ignore[attr-defined]
         weights, (x, counts), rest = saved[: n_layers + 1], saved[n_layers + 1 : n_layers + 3], saved[n_layers + 3 :]
         trains, pres = rest[:n_layers], rest[n_layers:]
@@ -215,24 +212,10 @@ class _SpikingNetwork(th.autograd.Function):
         for layer in range(n_layers - 1, -1, -1):
             if layer < len(grad_trains) and grad_trains[layer] is not None:
                 grad_s += grad_trains[layer].numpy()
-            code, param = plan.surrogates[layer]
-            if code == kernels.SURROGATE_NONE:
-                neuron = plan.neurons[layer]
-                grad_s = direct_terms(th.from_numpy(grad_s), th.from_numpy(pres[layer]), neuron).contiguous().numpy()
             inputs = x if layer == 0 else trains[layer - 1]
-            grad_current = WORKSPACE.empty(grad_s.shape)  # not grad_s: aliasing stops vectorisation
-            grad_weight, grad_bias = kernels.spiking_layer_backward(
-                grad_s,
-                pres[layer],
-                trains[layer],
-                inputs,
-                d,
-                plan.betas[layer],
-                plan.thresholds[layer],
-                plan.subtract,
-                code,
-                float(param),
-                grad_current,
+            grad_current = WORKSPACE.empty(grad_s.shape)
+            grad_weight, grad_bias = layer_backward_cpu(
+                grad_s, pres[layer], trains[layer], inputs, plan.neurons[layer], d, grad_current
             )
             grads[2 * layer], grads[2 * layer + 1] = th.from_numpy(grad_weight), th.from_numpy(grad_bias)
             if layer == 0 and not needs[2]:

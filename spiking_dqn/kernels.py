@@ -98,7 +98,8 @@ def lif_backward(
     subtract: bool,
     surrogate: int,
     param: float,
-) -> np.ndarray:
+    out: np.ndarray,
+) -> None:
     """Gradient of the loss with respect to the current of :func:`lif_forward` (BPTT).
 
     With ``d_t = dL/ds_t * surrogate'(m_t - threshold)``:
@@ -115,26 +116,9 @@ def lif_backward(
     :param subtract: reset by subtraction (else to zero)
     :param surrogate: one of the ``SURROGATE_*`` codes
     :param param: the surrogate's parameter
-    :return: ``dL/dI``, float32 ``(T, batch, n)``
+    :param out: output for ``dL/dI``, float32 ``(T, batch, n)`` (a separate array: aliasing
+        ``grad_spikes`` stops the loops from vectorising)
     """
-    grad = np.empty_like(grad_spikes)
-    lif_backward_into(grad_spikes, pre, spikes, beta, threshold, subtract, surrogate, param, grad)
-    return grad
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def lif_backward_into(
-    grad_spikes: np.ndarray,
-    pre: np.ndarray,
-    spikes: np.ndarray,
-    beta: np.float32,
-    threshold: np.float32,
-    subtract: bool,
-    surrogate: int,
-    param: float,
-    out: np.ndarray,
-) -> None:
-    """:func:`lif_backward` written into ``out`` (float32, the shape of ``grad_spikes``; may be ``grad_spikes``)."""
     ticks = grad_spikes.shape[0]
     size = grad_spikes.size // ticks
     g = grad_spikes.reshape(ticks, size)
@@ -353,7 +337,7 @@ def spiking_layer_backward(
     :param grad_current: output for ``dL/dI``, float32 ``(T, batch, n_out)`` (may be ``grad_spikes``)
     :return: ``dL/dW`` float32 C-contiguous ``(n_out, n_in)`` and ``dL/db`` float32 ``(n_out,)``
     """
-    lif_backward_into(grad_spikes, pre, spikes, beta, threshold, subtract, surrogate, param, grad_current)
+    lif_backward(grad_spikes, pre, spikes, beta, threshold, subtract, surrogate, param, grad_current)
     grad = grad_current
     ticks, batch, n_in = spikes_in.shape
     n_out = grad.shape[2]

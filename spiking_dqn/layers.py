@@ -268,20 +268,39 @@ def _layer_forward_torch(
     return (pre if keep_pre else None), spikes
 
 
-def _layer_backward_cpu(
-    grad_spikes: th.Tensor, spikes_in: th.Tensor, pre: th.Tensor, spikes: th.Tensor, neuron: ChipLeaky, delay: int
-) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-    """Current, weight and bias gradients of a layer on the CPU (:func:`kernels.spiking_layer_backward`)."""
+def layer_backward_cpu(
+    grad_spikes: np.ndarray,
+    pre: np.ndarray,
+    spikes: np.ndarray,
+    spikes_in: np.ndarray,
+    neuron: ChipLeaky,
+    delay: int,
+    grad_current: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weight and bias gradients of a layer on the CPU, and its current gradient written into ``grad_current``.
+
+    One :func:`kernels.spiking_layer_backward` call, the named surrogates in closed form;
+    any other surrogate's direct terms come from autograd (:func:`direct_terms`) first.
+    Used by the per-layer node and by the whole-network node of :mod:`spiking_dqn.fused`.
+
+    :param grad_spikes: ``dL/ds`` float32 C-contiguous ``(T, batch, n_out)``
+    :param pre: the layer's pre-reset membranes
+    :param spikes: the layer's spikes
+    :param spikes_in: its input spike trains, float32 C-contiguous ``(T, batch, n_in)``
+    :param neuron: the layer's neurons
+    :param delay: synaptic delay in ticks
+    :param grad_current: output for ``dL/dI``, the shape of ``grad_spikes`` (not the same
+        array: aliasing stops the kernel's loops from vectorising)
+    """
     beta, threshold, subtract = neuron_params(neuron)
     code, param = neuron.surrogate_code
     if code == kernels.SURROGATE_NONE:
-        grad_spikes = direct_terms(grad_spikes, pre, neuron)
-    grad_current = np.empty(tuple(grad_spikes.shape), dtype=np.float32)
-    grad_weight, grad_bias = kernels.spiking_layer_backward(
-        grad_spikes.contiguous().numpy(),
-        pre.numpy(),
-        spikes.numpy(),
-        np.ascontiguousarray(spikes_in.detach().numpy()),
+        grad_spikes = direct_terms(th.from_numpy(grad_spikes), th.from_numpy(pre), neuron).contiguous().numpy()
+    return kernels.spiking_layer_backward(
+        grad_spikes,
+        pre,
+        spikes,
+        spikes_in,
         delay,
         np.float32(beta),
         np.float32(threshold),
@@ -290,7 +309,6 @@ def _layer_backward_cpu(
         float(param),
         grad_current,
     )
-    return th.from_numpy(grad_current), th.from_numpy(grad_weight), th.from_numpy(grad_bias)
 
 
 class _SpikingLayer(th.autograd.Function):
@@ -299,7 +317,7 @@ class _SpikingLayer(th.autograd.Function):
     ``spikes_out = LIF(linear(delay(spikes_in), weight, bias))`` over all ticks, computed by
     :func:`_layer_forward` (the same call as inference, so training and acting see the
     same spikes); backward computes the current, weight and bias gradients in one compiled
-    pass on the CPU (:func:`_layer_backward_cpu`), in torch ops elsewhere, and the input
+    pass on the CPU (:func:`layer_backward_cpu`), in torch ops elsewhere, and the input
     gradient with one matrix product. One node instead of four keeps autograd's per-node
     cost, which dominates on small batches, out of every step. Networks on the CPU run all
     their layers as one node instead (:mod:`spiking_dqn.fused`).
@@ -322,9 +340,17 @@ class _SpikingLayer(th.autograd.Function):
         delay: int = ctx.delay  # type: ignore[attr-defined]
         needs_input_grad: tuple[bool, ...] = ctx.needs_input_grad  # type: ignore[attr-defined]
         if grad_spikes.device.type == "cpu":
-            grad_current, grad_weight, grad_bias = _layer_backward_cpu(
-                grad_spikes, spikes_in, pre, spikes, ctx.neuron, delay  # type: ignore[attr-defined]
+            grad_current = th.empty_like(pre)
+            grad_weight_np, grad_bias_np = layer_backward_cpu(
+                grad_spikes.contiguous().numpy(),
+                pre.numpy(),
+                spikes.numpy(),
+                np.ascontiguousarray(spikes_in.detach().numpy()),
+                ctx.neuron,  # type: ignore[attr-defined]
+                delay,
+                grad_current.numpy(),
             )
+            grad_weight, grad_bias = th.from_numpy(grad_weight_np), th.from_numpy(grad_bias_np)
         else:
             grad_current = _current_grad_torch(grad_spikes, pre, spikes, ctx.neuron)  # type: ignore[attr-defined]
             arrived = delay_spikes(spikes_in, delay)

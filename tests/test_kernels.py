@@ -53,8 +53,9 @@ def test_accelerator_scan_equals_the_cpu_kernels(subtract):
     assert np.allclose(pre_k, pre_t.numpy(), atol=1e-6)
     carry = 0.8 if subtract else 0.8 * (1.0 - spikes_t)
     direct = th.randn_like(current)
-    grad_k = kernels.lif_backward(
-        direct.numpy(), pre_k, spikes_k, np.float32(0.8), np.float32(0.5), subtract, kernels.SURROGATE_NONE, 0.0
+    grad_k = np.empty_like(pre_k)
+    kernels.lif_backward(
+        direct.numpy(), pre_k, spikes_k, np.float32(0.8), np.float32(0.5), subtract, kernels.SURROGATE_NONE, 0.0, grad_k
     )
     assert np.allclose(grad_k, _reverse_scan(direct, carry).numpy(), atol=1e-5)
 
@@ -77,10 +78,11 @@ def test_closed_form_surrogates_equal_snntorch_autograd(name, subtract):
     shifted = (th.from_numpy(pre) - threshold).requires_grad_(True)
     (direct,) = th.autograd.grad(SURROGATES[name]()(shifted), shifted, grad_outputs=grad_spikes)
     args = (pre, spikes, np.float32(0.8), np.float32(threshold), subtract)
-    closed = kernels.lif_backward(
-        grad_spikes.numpy(), *args, kernels.SURROGATE_CODES[name], kernels.SURROGATE_DEFAULTS[name]
+    closed, via_autograd = np.empty_like(pre), np.empty_like(pre)
+    kernels.lif_backward(
+        grad_spikes.numpy(), *args, kernels.SURROGATE_CODES[name], kernels.SURROGATE_DEFAULTS[name], closed
     )
-    via_autograd = kernels.lif_backward(direct.numpy(), *args, kernels.SURROGATE_NONE, 0.0)
+    kernels.lif_backward(direct.numpy(), *args, kernels.SURROGATE_NONE, 0.0, via_autograd)
     assert np.abs(via_autograd).max() > 0
     np.testing.assert_allclose(closed, via_autograd, rtol=1e-5, atol=1e-6)
 
