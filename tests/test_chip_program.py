@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from spiking_dqn.hardware import ChipProgram, ChipProgramError
+from spiking_dqn.hardware.program import MAX_POPULATION_NEURONS, MAX_PROJECTIONS, MAX_TICKS
 
 
 def make_program(**overrides) -> ChipProgram:
@@ -233,3 +234,83 @@ def test_load_invalid_contents(tmp_path, name, array, match):
 
 def test_chip_program_error_is_a_value_error():
     assert issubclass(ChipProgramError, ValueError)
+
+
+# ---------------------------------------------------------------------- size limits
+
+
+def test_limits_are_documented_constants():
+    from spiking_dqn.hardware import program as program_module
+
+    assert program_module.MAX_TICKS == 100_000
+    assert program_module.MAX_POPULATION_NEURONS == 152 * 250
+    assert make_program(ticks=MAX_TICKS).ticks == MAX_TICKS  # the limit itself is allowed
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(ticks=MAX_TICKS + 1), r"MAX_TICKS = 100000, got 100001"),
+        (dict(ticks=10**9), r"MAX_TICKS"),
+        (
+            dict(
+                weights=[
+                    np.ones((MAX_POPULATION_NEURONS + 1, 6), np.int8),
+                    np.ones((4, MAX_POPULATION_NEURONS + 1), np.int8),
+                    np.ones((2, 4), np.int8),
+                ],
+                thresholds=[np.ones(MAX_POPULATION_NEURONS + 1), np.ones(4), np.ones(2)],
+            ),
+            "MAX_POPULATION_NEURONS",
+        ),
+        (
+            dict(weights=[np.ones((5000, 6), np.int8), np.ones((4000, 5000), np.int8), np.ones((2, 4000), np.int8)]),
+            "MAX_PROJECTION_WEIGHTS",
+        ),
+        (dict(weights=[np.ones((1, 6), np.int8)] + [np.ones((1, 1), np.int8)] * MAX_PROJECTIONS), "MAX_PROJECTIONS"),
+    ],
+)
+def test_programs_over_the_size_limits_are_rejected(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        make_program(**overrides)
+
+
+def test_load_refuses_a_file_claiming_a_billion_ticks(tmp_path):
+    arrays = saved_arrays(make_program(), tmp_path)
+    meta = json.loads(str(arrays["metadata"][()]))
+    meta["ticks"] = 10**9
+    arrays["metadata"] = np.array(json.dumps(meta))
+    with pytest.raises(ChipProgramError, match=r"ticks = 1000000000, over the limit MAX_TICKS = 100000"):
+        ChipProgram.load(write_npz(tmp_path / "long.npz", arrays))
+
+
+def test_load_refuses_a_huge_n_projections_before_listing_arrays(tmp_path):
+    arrays = saved_arrays(make_program(), tmp_path)
+    meta = json.loads(str(arrays["metadata"][()]))
+    meta["n_projections"] = 10**9
+    arrays["metadata"] = np.array(json.dumps(meta))
+    with pytest.raises(ChipProgramError, match="n_projections 1000000000.*MAX_PROJECTIONS"):
+        ChipProgram.load(write_npz(tmp_path / "many.npz", arrays))
+
+
+def test_load_checks_array_sizes_from_the_headers_before_reading(tmp_path, monkeypatch):
+    # A compressed archive whose weights_1 would be 2**26 int8 zeros (64 MiB) in a small
+    # file: refused from the .npy header, before the array is read.
+    arrays = saved_arrays(make_program(), tmp_path)
+    arrays["weights_1"] = np.zeros((2**13, 2**13), np.int8)
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, **arrays)
+    assert path.stat().st_size < 1_000_000
+    read = []
+    original = np.lib.format.read_array
+    monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: read.append(1) or original(*a, **k))
+    ChipProgram.load(make_program().save(tmp_path / "good.npz"))
+    assert len(read) == 2 + 4 * 3  # the counter sees every array a normal load reads
+    read.clear()
+    with pytest.raises(ChipProgramError, match="weights_1 has shape \\(8192, 8192\\).*MAX_PROJECTION_WEIGHTS"):
+        ChipProgram.load(path)
+    assert len(read) <= 1  # at most the metadata was read, no weight matrix
+    arrays["weights_1"] = np.ones(4, np.float32)
+    arrays["thresholds_0"] = np.ones(MAX_POPULATION_NEURONS + 1, np.float32)
+    with pytest.raises(ChipProgramError, match="thresholds_0 has shape.*MAX_POPULATION_NEURONS"):
+        ChipProgram.load(write_npz(tmp_path / "wide.npz", arrays))

@@ -14,6 +14,12 @@ holding the arrays ``weights_<k>``, ``thresholds_<k>``, ``alpha_decay_<k>``,
     {"format": "spiking-dqn-chip-program", "format_version": 1, "n_projections": n,
      "reset": ..., "v_reset": ..., "ticks": ..., "delay": ..., "encoding": ...,
      "seed": ..., "lambdas": [...]}
+
+Limits: every program keeps to :data:`MAX_TICKS`, :data:`MAX_PROJECTIONS`,
+:data:`MAX_POPULATION_NEURONS` and :data:`MAX_PROJECTION_WEIGHTS` (checked on
+construction), and :meth:`ChipProgram.load` checks the metadata and the shape of every
+array, read from its header, before it reads any array, so a damaged or crafted file
+cannot make it (or a backend) allocate without bound.
 """
 
 from __future__ import annotations
@@ -36,14 +42,68 @@ RESET_MODES: tuple[str, ...] = ("subtract", "zero")
 EncodingMode = Literal["deterministic", "poisson"]
 ENCODING_MODES: tuple[str, ...] = ("deterministic", "poisson")
 INT8_WEIGHT_LIMIT = 127
+
+# Size limits of a program. They bound what a program (and a file claiming to be one) can
+# make a backend allocate; they are far above any network this project deploys.
+#: Ticks per inference. The paper's programs use 10 and 20, the reference trace 1001; at
+#: 1 ms a tick, 100_000 ticks are 100 s of chip time per observation, and the recorded
+#: (ticks, n) train of a 250-neuron core alone is then 100 MB in float32. A program beyond
+#: it is a damaged file or a mistake, not a network (10**9 ticks would exhaust memory).
+MAX_TICKS = 100_000
+#: Projections (layers) per program: the shipped programs have 3. A bound keeps a damaged
+#: ``n_projections`` from building huge lists before anything is read.
+MAX_PROJECTIONS = 64
+#: Neurons per population, the input population included: 152 processing elements x 250
+#: neurons (py-spinnaker2's default ``max_atoms_per_core``) = 38_000, the most one
+#: SpiNNaker2 chip holds at that default, so no larger population can be deployed to one.
+MAX_POPULATION_NEURONS = 152 * 250
+#: Entries of one weight matrix ``(n_post, n_pre)``: 2**24 int8 weights are 16 MiB in the
+#: file and 64 MiB as the emulator's float32 copy (the shipped programs have under 20_000).
+MAX_PROJECTION_WEIGHTS = 2**24
 # What reading a damaged zip archive can raise (zipfile, numpy's .npy reader).
 _ARCHIVE_ERRORS = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, NotImplementedError)
 
 ArrayLike = np.ndarray | Sequence[float] | float
 
 
+def _entry_shape(data: Any, name: str) -> tuple[int, ...]:
+    """The shape of array ``name`` of an open ``.npz`` archive, read from its ``.npy`` header only.
+
+    :param data: the ``np.load`` result (an ``NpzFile``)
+    :param name: the array's name
+    :raises ValueError: an unreadable header (reported as a damaged archive by the loader)
+    """
+    with data.zip.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, _ = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, _ = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"array {name!r} has an unsupported .npy format version {version}")
+    return tuple(int(n) for n in shape)
+
+
 class ChipProgramError(ValueError):
     """A chip program file that cannot be loaded (corrupt, foreign, too new or invalid)."""
+
+
+def _check_projection_size(shape: tuple[int, ...], what: str) -> None:
+    """Raise ``ValueError`` when a weight matrix of ``shape`` exceeds the program limits.
+
+    :param shape: ``(n_post, n_pre)``
+    :param what: the matrix's name in the message
+    """
+    if any(n > MAX_POPULATION_NEURONS for n in shape):
+        raise ValueError(
+            f"{what} has shape {tuple(shape)}: populations have at most MAX_POPULATION_NEURONS = "
+            f"{MAX_POPULATION_NEURONS} neurons (one SpiNNaker2 chip at 250 neurons per core)"
+        )
+    if int(np.prod(shape, dtype=np.int64)) > MAX_PROJECTION_WEIGHTS:
+        raise ValueError(
+            f"{what} has shape {tuple(shape)}: a projection has at most MAX_PROJECTION_WEIGHTS = "
+            f"{MAX_PROJECTION_WEIGHTS} weights"
+        )
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
@@ -73,7 +133,9 @@ class ChipProgram:
     sources) has no parameters.
 
     :param weights: one int8 matrix per projection, shape ``(n_post, n_pre)``, values in
-        [-127, 127]: input -> hidden 1, ..., last hidden -> output
+        [-127, 127]: input -> hidden 1, ..., last hidden -> output; at most
+        :data:`MAX_PROJECTIONS` of them, each with at most :data:`MAX_PROJECTION_WEIGHTS`
+        entries and populations of at most :data:`MAX_POPULATION_NEURONS` neurons
     :param thresholds: firing threshold per population, float32 arrays of shape ``(n,)``,
         finite and positive (the output uses a high threshold such as 5000 to integrate)
     :param alpha_decay: membrane decay per population, float32 ``(n,)`` in [0, 1]
@@ -82,7 +144,7 @@ class ChipProgram:
         projection must have ``n_pre == 2 * d``
     :param reset: ``"subtract"`` (reset by subtraction) or ``"zero"`` (reset to ``v_reset``)
     :param v_reset: voltage after a spike when ``reset == "zero"``
-    :param ticks: simulation ticks per inference (>= 1)
+    :param ticks: simulation ticks per inference, 1 .. :data:`MAX_TICKS`
     :param delay: ticks from a spike to its arrival at the next population, 0 or 1
     :param encoding: ``"deterministic"`` or ``"poisson"`` input spike generation
     :param seed: seed of the Poisson encoder (>= 0)
@@ -111,6 +173,10 @@ class ChipProgram:
         set_ = object.__setattr__  # the dataclass is frozen; normalise fields once here
         if not isinstance(self.weights, (list, tuple)) or len(self.weights) == 0:
             raise ValueError("weights must be a non-empty list of int8 arrays, one per projection")
+        if len(self.weights) > MAX_PROJECTIONS:
+            raise ValueError(
+                f"a program has at most MAX_PROJECTIONS = {MAX_PROJECTIONS} projections, got {len(self.weights)}"
+            )
         weights = []
         for k, w in enumerate(self.weights):
             if not isinstance(w, np.ndarray):
@@ -122,6 +188,7 @@ class ChipProgram:
                 )
             if w.ndim != 2 or 0 in w.shape:
                 raise ValueError(f"weights[{k}] must be a non-empty 2-D (n_post, n_pre) matrix, got shape {w.shape}")
+            _check_projection_size(w.shape, f"weights[{k}]")
             if w.size and int(w.min()) < -INT8_WEIGHT_LIMIT:
                 raise ValueError(
                     f"weights[{k}] contains -128; chip weights must be in [-{INT8_WEIGHT_LIMIT}, {INT8_WEIGHT_LIMIT}]"
@@ -173,8 +240,8 @@ class ChipProgram:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
             set_(self, name, int(value))
-        if self.ticks < 1:
-            raise ValueError(f"ticks must be >= 1, got {self.ticks}")
+        if not 1 <= self.ticks <= MAX_TICKS:
+            raise ValueError(f"ticks must be in 1 .. MAX_TICKS = {MAX_TICKS}, got {self.ticks}")
         if self.delay not in (0, 1):
             raise ValueError(f"delay must be 0 or 1, got {self.delay}")
         if self.seed < 0:
@@ -347,14 +414,35 @@ class ChipProgram:
         if missing_keys:
             raise ChipProgramError(f"{path}: chip program metadata lacks {missing_keys}")
         n = metadata["n_projections"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ChipProgramError(f"{path}: invalid n_projections {n!r} in chip program metadata")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PROJECTIONS:
+            raise ChipProgramError(
+                f"{path}: invalid n_projections {n!r} in chip program metadata (1 .. MAX_PROJECTIONS = "
+                f"{MAX_PROJECTIONS})"
+            )
+        ticks = metadata["ticks"]
+        if isinstance(ticks, int) and not isinstance(ticks, bool) and ticks > MAX_TICKS:
+            raise ChipProgramError(
+                f"{path}: chip program metadata says ticks = {ticks}, over the limit MAX_TICKS = {MAX_TICKS}"
+            )
         names = ["obs_bound"] + [
             f"{a}_{k}" for k in range(n) for a in ("weights", "thresholds", "alpha_decay", "i_offset")
         ]
         missing = [name for name in names if name not in data.files]
         if missing:
             raise ChipProgramError(f"{path}: chip program archive is missing arrays {missing}")
+        for name in names:  # sizes from the headers, before any array is read
+            shape = _entry_shape(data, name)
+            try:
+                if name.startswith("weights_"):
+                    if len(shape) == 2:
+                        _check_projection_size(shape, name)
+                elif int(np.prod(shape, dtype=np.int64)) > MAX_POPULATION_NEURONS:
+                    raise ValueError(
+                        f"{name} has shape {shape}: populations have at most MAX_POPULATION_NEURONS = "
+                        f"{MAX_POPULATION_NEURONS} neurons"
+                    )
+            except ValueError as exc:
+                raise ChipProgramError(f"{path}: invalid chip program: {exc}") from None
         try:
             arrays = {name: data[name] for name in names}
         except _ARCHIVE_ERRORS as exc:
