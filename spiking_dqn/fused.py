@@ -38,6 +38,8 @@ class NeuronPlan:
     :param subtract: reset by subtraction (else to zero); one mode for the network
     :param neurons: the layers' neurons (their surrogates, for the backward)
     :param delay: synaptic delay in ticks
+    :param scale: the factor ``thresholds`` carry over the neurons' own thresholds (the
+        threshold knob, :mod:`spiking_dqn.thresholds`); the backward uses the same
     """
 
     betas: np.ndarray
@@ -45,16 +47,18 @@ class NeuronPlan:
     subtract: bool
     neurons: tuple[ChipLeaky, ...]
     delay: int
+    scale: float = 1.0
 
     @classmethod
-    def of(cls, neurons: Sequence[ChipLeaky], delay: int) -> NeuronPlan:
+    def of(cls, neurons: Sequence[ChipLeaky], delay: int, scale: float = 1.0) -> NeuronPlan:
         """The plan of a network's ``ChipLeaky`` layers, read through :func:`neuron_params`' cache.
 
         :param neurons: the hidden layers' neurons
         :param delay: synaptic delay in ticks
+        :param scale: factor on every layer's threshold
         :raises ValueError: the layers mix reset mechanisms
         """
-        params = [neuron_params(neuron) for neuron in neurons]
+        params = [neuron_params(neuron, scale) for neuron in neurons]
         resets = {subtract for _, _, subtract in params}
         if len(resets) != 1:
             raise ValueError("the hidden layers of one network must share a reset mechanism")
@@ -64,6 +68,7 @@ class NeuronPlan:
             subtract=resets.pop(),
             neurons=tuple(neurons),
             delay=int(delay),
+            scale=float(scale),
         )
 
 
@@ -215,7 +220,7 @@ class _SpikingNetwork(th.autograd.Function):
             inputs = x if layer == 0 else trains[layer - 1]
             grad_current = WORKSPACE.empty(grad_s.shape)
             grad_weight, grad_bias = layer_backward_cpu(
-                grad_s, pres[layer], trains[layer], inputs, plan.neurons[layer], d, grad_current
+                grad_s, pres[layer], trains[layer], inputs, plan.neurons[layer], d, grad_current, plan.scale
             )
             grads[2 * layer], grads[2 * layer + 1] = th.from_numpy(grad_weight), th.from_numpy(grad_bias)
             if layer == 0 and not needs[2]:

@@ -15,6 +15,7 @@ from spiking_dqn.hardware import BackendResult, ChipProgram
 from spiking_dqn.hardware.backend import Backend, get_backend
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, quantize_network
+from spiking_dqn.thresholds import check_threshold_scale, scaled_thresholds
 
 
 @dataclass
@@ -101,6 +102,7 @@ class HardwarePolicy:
     :param program: the chip program
     :param backend: backend name (``"emulator"``, the default, or ``"spinnaker2"``)
     :param quantization_report: report of the quantization that built the program, if any
+    :param threshold_scale: runtime factor on every hidden threshold (see :attr:`threshold_scale`)
     :param backend_options: options of the backend (e.g. ``eth_ip`` for ``"spinnaker2"``)
     """
 
@@ -109,6 +111,7 @@ class HardwarePolicy:
         program: ChipProgram,
         backend: str | Backend = "emulator",
         quantization_report: QuantizationReport | None = None,
+        threshold_scale: float = 1.0,
         **backend_options: Any,
     ) -> None:
         if not isinstance(program, ChipProgram):
@@ -119,6 +122,8 @@ class HardwarePolicy:
         self.quantization_report = quantization_report
         self.stats = InferenceStats()
         self.last_result: BackendResult | None = None
+        self._running: tuple[ChipProgram, float, ChipProgram] | None = None
+        self.threshold_scale = threshold_scale
 
     @classmethod
     def from_model(
@@ -151,9 +156,33 @@ class HardwarePolicy:
 
     # ------------------------------------------------------------------ inference
 
+    @property
+    def threshold_scale(self) -> float:
+        """Runtime factor on every hidden threshold (default 1.0), on any backend.
+
+        The backend runs the program with its hidden thresholds times this factor
+        (``float32(threshold) * float32(scale)``, as ``model.policy.threshold_scale`` does in
+        the float network); ``program`` and its file keep the nominal thresholds.
+        """
+        return self._threshold_scale
+
+    @threshold_scale.setter
+    def threshold_scale(self, value: float) -> None:
+        self._threshold_scale = check_threshold_scale(value)
+
+    @property
+    def running_program(self) -> ChipProgram:
+        """The program the backend runs: ``program`` with the threshold scale applied."""
+        if self._threshold_scale == 1.0:
+            return self.program
+        if self._running is None or self._running[0] is not self.program or self._running[1] != self._threshold_scale:
+            scaled = self.program.with_thresholds(scaled_thresholds(self.program.thresholds, self._threshold_scale))
+            self._running = (self.program, self._threshold_scale, scaled)
+        return self._running[2]
+
     def run(self, obs: ArrayLike) -> BackendResult:
         """Run the program on a batch ``(n, d)`` (or one observation ``(d,)``) and keep its statistics."""
-        result = self.backend.run(self.program, obs)
+        result = self.backend.run(self.running_program, obs)
         self.stats.add_result(result)
         self.last_result = result
         return result
@@ -185,7 +214,7 @@ class HardwarePolicy:
 
     @property
     def thresholds(self) -> list[np.ndarray]:
-        """Thresholds per population (hidden layers, then the output), in chip units."""
+        """Nominal thresholds per population (hidden layers, then the output), in chip units (before ``threshold_scale``)."""
         return [t.copy() for t in self.program.thresholds]
 
     @thresholds.setter

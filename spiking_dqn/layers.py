@@ -186,7 +186,7 @@ def _reverse_scan(direct: th.Tensor, carry: float | th.Tensor) -> th.Tensor:
     return grad
 
 
-def neuron_params(neuron: ChipLeaky) -> tuple[float, float, bool]:
+def neuron_params(neuron: ChipLeaky, scale: float = 1.0) -> tuple[float, float, bool]:
     """``(beta clamped to [0, 1], threshold, reset by subtraction)`` of a ``ChipLeaky``.
 
     Read from the neuron's tensors once and cached on it until one of them is replaced or
@@ -194,6 +194,9 @@ def neuron_params(neuron: ChipLeaky) -> tuple[float, float, bool]:
     small layer's whole tick loop.
 
     :param neuron: the layer's neurons
+    :param scale: factor on the threshold (the runtime knob and ASPEN's training noise,
+        :mod:`spiking_dqn.thresholds`); the product is rounded to float32, as the
+        emulator's ``float32(threshold) * float32(scale)``
     """
     # The buffers' dictionary directly: module attribute lookup costs more than the check.
     buffers = neuron._buffers
@@ -204,23 +207,30 @@ def neuron_params(neuron: ChipLeaky) -> tuple[float, float, bool]:
         params = (min(max(beta.item(), 0.0), 1.0), threshold.item(), reset.item() == 0)
         cached = (key, params)
         neuron.__dict__["_scan_params"] = cached
-    return cached[1]
+    if scale == 1.0:
+        return cached[1]
+    beta, threshold, subtract = cached[1]
+    return beta, float(np.float32(threshold) * np.float32(scale)), subtract
 
 
-def direct_terms(grad_spikes: th.Tensor, pre: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
+def direct_terms(grad_spikes: th.Tensor, pre: th.Tensor, neuron: ChipLeaky, scale: float = 1.0) -> th.Tensor:
     """``dL/ds * surrogate'(m - threshold)`` of a layer through autograd, for any surrogate.
 
     :param grad_spikes: ``dL/ds`` ``(T, batch, n)``
     :param pre: the layer's pre-reset membranes
     :param neuron: the layer's neurons
+    :param scale: factor on the threshold (see :func:`neuron_params`)
     """
+    threshold = neuron_params(neuron, scale)[1]
     with th.enable_grad():
-        shifted = (pre - neuron.threshold).detach().requires_grad_(True)
+        shifted = (pre - threshold).detach().requires_grad_(True)
         (terms,) = th.autograd.grad(neuron.spike_grad(shifted), shifted, grad_outputs=grad_spikes)
     return terms
 
 
-def _current_grad_torch(grad_spikes: th.Tensor, pre: th.Tensor, spikes: th.Tensor, neuron: ChipLeaky) -> th.Tensor:
+def _current_grad_torch(
+    grad_spikes: th.Tensor, pre: th.Tensor, spikes: th.Tensor, neuron: ChipLeaky, scale: float = 1.0
+) -> th.Tensor:
     """``dL/dI`` of a ``ChipLeaky`` layer from ``dL/ds``, its pre-reset membranes and spikes, in torch ops.
 
     The exact gradient autograd gives through the tick loop (reset detached): with
@@ -230,13 +240,19 @@ def _current_grad_torch(grad_spikes: th.Tensor, pre: th.Tensor, spikes: th.Tenso
     ``dL/dI_t = dL/dm_t``. On the CPU the same is :func:`kernels.spiking_layer_backward`.
     """
     beta, _, subtract = neuron_params(neuron)
-    terms = direct_terms(grad_spikes, pre, neuron)
+    terms = direct_terms(grad_spikes, pre, neuron, scale)
     # Membrane carried to the next tick: beta * k_t (k_t = 1, or 1 - s_t for reset to zero).
     return _reverse_scan(terms, beta if subtract else beta * (1.0 - spikes))
 
 
 def _layer_forward(
-    spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int, keep_pre: bool
+    spikes_in: th.Tensor,
+    weight: th.Tensor,
+    bias: th.Tensor,
+    neuron: ChipLeaky,
+    delay: int,
+    keep_pre: bool,
+    scale: float = 1.0,
 ) -> tuple[th.Tensor | None, th.Tensor]:
     """Pre-reset membranes (if ``keep_pre``) and spikes of ``LIF(linear(delay(spikes_in)))``, outside autograd.
 
@@ -245,9 +261,9 @@ def _layer_forward(
     accelerator in torch (:func:`_layer_forward_torch`).
     """
     if spikes_in.device.type != "cpu":
-        return _layer_forward_torch(spikes_in, weight, bias, neuron, delay, keep_pre)
+        return _layer_forward_torch(spikes_in, weight, bias, neuron, delay, keep_pre, scale)
     x = np.ascontiguousarray(spikes_in.detach().numpy())
-    beta, threshold, subtract = neuron_params(neuron)
+    beta, threshold, subtract = neuron_params(neuron, scale)
     shape = (*x.shape[:-1], weight.shape[0])
     spikes = np.empty(shape, dtype=np.float32)
     pre = np.empty(shape, dtype=np.float32) if keep_pre else np.empty((0, 0, 0), dtype=np.float32)
@@ -259,11 +275,17 @@ def _layer_forward(
 
 
 def _layer_forward_torch(
-    spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int, keep_pre: bool
+    spikes_in: th.Tensor,
+    weight: th.Tensor,
+    bias: th.Tensor,
+    neuron: ChipLeaky,
+    delay: int,
+    keep_pre: bool,
+    scale: float = 1.0,
 ) -> tuple[th.Tensor | None, th.Tensor]:
     """:func:`_layer_forward` in torch ops, for tensors on an accelerator (tested on the CPU)."""
     current = nn.functional.linear(delay_spikes(spikes_in.detach(), delay), weight.detach(), bias.detach())
-    beta, threshold, subtract = neuron_params(neuron)
+    beta, threshold, subtract = neuron_params(neuron, scale)
     pre, spikes = _lif_scan_torch(current, beta, threshold, subtract)
     return (pre if keep_pre else None), spikes
 
@@ -276,6 +298,7 @@ def layer_backward_cpu(
     neuron: ChipLeaky,
     delay: int,
     grad_current: np.ndarray,
+    scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weight and bias gradients of a layer on the CPU, and its current gradient written into ``grad_current``.
 
@@ -291,11 +314,12 @@ def layer_backward_cpu(
     :param delay: synaptic delay in ticks
     :param grad_current: output for ``dL/dI``, the shape of ``grad_spikes`` (not the same
         array: aliasing stops the kernel's loops from vectorising)
+    :param scale: factor on the threshold, the one the forward ran with (see :func:`neuron_params`)
     """
-    beta, threshold, subtract = neuron_params(neuron)
+    beta, threshold, subtract = neuron_params(neuron, scale)
     code, param = neuron.surrogate_code
     if code == kernels.SURROGATE_NONE:
-        grad_spikes = direct_terms(th.from_numpy(grad_spikes), th.from_numpy(pre), neuron).contiguous().numpy()
+        grad_spikes = direct_terms(th.from_numpy(grad_spikes), th.from_numpy(pre), neuron, scale).contiguous().numpy()
     return kernels.spiking_layer_backward(
         grad_spikes,
         pre,
@@ -325,19 +349,26 @@ class _SpikingLayer(th.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: FunctionCtx, spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int
+        ctx: FunctionCtx,
+        spikes_in: th.Tensor,
+        weight: th.Tensor,
+        bias: th.Tensor,
+        neuron: ChipLeaky,
+        delay: int,
+        scale: float,
     ) -> th.Tensor:
-        pre, spikes = _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=True)
+        pre, spikes = _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=True, scale=scale)
         ctx.save_for_backward(spikes_in, weight, pre, spikes)
-        ctx.neuron, ctx.delay = neuron, delay  # type: ignore[attr-defined]
+        ctx.neuron, ctx.delay, ctx.scale = neuron, delay, scale  # type: ignore[attr-defined]
         return spikes
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: FunctionCtx, grad_spikes: th.Tensor
-    ) -> tuple[th.Tensor | None, th.Tensor | None, th.Tensor | None, None, None]:
+    ) -> tuple[th.Tensor | None, th.Tensor | None, th.Tensor | None, None, None, None]:
         spikes_in, weight, pre, spikes = ctx.saved_tensors  # type: ignore[attr-defined]
         delay: int = ctx.delay  # type: ignore[attr-defined]
+        scale: float = ctx.scale  # type: ignore[attr-defined]
         needs_input_grad: tuple[bool, ...] = ctx.needs_input_grad  # type: ignore[attr-defined]
         if grad_spikes.device.type == "cpu":
             grad_current = th.empty_like(pre)
@@ -349,10 +380,11 @@ class _SpikingLayer(th.autograd.Function):
                 ctx.neuron,  # type: ignore[attr-defined]
                 delay,
                 grad_current.numpy(),
+                scale,
             )
             grad_weight, grad_bias = th.from_numpy(grad_weight_np), th.from_numpy(grad_bias_np)
         else:
-            grad_current = _current_grad_torch(grad_spikes, pre, spikes, ctx.neuron)  # type: ignore[attr-defined]
+            grad_current = _current_grad_torch(grad_spikes, pre, spikes, ctx.neuron, scale)  # type: ignore[attr-defined]
             arrived = delay_spikes(spikes_in, delay)
             grad_weight = grad_current.reshape(-1, grad_current.shape[-1]).t().mm(arrived.reshape(-1, arrived.shape[-1]))
             grad_bias = grad_current.reshape(-1, grad_current.shape[-1]).sum(0)
@@ -366,10 +398,12 @@ class _SpikingLayer(th.autograd.Function):
             grad_in = th.zeros_like(grad_arrived) if delay else grad_arrived
             if delay:
                 grad_in[:-delay] = grad_arrived[delay:]
-        return grad_in, grad_weight, grad_bias, None, None
+        return grad_in, grad_weight, grad_bias, None, None, None
 
 
-def spiking_layer(spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int) -> th.Tensor:
+def spiking_layer(
+    spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int, scale: float = 1.0
+) -> th.Tensor:
     """Spike trains ``(T, batch, n_out)`` of ``LIF(linear(delay(spikes_in), weight, bias))``.
 
     Under autograd (gradients enabled and an input that requires them) one
@@ -381,7 +415,8 @@ def spiking_layer(spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neur
     :param bias: bias ``(n_out,)``, added to the current every tick
     :param neuron: the layer's neurons
     :param delay: synaptic delay in ticks (0 or 1)
+    :param scale: factor on the neurons' threshold (see :func:`neuron_params`)
     """
     if th.is_grad_enabled() and (spikes_in.requires_grad or weight.requires_grad or bias.requires_grad):
-        return _SpikingLayer.apply(spikes_in, weight, bias, neuron, delay)
-    return _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=False)[1]
+        return _SpikingLayer.apply(spikes_in, weight, bias, neuron, delay, scale)
+    return _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=False, scale=scale)[1]

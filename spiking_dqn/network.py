@@ -19,10 +19,12 @@ from typing import Literal, overload
 import numpy as np
 import torch as th
 from torch import nn
+from torch.autograd.function import FunctionCtx
 
 from spiking_dqn import fused
 from spiking_dqn.encoding import ENCODING_MODES, EncodingMode, SignedRateEncoder
 from spiking_dqn.quantization.grid import Grid
+from spiking_dqn.thresholds import ThresholdNoise, ThresholdNoiseSpec, check_threshold_scale
 from spiking_dqn.layers import (
     RESET_MODES,
     SURROGATES,
@@ -34,7 +36,7 @@ from spiking_dqn.layers import (
     surrogate_code,
 )
 
-SpikingOption = Sequence[int] | int | float | str | SpikeFunction | None
+SpikingOption = Sequence[int] | int | float | str | SpikeFunction | ThresholdNoiseSpec | None
 """The value of one :class:`SpikingConfig` option passed as a keyword argument."""
 
 
@@ -57,6 +59,20 @@ class SpikingConfig:
     :param synaptic_delay: ticks from a spike to its arrival, 1 (chip timing) or 0
     :param encoding: input spike generation, ``"deterministic"`` or ``"poisson"``
     :param encoding_seed: seed of the Poisson encoder (``None``: unseeded)
+    :param threshold_noise: ASPEN's stochastic thresholds in training
+        (:class:`spiking_dqn.thresholds.ThresholdNoise`): ``(low, high)`` for ``U(low, high)``,
+        ``{"levels": [...]}`` for discrete factors, or ``None`` (off). Each training forward
+        (module in training mode, gradients enabled: one per SB3 gradient step) multiplies
+        every hidden threshold by one drawn factor; acting and the target network use the
+        nominal thresholds. Stored as a ``ThresholdNoise``.
+    :param threshold_noise_seed: seed of the noise draws (``None``: drawn from torch's global
+        generator when the network is built, so SB3's ``seed`` fixes it); the generator's
+        state is saved with the weights
+    :param activity_penalty: coefficient ``c >= 0`` of NeuEdge's activity term: each
+        training forward adds ``c * mean_batch(synaptic events per inference)``
+        (:meth:`SpikingQNetwork.synaptic_events`, differentiable through the surrogate) to
+        whatever loss is backpropagated through its Q-values, so SB3's ``DQN`` trains with
+        ``loss + penalty`` unchanged (see :class:`_AddPenalty`); 0 (default) is off
     """
 
     net_arch: tuple[int, ...] = (64, 64)
@@ -68,6 +84,9 @@ class SpikingConfig:
     synaptic_delay: int = 1
     encoding: EncodingMode = "deterministic"
     encoding_seed: int | None = None
+    threshold_noise: ThresholdNoise | None = None
+    threshold_noise_seed: int | None = None
+    activity_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.beta) <= 1.0:
@@ -95,8 +114,19 @@ class SpikingConfig:
                 f"ticks={ticks} is too few: with synaptic_delay={self.synaptic_delay} and {len(self.net_arch)} "
                 f"hidden layers, input spikes need {needed} ticks to reach the readout"
             )
+        penalty = self.activity_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float, np.integer, np.floating)):
+            raise ValueError(f"activity_penalty must be a non-negative number, got {penalty!r}")
+        if not np.isfinite(penalty) or penalty < 0:
+            raise ValueError(f"activity_penalty must be a non-negative finite number, got {penalty!r}")
+        seed = self.threshold_noise_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"threshold_noise_seed must be a non-negative integer or None, got {seed!r}")
         # Plain Python values, whatever number types the options came in.
         for name, value in [
+            ("threshold_noise", ThresholdNoise.from_spec(self.threshold_noise)),  # type: ignore[arg-type]
+            ("activity_penalty", float(penalty)),
+            ("threshold_noise_seed", None if seed is None else int(seed)),
             ("net_arch", tuple(int(n) for n in self.net_arch)),
             ("ticks", int(ticks)),
             ("beta", float(self.beta)),
@@ -109,7 +139,30 @@ class SpikingConfig:
         """The options as plain keyword arguments (``net_arch`` as a list), e.g. for ``policy_kwargs``."""
         kwargs: dict[str, SpikingOption] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         kwargs["net_arch"] = list(self.net_arch)
+        kwargs["threshold_noise"] = None if self.threshold_noise is None else self.threshold_noise.to_spec()
         return kwargs
+
+
+class _AddPenalty(th.autograd.Function):
+    """``q`` unchanged forward; backward adds the gradient of a scalar ``penalty`` once.
+
+    Backpropagating any loss ``L(q)`` through the output therefore gives the gradient of
+    ``L(q) + penalty``, without the loss's code knowing of the penalty: this is how the
+    activity penalty reaches SB3's unchanged ``DQN.train`` (tested against autograd's
+    gradient of ``loss + penalty``). The loss value SB3 logs does not include it; the
+    network keeps it in ``last_activity_penalty``.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, q: th.Tensor, penalty: th.Tensor) -> th.Tensor:  # type: ignore[override]
+        ctx.set_materialize_grads(False)
+        ctx.penalty_like = (penalty.shape, penalty.dtype, penalty.device)  # type: ignore[attr-defined]
+        return q.view_as(q)
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad_q: th.Tensor | None) -> tuple[th.Tensor | None, th.Tensor]:  # type: ignore[override]
+        shape, dtype, device = ctx.penalty_like  # type: ignore[attr-defined]
+        return grad_q, th.ones(shape, dtype=dtype, device=device)
 
 
 class SpikingQNetwork(nn.Module):
@@ -123,7 +176,8 @@ class SpikingQNetwork(nn.Module):
     :param config: the spiking options (default: ``SpikingConfig()``)
     :param options: spiking options by name (the fields of :class:`SpikingConfig`:
         ``net_arch``, ``ticks``, ``beta``, ``threshold``, ``surrogate``, ``reset``,
-        ``synaptic_delay``, ``encoding``, ``encoding_seed``), overriding ``config``
+        ``synaptic_delay``, ``encoding``, ``encoding_seed``, ``threshold_noise``,
+        ``threshold_noise_seed``, ``activity_penalty``), overriding ``config``
     """
 
     def __init__(
@@ -161,6 +215,17 @@ class SpikingQNetwork(nn.Module):
         self.readout = nn.Linear(sizes[-1], self.n_actions)
         self._grid: Grid | None = None
         self._fake_quantization: Grid | None = None
+        self._threshold_scale = 1.0
+        self._noise_generator: th.Generator | None = None
+        if config.threshold_noise is not None:
+            seed = config.threshold_noise_seed
+            if seed is None:
+                seed = int(th.randint(0, 2**62, (1,)))
+            self._noise_generator = th.Generator().manual_seed(seed)
+        #: The factor the last training forward drew for the thresholds (1.0 without noise).
+        self.last_threshold_factor = 1.0
+        #: The activity penalty of the last training forward (a detached scalar), or ``None``.
+        self.last_activity_penalty: th.Tensor | None = None
 
     @property
     def ticks(self) -> int:
@@ -183,6 +248,20 @@ class SpikingQNetwork(nn.Module):
         return self.config.reset
 
     @property
+    def threshold_scale(self) -> float:
+        """Runtime factor on every hidden threshold (default 1.0), in every forward.
+
+        The float twin of ``HardwarePolicy.threshold_scale``: the same factor gives the same
+        thresholds as on the chip program (both ``float32(threshold) * float32(scale)``).
+        Not saved with the weights: it is a setting of the run.
+        """
+        return self._threshold_scale
+
+    @threshold_scale.setter
+    def threshold_scale(self, value: float) -> None:
+        self._threshold_scale = check_threshold_scale(value)
+
+    @property
     def grid(self) -> Grid | None:
         """The grid the weights sit on (recorded by :func:`spiking_dqn.quantization.snap.snap_to_grid`), or ``None``.
 
@@ -198,16 +277,22 @@ class SpikingQNetwork(nn.Module):
         self._grid = grid
 
     def get_extra_state(self) -> dict:
-        """The recorded grid, as plain data (saved in the state dict)."""
-        return {"grid": None if self._grid is None else self._grid.to_dict()}
+        """The recorded grid, as plain data, and the threshold-noise generator's state (saved in the state dict)."""
+        state: dict = {"grid": None if self._grid is None else self._grid.to_dict()}
+        if self._noise_generator is not None:
+            state["threshold_noise_state"] = self._noise_generator.get_state()
+        return state
 
     def set_extra_state(self, state: dict) -> None:
-        """Restore the recorded grid from :meth:`get_extra_state`'s data.
+        """Restore the recorded grid (and the noise generator's state) from :meth:`get_extra_state`'s data.
 
         :param state: the saved data
         """
         data = state.get("grid")
         self.grid = None if data is None else Grid.from_dict(data)
+        noise_state = state.get("threshold_noise_state")
+        if noise_state is not None and self._noise_generator is not None:
+            self._noise_generator.set_state(noise_state)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         # Files written before the grid was extra state kept its lambdas in a float32
@@ -257,14 +342,15 @@ class SpikingQNetwork(nn.Module):
         """The projections in order: input->hidden1, ..., last hidden->readout."""
         return [*self.hidden._modules.values(), self._modules["readout"]]  # type: ignore[list-item]
 
-    def _neuron_plan(self) -> fused.NeuronPlan:
-        """The neurons' parameters as the CPU kernels take them, rebuilt when one changes."""
+    def _neuron_plan(self, scale: float = 1.0) -> fused.NeuronPlan:
+        """The neurons' parameters as the CPU kernels take them (thresholds times ``scale``), rebuilt when one changes."""
         neurons = list(self.lif._modules.values())
         # Identity and version of every neuron tensor: a replaced or in-place changed one rebuilds the plan.
         key = [(id(t), t._version) for lif in neurons for t in lif._buffers.values() if t is not None]
+        key.append(scale)  # type: ignore[arg-type]
         cached = self.__dict__.get("_plan")
         if cached is None or cached[0] != key:
-            cached = (key, fused.NeuronPlan.of(neurons, self.synaptic_delay))  # type: ignore[arg-type]
+            cached = (key, fused.NeuronPlan.of(neurons, self.synaptic_delay, scale))  # type: ignore[arg-type]
             self.__dict__["_plan"] = cached
         return cached[1]
 
@@ -287,21 +373,55 @@ class SpikingQNetwork(nn.Module):
             layer (``(T, batch, n)`` each) when ``return_activity``
         """
         weights = self.forward_weights()
+        training = self.training and th.is_grad_enabled() and weights[0].requires_grad
+        scale = self._threshold_scale
+        if training and self._noise_generator is not None:
+            self.last_threshold_factor = self.config.threshold_noise.sample(self._noise_generator)  # type: ignore[union-attr]
+            scale *= self.last_threshold_factor
+        penalize = training and self.config.activity_penalty > 0.0
+        with_trains = return_activity or penalize
         if spikes.device.type == "cpu":
             biases = [layer._parameters["bias"] for layer in self.linear_layers()]
-            plan = self._neuron_plan()
-            q_values, trains = fused.network_forward(spikes, weights, biases, plan, return_activity)
-            return (q_values, trains) if return_activity else q_values
-        trains = []
-        x = spikes
-        for fc, lif, w in zip(self.hidden, self.lif, weights):
-            x = spiking_layer(x, w, fc.bias, lif, self.synaptic_delay)
-            trains.append(x)
-        # Integrator readout (alpha = 1, no spikes, starts at 0): its membrane after the
-        # last tick is the sum over ticks of W s + b, i.e. W (sum of arrived spikes) + T b.
-        arrived = trains[-1][: self.ticks - self.synaptic_delay].sum(0)
-        q_values = nn.functional.linear(arrived, weights[-1]) + self.ticks * self.readout.bias
+            plan = self._neuron_plan(scale)
+            q_values, trains = fused.network_forward(spikes, weights, biases, plan, with_trains)
+        else:
+            trains = []
+            x = spikes
+            for fc, lif, w in zip(self.hidden, self.lif, weights):
+                x = spiking_layer(x, w, fc.bias, lif, self.synaptic_delay, scale)
+                trains.append(x)
+            # Integrator readout (alpha = 1, no spikes, starts at 0): its membrane after the
+            # last tick is the sum over ticks of W s + b, i.e. W (sum of arrived spikes) + T b.
+            arrived = trains[-1][: self.ticks - self.synaptic_delay].sum(0)
+            q_values = nn.functional.linear(arrived, weights[-1]) + self.ticks * self.readout.bias
+        if penalize:
+            penalty = self.config.activity_penalty * self.synaptic_events(spikes, trains, weights).mean()
+            self.last_activity_penalty = penalty.detach()
+            q_values = _AddPenalty.apply(q_values, penalty)
         return (q_values, trains) if return_activity else q_values
+
+    def synaptic_events(
+        self, spikes: th.Tensor, trains: Sequence[th.Tensor], weights: Sequence[th.Tensor] | None = None
+    ) -> th.Tensor:
+        """Synaptic events per inference ``(batch,)``, differentiable in the spike trains.
+
+        The chip's count (``BackendResult.synaptic_events``): every spike that arrives
+        within the ticks counts once per nonzero outgoing weight of its neuron,
+        ``sum_k sum_i arrived_k[i] * nnz(W_k[:, i])``, over the input population and
+        every hidden layer. The fan-outs are constants; the gradient flows through the
+        hidden layers' spikes (their surrogate).
+
+        :param spikes: input spike trains ``(T, batch, 2d)``
+        :param trains: the hidden layers' spike trains (``forward_spikes(..., return_activity=True)``)
+        :param weights: the forward's weights (default: :meth:`forward_weights`)
+        """
+        weights = self.forward_weights() if weights is None else weights
+        arrive = self.ticks - self.synaptic_delay
+        events = spikes.new_zeros(spikes.shape[1])
+        for train, weight in zip([spikes, *trains], weights):
+            fan_out = (weight.detach() != 0).sum(0).to(train.dtype)
+            events = events + train[:arrive].sum(0) @ fan_out
+        return events
 
     def forward(self, obs: th.Tensor, return_activity: bool = False) -> th.Tensor | tuple[th.Tensor, list[th.Tensor]]:
         """Q-values of a batch of observations ``(batch, d)``.

@@ -86,8 +86,9 @@ class SpikingDQNPolicy(DQNPolicy):
 
     The spiking options are the fields of :class:`spiking_dqn.network.SpikingConfig`
     (``ticks``, ``beta``, ``threshold``, ``surrogate``, ``reset``, ``synaptic_delay``,
-    ``encoding``, ``encoding_seed``), given by name as plain values; their defaults and
-    checks are that class's.
+    ``encoding``, ``encoding_seed``, ``threshold_noise``, ``threshold_noise_seed``,
+    ``activity_penalty``), given by name as plain values; their defaults and checks are
+    that class's.
 
     :param observation_space: a 1-D ``Box`` observation space
     :param action_space: a ``Discrete`` action space
@@ -140,6 +141,21 @@ class SpikingDQNPolicy(DQNPolicy):
             optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs,
         )
+
+    @property
+    def threshold_scale(self) -> float:
+        """Runtime factor on every hidden threshold of the online and target networks (default 1.0).
+
+        ``model.policy.threshold_scale = 1.5`` sweeps the float policy as
+        ``HardwarePolicy.threshold_scale`` sweeps the chip (same thresholds, see
+        :attr:`SpikingQNetwork.threshold_scale`). Not saved with the model.
+        """
+        return self.q_net.q_net.threshold_scale
+
+    @threshold_scale.setter
+    def threshold_scale(self, value: float) -> None:
+        for net in (self.q_net, self.q_net_target):
+            net.q_net.threshold_scale = value
 
     def make_q_net(self) -> SpikingQNet:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)

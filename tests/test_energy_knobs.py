@@ -1,0 +1,267 @@
+"""The energy knobs of the float network and the chip: threshold scale, ASPEN threshold noise, activity penalty."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import DQN
+
+from spiking_dqn import HardwarePolicy, SpikingDQNPolicy
+from spiking_dqn.hardware import EmulatorBackend
+from spiking_dqn.network import SpikingConfig, SpikingQNetwork
+from spiking_dqn.quantization import Grid, quantize_network
+from spiking_dqn.quantization.snap import snap_to_grid
+from spiking_dqn.thresholds import ThresholdNoise, check_threshold_scale
+
+from test_emulator import random_net, random_obs
+
+
+def snapped_net(delay: int = 1, reset: str = "subtract", seed: int = 0, **options) -> SpikingQNetwork:
+    """A random network whose weights and thresholds sit on a power-of-two grid, so that chip and float agree."""
+    th.manual_seed(seed)
+    net = SpikingQNetwork(
+        obs_bound=[1.0, 1.0, 1.0, 1.0], n_actions=3, net_arch=[32, 16], ticks=10, threshold=0.5,
+        reset=reset, synaptic_delay=delay, **options,
+    )
+    snap_to_grid(net, Grid((16.0, 16.0, 16.0), centered_readout=False))
+    return net
+
+
+def float_counts(net: SpikingQNetwork, obs: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    with th.no_grad():
+        q, counts = net(th.as_tensor(obs), return_activity=True)
+    return q.numpy(), [c.numpy().astype(np.int64) for c in counts]
+
+
+# ---------------------------------------------------------------------- the threshold scale
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("scale", [0.6, 1.0, 1.5, 2.4])
+def test_threshold_scale_acts_alike_on_the_float_model_and_the_emulator(reset, scale):
+    net = snapped_net(reset=reset)
+    program, _ = quantize_network(net, None)
+    obs = random_obs(128)
+    net.threshold_scale = scale
+    chip = HardwarePolicy(program, threshold_scale=scale)
+    q, counts = float_counts(net, obs)
+    result = chip.run(obs)
+    assert sum(int(c.sum()) for c in result.spike_counts[1:-1]) > 0
+    np.testing.assert_array_equal(result.actions, q.argmax(1))
+    for emulated, float_count in zip(result.spike_counts, counts):
+        np.testing.assert_array_equal(emulated, float_count)
+    # The program (and so its file) keeps the nominal thresholds.
+    assert chip.program == program
+    np.testing.assert_array_equal(chip.running_program.thresholds[-1], program.thresholds[-1])
+
+
+def test_a_higher_threshold_scale_means_fewer_spikes_and_events():
+    net = random_net(1, "subtract")
+    program, _ = quantize_network(net, 20.0)
+    chip = HardwarePolicy(program)
+    obs = random_obs(128)
+    events = []
+    for scale in (0.6, 1.0, 2.0):
+        chip.threshold_scale = scale
+        events.append(int(chip.run(obs).synaptic_events.sum()))
+    assert events[0] > events[1] > events[2]
+
+
+def test_policy_threshold_scale_sets_both_networks():
+    model = DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=dict(net_arch=[16], ticks=6), seed=0)
+    model.policy.threshold_scale = 1.5
+    assert model.policy.q_net.q_net.threshold_scale == 1.5
+    assert model.policy.q_net_target.q_net.threshold_scale == 1.5
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "x", True])
+def test_bad_threshold_scale_is_refused(bad):
+    net = random_net(1, "subtract")
+    with pytest.raises(ValueError, match="threshold_scale"):
+        net.threshold_scale = bad
+    program, _ = quantize_network(net, 20.0)
+    with pytest.raises(ValueError, match="threshold_scale"):
+        HardwarePolicy(program, threshold_scale=bad)
+    with pytest.raises(ValueError, match="threshold_scale"):
+        check_threshold_scale(bad)
+
+
+# ---------------------------------------------------------------------- ASPEN threshold noise
+
+
+def test_threshold_noise_changes_training_thresholds_only():
+    noisy = snapped_net(threshold_noise=(1.0, 2.0), threshold_noise_seed=7)
+    plain = snapped_net()
+    plain.load_state_dict(noisy.state_dict(), strict=False)
+    obs = th.as_tensor(random_obs(64))
+
+    # Acting (eval mode, no gradients) and the target network (no gradients): nominal thresholds.
+    noisy.eval()
+    np.testing.assert_array_equal(float_counts(noisy, obs.numpy())[0], float_counts(plain, obs.numpy())[0])
+    noisy.train()
+    with th.no_grad():
+        np.testing.assert_array_equal(noisy(obs).numpy(), plain(obs).numpy())
+    assert noisy.last_threshold_factor == 1.0
+
+    # A training forward draws a factor and runs with thresholds times that factor.
+    factors = []
+    for _ in range(5):
+        q = noisy(obs)
+        factor = noisy.last_threshold_factor
+        factors.append(factor)
+        assert 1.0 <= factor <= 2.0
+        plain.threshold_scale = factor
+        with th.no_grad():
+            np.testing.assert_array_equal(q.detach().numpy(), plain(obs).numpy())
+    assert len(set(factors)) == 5
+
+    # Seeded: the same seed draws the same factors; the generator's state is saved with the weights.
+    again = snapped_net(threshold_noise=(1.0, 2.0), threshold_noise_seed=7)
+    drawn = []
+    for _ in range(5):
+        again(obs)
+        drawn.append(again.last_threshold_factor)
+    assert drawn == factors
+    restored = snapped_net(threshold_noise=(1.0, 2.0), threshold_noise_seed=99)
+    restored.load_state_dict(again.state_dict())
+    again(obs)
+    restored(obs)
+    assert restored.last_threshold_factor == again.last_threshold_factor
+
+
+def test_threshold_noise_levels_draw_only_those_levels():
+    net = snapped_net(threshold_noise={"levels": [1.0, 1.5, 2.0]}, threshold_noise_seed=0)
+    obs = th.as_tensor(random_obs(8))
+    seen = set()
+    for _ in range(30):
+        net(obs)
+        seen.add(net.last_threshold_factor)
+    assert seen == {1.0, 1.5, 2.0}
+
+
+def test_threshold_noise_gradient_uses_the_drawn_threshold():
+    """The backward's surrogate sees the threshold the forward ran with."""
+    noisy = snapped_net(threshold_noise=(1.5, 2.5), threshold_noise_seed=3)
+    plain = copy.deepcopy(noisy)
+    plain.config = SpikingConfig(**{**noisy.config.to_kwargs(), "threshold_noise": None})
+    plain._noise_generator = None
+    obs = th.as_tensor(random_obs(32))
+    noisy(obs).sum().backward()
+    plain.threshold_scale = noisy.last_threshold_factor
+    plain(obs).sum().backward()
+    for a, b in zip(noisy.parameters(), plain.parameters()):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_threshold_noise_in_sb3_training_is_saved_with_the_model(tmp_path):
+    kwargs = dict(net_arch=[16], ticks=6, threshold_noise=(1.0, 1.5))
+    model = DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=kwargs, learning_starts=50, train_freq=4,
+                batch_size=16, seed=0)
+    model.learn(200)
+    net = model.policy.q_net.q_net
+    assert 1.0 < net.last_threshold_factor <= 1.5
+    assert model.policy.q_net_target.q_net.last_threshold_factor == 1.0  # the target runs nominal
+    model.save(tmp_path / "m.zip")
+    loaded = DQN.load(tmp_path / "m.zip")
+    assert loaded.policy.spiking_config.threshold_noise == ThresholdNoise(1.0, 1.5)
+    # Reproducible: the same seed trains the same weights.
+    twin = DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=kwargs, learning_starts=50, train_freq=4,
+               batch_size=16, seed=0)
+    twin.learn(200)
+    for a, b in zip(model.policy.parameters(), twin.policy.parameters()):
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+
+
+@pytest.mark.parametrize(
+    "bad", [(1.5, 1.0), (0.0, 1.0), (-1.0, 1.0), {"levels": []}, {"levels": [1.0, 0.0]}, (1.0,), "a,b",
+            {"low": 1.0}, {"mean": 1.0}]
+)
+def test_bad_threshold_noise_is_refused(bad):
+    with pytest.raises(ValueError, match="threshold_noise"):
+        SpikingConfig(threshold_noise=bad)
+
+
+# ---------------------------------------------------------------------- activity penalty
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_activity_penalty_gradient_is_that_of_loss_plus_penalty(reset):
+    coef = 3e-3
+    penalized = snapped_net(reset=reset, activity_penalty=coef)
+    plain = copy.deepcopy(penalized)
+    plain.config = SpikingConfig(**{**penalized.config.to_kwargs(), "activity_penalty": 0.0})
+    obs = th.as_tensor(random_obs(64))
+    actions = th.as_tensor(np.random.default_rng(0).integers(0, 3, 64))
+    target = th.randn(64)
+
+    def loss_of(q):  # SB3's DQN loss
+        return th.nn.functional.smooth_l1_loss(q.gather(1, actions[:, None]).squeeze(1), target)
+
+    loss_of(penalized(obs)).backward()
+    # Autograd's gradient of loss + c * mean synaptic events, written out.
+    spikes = plain.encoder(obs)
+    q, trains = plain.forward_spikes(spikes, return_activity=True)
+    events = plain.synaptic_events(spikes, trains)
+    (loss_of(q) + coef * events.mean()).backward()
+    assert float(penalized.last_activity_penalty) == pytest.approx(float(coef * events.detach().mean()), rel=1e-6)
+    changed = False
+    for a, b in zip(penalized.parameters(), plain.parameters()):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-5, atol=1e-6)
+    # ... and the penalty did change the gradient.
+    for net in (plain,):
+        net.zero_grad()
+    loss_of(plain(obs)).backward()
+    for a, b in zip(penalized.parameters(), plain.parameters()):
+        changed |= not np.allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-3, atol=1e-6)
+    assert changed
+
+
+def test_float_synaptic_events_equal_the_emulators():
+    net = snapped_net()
+    program, _ = quantize_network(net, None)
+    obs = random_obs(64)
+    with th.no_grad():
+        spikes = net.encoder(th.as_tensor(obs))
+        _, trains = net.forward_spikes(spikes, return_activity=True)
+        events = net.synaptic_events(spikes, trains).numpy()
+    np.testing.assert_array_equal(events.astype(np.int64), EmulatorBackend().run(program, obs).synaptic_events)
+
+
+def test_activity_penalty_is_off_when_acting():
+    net = snapped_net(activity_penalty=1.0)
+    obs = th.as_tensor(random_obs(8))
+    net.eval()
+    with th.no_grad():
+        net(obs)
+    assert net.last_activity_penalty is None
+
+
+def test_activity_penalty_lowers_activity_in_sb3_training():
+    """The same seed and budget, with and without the penalty: the penalised agent's hidden layers cause fewer events.
+
+    The input population's events are set by the observations (no gradient), so the
+    comparison is on the events of the hidden layers' spikes.
+    """
+    events = {}
+    for coef in (0.0, 0.02):
+        model = DQN(SpikingDQNPolicy, "CartPole-v1", learning_starts=100, train_freq=4, batch_size=32,
+                    learning_rate=1e-3, policy_kwargs=dict(net_arch=[32, 32], ticks=8, activity_penalty=coef), seed=1)
+        model.learn(1500)
+        net = model.policy.q_net.q_net
+        obs = th.as_tensor(random_obs(256))
+        with th.no_grad():
+            spikes = net.encoder(obs)
+            _, trains = net.forward_spikes(spikes, return_activity=True)
+            total = net.synaptic_events(spikes, trains)
+            inputs_only = net.synaptic_events(spikes, [th.zeros_like(t) for t in trains])
+            events[coef] = float((total - inputs_only).mean())
+    assert events[0.02] < 0.5 * events[0.0], events
+
+
+@pytest.mark.parametrize("bad", [-1e-3, float("nan"), float("inf"), "0.1", True])
+def test_bad_activity_penalty_is_refused(bad):
+    with pytest.raises(ValueError, match="activity_penalty"):
+        SpikingConfig(activity_penalty=bad)
