@@ -280,3 +280,54 @@ def test_backend_registry_is_lazy_and_lists_the_names():
     assert list(BACKENDS) == ["emulator", "spinnaker2"] and len(BACKENDS) == 2
     assert BACKENDS["emulator"] is EmulatorBackend and BACKENDS["spinnaker2"] is SpiNNaker2Backend
     assert "loihi" not in BACKENDS
+
+
+# ---------------------------------------------------------------------- memory budget
+
+
+def long_program(ticks: int) -> ChipProgram:
+    return tiny_program(ticks=ticks)
+
+
+def test_memory_estimate_scales_with_ticks_batch_and_recordings():
+    emulator = EmulatorBackend()
+    program = long_program(100)
+    base = emulator.memory_needed(program, 10)
+    assert emulator.memory_needed(long_program(200), 10) == 2 * base
+    assert emulator.memory_needed(program, 10, record_trains=True) > base
+    assert emulator.memory_needed(program, 10, record_voltages=True) > base
+    # At least the input trains of the batch and the recorded trains (float32 input, bool copies).
+    n = sum(program.layer_sizes)
+    assert emulator.memory_needed(program, 10, record_trains=True) >= 4 * 100 * 10 * 2 + 2 * 100 * 10 * n
+
+
+def test_run_over_the_memory_budget_is_refused_up_front_with_the_figure():
+    program = long_program(100_000)  # MAX_TICKS: a valid program
+    emulator = EmulatorBackend(warn_saturation=False, memory_budget_bytes=64 * 1024**2)
+    obs = np.full((2000, 1), 0.5, np.float32)
+    needed = emulator.memory_needed(program, 2000)
+    assert needed > 64 * 1024**2
+    figure = rf"about {needed / 1024**3:.2f} GiB .*100000 ticks x 2000 observations.*budget of 0.06 GiB"
+    with pytest.raises(ValueError, match=figure):
+        emulator.run(program, obs)
+    with pytest.raises(ValueError, match="memory_budget_bytes"):
+        emulator.run_spikes(program, np.zeros((100_000, 2000, 2), bool))
+    # Within the budget the same program runs.
+    result = emulator.run(program, obs[:1])
+    assert result.ticks == 100_000 and result.spike_counts[1].sum() > 0
+
+
+def test_default_budget_refuses_what_would_exhaust_memory():
+    from spiking_dqn.hardware.emulator import MEMORY_BUDGET_BYTES
+
+    program = long_program(100_000)
+    emulator = EmulatorBackend()
+    assert emulator.memory_budget_bytes == MEMORY_BUDGET_BYTES
+    with pytest.raises(ValueError, match="GiB"):
+        emulator.run(program, np.zeros((10_000, 1), np.float32), record_trains=True)
+
+
+@pytest.mark.parametrize("budget", [0, -1, 1.5, True])
+def test_memory_budget_must_be_a_positive_integer(budget):
+    with pytest.raises(ValueError, match="memory_budget_bytes"):
+        EmulatorBackend(memory_budget_bytes=budget)

@@ -9,7 +9,7 @@ import torch as th
 
 from spiking_dqn.hardware import ChipConnectionError, EmulatorBackend, SpiNNaker2Backend, get_backend
 from spiking_dqn.hardware.backend import encode_observations
-from spiking_dqn.hardware.spinnaker2 import build_network, connection_list
+from spiking_dqn.hardware.spinnaker2 import build_network, chip_connection_delay, connection_list
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.quantization import quantize_network
 
@@ -46,8 +46,9 @@ fake_snn = types.SimpleNamespace(Population=FakePopulation, Projection=FakeProje
 
 class FakeChip:
     """Stands in for ``hardware.SpiNNaker2Chip``: simulates the built network from its
-    py-spinnaker2 description only (spike lists, params, connection lists), with the
-    connection delay taken literally, and fills in the recordings."""
+    py-spinnaker2 description only (spike lists, params, connection lists), with
+    py-spinnaker2's delay rule (a connection written with delay ``D`` delivers ``D + 1``
+    ticks later, as the reference trace shows for ``D = 0``), and fills in the recordings."""
 
     instances: list = []
 
@@ -72,7 +73,7 @@ class FakeChip:
                 for proj in net.projections:
                     if proj.post is p:
                         for pre, post, w, delay in proj.connections:
-                            if t - delay >= 0 and emitted[id(proj.pre)][t - delay, pre]:
+                            if t - delay - 1 >= 0 and emitted[id(proj.pre)][t - delay - 1, pre]:
                                 syn[post] += w
                 prm = p.params
                 v = prm["alpha_decay"] * state[id(p)] + prm["i_offset"] + syn
@@ -120,9 +121,8 @@ def obs_batch(n=6, seed=0):
 
 
 @pytest.mark.parametrize("reset, s2_reset", [("subtract", "reset_by_subtraction"), ("zero", "reset_to_v_reset")])
-@pytest.mark.parametrize("delay", [0, 1])
-def test_build_network_translates_every_part(delay, reset, s2_reset):
-    program = quantized(delay, reset)
+def test_build_network_translates_every_part(reset, s2_reset):
+    program = quantized(1, reset)
     trains = encode_observations(program, obs_batch(1))[:, 0]  # (ticks, 2d)
     built = build_network(program, trains, fake_snn)
     net = built.network
@@ -147,7 +147,8 @@ def test_build_network_translates_every_part(delay, reset, s2_reset):
     np.testing.assert_array_equal(pops[-1].params["threshold"], [5000.0, 5000.0])
     assert [p.record for p in pops[1:3]] == [["spikes"], ["spikes"]]
     assert "v" in pops[-1].record
-    # Projections: consecutive populations, nonzero weights only, program.delay.
+    # Projections: consecutive populations, nonzero weights only, py-spinnaker2 delay
+    # program.delay - 1 = 0 (a delay-0 connection already arrives one tick later).
     assert len(net.projections) == 3
     for k, proj in enumerate(net.projections):
         assert proj.pre is pops[k] and proj.post is pops[k + 1]
@@ -155,7 +156,7 @@ def test_build_network_translates_every_part(delay, reset, s2_reset):
         assert len(proj.connections) == np.count_nonzero(w)
         dense = np.zeros_like(w)
         for pre, post, weight, d in proj.connections:
-            assert d == delay and weight != 0
+            assert d == 0 and weight != 0
             assert all(isinstance(x, int) for x in (pre, post, weight, d))
             dense[post, pre] = weight
         np.testing.assert_array_equal(dense, w)
@@ -164,10 +165,36 @@ def test_build_network_translates_every_part(delay, reset, s2_reset):
 def test_connection_delay_override_and_bad_trains():
     program = quantized(delay=1)
     trains = encode_observations(program, obs_batch(1))[:, 0]
-    built = build_network(program, trains, fake_snn, connection_delay=0)
-    assert {c[3] for proj in built.projections for c in proj.connections} == {0}
+    assert chip_connection_delay(program) == 0
+    built = build_network(program, trains, fake_snn, connection_delay=2)  # for experiments
+    assert {c[3] for proj in built.projections for c in proj.connections} == {2}
     with pytest.raises(ValueError, match="spike_trains"):
         build_network(program, trains[:, :4], fake_snn)
+
+
+def test_delay_0_program_is_refused_before_the_chip_is_contacted(monkeypatch):
+    install_fake_spinnaker2(monkeypatch, FakeChip)
+    FakeChip.instances.clear()
+    program = quantized(delay=0)
+    trains = encode_observations(program, obs_batch(1))[:, 0]
+    for call in (
+        lambda: build_network(program, trains, fake_snn),
+        lambda: build_network(program, trains, fake_snn, connection_delay=0),  # the override does not lift it
+        lambda: SpiNNaker2Backend(eth_ip="192.168.1.25").run(program, obs_batch(2)),
+        lambda: SpiNNaker2Backend(eth_ip="192.168.1.25", connection_delay=0).run_spikes(
+            program, encode_observations(program, obs_batch(2))
+        ),
+        lambda: SpiNNaker2Backend(eth_ip="192.168.1.25")._preflight(program),
+    ):
+        with pytest.raises(ValueError, match="delay=0.*cannot propagate within a tick"):
+            call()
+    assert FakeChip.instances == []
+
+
+def test_delay_0_program_is_refused_even_without_py_spinnaker2(monkeypatch):
+    monkeypatch.setitem(sys.modules, "spinnaker2", None)
+    with pytest.raises(ValueError, match="cannot propagate within a tick"):
+        SpiNNaker2Backend(eth_ip="192.168.1.25").run(quantized(delay=0), obs_batch(1))
 
 
 def test_connection_list_skips_zero_weights():
@@ -175,11 +202,10 @@ def test_connection_list_skips_zero_weights():
     assert connection_list(w, 1) == [[0, 1, -3, 1], [1, 0, 5, 1], [2, 1, 127, 1]]
 
 
-@pytest.mark.parametrize("delay", [0, 1])
-def test_run_on_fake_chip_matches_emulator(monkeypatch, delay):
+def test_run_on_fake_chip_matches_emulator(monkeypatch):
     install_fake_spinnaker2(monkeypatch, FakeChip)
     FakeChip.instances.clear()
-    program = quantized(delay, seed=2)
+    program = quantized(1, seed=2)
     obs = obs_batch(5, seed=2)
     chip = SpiNNaker2Backend(eth_ip="192.168.1.25").run(program, obs)
     emulated = EmulatorBackend().run(program, obs)
@@ -191,6 +217,36 @@ def test_run_on_fake_chip_matches_emulator(monkeypatch, delay):
         np.testing.assert_array_equal(got, want)
     assert sum(int(c.sum()) for c in chip.spike_counts[1:-1]) > 0
     np.testing.assert_array_equal(chip.synaptic_events, emulated.synaptic_events)
+
+
+def test_run_spikes_on_fake_chip_matches_emulator(monkeypatch):
+    install_fake_spinnaker2(monkeypatch, FakeChip)
+    program = quantized(1, seed=3)
+    spikes = np.random.default_rng(3).random((program.ticks, 4, program.layer_sizes[0])) < 0.4
+    chip = SpiNNaker2Backend(eth_ip="192.168.1.25").run_spikes(
+        program, spikes, record_voltages=True, record_trains=True
+    )
+    emulated = EmulatorBackend().run_spikes(program, spikes, record_voltages=True, record_trains=True)
+    np.testing.assert_allclose(chip.voltage_trace, emulated.voltage_trace, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(chip.voltage_trace[-1], chip.voltages)
+    for got, want in zip(chip.spike_trains, emulated.spike_trains):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(chip.spike_trains[0], spikes)
+    assert sum(int(t.sum()) for t in chip.spike_trains[1:-1]) > 0
+    # run() is encode-then-run_spikes.
+    obs = obs_batch(3, seed=3)
+    via_run = SpiNNaker2Backend(eth_ip="192.168.1.25").run(program, obs)
+    via_spikes = SpiNNaker2Backend(eth_ip="192.168.1.25").run_spikes(program, encode_observations(program, obs))
+    np.testing.assert_array_equal(via_run.voltages, via_spikes.voltages)
+
+
+def test_run_spikes_refuses_bad_trains_before_the_chip(monkeypatch):
+    install_fake_spinnaker2(monkeypatch, FakeChip)
+    FakeChip.instances.clear()
+    program = quantized(1)
+    with pytest.raises(ValueError, match="ticks"):
+        SpiNNaker2Backend(eth_ip="192.168.1.25").run_spikes(program, np.zeros((3, 1, 6), bool))
+    assert FakeChip.instances == []
 
 
 def test_unreachable_chip_gives_a_clear_error(monkeypatch):

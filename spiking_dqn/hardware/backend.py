@@ -1,14 +1,16 @@
 """What every backend shares: its result, its protocol, the registry, and the program-side input.
 
 * :class:`BackendResult`: what a backend returns for a batch of observations.
-* :class:`Backend`: the protocol of a backend (a ``name`` and ``run(program, obs)``).
+* :class:`Backend`: the protocol of a backend (a ``name``, ``run(program, obs)`` and
+  ``run_spikes(program, input_spikes)``).
 * :func:`get_backend`: a backend from its name (classes are imported only when asked for,
   see :data:`BACKENDS`), or a backend object passed through unchanged.
 * The input side of a chip program, in numpy: observation checks
   (:func:`check_observations`, :func:`as_observation_batch`), the signed two-neuron rates
   (:func:`signed_rates_numpy`), deterministic accumulator trains
-  (:func:`deterministic_spikes_numpy`) and the encoding of a batch for a program
-  (:func:`encode_observations`); and what backends count and report
+  (:func:`deterministic_spikes_numpy`), the encoding of a batch for a program
+  (:func:`encode_observations`) and the check of raw input spike trains
+  (:func:`check_input_spikes`); and what backends count and report
   (:func:`synaptic_events`, :func:`warn_output_saturation`).
 
 Signed two-neuron code: an observation ``obs`` of dimension ``d`` is normalised to
@@ -44,6 +46,7 @@ __all__ = [
     "BackendResult",
     "EncodingMode",
     "as_observation_batch",
+    "check_input_spikes",
     "check_observations",
     "deterministic_spikes_numpy",
     "encode_observations",
@@ -79,7 +82,8 @@ class BackendResult:
     :param backend: name of the backend that produced the result
     :param spike_trains: per-tick spikes, one ``(ticks, batch, n)`` bool array per
         population (input, each hidden layer, output); only when the backend was asked to
-        record them (``EmulatorBackend.run(..., record_trains=True)``), else None
+        record them (``run(..., record_trains=True)`` or ``run_spikes(..., record_trains=True)``
+        on the emulator, the brian2 and the spinnaker2 backends), else None
     :param voltage_trace: output voltages after every tick (after any reset),
         ``(ticks, batch, n_actions)`` float32; only with ``record_voltages=True``, else None
     """
@@ -119,8 +123,21 @@ class Backend(Protocol):
     def run(self, program: ChipProgram, obs: Any) -> BackendResult:
         """Run ``program`` on observations ``(batch, d)`` (or one ``(d,)``).
 
+        The backends here encode the observations (:func:`encode_observations`) and run
+        the trains with :meth:`run_spikes`.
+
         :param program: the chip program
         :param obs: the observations
+        """
+        ...
+
+    def run_spikes(self, program: ChipProgram, input_spikes: Any, record_voltages: bool = False) -> BackendResult:
+        """Run ``program`` on raw input spike trains instead of encoded observations.
+
+        :param program: the chip program
+        :param input_spikes: ``(ticks, batch, n_inputs)`` bool (or 0/1 numbers), fed to the
+            input population with the timing of encoded inputs (see :func:`check_input_spikes`)
+        :param record_voltages: also return the output voltages after every tick
         """
         ...
 
@@ -157,8 +174,8 @@ BACKENDS: Mapping[str, type] = _LazyBackends(
 def get_backend(backend: str | Backend = "emulator", **options: Any) -> Backend:
     """A backend from its name, or the given backend object unchanged.
 
-    :param backend: ``"emulator"`` (default), ``"spinnaker2"``, or an object with a
-        ``run(program, obs)`` method (returned as it is)
+    :param backend: ``"emulator"`` (default), ``"spinnaker2"``, ``"brian2"``, or an object
+        with a ``run(program, obs)`` method (returned as it is)
     :param options: keyword arguments of the named backend's constructor, e.g. ``eth_ip``
         for ``"spinnaker2"``; none with a backend object
     :raises ValueError: unknown name (the available ones are listed)
@@ -264,6 +281,54 @@ def encode_observations(program: ChipProgram, obs: np.ndarray) -> np.ndarray:
     rates = signed_rates_numpy(obs, program.obs_bound)
     rng = np.random.default_rng(program.seed)
     return (rng.random((program.ticks, *rates.shape)) < rates[None]).astype(np.float32)
+
+
+def check_input_spikes(program: ChipProgram, input_spikes: Any) -> np.ndarray:
+    """Raw input spike trains for ``program`` as a validated float32 array of 0/1.
+
+    Row ``t`` holds the spikes the input neurons emit at tick ``t``, exactly as the encoder's
+    trains (:func:`encode_observations`): with ``delay = 1`` they reach the first hidden
+    population at tick ``t + 1``. Neuron ``i < d`` is the positive half of observation
+    dimension ``i``, neuron ``d + i`` the negative half.
+
+    :param program: the program the trains are for (its ticks and input neurons)
+    :param input_spikes: ``(ticks, batch, n_inputs)``: bool, or integer / float numbers
+        that are all 0 or 1; a torch tensor is moved to the CPU
+    :return: ``(ticks, batch, n_inputs)`` float32 of 0/1 (a new array)
+    :raises ValueError: not a 3-D array, a tick count or input width other than the
+        program's, a non-numeric dtype, NaN, or a value other than 0 and 1
+    """
+    if hasattr(input_spikes, "detach"):  # a torch tensor
+        input_spikes = input_spikes.detach().cpu().numpy()
+    spikes = np.asarray(input_spikes)
+    n_in = program.layer_sizes[0]
+    expected = f"(ticks, batch, n_inputs) = ({program.ticks}, batch, {n_in})"
+    if spikes.ndim != 3:
+        raise ValueError(f"input_spikes must have shape {expected}, got {spikes.ndim}-D shape {spikes.shape}")
+    if spikes.shape[0] != program.ticks:
+        raise ValueError(
+            f"input_spikes has {spikes.shape[0]} ticks but the program runs {program.ticks}: "
+            f"expected shape {expected}, got {spikes.shape}"
+        )
+    if spikes.shape[2] != n_in:
+        raise ValueError(
+            f"input_spikes has {spikes.shape[2]} input neurons but the program has {n_in} (2 x obs_dim, "
+            f"signed two-neuron code): expected shape {expected}, got {spikes.shape}"
+        )
+    if spikes.dtype == np.bool_:
+        return spikes.astype(np.float32)
+    if not (np.issubdtype(spikes.dtype, np.integer) or np.issubdtype(spikes.dtype, np.floating)):
+        raise ValueError(f"input_spikes must be bool or 0/1 numbers, got dtype {spikes.dtype}")
+    if np.issubdtype(spikes.dtype, np.floating) and np.isnan(spikes).any():
+        raise ValueError("input_spikes contains NaN; spikes must be bool or 0/1")
+    binary = (spikes == 0) | (spikes == 1)
+    if not binary.all():
+        bad = np.unique(spikes[~binary])
+        raise ValueError(
+            f"input_spikes must be bool or 0/1, got other values {bad[:5].tolist()}"
+            f"{' ...' if bad.size > 5 else ''} ({int((~binary).sum())} entries)"
+        )
+    return spikes.astype(np.float32)
 
 
 # ---------------------------------------------------------------------- counts and warnings

@@ -1,7 +1,9 @@
 """Embedded emulator of the SpiNNaker2 ``lif_no_delay`` neuron model (the default backend).
 
 It executes a :class:`~spiking_dqn.hardware.program.ChipProgram` on a batch of
-observations with exactly the semantics of ``DESIGN.md`` ("Chip semantics"), in float32:
+observations (``run``), or on raw input spike trains (``run_spikes``, which ``run`` calls
+with the encoded observations), with exactly the semantics of ``DESIGN.md`` ("Chip
+semantics"), in float32:
 
 * encoding: ``x = clip(obs / bound, -1, 1)``, rates ``concat(max(x, 0), max(-x, 0))``,
   deterministic accumulator trains or seeded Bernoulli (Poisson) draws;
@@ -19,6 +21,16 @@ spike trains with the weights (exact, since the sums are small integers), and on
 elementwise neuron update loops over the ticks. A population's input at tick ``t`` only
 depends on the previous population's spikes at ticks ``<= t``, so the order of the
 updates, and every float32 operation, is the same as in a tick-by-tick loop.
+
+Memory: a run holds every population's trains of one chunk of observations for all ticks,
+and the recordings of the whole batch. Before it allocates anything, a run whose estimate
+(:meth:`EmulatorBackend.memory_needed`) exceeds the backend's budget
+(:data:`MEMORY_BUDGET_BYTES` by default) is refused with the figure, so a long program on a
+large batch fails at once instead of exhausting the machine's memory.
+
+Checked against the one external reference at hand, py-spinnaker2's own Brian2 backend on
+one ``lif_no_delay`` neuron (``tests/data/lif_spinnaker2.csv``, ``tests/test_reference_trace.py``):
+every spike at the same tick, voltages to 1e-5 relative. No chip has been run.
 """
 
 from __future__ import annotations
@@ -33,10 +45,17 @@ from spiking_dqn import kernels
 from spiking_dqn.hardware.backend import (
     BackendResult,
     as_observation_batch,
+    check_input_spikes,
     encode_observations,
     warn_output_saturation,
 )
 from spiking_dqn.hardware.program import ChipProgram
+
+#: Default memory budget of one emulator run, in bytes (2 GiB): well inside the memory of
+#: the machines this runs on (CI runners have 7 GiB and more), and about 100 times what the
+#: shipped programs need for a batch of 10_000 observations. Runs estimated to need more are
+#: refused before anything is allocated (see ``EmulatorBackend.memory_needed``).
+MEMORY_BUDGET_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -70,14 +89,21 @@ class EmulatorBackend:
     """Run chip programs on the CPU with the chip's neuron model, vectorised over the batch.
 
     :param warn_saturation: warn when an output neuron reaches its threshold
+    :param memory_budget_bytes: refuse runs estimated to need more memory than this
+        (:data:`MEMORY_BUDGET_BYTES` by default; see :meth:`memory_needed`)
     """
 
     name = "emulator"
-    #: Observations simulated together (see ``run``).
+    #: Observations simulated together (see ``run_spikes``).
     CHUNK = 256
 
-    def __init__(self, warn_saturation: bool = True) -> None:
+    def __init__(self, warn_saturation: bool = True, memory_budget_bytes: int = MEMORY_BUDGET_BYTES) -> None:
+        if isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, (int, np.integer)):
+            raise ValueError(f"memory_budget_bytes must be an integer number of bytes, got {memory_budget_bytes!r}")
+        if memory_budget_bytes <= 0:
+            raise ValueError(f"memory_budget_bytes must be positive, got {memory_budget_bytes}")
         self.warn_saturation = warn_saturation
+        self.memory_budget_bytes = int(memory_budget_bytes)
         self._compiled: _Compiled | None = None
 
     def _compile(self, program: ChipProgram) -> _Compiled:
@@ -85,6 +111,47 @@ class EmulatorBackend:
         if self._compiled is None or self._compiled.program is not program:
             self._compiled = _Compiled(program)
         return self._compiled
+
+    def memory_needed(
+        self, program: ChipProgram, batch: int, record_trains: bool = False, record_voltages: bool = False
+    ) -> int:
+        """Estimated peak memory of a run, in bytes (float32 = 4 bytes, bool = 1).
+
+        ``T`` ticks, ``B`` observations, ``c = min(B, CHUNK)``, population sizes ``n_k``
+        (input first), ``N = sum n_k``, ``A`` actions:
+
+        * the input trains of the batch, float32: ``4 T B n_0``;
+        * one chunk's working set: every population's trains ``4 T c N``, plus the synaptic
+          input and the membranes of the largest layer ``8 T c max n_k``;
+        * recordings of the whole batch: trains ``2 T B N`` (per chunk, then joined), voltage
+          traces ``8 T B A``.
+
+        :param program: the program
+        :param batch: observations in the run
+        :param record_trains: the run records the spike trains
+        :param record_voltages: the run records the output voltage traces
+        """
+        ticks, sizes = program.ticks, program.layer_sizes
+        chunk = max(min(batch, self.CHUNK), 1)
+        total = 4 * ticks * batch * sizes[0]
+        total += 4 * ticks * chunk * sum(sizes) + 8 * ticks * chunk * max(sizes[1:])
+        if record_trains:
+            total += 2 * ticks * batch * sum(sizes)
+        if record_voltages:
+            total += 8 * ticks * batch * program.n_actions
+        return int(total)
+
+    def _check_memory(self, program: ChipProgram, batch: int, record_trains: bool, record_voltages: bool) -> None:
+        needed = self.memory_needed(program, batch, record_trains, record_voltages)
+        if needed > self.memory_budget_bytes:
+            gib = 1024**3
+            raise ValueError(
+                f"this run would need about {needed / gib:.2f} GiB ({program.ticks} ticks x {batch} observations x "
+                f"populations {program.layer_sizes}"
+                f"{', recording trains' if record_trains else ''}{', recording voltages' if record_voltages else ''}), "
+                f"over the emulator's memory budget of {self.memory_budget_bytes / gib:.2f} GiB: run fewer "
+                "observations at a time, record less, or raise EmulatorBackend(memory_budget_bytes=...)"
+            )
 
     def _simulate(
         self, compiled: _Compiled, program: ChipProgram, inputs: np.ndarray, record_voltages: bool
@@ -136,7 +203,7 @@ class EmulatorBackend:
     def run(
         self, program: ChipProgram, obs: Any, record_trains: bool = False, record_voltages: bool = False
     ) -> BackendResult:
-        """Run a batch of observations.
+        """Run a batch of observations: encode them, then :meth:`run_spikes`.
 
         :param program: the chip program
         :param obs: observations ``(batch, d)``, or a single one ``(d,)``
@@ -144,18 +211,47 @@ class EmulatorBackend:
             (``BackendResult.spike_trains``)
         :param record_voltages: also return the output voltages after every tick
             (``BackendResult.voltage_trace``)
-        :return: output voltages, actions and activity
-        :raises ValueError: observations of the wrong width, or with NaN / inf entries
+        :return: output voltages, actions and activity; ``wall_time_s`` includes the encoding
+        :raises ValueError: observations of the wrong width, or with NaN / inf entries; a
+            run over the memory budget
         """
         start = time.perf_counter()
-        compiled = self._compile(program)
         obs = as_observation_batch(obs, program.obs_dim)
-        # Chunks of CHUNK observations keep each tick's (chunk, n) arrays in the CPU cache.
+        self._check_memory(program, obs.shape[0], record_trains, record_voltages)
         inputs = encode_observations(program, obs)  # all at once: one Poisson stream per batch
-        parts = [
-            self._simulate(compiled, program, inputs[:, i : i + self.CHUNK], record_voltages)
-            for i in range(0, max(obs.shape[0], 1), self.CHUNK)
-        ]
+        result = self.run_spikes(program, inputs, record_voltages=record_voltages, record_trains=record_trains)
+        result.wall_time_s = time.perf_counter() - start
+        return result
+
+    def run_spikes(
+        self, program: ChipProgram, input_spikes: Any, record_voltages: bool = False, record_trains: bool = False
+    ) -> BackendResult:
+        """Run raw input spike trains, fed to the input population in place of encoded observations.
+
+        :param program: the chip program
+        :param input_spikes: ``(ticks, batch, 2d)`` bool or 0/1 numbers; row ``t`` is what the
+            input neurons emit at tick ``t`` (see :func:`~spiking_dqn.hardware.backend.check_input_spikes`)
+        :param record_voltages: also return the output voltages after every tick
+            (``BackendResult.voltage_trace``)
+        :param record_trains: also return the per-tick spike trains of every population
+            (``BackendResult.spike_trains``; the input's is ``input_spikes`` as bool)
+        :return: output voltages, actions and activity
+        :raises ValueError: trains of the wrong shape, tick count or values; a run over the
+            memory budget
+        """
+        start = time.perf_counter()
+        shape = np.shape(input_spikes)
+        if len(shape) == 3:  # refuse before the validated copy is made; a bad shape is named below
+            self._check_memory(program, shape[1], record_trains, record_voltages)
+        inputs = check_input_spikes(program, input_spikes)
+        compiled = self._compile(program)
+        # Chunks of CHUNK observations keep each tick's (chunk, n) arrays in the CPU cache.
+        parts = []
+        for i in range(0, max(inputs.shape[1], 1), self.CHUNK):
+            v, counts, events, trains, trace = self._simulate(
+                compiled, program, inputs[:, i : i + self.CHUNK], record_voltages
+            )
+            parts.append((v, counts, events, [t.astype(bool) for t in trains] if record_trains else None, trace))
         voltages = np.concatenate([part[0] for part in parts])
         counts = [np.concatenate([part[1][k] for part in parts]) for k in range(len(parts[0][1]))]
         events = np.concatenate([part[2] for part in parts])
@@ -177,6 +273,6 @@ class EmulatorBackend:
             ticks=program.ticks,
             wall_time_s=time.perf_counter() - start,
             backend=self.name,
-            spike_trains=[train.astype(bool) for train in trains] if record_trains else None,
+            spike_trains=trains,
             voltage_trace=trace,
         )

@@ -19,18 +19,24 @@ converter (``spinnaker2/s2_nir.py``):
   as ``hw.run(net, ticks)``; ``get_voltages()`` gives, per neuron, one value per tick and
   the last one is the Q-value (in units of the output lambda).
 
-Delay semantics. The connection delay written is ``program.delay`` unless
-``connection_delay`` overrides it. py-spinnaker2 documents, for its ``lif`` model, that
-the delay on the hardware is the given delay plus one tick; ``lif_no_delay`` has no delay
-buffer, and its own examples pass delay 0, so on the chip a spike is expected to arrive
-at the next tick whatever the field says. Programs with ``delay=1`` (the default) should
-therefore match the emulator, and a ``delay=0`` program will probably see one extra tick
-per layer on the chip. Such an off-by-one (or any other difference between the chip and
-the emulated semantics) is what the on-chip threshold search exists to absorb.
+Delay semantics. py-spinnaker2's connection delay counts the ticks *beyond the first*: a
+spike sent over a connection written with delay 0 arrives at the next tick. The backend
+therefore writes ``program.delay - 1``, i.e. 0 for the default one-tick delay, into every
+connection (:func:`chip_connection_delay`), and refuses a ``delay=0`` program (spikes
+arriving in the tick they are emitted), which the chip cannot run; ``connection_delay``
+overrides the written value, for experiments only.
 
-This path has not been run on a chip here: no SpiNNaker2 was attached when it was
-written. The translation itself (:func:`build_network`) is tested against a fake ``snn``
-module.
+What was verified, and against what. The one external reference at hand is a trace that
+the NIR paper's authors recorded with py-spinnaker2's own software backend (Brian2) of one
+``lif_no_delay`` neuron fed over a delay-0 connection (``tests/data/lif_spinnaker2.csv``).
+The emulator and the brian2 backend both reproduce it from a one-neuron program with
+``delay = 1`` (every spike at the same tick, voltages to 1e-5 relative,
+``tests/test_reference_trace.py``): that settles the update and reset order and that
+delay 0 on py-spinnaker2 is the emulator's ``delay = 1``. The translation into
+py-spinnaker2 objects (:func:`build_network`, the connection lists) is tested against a
+stand-in ``snn`` module that applies that delay rule. Not verified: a real chip (none was
+attached when this was written), and py-spinnaker2 itself (its source was not reachable):
+if a chip differs, the on-chip threshold search is what absorbs it.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import numpy as np
 from spiking_dqn.hardware.backend import (
     BackendResult,
     as_observation_batch,
+    check_input_spikes,
     encode_observations,
     synaptic_events,
     warn_output_saturation,
@@ -100,6 +107,25 @@ def connection_list(weights: np.ndarray, delay: int) -> list[list[int]]:
     return [[int(i), int(j), int(weights[j, i]), int(delay)] for i, j in zip(pre, post)]
 
 
+def chip_connection_delay(program: ChipProgram, connection_delay: int | None = None) -> int:
+    """The py-spinnaker2 delay to write into the connections of ``program``.
+
+    :param program: the chip program
+    :param connection_delay: an explicit value (experiments); ``program.delay - 1`` when None
+    :raises ValueError: a ``delay=0`` program: the chip cannot propagate a spike within a tick
+    """
+    if program.delay < 1:
+        raise ValueError(
+            "this chip program has delay=0 (a spike reaches the next population in the tick it is emitted); "
+            "SpiNNaker2 cannot propagate within a tick: a py-spinnaker2 connection with delay 0 already "
+            "arrives one tick later. Deploy a program built with synaptic_delay=1 (the default), or run this "
+            "one on the 'emulator' backend"
+        )
+    if connection_delay is not None:
+        return int(connection_delay)
+    return program.delay - 1
+
+
 def neuron_params(program: ChipProgram, k: int) -> dict[str, Any]:
     """``lif_no_delay`` parameters of population ``k`` (hidden layers, then the output)."""
     return {
@@ -123,9 +149,10 @@ def build_network(
     :param spike_trains: the input spike train of one observation, ``(ticks, 2d)`` of 0/1
     :param snn_module: py-spinnaker2's ``snn`` module (or a stand-in with ``Population``,
         ``Projection`` and ``Network``)
-    :param connection_delay: the delay written into every connection; ``program.delay``
-        when None (see the module docstring on the chip's delay semantics)
+    :param connection_delay: the delay written into every connection;
+        ``program.delay - 1`` when None (see the module docstring on the delay semantics)
     :return: the network and its populations
+    :raises ValueError: trains of the wrong shape; a ``delay=0`` program
     """
     spike_trains = np.asarray(spike_trains)
     n_in = program.layer_sizes[0]
@@ -133,7 +160,7 @@ def build_network(
         raise ValueError(
             f"spike_trains must have shape (ticks, 2d) = {(program.ticks, n_in)}, got {spike_trains.shape}"
         )
-    delay = program.delay if connection_delay is None else int(connection_delay)
+    delay = chip_connection_delay(program, connection_delay)
     snn = snn_module
     inp = snn.Population(size=n_in, neuron_model="spike_list", params=spike_list(spike_trains), name="input")
     n_hidden = len(program.weights) - 1
@@ -178,8 +205,8 @@ class SpiNNaker2Backend:
 
     :param eth_ip: IP address of the chip's Ethernet interface (required; a keyword
         with no default value only so that leaving it out gets a clear error)
-    :param connection_delay: delay written into the connections; ``program.delay`` when
-        None (see the module docstring)
+    :param connection_delay: delay written into the connections; ``program.delay - 1``
+        when None (see the module docstring); for experiments
     :raises ValueError: no ``eth_ip``, or one that is not a non-empty string
     """
 
@@ -206,21 +233,56 @@ class SpiNNaker2Backend:
             "is using the chip"
         )
 
-    def run(self, program: ChipProgram, obs: Any) -> BackendResult:
-        """Run a batch of observations on the chip, one chip run per observation.
+    def _preflight(self, program: ChipProgram) -> None:
+        """Refuse a program the chip cannot run, before py-spinnaker2 is imported or the chip contacted.
+
+        The one place for pre-flight checks of :meth:`run_spikes` (and so of :meth:`run`).
+        Today: the delay (a ``delay=0`` program, see :func:`chip_connection_delay`).
+
+        :param program: the chip program
+        :raises ValueError: the program cannot run on the chip (the message says why)
+        """
+        chip_connection_delay(program, self.connection_delay)
+
+    def run(self, program: ChipProgram, obs: Any, record_voltages: bool = False) -> BackendResult:
+        """Run a batch of observations on the chip: encode them, then :meth:`run_spikes`.
 
         :param program: the chip program
         :param obs: observations ``(batch, d)``, or a single one ``(d,)``
+        :param record_voltages: also return the output voltages after every tick
+        :raises ValueError: bad observations; a program the chip cannot run
         :raises ImportError: py-spinnaker2 is not installed
         :raises ChipConnectionError: the chip cannot be reached or the run fails
         """
-        obs = as_observation_batch(obs, program.obs_dim)
-        hardware, snn = import_spinnaker2()
         start = time.perf_counter()
-        inputs = encode_observations(program, obs)  # (ticks, batch, 2d)
-        ticks, batch = program.ticks, obs.shape[0]
+        obs = as_observation_batch(obs, program.obs_dim)
+        result = self.run_spikes(program, encode_observations(program, obs), record_voltages=record_voltages)
+        result.wall_time_s = time.perf_counter() - start
+        return result
+
+    def run_spikes(
+        self, program: ChipProgram, input_spikes: Any, record_voltages: bool = False, record_trains: bool = False
+    ) -> BackendResult:
+        """Run raw input spike trains on the chip, one chip run per observation.
+
+        :param program: the chip program
+        :param input_spikes: ``(ticks, batch, 2d)`` bool or 0/1 numbers; row ``t`` is what the
+            input neurons emit at tick ``t`` (see :func:`~spiking_dqn.hardware.backend.check_input_spikes`)
+        :param record_voltages: also return the output voltages after every tick
+            (``BackendResult.voltage_trace``, from ``get_voltages()``)
+        :param record_trains: also return the per-tick spike trains of every population
+        :raises ValueError: bad trains; a program the chip cannot run (:meth:`_preflight`)
+        :raises ImportError: py-spinnaker2 is not installed
+        :raises ChipConnectionError: the chip cannot be reached or the run fails
+        """
+        start = time.perf_counter()
+        inputs = check_input_spikes(program, input_spikes)  # (ticks, batch, 2d)
+        self._preflight(program)
+        hardware, snn = import_spinnaker2()
+        ticks, batch = program.ticks, inputs.shape[1]
         sizes = program.layer_sizes
         voltages = np.zeros((batch, program.n_actions), dtype=np.float32)
+        trace = np.zeros((ticks, batch, program.n_actions), dtype=np.float32) if record_voltages else None
         trains = [inputs] + [np.zeros((ticks, batch, n), dtype=np.float32) for n in sizes[1:]]
         for b in range(batch):
             built = build_network(program, inputs[:, b], snn, self.connection_delay)
@@ -232,7 +294,15 @@ class SpiNNaker2Backend:
             except Exception as exc:
                 raise self._chip_error(exc) from exc
             v = built.output_population.get_voltages()
-            voltages[b] = [np.asarray(v[i], dtype=np.float32).ravel()[-1] for i in range(program.n_actions)]
+            per_tick = [np.asarray(v[i], dtype=np.float32).ravel() for i in range(program.n_actions)]
+            voltages[b] = [values[-1] for values in per_tick]
+            if trace is not None:
+                if any(values.size < ticks for values in per_tick):
+                    raise ChipConnectionError(
+                        f"the chip recorded {min(values.size for values in per_tick)} output voltages per neuron, "
+                        f"fewer than the {ticks} ticks run"
+                    )
+                trace[:, b] = np.stack([values[-ticks:] for values in per_tick], axis=1)
             recorded = [*built.hidden_populations, built.output_population]
             for k, pop in enumerate(recorded):
                 trains[k + 1][:, b] = _spike_train(pop.get_spikes(), sizes[k + 1], ticks)
@@ -248,4 +318,6 @@ class SpiNNaker2Backend:
             ticks=ticks,
             wall_time_s=time.perf_counter() - start,
             backend=self.name,
+            spike_trains=[train.astype(bool) for train in trains] if record_trains else None,
+            voltage_trace=trace,
         )
