@@ -251,7 +251,7 @@ def test_get_backend():
 
 
 def test_get_backend_unknown_name_lists_the_available_ones():
-    with pytest.raises(ValueError, match="'emulator', 'spinnaker2'"):
+    with pytest.raises(ValueError, match="'emulator', 'spinnaker2', 'brian2'"):
         get_backend("loihi")
 
 
@@ -277,7 +277,7 @@ def test_get_backend_refuses_what_is_not_a_backend():
 def test_backend_registry_is_lazy_and_lists_the_names():
     from spiking_dqn.hardware import BACKENDS
 
-    assert list(BACKENDS) == ["emulator", "spinnaker2"] and len(BACKENDS) == 2
+    assert list(BACKENDS) == ["emulator", "spinnaker2", "brian2"] and len(BACKENDS) == 3
     assert BACKENDS["emulator"] is EmulatorBackend and BACKENDS["spinnaker2"] is SpiNNaker2Backend
     assert "loihi" not in BACKENDS
 

@@ -121,3 +121,17 @@ def test_bad_trains_are_refused_with_a_clear_error(spikes, match):
     with pytest.raises(ValueError, match=match):
         EmulatorBackend().run_spikes(program, spikes)
 
+
+def test_brian2_run_spikes_matches_the_emulator_and_refuses_bad_trains():
+    pytest.importorskip("brian2")
+    from spiking_dqn.hardware.brian2 import Brian2Backend
+
+    program = program_2_layers(ticks=8, reset="zero")
+    spikes = random_spikes(program, 3, seed=4)
+    got = Brian2Backend().run_spikes(program, spikes, record_voltages=True, record_trains=True)
+    want = EmulatorBackend().run_spikes(program, spikes, record_voltages=True, record_trains=True)
+    np.testing.assert_allclose(got.voltage_trace, want.voltage_trace, rtol=1e-6, atol=1e-5)
+    for a, b in zip(got.spike_trains, want.spike_trains):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="5 ticks but the program runs 8"):
+        Brian2Backend().run_spikes(program, spikes[:5])

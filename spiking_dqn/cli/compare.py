@@ -13,7 +13,7 @@ from rich.table import Table
 from spiking_dqn.cli.arguments import LAMBDA_HELP, CLIError, HelpFormatter, parse_lambda, positive_float, positive_int
 from spiking_dqn.cli.loading import backend_options, load_program, load_spiking_model, require_env_id
 from spiking_dqn.compare import compare
-from spiking_dqn.hardware import ChipConnectionError, ChipProgramError
+from spiking_dqn.hardware import BACKENDS, ChipConnectionError, ChipProgramError
 from spiking_dqn.measurement import resolve_device
 from spiking_dqn.report import ComparisonReport
 
@@ -82,7 +82,7 @@ def add_parser(sub: Any) -> None:
     cmp.add_argument("--env", default=None,
                      help="environment id (inferred for agents/trained/<env>/model.zip and for a model with the "
                           "eval.json of spiking-dqn train next to it)")
-    cmp.add_argument("--backend", choices=["emulator", "spinnaker2"], default="emulator",
+    cmp.add_argument("--backend", choices=list(BACKENDS), default="emulator",
                      help="where the chip program runs")
     cmp.add_argument("--lam", type=parse_lambda, default=None, help=LAMBDA_HELP)
     cmp.add_argument("--program", type=Path, default=None, help="deploy this chip program (.npz) instead of quantizing")

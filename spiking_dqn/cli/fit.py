@@ -37,7 +37,7 @@ from spiking_dqn.cli.arguments import (
 )
 from spiking_dqn.cli.loading import backend_options, infer_env_id, load_program, load_spiking_model, require_env_id
 from spiking_dqn.cli.recipe import QAT_CHECK_EPISODES
-from spiking_dqn.hardware import ChipProgramError, get_backend
+from spiking_dqn.hardware import BACKENDS, ChipProgramError, get_backend
 from spiking_dqn.pipeline import CalibrationSettings, FitResult, QATSettings, SearchSettings, Seeds, fit_to_chip
 from spiking_dqn.pipeline.settings import Method
 from spiking_dqn.search import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, SearchInterrupted, StorageUnavailableError
@@ -242,7 +242,7 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("model", type=Path, help="trained model .zip (DQN with SpikingDQNPolicy)")
         p.add_argument("--env", default=None, help=env_help)
         p.add_argument("--lam", type=parse_lambda, default=None, help=lam_help)
-        p.add_argument("--backend", choices=["emulator", "spinnaker2"], default="emulator",
+        p.add_argument("--backend", choices=list(BACKENDS), default="emulator",
                        help="where the thresholds are chosen and the programs evaluated")
         p.add_argument("--eth-ip", default=None, help="SpiNNaker2 chip address (with --backend spinnaker2)")
         p.add_argument("--seed", type=int, default=0, help=seed_help)

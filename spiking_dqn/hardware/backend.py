@@ -167,6 +167,7 @@ BACKENDS: Mapping[str, type] = _LazyBackends(
     {
         "emulator": "spiking_dqn.hardware.emulator:EmulatorBackend",
         "spinnaker2": "spiking_dqn.hardware.spinnaker2:SpiNNaker2Backend",
+        "brian2": "spiking_dqn.hardware.brian2:Brian2Backend",
     }
 )
 
