@@ -15,7 +15,7 @@ from spiking_dqn.hardware import BackendResult, ChipProgram
 from spiking_dqn.hardware.backend import Backend, get_backend
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, quantize_network
-from spiking_dqn.thresholds import check_threshold_scale, scaled_thresholds
+from spiking_dqn.thresholds import AdaptiveThresholds, ThresholdAdaptation, check_threshold_scale, scaled_thresholds
 
 
 @dataclass
@@ -103,6 +103,14 @@ class HardwarePolicy:
     :param backend: backend name (``"emulator"``, the default, or ``"spinnaker2"``)
     :param quantization_report: report of the quantization that built the program, if any
     :param threshold_scale: runtime factor on every hidden threshold (see :attr:`threshold_scale`)
+    :param adaptive_thresholds: NeuEdge's runtime adaptation,
+        ``dict(target_rate=..., gain=..., window=10)`` (see
+        :class:`~spiking_dqn.thresholds.AdaptiveThresholds`), or ``None`` (off). The host
+        rewrites each hidden layer's thresholds between inferences from that episode's
+        recent firing rates; each episode (a row of a batch) keeps its own state, so a
+        batch runs one backend call per row. An episode's state starts afresh where
+        ``predict``'s ``episode_start`` is True, for a new episode id in :meth:`run`, and
+        at :meth:`reset_adaptation`.
     :param backend_options: options of the backend (e.g. ``eth_ip`` for ``"spinnaker2"``)
     """
 
@@ -112,6 +120,7 @@ class HardwarePolicy:
         backend: str | Backend = "emulator",
         quantization_report: QuantizationReport | None = None,
         threshold_scale: float = 1.0,
+        adaptive_thresholds: dict[str, Any] | AdaptiveThresholds | None = None,
         **backend_options: Any,
     ) -> None:
         if not isinstance(program, ChipProgram):
@@ -124,6 +133,8 @@ class HardwarePolicy:
         self.last_result: BackendResult | None = None
         self._running: tuple[ChipProgram, float, ChipProgram] | None = None
         self.threshold_scale = threshold_scale
+        self.adaptive_thresholds = AdaptiveThresholds.from_spec(adaptive_thresholds)
+        self._adaptation: dict[Any, ThresholdAdaptation] = {}
 
     @classmethod
     def from_model(
@@ -180,12 +191,57 @@ class HardwarePolicy:
             self._running = (self.program, self._threshold_scale, scaled)
         return self._running[2]
 
-    def run(self, obs: ArrayLike) -> BackendResult:
-        """Run the program on a batch ``(n, d)`` (or one observation ``(d,)``) and keep its statistics."""
-        result = self.backend.run(self.running_program, obs)
+    def run(self, obs: ArrayLike, episodes: Sequence[Any] | None = None) -> BackendResult:
+        """Run the program on a batch ``(n, d)`` (or one observation ``(d,)``) and keep its statistics.
+
+        :param obs: the observations
+        :param episodes: with adaptive thresholds, the episode of each row (any hashable id;
+            default: the row index). A row whose id has no state starts afresh, and the
+            states of ids not in the batch are dropped (their episodes ended).
+        """
+        if self.adaptive_thresholds is None:
+            result = self.backend.run(self.running_program, obs)
+        else:
+            result = self._run_adaptive(np.asarray(obs, dtype=np.float32), episodes)
         self.stats.add_result(result)
         self.last_result = result
         return result
+
+    def reset_adaptation(self) -> None:
+        """Forget every episode's adaptation state (the next inference uses the base thresholds)."""
+        self._adaptation.clear()
+
+    def adapted_thresholds(self, episode: Any = 0) -> list[np.ndarray]:
+        """The thresholds the next inference of ``episode`` runs with (hidden layers, then the output).
+
+        :param episode: the episode id (the row index when ``run`` was given none)
+        """
+        factors = None
+        if self.adaptive_thresholds is not None and episode in self._adaptation:
+            factors = self._adaptation[episode].factors()
+        return scaled_thresholds(self.program.thresholds, self._threshold_scale, factors)
+
+    def _run_adaptive(self, obs: np.ndarray, episodes: Sequence[Any] | None) -> BackendResult:
+        """One backend call per row, each with its episode's adapted thresholds; the results as one."""
+        rule = self.adaptive_thresholds
+        assert rule is not None
+        batch = obs[None] if obs.ndim == 1 else obs
+        ids = list(range(len(batch))) if episodes is None else list(episodes)
+        if len(ids) != len(batch):
+            raise ValueError(f"episodes has {len(ids)} ids for {len(batch)} observations")
+        self._adaptation = {i: self._adaptation[i] for i in ids if i in self._adaptation}
+        sizes = self.program.layer_sizes[1:-1]
+        results = []
+        for row, episode in zip(batch, ids):
+            state = self._adaptation.setdefault(episode, ThresholdAdaptation(rule, len(sizes)))
+            program = self.program.with_thresholds(
+                scaled_thresholds(self.program.thresholds, self._threshold_scale, state.factors())
+            )
+            result = self.backend.run(program, row[None])
+            rates = [int(c.sum()) / (n * self.program.ticks) for c, n in zip(result.spike_counts[1:-1], sizes)]
+            state.record(np.array(rates))
+            results.append(result)
+        return _concatenate(results)
 
     def q_values(self, obs: ArrayLike) -> np.ndarray:
         """Q-values in float units (output voltages divided by the output lambda), ``(n, n_actions)``."""
@@ -204,9 +260,17 @@ class HardwarePolicy:
         (randomness, if any, comes from a Poisson encoder).
 
         :param observation: one observation ``(d,)`` or a batch ``(n, d)``
+        :param state: unused (no recurrent state), returned unchanged
+        :param episode_start: where True, that row's episode starts (its threshold
+            adaptation starts afresh); SB3's ``evaluate_policy`` passes it
+        :param deterministic: accepted for SB3 compatibility (the policy is greedy)
         :return: the action (a 0-d array for one observation, ``(n,)`` for a batch) and ``None``
         """
         obs = np.asarray(observation, dtype=np.float32)
+        if self.adaptive_thresholds is not None and episode_start is not None:
+            for row, start in enumerate(np.atleast_1d(episode_start)):
+                if start:
+                    self._adaptation.pop(row, None)
         actions = self.run(obs).actions
         return (actions[0] if obs.ndim == 1 else actions), state
 
@@ -239,3 +303,27 @@ class HardwarePolicy:
     def load(cls, path: str | os.PathLike, backend: str | Backend = "emulator", **backend_options: Any) -> HardwarePolicy:
         """Load a chip program saved by :meth:`save` and attach a backend."""
         return cls(ChipProgram.load(path), backend=backend, **backend_options)
+
+
+def _concatenate(results: Sequence[BackendResult]) -> BackendResult:
+    """Results of consecutive backend calls on parts of one batch, as the result of the whole batch."""
+    first = results[0]
+    stack = np.concatenate
+    trains = None
+    if all(r.spike_trains is not None for r in results):
+        trains = [stack([r.spike_trains[k] for r in results], axis=1) for k in range(len(first.spike_trains))]  # type: ignore[index]
+    trace = None
+    if all(r.voltage_trace is not None for r in results):
+        trace = stack([r.voltage_trace for r in results], axis=1)  # type: ignore[misc]
+    return BackendResult(
+        voltages=stack([r.voltages for r in results]),
+        actions=stack([r.actions for r in results]),
+        spike_counts=[stack([r.spike_counts[k] for r in results]) for k in range(len(first.spike_counts))],
+        synaptic_events=stack([r.synaptic_events for r in results]),
+        output_saturated=stack([r.output_saturated for r in results]),
+        ticks=first.ticks,
+        wall_time_s=sum(float(r.wall_time_s or 0.0) for r in results),
+        backend=first.backend,
+        spike_trains=trains,
+        voltage_trace=trace,
+    )

@@ -33,7 +33,7 @@ from torch import nn
 from envs import make_vec
 from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.hardware.backend import Backend, get_backend
-from spiking_dqn.hardware_policy import InferenceStats
+from spiking_dqn.hardware_policy import HardwarePolicy, InferenceStats
 from spiking_dqn.network import SpikingQNetwork
 
 ActFn = Callable[[np.ndarray], np.ndarray]
@@ -111,15 +111,19 @@ def run_episodes(
     seed: int = 0,
     max_parallel: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    with_episodes: bool = False,
 ) -> tuple[list[float], list[int]]:
     """Play ``n_episodes`` episodes with a batched greedy policy.
 
-    :param act: maps a batch of observations ``(n, d)`` (float32) to actions ``(n,)``
+    :param act: maps a batch of observations ``(n, d)`` (float32) to actions ``(n,)``; with
+        ``with_episodes``, ``act(obs, episodes)`` also gets the index of each row's episode
     :param env_id: Gymnasium id (the registered ``TimeLimit`` applies)
     :param n_episodes: number of episodes; episode ``i`` is reset with ``seed + i``
     :param seed: seed of the first episode
     :param max_parallel: at most this many episodes run at once (all of them by default)
     :param env_kwargs: passed to ``gymnasium.make``
+    :param with_episodes: pass the episode indices to ``act`` (for policies that keep state
+        per episode, such as adaptive thresholds)
     :return: the reward and the length of every episode, in episode order
     """
     n_episodes = _check_episodes(n_episodes)
@@ -134,7 +138,10 @@ def run_episodes(
             active = list(range(len(idx)))
             while active:
                 batch = np.stack([np.asarray(obs[j], dtype=np.float32).ravel() for j in active])
-                actions = np.asarray(act(batch)).reshape(-1)
+                if with_episodes:
+                    actions = np.asarray(act(batch, [idx[j] for j in active])).reshape(-1)  # type: ignore[call-arg]
+                else:
+                    actions = np.asarray(act(batch)).reshape(-1)
                 still = []
                 for j, a in zip(active, actions):
                     obs[j], r, terminated, truncated, _ = envs[j].step(int(a))
@@ -150,7 +157,7 @@ def run_episodes(
 
 
 def backend_reward(
-    program: ChipProgram,
+    program: ChipProgram | HardwarePolicy,
     env_id: str,
     n_episodes: int = 10,
     seed: int = 0,
@@ -165,7 +172,9 @@ def backend_reward(
     synaptic events, wall time) is returned in ``result.cost`` and, when ``counter`` is
     given, added to it.
 
-    :param program: the chip program
+    :param program: the chip program, or a :class:`~spiking_dqn.hardware_policy.HardwarePolicy`
+        (run with its backend, threshold scale and threshold adaptation, each episode with
+        its own adaptation state; ``backend`` is then ignored)
     :param env_id: Gymnasium id
     :param n_episodes: episodes; episode ``i`` is reset with ``seed + i``
     :param seed: seed of the first episode
@@ -173,16 +182,27 @@ def backend_reward(
     :param max_parallel: at most this many episodes per backend batch
     :param counter: a counter to add the cost to
     """
-    runner = get_backend(backend)
     cost = InferenceStats()
+    if isinstance(program, HardwarePolicy):
+        policy = program
 
-    def act(obs: np.ndarray) -> np.ndarray:
-        result = runner.run(program, obs)
-        cost.add_result(result)
-        return result.actions
+        def act(obs: np.ndarray, episodes: list[int] | None = None) -> np.ndarray:
+            result = policy.run(obs, episodes=episodes)
+            cost.add_result(result)
+            return result.actions
+
+    else:
+        runner = get_backend(backend)
+
+        def act(obs: np.ndarray, episodes: list[int] | None = None) -> np.ndarray:
+            result = runner.run(program, obs)
+            cost.add_result(result)
+            return result.actions
 
     start = time.perf_counter()
-    rewards, lengths = run_episodes(act, env_id, n_episodes, seed=seed, max_parallel=max_parallel)
+    rewards, lengths = run_episodes(
+        act, env_id, n_episodes, seed=seed, max_parallel=max_parallel, with_episodes=isinstance(program, HardwarePolicy)
+    )
     cost.wall_time_s = time.perf_counter() - start
     cost.episodes = len(rewards)
     if counter is not None:

@@ -1,7 +1,7 @@
-"""Thresholds as an energy knob: stochastic thresholds in training (ASPEN) and the runtime scale.
+"""Thresholds as an energy knob: stochastic thresholds in training (ASPEN), the runtime scale, adaptation.
 
 A hidden neuron fires less when its threshold is higher, so the threshold trades reward
-for activity (spikes, synaptic events) without retraining. Two pieces live here:
+for activity (spikes, synaptic events) without retraining. Three pieces live here:
 
 * :class:`ThresholdNoise`, ASPEN's stochastic thresholds: during training every gradient
   step multiplies the thresholds of all hidden layers by one factor drawn from
@@ -13,6 +13,11 @@ for activity (spikes, synaptic events) without retraining. Two pieces live here:
   ``HardwarePolicy.threshold_scale``): every hidden threshold multiplied by one positive
   factor at run time, on the float model and on every backend alike. The output
   integrator's threshold is never scaled (it is not a spiking neuron).
+* :class:`AdaptiveThresholds` and :class:`ThresholdAdaptation`, NeuEdge's runtime
+  adaptation (Eq. 11 of its summary): between inferences the host sets each hidden
+  layer's thresholds to ``theta = theta_base * (1 + gain * (target_rate - rate))``, where
+  ``rate`` is that layer's firing rate averaged over the last ``window`` inferences of the
+  episode. It only rewrites thresholds between runs, so it works on every backend.
 
 Example::
 
@@ -26,8 +31,9 @@ Example::
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -146,13 +152,135 @@ ThresholdNoiseSpec = Sequence[float] | Mapping[str, Any] | str | ThresholdNoise 
 a :class:`ThresholdNoise`, or ``None`` (off)."""
 
 
-def scaled_thresholds(thresholds: Sequence[np.ndarray], scale: float) -> list[np.ndarray]:
+def scaled_thresholds(
+    thresholds: Sequence[np.ndarray], scale: float, factors: Sequence[float] | None = None
+) -> list[np.ndarray]:
     """A chip program's thresholds with the hidden ones (all but the last, the output) times ``scale``.
 
-    ``float32(threshold) * float32(scale)``, as the float network's scaled thresholds.
+    ``float32(threshold) * float32(scale)``, as the float network's scaled thresholds, then
+    times each layer's ``float32(factor)`` when ``factors`` are given (threshold adaptation).
 
     :param thresholds: per population, hidden layers then the output (``ChipProgram.thresholds``)
     :param scale: the factor (:func:`check_threshold_scale`)
+    :param factors: one more factor per hidden layer, or ``None``
     """
-    factor = np.float32(check_threshold_scale(scale))
-    return [np.asarray(t, dtype=np.float32) * factor for t in thresholds[:-1]] + [np.asarray(thresholds[-1])]
+    scale32 = np.float32(check_threshold_scale(scale))
+    hidden = [np.asarray(t, dtype=np.float32) * scale32 for t in thresholds[:-1]]
+    if factors is not None:
+        hidden = [t * np.float32(f) for t, f in zip(hidden, factors, strict=True)]
+    return hidden + [np.asarray(thresholds[-1])]
+
+
+@dataclass(frozen=True)
+class AdaptiveThresholds:
+    """NeuEdge's runtime threshold adaptation: ``theta = theta_base * (1 + gain * (target_rate - rate))``.
+
+    ``rate`` is a hidden layer's firing rate (spikes / (neurons * ticks)) in one inference,
+    averaged over the last ``window`` inferences of the same episode (all of them while
+    fewer have run; before the first, ``rate = target_rate``, i.e. the base thresholds).
+    The direction is NeuEdge's: a layer firing below the target gets a higher threshold
+    (quiet inputs cost even fewer spikes), one firing above it a lower threshold (it stays
+    sensitive when activity rises). That is positive feedback on the rate, so a large
+    ``gain`` with a target below the layer's rate drives thresholds down to the floor: the
+    factor is kept at or above ``min_factor`` so that a threshold never reaches zero.
+    ``theta_base`` is the program's threshold times any ``threshold_scale``.
+
+    :param target_rate: the firing rate aimed at, in (0, 1]
+    :param gain: how strongly the thresholds follow the rate error, >= 0
+    :param window: inferences in the moving average, >= 1
+    :param min_factor: lower bound of the factor, in (0, 1]
+    """
+
+    target_rate: float
+    gain: float
+    window: int = 10
+    min_factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        target = _number(self.target_rate, "target_rate")
+        if not 0.0 < target <= 1.0:
+            raise ValueError(f"adaptive_thresholds target_rate must be in (0, 1], got {self.target_rate!r}")
+        gain = _number(self.gain, "gain")
+        if gain < 0.0:
+            raise ValueError(f"adaptive_thresholds gain must be a non-negative finite number, got {self.gain!r}")
+        window = self.window
+        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+            raise ValueError(f"adaptive_thresholds window must be a positive integer, got {window!r}")
+        low = _number(self.min_factor, "min_factor")
+        if not 0.0 < low <= 1.0:
+            raise ValueError(f"adaptive_thresholds min_factor must be in (0, 1], got {self.min_factor!r}")
+        for name, value in (("target_rate", target), ("gain", gain), ("window", int(window)), ("min_factor", low)):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | AdaptiveThresholds | None) -> AdaptiveThresholds | None:
+        """The rule of ``dict(target_rate=..., gain=..., window=...)``, or ``None`` when off.
+
+        :param spec: the option
+        :raises ValueError: unknown keys or bad values (naming ``adaptive_thresholds``)
+        """
+        if spec is None or isinstance(spec, AdaptiveThresholds):
+            return spec
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"adaptive_thresholds must be a dict(target_rate=..., gain=...), got {spec!r}")
+        unknown = set(spec) - {"target_rate", "gain", "window", "min_factor"}
+        missing = {"target_rate", "gain"} - set(spec)
+        if unknown or missing:
+            raise ValueError(
+                f"adaptive_thresholds takes target_rate, gain and optionally window and min_factor; "
+                f"unknown {sorted(unknown)}, missing {sorted(missing)}"
+            )
+        return cls(**spec)
+
+    def factors(self, rates: np.ndarray) -> np.ndarray:
+        """The threshold factor of each hidden layer for its averaged rate.
+
+        :param rates: averaged firing rate per hidden layer
+        """
+        factor = 1.0 + self.gain * (self.target_rate - np.asarray(rates, dtype=np.float64))
+        return np.maximum(factor, self.min_factor)
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"adaptive_thresholds {name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"adaptive_thresholds {name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"adaptive_thresholds {name} must be finite, got {value!r}")
+    return number
+
+
+@dataclass
+class ThresholdAdaptation:
+    """The state of :class:`AdaptiveThresholds` for one episode: the last ``window`` per-layer rates.
+
+    :param rule: the adaptation rule
+    :param n_layers: hidden layers
+    :param history: the recent rates, one ``(n_layers,)`` array per inference
+    """
+
+    rule: AdaptiveThresholds
+    n_layers: int
+    history: deque = field(default_factory=deque)
+
+    def rates(self) -> np.ndarray:
+        """Averaged firing rate per hidden layer (the target before any inference)."""
+        if not self.history:
+            return np.full(self.n_layers, self.rule.target_rate)
+        return np.mean(np.stack(self.history), axis=0)
+
+    def factors(self) -> np.ndarray:
+        """Threshold factor per hidden layer for the next inference."""
+        return self.rule.factors(self.rates())
+
+    def record(self, rates: np.ndarray) -> None:
+        """Add one inference's per-layer firing rates (the oldest dropped past ``window``).
+
+        :param rates: firing rate per hidden layer
+        """
+        self.history.append(np.asarray(rates, dtype=np.float64))
+        while len(self.history) > self.rule.window:
+            self.history.popleft()

@@ -10,7 +10,8 @@ import torch as th
 from stable_baselines3 import DQN
 
 from spiking_dqn import HardwarePolicy, SpikingDQNPolicy
-from spiking_dqn.hardware import EmulatorBackend
+from agents.common import trained_model_path
+from spiking_dqn.hardware import BackendResult, ChipProgram, EmulatorBackend
 from spiking_dqn.network import SpikingConfig, SpikingQNetwork
 from spiking_dqn.quantization import Grid, quantize_network
 from spiking_dqn.quantization.snap import snap_to_grid
@@ -265,3 +266,100 @@ def test_activity_penalty_lowers_activity_in_sb3_training():
 def test_bad_activity_penalty_is_refused(bad):
     with pytest.raises(ValueError, match="activity_penalty"):
         SpikingConfig(activity_penalty=bad)
+
+
+# ---------------------------------------------------------------------- adaptive thresholds
+
+
+class ScriptedBackend:
+    """Returns scripted hidden spike counts and records the thresholds each run was given."""
+
+    name = "scripted"
+
+    def __init__(self, hidden_spikes: list[list[int]]) -> None:
+        self.script = list(hidden_spikes)
+        self.seen: list[list[np.ndarray]] = []
+
+    def run(self, program, obs):
+        self.seen.append([t.copy() for t in program.thresholds])
+        counts = self.script.pop(0)
+        n = len(obs)
+        spike_counts = [np.zeros((n, program.layer_sizes[0]), np.int64)]
+        for c, size in zip(counts, program.layer_sizes[1:-1]):
+            row = np.zeros((n, size), np.int64)
+            row[:, 0] = c
+            spike_counts.append(row)
+        spike_counts.append(np.zeros((n, program.n_actions), np.int64))
+        return BackendResult(
+            voltages=np.zeros((n, program.n_actions), np.float32), actions=np.zeros(n, np.int64),
+            spike_counts=spike_counts, synaptic_events=np.zeros(n, np.int64),
+            output_saturated=np.zeros(n, bool), ticks=program.ticks, backend=self.name,
+        )
+
+
+def test_adaptive_rule_on_a_scripted_activity_sequence():
+    program, _ = quantize_network(random_net(1, "subtract"), 20.0)  # hidden 32 and 16 neurons, 10 ticks
+    sizes, ticks = program.layer_sizes[1:-1], program.ticks
+    script = [[32, 16], [96, 0], [0, 8], [64, 16], [32, 16]]  # hidden spikes per layer per inference
+    backend = ScriptedBackend(script)
+    rule = dict(target_rate=0.2, gain=2.0, window=2)
+    chip = HardwarePolicy(program, backend=backend, adaptive_thresholds=rule, threshold_scale=1.5)
+    obs = random_obs(1)[0]
+    chip.predict(obs, episode_start=np.array([True]))
+    for _ in range(3):
+        chip.predict(obs, episode_start=np.array([False]))
+    chip.predict(obs, episode_start=np.array([True]))  # a new episode: base thresholds again
+
+    rates = [np.array(c, float) / (np.array(sizes) * ticks) for c in script]
+    expected_factors = [
+        np.ones(2),  # no history yet
+        1 + 2.0 * (0.2 - rates[0]),
+        1 + 2.0 * (0.2 - (rates[0] + rates[1]) / 2),
+        1 + 2.0 * (0.2 - (rates[1] + rates[2]) / 2),  # window 2: the first inference dropped
+        np.ones(2),
+    ]
+    for seen, factors in zip(backend.seen, expected_factors):
+        for k in range(2):
+            expected = program.thresholds[k] * np.float32(1.5) * np.float32(max(factors[k], 0.1))
+            np.testing.assert_allclose(seen[k], expected, rtol=1e-6)
+        np.testing.assert_array_equal(seen[-1], program.thresholds[-1])  # the output is never adapted
+    assert not backend.script
+
+
+def test_adaptive_thresholds_keep_one_state_per_episode():
+    program, _ = quantize_network(random_net(1, "subtract"), 20.0)
+    backend = ScriptedBackend([[160, 0], [0, 0], [0, 0], [0, 0]])
+    chip = HardwarePolicy(program, backend=backend, adaptive_thresholds=dict(target_rate=0.1, gain=1.0))
+    chip.run(random_obs(2), episodes=[7, 8])  # episode 7 fires hard (rate 0.5), episode 8 not at all
+    chip.run(random_obs(2), episodes=[7, 8])
+    rate7 = 160 / (32 * 10)
+    np.testing.assert_allclose(backend.seen[2][0], program.thresholds[0] * np.float32(1 + (0.1 - rate7)), rtol=1e-6)
+    np.testing.assert_allclose(backend.seen[3][0], program.thresholds[0] * np.float32(1 + 0.1), rtol=1e-6)
+
+
+def test_adaptive_thresholds_in_the_episode_loop():
+    """With gain 0 the adaptive policy plays exactly the program; a target above the agent's rates raises its thresholds."""
+    from spiking_dqn.rollouts import backend_reward
+
+    program = ChipProgram.load(trained_model_path("CartPole-v0").parent / "chip_program.npz")
+    plain = backend_reward(program, "CartPole-v0", n_episodes=3, seed=0)
+    still = backend_reward(
+        HardwarePolicy(program, adaptive_thresholds=dict(target_rate=0.05, gain=0.0)), "CartPole-v0", 3, seed=0
+    )
+    assert still.rewards == plain.rewards
+    assert still.cost.synaptic_events == plain.cost.synaptic_events
+    low = backend_reward(
+        HardwarePolicy(program, adaptive_thresholds=dict(target_rate=0.5, gain=2.0)), "CartPole-v0", 3, seed=0
+    )
+    assert low.synaptic_events_per_inference < plain.synaptic_events_per_inference
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(target_rate=0.0, gain=1.0), dict(target_rate=1.5, gain=1.0), dict(target_rate=0.1, gain=-1.0),
+            dict(target_rate=0.1, gain=1.0, window=0), dict(target_rate=0.1), dict(target_rate=0.1, gain=1.0, x=1),
+            dict(target_rate=float("nan"), gain=1.0), "fast"]
+)
+def test_bad_adaptive_thresholds_are_refused(bad):
+    program, _ = quantize_network(random_net(1, "subtract"), 20.0)
+    with pytest.raises(ValueError, match="adaptive_thresholds"):
+        HardwarePolicy(program, adaptive_thresholds=bad)
