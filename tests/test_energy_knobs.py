@@ -363,3 +363,46 @@ def test_bad_adaptive_thresholds_are_refused(bad):
     program, _ = quantize_network(random_net(1, "subtract"), 20.0)
     with pytest.raises(ValueError, match="adaptive_thresholds"):
         HardwarePolicy(program, adaptive_thresholds=bad)
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def test_train_takes_the_knobs_and_saves_them_with_the_model(tmp_path):
+    from spiking_dqn.cli import main
+
+    out = tmp_path / "cp"
+    assert main(["train", "CartPole-v1", "--timesteps", "300", "--qat-steps", "0", "--eval-episodes", "1",
+                 "--select-episodes", "1", "--eval-freq", "300", "--no-progress", "--out", str(out),
+                 "--threshold-noise", "levels:1.0,1.5", "--activity-penalty", "0.001"]) == 0
+    config = DQN.load(out / "model.zip").policy.spiking_config
+    assert config.threshold_noise == ThresholdNoise(levels=(1.0, 1.5))
+    assert config.activity_penalty == 0.001
+    assert "threshold_noise" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [("--threshold-noise", "1.5,1.0", "threshold_noise low must not exceed high"),
+     ("--threshold-noise", "levels:", "threshold_noise levels must not be empty"),
+     ("--activity-penalty", "-0.1", "activity_penalty must be a non-negative")],
+)
+def test_train_refuses_bad_knobs_before_training(option, value, message, tmp_path, capsys):
+    from spiking_dqn.cli import main
+
+    assert main(["train", "CartPole-v1", option, value, "--out", str(tmp_path / "x")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_rl_zoo_trains_with_threshold_noise_from_its_policy_kwargs(tmp_path):
+    from test_zoo import CONFIG, _zoo
+
+    _zoo(
+        "rl_zoo3.train", "--algo", "dqn", "--env", "CartPole-v0", "-conf", str(CONFIG), "-n", "300",
+        "-f", str(tmp_path), "--seed", "0", "--eval-freq", "-1",
+        "-params", "policy_kwargs:dict(net_arch=[16], ticks=6, threshold_noise=(1.0, 1.5), activity_penalty=0.001)",
+    )
+    model = DQN.load(tmp_path / "dqn" / "CartPole-v0_1" / "CartPole-v0.zip")
+    assert model.policy.spiking_config.threshold_noise == ThresholdNoise(1.0, 1.5)
+    assert model.policy.spiking_config.activity_penalty == 0.001

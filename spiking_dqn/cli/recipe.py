@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -31,10 +32,14 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from envs import make_env, make_vec
 from spiking_dqn.callbacks import SpikeActivityLogger
 from spiking_dqn.cli.arguments import non_negative_int, positive_floats, positive_int, positive_ints
+from spiking_dqn.network import SpikingConfig
 from spiking_dqn.policies import SpikingDQNPolicy
+from spiking_dqn.thresholds import ThresholdNoise
 from spiking_dqn.qat import quantization_aware_finetune
 from spiking_dqn.quantization.snap import snap_model_to_grid
 
+#: The policy_kwargs keys that are spiking options (checked by ``SpikingConfig``).
+SPIKING_OPTIONS = frozenset(f.name for f in dataclasses.fields(SpikingConfig))
 #: The agent as trained (best periodic evaluation), before quantization-aware fine-tuning.
 TRAINED_NAME = "model_trained.zip"
 #: Seeds of the final evaluation and of the QAT reward checks (apart from the training seeds).
@@ -69,6 +74,9 @@ class TrainOptions:
     :param net_arch: override the hidden layer sizes
     :param ticks: override the ticks per inference
     :param obs_bound: override the encoder bounds, one per observation dimension
+    :param threshold_noise: ASPEN threshold noise in training (``SpikingConfig.threshold_noise``
+        spec, e.g. ``"1.0,1.5"`` or ``"levels:1.0,1.5,2.0"``), None: keep the hyperparameters'
+    :param activity_penalty: activity penalty coefficient, None: keep the hyperparameters'
     """
 
     out: Path
@@ -84,6 +92,8 @@ class TrainOptions:
     net_arch: list[int] | None = None
     ticks: int | None = None
     obs_bound: list[float] | None = None
+    threshold_noise: str | None = None
+    activity_penalty: float | None = None
 
 
 class BoundedProgressBar(ProgressBarCallback):
@@ -136,29 +146,39 @@ def add_training_arguments(
     parser.add_argument("--ticks", type=positive_int, default=None, help="override the ticks per inference")
     parser.add_argument("--obs-bound", type=positive_floats, default=None,
                         help="override the encoder bounds, one per observation dimension, e.g. 1,1,1,1,6,12")
+    parser.add_argument("--threshold-noise", type=str, default=None,
+                        help="ASPEN stochastic thresholds in training: LOW,HIGH for U(LOW, HIGH), or levels:A,B,C for "
+                        "discrete factors, e.g. 1.0,1.5")
+    parser.add_argument("--activity-penalty", type=float, default=None,
+                        help="coefficient of the activity penalty (mean synaptic events per inference) added to the loss")
 
 
 def training_options(args: argparse.Namespace) -> TrainOptions:
     """The :class:`TrainOptions` of parsed training options.
 
     :param args: options added by :func:`add_training_arguments`, ``out`` and ``timesteps`` set
-    :raises ValueError: ``--qat-only`` without the agent as trained in ``--out``
+    :raises ValueError: ``--qat-only`` without the agent as trained in ``--out``, or an
+        override the spiking options refuse (e.g. ``--threshold-noise 1.5,1.0``)
     """
     if args.qat_only and not (Path(args.out) / TRAINED_NAME).exists():
         raise ValueError(f"--qat-only needs the agent as trained: {Path(args.out) / TRAINED_NAME} does not exist")
-    return TrainOptions(
+    options = TrainOptions(
         out=Path(args.out), timesteps=args.timesteps, seed=args.seed, tensorboard_log=args.tensorboard_log,
         eval_freq=args.eval_freq, select_episodes=args.select_episodes, eval_episodes=args.eval_episodes,
         qat_steps=args.qat_steps, qat_only=args.qat_only, progress=not args.no_progress, net_arch=args.net_arch,
-        ticks=args.ticks, obs_bound=args.obs_bound,
+        ticks=args.ticks, obs_bound=args.obs_bound, threshold_noise=args.threshold_noise,
+        activity_penalty=args.activity_penalty,
     )
+    with_overrides({}, options)  # the overrides' own checks, before any training
+    return options
 
 
 def with_overrides(hyperparams: dict[str, Any], options: TrainOptions) -> dict[str, Any]:
-    """``hyperparams`` with the ``net_arch`` / ``ticks`` / ``obs_bound`` overrides of ``options`` applied.
+    """``hyperparams`` with the spiking-option overrides of ``options`` applied.
 
     :param hyperparams: ``DQN`` keyword arguments, ``policy_kwargs`` included
     :param options: the overrides (None: keep)
+    :raises ValueError: an override the spiking options refuse (checked here, before training)
     """
     policy_kwargs = dict(hyperparams.get("policy_kwargs", {}))
     if options.net_arch is not None:
@@ -167,6 +187,13 @@ def with_overrides(hyperparams: dict[str, Any], options: TrainOptions) -> dict[s
         policy_kwargs["ticks"] = options.ticks
     if options.obs_bound is not None:
         policy_kwargs["obs_bound"] = list(options.obs_bound)
+    if options.threshold_noise is not None:
+        noise = ThresholdNoise.from_spec(options.threshold_noise)
+        policy_kwargs["threshold_noise"] = None if noise is None else noise.to_spec()
+    if options.activity_penalty is not None:
+        policy_kwargs["activity_penalty"] = float(options.activity_penalty)
+    spiking = {key: value for key, value in policy_kwargs.items() if key in SPIKING_OPTIONS}
+    SpikingConfig(**spiking)  # the same checks as the policy's, before any training
     return {**hyperparams, "policy_kwargs": policy_kwargs}
 
 
