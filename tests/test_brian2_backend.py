@@ -139,3 +139,30 @@ def test_importing_the_backend_does_not_import_brian2():
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env, timeout=300)
+
+
+def test_cli_backend_choices_come_from_the_registry():
+    from spiking_dqn.cli import build_parser
+
+    parser = build_parser()
+    for command in ("compare", "search", "calibrate"):
+        assert parser.parse_args([command, "m.zip", "--backend", "brian2"]).backend == "brian2"
+
+
+@pytest.mark.slow
+def test_compare_on_brian2_plays_like_the_emulator(tmp_path):
+    """``spiking-dqn compare --backend brian2 --episodes 2`` (about 3 minutes on one core)."""
+    import json
+
+    from spiking_dqn.cli import main
+
+    model = ROOT / "agents" / "trained" / "CartPole-v0" / "model.zip"
+    reports = {}
+    for backend in ("brian2", "emulator"):
+        out = tmp_path / backend
+        argv = ["compare", str(model), "--backend", backend, "--episodes", "2", "--no-progress", "--out", str(out)]
+        assert main(argv) == 0
+        reports[backend] = json.loads((out / "report.json").read_text())
+    assert reports["brian2"]["backend"] == "brian2" and reports["brian2"]["n_episodes"] == 2
+    assert reports["brian2"]["reward"]["episodes"]["chip"] == reports["emulator"]["reward"]["episodes"]["chip"]
+    assert reports["brian2"]["action_agreement"] == reports["emulator"]["action_agreement"]

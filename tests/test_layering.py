@@ -22,8 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "spiking_dqn"
 
-#: What the hardware layer may import besides the standard library and itself.
-HARDWARE_THIRD_PARTY = {"numpy", "numba", "spinnaker2"}
+#: What the hardware layer may import besides the standard library and itself (py-spinnaker2
+#: and Brian2 only lazily, inside the backends that need them).
+HARDWARE_THIRD_PARTY = {"numpy", "numba", "spinnaker2", "brian2"}
 #: Modules of the package, outside ``hardware/``, that the hardware layer may import.
 HARDWARE_PACKAGE_DEPS = {PACKAGE, f"{PACKAGE}.kernels"}
 

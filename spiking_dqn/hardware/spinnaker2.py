@@ -244,11 +244,14 @@ class SpiNNaker2Backend:
         """
         chip_connection_delay(program, self.connection_delay)
 
-    def run(self, program: ChipProgram, obs: Any, record_voltages: bool = False) -> BackendResult:
+    def run(
+        self, program: ChipProgram, obs: Any, record_trains: bool = False, record_voltages: bool = False
+    ) -> BackendResult:
         """Run a batch of observations on the chip: encode them, then :meth:`run_spikes`.
 
         :param program: the chip program
         :param obs: observations ``(batch, d)``, or a single one ``(d,)``
+        :param record_trains: also return the per-tick spike trains of every population
         :param record_voltages: also return the output voltages after every tick
         :raises ValueError: bad observations; a program the chip cannot run
         :raises ImportError: py-spinnaker2 is not installed
@@ -256,7 +259,8 @@ class SpiNNaker2Backend:
         """
         start = time.perf_counter()
         obs = as_observation_batch(obs, program.obs_dim)
-        result = self.run_spikes(program, encode_observations(program, obs), record_voltages=record_voltages)
+        inputs = encode_observations(program, obs)
+        result = self.run_spikes(program, inputs, record_voltages=record_voltages, record_trains=record_trains)
         result.wall_time_s = time.perf_counter() - start
         return result
 
