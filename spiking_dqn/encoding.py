@@ -38,8 +38,10 @@ class SignedRateEncoder(nn.Module):
 
     :param bound: positive finite per-dimension bounds, shape ``(d,)``
     :param ticks: number of simulation ticks ``T`` (>= 1)
-    :param mode: ``"deterministic"`` (default) or ``"poisson"``
+    :param mode: ``"deterministic"`` (default), ``"poisson"`` or ``"hybrid"`` (the deterministic
+        code with thresholds ``1 - alpha * r``, see :func:`spiking_dqn.hardware.backend.hybrid_rates`)
     :param seed: seed of the Poisson generator (ignored for deterministic trains)
+    :param alpha: hybrid coding's threshold slope, in [0, 1) (used only by ``"hybrid"``)
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class SignedRateEncoder(nn.Module):
         ticks: int,
         mode: EncodingMode = "deterministic",
         seed: int | None = None,
+        alpha: float = 0.0,
     ) -> None:
         super().__init__()
         bound_arr = np.asarray(bound, dtype=np.float32)
@@ -59,6 +62,10 @@ class SignedRateEncoder(nn.Module):
             raise ValueError(f"ticks must be a positive integer, got {ticks!r}")
         if mode not in ENCODING_MODES:
             raise ValueError(f"encoding mode must be one of {ENCODING_MODES}, got {mode!r}")
+        if isinstance(alpha, bool) or not np.isfinite(alpha) or not 0.0 <= float(alpha) < 1.0:
+            raise ValueError(f"encoding_alpha (hybrid coding) must be in [0, 1), got {alpha!r}")
+        #: Threshold slope of the trains: ``alpha`` for ``"hybrid"``, 0 otherwise.
+        self.alpha = float(alpha) if mode == "hybrid" else 0.0
         self.ticks = int(ticks)
         self.mode: EncodingMode = mode
         self.seed = seed
@@ -87,17 +94,20 @@ class SignedRateEncoder(nn.Module):
 
         :param obs: observations ``(batch, d)``
         """
-        if self.mode == "deterministic" and obs.device.type == "cpu":
+        deterministic = self.mode in ("deterministic", "hybrid")
+        if deterministic and obs.device.type == "cpu":
             # One compiled pass (same trains as the numpy reference, tested).
             obs_np = obs.detach().numpy()
             if obs_np.ndim != 2 or obs_np.shape[1] != self.obs_dim:
                 check_observations(obs_np, self.obs_dim)  # raises the shape error
-            spikes, finite = encode_deterministic(obs_np, self._buffers["bound"].numpy(), self.ticks)
+            spikes, finite = encode_deterministic(obs_np, self._buffers["bound"].numpy(), self.ticks, self.alpha)
             if not finite:
                 check_observations(obs_np, self.obs_dim)  # raises, naming the dimensions
             return th.from_numpy(spikes)
         rates = self.rates(obs)
-        if self.mode == "deterministic":
+        if self.alpha > 0.0:
+            rates = th.clamp(rates / (1.0 - self.alpha * rates), max=1.0)  # hybrid_rates, in float64
+        if deterministic:
             return deterministic_spikes_torch(rates, self.ticks)
         if self._generator is None or self._generator.device != rates.device:
             self._generator = th.Generator(device=rates.device)

@@ -394,12 +394,17 @@ def readout_backward(
     return grad_weight, grad_bias
 
 
-def encode_deterministic(obs: np.ndarray, bound: np.ndarray, ticks: int) -> tuple[np.ndarray, bool]:
+def encode_deterministic(
+    obs: np.ndarray, bound: np.ndarray, ticks: int, alpha: float = 0.0
+) -> tuple[np.ndarray, bool]:
     """Signed two-neuron deterministic spike trains of a batch (see :mod:`spiking_dqn.encoding`).
 
     :param obs: observations ``(batch, d)``, float32 or float64 (computed in float64)
     :param bound: positive bounds ``(d,)``, float32 or float64
     :param ticks: number of ticks
+    :param alpha: hybrid coding's threshold slope (0: plain rate code): each neuron's
+        threshold is ``1 - alpha * r``, i.e. its accumulator fires at the rate
+        ``min(1, r / (1 - alpha * r))`` (see :func:`spiking_dqn.hardware.backend.hybrid_rates`)
     :return: float32 0/1 spikes ``(T, batch, 2d)``, and whether every observation was
         finite (the spikes of a NaN or infinite entry are meaningless)
     """
@@ -407,11 +412,11 @@ def encode_deterministic(obs: np.ndarray, bound: np.ndarray, ticks: int) -> tupl
         obs = obs.astype(np.float64)
     if bound.dtype not in (np.float32, np.float64):
         bound = bound.astype(np.float64)
-    return _encode_deterministic(np.ascontiguousarray(obs), np.ascontiguousarray(bound), int(ticks))
+    return _encode_deterministic(np.ascontiguousarray(obs), np.ascontiguousarray(bound), int(ticks), float(alpha))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _encode_deterministic(obs: np.ndarray, bound: np.ndarray, ticks: int) -> tuple[np.ndarray, bool]:
+def _encode_deterministic(obs: np.ndarray, bound: np.ndarray, ticks: int, alpha: float) -> tuple[np.ndarray, bool]:
     """Compiled body of :func:`encode_deterministic`.
 
     Neuron ``i`` (and ``d + i`` for the negative half) with rate ``r`` has emitted
@@ -430,6 +435,8 @@ def _encode_deterministic(obs: np.ndarray, bound: np.ndarray, ticks: int) -> tup
             x = min(max(x, -1.0), 1.0)
             j = i if x >= 0 else d + i
             r = abs(x)
+            if alpha > 0.0:
+                r = min(r / (1.0 - alpha * r), 1.0)
             previous = 0.0
             for t in range(ticks):
                 count = np.floor((t + 1) * r + _FLOOR_EPS)

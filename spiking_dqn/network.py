@@ -57,7 +57,9 @@ class SpikingConfig:
         snnTorch surrogate spike function
     :param reset: reset mechanism of the hidden neurons, ``"subtract"`` or ``"zero"``
     :param synaptic_delay: ticks from a spike to its arrival, 1 (chip timing) or 0
-    :param encoding: input spike generation, ``"deterministic"`` or ``"poisson"``
+    :param encoding: input spike generation, ``"deterministic"``, ``"poisson"`` or ``"hybrid"``
+        (NeuEdge's hybrid coding: input thresholds ``1 - encoding_alpha * r``)
+    :param encoding_alpha: hybrid coding's threshold slope, in [0, 1) (used only with ``"hybrid"``)
     :param encoding_seed: seed of the Poisson encoder (``None``: unseeded)
     :param threshold_noise: ASPEN's stochastic thresholds in training
         (:class:`spiking_dqn.thresholds.ThresholdNoise`): ``(low, high)`` for ``U(low, high)``,
@@ -84,6 +86,7 @@ class SpikingConfig:
     synaptic_delay: int = 1
     encoding: EncodingMode = "deterministic"
     encoding_seed: int | None = None
+    encoding_alpha: float = 0.5
     threshold_noise: ThresholdNoise | None = None
     threshold_noise_seed: int | None = None
     activity_penalty: float = 0.0
@@ -114,6 +117,11 @@ class SpikingConfig:
                 f"ticks={ticks} is too few: with synaptic_delay={self.synaptic_delay} and {len(self.net_arch)} "
                 f"hidden layers, input spikes need {needed} ticks to reach the readout"
             )
+        alpha = self.encoding_alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+            raise ValueError(f"encoding_alpha must be a number in [0, 1), got {alpha!r}")
+        if not (np.isfinite(alpha) and 0.0 <= alpha < 1.0):
+            raise ValueError(f"encoding_alpha (hybrid coding) must be in [0, 1), got {alpha!r}")
         penalty = self.activity_penalty
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float, np.integer, np.floating)):
             raise ValueError(f"activity_penalty must be a non-negative number, got {penalty!r}")
@@ -126,6 +134,7 @@ class SpikingConfig:
         for name, value in [
             ("threshold_noise", ThresholdNoise.from_spec(self.threshold_noise)),  # type: ignore[arg-type]
             ("activity_penalty", float(penalty)),
+            ("encoding_alpha", float(alpha)),
             ("threshold_noise_seed", None if seed is None else int(seed)),
             ("net_arch", tuple(int(n) for n in self.net_arch)),
             ("ticks", int(ticks)),
@@ -176,7 +185,7 @@ class SpikingQNetwork(nn.Module):
     :param config: the spiking options (default: ``SpikingConfig()``)
     :param options: spiking options by name (the fields of :class:`SpikingConfig`:
         ``net_arch``, ``ticks``, ``beta``, ``threshold``, ``surrogate``, ``reset``,
-        ``synaptic_delay``, ``encoding``, ``encoding_seed``, ``threshold_noise``,
+        ``synaptic_delay``, ``encoding``, ``encoding_seed``, ``encoding_alpha``, ``threshold_noise``,
         ``threshold_noise_seed``, ``activity_penalty``), overriding ``config``
     """
 
@@ -195,7 +204,9 @@ class SpikingQNetwork(nn.Module):
             raise ValueError(f"n_actions must be positive, got {n_actions}")
         self.config = config
         # The encoder validates the bounds.
-        self.encoder = SignedRateEncoder(obs_bound, ticks=config.ticks, mode=config.encoding, seed=config.encoding_seed)
+        self.encoder = SignedRateEncoder(
+            obs_bound, ticks=config.ticks, mode=config.encoding, seed=config.encoding_seed, alpha=config.encoding_alpha
+        )
         self.n_actions = int(n_actions)
         spike_grad = make_surrogate(config.surrogate)
         # Named surrogates (built with their default parameter) have closed-form derivatives.

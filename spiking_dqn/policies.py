@@ -86,7 +86,7 @@ class SpikingDQNPolicy(DQNPolicy):
 
     The spiking options are the fields of :class:`spiking_dqn.network.SpikingConfig`
     (``ticks``, ``beta``, ``threshold``, ``surrogate``, ``reset``, ``synaptic_delay``,
-    ``encoding``, ``encoding_seed``, ``threshold_noise``, ``threshold_noise_seed``,
+    ``encoding``, ``encoding_seed``, ``encoding_alpha``, ``threshold_noise``, ``threshold_noise_seed``,
     ``activity_penalty``), given by name as plain values; their defaults and checks are
     that class's.
 

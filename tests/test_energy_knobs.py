@@ -406,3 +406,87 @@ def test_rl_zoo_trains_with_threshold_noise_from_its_policy_kwargs(tmp_path):
     model = DQN.load(tmp_path / "dqn" / "CartPole-v0_1" / "CartPole-v0.zip")
     assert model.policy.spiking_config.threshold_noise == ThresholdNoise(1.0, 1.5)
     assert model.policy.spiking_config.activity_penalty == 0.001
+
+
+# ---------------------------------------------------------------------- hybrid coding
+
+
+def literal_hybrid_trains(obs: np.ndarray, bound: np.ndarray, ticks: int, alpha: float) -> np.ndarray:
+    """Hybrid coding as defined, tick by tick: accumulate r, spike at most once per tick at theta = 1 - alpha r."""
+    x = np.clip(obs.astype(np.float64) / bound, -1.0, 1.0)
+    rates = np.concatenate([np.maximum(x, 0.0), np.maximum(-x, 0.0)], axis=1)
+    theta = 1.0 - alpha * rates
+    acc = np.zeros_like(rates)
+    out = np.zeros((ticks, *rates.shape), np.float32)
+    for t in range(ticks):
+        acc += rates
+        fire = acc >= theta - 1e-9
+        out[t] = fire
+        acc = np.where(fire, acc - theta, acc)
+    return out
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 0.9])
+def test_hybrid_trains_are_the_definition_and_identical_in_float_and_emulator(alpha):
+    from spiking_dqn.hardware.backend import encode_observations
+
+    net = snapped_net(encoding="hybrid", encoding_alpha=alpha)
+    program, _ = quantize_network(net, None)
+    assert program.encoding == "hybrid" and program.encoding_alpha == alpha
+    obs = random_obs(256)
+    with th.no_grad():
+        float_trains = net.encoder(th.as_tensor(obs)).numpy()
+    chip_trains = encode_observations(program, obs)
+    np.testing.assert_array_equal(float_trains, chip_trains)
+    np.testing.assert_array_equal(chip_trains, literal_hybrid_trains(obs, np.ones(4), 10, alpha))
+    # The accelerator path (torch ops), run here on the CPU.
+    rates = net.encoder.rates(th.as_tensor(obs))
+    from spiking_dqn.encoding import deterministic_spikes_torch
+
+    hybrid = th.clamp(rates / (1.0 - alpha * rates), max=1.0)
+    np.testing.assert_array_equal(deterministic_spikes_torch(hybrid, 10).numpy(), chip_trains)
+    # And the whole network: same spikes, same actions.
+    q, counts = float_counts(net, obs)
+    result = EmulatorBackend().run(program, obs)
+    np.testing.assert_array_equal(result.actions, q.argmax(1))
+    for emulated, float_count in zip(result.spike_counts, counts):
+        np.testing.assert_array_equal(emulated, float_count)
+
+
+def test_hybrid_fires_large_inputs_earlier():
+    obs = np.array([[0.9, 0.2, 0.05, 0.0]], np.float32)
+    plain = literal_hybrid_trains(obs, np.ones(4), 16, 0.0)
+    hybrid = literal_hybrid_trains(obs, np.ones(4), 16, 0.5)
+    first = lambda trains, i: int(np.argmax(trains[:, 0, i])) if trains[:, 0, i].any() else None  # noqa: E731
+    assert first(hybrid, 0) <= first(plain, 0) and hybrid[:, 0, 0].sum() > plain[:, 0, 0].sum()
+    assert first(hybrid, 2) is None or first(hybrid, 2) > first(hybrid, 1)
+    assert hybrid[:, 0, 3].sum() == 0
+
+
+def test_hybrid_program_file_round_trip_and_old_files(tmp_path):
+    from spiking_dqn.hardware import ChipProgram
+
+    program, _ = quantize_network(snapped_net(encoding="hybrid", encoding_alpha=0.25), None)
+    program.save(tmp_path / "p.npz")
+    assert ChipProgram.load(tmp_path / "p.npz") == program
+    shipped = ChipProgram.load(trained_model_path("CartPole-v0").parent / "chip_program.npz")
+    assert shipped.encoding_alpha == 0.0  # files without the field load as the plain code
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), True])
+def test_bad_hybrid_alpha_is_refused(bad):
+    with pytest.raises(ValueError, match="encoding_alpha"):
+        SpikingConfig(encoding="hybrid", encoding_alpha=bad)
+    program, _ = quantize_network(snapped_net(), None)
+    import dataclasses
+
+    with pytest.raises(ValueError, match="encoding_alpha"):
+        dataclasses.replace(program, encoding="hybrid", encoding_alpha=bad)
+
+
+def test_alpha_without_hybrid_is_refused_on_a_program():
+    import dataclasses
+
+    program, _ = quantize_network(snapped_net(), None)
+    with pytest.raises(ValueError, match="encoding_alpha is hybrid coding's"):
+        dataclasses.replace(program, encoding_alpha=0.5)

@@ -77,6 +77,8 @@ class TrainOptions:
     :param threshold_noise: ASPEN threshold noise in training (``SpikingConfig.threshold_noise``
         spec, e.g. ``"1.0,1.5"`` or ``"levels:1.0,1.5,2.0"``), None: keep the hyperparameters'
     :param activity_penalty: activity penalty coefficient, None: keep the hyperparameters'
+    :param encoding: input encoding mode, None: keep the hyperparameters'
+    :param encoding_alpha: hybrid coding's threshold slope, None: keep the hyperparameters'
     """
 
     out: Path
@@ -94,6 +96,8 @@ class TrainOptions:
     obs_bound: list[float] | None = None
     threshold_noise: str | None = None
     activity_penalty: float | None = None
+    encoding: str | None = None
+    encoding_alpha: float | None = None
 
 
 class BoundedProgressBar(ProgressBarCallback):
@@ -151,6 +155,10 @@ def add_training_arguments(
                         "discrete factors, e.g. 1.0,1.5")
     parser.add_argument("--activity-penalty", type=float, default=None,
                         help="coefficient of the activity penalty (mean synaptic events per inference) added to the loss")
+    parser.add_argument("--encoding", choices=["deterministic", "poisson", "hybrid"], default=None,
+                        help="input spike encoding (hybrid: thresholds lowered with the input, NeuEdge)")
+    parser.add_argument("--encoding-alpha", type=float, default=None,
+                        help="hybrid coding's threshold slope alpha in [0, 1): input thresholds 1 - alpha * rate")
 
 
 def training_options(args: argparse.Namespace) -> TrainOptions:
@@ -167,7 +175,7 @@ def training_options(args: argparse.Namespace) -> TrainOptions:
         eval_freq=args.eval_freq, select_episodes=args.select_episodes, eval_episodes=args.eval_episodes,
         qat_steps=args.qat_steps, qat_only=args.qat_only, progress=not args.no_progress, net_arch=args.net_arch,
         ticks=args.ticks, obs_bound=args.obs_bound, threshold_noise=args.threshold_noise,
-        activity_penalty=args.activity_penalty,
+        activity_penalty=args.activity_penalty, encoding=args.encoding, encoding_alpha=args.encoding_alpha,
     )
     with_overrides({}, options)  # the overrides' own checks, before any training
     return options
@@ -192,6 +200,10 @@ def with_overrides(hyperparams: dict[str, Any], options: TrainOptions) -> dict[s
         policy_kwargs["threshold_noise"] = None if noise is None else noise.to_spec()
     if options.activity_penalty is not None:
         policy_kwargs["activity_penalty"] = float(options.activity_penalty)
+    if options.encoding is not None:
+        policy_kwargs["encoding"] = options.encoding
+    if options.encoding_alpha is not None:
+        policy_kwargs["encoding_alpha"] = float(options.encoding_alpha)
     spiking = {key: value for key, value in policy_kwargs.items() if key in SPIKING_OPTIONS}
     SpikingConfig(**spiking)  # the same checks as the policy's, before any training
     return {**hyperparams, "policy_kwargs": policy_kwargs}

@@ -19,7 +19,9 @@ Signed two-neuron code: an observation ``obs`` of dimension ``d`` is normalised 
 ticks: ``"deterministic"``, the neuron adds its rate to an accumulator every tick and
 spikes when the accumulator reaches 1, then subtracts 1, so after ``t + 1`` ticks it has
 emitted exactly ``floor((t + 1) * r)`` spikes (computed so, in float64); ``"poisson"``, an
-independent Bernoulli(r) draw per neuron and tick, from a seeded generator.
+independent Bernoulli(r) draw per neuron and tick, from a seeded generator; ``"hybrid"``,
+the deterministic code with each neuron's threshold lowered to ``1 - alpha * r``
+(:func:`hybrid_rates`).
 
 This module imports neither torch nor any backend: the torch encoder
 (:mod:`spiking_dqn.encoding`) builds on it, not the reverse.
@@ -51,6 +53,7 @@ __all__ = [
     "deterministic_spikes_numpy",
     "encode_observations",
     "get_backend",
+    "hybrid_rates",
     "signed_rates_numpy",
     "synaptic_events",
     "warn_output_saturation",
@@ -268,17 +271,36 @@ def deterministic_spikes_numpy(rates: np.ndarray, ticks: int) -> np.ndarray:
     return np.diff(counts, axis=0).astype(np.float32)
 
 
+def hybrid_rates(rates: np.ndarray, alpha: float) -> np.ndarray:
+    """The accumulator rates of hybrid coding (NeuEdge): thresholds lowered with the input.
+
+    Input neuron ``i`` adds its rate ``r_i`` to an accumulator every tick and spikes when
+    the accumulator reaches its own threshold ``theta_i = 1 - alpha * r_i`` (then subtracts
+    it), at most once per tick: large inputs fire earlier and more often than under the
+    plain code (``alpha = 0``), small ones barely change (``theta`` near 1) and the smallest
+    still fire late or not at all. That is the deterministic code at the rate
+    ``min(1, r / (1 - alpha * r))``, computed in float64 (the kernel does the same).
+
+    :param rates: rates in [0, 1]
+    :param alpha: threshold slope, in [0, 1)
+    """
+    rates = np.asarray(rates, dtype=np.float64)
+    return np.minimum(rates / (1.0 - alpha * rates), 1.0)
+
+
 def encode_observations(program: ChipProgram, obs: np.ndarray) -> np.ndarray:
     """Input spike trains of a validated batch, ``(ticks, batch, 2d)`` float32 of 0/1.
 
     ``"poisson"`` draws from ``np.random.default_rng(program.seed)``, fresh for every call,
-    so the same program and observations give the same trains.
+    so the same program and observations give the same trains. ``"hybrid"`` is the
+    deterministic code at :func:`hybrid_rates`.
 
     :param program: the chip program (its bounds, ticks, encoding and seed)
     :param obs: observations ``(batch, d)``, validated (see :func:`as_observation_batch`)
     """
-    if program.encoding == "deterministic":
-        return kernels.encode_deterministic(obs, program.obs_bound, program.ticks)[0]  # validated: finite
+    if program.encoding in ("deterministic", "hybrid"):
+        # Validated: finite.
+        return kernels.encode_deterministic(obs, program.obs_bound, program.ticks, program.encoding_alpha)[0]
     rates = signed_rates_numpy(obs, program.obs_bound)
     rng = np.random.default_rng(program.seed)
     return (rng.random((program.ticks, *rates.shape)) < rates[None]).astype(np.float32)

@@ -40,7 +40,7 @@ FORMAT_VERSION = 1
 RESET_MODES: tuple[str, ...] = ("subtract", "zero")
 #: Input spike generation: accumulator trains or seeded Bernoulli draws.
 EncodingMode = Literal["deterministic", "poisson"]
-ENCODING_MODES: tuple[str, ...] = ("deterministic", "poisson")
+ENCODING_MODES: tuple[str, ...] = ("deterministic", "poisson", "hybrid")
 INT8_WEIGHT_LIMIT = 127
 
 # Size limits of a program. They bound what a program (and a file claiming to be one) can
@@ -146,13 +146,17 @@ class ChipProgram:
     :param v_reset: voltage after a spike when ``reset == "zero"``
     :param ticks: simulation ticks per inference, 1 .. :data:`MAX_TICKS`
     :param delay: ticks from a spike to its arrival at the next population, 0 or 1
-    :param encoding: ``"deterministic"`` or ``"poisson"`` input spike generation
+    :param encoding: input spike generation: ``"deterministic"`` (accumulator rate code),
+        ``"poisson"`` or ``"hybrid"`` (NeuEdge's hybrid coding: the deterministic code with
+        each input neuron's threshold lowered with its input, ``1 - encoding_alpha * r``)
     :param seed: seed of the Poisson encoder (>= 0)
     :param lambdas: the quantization scale of each projection (Q-values are the output
         voltages divided by ``lambdas[-1]``); all ones when not given
     :param centered_readout: True when the readout computes ``Q - mean over actions of Q``
         (see :func:`spiking_dqn.quantization.center_readout`): same greedy action, and
         voltages small enough for a fine output lambda under the 5000 threshold
+    :param encoding_alpha: hybrid coding's threshold slope, in [0, 1); 0 unless
+        ``encoding == "hybrid"`` (files without it load as 0)
     """
 
     weights: list[np.ndarray]
@@ -168,6 +172,7 @@ class ChipProgram:
     seed: int = 0
     lambdas: list[float] = field(default_factory=list)
     centered_readout: bool = False
+    encoding_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the dataclass is frozen; normalise fields once here
@@ -251,6 +256,14 @@ class ChipProgram:
         set_(self, "centered_readout", bool(self.centered_readout))
         if self.encoding not in ENCODING_MODES:
             raise ValueError(f"encoding must be one of {ENCODING_MODES}, got {self.encoding!r}")
+        alpha = self.encoding_alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+            raise ValueError(f"encoding_alpha must be a number in [0, 1), got {alpha!r}")
+        if not (np.isfinite(alpha) and 0.0 <= alpha < 1.0):
+            raise ValueError(f"encoding_alpha (hybrid coding) must be in [0, 1), got {alpha!r}")
+        if alpha != 0.0 and self.encoding != "hybrid":
+            raise ValueError(f"encoding_alpha is hybrid coding's; it must be 0 with encoding={self.encoding!r}")
+        set_(self, "encoding_alpha", float(alpha))
 
         lambdas = list(self.lambdas) if self.lambdas is not None else []
         if len(lambdas) == 0:
@@ -301,7 +314,9 @@ class ChipProgram:
         if not isinstance(other, ChipProgram):
             return NotImplemented
         arrays = ("weights", "thresholds", "alpha_decay", "i_offset")
-        scalars = ("reset", "v_reset", "ticks", "delay", "encoding", "seed", "lambdas", "centered_readout")
+        scalars = (
+            "reset", "v_reset", "ticks", "delay", "encoding", "seed", "lambdas", "centered_readout", "encoding_alpha"
+        )
         return (
             all(getattr(self, s) == getattr(other, s) for s in scalars)
             and np.array_equal(self.obs_bound, other.obs_bound)
@@ -343,6 +358,7 @@ class ChipProgram:
             "seed": self.seed,
             "lambdas": self.lambdas,
             "centered_readout": self.centered_readout,
+            "encoding_alpha": self.encoding_alpha,
         }
         arrays: dict[str, np.ndarray] = {"metadata": np.array(json.dumps(metadata)), "obs_bound": self.obs_bound}
         for k in range(len(self.weights)):
@@ -462,6 +478,7 @@ class ChipProgram:
                 seed=metadata["seed"],
                 lambdas=metadata["lambdas"],
                 centered_readout=metadata.get("centered_readout", False),
+                encoding_alpha=metadata.get("encoding_alpha", 0.0),
             )
         except (ValueError, TypeError) as exc:
             raise ChipProgramError(f"{path}: invalid chip program: {exc}") from None

@@ -65,6 +65,7 @@ def quantize_network(
         ticks=net.ticks,
         delay=net.synaptic_delay,
         encoding=net.encoder.mode,
+        encoding_alpha=net.encoder.alpha,
         seed=seed,
         lambdas=list(grid.lambdas),
         centered_readout=grid.centered_readout,
