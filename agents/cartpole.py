@@ -1,4 +1,4 @@
-"""``model.learn()`` recipe for CartPole-v0 (16 ticks).
+"""``model.learn()`` recipe for CartPole-v0 (10 ticks, as in the reference work).
 
 The hyperparameters are the ``CartPole-v0`` entry of ``zoo_configs/dqn.yml`` (where their
 choice is explained), read with :func:`spiking_dqn.cli.hyperparams.load_hyperparams`.

@@ -2,7 +2,7 @@
 
 Each recipe runs with the hyperparameters of its ``agents/`` recipe (``zoo_configs/dqn.yml``)
 and the same ``net_arch`` for both policies; the spiking CartPole policy runs 10 ticks
-(the reference configuration; the shipped agent uses 16: ``--cartpole-ticks 16``).
+(the reference configuration and the recipe's; ``--cartpole-ticks`` changes it).
 
 * **Throughput.** The four models train in alternating rounds (``--rounds``; each round
   continues every model for its recipe's ``--*-steps`` env steps), so that a change in

@@ -53,10 +53,11 @@ def test_acrobot_agent_reaches_the_target(shipped_rewards):
     assert shipped_rewards["Acrobot-v1"].mean() >= TARGETS["Acrobot-v1"]
 
 
-@pytest.mark.parametrize("env_id", sorted(TARGETS))
+@pytest.mark.parametrize("env_id", ["Acrobot-v1"])
 def test_model_card_renders_the_remeasured_wall_time_it_records(env_id, tmp_path):
-    # The shipped cards carry the re-measured training time from eval.json; a card
-    # written again from that file (as --qat-only does) renders the same line.
+    # The Acrobot card carries the training time re-measured after the fused CPU pass, from
+    # eval.json; a card written again from that file (as --qat-only does) renders the same
+    # line. (The CartPole agent was trained after that change: its own wall time is current.)
     from spiking_dqn.cli.card import write_model_card
 
     folder = trained_model_path(env_id).parent

@@ -31,7 +31,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from envs import make_env, make_vec
 from spiking_dqn.callbacks import SpikeActivityLogger
-from spiking_dqn.cli.arguments import non_negative_int, positive_floats, positive_int, positive_ints
+from spiking_dqn.cli.arguments import non_negative_int, positive_float, positive_floats, positive_int, positive_ints
+from spiking_dqn.cli.hyperparams import qat_learning_rate
 from spiking_dqn.network import SpikingConfig
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.thresholds import ThresholdNoise
@@ -79,6 +80,8 @@ class TrainOptions:
     :param activity_penalty: activity penalty coefficient, None: keep the hyperparameters'
     :param encoding: input encoding mode, None: keep the hyperparameters'
     :param encoding_alpha: hybrid coding's threshold slope, None: keep the hyperparameters'
+    :param qat_learning_rate: learning rate of the QAT (None: the env's entry of
+        :data:`~spiking_dqn.cli.hyperparams.QAT_LEARNING_RATES`, else the training's final one)
     """
 
     out: Path
@@ -98,6 +101,7 @@ class TrainOptions:
     activity_penalty: float | None = None
     encoding: str | None = None
     encoding_alpha: float | None = None
+    qat_learning_rate: float | None = None
 
 
 class BoundedProgressBar(ProgressBarCallback):
@@ -143,6 +147,9 @@ def add_training_arguments(
         help="quantization-aware fine-tuning steps after training (0: none); model.zip is then the float twin of "
         "the int8 chip program",
     )
+    parser.add_argument("--qat-learning-rate", type=positive_float, default=None,
+                        help="learning rate of the QAT (default: the env's entry of QAT_LEARNING_RATES in "
+                        "spiking_dqn/cli/hyperparams.py, else the training's final one)")
     parser.add_argument("--qat-only", action="store_true",
                         help="skip training: fine-tune the agent as trained (model_trained.zip in --out)")
     parser.add_argument("--net-arch", type=positive_ints, default=None,
@@ -176,6 +183,7 @@ def training_options(args: argparse.Namespace) -> TrainOptions:
         qat_steps=args.qat_steps, qat_only=args.qat_only, progress=not args.no_progress, net_arch=args.net_arch,
         ticks=args.ticks, obs_bound=args.obs_bound, threshold_noise=args.threshold_noise,
         activity_penalty=args.activity_penalty, encoding=args.encoding, encoding_alpha=args.encoding_alpha,
+        qat_learning_rate=args.qat_learning_rate,
     )
     with_overrides({}, options)  # the overrides' own checks, before any training
     return options
@@ -299,8 +307,10 @@ def train_and_evaluate(env_id: str, hyperparams: dict[str, Any], options: TrainO
     trained_rewards = evaluate_rewards(model, env_id, options.eval_episodes)
     qat: dict[str, Any] | None = None
     if options.qat_steps > 0:
+        learning_rate = options.qat_learning_rate or qat_learning_rate(env_id)
         report = quantization_aware_finetune(
-            model, "auto", options.qat_steps, env_id=env_id, check_episodes=QAT_CHECK_EPISODES,
+            model, "auto", options.qat_steps, env_id=env_id, learning_rate=learning_rate,
+            check_episodes=QAT_CHECK_EPISODES,
             check_seed=QAT_CHECK_SEED, check_freq=QAT_CHECK_FREQ, seed=options.seed, progress_bar=options.progress,
         )
         snap_model_to_grid(model, report.grid)  # the trained network is the fake-quantized one
