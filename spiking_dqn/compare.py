@@ -43,6 +43,7 @@ from spiking_dqn.measurement import LATENCY_CALLS, measure_float_energy, resolve
 from spiking_dqn.quantization import LambdaSpec
 from spiking_dqn.report import ComparisonReport, RasterData
 from spiking_dqn.rollouts import run_episodes
+from spiking_dqn.thresholds import check_threshold_scale
 
 
 def population_names(program: ChipProgram) -> list[str]:
@@ -109,6 +110,7 @@ def compare(
     tick_s: float = 1e-3,
     progress: bool = True,
     backend_options: dict[str, Any] | None = None,
+    threshold_scale: float = 1.0,
 ) -> ComparisonReport:
     """Run the float policy and the deployed policy on the same episodes and compare them.
 
@@ -125,6 +127,8 @@ def compare(
     :param tick_s: chip tick duration, for the latency and energy estimates
     :param progress: show a progress bar over the episodes
     :param backend_options: options of the backend (e.g. ``{"eth_ip": ...}`` for ``"spinnaker2"``)
+    :param threshold_scale: runtime factor on every hidden threshold, of the float policy and
+        of the deployed one alike (see :mod:`spiking_dqn.thresholds`); the program keeps its own
     :return: the report (write it with :meth:`~spiking_dqn.report.ComparisonReport.write`)
     :raises TypeError: no ``program`` given and the model's policy is not a ``SpikingDQNPolicy``
     :raises ValueError: the environment does not fit the program, bad ``n_episodes``
@@ -138,24 +142,29 @@ def compare(
         raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
     if not np.isfinite(tick_s) or tick_s <= 0:
         raise ValueError(f"tick_s must be positive, got {tick_s}")
+    threshold_scale = check_threshold_scale(threshold_scale)
     dev = resolve_device(device)
     options = dict(backend_options or {})
     if backend == "spinnaker2":  # fail before any episode runs when py-spinnaker2 is missing
         import_spinnaker2()
     model = _load_model(model, dev)
     if program is None:
-        hardware = HardwarePolicy.from_model(model, backend=backend, lam=lam, **options)
+        hardware = HardwarePolicy.from_model(model, backend=backend, lam=lam, threshold_scale=threshold_scale, **options)
         source = f"quantized from the float model (lam={lam!r})"
     else:
         chip_program, source = _load_program(program)
-        hardware = HardwarePolicy(chip_program, backend=backend, **options)
+        hardware = HardwarePolicy(chip_program, backend=backend, threshold_scale=threshold_scale, **options)
+    if threshold_scale != 1.0:
+        source += f"; hidden thresholds x {threshold_scale:g} at run time (float policy and chip)"
     policy = model.policy
-    original_device = policy.device
+    original_device, original_scale = policy.device, policy.threshold_scale
     policy.to(dev)
+    policy.threshold_scale = threshold_scale
     try:
         return _compare(model, env_id, hardware, source, n_episodes, seed, dev, tick_s, progress)
     finally:
         policy.to(original_device)
+        policy.threshold_scale = original_scale
 
 
 def _compare(
@@ -208,7 +217,7 @@ def _compare(
     obs_batch = np.stack(observations)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # saturation was already warned about during the episodes
-        batch_result = hardware.backend.run(chip_program, obs_batch)
+        batch_result = hardware.backend.run(hardware.running_program, obs_batch)
     agreement = float(np.mean(batch_result.actions == np.asarray(float_actions)))
     with th.no_grad():
         q_float = policy.q_net(th.as_tensor(obs_batch, device=dev)).cpu().numpy()
@@ -227,7 +236,8 @@ def _compare(
     if backend == "emulator":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            backend_latency = time_calls(lambda i: hardware.backend.run(chip_program, timing_obs[i]), LATENCY_CALLS)
+            running = hardware.running_program
+            backend_latency = time_calls(lambda i: hardware.backend.run(running, timing_obs[i]), LATENCY_CALLS)
     else:  # a chip: no extra runs, use the wall times of the episode steps
         backend_latency = np.asarray(step_walls)
 
@@ -235,7 +245,7 @@ def _compare(
     hidden = sum(c.sum(1) for c in batch_result.spike_counts[1:-1])
     typical = int(np.argmin(np.abs(hidden - np.median(hidden))))
     raster_result = EmulatorBackend(warn_saturation=False).run(
-        chip_program, observations[typical], record_trains=True, record_voltages=True
+        hardware.running_program, observations[typical], record_trains=True, record_voltages=True
     )
     raster = RasterData(
         observation=observations[typical],

@@ -490,3 +490,28 @@ def test_alpha_without_hybrid_is_refused_on_a_program():
     program, _ = quantize_network(snapped_net(), None)
     with pytest.raises(ValueError, match="encoding_alpha is hybrid coding's"):
         dataclasses.replace(program, encoding_alpha=0.5)
+
+
+def test_compare_sweeps_float_and_chip_alike(tmp_path):
+    """--threshold-scale applies to both policies: at 1.2 the shipped agent's chip and float agree as at 1.0."""
+    from spiking_dqn.cli import main
+    from spiking_dqn.rollouts import float_reward
+
+    model_path = trained_model_path("CartPole-v0")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(model_path), "--episodes", "3", "--threshold-scale", "1.2", "--no-progress",
+                 "--out", str(out)]) == 0
+    report = __import__("json").loads((out / "report.json").read_text())
+    text = (out / "report.md").read_text()
+    assert "hidden thresholds x 1.2 at run time" in text
+    model = DQN.load(model_path)
+    model.policy.threshold_scale = 1.2
+    scaled_float = float_reward(model, "CartPole-v0", 3, seed=0).mean_reward
+    program = ChipProgram.load(model_path.parent / "chip_program.npz")
+    from spiking_dqn.rollouts import backend_reward
+
+    scaled_chip = backend_reward(HardwarePolicy(program, threshold_scale=1.2), "CartPole-v0", 3, seed=0).mean_reward
+    assert scaled_float == scaled_chip < 200.0  # the shipped agent is sensitive to its thresholds
+    assert report["reward"]["float"]["mean"]["value"] == scaled_float
+    assert report["reward"]["chip"]["mean"]["value"] == scaled_chip
+    assert model.policy.threshold_scale == 1.2 and DQN.load(model_path).policy.threshold_scale == 1.0

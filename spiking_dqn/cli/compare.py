@@ -54,7 +54,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         report = compare(
             model, env_id, backend=args.backend, lam=args.lam, program=args.program, n_episodes=args.episodes,
             seed=args.seed, device=device, tick_s=args.tick_ms * 1e-3, progress=not args.no_progress,
-            backend_options=options,
+            backend_options=options, threshold_scale=args.threshold_scale,
         )
     except (ValueError, TypeError, FileNotFoundError, ChipProgramError, ImportError, ChipConnectionError) as exc:
         raise CLIError(str(exc)) from None
@@ -92,5 +92,7 @@ def add_parser(sub: Any) -> None:
     cmp.add_argument("--eth-ip", default=None, help="SpiNNaker2 chip address (with --backend spinnaker2)")
     cmp.add_argument("--device", default="auto", help="torch device of the float policy ('auto': CUDA if available)")
     cmp.add_argument("--tick-ms", type=positive_float, default=1.0, help="chip tick duration in ms")
+    cmp.add_argument("--threshold-scale", type=positive_float, default=1.0,
+                     help="runtime factor on every hidden threshold, of the float policy and the chip alike")
     cmp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     cmp.set_defaults(func=cmd_compare)
