@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from spiking_dqn.hardware import ChipProgram, ChipProgramError
-from spiking_dqn.hardware.program import MAX_POPULATION_NEURONS, MAX_PROJECTIONS, MAX_TICKS
+from spiking_dqn.hardware.program import FORMAT_VERSION, MAX_POPULATION_NEURONS, MAX_PROJECTIONS, MAX_TICKS
 
 
 def make_program(**overrides) -> ChipProgram:
@@ -156,7 +156,7 @@ def test_save_load_round_trip(tmp_path, overrides):
     assert loaded.lambdas == program.lambdas and loaded.reset == program.reset
     with np.load(path, allow_pickle=False) as data:  # plain arrays, no pickle needed
         meta = json.loads(str(data["metadata"][()]))
-    assert meta["format"] == "spiking-dqn-chip-program" and meta["format_version"] == 1
+    assert meta["format"] == "spiking-dqn-chip-program" and meta["format_version"] == FORMAT_VERSION
 
 
 def test_load_missing_file(tmp_path):
@@ -202,7 +202,7 @@ def test_load_other_format_tag(tmp_path):
 def test_load_newer_format_version(tmp_path):
     arrays = saved_arrays(make_program(), tmp_path)
     meta = json.loads(str(arrays["metadata"][()]))
-    meta["format_version"] = 2
+    meta["format_version"] = FORMAT_VERSION + 1
     arrays["metadata"] = np.array(json.dumps(meta))
     with pytest.raises(ChipProgramError, match="newer spiking-dqn.*upgrade"):
         ChipProgram.load(write_npz(tmp_path / "newer.npz", arrays))

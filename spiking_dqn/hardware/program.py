@@ -1,7 +1,8 @@
 """The chip program: a frozen, plain-data description of a deployed spiking Q-network.
 
 A :class:`ChipProgram` holds everything a backend needs to run the network and nothing
-else: the int8 weight matrices, the neuron parameters of every population, the number of
+else: the integer weight matrices (stored as int8, each projection at its own bit width,
+:attr:`ChipProgram.weight_bits`), the neuron parameters of every population, the number of
 ticks, the synaptic delay and the input encoding. It is what
 :func:`spiking_dqn.quantization.quantize_network` builds, what the emulator and the
 SpiNNaker2 backend execute, and what is saved next to a trained agent.
@@ -11,9 +12,19 @@ holding the arrays ``weights_<k>``, ``thresholds_<k>``, ``alpha_decay_<k>``,
 ``i_offset_<k>`` (one per projection / population, ``k = 0 .. n - 1``), ``obs_bound`` and
 ``metadata``, a 0-d unicode array with a JSON object::
 
-    {"format": "spiking-dqn-chip-program", "format_version": 1, "n_projections": n,
+    {"format": "spiking-dqn-chip-program", "format_version": 2, "n_projections": n,
      "reset": ..., "v_reset": ..., "ticks": ..., "delay": ..., "encoding": ...,
-     "seed": ..., "lambdas": [...]}
+     "seed": ..., "lambdas": [...], "centered_readout": ..., "encoding_alpha": ...,
+     "weight_bits": [...]}
+
+Format versions: 2 adds ``weight_bits`` (one integer per projection, 2..8; required in a
+version-2 file). Version-1 files (no ``weight_bits``) load as 8-bit programs, which they
+are: version 1 only ever held weights in [-127, 127].
+
+Weight bit widths: projection ``k`` at ``weight_bits[k] = b`` holds integers in
+``[-L, L]`` with ``L = weight_limit(b) = 2^(b-1) - 1`` (8 bits: +-127, 5: +-15, 4: +-7,
+2: {-1, 0, 1}, ternary). The weights are stored as int8 whatever the width; the width is
+what the target chip must hold, and what :func:`weight_memory_bytes` counts.
 
 Limits: every program keeps to :data:`MAX_TICKS`, :data:`MAX_PROJECTIONS`,
 :data:`MAX_POPULATION_NEURONS` and :data:`MAX_PROJECTION_WEIGHTS` (checked on
@@ -36,12 +47,17 @@ from typing import Any, Literal
 import numpy as np
 
 FORMAT_NAME = "spiking-dqn-chip-program"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 RESET_MODES: tuple[str, ...] = ("subtract", "zero")
 #: Input spike generation: accumulator trains or seeded Bernoulli draws.
 EncodingMode = Literal["deterministic", "poisson"]
 ENCODING_MODES: tuple[str, ...] = ("deterministic", "poisson", "hybrid")
 INT8_WEIGHT_LIMIT = 127
+#: Weight bit widths a program may declare per projection (2: ternary, 8: int8).
+MIN_WEIGHT_BITS = 2
+MAX_WEIGHT_BITS = 8
+#: The width of a projection that declares none (and of every projection of a version-1 file).
+DEFAULT_WEIGHT_BITS = 8
 
 # Size limits of a program. They bound what a program (and a file claiming to be one) can
 # make a backend allocate; they are far above any network this project deploys.
@@ -82,6 +98,66 @@ def _entry_shape(data: Any, name: str) -> tuple[int, ...]:
         else:
             raise ValueError(f"array {name!r} has an unsupported .npy format version {version}")
     return tuple(int(n) for n in shape)
+
+
+def weight_limit(bits: int) -> int:
+    """Largest weight magnitude at ``bits`` bits, symmetric: ``L = 2^(bits-1) - 1``.
+
+    8 bits: 127; 5 bits: 15 (a 4-bit magnitude and a sign); 4 bits: 7; 2 bits: 1 (ternary).
+
+    :param bits: the width, :data:`MIN_WEIGHT_BITS` .. :data:`MAX_WEIGHT_BITS`
+    :raises ValueError: a width outside that range, or not an integer
+    """
+    return 2 ** (_check_bits(bits, "weight_bits") - 1) - 1
+
+
+def weight_memory_bytes(n_weights: int, bits: int) -> int:
+    """Bytes of ``n_weights`` weights packed at ``bits`` bits each: ``ceil(n_weights * bits / 8)``.
+
+    Every weight of the dense ``(n_post, n_pre)`` matrix counts (zeros included), packed
+    with no padding between weights and none per row; int8 storage (what the file holds)
+    is the 8-bit figure. Indices, delays and the neuron parameters are not counted.
+
+    :param n_weights: number of weights
+    :param bits: bits per weight
+    """
+    return -(-int(n_weights) * int(bits) // 8)
+
+
+def _check_bits(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(
+            f"{where} must be an integer in {MIN_WEIGHT_BITS}..{MAX_WEIGHT_BITS} (bits per weight), got {value!r}"
+        )
+    bits = int(value)
+    if not MIN_WEIGHT_BITS <= bits <= MAX_WEIGHT_BITS:
+        raise ValueError(
+            f"{where} must be in {MIN_WEIGHT_BITS}..{MAX_WEIGHT_BITS} bits (2: ternary, 8: int8), got {bits}"
+        )
+    return bits
+
+
+def check_weight_bits(value: Any, n_projections: int | None = None) -> list[int]:
+    """One weight width per projection from an int (every projection) or a sequence (one each).
+
+    :param value: an integer in :data:`MIN_WEIGHT_BITS` .. :data:`MAX_WEIGHT_BITS`, or a
+        sequence of them, one per projection
+    :param n_projections: the number of projections (``None``: an integer gives a
+        one-element list and a sequence is only checked value by value)
+    :return: the widths, one per projection
+    :raises ValueError: a width outside 2..8, a non-integer, a sequence of the wrong length
+    """
+    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str):
+        values = list(np.asarray(value).ravel()) if isinstance(value, np.ndarray) else list(value)
+        if not values:
+            raise ValueError("weight_bits must be an integer or a non-empty list with one per projection")
+        if n_projections is not None and len(values) != n_projections:
+            raise ValueError(
+                f"weight_bits has {len(values)} values for {n_projections} projections; give one integer for "
+                "every projection or one per projection"
+            )
+        return [_check_bits(v, f"weight_bits[{k}]") for k, v in enumerate(values)]
+    return [_check_bits(value, "weight_bits")] * (1 if n_projections is None else n_projections)
 
 
 class ChipProgramError(ValueError):
@@ -133,7 +209,7 @@ class ChipProgram:
     sources) has no parameters.
 
     :param weights: one int8 matrix per projection, shape ``(n_post, n_pre)``, values in
-        [-127, 127]: input -> hidden 1, ..., last hidden -> output; at most
+        ``[-L_k, L_k]``, ``L_k = weight_limit(weight_bits[k])`` ([-127, 127] at 8 bits): input -> hidden 1, ..., last hidden -> output; at most
         :data:`MAX_PROJECTIONS` of them, each with at most :data:`MAX_PROJECTION_WEIGHTS`
         entries and populations of at most :data:`MAX_POPULATION_NEURONS` neurons
     :param thresholds: firing threshold per population, float32 arrays of shape ``(n,)``,
@@ -157,6 +233,9 @@ class ChipProgram:
         voltages small enough for a fine output lambda under the 5000 threshold
     :param encoding_alpha: hybrid coding's threshold slope, in [0, 1); 0 unless
         ``encoding == "hybrid"`` (files without it load as 0)
+    :param weight_bits: bits per weight of each projection, 2..8 (see :func:`weight_limit`):
+        one integer for every projection or a list with one per projection; ``None``
+        (default) is 8 for every projection. Normalised to a list, one per projection.
     """
 
     weights: list[np.ndarray]
@@ -173,6 +252,7 @@ class ChipProgram:
     lambdas: list[float] = field(default_factory=list)
     centered_readout: bool = False
     encoding_alpha: float = 0.0
+    weight_bits: list[int] | int | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the dataclass is frozen; normalise fields once here
@@ -206,6 +286,16 @@ class ChipProgram:
                     f"but weights[{k}] expects {weights[k].shape[1]} pre neurons"
                 )
         set_(self, "weights", weights)
+        bits = check_weight_bits(DEFAULT_WEIGHT_BITS if self.weight_bits is None else self.weight_bits, len(weights))
+        for k, (w, b) in enumerate(zip(weights, bits)):
+            limit = weight_limit(b)
+            peak = int(np.abs(w.astype(np.int16)).max())
+            if peak > limit:
+                raise ValueError(
+                    f"weights[{k}] has a weight of magnitude {peak}, outside [-{limit}, {limit}], the range of "
+                    f"weight_bits[{k}] = {b} (L = 2^(bits-1) - 1); quantize on a grid of that width"
+                )
+        set_(self, "weight_bits", bits)
         sizes = [w.shape[0] for w in weights]
         for name in ("thresholds", "alpha_decay", "i_offset"):
             values = getattr(self, name)
@@ -291,6 +381,11 @@ class ChipProgram:
         return int(self.weights[-1].shape[0])
 
     @property
+    def weight_memory(self) -> list[int]:
+        """Bytes of each projection's weights at its width (:func:`weight_memory_bytes`)."""
+        return [weight_memory_bytes(w.size, b) for w, b in zip(self.weights, self.weight_bits)]
+
+    @property
     def layer_sizes(self) -> list[int]:
         """Population sizes: input neurons (``2d``), each hidden layer, output."""
         return [int(self.weights[0].shape[1])] + [int(w.shape[0]) for w in self.weights]
@@ -315,7 +410,8 @@ class ChipProgram:
             return NotImplemented
         arrays = ("weights", "thresholds", "alpha_decay", "i_offset")
         scalars = (
-            "reset", "v_reset", "ticks", "delay", "encoding", "seed", "lambdas", "centered_readout", "encoding_alpha"
+            "reset", "v_reset", "ticks", "delay", "encoding", "seed", "lambdas", "centered_readout", "encoding_alpha",
+            "weight_bits",
         )
         return (
             all(getattr(self, s) == getattr(other, s) for s in scalars)
@@ -334,7 +430,8 @@ class ChipProgram:
     def __repr__(self) -> str:
         return (
             f"ChipProgram(layer_sizes={self.layer_sizes}, ticks={self.ticks}, delay={self.delay}, "
-            f"reset={self.reset!r}, encoding={self.encoding!r}, lambdas={self.lambdas})"
+            f"reset={self.reset!r}, encoding={self.encoding!r}, lambdas={self.lambdas}, "
+            f"weight_bits={self.weight_bits})"
         )
 
     # ------------------------------------------------------------------ files
@@ -359,6 +456,7 @@ class ChipProgram:
             "lambdas": self.lambdas,
             "centered_readout": self.centered_readout,
             "encoding_alpha": self.encoding_alpha,
+            "weight_bits": self.weight_bits,
         }
         arrays: dict[str, np.ndarray] = {"metadata": np.array(json.dumps(metadata)), "obs_bound": self.obs_bound}
         for k in range(len(self.weights)):
@@ -422,11 +520,10 @@ class ChipProgram:
                 f"{path}: chip program format version {version} was written by a newer spiking-dqn "
                 f"(this one reads up to version {FORMAT_VERSION}); upgrade spiking-dqn to load it"
             )
-        missing_keys = [
-            k
-            for k in ("n_projections", "reset", "v_reset", "ticks", "delay", "encoding", "seed", "lambdas")
-            if k not in metadata
-        ]
+        required = ("n_projections", "reset", "v_reset", "ticks", "delay", "encoding", "seed", "lambdas")
+        if version >= 2:
+            required += ("weight_bits",)  # version 1 had none: its weights are int8, 8 bits
+        missing_keys = [k for k in required if k not in metadata]
         if missing_keys:
             raise ChipProgramError(f"{path}: chip program metadata lacks {missing_keys}")
         n = metadata["n_projections"]
@@ -479,6 +576,7 @@ class ChipProgram:
                 lambdas=metadata["lambdas"],
                 centered_readout=metadata.get("centered_readout", False),
                 encoding_alpha=metadata.get("encoding_alpha", 0.0),
+                weight_bits=metadata.get("weight_bits", DEFAULT_WEIGHT_BITS),
             )
         except (ValueError, TypeError) as exc:
             raise ChipProgramError(f"{path}: invalid chip program: {exc}") from None

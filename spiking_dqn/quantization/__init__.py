@@ -1,15 +1,19 @@
 """THE weight grid of a deployed spiking Q-network, and building its chip program.
 
 Every projection ``k`` is scaled by a factor ``lambda_k`` and rounded to the chip's
-integers, ``w_q = clip(rint(lambda_k * w), -L, L)`` with ``L = WEIGHT_LIMIT`` (127, int8):
+integers, ``w_q = clip(rint(lambda_k * w), -L_k, L_k)`` with ``L_k = 2^(b_k - 1) - 1`` for
+the projection's weight width ``b_k`` in 2..8 (``Grid.weight_bits``; 8 by default, ``L =
+WEIGHT_LIMIT = 127``; 5 bits: 15; 4 bits: 7; 2 bits: 1, ternary {-1, 0, 1}):
 
 * :mod:`~spiking_dqn.quantization.grid`: :func:`quantize` (the one place that formula is
   written, numpy and torch), :func:`center` (the readout centred over the actions), and
   :class:`Grid`, a network's lambdas applied to its weights (chip integers, fake
   quantization for QAT, distance to the grid, pull onto it);
 * :mod:`~spiking_dqn.quantization.lambdas`: lambda specifications (a number, one per
-  projection, ``"auto"``, or ``None`` for the network's own grid) resolved into a grid;
-* :mod:`~spiking_dqn.quantization.report`: clipped and zeroed weights per projection;
+  projection, ``"auto"``, or ``None`` for the network's own grid) and weight widths
+  resolved into a grid (``"auto"`` maps a percentile of ``|w|`` to ``L_k``);
+* :mod:`~spiking_dqn.quantization.report`: per projection its width, lambda, clipped and
+  zeroed weights and weight memory in bytes at its width;
 * :mod:`~spiking_dqn.quantization.build`: the chip program of a network on its grid;
 * :mod:`~spiking_dqn.quantization.snap`: snapping a network's weights onto its grid (after QAT).
 
@@ -39,6 +43,8 @@ _LAZY_IMPORTS: dict[str, str] = {
             "AUTO_PERCENTILE",
             "OUTPUT_THRESHOLD",
             "LambdaSpec",
+            "WeightBitsSpec",
+            "auto_lambda",
             "center_readout",
             "float_weights",
             "readout_peak",
@@ -62,6 +68,8 @@ __all__ = [
     "LambdaSpec",
     "LayerReport",
     "QuantizationReport",
+    "WeightBitsSpec",
+    "auto_lambda",
     "center",
     "center_readout",
     "fake_quantize_network",

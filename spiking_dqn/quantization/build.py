@@ -9,18 +9,42 @@ import torch as th
 
 from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.quantization.grid import Grid, quantize_weights
-from spiking_dqn.quantization.lambdas import OUTPUT_THRESHOLD, LambdaSpec, center_readout, float_weights, resolve_grid
+from spiking_dqn.quantization.grid import Grid
+from spiking_dqn.quantization.lambdas import (
+    OUTPUT_THRESHOLD,
+    LambdaSpec,
+    WeightBitsSpec,
+    center_readout,
+    float_weights,
+    resolve_grid,
+)
 from spiking_dqn.quantization.report import QuantizationReport, quantization_report
 
 
+def _grid(net: SpikingQNetwork, lam: LambdaSpec | Grid, centered: bool, weight_bits: WeightBitsSpec) -> Grid:
+    """The grid of a lambda specification (or a given grid, whose widths ``weight_bits`` must not contradict)."""
+    if not isinstance(lam, Grid):
+        return resolve_grid(net, lam, centered, weight_bits=weight_bits)
+    if weight_bits is not None and lam.with_weight_bits(weight_bits) != lam:
+        raise ValueError(
+            f"weight_bits={weight_bits!r} contradicts the given grid's widths {list(lam.weight_bits)}; "
+            "give the widths in the grid (Grid(..., weight_bits=...)) or pass a lambda specification"
+        )
+    return lam
+
+
 def quantize_network(
-    net: SpikingQNetwork, lam: LambdaSpec = None, seed: int = 0, centered: bool = True
+    net: SpikingQNetwork,
+    lam: LambdaSpec | Grid = None,
+    seed: int = 0,
+    centered: bool = True,
+    weight_bits: WeightBitsSpec = None,
 ) -> tuple[ChipProgram, QuantizationReport]:
     """Build the chip program of a float spiking Q-network.
 
-    Projection ``k`` gets ``quantize_weights(W_k, lambda_k)`` in its ``(n_post, n_pre)``
-    layout; the population it feeds gets ``i_offset = lambda_k * b_k`` (float32, not
+    Projection ``k`` gets its weights on the grid, ``clip(rint(lambda_k * W_k), -L_k, L_k)``
+    (:meth:`Grid.integers <spiking_dqn.quantization.Grid.integers>`, ``L_k`` of its width),
+    in its ``(n_post, n_pre)`` layout; the population it feeds gets ``i_offset = lambda_k * b_k`` (float32, not
     rounded) and, for a hidden layer, ``threshold = lambda_k * threshold`` and
     ``alpha_decay = beta`` of that layer. The output population integrates: threshold
     ``OUTPUT_THRESHOLD``, ``alpha_decay`` 1. Reset, ticks, delay, encoder bounds and
@@ -32,18 +56,22 @@ def quantize_network(
     :param centered: deploy the centred readout (:func:`center_readout`, default): the
         chip's output voltages are ``lambda * (Q - mean Q)``, same greedy action (the
         network's own grid or a given :class:`Grid` decides instead, when used)
+    :param weight_bits: bits per weight, 2..8, one for every projection or one per projection
+        (see :func:`resolve_grid`; ``None``: the network's own grid's, else 8); with a given
+        :class:`Grid`, only a value equal to its widths is accepted
     :return: the chip program and the quantization report (a ``UserWarning`` is issued for
         every layer that clips more than ``CLIP_WARN_FRACTION`` of its weights)
     """
-    grid = lam if isinstance(lam, Grid) else resolve_grid(net, lam, centered)
+    grid = _grid(net, lam, centered, weight_bits)
     grid.check_fits(len(net.linear_layers()))
     if grid.centered_readout:
         net = center_readout(net)
-    report = quantization_report(net, Grid(grid.lambdas, centered_readout=False), warn=True)
-    weights, thresholds, alphas, offsets = [], [], [], []
+    as_deployed = Grid(grid.lambdas, centered_readout=False, weight_bits=grid.weight_bits)  # already centred
+    report = quantization_report(net, as_deployed, warn=True)
+    weights = as_deployed.integers(float_weights(net))
+    thresholds, alphas, offsets = [], [], []
     for k, (layer, lam_k) in enumerate(zip(net.linear_layers(), grid.lambdas)):
-        w = layer.weight.detach().cpu().numpy().astype(np.float32)
-        weights.append(quantize_weights(w, lam_k))
+        w = weights[k]
         bias = layer.bias.detach().cpu().numpy().astype(np.float64) if layer.bias is not None else np.zeros(w.shape[0])
         offsets.append((lam_k * bias).astype(np.float32))
         n = w.shape[0]
@@ -69,11 +97,14 @@ def quantize_network(
         seed=seed,
         lambdas=list(grid.lambdas),
         centered_readout=grid.centered_readout,
+        weight_bits=list(grid.weight_bits),
     )
     return program, report
 
 
-def fake_quantize_network(net: SpikingQNetwork, lam: LambdaSpec = None, centered: bool = True) -> SpikingQNetwork:
+def fake_quantize_network(
+    net: SpikingQNetwork, lam: LambdaSpec | Grid = None, centered: bool = True, weight_bits: WeightBitsSpec = None
+) -> SpikingQNetwork:
     """A copy of the network whose weights are the chip's, back in float units.
 
     Every linear weight is replaced by ``w_q / lambda_k`` (in float64, then float32);
@@ -84,13 +115,15 @@ def fake_quantize_network(net: SpikingQNetwork, lam: LambdaSpec = None, centered
     :param net: the float network (left untouched)
     :param lam: lambda specification (see :func:`resolve_grid`), or a :class:`Grid`
     :param centered: start from the centred readout, as :func:`quantize_network` does
+    :param weight_bits: bits per weight, as in :func:`quantize_network`
     """
-    grid = lam if isinstance(lam, Grid) else resolve_grid(net, lam, centered)
+    grid = _grid(net, lam, centered, weight_bits)
     if grid.centered_readout:
         net = center_readout(net)
     fake = copy.deepcopy(net)
+    integers = Grid(grid.lambdas, centered_readout=False, weight_bits=grid.weight_bits).integers(float_weights(net))
     with th.no_grad():
-        for layer, w, lam_k in zip(fake.linear_layers(), float_weights(net), grid.lambdas):
-            w_fq = (quantize_weights(w, lam_k).astype(np.float64) / lam_k).astype(np.float32)
+        for layer, w_q, lam_k in zip(fake.linear_layers(), integers, grid.lambdas):
+            w_fq = (w_q.astype(np.float64) / lam_k).astype(np.float32)
             layer.weight.copy_(th.as_tensor(w_fq, device=layer.weight.device))
     return fake

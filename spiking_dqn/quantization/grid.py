@@ -11,9 +11,16 @@ from typing import Any, TypeVar
 import numpy as np
 import torch as th
 
-from spiking_dqn.hardware.program import INT8_WEIGHT_LIMIT
+from spiking_dqn.hardware.program import (
+    DEFAULT_WEIGHT_BITS,
+    INT8_WEIGHT_LIMIT,
+    ChipProgram,
+    check_weight_bits,
+    weight_limit,
+)
 
-#: Largest chip weight magnitude: weights are integers in ``[-WEIGHT_LIMIT, WEIGHT_LIMIT]``.
+#: Largest chip weight magnitude at the default 8 bits: integers in ``[-WEIGHT_LIMIT, WEIGHT_LIMIT]``.
+#: A projection at ``k`` bits has ``weight_limit(k) = 2^(k-1) - 1`` instead (:meth:`Grid.limit`).
 WEIGHT_LIMIT = INT8_WEIGHT_LIMIT
 
 Weights = TypeVar("Weights", np.ndarray, th.Tensor)
@@ -35,13 +42,14 @@ def quantize(w: Weights, lam: float, limit: int = WEIGHT_LIMIT) -> Weights:
     return np.clip(np.rint(lam * w), -limit, limit)
 
 
-def quantize_weights(w: np.ndarray, lam: float) -> np.ndarray:
-    """Chip weights of float weights: :func:`quantize` as int8.
+def quantize_weights(w: np.ndarray, lam: float, bits: int = DEFAULT_WEIGHT_BITS) -> np.ndarray:
+    """Chip weights of float weights: :func:`quantize` at ``bits`` bits, as int8.
 
     :param w: float weights
     :param lam: scale factor lambda (> 0)
+    :param bits: bits per weight, 2..8 (limit ``2^(bits-1) - 1``)
     """
-    return quantize(np.asarray(w), lam).astype(np.int8)
+    return quantize(np.asarray(w), lam, weight_limit(bits)).astype(np.int8)
 
 
 def center(w: Weights) -> Weights:
@@ -73,16 +81,20 @@ class Grid:
     """The integer grid the weights of a network are deployed on.
 
     Projection ``k`` (input -> hidden 1, ..., last hidden -> readout) has grid points
-    ``n / lambdas[k]`` for the integers ``|n| <= WEIGHT_LIMIT``. With ``centered_readout``
+    ``n / lambdas[k]`` for the integers ``|n| <= L_k``, ``L_k = 2^(b_k - 1) - 1`` with
+    ``b_k = weight_bits[k]`` (8 bits: 127, 4 bits: 7, 2 bits: 1, ternary). With ``centered_readout``
     (and at least two actions) the readout's weights are taken centred over the actions
     (:func:`center`) before they meet the grid, as the chip program deploys them.
 
     :param lambdas: one positive scale factor per projection
     :param centered_readout: quantize the readout centred over the actions
+    :param weight_bits: bits per weight, 2..8: one integer for every projection or one per
+        projection (default 8, int8); normalised to a tuple with one per projection
     """
 
     lambdas: tuple[float, ...]
     centered_readout: bool = True
+    weight_bits: int | tuple[int, ...] = DEFAULT_WEIGHT_BITS
 
     def __post_init__(self) -> None:
         values = tuple(check_lambda(lam, f"lambdas[{k}]") for k, lam in enumerate(self.lambdas))
@@ -90,13 +102,32 @@ class Grid:
             raise ValueError("a grid needs at least one lambda")
         object.__setattr__(self, "lambdas", values)
         object.__setattr__(self, "centered_readout", bool(self.centered_readout))
+        object.__setattr__(self, "weight_bits", tuple(check_weight_bits(self.weight_bits, len(values))))
 
     def __len__(self) -> int:
         return len(self.lambdas)
 
     def limit(self, k: int) -> int:
-        """Largest weight magnitude of projection ``k``."""
-        return WEIGHT_LIMIT
+        """Largest weight magnitude of projection ``k``: ``2^(weight_bits[k] - 1) - 1``.
+
+        :param k: the projection
+        """
+        return weight_limit(self.weight_bits[k])
+
+    def with_weight_bits(self, weight_bits: int | Sequence[int]) -> Grid:
+        """The same lambdas and readout at other widths (the lambdas are not rescaled).
+
+        :param weight_bits: one width for every projection or one per projection
+        """
+        return Grid(self.lambdas, self.centered_readout, tuple(check_weight_bits(weight_bits, len(self.lambdas))))
+
+    @classmethod
+    def of_program(cls, program: ChipProgram) -> Grid:
+        """The grid a chip program was quantized on: its lambdas, readout and weight widths.
+
+        :param program: the chip program
+        """
+        return cls(tuple(program.lambdas), program.centered_readout, tuple(program.weight_bits))
 
     def check_fits(self, n_projections: int) -> None:
         """:raises ValueError: the grid has not one lambda per projection."""
@@ -114,7 +145,7 @@ class Grid:
         return out
 
     def integers(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The chip's int8 weights of each projection (of :meth:`deployed` weights)."""
+        """The chip's weights of each projection (of :meth:`deployed` weights), clipped to its width, as int8."""
         self.check_fits(len(weights))
         return [
             quantize(np.asarray(w), lam, self.limit(k)).astype(np.int8)
@@ -181,10 +212,19 @@ class Grid:
                 w.add_(fraction * (quantize(centered, lam, self.limit(k)) / lam - centered))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data: ``{"lambdas": [...], "centered_readout": bool}``."""
-        return {"lambdas": list(self.lambdas), "centered_readout": self.centered_readout}
+        """Plain data: ``{"lambdas": [...], "centered_readout": bool, "weight_bits": [...]}``."""
+        return {
+            "lambdas": list(self.lambdas),
+            "centered_readout": self.centered_readout,
+            "weight_bits": list(self.weight_bits),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Grid:
-        """The grid of :meth:`to_dict`'s data."""
-        return cls(tuple(data["lambdas"]), bool(data.get("centered_readout", True)))
+        """The grid of :meth:`to_dict`'s data (data written before the widths existed: 8 bits).
+
+        :param data: the plain data
+        """
+        return cls(
+            tuple(data["lambdas"]), bool(data.get("centered_readout", True)), data.get("weight_bits", DEFAULT_WEIGHT_BITS)
+        )

@@ -10,11 +10,12 @@ import torch as th
 
 from spiking_dqn.layers import delay_spikes
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.quantization.grid import WEIGHT_LIMIT, Grid, center, check_lambda
+from spiking_dqn.hardware.program import DEFAULT_WEIGHT_BITS, check_weight_bits, weight_limit
+from spiking_dqn.quantization.grid import Grid, center, check_lambda
 
 #: Threshold of the output population: high enough that it never spikes, so it integrates.
 OUTPUT_THRESHOLD = 5000.0
-#: Percentile of |w| mapped to ``WEIGHT_LIMIT`` by ``lam="auto"``.
+#: Percentile of |w| mapped to the largest weight ``L`` of its width by ``lam="auto"`` (127 at 8 bits).
 AUTO_PERCENTILE = 99.9
 #: ``"auto"`` keeps the readout's peak voltage below this fraction of its threshold.
 AUTO_OUTPUT_HEADROOM = 0.8
@@ -24,40 +25,55 @@ AUTO_OUTPUT_SAMPLES = 2048
 #: A lambda specification: ``None`` (the network's own grid, else ``"auto"``), ``"auto"``,
 #: one positive number for every projection, or one per projection.
 LambdaSpec = float | Sequence[float] | str | None
+#: Weight widths: ``None`` (the network's own grid's, else 8), one width for every projection, or one per projection.
+WeightBitsSpec = int | Sequence[int] | None
 
 
-def _auto_lambda(w: np.ndarray) -> float:
+def auto_lambda(w: np.ndarray, limit: int) -> float:
+    """The ``"auto"`` lambda of one projection: ``limit / q``, ``q`` the ``AUTO_PERCENTILE`` of ``|w|``.
+
+    The one place of that rule (see :func:`resolve_lambdas`).
+
+    :param w: the projection's float weights (as deployed)
+    :param limit: the largest chip weight of its width, ``2^(bits-1) - 1``
+    """
     magnitudes = np.abs(np.asarray(w, dtype=np.float64)).ravel()
     if magnitudes.size == 0:
         return 1.0
     q = float(np.percentile(magnitudes, AUTO_PERCENTILE))
     if q <= 0:  # mostly zeros: fall back to the largest weight
         q = float(magnitudes.max())
-    return float(WEIGHT_LIMIT) / q if q > 0 else 1.0
+    return float(limit) / q if q > 0 else 1.0
 
 
-def resolve_lambdas(lam: float | Sequence[float] | str, weights: Sequence[np.ndarray]) -> list[float]:
+def resolve_lambdas(
+    lam: float | Sequence[float] | str, weights: Sequence[np.ndarray], weight_bits: int | Sequence[int] = DEFAULT_WEIGHT_BITS
+) -> list[float]:
     """One lambda per projection from a lambda specification and the weights alone.
 
     :param lam: a positive float (the same lambda for every projection, as in Arfa et
         al. 2025: 3 for CartPole, 32 for Acrobot), a list with one positive float per
-        projection, or ``"auto"``. The ``"auto"`` rule, per projection:
-        ``lambda = WEIGHT_LIMIT / q`` where ``q`` is the ``AUTO_PERCENTILE`` (99.9th)
+        projection, or ``"auto"``. The ``"auto"`` rule, per projection (:func:`auto_lambda`):
+        ``lambda = L / q``, ``L = 2^(bits-1) - 1`` the largest weight of the projection's
+        width (127 at 8 bits, 7 at 4, 1 ternary), where ``q`` is the ``AUTO_PERCENTILE`` (99.9th)
         percentile of ``|w|`` over that projection's weights (``np.percentile``, linear
         interpolation), so that at most about 0.1% of its weights clip (in a layer of
         fewer than 1000 weights, at most its largest one) while the rest use the whole
         range, which keeps small weights from collapsing to zero. (If that percentile is
         0, the largest ``|w|`` is used; an all-zero layer gets lambda 1.)
     :param weights: float weights of the projections, in order
+    :param weight_bits: bits per weight (one for every projection or one per projection);
+        only ``"auto"`` depends on it
     :return: the lambdas, one per projection
     :raises ValueError: non-positive, NaN or infinite lambda, a list of the wrong length,
-        an unknown string
+        an unknown string, bad widths
     """
     n = len(weights)
+    bits = check_weight_bits(weight_bits, n)
     if isinstance(lam, str):
         if lam != "auto":
             raise ValueError(f"unknown lambda {lam!r}: use a positive number, a list of them, or 'auto'")
-        return [_auto_lambda(w) for w in weights]
+        return [auto_lambda(w, weight_limit(b)) for w, b in zip(weights, bits)]
     if isinstance(lam, (Sequence, np.ndarray)):
         values = list(np.asarray(lam).ravel()) if isinstance(lam, np.ndarray) else list(lam)
         if len(values) != n:
@@ -111,14 +127,18 @@ def float_weights(net: SpikingQNetwork) -> list[np.ndarray]:
 
 
 def resolve_grid(
-    net: SpikingQNetwork, lam: LambdaSpec = None, centered: bool = True, observations: np.ndarray | None = None
+    net: SpikingQNetwork,
+    lam: LambdaSpec = None,
+    centered: bool = True,
+    observations: np.ndarray | None = None,
+    weight_bits: WeightBitsSpec = None,
 ) -> Grid:
-    """The grid a lambda specification gives a network.
+    """The grid a lambda specification (and weight widths) give a network.
 
     ``lam=None`` gives the network's own grid (``net.grid``, recorded when its weights were
     snapped to a grid after quantization-aware training and saved with the model), so that
-    the chip program computes exactly the network that was trained; a network without one
-    gets ``"auto"``. For ``"auto"`` the lambdas of :func:`resolve_lambdas` are taken on the
+    the chip program computes exactly the network that was trained; a network without one,
+    or whose grid has other widths than ``weight_bits`` asks for, gets ``"auto"``. For ``"auto"`` the lambdas of :func:`resolve_lambdas` are taken on the
     weights as deployed (the readout centred with ``centered``), and the readout's lambda
     is capped so that its peak voltage on the chip, ``lambda * readout_peak``, stays below
     ``AUTO_OUTPUT_HEADROOM`` x the output threshold: an integrator that reaches the
@@ -129,16 +149,22 @@ def resolve_grid(
     :param centered: quantize the readout centred over the actions (ignored when ``lam`` is
         ``None`` and the network has a grid: that grid says)
     :param observations: observations for the readout peak of ``"auto"`` (see :func:`readout_peak`)
+    :param weight_bits: bits per weight, 2..8, one for every projection or one per
+        projection; ``None``: the network's own grid's widths with ``lam=None``, else 8
+    :raises ValueError: bad lambdas or widths (see :func:`resolve_lambdas`)
     """
+    n = len(net.linear_layers())
+    bits = None if weight_bits is None else tuple(check_weight_bits(weight_bits, n))
     if lam is None:
-        if net.grid is not None:
-            net.grid.check_fits(len(net.linear_layers()))
+        if net.grid is not None and (bits is None or bits == net.grid.weight_bits):
+            net.grid.check_fits(n)
             return net.grid
         lam = "auto"
+    bits = bits if bits is not None else tuple(check_weight_bits(DEFAULT_WEIGHT_BITS, n))
     deployed = center_readout(net) if centered and net.n_actions > 1 else net
-    lambdas = resolve_lambdas(lam, float_weights(deployed))
+    lambdas = resolve_lambdas(lam, float_weights(deployed), bits)
     if isinstance(lam, str):
         peak = readout_peak(deployed, observations)
         if peak > 0:
             lambdas[-1] = min(lambdas[-1], AUTO_OUTPUT_HEADROOM * OUTPUT_THRESHOLD / peak)
-    return Grid(tuple(lambdas), centered_readout=centered)
+    return Grid(tuple(lambdas), centered_readout=centered, weight_bits=bits)

@@ -1,4 +1,4 @@
-"""Per-projection statistics of quantizing a network on a grid: clipped and zeroed weights."""
+"""Per-projection statistics of quantizing a network on a grid: width, clipped and zeroed weights, memory."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from spiking_dqn.hardware.program import DEFAULT_WEIGHT_BITS, weight_limit, weight_memory_bytes
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.quantization.grid import WEIGHT_LIMIT, Grid, quantize_weights
+from spiking_dqn.quantization.grid import Grid, quantize_weights
 from spiking_dqn.quantization.lambdas import float_weights
 
 #: A layer that clips more than this fraction of its weights triggers a warning.
@@ -22,10 +23,15 @@ class LayerReport:
 
     :param name: projection name (``hidden.0``, ..., ``readout``)
     :param lam: the lambda used
-    :param clipped_frac: fraction of its weights with ``|lam * w| > WEIGHT_LIMIT + 0.5``, i.e. clipped
+    :param clipped_frac: fraction of its weights with ``|lam * w| > L + 0.5``, i.e. clipped
+        (``L = 2^(bits-1) - 1``)
     :param zeroed_frac: fraction of its nonzero float weights that rounded to 0
     :param max_abs_error: ``max |w_q / lam - w|``
     :param n_weights: number of weights
+    :param bits: bits per weight
+    :param memory_bytes: the weights' memory at that width,
+        :func:`~spiking_dqn.hardware.program.weight_memory_bytes`: ``ceil(n_weights * bits / 8)``
+        (the dense matrix packed, zeros included, no indices; not the int8 file storage)
     """
 
     name: str
@@ -34,26 +40,36 @@ class LayerReport:
     zeroed_frac: float
     max_abs_error: float
     n_weights: int = 0
+    bits: int = DEFAULT_WEIGHT_BITS
+    memory_bytes: int = 0
+
+    @property
+    def limit(self) -> int:
+        """Largest weight magnitude at this width."""
+        return weight_limit(self.bits)
 
     @classmethod
-    def from_weights(cls, name: str, w: np.ndarray, lam: float) -> LayerReport:
-        """Statistics of quantizing the float weights ``w`` with ``lam``.
+    def from_weights(cls, name: str, w: np.ndarray, lam: float, bits: int = DEFAULT_WEIGHT_BITS) -> LayerReport:
+        """Statistics of quantizing the float weights ``w`` with ``lam`` at ``bits`` bits.
 
         :param name: projection name
         :param w: float weights
         :param lam: the lambda
+        :param bits: bits per weight, 2..8
         """
         w = np.asarray(w)
-        w_q = quantize_weights(w, lam)
+        w_q = quantize_weights(w, lam, bits)
         nonzero = w != 0
         n_nonzero = int(nonzero.sum())
         return cls(
             name=name,
             lam=float(lam),
-            clipped_frac=float(np.mean(np.abs(lam * w) > WEIGHT_LIMIT + 0.5)) if w.size else 0.0,
+            clipped_frac=float(np.mean(np.abs(lam * w) > weight_limit(bits) + 0.5)) if w.size else 0.0,
             zeroed_frac=float(np.sum(nonzero & (w_q == 0)) / n_nonzero) if n_nonzero else 0.0,
             max_abs_error=float(np.max(np.abs(w_q.astype(np.float64) / lam - w))) if w.size else 0.0,
             n_weights=int(w.size),
+            bits=int(bits),
+            memory_bytes=weight_memory_bytes(w.size, bits),
         )
 
 
@@ -75,13 +91,27 @@ class QuantizationReport:
         """The lambda of each projection."""
         return [layer.lam for layer in self.layers]
 
+    @property
+    def weight_bits(self) -> list[int]:
+        """The width of each projection."""
+        return [layer.bits for layer in self.layers]
+
+    @property
+    def memory_bytes(self) -> int:
+        """Weight memory of all projections at their widths (see :attr:`LayerReport.memory_bytes`)."""
+        return sum(layer.memory_bytes for layer in self.layers)
+
     def __str__(self) -> str:
-        header = f"{'layer':<12} {'lambda':>10} {'clipped':>9} {'zeroed':>9} {'max |err|':>11}"
+        header = (
+            f"{'layer':<12} {'bits':>4} {'lambda':>10} {'clipped':>9} {'zeroed':>9} {'max |err|':>11} {'bytes':>8}"
+        )
         rows = [header, "-" * len(header)]
         for r in self.layers:
             rows.append(
-                f"{r.name:<12} {r.lam:>10.4g} {r.clipped_frac:>9.2%} {r.zeroed_frac:>9.2%} {r.max_abs_error:>11.4g}"
+                f"{r.name:<12} {r.bits:>4} {r.lam:>10.4g} {r.clipped_frac:>9.2%} {r.zeroed_frac:>9.2%} "
+                f"{r.max_abs_error:>11.4g} {r.memory_bytes:>8}"
             )
+        rows.append(f"{'total':<12} {'':>4} {'':>10} {'':>9} {'':>9} {'':>11} {self.memory_bytes:>8}")
         return "\n".join(rows)
 
 
@@ -90,7 +120,7 @@ def _projection_names(net: SpikingQNetwork) -> list[str]:
 
 
 def quantization_report(net: SpikingQNetwork, grid: Grid, warn: bool = True) -> QuantizationReport:
-    """Clipped and zeroed fractions of every projection of a network on a grid.
+    """Width, clipped and zeroed fractions and weight memory of every projection of a network on a grid.
 
     :param net: the float network
     :param grid: the grid
@@ -99,14 +129,17 @@ def quantization_report(net: SpikingQNetwork, grid: Grid, warn: bool = True) -> 
     """
     weights = grid.deployed(float_weights(net))
     report = QuantizationReport(
-        [LayerReport.from_weights(name, w, lam) for name, w, lam in zip(_projection_names(net), weights, grid.lambdas)]
+        [
+            LayerReport.from_weights(name, w, lam, bits)
+            for name, w, lam, bits in zip(_projection_names(net), weights, grid.lambdas, grid.weight_bits)
+        ]
     )
     if warn:
         for r in report.layers:
             if r.clipped_frac > CLIP_WARN_FRACTION:
                 warnings.warn(
                     f"quantizing layer {r.name} with lambda={r.lam:g} clips {r.clipped_frac:.1%} of its weights "
-                    f"to +-{WEIGHT_LIMIT} ({r.zeroed_frac:.1%} of its nonzero weights round to 0); consider a "
+                    f"to +-{r.limit} at {r.bits} bits ({r.zeroed_frac:.1%} of its nonzero weights round to 0); consider a "
                     "smaller lambda or lam='auto'",
                     UserWarning,
                     stacklevel=3,
