@@ -176,3 +176,40 @@ def test_train_any_discrete_env_then_deploy_and_compare(tmp_path, capsys):
     report = json.loads((out / "compare" / "report.json").read_text())
     assert report["env_id"] == "MountainCar-v0" and report["n_episodes"] == 1
     assert report["program"]["source"].endswith("chip_program.npz")
+
+
+def test_export_writes_a_nir_file_that_reads_back(tmp_path, capsys):
+    from spiking_dqn.export import read_nir
+    from spiking_dqn.hardware.mapping import map_program
+    from spiking_dqn.hardware.program import ChipProgram
+
+    source = ROOT / "agents" / "trained" / "CartPole-v0" / "chip_program.npz"
+    out = tmp_path / "deep" / "cartpole.nir"
+    assert main(["export", str(source), "--nir", str(out)]) == 0
+    captured = capsys.readouterr()
+    program = ChipProgram.load(source)
+    assert read_nir(out) == program
+    assert f"NIR graph written to {out}" in captured.out
+    assert map_program(program).summary() in captured.out
+    assert "no reset by subtraction" in captured.err
+
+
+def test_export_quantizes_a_model(tmp_path, capsys):
+    from spiking_dqn.export import read_nir
+
+    out = tmp_path / "acrobot.nir"
+    model = ROOT / "agents" / "trained" / "Acrobot-v1" / "model.zip"
+    assert main(["export", str(model), "--nir", str(out), "--lam", "32", "--tick-ms", "2"]) == 0
+    program = read_nir(out)
+    assert program.lambdas == [32.0, 32.0, 32.0] and program.layer_sizes == [12, 128, 128, 3]
+
+
+def test_export_bad_input(tmp_path, capsys):
+    program = str(ROOT / "agents" / "trained" / "CartPole-v0" / "chip_program.npz")
+    assert main(["export", program, "--nir", str(tmp_path / "x.nir"), "--lam", "3"]) == 2
+    assert "chip program file is already quantized" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing.npz"), "--nir", str(tmp_path / "x.nir")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert _exit_code(["export", program]) == 2
+    assert "--nir" in capsys.readouterr().err
+    assert not (tmp_path / "x.nir").exists()

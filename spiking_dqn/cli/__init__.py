@@ -5,7 +5,8 @@
   :mod:`~spiking_dqn.cli.hyperparams` and the model card of :mod:`~spiking_dqn.cli.card`;
 * :mod:`~spiking_dqn.cli.demo`: ``demo`` (train, deploy, compare);
 * :mod:`~spiking_dqn.cli.compare`: ``compare``;
-* :mod:`~spiking_dqn.cli.fit`: ``deploy``, ``search``, ``calibrate`` (fitting a model to the chip).
+* :mod:`~spiking_dqn.cli.fit`: ``deploy``, ``search``, ``calibrate`` (fitting a model to the chip);
+* :mod:`~spiking_dqn.cli.export`: ``export`` (a model or chip program as a NIR graph).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from spiking_dqn import __version__
-from spiking_dqn.cli import compare, demo, fit, train
+from spiking_dqn.cli import compare, demo, export, fit, train
 from spiking_dqn.cli.arguments import CLIError, HelpFormatter, SubcommandParser, join_negative_lists, parse_lambda
 from spiking_dqn.cli.loading import infer_env_id, load_spiking_model
 
@@ -37,6 +38,7 @@ EXAMPLES = """examples:
   spiking-dqn compare runs/mc/model.zip --program runs/mc/chip_program.npz --episodes 20
   spiking-dqn calibrate agents/trained/CartPole-v0/model.zip
   spiking-dqn search agents/trained/CartPole-v0/model.zip --storage sqlite:///runs/search.db
+  spiking-dqn export agents/trained/CartPole-v0/chip_program.npz --nir runs/cartpole.nir
 """
 
 
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     compare.add_parser(sub)
     fit.add_parsers(sub)  # `deploy`, `search`, `calibrate`
+    export.add_parser(sub)
     return parser
 
 
