@@ -19,6 +19,7 @@ import numpy as np
 
 from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.hardware.energy import EnergyEstimate
+from spiking_dqn.hardware.mapping import map_program
 from spiking_dqn.plots import plot_rewards, plot_spike_raster
 from spiking_dqn.quantization import QuantizationReport
 
@@ -268,6 +269,8 @@ class ComparisonReport:
                 "thresholds": [float(np.mean(t)) for t in self.program.thresholds],
                 "tick_s": self.tick_s,
             },
+            "chip_resources": {**map_program(self.program).to_dict(), "kind": "estimated",
+                               "note": "modelled placement, spiking_dqn.hardware.mapping"},
             "quantization": self.quantization.to_dict() if self.quantization is not None else None,
             "reward": {
                 **plain(self.rewards()),
@@ -363,6 +366,14 @@ class ComparisonReport:
             ),
             f"- lambdas: {[round(lam, 4) for lam in self.program.lambdas]}",
             f"- thresholds (chip units, mean per population): {[round(float(np.mean(t)), 4) for t in self.program.thresholds]}",
+            "",
+            "## Chip resources",
+            "",
+            "Estimated placement on one SpiNNaker2 (model and assumptions: `spiking_dqn.hardware.mapping`):",
+            "",
+            "```",
+            str(map_program(self.program)),
+            "```",
             "",
         ]
         if self.quantization is not None:
