@@ -128,6 +128,11 @@ def test_compare_writes_labelled_report(tiny_model_path, tmp_path):
     md = paths["report.md"].read_text()
     for text in ("measured", "estimated", "not measured", "reward.png", "spike_raster.png", "lambdas", "clipped"):
         assert text in md
+    sizes = report.program.layer_sizes
+    assert data["chip_resources"]["cores"] == sum(-(-n // 250) for n in sizes)
+    assert [p["neurons"] for p in data["chip_resources"]["populations"]] == sizes
+    assert data["chip_resources"]["fits"] is True and data["chip_resources"]["kind"] == "estimated"
+    assert "## Chip resources" in md and f"{data['chip_resources']['cores']} of 152 cores" in md
 
 
 def test_measured_float_energy_gives_a_ratio(tiny_model_path, monkeypatch):
@@ -232,6 +237,7 @@ def test_cli_deploy_writes_program(tiny_model_path, tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "clipped" in printed and str(out) in printed
+    assert "chip resources (one SpiNNaker2)" in printed and "of 152 cores" in printed
     program = ChipProgram.load(out)
     assert program.lambdas == [3.0, 3.0]
     np.testing.assert_allclose(program.thresholds[0], 3.0 * 0.5 * 1.5)

@@ -38,6 +38,7 @@ from spiking_dqn.cli.arguments import (
 from spiking_dqn.cli.loading import backend_options, infer_env_id, load_program, load_spiking_model, require_env_id
 from spiking_dqn.cli.recipe import QAT_CHECK_EPISODES
 from spiking_dqn.hardware import BACKENDS, ChipProgramError, get_backend
+from spiking_dqn.hardware.mapping import map_program
 from spiking_dqn.pipeline import CalibrationSettings, FitResult, QATSettings, SearchSettings, Seeds, fit_to_chip
 from spiking_dqn.pipeline.settings import Method
 from spiking_dqn.search import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, SearchInterrupted, StorageUnavailableError
@@ -220,6 +221,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     print(result.quantization)
     _print_warnings(caught)
     print(program)
+    print(f"chip resources (one SpiNNaker2):\n{map_program(program)}")
     print("hidden thresholds (chip units): " + ", ".join(f"{float(t.mean()):.4g}" for t in program.thresholds[:-1]))
     if episodes:
         _print_final(result, f"{env_id}: {episodes} held-out episodes (seeds {result.seeds.evaluation}..)")
