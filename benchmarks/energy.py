@@ -1,0 +1,366 @@
+"""Energy as a knob: reward against activity and estimated energy for every energy option, on the emulator.
+
+    python benchmarks/energy.py                          # train what is missing, evaluate, write the tables
+    python benchmarks/energy.py --tasks CartPole-v0      # one task
+    python benchmarks/energy.py --no-train               # tables and plots from the cached models only
+
+For each task (CartPole-v0, Acrobot-v1), every configuration is a chip program run on the
+emulator over the same ``--episodes`` held-out episodes (env seeds ``EVAL_SEED`` on):
+
+* ``fixed``: the shipped agent (``agents/trained/<env>/model.zip``) across the runtime
+  threshold scales ``SCALES`` (``HardwarePolicy.threshold_scale``);
+* ``aspen U(a,b)`` / ``aspen levels``: the recipe trained with ASPEN threshold noise
+  (``--threshold-noise``), across the same scales;
+* ``penalty c``: the recipe trained with the activity penalty ``c`` (``--activity-penalty``);
+* ``adaptive r``: the shipped agent with runtime adaptive thresholds at target rate ``r``;
+* ``hybrid a``: the recipe trained with hybrid input coding (``--encoding hybrid``);
+* ``ticks n``: the recipe at ``n`` ticks.
+
+Every trained variant is the task's recipe (``agents/<task>.py``, its hyperparameters,
+timesteps and QAT) with one option changed and the shipped agent's seed; its model is
+cached under ``--cache`` (default ``runs/energy/<env>/<variant>/``) with the command that
+made it (``command.txt``), so that a second run only evaluates.
+
+Per point: mean reward, the reward normalised as in the threshold benchmark
+(``(R - R_worst) / (R_ref - R_worst)``, ``R_ref`` the shipped agent's float reward on the same
+episodes, ``R_worst`` 0 for CartPole and -500 for Acrobot), synaptic events and hidden
+spikes per inference, and the energy model's estimate per inference split into its
+time-proportional and activity parts (:mod:`spiking_dqn.hardware.energy`), and latency.
+
+Writes ``energy.json``, ``energy.md`` (the README table), ``energy_scale.png`` (reward vs
+threshold scale, fixed vs ASPEN) and ``energy_front.png`` (normalised reward vs synaptic
+events, every configuration) to ``--out`` (default ``benchmarks/results/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch as th  # noqa: E402
+from stable_baselines3 import DQN  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from agents.common import replace_card_section, trained_model_path  # noqa: E402
+from spiking_dqn import HardwarePolicy  # noqa: E402
+from spiking_dqn.hardware import energy  # noqa: E402
+from spiking_dqn.rollouts import backend_reward, float_reward  # noqa: E402
+
+TASKS = {"CartPole-v0": "agents.cartpole", "Acrobot-v1": "agents.acrobot"}
+#: The shipped agents' training seeds (the variants use the same).
+SEEDS = {"CartPole-v0": 5, "Acrobot-v1": 0}
+#: Runtime threshold scales of the sweeps.
+SCALES = (0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.4)
+#: Worst possible episode reward, the zero of the normalised scale.
+WORST = {"CartPole-v0": 0.0, "Acrobot-v1": -500.0}
+#: Target rates of the adaptive-threshold configurations (gain 1). NeuEdge's rule raises a
+#: layer's thresholds while it fires below the target, so targets above the agents' rates save spikes.
+ADAPTIVE_TARGETS = (0.1, 0.3, 0.5)
+EVAL_SEED = 20_000
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / "runs" / "energy"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of the study.
+
+    :param name: label in the tables and plots
+    :param family: ``fixed``, ``aspen``, ``penalty``, ``adaptive``, ``hybrid`` or ``ticks``
+    :param recipe_args: recipe options that train it (empty: the shipped agent)
+    :param scales: runtime threshold scales to evaluate it at
+    :param adaptive: ``HardwarePolicy`` adaptive-threshold rule, or None
+    """
+
+    name: str
+    family: str
+    recipe_args: tuple[str, ...] = ()
+    scales: tuple[float, ...] = (1.0,)
+    adaptive: dict[str, float] | None = field(default=None, hash=False)
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in self.name)
+
+
+def variants(env_id: str) -> list[Variant]:
+    """The study's configurations for one task."""
+    return [
+        Variant("fixed", "fixed", scales=SCALES),
+        Variant("aspen U(1,1.5)", "aspen", ("--threshold-noise", "1.0,1.5"), SCALES),
+        Variant("aspen U(1,2)", "aspen", ("--threshold-noise", "1.0,2.0"), SCALES),
+        Variant("aspen U(1,3)", "aspen", ("--threshold-noise", "1.0,3.0"), SCALES),
+        Variant("aspen levels 1,1.5,2", "aspen", ("--threshold-noise", "levels:1.0,1.5,2.0"), SCALES),
+        *[Variant(f"penalty {c:g}", "penalty", ("--activity-penalty", f"{c:g}")) for c in (1e-5, 1e-4, 1e-3)],
+        *[Variant(f"adaptive {r:g}", "adaptive", adaptive=dict(target_rate=r, gain=1.0)) for r in ADAPTIVE_TARGETS],
+        Variant("hybrid 0.5", "hybrid", ("--encoding", "hybrid", "--encoding-alpha", "0.5")),
+        *[Variant(f"ticks {n}", "ticks", ("--ticks", str(n))) for n in (6, 8, 10, 12, 16)],
+    ]
+
+
+def train(env_id: str, variant: Variant, cache: Path, allow: bool) -> Path | None:
+    """The variant's model, trained with the recipe unless cached (None: not cached and not allowed)."""
+    if not variant.recipe_args:
+        return trained_model_path(env_id)
+    folder = cache / env_id / variant.slug
+    model = folder / "model.zip"
+    out = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
+    command = [sys.executable, "-m", TASKS[env_id], "--seed", str(SEEDS[env_id]), "--out", str(out),
+               "--no-progress", *variant.recipe_args]
+    recorded = folder / "command.txt"
+    text = shlex.join(["python", *command[1:]])
+    if model.exists() and recorded.exists() and recorded.read_text().strip() == text:
+        return model
+    if not allow:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"{env_id}: training {variant.name}: {text}", flush=True)
+    start = time.perf_counter()
+    with open(folder / "train.log", "w") as log:
+        subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    recorded.write_text(text + "\n")
+    print(f"{env_id}: {variant.name} trained in {time.perf_counter() - start:.0f} s", flush=True)
+    return model
+
+
+def evaluate(env_id: str, variant: Variant, model_path: Path, episodes: int, reference: float) -> list[dict[str, Any]]:
+    """One row per threshold scale of the variant."""
+    model = DQN.load(model_path, device="cpu")
+    rows = []
+    for scale in variant.scales:
+        policy = HardwarePolicy.from_model(model, threshold_scale=scale, adaptive_thresholds=variant.adaptive)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # output saturation is reported in the row
+            result = backend_reward(policy, env_id, episodes, seed=EVAL_SEED)
+        stats = result.cost
+        est = energy.estimate(result.synaptic_events_per_inference, policy.program)
+        rows.append({
+            "env_id": env_id, "variant": variant.name, "family": variant.family, "threshold_scale": scale,
+            "ticks": policy.program.ticks, "mean_reward": result.mean_reward, "std_reward": result.std_reward,
+            "normalised_reward": (result.mean_reward - WORST[env_id]) / (reference - WORST[env_id]),
+            "synaptic_events": result.synaptic_events_per_inference,
+            "hidden_spikes": result.hidden_spikes_per_inference,
+            "energy_time_j": est.time_energy_j, "energy_activity_j": est.activity_energy_j,
+            "energy_total_j": est.total_energy_j, "latency_s": est.latency_s,
+            "saturated_fraction": stats.saturated / max(stats.inferences, 1), "model": str(model_path.relative_to(ROOT)),
+        })
+    return rows
+
+
+#: Energy targets of the study: at most this fraction of the shipped agent's synaptic events
+#: at scale 1, at this normalised reward or more.
+TARGETS = {"CartPole-v0": (0.5, 0.98), "Acrobot-v1": (2 / 3, 0.95)}
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per task: the ASPEN-vs-fixed robustness over scales 1.0-2.0 and the cheapest configuration meeting the target."""
+    out: dict[str, Any] = {}
+    for env_id in dict.fromkeys(r["env_id"] for r in rows):
+        task = [r for r in rows if r["env_id"] == env_id]
+        base = next((r for r in task if r["variant"] == "fixed" and r["threshold_scale"] == 1.0), None)
+        worst = {}
+        for name in dict.fromkeys(r["variant"] for r in task if r["family"] in ("fixed", "aspen")):
+            pts = [r["normalised_reward"] for r in task if r["variant"] == name and 1.0 <= r["threshold_scale"] <= 2.0]
+            if pts:
+                worst[name] = min(pts)
+        fraction, reward = TARGETS[env_id]
+        best = None
+        if base is not None:
+            ok = [r for r in task if r["synaptic_events"] <= fraction * base["synaptic_events"]
+                  and r["normalised_reward"] >= reward]
+            best = min(ok, key=lambda r: r["synaptic_events"], default=None)
+        out[env_id] = {
+            "shipped_synaptic_events": None if base is None else base["synaptic_events"],
+            "target": {"events_fraction": fraction, "normalised_reward": reward},
+            "worst_normalised_reward_scales_1_to_2": worst,
+            "aspen_minus_fixed_worst": {k: v - worst["fixed"] for k, v in worst.items() if k != "fixed"}
+            if "fixed" in worst else {},
+            "cheapest_meeting_target": best,
+        }
+    return out
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    lines = []
+    for env_id, s in summary.items():
+        frac, reward = s["target"]["events_fraction"], s["target"]["normalised_reward"]
+        best = s["cheapest_meeting_target"]
+        lines.append(f"**{env_id}**: worst normalised reward over threshold scales 1.0-2.0: " + ", ".join(
+            f"{k} {v:.0%}" for k, v in s["worst_normalised_reward_scales_1_to_2"].items()) + ".")
+        if best is None:
+            lines.append(f"No configuration reaches {reward:.0%} with at most {frac:.0%} of the shipped agent's "
+                         f"synaptic events ({s['shipped_synaptic_events'] or 0:,.0f}).")
+        else:
+            lines.append(
+                f"Cheapest configuration at {reward:.0%} or more with at most {frac:.0%} of the shipped agent's "
+                f"{s['shipped_synaptic_events']:,.0f} synaptic events: {best['variant']} at threshold scale "
+                f"{best['threshold_scale']:g}, {best['synaptic_events']:,.0f} events "
+                f"({best['synaptic_events'] / s['shipped_synaptic_events']:.0%}), {best['normalised_reward']:.0%}.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def ship(env_id: str, row: dict[str, Any]) -> Path | None:
+    """Copy the configuration of ``row`` to ``agents/trained/<env>/low_energy/`` with its chip program and card.
+
+    Only a trained variant at threshold scale 1 without runtime adaptation ships (its
+    ``model.zip`` is then the exact float twin of the program); otherwise nothing is written.
+    """
+    if row["threshold_scale"] != 1.0 or row["family"] in ("fixed", "adaptive"):
+        print(f"{env_id}: {row['variant']} at scale {row['threshold_scale']:g} is a runtime setting, not shipped")
+        return None
+    source = ROOT / Path(row["model"]).parent
+    folder = trained_model_path(env_id).parent / "low_energy"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("model.zip", "model_trained.zip", "eval.json", "README.md", "reward_curve.png", "command.txt"):
+        if (source / name).exists():
+            shutil.copy2(source / name, folder / name)
+    model = DQN.load(folder / "model.zip", device="cpu")
+    HardwarePolicy.from_model(model).program.save(folder / "chip_program.npz")
+    body = (
+        f"## Low-energy configuration ({row['variant']})\n\n"
+        f"Chosen by `python benchmarks/energy.py --ship` as the configuration with the fewest synaptic events "
+        f"per inference that keeps at least {TARGETS[env_id][1]:.0%} of the shipped agent's normalised reward, "
+        f"on the emulator over {row.get('episodes', 100)} held-out episodes (env seeds {EVAL_SEED} + i): reward "
+        f"{row['mean_reward']:.2f} ({row['normalised_reward']:.0%}), {row['synaptic_events']:,.0f} synaptic events "
+        f"and {row['hidden_spikes']:,.1f} hidden spikes per inference, estimated energy "
+        f"{row['energy_time_j'] * 1e3:.2f} mJ (time part) + {row['energy_activity_j'] * 1e6:.1f} µJ (activity part), "
+        f"latency {row['latency_s'] * 1e3:.0f} ms. `chip_program.npz` is its int8 program (lam=None: its QAT grid)."
+    )
+    replace_card_section(folder / "README.md", "low-energy", body)
+    return folder
+
+
+def markdown(rows: list[dict[str, Any]], references: dict[str, float]) -> str:
+    lines = []
+    for env_id in dict.fromkeys(r["env_id"] for r in rows):
+        lines += [
+            f"**{env_id}** (reference: the shipped agent's float reward {references[env_id]:.1f} on the same episodes)",
+            "",
+            "| configuration | threshold scale | ticks | reward | normalised | synaptic events | hidden spikes "
+            "| energy: time part | energy: activity part | latency |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            if r["env_id"] != env_id:
+                continue
+            lines.append(
+                f"| {r['variant']} | {r['threshold_scale']:g} | {r['ticks']} | {r['mean_reward']:.1f} "
+                f"| {r['normalised_reward']:.0%} | {r['synaptic_events']:,.0f} | {r['hidden_spikes']:,.1f} "
+                f"| {r['energy_time_j'] * 1e3:.2f} mJ | {r['energy_activity_j'] * 1e6:.1f} µJ "
+                f"| {r['latency_s'] * 1e3:.0f} ms |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["env_id"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    for ax, env_id in zip(axes[0], tasks):
+        for name in dict.fromkeys(r["variant"] for r in rows if r["env_id"] == env_id and len(
+                [q for q in rows if q["variant"] == r["variant"] and q["env_id"] == env_id]) > 1):
+            pts = [r for r in rows if r["env_id"] == env_id and r["variant"] == name]
+            ax.plot([r["threshold_scale"] for r in pts], [r["normalised_reward"] for r in pts], "o-", label=name,
+                    lw=2.5 if name == "fixed" else 1.2, color="black" if name == "fixed" else None)
+        ax.set(title=env_id, xlabel="runtime threshold scale", ylabel="normalised reward (float agent = 1)")
+        ax.axvspan(1.0, 2.0, color="0.92", zorder=0)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "energy_scale.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    markers = {"fixed": "o", "aspen": "s", "penalty": "^", "adaptive": "v", "hybrid": "D", "ticks": "P"}
+    for ax, env_id in zip(axes[0], tasks):
+        for family, marker in markers.items():
+            pts = [r for r in rows if r["env_id"] == env_id and r["family"] == family]
+            if pts:
+                ax.scatter([r["synaptic_events"] for r in pts], [r["normalised_reward"] for r in pts],
+                           marker=marker, label=family, alpha=0.8)
+        ax.set(title=env_id, xlabel="synaptic events per inference", ylabel="normalised reward (float agent = 1)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "energy_front.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--no-train", action="store_true", help="evaluate cached models only (skip the others)")
+    parser.add_argument("--only", nargs="*", default=None, help="evaluate only these variant names")
+    parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--ship", action="store_true",
+                        help="copy each task's cheapest configuration meeting the target to agents/trained/<env>/low_energy/")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    references: dict[str, float] = {}
+    skipped: list[str] = []
+    for env_id in args.tasks:
+        shipped = DQN.load(trained_model_path(env_id), device="cpu")
+        references[env_id] = float_reward(shipped, env_id, args.episodes, seed=EVAL_SEED).mean_reward
+        todo = [v for v in variants(env_id) if args.only is None or v.name in args.only]
+        for variant in tqdm(todo, desc=env_id, unit="configuration"):
+            path = train(env_id, variant, args.cache, allow=not args.no_train)
+            if path is None:
+                skipped.append(f"{env_id}: {variant.name} (not trained)")
+                continue
+            rows.extend(evaluate(env_id, variant, path, args.episodes, references[env_id]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "energy.json"
+    if previous.exists():  # keep the other tasks' figures of an earlier run
+        old = json.loads(previous.read_text())
+        rows = [r for r in old.get("rows", []) if r["env_id"] not in args.tasks] + rows
+        references = {**{k: v for k, v in old.get("references_float_reward", {}).items() if k not in args.tasks},
+                      **references}
+    data = {
+        "rows": rows, "references_float_reward": references, "skipped": skipped, "episodes": args.episodes,
+        "eval_seed": EVAL_SEED, "energy_model": energy.EnergyModel().__dict__,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {th.get_num_threads()}",
+    }
+    data["summary"] = summarise(rows)
+    (args.out / "energy.json").write_text(json.dumps(data, indent=2) + "\n")
+    table = summary_markdown(data["summary"]) + "\n" + markdown(rows, references)
+    (args.out / "energy.md").write_text(table)
+    if rows:
+        plot(rows, args.out)
+    print(table)
+    if skipped:
+        print("skipped:", *skipped, sep="\n  ")
+    if args.ship:
+        for env_id, summary in data["summary"].items():
+            best = summary["cheapest_meeting_target"]
+            folder = ship(env_id, best) if best is not None else None
+            print(f"{env_id}: {'shipped ' + str(folder) if folder else 'nothing shipped'}")
+    print(f"total wall time {data['wall_time_s']:.0f} s; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
