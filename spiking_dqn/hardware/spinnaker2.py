@@ -14,7 +14,8 @@ converter (``spinnaker2/s2_nir.py``):
   ``["spikes"]``, the output records ``["v", "spikes"]`` (the voltages are the result;
   the spikes show an output that reached its threshold);
 * ``snn.Projection(pre, post, connections=[[pre, post, weight, delay], ...])`` with the
-  nonzero int8 weights only;
+  nonzero int8 weights only (8-bit programs as always; a program with narrower
+  projections must fit the ``lif`` model's +-15, see :func:`check_chip_weights`);
 * ``snn.Network`` with everything added, run by ``hardware.SpiNNaker2Chip(eth_ip=...)``
   as ``hw.run(net, ticks)``; ``get_voltages()`` gives, per neuron, one value per tick and
   the last one is the Q-value (in units of the output lambda).
@@ -56,7 +57,13 @@ from spiking_dqn.hardware.backend import (
     synaptic_events,
     warn_output_saturation,
 )
-from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.hardware.program import DEFAULT_WEIGHT_BITS, ChipProgram, weight_limit
+
+#: The narrow weight format of the chip as this project knows it (docs/DESIGN.md, "What is
+#: known about SpiNNaker2"): the ``lif`` model stores a 4-bit magnitude and a sign, i.e. 5-bit
+#: symmetric weights in [-15, 15].
+LIF_WEIGHT_BITS = 5
+LIF_WEIGHT_LIMIT = weight_limit(LIF_WEIGHT_BITS)
 
 #: py-spinnaker2's names of the two reset mechanisms.
 S2_RESET = {"subtract": "reset_by_subtraction", "zero": "reset_to_v_reset"}
@@ -200,6 +207,37 @@ def _spike_train(spike_times: dict[int, Any], n: int, ticks: int) -> np.ndarray:
     return train
 
 
+def check_chip_weights(program: ChipProgram) -> None:
+    """Refuse a program whose low-precision weights the chip cannot store.
+
+    What the project believes the chip stores: the ``lif`` model, a 4-bit magnitude and a
+    sign (:data:`LIF_WEIGHT_LIMIT` = 15). The rule, per projection ``k``:
+
+    * ``weight_bits[k] == 8``: accepted, as before weight widths existed. The backend writes
+      the int8 weights into ``lif_no_delay`` connections unchanged; that this model holds
+      them at full int8 range is an assumption that has not been verified on a chip (only
+      against the stand-in ``snn`` module);
+    * ``weight_bits[k] <= 5``: accepted: every weight is inside +-15 (the program checks its
+      widths), so it fits the ``lif`` format;
+    * ``weight_bits[k]`` 6 or 7: a width the chip lacks; refused when a weight lies outside
+      +-15, accepted when all happen to fit.
+
+    :param program: the chip program
+    :raises ValueError: the first projection that does not fit, with its width and largest weight
+    """
+    for k, (w, bits) in enumerate(zip(program.weights, program.weight_bits)):
+        if bits >= DEFAULT_WEIGHT_BITS:
+            continue
+        peak = int(np.abs(w.astype(np.int16)).max())
+        if peak > LIF_WEIGHT_LIMIT:
+            raise ValueError(
+                f"projection {k} has weight_bits={bits} with weights up to +-{peak}, which SpiNNaker2 cannot store: "
+                f"its lif model keeps a 4-bit magnitude and a sign (+-{LIF_WEIGHT_LIMIT}, {LIF_WEIGHT_BITS} bits), "
+                "and the chip has no 6- or 7-bit weight format. Deploy with weight_bits <= 5 (e.g. "
+                "--weight-bits 5) or 8 (int8), or run this program on the 'emulator' backend"
+            )
+
+
 class SpiNNaker2Backend:
     """Run chip programs on a SpiNNaker2 chip, one observation per chip run.
 
@@ -236,13 +274,18 @@ class SpiNNaker2Backend:
     def _preflight(self, program: ChipProgram) -> None:
         """Refuse a program the chip cannot run, before py-spinnaker2 is imported or the chip contacted.
 
-        The one place for pre-flight checks of :meth:`run_spikes` (and so of :meth:`run`).
-        Today: the delay (a ``delay=0`` program, see :func:`chip_connection_delay`).
+        The one place for pre-flight checks of :meth:`run_spikes` (and so of :meth:`run`):
+
+        * the delay (a ``delay=0`` program, see :func:`chip_connection_delay`);
+        * the weight widths (:func:`check_chip_weights`): a projection narrower than 8 bits
+          must fit the ``lif`` model's sign-and-magnitude format, +-15; 8-bit projections
+          are accepted as they always were.
 
         :param program: the chip program
         :raises ValueError: the program cannot run on the chip (the message says why)
         """
         chip_connection_delay(program, self.connection_delay)
+        check_chip_weights(program)
 
     def run(
         self, program: ChipProgram, obs: Any, record_trains: bool = False, record_voltages: bool = False
