@@ -12,7 +12,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from spiking_dqn.hardware.backend import get_backend
 from spiking_dqn.pipeline import METHODS, CalibrationSettings, FitResult, QATSettings, SearchSettings, Seeds, fit_to_chip
 from spiking_dqn.policies import SpikingDQNPolicy
-from spiking_dqn.quantization import LambdaSpec
+from spiking_dqn.hardware.program import check_weight_bits
+from spiking_dqn.quantization import LambdaSpec, WeightBitsSpec
 from spiking_dqn.search.storage import open_storage
 
 
@@ -91,7 +92,7 @@ class HardwareAwareFineTuning(BaseCallback):
 
     It runs :func:`spiking_dqn.pipeline.fit_to_chip` on the model being trained:
 
-    1. quantize the online Q-network into a chip program with ``lam``
+    1. quantize the online Q-network into a chip program with ``lam`` at ``weight_bits``
        (:func:`spiking_dqn.quantization.quantize_network`);
     2. at the end of training only, when ``qat_steps > 0``: quantization-aware fine-tuning,
        ``qat_steps`` further DQN steps with fake-quantized weights
@@ -119,10 +120,13 @@ class HardwareAwareFineTuning(BaseCallback):
     :param env_id: environment of the search episodes (default: the training env's id)
     :param lam: lambda: ``None`` (default: the network's own grid if it has one, else
         ``"auto"``), ``"auto"``, a number, or one number per projection
+    :param weight_bits: bits per weight of the chip program and of QAT, 2..8: one integer for
+        every projection or a list with one per projection (e.g. 4 or ``[8, 4, 8]``; 2 is
+        ternary); ``None`` (default): the network's own grid's, else 8 (int8)
     :param eval_freq: also run steps 1, 3 and 4 every this many environment steps (0: only at the end)
     :param qat_steps: steps of quantization-aware fine-tuning at the end (0: none):
         environment steps (``qat_mode="online"``) or gradient steps (``"replay"``). Fine-tuned
-        weights that are kept are snapped to the int8 grid (:func:`spiking_dqn.quantization.snap.snap_to_grid`):
+        weights that are kept are snapped to the grid (:func:`spiking_dqn.quantization.snap.snap_to_grid`):
         after ``learn()`` the model is the float twin of the chip program, and
         ``HardwarePolicy.from_model(model)`` quantizes it with the same lambdas
     :param qat_mode: ``"online"`` (default): more ``model.learn`` steps with the
@@ -130,7 +134,7 @@ class HardwareAwareFineTuning(BaseCallback):
         replay buffer only
     :param qat_learning_rate: QAT learning rate (default the model's final one, a tenth of
         it in replay mode)
-    :param qat_grid_pull: pull of the float weights toward the int8 grid per QAT step
+    :param qat_grid_pull: pull of the float weights toward the grid per QAT step
     :param qat_target_update_interval: QAT gradient steps between target-network updates
     :param qat_keep: ``"better"`` (default): evaluate the quantized network on the backend
         over ``search_episodes`` episodes before, during and after QAT and keep the best
@@ -179,6 +183,7 @@ class HardwareAwareFineTuning(BaseCallback):
         seed: int = 0,
         progress_bar: bool = False,
         verbose: int = 0,
+        weight_bits: WeightBitsSpec = None,
     ) -> None:
         super().__init__(verbose)
         if method not in METHODS:
@@ -199,8 +204,11 @@ class HardwareAwareFineTuning(BaseCallback):
             raise ValueError(f"qat_keep must be 'better' or 'always', got {qat_keep!r}")
         if qat_mode not in ("online", "replay"):
             raise ValueError(f"qat_mode must be 'online' or 'replay', got {qat_mode!r}")
+        if weight_bits is not None:
+            check_weight_bits(weight_bits)  # the values now; their count once the network is known
         self.env_id = env_id
         self.lam = lam
+        self.weight_bits = weight_bits
         self.eval_freq = eval_freq
         self.method = method
         self.qat = QATSettings(
@@ -290,6 +298,7 @@ class HardwareAwareFineTuning(BaseCallback):
             self.model,
             self.env_id,
             lam=self.lam,
+            weight_bits=self.weight_bits,
             qat=self.qat if final else QATSettings(),
             method=self.method,
             search=dataclasses.replace(self.search, study_name=f"{self.search.study_name}-{tag}"),

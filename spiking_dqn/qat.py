@@ -1,11 +1,12 @@
-"""Quantization-aware fine-tuning (QAT) of a spiking DQN for the int8 chip.
+"""Quantization-aware fine-tuning (QAT) of a spiking DQN for the chip's integer weights (2 to 8 bits).
 
 :func:`quantization_aware_finetune` continues DQN training of a model with its Q-network
 (and target network) in fake-quantized mode
 (:meth:`~spiking_dqn.network.SpikingQNetwork.set_fake_quantization`): the forward pass
 computes with the chip's weights (:meth:`~spiking_dqn.quantization.Grid.fake_quantize`) and the
 gradient reaches the float weights through a straight-through estimator, so the float
-weights adapt to what the int8 grid can express. The DQN updates are SB3's own: either
+weights adapt to what the grid can express, at the grid's weight widths (``weight_bits``:
+int8 by default, 4 bits, ternary, ...). The DQN updates are SB3's own: either
 more ``model.learn`` steps in which the fake-quantized network acts in the environment
 (``mode="online"``), or ``DQN.train`` gradient steps on the replay buffer
 (``mode="replay"``). With ``check_episodes`` the quantized network is evaluated on the
@@ -43,7 +44,7 @@ from spiking_dqn.hardware.backend import Backend, get_backend
 from spiking_dqn.hardware_policy import InferenceStats
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.policies import SpikingDQNPolicy
-from spiking_dqn.quantization import Grid, LambdaSpec, float_weights, quantize_network, resolve_grid
+from spiking_dqn.quantization import Grid, LambdaSpec, WeightBitsSpec, float_weights, quantize_network, resolve_grid
 from spiking_dqn.rollouts import backend_reward, collect_transitions
 
 Mode = Literal["online", "replay"]
@@ -62,7 +63,8 @@ class QATReport:
     :param grid_distance_before: :meth:`Grid.distance <spiking_dqn.quantization.Grid.distance>` per projection before QAT
     :param grid_distance_after: the same after QAT
     :param mean_abs_weight_change: mean ``|w_after - w_before|`` per projection
-    :param int8_weights_changed: fraction of int8 weights that QAT changed, per projection
+    :param int8_weights_changed: fraction of chip weights (integers at the grid's widths) that
+        QAT changed, per projection
     :param collected_transitions: transitions collected to fill an empty replay buffer
     :param wall_time_s: wall time
     :param reward_before: backend reward of the quantized network before QAT (when checked)
@@ -70,6 +72,7 @@ class QATReport:
     :param kept: False when the checks found the weights before QAT best (they were restored)
     :param check_inferences: backend inferences the checks ran
     :param mode: ``"online"`` or ``"replay"``
+    :param weight_bits: bits per weight of each projection of the grid (``None``: 8 for every one)
     """
 
     lambdas: list[float]
@@ -89,11 +92,14 @@ class QATReport:
     kept: bool = True
     mode: str = "online"
     check_inferences: int = 0
+    weight_bits: list[int] | None = None
 
     @property
     def grid(self) -> Grid:
         """The grid QAT trained for (deploy and snap with it)."""
-        return Grid(tuple(self.lambdas), centered_readout=self.centered_readout)
+        if self.weight_bits is None:
+            return Grid(tuple(self.lambdas), centered_readout=self.centered_readout)
+        return Grid(tuple(self.lambdas), centered_readout=self.centered_readout, weight_bits=tuple(self.weight_bits))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data."""
@@ -222,6 +228,7 @@ def quantization_aware_finetune(
     backend: str | Backend = "emulator",
     centered_readout: bool = True,
     progress_bar: bool = False,
+    weight_bits: WeightBitsSpec = None,
 ) -> QATReport:
     """Quantization-aware DQN fine-tuning of a model (see module docstring). Changes the model in place.
 
@@ -266,6 +273,11 @@ def quantization_aware_finetune(
         :func:`~spiking_dqn.quantization.quantize_network` deploys it by default (ignored
         when ``lam`` is a :class:`Grid`)
     :param progress_bar: show a progress bar over the steps
+    :param weight_bits: bits per weight to train for, 2..8, one for every projection or one
+        per projection (e.g. 4; 2 is ternary), used when ``lam`` is resolved here
+        (:func:`~spiking_dqn.quantization.resolve_grid`: ``"auto"`` then maps its percentile
+        to the width's largest weight); ``None``: the network's own grid's widths, else 8.
+        With a :class:`Grid`, the grid's widths are used and a different value is an error
     :raises TypeError: the model's policy is not a ``SpikingDQNPolicy``
     :raises ValueError: bad arguments; no environment where one is needed
     """
@@ -285,7 +297,7 @@ def quantization_aware_finetune(
         raise ValueError("check_episodes needs env_id")
     net: SpikingQNetwork = policy.q_net.q_net
     target: SpikingQNetwork = policy.q_net_target.q_net
-    grid = lam if isinstance(lam, Grid) else resolve_grid(net, lam, centered_readout)  # what deployment will use
+    grid = resolve_grid(net, lam, centered_readout, weight_bits=weight_bits)  # what deployment will use
     batch_size = int(batch_size or model.batch_size)
     final_lr = float(model.lr_schedule(0.0))
     lr = float(learning_rate) if learning_rate is not None else (final_lr if mode == "online" else 0.1 * final_lr)
@@ -369,4 +381,5 @@ def quantization_aware_finetune(
         kept=best.from_qat if best else True,
         mode=mode,
         check_inferences=check_cost.inferences,
+        weight_bits=list(grid.weight_bits),
     )

@@ -36,7 +36,7 @@ from spiking_dqn.pipeline.settings import (
 )
 from spiking_dqn.qat import quantization_aware_finetune
 from spiking_dqn.quantization.snap import snap_model_to_grid
-from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, quantize_network
+from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, WeightBitsSpec, quantize_network
 from spiking_dqn.rollouts import EpisodeResult, backend_reward, check_count, float_reward, q_network
 from spiking_dqn.search.calibration import calibrate_thresholds
 from spiking_dqn.search.grid import program_fingerprint, threshold_search
@@ -60,6 +60,7 @@ def fit_to_chip(
     env_id: str | None,
     *,
     lam: LambdaSpec | Grid = None,
+    weight_bits: WeightBitsSpec = None,
     program: ChipProgram | None = None,
     qat: QATSettings = QATSettings(),
     threshold_scale: float | Sequence[float] | None = None,
@@ -78,7 +79,7 @@ def fit_to_chip(
     """Fit a trained spiking DQN to the chip: quantize, (QAT), choose thresholds, evaluate, save.
 
     1. Evaluate the float network on ``eval_episodes`` held-out episodes (``seeds.evaluation``).
-    2. Quantize it on the grid of ``lam`` (or take ``program`` as given).
+    2. Quantize it on the grid of ``lam`` at ``weight_bits`` (or take ``program`` as given).
     3. With ``qat.steps > 0``: quantization-aware fine-tuning on that grid (checked on the
        backend over ``seeds.qat_checks`` episodes, the best weights kept), then the kept
        weights are snapped to the grid (:func:`~spiking_dqn.quantization.snap.snap_model_to_grid`: the
@@ -97,7 +98,12 @@ def fit_to_chip(
         ``"none"``, ``eval_episodes=0``)
     :param lam: the grid or lambda specification (see :func:`~spiking_dqn.quantization.resolve_grid`;
         ``None``: the network's own grid, else ``"auto"``)
-    :param program: a ready chip program to fit instead of quantizing the model (no QAT then)
+    :param weight_bits: bits per weight, 2..8, one for every projection or one per projection
+        (e.g. 4, or ``[8, 4, 8]``; 2 is ternary): the widths of the grid, which QAT trains for
+        and the program is quantized at (``None``: the network's own grid's, else 8; see
+        :func:`~spiking_dqn.quantization.resolve_grid`)
+    :param program: a ready chip program to fit instead of quantizing the model (no QAT then;
+        its own widths, which ``weight_bits`` must not contradict)
     :param qat: quantization-aware fine-tuning settings
     :param threshold_scale: multiply the quantized program's hidden thresholds by this (one
         value, or one per hidden layer) before choosing thresholds
@@ -127,6 +133,8 @@ def fit_to_chip(
         raise ValueError("this fit plays episodes: pass env_id")
     if program is not None and qat.steps:
         raise ValueError("QAT trains the model, so it cannot start from a given program")
+    if program is not None and weight_bits is not None:
+        Grid.of_program(program).check_weight_bits(weight_bits)
     if qat.steps and not isinstance(model, DQN):
         raise TypeError(f"QAT needs an SB3 DQN with SpikingDQNPolicy, got {type(model).__name__}")
     if method in ("grid", "both") and search.storage is not None:
@@ -149,8 +157,8 @@ def fit_to_chip(
         float_before = evaluate_float()
         report: QuantizationReport | None = None
         if program is None:
-            program, report = quantize_network(net, lam, seed=encoder_seed)
-        grid = Grid(tuple(program.lambdas), centered_readout=program.centered_readout)
+            program, report = quantize_network(net, lam, seed=encoder_seed, weight_bits=weight_bits)
+        grid = Grid.of_program(program)
         program, scales = _scale_thresholds(program, threshold_scale)
         naive = Candidate(program, evaluate(program), scales)
         qat_report, float_after, naive_before = None, None, None

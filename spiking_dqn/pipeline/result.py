@@ -113,6 +113,7 @@ class FitResult:
             "backend": self.backend,
             "lambdas": list(self.grid.lambdas),
             "centered_readout": self.grid.centered_readout,
+            "weight_bits": list(self.grid.weight_bits),
             "quantization": self.quantization.to_dict() if self.quantization else None,
             "seeds": self.seeds.to_dict(),
             "eval_episodes": self.eval_episodes,

@@ -21,18 +21,6 @@ from spiking_dqn.quantization.lambdas import (
 from spiking_dqn.quantization.report import QuantizationReport, quantization_report
 
 
-def _grid(net: SpikingQNetwork, lam: LambdaSpec | Grid, centered: bool, weight_bits: WeightBitsSpec) -> Grid:
-    """The grid of a lambda specification (or a given grid, whose widths ``weight_bits`` must not contradict)."""
-    if not isinstance(lam, Grid):
-        return resolve_grid(net, lam, centered, weight_bits=weight_bits)
-    if weight_bits is not None and lam.with_weight_bits(weight_bits) != lam:
-        raise ValueError(
-            f"weight_bits={weight_bits!r} contradicts the given grid's widths {list(lam.weight_bits)}; "
-            "give the widths in the grid (Grid(..., weight_bits=...)) or pass a lambda specification"
-        )
-    return lam
-
-
 def quantize_network(
     net: SpikingQNetwork,
     lam: LambdaSpec | Grid = None,
@@ -62,7 +50,7 @@ def quantize_network(
     :return: the chip program and the quantization report (a ``UserWarning`` is issued for
         every layer that clips more than ``CLIP_WARN_FRACTION`` of its weights)
     """
-    grid = _grid(net, lam, centered, weight_bits)
+    grid = resolve_grid(net, lam, centered, weight_bits=weight_bits)
     grid.check_fits(len(net.linear_layers()))
     if grid.centered_readout:
         net = center_readout(net)
@@ -117,7 +105,7 @@ def fake_quantize_network(
     :param centered: start from the centred readout, as :func:`quantize_network` does
     :param weight_bits: bits per weight, as in :func:`quantize_network`
     """
-    grid = _grid(net, lam, centered, weight_bits)
+    grid = resolve_grid(net, lam, centered, weight_bits=weight_bits)
     if grid.centered_readout:
         net = center_readout(net)
     fake = copy.deepcopy(net)

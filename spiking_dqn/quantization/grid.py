@@ -114,12 +114,19 @@ class Grid:
         """
         return weight_limit(self.weight_bits[k])
 
-    def with_weight_bits(self, weight_bits: int | Sequence[int]) -> Grid:
-        """The same lambdas and readout at other widths (the lambdas are not rescaled).
+    def check_weight_bits(self, weight_bits: int | Sequence[int] | None) -> None:
+        """Refuse widths asked for alongside this grid that are not its own.
 
-        :param weight_bits: one width for every projection or one per projection
+        :param weight_bits: ``None`` (nothing asked), one width or one per projection
+        :raises ValueError: widths that differ from :attr:`weight_bits`, or bad widths
         """
-        return Grid(self.lambdas, self.centered_readout, tuple(check_weight_bits(weight_bits, len(self.lambdas))))
+        if weight_bits is None:
+            return
+        if tuple(check_weight_bits(weight_bits, len(self.lambdas))) != self.weight_bits:
+            raise ValueError(
+                f"weight_bits={weight_bits!r} contradicts the grid's (or program's) widths {list(self.weight_bits)}; "
+                "give the widths in the grid (Grid(..., weight_bits=...)) or quantize from a lambda specification"
+            )
 
     @classmethod
     def of_program(cls, program: ChipProgram) -> Grid:
@@ -226,5 +233,7 @@ class Grid:
         :param data: the plain data
         """
         return cls(
-            tuple(data["lambdas"]), bool(data.get("centered_readout", True)), data.get("weight_bits", DEFAULT_WEIGHT_BITS)
+            tuple(data["lambdas"]),
+            bool(data.get("centered_readout", True)),
+            data.get("weight_bits", DEFAULT_WEIGHT_BITS),
         )

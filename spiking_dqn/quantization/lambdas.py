@@ -47,7 +47,9 @@ def auto_lambda(w: np.ndarray, limit: int) -> float:
 
 
 def resolve_lambdas(
-    lam: float | Sequence[float] | str, weights: Sequence[np.ndarray], weight_bits: int | Sequence[int] = DEFAULT_WEIGHT_BITS
+    lam: float | Sequence[float] | str,
+    weights: Sequence[np.ndarray],
+    weight_bits: int | Sequence[int] = DEFAULT_WEIGHT_BITS,
 ) -> list[float]:
     """One lambda per projection from a lambda specification and the weights alone.
 
@@ -128,7 +130,7 @@ def float_weights(net: SpikingQNetwork) -> list[np.ndarray]:
 
 def resolve_grid(
     net: SpikingQNetwork,
-    lam: LambdaSpec = None,
+    lam: LambdaSpec | Grid = None,
     centered: bool = True,
     observations: np.ndarray | None = None,
     weight_bits: WeightBitsSpec = None,
@@ -138,22 +140,30 @@ def resolve_grid(
     ``lam=None`` gives the network's own grid (``net.grid``, recorded when its weights were
     snapped to a grid after quantization-aware training and saved with the model), so that
     the chip program computes exactly the network that was trained; a network without one,
-    or whose grid has other widths than ``weight_bits`` asks for, gets ``"auto"``. For ``"auto"`` the lambdas of :func:`resolve_lambdas` are taken on the
+    or whose grid has other widths than ``weight_bits`` asks for, gets ``"auto"``. For
+    ``"auto"`` the lambdas of :func:`resolve_lambdas` (at the grid's widths) are taken on the
     weights as deployed (the readout centred with ``centered``), and the readout's lambda
     is capped so that its peak voltage on the chip, ``lambda * readout_peak``, stays below
     ``AUTO_OUTPUT_HEADROOM`` x the output threshold: an integrator that reaches the
     threshold resets and its voltage stops being the Q-value.
 
     :param net: the float network
-    :param lam: lambda specification (see :data:`LambdaSpec`)
+    :param lam: lambda specification (see :data:`LambdaSpec`), or a :class:`Grid`, returned
+        as it is (checked to have one lambda per projection)
     :param centered: quantize the readout centred over the actions (ignored when ``lam`` is
-        ``None`` and the network has a grid: that grid says)
+        a grid, or ``None`` and the network has a grid: that grid says)
     :param observations: observations for the readout peak of ``"auto"`` (see :func:`readout_peak`)
     :param weight_bits: bits per weight, 2..8, one for every projection or one per
-        projection; ``None``: the network's own grid's widths with ``lam=None``, else 8
-    :raises ValueError: bad lambdas or widths (see :func:`resolve_lambdas`)
+        projection; ``None``: the network's own grid's widths with ``lam=None``, else 8;
+        with a given grid only its own widths are accepted
+    :raises ValueError: bad lambdas or widths (see :func:`resolve_lambdas`), widths that
+        contradict a given grid's
     """
     n = len(net.linear_layers())
+    if isinstance(lam, Grid):
+        lam.check_fits(n)
+        lam.check_weight_bits(weight_bits)
+        return lam
     bits = None if weight_bits is None else tuple(check_weight_bits(weight_bits, n))
     if lam is None:
         if net.grid is not None and (bits is None or bits == net.grid.weight_bits):
