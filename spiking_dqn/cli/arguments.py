@@ -7,15 +7,24 @@ import math
 import re
 from collections.abc import Sequence
 
+from spiking_dqn.hardware.program import check_weight_bits
+
 #: Options whose value is a comma-separated list that may be mistyped with a leading minus
 #: (``--stage1 -1,2``): they are rewritten as ``--stage1=-1,2`` so that the value's own
 #: check, not argparse, answers.
-LIST_OPTIONS = ("--stage1", "--stage2", "--threshold-scale", "--lam", "--obs-bound", "--net-arch")
+LIST_OPTIONS = ("--stage1", "--stage2", "--threshold-scale", "--lam", "--obs-bound", "--net-arch", "--weight-bits")
 _NEGATIVE_LIST = re.compile(r"^-[\d.]")
 #: Help of every ``--lam`` option.
 LAMBDA_HELP = (
     "lambda: 'auto' (a percentile rule per projection), one number for every projection (e.g. 3), or one per "
     "projection (3,3,3); default: the model's own grid when it records one (a QAT'd, snapped model), else auto"
+)
+
+#: Help of every ``--weight-bits`` option.
+WEIGHT_BITS_HELP = (
+    "bits per chip weight, 2..8 (integers in +-(2^(bits-1) - 1): 8 -> +-127, 5 -> +-15, 4 -> +-7, 2 -> ternary "
+    "{-1,0,1}): one width for every projection (4) or one per projection (8,4,8); QAT trains for it; default: the "
+    "model's own grid's widths, else 8"
 )
 
 
@@ -133,6 +142,22 @@ def parse_lambda(text: str) -> str | float | list[float]:
             f"invalid lambda {text!r}: use 'auto', a number (e.g. 3) or one number per projection (e.g. 3,3,3)"
         ) from None
     return values[0] if len(values) == 1 else values
+
+
+def parse_weight_bits(text: str) -> int | list[int]:
+    """``--weight-bits`` value: one width 2..8 (every projection), or comma-separated widths (one each)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid weight bits {text!r}: use an integer 2..8 (e.g. 4) or one per projection (e.g. 8,4,8)"
+        ) from None
+    value = values[0] if len(values) == 1 else values
+    try:
+        check_weight_bits(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def parse_scale(text: str) -> float | list[float]:

@@ -3,6 +3,7 @@
     spiking-dqn search agents/trained/CartPole-v0/model.zip --lam 3 --storage sqlite:///runs/search.db
     spiking-dqn calibrate agents/trained/CartPole-v0/model.zip --lam 3
     spiking-dqn deploy agents/trained/CartPole-v0/model.zip --out runs/chip_program.npz
+    spiking-dqn deploy agents/trained/CartPole-v0/model.zip --weight-bits 4 --qat-steps 2000
 
 ``search`` and ``calibrate`` quantize the model (``--lam``; with ``--qat-steps N`` after N
 online steps of quantization-aware fine-tuning), choose the hidden thresholds on the
@@ -27,11 +28,13 @@ from rich.table import Table
 
 from spiking_dqn.cli.arguments import (
     LAMBDA_HELP,
+    WEIGHT_BITS_HELP,
     CLIError,
     HelpFormatter,
     non_negative_int,
     parse_lambda,
     parse_scale,
+    parse_weight_bits,
     positive_floats,
     positive_int,
 )
@@ -51,7 +54,9 @@ EXIT_INTERRUPTED = 4
 DEFAULT_PROGRAM = Path("runs") / "chip_program.npz"
 #: Held-out episodes of ``spiking-dqn deploy`` when the environment is known.
 DEPLOY_EPISODES = 20
-DEPLOY_DESCRIPTION = "Quantize a trained model (optionally after QAT) into an int8 chip program file."
+DEPLOY_DESCRIPTION = (
+    "Quantize a trained model (optionally after QAT) into a chip program file (int8 weights, or --weight-bits)."
+)
 SEARCH_DESCRIPTION = """\
 Two-stage threshold grid search on the backend (a global multiplier, then one per hidden
 layer; objective: the mean reward), then the naive and the best program on held-out episodes."""
@@ -126,7 +131,8 @@ def _fit(args: argparse.Namespace, method: Method, default_out: str, **settings:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = fit_to_chip(
-                model, env_id, lam=args.lam, program=program, qat=QATSettings(args.qat_steps, check_episodes=10),
+                model, env_id, lam=args.lam, weight_bits=args.weight_bits, program=program,
+                qat=QATSettings(args.qat_steps, check_episodes=10),
                 method=method, backend=backend, seeds=Seeds.from_base(args.seed), eval_episodes=args.final_episodes,
                 out=out, save_model=True, progress=not args.no_progress, **settings,
             )
@@ -205,7 +211,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = fit_to_chip(
-                model, env_id, lam=args.lam, qat=QATSettings(args.qat_steps, check_episodes=QAT_CHECK_EPISODES),
+                model, env_id, lam=args.lam, weight_bits=args.weight_bits,
+                qat=QATSettings(args.qat_steps, check_episodes=QAT_CHECK_EPISODES),
                 threshold_scale=args.threshold_scale, method="none", seeds=Seeds.from_base(args.seed),
                 eval_episodes=episodes, encoder_seed=args.seed, progress=not args.no_progress,
             )
@@ -244,6 +251,7 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("model", type=Path, help="trained model .zip (DQN with SpikingDQNPolicy)")
         p.add_argument("--env", default=None, help=env_help)
         p.add_argument("--lam", type=parse_lambda, default=None, help=lam_help)
+        p.add_argument("--weight-bits", type=parse_weight_bits, default=None, help=WEIGHT_BITS_HELP)
         p.add_argument("--backend", choices=list(BACKENDS), default="emulator",
                        help="where the thresholds are chosen and the programs evaluated")
         p.add_argument("--eth-ip", default=None, help="SpiNNaker2 chip address (with --backend spinnaker2)")
@@ -259,6 +267,7 @@ def add_parsers(sub: Any) -> None:
                          description=DEPLOY_DESCRIPTION, formatter_class=HelpFormatter)
     dep.add_argument("model", type=Path, help="trained model .zip (DQN with SpikingDQNPolicy)")
     dep.add_argument("--lam", type=parse_lambda, default=None, help=lam_help)
+    dep.add_argument("--weight-bits", type=parse_weight_bits, default=None, help=WEIGHT_BITS_HELP)
     dep.add_argument("--out", type=Path, default=DEFAULT_PROGRAM, help="program file")
     dep.add_argument("--threshold-scale", type=parse_scale, default=None,
                      help="multiply the hidden thresholds (chip units) by this, or by one value per hidden layer "
