@@ -209,7 +209,8 @@ class ChipProgram:
     sources) has no parameters.
 
     :param weights: one int8 matrix per projection, shape ``(n_post, n_pre)``, values in
-        ``[-L_k, L_k]``, ``L_k = weight_limit(weight_bits[k])`` ([-127, 127] at 8 bits): input -> hidden 1, ..., last hidden -> output; at most
+        ``[-L_k, L_k]``, ``L_k = weight_limit(weight_bits[k])`` ([-127, 127] at 8 bits):
+        input -> hidden 1, ..., last hidden -> output; at most
         :data:`MAX_PROJECTIONS` of them, each with at most :data:`MAX_PROJECTION_WEIGHTS`
         entries and populations of at most :data:`MAX_POPULATION_NEURONS` neurons
     :param thresholds: firing threshold per population, float32 arrays of shape ``(n,)``,

@@ -139,7 +139,8 @@ def quantization_report(net: SpikingQNetwork, grid: Grid, warn: bool = True) -> 
             if r.clipped_frac > CLIP_WARN_FRACTION:
                 warnings.warn(
                     f"quantizing layer {r.name} with lambda={r.lam:g} clips {r.clipped_frac:.1%} of its weights "
-                    f"to +-{r.limit} at {r.bits} bits ({r.zeroed_frac:.1%} of its nonzero weights round to 0); consider a "
+                    f"to +-{r.limit} at {r.bits} bits ({r.zeroed_frac:.1%} of its nonzero weights round to 0); "
+                    "consider a "
                     "smaller lambda or lam='auto'",
                     UserWarning,
                     stacklevel=3,
