@@ -515,3 +515,29 @@ def test_compare_sweeps_float_and_chip_alike(tmp_path):
     assert report["reward"]["float"]["mean"]["value"] == scaled_float
     assert report["reward"]["chip"]["mean"]["value"] == scaled_chip
     assert model.policy.threshold_scale == 1.2 and DQN.load(model_path).policy.threshold_scale == 1.0
+
+
+# ---------------------------------------------------------------------- the shipped agents' energy targets
+
+
+def test_shipped_cartpole_agent_runs_at_most_10_ticks_at_full_reward():
+    from spiking_dqn.rollouts import backend_reward
+
+    program = ChipProgram.load(trained_model_path("CartPole-v0").parent / "chip_program.npz")
+    assert program.ticks <= 10
+    assert backend_reward(program, "CartPole-v0", 20, seed=20_000).mean_reward == 200.0
+
+
+def test_shipped_low_energy_cartpole_agent_meets_its_target():
+    """At most half the shipped agent's synaptic events at >= 98% of its reward, on the same held-out episodes."""
+    from spiking_dqn.rollouts import backend_reward
+
+    folder = trained_model_path("CartPole-v0").parent
+    shipped = backend_reward(ChipProgram.load(folder / "chip_program.npz"), "CartPole-v0", 20, seed=20_000)
+    low = backend_reward(ChipProgram.load(folder / "low_energy" / "chip_program.npz"), "CartPole-v0", 20, seed=20_000)
+    assert low.mean_reward >= 0.98 * shipped.mean_reward
+    assert low.synaptic_events_per_inference <= 0.5 * shipped.synaptic_events_per_inference
+    # Its float twin is the program (snapped after QAT) and was trained with the penalty.
+    model = DQN.load(folder / "low_energy" / "model.zip")
+    assert model.policy.spiking_config.activity_penalty == 1e-4
+    assert HardwarePolicy.from_model(model).program == ChipProgram.load(folder / "low_energy" / "chip_program.npz")
