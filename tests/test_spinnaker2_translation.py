@@ -314,3 +314,15 @@ def test_importing_the_package_does_not_import_py_spinnaker2(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(tmp_path)]), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env, timeout=300)
+
+
+def test_program_too_large_for_one_chip_is_refused_before_the_chip_is_contacted(monkeypatch):
+    from spiking_dqn.hardware.mapping import PES_PER_CHIP, ChipCapacityError
+    from test_mapping import wide_program
+
+    install_fake_spinnaker2(monkeypatch, FakeChip)
+    FakeChip.instances.clear()
+    program = wide_program(PES_PER_CHIP * 250)
+    with pytest.raises(ChipCapacityError, match=rf"needs {PES_PER_CHIP + 2} cores"):
+        SpiNNaker2Backend(eth_ip="192.168.1.25").run(program, np.zeros((1, program.obs_dim), np.float32))
+    assert FakeChip.instances == []

@@ -57,6 +57,7 @@ from spiking_dqn.hardware.backend import (
     synaptic_events,
     warn_output_saturation,
 )
+from spiking_dqn.hardware.mapping import require_fits_one_chip
 from spiking_dqn.hardware.program import DEFAULT_WEIGHT_BITS, ChipProgram, weight_limit
 
 #: The narrow weight format of the chip as this project knows it (docs/DESIGN.md, "What is
@@ -279,13 +280,17 @@ class SpiNNaker2Backend:
         * the delay (a ``delay=0`` program, see :func:`chip_connection_delay`);
         * the weight widths (:func:`check_chip_weights`): a projection narrower than 8 bits
           must fit the ``lif`` model's sign-and-magnitude format, +-15; 8-bit projections
-          are accepted as they always were.
+          are accepted as they always were;
+        * the size (:func:`spiking_dqn.hardware.mapping.require_fits_one_chip`): a program
+          that needs more cores (or more synapse memory per core) than one chip has is
+          refused with the cores it needs.
 
         :param program: the chip program
         :raises ValueError: the program cannot run on the chip (the message says why)
         """
         chip_connection_delay(program, self.connection_delay)
         check_chip_weights(program)
+        require_fits_one_chip(program)
 
     def run(
         self, program: ChipProgram, obs: Any, record_trains: bool = False, record_voltages: bool = False
