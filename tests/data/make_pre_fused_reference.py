@@ -72,7 +72,8 @@ def retrain():
     from spiking_dqn.cli.hyperparams import load_hyperparams
 
     hyper = load_hyperparams(RETRAIN_ENV)
-    policy_kwargs = hyper.pop("policy_kwargs")
+    # The recipe as it was when the reference was written: 16 ticks (it runs 10 now).
+    policy_kwargs = {**hyper.pop("policy_kwargs"), "ticks": 16}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = DQN(SpikingDQNPolicy, RETRAIN_ENV, policy_kwargs=policy_kwargs, seed=RETRAIN_SEED, device="cpu", **hyper)
