@@ -247,6 +247,24 @@ def ship(env_id: str, row: dict[str, Any]) -> Path | None:
     return folder
 
 
+def condensed_markdown(rows: list[dict[str, Any]]) -> str:
+    """One row per configuration at its nominal thresholds (scale 1): the README's table."""
+    lines = [
+        "| task | configuration | ticks | reward (normalised) | synaptic events | hidden spikes "
+        "| energy: time + activity part | latency |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["threshold_scale"] != 1.0:
+            continue
+        lines.append(
+            f"| {r['env_id']} | {r['variant']} | {r['ticks']} | {r['mean_reward']:.1f} ({r['normalised_reward']:.0%}) "
+            f"| {r['synaptic_events']:,.0f} | {r['hidden_spikes']:,.1f} | {r['energy_time_j'] * 1e3:.2f} mJ + "
+            f"{r['energy_activity_j'] * 1e6:.1f} µJ | {r['latency_s'] * 1e3:.0f} ms |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: list[dict[str, Any]], references: dict[str, float]) -> str:
     lines = []
     for env_id in dict.fromkeys(r["env_id"] for r in rows):
@@ -346,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     data["summary"] = summarise(rows)
     (args.out / "energy.json").write_text(json.dumps(data, indent=2) + "\n")
-    table = summary_markdown(data["summary"]) + "\n" + markdown(rows, references)
+    table = (summary_markdown(data["summary"]) + "\n" + condensed_markdown(rows) + "\nAll points:\n\n"
+             + markdown(rows, references))
     (args.out / "energy.md").write_text(table)
     if rows:
         plot(rows, args.out)
