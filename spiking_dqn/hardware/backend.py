@@ -30,6 +30,7 @@ This module imports neither torch nor any backend: the torch encoder
 from __future__ import annotations
 
 import importlib
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ __all__ = [
     "encode_observations",
     "get_backend",
     "hybrid_rates",
+    "run_observations",
     "signed_rates_numpy",
     "synaptic_events",
     "warn_output_saturation",
@@ -304,6 +306,24 @@ def encode_observations(program: ChipProgram, obs: np.ndarray) -> np.ndarray:
     rates = signed_rates_numpy(obs, program.obs_bound)
     rng = np.random.default_rng(program.seed)
     return (rng.random((program.ticks, *rates.shape)) < rates[None]).astype(np.float32)
+
+
+def run_observations(
+    backend: Backend, program: ChipProgram, obs: np.ndarray, record_trains: bool = False, record_voltages: bool = False
+) -> BackendResult:
+    """What every backend's ``run`` is: encode a validated batch, then ``backend.run_spikes``, timed over both.
+
+    :param backend: the backend (its ``run_spikes``)
+    :param program: the chip program
+    :param obs: observations ``(batch, d)``, validated (see :func:`as_observation_batch`)
+    :param record_trains: also return the per-tick spike trains of every population
+    :param record_voltages: also return the output voltages after every tick
+    """
+    start = time.perf_counter()
+    inputs = encode_observations(program, obs)  # all at once: one Poisson stream per batch
+    result = backend.run_spikes(program, inputs, record_voltages=record_voltages, record_trains=record_trains)
+    result.wall_time_s = time.perf_counter() - start
+    return result
 
 
 def check_input_spikes(program: ChipProgram, input_spikes: Any) -> np.ndarray:

@@ -50,7 +50,7 @@ from spiking_dqn.hardware.backend import (
     BackendResult,
     as_observation_batch,
     check_input_spikes,
-    encode_observations,
+    run_observations,
     synaptic_events,
     warn_output_saturation,
 )
@@ -193,12 +193,8 @@ class Brian2Backend:
         :raises ValueError: bad observations; a ``delay=0`` program
         :raises ImportError: Brian2 is not installed
         """
-        start = time.perf_counter()
         obs = as_observation_batch(obs, program.obs_dim)
-        inputs = encode_observations(program, obs)
-        result = self.run_spikes(program, inputs, record_voltages=record_voltages, record_trains=record_trains)
-        result.wall_time_s = time.perf_counter() - start
-        return result
+        return run_observations(self, program, obs, record_trains, record_voltages)
 
     def run_spikes(
         self, program: ChipProgram, input_spikes: Any, record_voltages: bool = False, record_trains: bool = False

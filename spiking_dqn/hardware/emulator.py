@@ -46,7 +46,7 @@ from spiking_dqn.hardware.backend import (
     BackendResult,
     as_observation_batch,
     check_input_spikes,
-    encode_observations,
+    run_observations,
     warn_output_saturation,
 )
 from spiking_dqn.hardware.program import ChipProgram
@@ -215,13 +215,9 @@ class EmulatorBackend:
         :raises ValueError: observations of the wrong width, or with NaN / inf entries; a
             run over the memory budget
         """
-        start = time.perf_counter()
         obs = as_observation_batch(obs, program.obs_dim)
         self._check_memory(program, obs.shape[0], record_trains, record_voltages)
-        inputs = encode_observations(program, obs)  # all at once: one Poisson stream per batch
-        result = self.run_spikes(program, inputs, record_voltages=record_voltages, record_trains=record_trains)
-        result.wall_time_s = time.perf_counter() - start
-        return result
+        return run_observations(self, program, obs, record_trains, record_voltages)
 
     def run_spikes(
         self, program: ChipProgram, input_spikes: Any, record_voltages: bool = False, record_trains: bool = False
