@@ -54,12 +54,20 @@ from stable_baselines3 import DQN  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spiking_dqn import SpikingDQNPolicy, kernels  # noqa: E402
+from spiking_dqn import SpikingDQN, SpikingDQNPolicy, fused, kernels  # noqa: E402
 from spiking_dqn.cli.hyperparams import load_hyperparams  # noqa: E402
 from spiking_dqn.network import SpikingConfig  # noqa: E402
 
 RECIPES = ("CartPole-v0", "Acrobot-v1")
-POLICIES = ("MlpPolicy", "SpikingDQNPolicy")
+#: The configurations timed per recipe: (name, algorithm, policy). The spiking recipe's is
+#: the last (``SpikingDQN``, the compiled gradient step); SB3's ``DQN`` with the same policy
+#: (autograd through the fused network node) is timed alongside.
+CONFIGS = (
+    ("MlpPolicy", "DQN", "MlpPolicy"),
+    ("SpikingDQNPolicy (DQN)", "DQN", "SpikingDQNPolicy"),
+    ("SpikingDQNPolicy (SpikingDQN)", "SpikingDQN", "SpikingDQNPolicy"),
+)
+RECIPE = "SpikingDQNPolicy (SpikingDQN)"
 SPIKING_ONLY = {f.name for f in fields(SpikingConfig)} - {"net_arch"} | {"obs_bound"}
 PARTS = ("acting", "online_forward", "backward", "target_forward", "optimizer", "sb3_and_env")
 TARGETS = {"CartPole-v0": 0.8, "Acrobot-v1": 0.25}
@@ -75,12 +83,13 @@ def recipe_kwargs(env_id: str, ticks: int | None) -> tuple[dict, dict, dict]:
     return hyper, spiking, mlp
 
 
-def make_model(env_id: str, policy: str, hyper: dict, policy_kwargs: dict, seed: int) -> DQN:
-    """A DQN of the recipe, warmed up past ``learning_starts`` (buffer filled, kernels compiled)."""
+def make_model(env_id: str, algo: str, policy: str, hyper: dict, policy_kwargs: dict, seed: int) -> DQN:
+    """A model of the recipe, warmed up past ``learning_starts`` (buffer filled, kernels compiled)."""
     policy_class = SpikingDQNPolicy if policy == "SpikingDQNPolicy" else policy
+    algo_class = SpikingDQN if algo == "SpikingDQN" else DQN
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # CartPole-v0's deprecation notice
-        model = DQN(policy_class, env_id, policy_kwargs=policy_kwargs, seed=seed, device="cpu", **hyper)
+        model = algo_class(policy_class, env_id, policy_kwargs=policy_kwargs, seed=seed, device="cpu", **hyper)
     model.learn(hyper["learning_starts"] + 512)
     return model
 
@@ -126,11 +135,21 @@ class Breakdown:
         policy.optimizer.step = self._timed(counted_step, lambda: "optimizer")
         th.nn.utils.clip_grad_norm_ = self._timed(clip, lambda: "optimizer")
         th.Tensor.backward = self._timed(backward, lambda: "backward")
+        # SpikingDQN's compiled gradient step: its forwards and backward without autograd.
+        compiled = isinstance(model, SpikingDQN)
+        network_backward = fused.network_backward
+        if compiled:
+            online.q_net.compiled_forward = self._timed(online.q_net.compiled_forward, lambda: "online_forward")
+            target.q_net.compiled_forward = self._timed(target.q_net.compiled_forward, lambda: "target_forward")
+            fused.network_backward = self._timed(network_backward, lambda: "backward")
         try:
             yield
         finally:
             del online.forward, target.forward, policy.optimizer.step
             th.nn.utils.clip_grad_norm_, th.Tensor.backward = clip, backward
+            if compiled:
+                del online.q_net.compiled_forward, target.q_net.compiled_forward
+                fused.network_backward = network_backward
 
     def measure(self, model: DQN, steps: int) -> dict:
         """One instrumented round: milliseconds per env step of each part."""
@@ -273,9 +292,10 @@ def main() -> None:
     setups = {env_id: recipe_kwargs(env_id, ticks[env_id]) for env_id in args.recipes}
     models: dict[tuple[str, str], DQN] = {}
     for env_id, (hyper, spiking, mlp) in setups.items():
-        for policy, kwargs in zip(POLICIES, (mlp, spiking)):
-            print(f"warming up {env_id} {policy}", flush=True)
-            models[env_id, policy] = make_model(env_id, policy, hyper, kwargs, args.seed)
+        for name, algo, policy in CONFIGS:
+            print(f"warming up {env_id} {name}", flush=True)
+            kwargs = mlp if policy == "MlpPolicy" else spiking
+            models[env_id, name] = make_model(env_id, algo, policy, hyper, kwargs, args.seed)
 
     walls: dict[tuple[str, str], list[float]] = {key: [] for key in models}
     for round_ in range(args.rounds):
@@ -300,28 +320,30 @@ def main() -> None:
     }
     for env_id, (hyper, spiking, mlp) in setups.items():
         entry: dict = {"steps_per_round": steps[env_id], "hyperparameters": hyper, "policies": {}}
-        for policy, kwargs in zip(POLICIES, (mlp, spiking)):
-            wall = walls[env_id, policy]
-            entry["policies"][policy] = {
-                "policy_kwargs": kwargs,
+        for name, algo, policy in CONFIGS:
+            wall = walls[env_id, name]
+            entry["policies"][name] = {
+                "algorithm": algo,
+                "policy_kwargs": mlp if policy == "MlpPolicy" else spiking,
                 "steps_per_s": round(steps[env_id] / statistics.median(wall), 1),
                 "steps_per_s_rounds": [round(steps[env_id] / w, 1) for w in wall],
-                "breakdown": Breakdown().measure(models[env_id, policy], steps[env_id]),
-                "predict_batch1_us": round(predict_latency_us(models[env_id, policy]), 1),
+                "breakdown": Breakdown().measure(models[env_id, name], steps[env_id]),
+                "predict_batch1_us": round(predict_latency_us(models[env_id, name]), 1),
             }
-        per_round = [m / s for m, s in zip(walls[env_id, "MlpPolicy"], walls[env_id, "SpikingDQNPolicy"])]
-        entry["ratio_spiking_over_mlp_rounds"] = [round(r, 3) for r in per_round]
-        entry["ratio_spiking_over_mlp_median"] = round(statistics.median(per_round), 3)
+        for name, key in ((RECIPE, "ratio_spiking_over_mlp"), ("SpikingDQNPolicy (DQN)", "ratio_spiking_dqn_over_mlp")):
+            per_round = [m / s for m, s in zip(walls[env_id, "MlpPolicy"], walls[env_id, name])]
+            entry[f"{key}_rounds"] = [round(r, 3) for r in per_round]
+            entry[f"{key}_median"] = round(statistics.median(per_round), 3)
         entry["target_ratio"] = TARGETS[env_id]
 
         # Dense-arithmetic bound of the spiking network's training step.
-        model = models[env_id, "SpikingDQNPolicy"]
+        model = models[env_id, RECIPE]
         net = model.policy.q_net.q_net
         batch, arch = model.batch_size, net.net_arch
         flops = training_step_flops(net.obs_dim, arch, net.n_actions, net.ticks, batch)
         rate = matmul_gflops(net.ticks * batch, arch[-1], arch[-1])
         bound_ms = flops / (rate * 1e9) * 1e3
-        breakdown = entry["policies"]["SpikingDQNPolicy"]["breakdown"]
+        breakdown = entry["policies"][RECIPE]["breakdown"]
         per_step = breakdown["gradient_steps_per_env_step"]
         network_ms = sum(breakdown["ms_per_env_step"][k] for k in ("online_forward", "backward", "target_forward"))
         measured_ms = network_ms / per_step if per_step else float("nan")

@@ -18,12 +18,14 @@ _LAZY_IMPORTS: dict[str, str] = {
     "HardwarePolicy": "spiking_dqn.hardware_policy",
     "SignedRateEncoder": "spiking_dqn.encoding",
     "SpikeActivityLogger": "spiking_dqn.callbacks",
+    "SpikingDQN": "spiking_dqn.dqn",
     "SpikingDQNPolicy": "spiking_dqn.policies",
     "SpikingQNetwork": "spiking_dqn.network",
 }
 
 if TYPE_CHECKING:
     from spiking_dqn.callbacks import HardwareAwareFineTuning, SpikeActivityLogger
+    from spiking_dqn.dqn import SpikingDQN
     from spiking_dqn.encoding import SignedRateEncoder
     from spiking_dqn.hardware_policy import HardwarePolicy
     from spiking_dqn.network import SpikingQNetwork
@@ -34,6 +36,7 @@ __all__ = [
     "HardwarePolicy",
     "SignedRateEncoder",
     "SpikeActivityLogger",
+    "SpikingDQN",
     "SpikingDQNPolicy",
     "SpikingQNetwork",
     "__version__",

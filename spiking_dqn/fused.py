@@ -163,7 +163,7 @@ def run_network(
     return q, trains, pres, counts
 
 
-def _arrays(tensors: Sequence[th.Tensor]) -> list[np.ndarray]:
+def arrays(tensors: Sequence[th.Tensor]) -> list[np.ndarray]:
     """Float32 C-contiguous numpy views (copies only where a tensor is not contiguous) of CPU tensors."""
     return [np.ascontiguousarray(t.detach().numpy()) for t in tensors]
 
@@ -182,9 +182,9 @@ class _SpikingNetwork(th.autograd.Function):
         ctx: FunctionCtx, plan: NeuronPlan, with_trains: bool, spikes_in: th.Tensor, *params: th.Tensor
     ) -> th.Tensor | tuple[th.Tensor, ...]:
         x = np.ascontiguousarray(spikes_in.detach().numpy())
-        arrays = _arrays(params)
-        weights = arrays[0::2]
-        q, trains, pres, counts = run_network(x, weights, arrays[1::2], plan, keep_pre=True)
+        param_arrays = arrays(params)
+        weights = param_arrays[0::2]
+        q, trains, pres, counts = run_network(x, weights, param_arrays[1::2], plan, keep_pre=True)
         ctx.set_materialize_grads(False)
         ctx.plan = plan  # type: ignore[attr-defined]
         # Saved as tensors: autograd frees the arrays after the backward (so the workspace
@@ -199,43 +199,90 @@ class _SpikingNetwork(th.autograd.Function):
     @staticmethod
     def backward(ctx: FunctionCtx, grad_q: th.Tensor | None, *grad_trains: th.Tensor | None):  # type: ignore[override]
         plan: NeuronPlan = ctx.plan  # type: ignore[attr-defined]
-        n_layers, d = len(plan.neurons), plan.delay
+        n_layers = len(plan.neurons)
         saved = [t.detach().numpy() for t in ctx.saved_tensors]  # type: ignore[attr-defined]
         weights, (x, counts), rest = saved[: n_layers + 1], saved[n_layers + 1 : n_layers + 3], saved[n_layers + 3 :]
-        trains, pres = rest[:n_layers], rest[n_layers:]
+        tape = Tape(x, rest[:n_layers], rest[n_layers:], counts)
         needs: tuple[bool, ...] = ctx.needs_input_grad  # type: ignore[attr-defined]
-        ticks = x.shape[0]
-        grads: list[th.Tensor | None] = [None] * (2 * n_layers + 2)
-        # Readout: q = W c + T b, with c the spikes of the last layer that arrived.
-        grad_s = WORKSPACE.zeros(trains[-1].shape) if grad_q is None else WORKSPACE.empty(trains[-1].shape)
-        if grad_q is not None:
-            grad_weight, grad_bias = kernels.readout_backward(
-                np.ascontiguousarray(grad_q.numpy()), counts, weights[-1], ticks, d, grad_s
-            )
-            grads[-2], grads[-1] = th.from_numpy(grad_weight), th.from_numpy(grad_bias)
-        grad_x = None
-        for layer in range(n_layers - 1, -1, -1):
-            if layer < len(grad_trains) and grad_trains[layer] is not None:
-                grad_s += grad_trains[layer].numpy()
-            inputs = x if layer == 0 else trains[layer - 1]
-            grad_current = WORKSPACE.empty(grad_s.shape)
-            grad_weight, grad_bias = layer_backward_cpu(
-                grad_s, pres[layer], trains[layer], inputs, plan.neurons[layer], d, grad_current, plan.scale
-            )
-            grads[2 * layer], grads[2 * layer + 1] = th.from_numpy(grad_weight), th.from_numpy(grad_bias)
-            if layer == 0 and not needs[2]:
-                break
-            # What arrived at tick t was emitted at t - d: dL/ds_in[t] = dL/dI[t + d] W.
-            below = WORKSPACE.empty(inputs.shape)
-            below[ticks - d :] = 0.0
-            n_out, n_in = grad_current.shape[-1], inputs.shape[-1]
-            np.matmul(grad_current[d:].reshape(-1, n_out), weights[layer], out=below[: ticks - d].reshape(-1, n_in))
-            if layer == 0:
-                grad_x = th.from_numpy(below)
-            else:
-                grad_s = below
-        params_grads = [g if needs[3 + i] else None for i, g in enumerate(grads)]
-        return (None, None, grad_x, *params_grads)
+        grad_x, grads = network_backward(
+            tape,
+            weights,
+            plan,
+            None if grad_q is None else np.ascontiguousarray(grad_q.numpy()),
+            [None if g is None else g.numpy() for g in grad_trains],
+            input_grad=needs[2],
+        )
+        params_grads = [th.from_numpy(g) if g is not None and needs[3 + i] else None for i, g in enumerate(grads)]
+        return (None, None, None if grad_x is None else th.from_numpy(grad_x), *params_grads)
+
+
+@dataclass(frozen=True)
+class Tape:
+    """What a forward keeps for :func:`network_backward`: its input, spike trains, pre-reset membranes and arrived counts.
+
+    :param spikes_in: the input spike trains ``(T, batch, n_0)``
+    :param trains: each hidden layer's spike train ``(T, batch, n_l)``
+    :param pres: each hidden layer's pre-reset membranes ``(T, batch, n_l)``
+    :param counts: the arrived spike counts of the last hidden layer ``(batch, n_L)``
+    """
+
+    spikes_in: np.ndarray
+    trains: Sequence[np.ndarray]
+    pres: Sequence[np.ndarray]
+    counts: np.ndarray
+
+
+def network_backward(
+    tape: Tape,
+    weights: Sequence[np.ndarray],
+    plan: NeuronPlan,
+    grad_q: np.ndarray | None,
+    grad_trains: Sequence[np.ndarray | None] = (),
+    input_grad: bool = False,
+) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
+    """Gradients of a forward of :func:`run_network` (with ``keep_pre``): BPTT through every layer.
+
+    One compiled pass per layer (:func:`spiking_dqn.layers.layer_backward_cpu`) and one
+    dense product per layer for the gradient reaching the layer below (not sparse).
+
+    :param tape: the forward's arrays
+    :param weights: the forward's weights ``(n_out, n_in)``, hidden layers then readout
+    :param plan: the forward's neuron parameters
+    :param grad_q: ``dL/dq`` float32 C-contiguous ``(batch, n_actions)``, or ``None`` (zero)
+    :param grad_trains: ``dL/ds`` of each hidden layer's train, or ``None`` entries (zero)
+    :param input_grad: also compute the gradient of the input spike trains
+    :return: the input gradient (``None`` unless ``input_grad``) and the weight and bias
+        gradients of every projection, hidden layers then readout (``None``: zero)
+    """
+    n_layers, d = len(plan.neurons), plan.delay
+    x, trains, pres = tape.spikes_in, tape.trains, tape.pres
+    ticks = x.shape[0]
+    grads: list[np.ndarray | None] = [None] * (2 * n_layers + 2)
+    # Readout: q = W c + T b, with c the spikes of the last layer that arrived.
+    grad_s = WORKSPACE.zeros(trains[-1].shape) if grad_q is None else WORKSPACE.empty(trains[-1].shape)
+    if grad_q is not None:
+        grads[-2], grads[-1] = kernels.readout_backward(grad_q, tape.counts, weights[-1], ticks, d, grad_s)
+    grad_x = None
+    for layer in range(n_layers - 1, -1, -1):
+        if layer < len(grad_trains) and grad_trains[layer] is not None:
+            grad_s += grad_trains[layer]
+        inputs = x if layer == 0 else trains[layer - 1]
+        grad_current = WORKSPACE.empty(grad_s.shape)
+        grads[2 * layer], grads[2 * layer + 1] = layer_backward_cpu(
+            grad_s, pres[layer], trains[layer], inputs, plan.neurons[layer], d, grad_current, plan.scale
+        )
+        if layer == 0 and not input_grad:
+            break
+        # What arrived at tick t was emitted at t - d: dL/ds_in[t] = dL/dI[t + d] W.
+        below = WORKSPACE.empty(inputs.shape)
+        below[ticks - d :] = 0.0
+        n_out, n_in = grad_current.shape[-1], inputs.shape[-1]
+        np.matmul(grad_current[d:].reshape(-1, n_out), weights[layer], out=below[: ticks - d].reshape(-1, n_in))
+        if layer == 0:
+            grad_x = below
+        else:
+            grad_s = below
+    return grad_x, grads
 
 
 def network_forward(
@@ -264,5 +311,5 @@ def network_forward(
         q, *trains = _SpikingNetwork.apply(plan, True, spikes_in, *params)
         return q, trains
     x = np.ascontiguousarray(spikes_in.detach().numpy())
-    q_np, trains_np, _, _ = run_network(x, _arrays(weights), _arrays(biases), plan)
+    q_np, trains_np, _, _ = run_network(x, arrays(weights), arrays(biases), plan)
     return th.from_numpy(q_np), [th.from_numpy(train) for train in trains_np] if return_trains else []

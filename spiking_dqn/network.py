@@ -365,6 +365,55 @@ class SpikingQNetwork(nn.Module):
             self.__dict__["_plan"] = cached
         return cached[1]
 
+    def _forward_scale(self, training: bool) -> float:
+        """The factor on the thresholds of a forward: the runtime knob, times a threshold-noise draw in training."""
+        scale = self._threshold_scale
+        if training and self._noise_generator is not None:
+            self.last_threshold_factor = self.config.threshold_noise.sample(self._noise_generator)  # type: ignore[union-attr]
+            scale *= self.last_threshold_factor
+        return scale
+
+    @property
+    def supports_compiled_step(self) -> bool:
+        """Whether :meth:`compiled_forward` and :func:`spiking_dqn.fused.network_backward` give this network's gradient.
+
+        True on the CPU without fake quantization (QAT's straight-through weights) and
+        without an activity penalty, the cases where the gradient is the compiled
+        backward's alone (:class:`spiking_dqn.dqn.SpikingDQN` then trains without autograd).
+        """
+        return (
+            self.readout.weight.device.type == "cpu"
+            and self._fake_quantization is None
+            and self.config.activity_penalty == 0.0
+        )
+
+    def compiled_forward(
+        self, obs: th.Tensor, keep_tape: bool = False
+    ) -> tuple[np.ndarray, fused.Tape | None, list[np.ndarray], fused.NeuronPlan]:
+        """A forward on the CPU without autograd or module calls, as the network is (training mode or not).
+
+        The same computation as :meth:`forward` (the same kernel call and, in training
+        mode, the same threshold-noise draw as a forward under autograd). With
+        ``keep_tape``, pass its results and ``dL/dq`` to
+        :func:`spiking_dqn.fused.network_backward` for the gradients, which are autograd's
+        (tested). Requires :attr:`supports_compiled_step`.
+
+        :param obs: observations ``(batch, d)``
+        :param keep_tape: keep what the backward needs (the pre-reset membranes too)
+        :return: Q-values float32 ``(batch, n_actions)``, the tape (``None`` without
+            ``keep_tape``), the weight arrays (hidden layers then readout) and the neuron plan
+        :raises RuntimeError: the network does not support the compiled step
+        """
+        if not self.supports_compiled_step:
+            raise RuntimeError("compiled_forward needs a CPU network without fake quantization or activity penalty")
+        x = np.ascontiguousarray(self.encoder(obs).detach().numpy())
+        layers = self.linear_layers()
+        weights = fused.arrays([layer._parameters["weight"] for layer in layers])
+        biases = fused.arrays([layer._parameters["bias"] for layer in layers])
+        plan = self._neuron_plan(self._forward_scale(self.training and keep_tape))
+        q, trains, pres, counts = fused.run_network(x, weights, biases, plan, keep_pre=keep_tape)
+        return q, fused.Tape(x, trains, pres, counts) if keep_tape else None, weights, plan
+
     @overload
     def forward_spikes(self, spikes: th.Tensor, return_activity: Literal[False] = False) -> th.Tensor: ...
 
@@ -385,10 +434,7 @@ class SpikingQNetwork(nn.Module):
         """
         weights = self.forward_weights()
         training = self.training and th.is_grad_enabled() and weights[0].requires_grad
-        scale = self._threshold_scale
-        if training and self._noise_generator is not None:
-            self.last_threshold_factor = self.config.threshold_noise.sample(self._noise_generator)  # type: ignore[union-attr]
-            scale *= self.last_threshold_factor
+        scale = self._forward_scale(training)
         penalize = training and self.config.activity_penalty > 0.0
         with_trains = return_activity or penalize
         if spikes.device.type == "cpu":

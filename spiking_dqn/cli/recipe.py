@@ -33,6 +33,7 @@ from envs import make_env, make_vec
 from spiking_dqn.callbacks import SpikeActivityLogger
 from spiking_dqn.cli.arguments import non_negative_int, positive_float, positive_floats, positive_int, positive_ints
 from spiking_dqn.cli.hyperparams import qat_learning_rate
+from spiking_dqn.dqn import SpikingDQN
 from spiking_dqn.network import SpikingConfig
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.thresholds import ThresholdNoise
@@ -228,7 +229,7 @@ def train_model(env_id: str, hyperparams: dict[str, Any], options: TrainOptions,
     """
     out = options.out
     env = make_vec(env_id, n_envs=1, seed=options.seed)
-    model = DQN(SpikingDQNPolicy, env, seed=options.seed, tensorboard_log=options.tensorboard_log, verbose=0,
+    model = SpikingDQN(SpikingDQNPolicy, env, seed=options.seed, tensorboard_log=options.tensorboard_log, verbose=0,
                 **hyperparams)
     eval_env = make_vec(env_id, n_envs=1, seed=options.seed + SELECT_SEED_OFFSET)
     best_dir = out / "best"

@@ -1,0 +1,99 @@
+"""``SpikingDQN``: SB3's ``DQN`` whose gradient step runs the spiking Q-network without autograd.
+
+SB3's ``DQN.train`` builds an autograd graph for every gradient step: the online forward
+(one node for the whole spiking network on the CPU, :mod:`spiking_dqn.fused`), the gather
+of the taken actions' Q-values, the Huber loss, then the engine's backward through them.
+On the small batches of the recipes those calls cost as much as the network's arithmetic.
+:class:`SpikingDQN` computes the same update directly: the online forward keeps its tape
+(:meth:`~spiking_dqn.network.SpikingQNetwork.compiled_forward`; the target
+network's forward is one such call too), ``dL/dq`` comes from ATen's
+own Huber-loss backward scattered to the taken actions (what autograd's gather backward
+does), the compiled backward (:func:`spiking_dqn.fused.network_backward`) gives the
+gradients, and SB3's gradient clipping and optimizer step follow unchanged. The weights
+after training are bit-identical to ``DQN``'s with the same seed (tested).
+
+Where the gradient needs autograd (QAT's straight-through weights, the activity penalty,
+a network on an accelerator, a policy that is not a ``SpikingDQNPolicy``) the gradient
+step is ``DQN.train``'s. A ``SpikingDQN`` saves and loads as any SB3 model; ``DQN.load``
+reads its files too.
+
+Example::
+
+    from spiking_dqn import SpikingDQN, SpikingDQNPolicy
+
+    model = SpikingDQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=dict(ticks=10))
+    model.learn(10_000)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch as th
+from stable_baselines3 import DQN
+
+from spiking_dqn import fused
+from spiking_dqn.network import SpikingQNetwork
+
+#: ATen's code of the mean reduction (``torch.nn._reduction.get_enum("mean")``).
+_MEAN = 1
+
+
+class SpikingDQN(DQN):
+    """Deep Q-Network (SB3's ``DQN``, the same arguments) with a compiled gradient step for spiking Q-networks.
+
+    See the module docstring; every argument is ``stable_baselines3.DQN``'s.
+    """
+
+    def _compiled_network(self) -> SpikingQNetwork | None:
+        """The online spiking network when its gradient step can run compiled, else ``None``."""
+        net = getattr(self.policy.q_net, "q_net", None)
+        if isinstance(net, SpikingQNetwork) and net.supports_compiled_step:
+            return net
+        return None
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """``DQN.train``'s update, ``gradient_steps`` times: sample, TD target, Huber loss, clipped optimizer step.
+
+        :param gradient_steps: gradient steps to take
+        :param batch_size: minibatch size
+        """
+        net, target_net = self._compiled_network(), getattr(self.policy.q_net_target, "q_net", None)
+        if net is None or not isinstance(target_net, SpikingQNetwork) or not target_net.supports_compiled_step:
+            return super().train(gradient_steps, batch_size)
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        q_net, target = self.policy.q_net, self.policy.q_net_target
+        params = [p for layer in net.linear_layers() for p in (layer.weight, layer.bias)]
+        one = th.ones(())
+        losses = []
+        for _ in range(gradient_steps):
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+            with th.no_grad():
+                features = target.extract_features(replay_data.next_observations, target.features_extractor)
+                next_q_values = th.from_numpy(target_net.compiled_forward(features)[0])
+                next_q_values, _ = next_q_values.max(dim=1)
+                next_q_values = next_q_values.reshape(-1, 1)
+                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+                # The online forward, keeping its tape instead of a graph.
+                features = q_net.extract_features(replay_data.observations, q_net.features_extractor)
+                q, tape, weights, plan = net.compiled_forward(features, keep_tape=True)
+                q_values = th.from_numpy(q)
+                actions = replay_data.actions.long()
+                current_q_values = th.gather(q_values, dim=1, index=actions)
+                loss = th.nn.functional.smooth_l1_loss(current_q_values, target_q_values)
+                losses.append(loss.item())
+                # dL/dq: the Huber loss's backward (ATen's kernel), then the gather's (a scatter-add into zeros).
+                grad_current = th.ops.aten.smooth_l1_loss_backward(one, current_q_values, target_q_values, _MEAN, 1.0)
+                grad_q = th.zeros_like(q_values).scatter_add_(1, actions, grad_current)
+            self.policy.optimizer.zero_grad()
+            _, grads = fused.network_backward(tape, weights, plan, np.ascontiguousarray(grad_q.numpy()))
+            del tape  # its arrays go back to the kernels' workspace
+            for param, grad in zip(params, grads):
+                param.grad = None if grad is None else th.from_numpy(grad)
+            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", np.mean(losses))
+        return None
