@@ -227,7 +227,7 @@ def layer_kernels(model: DQN, env_id: str, repeats: int = 20) -> list[dict]:
         out = np.empty_like(grad)
 
         def sparse_forward() -> None:
-            kernels.spiking_layer_into(x, weight_t, bias, beta, threshold, True, d, True, pre, spikes)
+            kernels.spiking_layer_into(x, weight_t, bias, beta, threshold, True, d, True, pre, spikes, kernels.NO_LEVELS)
 
         alpha, zeros, thresholds = (np.full(weight.shape[0], v, dtype=np.float32) for v in (beta, 0.0, threshold))
         arrived = np.concatenate([np.zeros_like(x[:d]), x[: x.shape[0] - d]]) if d else x

@@ -40,6 +40,8 @@ class NeuronPlan:
     :param delay: synaptic delay in ticks
     :param scale: the factor ``thresholds`` carry over the neurons' own thresholds (the
         threshold knob, :mod:`spiking_dqn.thresholds`); the backward uses the same
+    :param levels: membrane state levels per hidden layer (SQUAT; ``kernels.NO_LEVELS`` for
+        float32 state); the backward passes the gradient straight through the rounding
     """
 
     betas: np.ndarray
@@ -48,14 +50,22 @@ class NeuronPlan:
     neurons: tuple[ChipLeaky, ...]
     delay: int
     scale: float = 1.0
+    levels: tuple[np.ndarray, ...] = ()
 
     @classmethod
-    def of(cls, neurons: Sequence[ChipLeaky], delay: int, scale: float = 1.0) -> NeuronPlan:
+    def of(
+        cls,
+        neurons: Sequence[ChipLeaky],
+        delay: int,
+        scale: float = 1.0,
+        levels: Sequence[np.ndarray | None] | None = None,
+    ) -> NeuronPlan:
         """The plan of a network's ``ChipLeaky`` layers, read through :func:`neuron_params`' cache.
 
         :param neurons: the hidden layers' neurons
         :param delay: synaptic delay in ticks
         :param scale: factor on every layer's threshold
+        :param levels: state levels per hidden layer (``None`` entries, or ``None``: float32 state)
         :raises ValueError: the layers mix reset mechanisms
         """
         params = [neuron_params(neuron, scale) for neuron in neurons]
@@ -69,6 +79,11 @@ class NeuronPlan:
             neurons=tuple(neurons),
             delay=int(delay),
             scale=float(scale),
+            # Writable copies: numba compiles one signature for writable arrays (NO_LEVELS is one).
+            levels=tuple(
+                kernels.NO_LEVELS if lv is None else np.array(lv, dtype=np.float32)
+                for lv in (levels or [None] * len(neurons))
+            ),
         )
 
 
@@ -159,6 +174,7 @@ def run_network(
         trains,
         weights[-1],
         biases[-1],
+        plan.levels or (kernels.NO_LEVELS,) * len(shapes),
     )
     return q, trains, pres, counts
 

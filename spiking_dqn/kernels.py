@@ -45,6 +45,37 @@ SURROGATE_DEFAULTS: dict[str, float] = {"atan": 2.0, "fast_sigmoid": 25.0, "tria
 _FLOOR_EPS = 1e-9  # as in spiking_dqn.encoding
 
 
+NO_LEVELS = np.empty(0, dtype=np.float32)
+"""The ``levels`` argument of a population whose membrane is not quantized (float32 state)."""
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def nearest_level(levels: np.ndarray, value: np.float32) -> np.float32:
+    """The entry of the sorted float32 ``levels`` nearest to ``value``, ties to the lower one.
+
+    The membrane state quantizer (``ChipProgram.state_levels``, SQUAT): a binary search for
+    the first level ``>= value``, then the nearer of it and the level below, compared as
+    ``value - lower <= upper - value`` in float32; values outside the levels go to the end
+    levels.
+
+    :param levels: sorted, strictly increasing float32 levels (at least one)
+    :param value: the membrane after the tick's update and reset
+    """
+    lo, hi = 0, levels.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if levels[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo == 0:
+        return levels[0]
+    if lo == levels.shape[0]:
+        return levels[lo - 1]
+    below, above = levels[lo - 1], levels[lo]
+    return below if value - below <= above - value else above
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def lif_forward(
     current: np.ndarray,
@@ -184,6 +215,7 @@ def spiking_layer_into(
     keep_pre: bool,
     pre: np.ndarray,
     spikes: np.ndarray,
+    levels: np.ndarray,
 ) -> None:
     """Delay, projection and LIF neurons of one layer over all ticks, written into ``pre`` and ``spikes``.
 
@@ -203,9 +235,12 @@ def spiking_layer_into(
     :param keep_pre: write the pre-reset membranes into ``pre`` (else ``pre`` is not touched)
     :param pre: output, float32 ``(T, batch, n_out)`` when ``keep_pre``
     :param spikes: output 0/1 spikes, float32 ``(T, batch, n_out)``
+    :param levels: membrane state levels (SQUAT): after each tick's reset the kept membrane
+        becomes its :func:`nearest_level`; :data:`NO_LEVELS` (empty) keeps float32 state
     """
     ticks, batch, n_in = spikes_in.shape
     n_out = weight_t.shape[1]
+    quantized = levels.shape[0] > 0
     acc = np.empty(n_out, dtype=np.float32)
     v = np.empty(n_out, dtype=np.float32)
     fired_inputs = np.empty(n_in, dtype=np.int64)
@@ -233,6 +268,9 @@ def spiking_layer_into(
                     v[j] = m - threshold if fired else m
                 else:
                     v[j] = zero if fired else m
+            if quantized:
+                for j in range(n_out):
+                    v[j] = nearest_level(levels, v[j])
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -249,6 +287,7 @@ def network_forward(
     trains: tuple,
     readout: np.ndarray,
     readout_bias: np.ndarray,
+    levels: tuple,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The whole spiking network in one call: every hidden layer (:func:`spiking_layer_into`), then the readout.
 
@@ -268,6 +307,7 @@ def network_forward(
     :param trains: outputs for the spike trains, float32 ``(T, batch, n_l)`` per layer
     :param readout: readout weights, float32 ``(n_actions, n_L)``
     :param readout_bias: readout bias, float32 ``(n_actions,)``
+    :param levels: membrane state levels per hidden layer (:data:`NO_LEVELS` for float32 state)
     :return: Q-values float32 ``(batch, n_actions)`` and the arrived spike counts of the
         last hidden layer float32 ``(batch, n_L)``
     """
@@ -284,6 +324,7 @@ def network_forward(
             keep_pre,
             pres[layer],
             trains[layer],
+            levels[layer],
         )
     last = trains[len(trains) - 1]
     ticks, batch, n = last.shape

@@ -164,9 +164,24 @@ def delay_spikes(spikes: th.Tensor, delay: int) -> th.Tensor:
     return th.cat([pad, spikes[:-delay]], dim=0)
 
 
-def _lif_scan_torch(current: th.Tensor, beta: float, threshold: float, subtract: bool) -> tuple[th.Tensor, th.Tensor]:
+def nearest_level_torch(value: th.Tensor, levels: th.Tensor) -> th.Tensor:
+    """:func:`kernels.nearest_level` elementwise in torch: the nearest of the sorted ``levels``, ties to the lower.
+
+    :param value: membranes, any shape
+    :param levels: sorted, strictly increasing levels (1-D, the dtype and device of ``value``)
+    """
+    above = th.searchsorted(levels, value.contiguous()).clamp(max=levels.numel() - 1)
+    below = (above - 1).clamp(min=0)
+    lower, upper = levels[below], levels[above]
+    return th.where(value - lower <= upper - value, lower, upper)
+
+
+def _lif_scan_torch(
+    current: th.Tensor, beta: float, threshold: float, subtract: bool, levels: th.Tensor | None = None
+) -> tuple[th.Tensor, th.Tensor]:
     """The ``ChipLeaky`` tick loop with torch ops on ``(T, batch, n)`` currents, for tensors on an
-    accelerator (on the CPU, :func:`kernels.lif_forward`): pre-reset membranes and spikes."""
+    accelerator (on the CPU, :func:`kernels.spiking_layer_into`): pre-reset membranes and spikes.
+    With ``levels``, the membrane kept after each tick is its :func:`nearest_level_torch`."""
     pre = th.empty_like(current)
     spikes = th.empty_like(current)
     mem = th.zeros_like(current[0])
@@ -174,6 +189,8 @@ def _lif_scan_torch(current: th.Tensor, beta: float, threshold: float, subtract:
         th.add(current[t], mem, alpha=beta, out=pre[t])
         th.gt(pre[t], threshold, out=spikes[t])
         mem = th.sub(pre[t], spikes[t], alpha=threshold) if subtract else pre[t] * (1.0 - spikes[t])
+        if levels is not None:
+            mem = nearest_level_torch(mem, levels)
     return pre, spikes
 
 
@@ -253,6 +270,7 @@ def _layer_forward(
     delay: int,
     keep_pre: bool,
     scale: float = 1.0,
+    levels: np.ndarray | None = None,
 ) -> tuple[th.Tensor | None, th.Tensor]:
     """Pre-reset membranes (if ``keep_pre``) and spikes of ``LIF(linear(delay(spikes_in)))``, outside autograd.
 
@@ -261,7 +279,7 @@ def _layer_forward(
     accelerator in torch (:func:`_layer_forward_torch`).
     """
     if spikes_in.device.type != "cpu":
-        return _layer_forward_torch(spikes_in, weight, bias, neuron, delay, keep_pre, scale)
+        return _layer_forward_torch(spikes_in, weight, bias, neuron, delay, keep_pre, scale, levels)
     x = np.ascontiguousarray(spikes_in.detach().numpy())
     beta, threshold, subtract = neuron_params(neuron, scale)
     shape = (*x.shape[:-1], weight.shape[0])
@@ -269,7 +287,17 @@ def _layer_forward(
     pre = np.empty(shape, dtype=np.float32) if keep_pre else np.empty((0, 0, 0), dtype=np.float32)
     weight_t = np.ascontiguousarray(weight.detach().numpy().T)
     kernels.spiking_layer_into(
-        x, weight_t, bias.detach().numpy(), np.float32(beta), np.float32(threshold), subtract, delay, keep_pre, pre, spikes
+        x,
+        weight_t,
+        bias.detach().numpy(),
+        np.float32(beta),
+        np.float32(threshold),
+        subtract,
+        delay,
+        keep_pre,
+        pre,
+        spikes,
+        kernels.NO_LEVELS if levels is None else np.array(levels, dtype=np.float32),
     )
     return (th.from_numpy(pre) if keep_pre else None), th.from_numpy(spikes)
 
@@ -282,11 +310,13 @@ def _layer_forward_torch(
     delay: int,
     keep_pre: bool,
     scale: float = 1.0,
+    levels: np.ndarray | None = None,
 ) -> tuple[th.Tensor | None, th.Tensor]:
     """:func:`_layer_forward` in torch ops, for tensors on an accelerator (tested on the CPU)."""
     current = nn.functional.linear(delay_spikes(spikes_in.detach(), delay), weight.detach(), bias.detach())
     beta, threshold, subtract = neuron_params(neuron, scale)
-    pre, spikes = _lif_scan_torch(current, beta, threshold, subtract)
+    level_tensor = None if levels is None else th.tensor(levels, dtype=current.dtype, device=current.device)
+    pre, spikes = _lif_scan_torch(current, beta, threshold, subtract, level_tensor)
     return (pre if keep_pre else None), spikes
 
 
@@ -356,8 +386,9 @@ class _SpikingLayer(th.autograd.Function):
         neuron: ChipLeaky,
         delay: int,
         scale: float,
+        levels: np.ndarray | None,
     ) -> th.Tensor:
-        pre, spikes = _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=True, scale=scale)
+        pre, spikes = _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=True, scale=scale, levels=levels)
         ctx.save_for_backward(spikes_in, weight, pre, spikes)
         ctx.neuron, ctx.delay, ctx.scale = neuron, delay, scale  # type: ignore[attr-defined]
         return spikes
@@ -365,7 +396,7 @@ class _SpikingLayer(th.autograd.Function):
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: FunctionCtx, grad_spikes: th.Tensor
-    ) -> tuple[th.Tensor | None, th.Tensor | None, th.Tensor | None, None, None, None]:
+    ) -> tuple[th.Tensor | None, th.Tensor | None, th.Tensor | None, None, None, None, None]:
         spikes_in, weight, pre, spikes = ctx.saved_tensors  # type: ignore[attr-defined]
         delay: int = ctx.delay  # type: ignore[attr-defined]
         scale: float = ctx.scale  # type: ignore[attr-defined]
@@ -398,11 +429,17 @@ class _SpikingLayer(th.autograd.Function):
             grad_in = th.zeros_like(grad_arrived) if delay else grad_arrived
             if delay:
                 grad_in[:-delay] = grad_arrived[delay:]
-        return grad_in, grad_weight, grad_bias, None, None, None
+        return grad_in, grad_weight, grad_bias, None, None, None, None
 
 
 def spiking_layer(
-    spikes_in: th.Tensor, weight: th.Tensor, bias: th.Tensor, neuron: ChipLeaky, delay: int, scale: float = 1.0
+    spikes_in: th.Tensor,
+    weight: th.Tensor,
+    bias: th.Tensor,
+    neuron: ChipLeaky,
+    delay: int,
+    scale: float = 1.0,
+    levels: np.ndarray | None = None,
 ) -> th.Tensor:
     """Spike trains ``(T, batch, n_out)`` of ``LIF(linear(delay(spikes_in), weight, bias))``.
 
@@ -416,7 +453,10 @@ def spiking_layer(
     :param neuron: the layer's neurons
     :param delay: synaptic delay in ticks (0 or 1)
     :param scale: factor on the neurons' threshold (see :func:`neuron_params`)
+    :param levels: membrane state levels (SQUAT, float32 sorted; ``None``: float32 state):
+        the membrane kept after each tick's reset is the nearest level; the backward passes
+        the gradient straight through the rounding
     """
     if th.is_grad_enabled() and (spikes_in.requires_grad or weight.requires_grad or bias.requires_grad):
-        return _SpikingLayer.apply(spikes_in, weight, bias, neuron, delay, scale)
-    return _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=False, scale=scale)[1]
+        return _SpikingLayer.apply(spikes_in, weight, bias, neuron, delay, scale, levels)
+    return _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=False, scale=scale, levels=levels)[1]

@@ -21,7 +21,7 @@ import torch as th
 from torch import nn
 from torch.autograd.function import FunctionCtx
 
-from spiking_dqn import fused
+from spiking_dqn import fused, tick_gain
 from spiking_dqn.encoding import ENCODING_MODES, EncodingMode, SignedRateEncoder
 from spiking_dqn.quantization.grid import Grid
 from spiking_dqn.thresholds import ThresholdNoise, ThresholdNoiseSpec, check_threshold_scale
@@ -75,6 +75,9 @@ class SpikingConfig:
         (:meth:`SpikingQNetwork.synaptic_events`, differentiable through the surrogate) to
         whatever loss is backpropagated through its Q-values, so SB3's ``DQN`` trains with
         ``loss + penalty`` unchanged (see :class:`_AddPenalty`); 0 (default) is off
+    :param tick_gain: give every projection a learned gain per tick (TaWQ's temporal
+        adaptation, :mod:`spiking_dqn.tick_gain`), initialised to 1; the forward then runs
+        tick by tick in torch ops instead of the compiled pass
     """
 
     net_arch: tuple[int, ...] = (64, 64)
@@ -90,6 +93,7 @@ class SpikingConfig:
     threshold_noise: ThresholdNoise | None = None
     threshold_noise_seed: int | None = None
     activity_penalty: float = 0.0
+    tick_gain: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.beta) <= 1.0:
@@ -127,6 +131,8 @@ class SpikingConfig:
             raise ValueError(f"activity_penalty must be a non-negative number, got {penalty!r}")
         if not np.isfinite(penalty) or penalty < 0:
             raise ValueError(f"activity_penalty must be a non-negative finite number, got {penalty!r}")
+        if not isinstance(self.tick_gain, (bool, np.bool_)):
+            raise ValueError(f"tick_gain must be True or False, got {self.tick_gain!r}")
         seed = self.threshold_noise_seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"threshold_noise_seed must be a non-negative integer or None, got {seed!r}")
@@ -134,6 +140,7 @@ class SpikingConfig:
         for name, value in [
             ("threshold_noise", ThresholdNoise.from_spec(self.threshold_noise)),  # type: ignore[arg-type]
             ("activity_penalty", float(penalty)),
+            ("tick_gain", bool(self.tick_gain)),
             ("encoding_alpha", float(alpha)),
             ("threshold_noise_seed", None if seed is None else int(seed)),
             ("net_arch", tuple(int(n) for n in self.net_arch)),
@@ -186,7 +193,7 @@ class SpikingQNetwork(nn.Module):
     :param options: spiking options by name (the fields of :class:`SpikingConfig`:
         ``net_arch``, ``ticks``, ``beta``, ``threshold``, ``surrogate``, ``reset``,
         ``synaptic_delay``, ``encoding``, ``encoding_seed``, ``encoding_alpha``, ``threshold_noise``,
-        ``threshold_noise_seed``, ``activity_penalty``), overriding ``config``
+        ``threshold_noise_seed``, ``activity_penalty``, ``tick_gain``), overriding ``config``
     """
 
     def __init__(
@@ -224,9 +231,12 @@ class SpikingQNetwork(nn.Module):
             for _ in self.net_arch
         )
         self.readout = nn.Linear(sizes[-1], self.n_actions)
+        #: Per-tick gain of every projection (``(n_projections, ticks)``), with ``tick_gain``.
+        self.tick_gain = nn.Parameter(th.ones(len(sizes), config.ticks)) if config.tick_gain else None
         self._grid: Grid | None = None
         self._fake_quantization: Grid | None = None
         self._threshold_scale = 1.0
+        self._state_levels: tuple[np.ndarray | None, ...] | None = None
         self._noise_generator: th.Generator | None = None
         if config.threshold_noise is not None:
             seed = config.threshold_noise_seed
@@ -287,9 +297,51 @@ class SpikingQNetwork(nn.Module):
             grid.check_fits(len(self.linear_layers()))
         self._grid = grid
 
+    @property
+    def state_levels(self) -> tuple[np.ndarray | None, ...] | None:
+        """The membrane state levels of each hidden layer (SQUAT), in the network's units, or ``None`` (float32 state)."""
+        return self._state_levels
+
+    def set_state_levels(self, levels: Sequence[Sequence[float] | np.ndarray | None] | None) -> None:
+        """Quantize the hidden layers' membrane state to finite levels, in every forward (SQUAT).
+
+        Each tick the update, the threshold comparison and the reset run in float32 as
+        always; then the membrane kept for the next tick is replaced by the nearest level
+        (ties to the lower level), the rule of ``ChipProgram.state_levels`` on the chip
+        emulator. The backward passes the gradient straight through the rounding. Levels
+        are in the network's units (a chip program's are these times its lambda, see
+        :func:`spiking_dqn.quantization.levels`); saved with the weights.
+
+        :param levels: one entry per hidden layer: ``None`` (float32 state) or sorted,
+            strictly increasing finite levels (at least two); ``None`` turns it off
+        :raises ValueError: not one entry per hidden layer, or bad levels
+        """
+        self.__dict__["_state_version"] = self.__dict__.get("_state_version", 0) + 1  # rebuilds the neuron plan
+        if levels is None:
+            self._state_levels = None
+            return
+        if len(levels) != len(self.net_arch):
+            raise ValueError(f"state levels need one entry per hidden layer ({len(self.net_arch)}), got {len(levels)}")
+        checked: list[np.ndarray | None] = []
+        for k, entry in enumerate(levels):
+            if entry is None:
+                checked.append(None)
+                continue
+            array = np.array(entry, dtype=np.float32)
+            if array.ndim != 1 or array.size < 2 or not np.isfinite(array).all() or not (np.diff(array) > 0).all():
+                raise ValueError(
+                    f"state levels of hidden layer {k} must be at least two finite, strictly increasing values, "
+                    f"got {np.asarray(entry)!r}"
+                )
+            array.flags.writeable = False
+            checked.append(array)
+        self._state_levels = None if all(entry is None for entry in checked) else tuple(checked)
+
     def get_extra_state(self) -> dict:
-        """The recorded grid, as plain data, and the threshold-noise generator's state (saved in the state dict)."""
+        """The recorded grid, the state levels, as plain data, and the threshold-noise generator's state (saved in the state dict)."""
         state: dict = {"grid": None if self._grid is None else self._grid.to_dict()}
+        if self._state_levels is not None:
+            state["state_levels"] = [None if lv is None else lv.tolist() for lv in self._state_levels]
         if self._noise_generator is not None:
             state["threshold_noise_state"] = self._noise_generator.get_state()
         return state
@@ -301,6 +353,7 @@ class SpikingQNetwork(nn.Module):
         """
         data = state.get("grid")
         self.grid = None if data is None else Grid.from_dict(data)
+        self.set_state_levels(state.get("state_levels"))
         noise_state = state.get("threshold_noise_state")
         if noise_state is not None and self._noise_generator is not None:
             self._noise_generator.set_state(noise_state)
@@ -314,6 +367,9 @@ class SpikingQNetwork(nn.Module):
             lambdas = None if old is None else [float(v) for v in old.detach().cpu().double().numpy()]
             grid = Grid(tuple(lambdas)) if lambdas and all(v > 0 for v in lambdas) else None
             state_dict[key] = {"grid": None if grid is None else grid.to_dict()}
+        # A network given tick gains (TaWQ) loads the weights of one trained without them: gains of 1.
+        if self.tick_gain is not None and prefix + "tick_gain" not in state_dict:
+            state_dict[prefix + "tick_gain"] = th.ones_like(self.tick_gain)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -359,9 +415,11 @@ class SpikingQNetwork(nn.Module):
         # Identity and version of every neuron tensor: a replaced or in-place changed one rebuilds the plan.
         key = [(id(t), t._version) for lif in neurons for t in lif._buffers.values() if t is not None]
         key.append(scale)  # type: ignore[arg-type]
+        key.append(self.__dict__.get("_state_version", 0))  # type: ignore[arg-type]
         cached = self.__dict__.get("_plan")
         if cached is None or cached[0] != key:
-            cached = (key, fused.NeuronPlan.of(neurons, self.synaptic_delay, scale))  # type: ignore[arg-type]
+            plan = fused.NeuronPlan.of(neurons, self.synaptic_delay, scale, self._state_levels)  # type: ignore[arg-type]
+            cached = (key, plan)
             self.__dict__["_plan"] = cached
         return cached[1]
 
@@ -385,6 +443,7 @@ class SpikingQNetwork(nn.Module):
             self.readout.weight.device.type == "cpu"
             and self._fake_quantization is None
             and self.config.activity_penalty == 0.0
+            and self.tick_gain is None
         )
 
     def compiled_forward(
@@ -437,15 +496,21 @@ class SpikingQNetwork(nn.Module):
         scale = self._forward_scale(training)
         penalize = training and self.config.activity_penalty > 0.0
         with_trains = return_activity or penalize
-        if spikes.device.type == "cpu":
+        if self.tick_gain is not None:
+            biases = [layer.bias for layer in self.linear_layers()]
+            q_values, trains = tick_gain.gained_forward(
+                spikes, weights, biases, list(self.lif), self.tick_gain, self.synaptic_delay, scale, self._state_levels
+            )
+        elif spikes.device.type == "cpu":
             biases = [layer._parameters["bias"] for layer in self.linear_layers()]
             plan = self._neuron_plan(scale)
             q_values, trains = fused.network_forward(spikes, weights, biases, plan, with_trains)
         else:
             trains = []
             x = spikes
-            for fc, lif, w in zip(self.hidden, self.lif, weights):
-                x = spiking_layer(x, w, fc.bias, lif, self.synaptic_delay, scale)
+            levels = self._state_levels or (None,) * len(weights[:-1])
+            for fc, lif, w, level in zip(self.hidden, self.lif, weights, levels):
+                x = spiking_layer(x, w, fc.bias, lif, self.synaptic_delay, scale, level)
                 trains.append(x)
             # Integrator readout (alpha = 1, no spikes, starts at 0): its membrane after the
             # last tick is the sum over ticks of W s + b, i.e. W (sum of arrived spikes) + T b.
