@@ -63,7 +63,7 @@ def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summa
     lines = [
         f"# Spiking DQN agent for {env_id}",
         "",
-        "Trained with the unchanged Stable-Baselines3 `DQN` and `spiking_dqn.SpikingDQNPolicy`.",
+        "Trained with `spiking_dqn.SpikingDQN` (Stable-Baselines3's `DQN` with a compiled gradient step: the same weights) and `spiking_dqn.SpikingDQNPolicy`.",
         "",
         "Command:",
         "",
