@@ -46,6 +46,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from spiking_dqn.hardware.program_fields import (
+    MAX_STATE_BITS,
+    check_state_levels,
+    check_tick_gain,
+    optional_arrays_equal,
+    state_bits,
+)
+
 FORMAT_NAME = "spiking-dqn-chip-program"
 FORMAT_VERSION = 2
 RESET_MODES: tuple[str, ...] = ("subtract", "zero")
@@ -237,6 +245,13 @@ class ChipProgram:
     :param weight_bits: bits per weight of each projection, 2..8 (see :func:`weight_limit`):
         one integer for every projection or a list with one per projection; ``None``
         (default) is 8 for every projection. Normalised to a list, one per projection.
+    :param state_levels: membrane state levels (SQUAT): ``None`` (float32 membranes), or one
+        entry per population (hidden layers, then output), each ``None`` or ``2^n`` sorted
+        float32 levels; the membrane kept after each tick's reset is the nearest level
+        (ties to the lower). See :mod:`spiking_dqn.hardware.program_fields`.
+    :param tick_gain: per-tick synaptic gains (TaWQ): ``None``, or one entry per projection,
+        each ``None`` or a float32 ``(ticks,)`` array multiplying that projection's input
+        arriving at each tick
     """
 
     weights: list[np.ndarray]
@@ -254,6 +269,8 @@ class ChipProgram:
     centered_readout: bool = False
     encoding_alpha: float = 0.0
     weight_bits: list[int] | int | None = None
+    state_levels: list[np.ndarray | None] | None = None
+    tick_gain: list[np.ndarray | None] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the dataclass is frozen; normalise fields once here
@@ -368,6 +385,8 @@ class ChipProgram:
         if not all(np.isfinite(lam) and lam > 0 for lam in lambdas):
             raise ValueError(f"lambdas must be finite and positive, got {lambdas}")
         set_(self, "lambdas", lambdas)
+        set_(self, "state_levels", check_state_levels(self.state_levels, len(weights)))
+        set_(self, "tick_gain", check_tick_gain(self.tick_gain, len(weights), self.ticks))
 
     # ------------------------------------------------------------------ properties
 
@@ -416,6 +435,8 @@ class ChipProgram:
         )
         return (
             all(getattr(self, s) == getattr(other, s) for s in scalars)
+            and optional_arrays_equal(self.state_levels, other.state_levels)
+            and optional_arrays_equal(self.tick_gain, other.tick_gain)
             and np.array_equal(self.obs_bound, other.obs_bound)
             and all(
                 len(getattr(self, a)) == len(getattr(other, a))
@@ -432,7 +453,11 @@ class ChipProgram:
         return (
             f"ChipProgram(layer_sizes={self.layer_sizes}, ticks={self.ticks}, delay={self.delay}, "
             f"reset={self.reset!r}, encoding={self.encoding!r}, lambdas={self.lambdas}, "
-            f"weight_bits={self.weight_bits})"
+            f"weight_bits={self.weight_bits}"
+            + ("" if self.state_levels is None else
+               f", state_bits={[None if lv is None else state_bits(lv) for lv in self.state_levels]}")
+            + ("" if self.tick_gain is None else ", tick_gain=True")
+            + ")"
         )
 
     # ------------------------------------------------------------------ files
@@ -458,8 +483,15 @@ class ChipProgram:
             "centered_readout": self.centered_readout,
             "encoding_alpha": self.encoding_alpha,
             "weight_bits": self.weight_bits,
+            # Which populations have state levels and which projections tick gains (arrays below).
+            "state_levels": None if self.state_levels is None else [lv is not None for lv in self.state_levels],
+            "tick_gain": None if self.tick_gain is None else [g is not None for g in self.tick_gain],
         }
         arrays: dict[str, np.ndarray] = {"metadata": np.array(json.dumps(metadata)), "obs_bound": self.obs_bound}
+        for name in ("state_levels", "tick_gain"):
+            for k, entry in enumerate(getattr(self, name) or []):
+                if entry is not None:
+                    arrays[f"{name}_{k}"] = entry
         for k in range(len(self.weights)):
             arrays[f"weights_{k}"] = self.weights[k]
             arrays[f"thresholds_{k}"] = self.thresholds[k]
@@ -557,6 +589,22 @@ class ChipProgram:
                     )
             except ValueError as exc:
                 raise ChipProgramError(f"{path}: invalid chip program: {exc}") from None
+        optional: dict[str, list[str | None] | None] = {}
+        for field_name in ("state_levels", "tick_gain"):
+            present = metadata.get(field_name)
+            if present is None:
+                optional[field_name] = None
+                continue
+            if not isinstance(present, list) or len(present) != n or not all(isinstance(x, bool) for x in present):
+                raise ChipProgramError(f"{path}: invalid {field_name} entry {present!r} in chip program metadata")
+            optional[field_name] = [f"{field_name}_{k}" if x else None for k, x in enumerate(present)]
+            absent = [name for name in optional[field_name] if name is not None and name not in data.files]
+            if absent:
+                raise ChipProgramError(f"{path}: chip program archive is missing arrays {absent}")
+            for name in optional[field_name]:
+                if name is not None and int(np.prod(_entry_shape(data, name), dtype=np.int64)) > max(2**MAX_STATE_BITS, MAX_TICKS):
+                    raise ChipProgramError(f"{path}: invalid chip program: {name} is too large")
+            names += [name for name in optional[field_name] if name is not None]
         try:
             arrays = {name: data[name] for name in names}
         except _ARCHIVE_ERRORS as exc:
@@ -578,6 +626,10 @@ class ChipProgram:
                 centered_readout=metadata.get("centered_readout", False),
                 encoding_alpha=metadata.get("encoding_alpha", 0.0),
                 weight_bits=metadata.get("weight_bits", DEFAULT_WEIGHT_BITS),
+                **{
+                    field_name: None if entries is None else [None if e is None else arrays[e] for e in entries]
+                    for field_name, entries in optional.items()
+                },
             )
         except (ValueError, TypeError) as exc:
             raise ChipProgramError(f"{path}: invalid chip program: {exc}") from None

@@ -36,7 +36,8 @@ def quantize_network(
     rounded) and, for a hidden layer, ``threshold = lambda_k * threshold`` and
     ``alpha_decay = beta`` of that layer. The output population integrates: threshold
     ``OUTPUT_THRESHOLD``, ``alpha_decay`` 1. Reset, ticks, delay, encoder bounds and
-    encoding mode come from the network.
+    encoding mode come from the network; so do its membrane state levels (times the
+    population's lambda, the output's float32) and its tick gains.
 
     :param net: the float network
     :param lam: lambda specification (see :func:`resolve_grid`), or a :class:`Grid`
@@ -70,6 +71,16 @@ def quantize_network(
         else:
             thresholds.append(np.full(n, OUTPUT_THRESHOLD, dtype=np.float32))
             alphas.append(np.ones(n, dtype=np.float32))
+    # Membrane levels (SQUAT) scale with the population's lambda, as its threshold does;
+    # tick gains (TaWQ) multiply integer synaptic sums on the chip as float ones here.
+    levels = net.state_levels
+    state_levels = None
+    if levels is not None:
+        state_levels = [
+            None if lv is None else (lam_k * lv.astype(np.float64)).astype(np.float32)
+            for lv, lam_k in zip(levels, grid.lambdas)
+        ] + [None]
+    tick_gain = None if net.tick_gain is None else list(net.tick_gain.detach().cpu().numpy().astype(np.float32))
     program = ChipProgram(
         weights=weights,
         thresholds=thresholds,
@@ -86,6 +97,8 @@ def quantize_network(
         lambdas=list(grid.lambdas),
         centered_readout=grid.centered_readout,
         weight_bits=list(grid.weight_bits),
+        state_levels=state_levels,
+        tick_gain=tick_gain,
     )
     return program, report
 
