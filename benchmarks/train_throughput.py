@@ -237,7 +237,7 @@ def layer_kernels(model: DQN, env_id: str, repeats: int = 20) -> list[dict]:
             # The per-layer path this kernel replaced: one BLAS product, then the tick loop.
             current = (arrived_flat @ weight_t).reshape(pre.shape)
             current += bias
-            kernels.lif_forward(current, alpha, zeros, thresholds, True, np.float32(0.0), True)
+            kernels.lif_forward(current, alpha, zeros, thresholds, True, np.float32(0.0), True, kernels.NO_LEVELS)
 
         def sparse_weight_grad() -> None:
             kernels.spiking_layer_backward(grad, pre, spikes, x, d, beta, threshold, True, 1, 2.0, out)

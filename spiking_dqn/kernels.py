@@ -84,7 +84,8 @@ def lif_forward(
     threshold: np.ndarray,
     subtract: bool,
     v_reset: np.float32,
-    keep_pre: bool = True,
+    keep_pre: bool,
+    levels: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LIF layer over all ticks: per tick ``v = alpha * v + offset + I_t``; spike if ``v > threshold``; reset.
 
@@ -95,10 +96,13 @@ def lif_forward(
     :param subtract: reset by subtracting the threshold (else to ``v_reset``)
     :param v_reset: value after a spike when not subtracting
     :param keep_pre: return the pre-reset membranes (else an empty array in their place)
+    :param levels: membrane state levels (``ChipProgram.state_levels``): after the reset the
+        kept membrane becomes its :func:`nearest_level`; :data:`NO_LEVELS` keeps float32 state
     :return: pre-reset membranes and 0/1 spikes (both float32 ``(T, batch, n)``) and the
         membrane after the last tick (float32 ``(batch, n)``)
     """
     ticks, batch, n = current.shape
+    quantized = levels.shape[0] > 0
     pre = np.empty_like(current) if keep_pre else np.empty((0, 0, 0), dtype=current.dtype)
     spikes = np.empty_like(current)
     v = np.zeros((batch, n), dtype=np.float32)
@@ -116,7 +120,24 @@ def lif_forward(
                     v[b, j] = m - threshold[j] if fired else m
                 else:
                     v[b, j] = v_reset if fired else m
+            if quantized:
+                for j in range(n):
+                    v[b, j] = nearest_level(levels, v[b, j])
     return pre, spikes, v
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def nearest_levels(levels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """:func:`nearest_level` of every entry of a float32 array (any shape), as a new array.
+
+    :param levels: sorted, strictly increasing float32 levels
+    :param values: float32 values
+    """
+    out = np.empty_like(values)
+    flat, flat_out = values.reshape(-1), out.reshape(-1)
+    for i in range(flat.size):
+        flat_out[i] = nearest_level(levels, flat[i])
+    return out
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

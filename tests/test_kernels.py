@@ -28,13 +28,13 @@ def test_lif_forward_equals_the_tick_loop_with_per_neuron_parameters(subtract):
     offset = rng.normal(0.0, 0.2, 5).astype(np.float32)
     threshold = rng.uniform(0.3, 1.2, 5).astype(np.float32)
     v_reset = np.float32(-0.25)
-    pre, spikes, v = kernels.lif_forward(current, alpha, offset, threshold, subtract, v_reset)
+    pre, spikes, v = kernels.lif_forward(current, alpha, offset, threshold, subtract, v_reset, True, kernels.NO_LEVELS)
     ref_pre, ref_spikes, ref_v = reference_lif(current, alpha, offset, threshold, subtract, v_reset)
     assert 0 < spikes.sum() < spikes.size
     np.testing.assert_array_equal(spikes, ref_spikes)
     np.testing.assert_allclose(pre, ref_pre, atol=1e-6)
     np.testing.assert_allclose(v, ref_v, atol=1e-6)
-    pre_skipped, spikes_again, _ = kernels.lif_forward(current, alpha, offset, threshold, subtract, v_reset, False)
+    pre_skipped, spikes_again, _ = kernels.lif_forward(current, alpha, offset, threshold, subtract, v_reset, False, kernels.NO_LEVELS)
     assert pre_skipped.size == 0
     np.testing.assert_array_equal(spikes_again, spikes)
 
@@ -46,7 +46,7 @@ def test_accelerator_scan_equals_the_cpu_kernels(subtract):
     current = th.randn(12, 32, 16) * 0.8
     n = current.shape[-1]
     full = lambda value: np.full(n, value, dtype=np.float32)  # noqa: E731
-    pre_k, spikes_k, _ = kernels.lif_forward(current.numpy(), full(0.8), full(0.0), full(0.5), subtract, np.float32(0))
+    pre_k, spikes_k, _ = kernels.lif_forward(current.numpy(), full(0.8), full(0.0), full(0.5), subtract, np.float32(0), True, kernels.NO_LEVELS)
     pre_t, spikes_t = _lif_scan_torch(current, 0.8, 0.5, subtract)
     assert 0 < spikes_k.sum() < spikes_k.size
     assert np.array_equal(spikes_k, spikes_t.numpy())
@@ -72,7 +72,7 @@ def test_closed_form_surrogates_equal_snntorch_autograd(name, subtract):
     n = current.shape[-1]
     full = lambda value: np.full(n, value, dtype=np.float32)  # noqa: E731
     pre, spikes, _ = kernels.lif_forward(
-        current.numpy(), full(0.8), full(0.0), full(threshold), subtract, np.float32(0)
+        current.numpy(), full(0.8), full(0.0), full(threshold), subtract, np.float32(0), True, kernels.NO_LEVELS
     )
     grad_spikes = th.randn_like(current)
     shifted = (th.from_numpy(pre) - threshold).requires_grad_(True)

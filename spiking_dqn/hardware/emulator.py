@@ -46,6 +46,7 @@ from spiking_dqn.hardware.backend import (
     BackendResult,
     as_observation_batch,
     check_input_spikes,
+    encode_observations,
     run_observations,
     warn_output_saturation,
 )
@@ -65,6 +66,8 @@ class _Layer:
     alpha: np.ndarray  # (n,) float32
     i_offset: np.ndarray
     threshold: np.ndarray
+    levels: np.ndarray  # state levels of the population (kernels.NO_LEVELS: float32 state)
+    gain: np.ndarray | None  # (ticks, 1, 1) per-tick gain of the projection's input, or None
 
 
 class _Compiled:
@@ -79,8 +82,17 @@ class _Compiled:
                 alpha=np.asarray(a, dtype=np.float32),
                 i_offset=np.asarray(i, dtype=np.float32),
                 threshold=np.asarray(t, dtype=np.float32),
+                levels=kernels.NO_LEVELS if lv is None else np.array(lv, dtype=np.float32),
+                gain=None if g is None else np.array(g, dtype=np.float32).reshape(-1, 1, 1),
             )
-            for w, a, i, t in zip(program.weights, program.alpha_decay, program.i_offset, program.thresholds)
+            for w, a, i, t, lv, g in zip(
+                program.weights,
+                program.alpha_decay,
+                program.i_offset,
+                program.thresholds,
+                program.state_levels or [None] * len(program.weights),
+                program.tick_gain or [None] * len(program.weights),
+            )
         ]
         self.v_reset = np.float32(program.v_reset)
 
@@ -154,10 +166,17 @@ class EmulatorBackend:
             )
 
     def _simulate(
-        self, compiled: _Compiled, program: ChipProgram, inputs: np.ndarray, record_voltages: bool
+        self,
+        compiled: _Compiled,
+        program: ChipProgram,
+        inputs: np.ndarray,
+        record_voltages: bool,
+        ranges: list[list[float]] | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray | None]:
         """Simulate one chunk of input spike trains ``(T, chunk, 2d)``.
 
+        :param ranges: when given, ``[min, max]`` per population of the membrane kept after
+            each tick (after reset and state levels), widened in place by this chunk's
         :return: output voltages, spike counts per population, synaptic events, spike
             trains per population, output voltage trace (or None)
         """
@@ -174,16 +193,26 @@ class EmulatorBackend:
             if ticks > delay:
                 # What arrives at tick t was emitted at t - delay.
                 np.matmul(pre[: ticks - delay].reshape(-1, n_pre), layer.weights_t, out=syn[delay:].reshape(-1, n_post))
+            if layer.gain is not None:
+                syn *= layer.gain  # the projection's gain of each arrival tick (TaWQ), in float32
             # Per tick and neuron: v = alpha * v + i_offset + syn_t; spike if v > threshold;
-            # reset (subtract the threshold, or set to v_reset), in this float32 order.
-            keep_pre = trace is not None and layer is last_layer
+            # reset (subtract the threshold, or set to v_reset), in this float32 order; then
+            # the kept membrane becomes its nearest state level, where the population has levels.
+            keep_pre = (trace is not None and layer is last_layer) or ranges is not None
             pre_v, out, v = kernels.lif_forward(
-                syn, layer.alpha, layer.i_offset, layer.threshold, subtract, compiled.v_reset, keep_pre
+                syn, layer.alpha, layer.i_offset, layer.threshold, subtract, compiled.v_reset, keep_pre, layer.levels
             )
             if keep_pre:
                 # Membrane after each tick's reset: pre - threshold where fired (exactly the
-                # kernel's float32 value), else pre; to v_reset where fired.
-                trace[:] = np.where(out > 0, pre_v - layer.threshold if subtract else compiled.v_reset, pre_v)
+                # kernel's float32 value), else pre; to v_reset where fired; then its level.
+                kept = np.where(out > 0, pre_v - layer.threshold if subtract else compiled.v_reset, pre_v)
+                if layer.levels.size:
+                    kept = kernels.nearest_levels(layer.levels, kept)
+                if trace is not None and layer is last_layer:
+                    trace[:] = kept
+                if ranges is not None and kept.size:
+                    k = len(trains) - 1
+                    ranges[k] = [min(ranges[k][0], float(kept.min())), max(ranges[k][1], float(kept.max()))]
             trains.append(out)
         # Spikes emitted before tick ``ticks - delay`` arrive within the ticks (synaptic
         # events, see ``synaptic_events``); the rest only add to the counts. Sums of 0/1
@@ -199,6 +228,26 @@ class EmulatorBackend:
             counts.append(arrived.astype(np.int64))
         counts.append(trains[-1].sum(0).astype(np.int64))
         return v, counts, events, trains, trace
+
+    def membrane_ranges(self, program: ChipProgram, obs: Any) -> list[tuple[float, float]]:
+        """``(min, max)`` of every population's kept membrane (after reset) over all ticks of a batch of observations.
+
+        The range the state levels of :mod:`spiking_dqn.quantization.levels` span (SQUAT:
+        clipping below the range reached in full precision hurts); the output's is its
+        integrator voltage.
+
+        :param program: the chip program (with or without state levels)
+        :param obs: observations ``(batch, d)``
+        :raises ValueError: bad observations; a run over the memory budget
+        """
+        obs = as_observation_batch(obs, program.obs_dim)
+        self._check_memory(program, min(obs.shape[0], self.CHUNK), True, True)
+        inputs = encode_observations(program, obs)
+        compiled = self._compile(program)
+        ranges = [[np.inf, -np.inf] for _ in program.weights]
+        for i in range(0, max(inputs.shape[1], 1), self.CHUNK):
+            self._simulate(compiled, program, inputs[:, i : i + self.CHUNK], False, ranges)
+        return [(lo, hi) for lo, hi in ranges]
 
     def run(
         self, program: ChipProgram, obs: Any, record_trains: bool = False, record_voltages: bool = False
