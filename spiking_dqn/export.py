@@ -122,6 +122,11 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT) -> nir.NIRGraph:
         raise ValueError(f"to_nir expects a ChipProgram, got {type(program).__name__}")
     if not (np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be finite and positive, got {dt!r}")
+    if program.state_levels is not None or program.tick_gain is not None:
+        raise NIRError(
+            "NIR has no primitive for quantized membrane state (state_levels) or per-tick synaptic gains "
+            "(tick_gain): this program cannot be exported; save it with ChipProgram.save instead"
+        )
     dt = float(dt)
     if program.reset == "subtract":
         warnings.warn(

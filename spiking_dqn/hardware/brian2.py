@@ -213,6 +213,11 @@ class Brian2Backend:
         """
         start = time.perf_counter()
         inputs = check_input_spikes(program, input_spikes)
+        if program.state_levels is not None or program.tick_gain is not None:
+            raise ValueError(
+                "the brian2 backend runs the chip's float32 lif_no_delay neurons: it does not execute membrane state "
+                "levels (state_levels) or per-tick gains (tick_gain); use the 'emulator' backend for this program"
+            )
         if program.delay < 1:
             raise ValueError(
                 "the brian2 backend runs the chip's one-tick propagation (Brian2 delivers a spike after the "

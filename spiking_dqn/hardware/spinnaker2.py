@@ -283,11 +283,23 @@ class SpiNNaker2Backend:
           are accepted as they always were;
         * the size (:func:`spiking_dqn.hardware.mapping.require_fits_one_chip`): a program
           that needs more cores (or more synapse memory per core) than one chip has is
-          refused with the cores it needs.
+          refused with the cores it needs;
+        * membrane state levels and per-tick gains: ``lif_no_delay`` keeps a float32
+          membrane and has no per-tick synaptic scaling.
 
         :param program: the chip program
         :raises ValueError: the program cannot run on the chip (the message says why)
         """
+        if program.state_levels is not None:
+            raise ValueError(
+                "this program quantizes membrane state (state_levels); SpiNNaker2's lif_no_delay keeps a float32 "
+                "membrane and cannot: run it on the 'emulator' backend"
+            )
+        if program.tick_gain is not None:
+            raise ValueError(
+                "this program scales synaptic input per tick (tick_gain); SpiNNaker2's lif_no_delay has no per-tick "
+                "gain: run it on the 'emulator' backend"
+            )
         chip_connection_delay(program, self.connection_delay)
         check_chip_weights(program)
         require_fits_one_chip(program)
