@@ -15,7 +15,8 @@ WEIGHT_LIMIT = 127``; 5 bits: 15; 4 bits: 7; 2 bits: 1, ternary {-1, 0, 1}):
 * :mod:`~spiking_dqn.quantization.report`: per projection its width, lambda, clipped and
   zeroed weights and weight memory in bytes at its width;
 * :mod:`~spiking_dqn.quantization.build`: the chip program of a network on its grid;
-* :mod:`~spiking_dqn.quantization.snap`: snapping a network's weights onto its grid (after QAT).
+* :mod:`~spiking_dqn.quantization.snap`: snapping a network's weights onto its grid (after QAT);
+* :mod:`~spiking_dqn.quantization.levels`: membrane state levels (SQUAT), uniform or threshold-centred.
 
 Since the membrane of the population a projection feeds lives in units of ``lambda_k``,
 that population's ``i_offset`` (the bias) and threshold are multiplied by the same
@@ -35,6 +36,7 @@ from spiking_dqn.lazy_imports import lazy_attributes
 #: program builder here imports the network.
 _LAZY_IMPORTS: dict[str, str] = {
     **dict.fromkeys(["fake_quantize_network", "quantize_network"], "build"),
+    **dict.fromkeys(["state_levels_for", "threshold_centered_levels", "uniform_levels"], "levels"),
     **dict.fromkeys(["WEIGHT_LIMIT", "Grid", "center", "quantize", "quantize_weights"], "grid"),
     **dict.fromkeys(
         [
@@ -84,6 +86,9 @@ __all__ = [
     "resolve_lambdas",
     "snap_model_to_grid",
     "snap_to_grid",
+    "state_levels_for",
+    "threshold_centered_levels",
+    "uniform_levels",
 ]
 
 
