@@ -315,3 +315,31 @@ def test_qat_at_4_bits_beats_post_training_quantization_on_the_shipped_agent():
     # Measured on these episodes: PTQ 42.6 (the float agent: 200); QAT 114.9 at seed 0, and
     # 51.9, 159.2, 106.4 at QAT seeds 1-3. QAT is noisy, so only its direction is asserted.
     assert qat_reward > ptq_reward
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_mse_reconstructs_no_worse_than_auto_and_keeps_ternary_weights_off_zero(bits):
+    w = wide_weights(2)
+    (auto,) = resolve_lambdas("auto", [w], weight_bits=bits)
+    (mse,) = resolve_lambdas("mse", [w], weight_bits=bits)
+    limit = LIMITS[bits]
+
+    def error(lam):
+        return float(np.sum((np.clip(np.rint(lam * w), -limit, limit) / lam - w) ** 2))
+
+    assert error(mse) <= error(auto)
+    if bits == 2:
+        zeroed = lambda lam: np.mean(np.rint(lam * w) == 0)  # noqa: E731
+        assert zeroed(auto) > 0.8 and zeroed(mse) < 0.6  # "auto" zeroes all but the largest weights
+        assert error(mse) < 0.6 * error(auto)
+
+
+def test_mse_is_a_rule_of_the_grid_and_of_the_lam_option():
+    net = random_net(1, "subtract")
+    grid = resolve_grid(net, "mse", centered=False, weight_bits=2)
+    assert grid.weight_bits == (2, 2, 2) and grid != resolve_grid(net, "auto", centered=False, weight_bits=2)
+    with pytest.raises(ValueError, match="'auto' or 'mse'"):
+        resolve_lambdas("least-squares", [wide_weights(1)])
+    from spiking_dqn.cli.arguments import parse_lambda
+
+    assert parse_lambda("mse") == "mse"

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 
 from spiking_dqn.hardware.program import check_weight_bits
+from spiking_dqn.quantization.lambdas import LAMBDA_RULES
 
 #: Options whose value is a comma-separated list that may be mistyped with a leading minus
 #: (``--stage1 -1,2``): they are rewritten as ``--stage1=-1,2`` so that the value's own
@@ -16,9 +17,18 @@ LIST_OPTIONS = ("--stage1", "--stage2", "--threshold-scale", "--lam", "--obs-bou
 _NEGATIVE_LIST = re.compile(r"^-[\d.]")
 #: Help of every ``--lam`` option.
 LAMBDA_HELP = (
-    "lambda: 'auto' (a percentile rule per projection), one number for every projection (e.g. 3), or one per "
+    "lambda: 'auto' (a percentile rule per projection), 'mse' (least reconstruction error per projection, the "
+    "better rule below 8 bits), one number for every projection (e.g. 3), or one per "
     "projection (3,3,3); default: the model's own grid when it records one (a QAT'd, snapped model), else auto"
 )
+
+#: Help of every ``--state-bits`` and ``--state-levels`` option.
+STATE_BITS_HELP = (
+    "bits of membrane state of the hidden populations, 1..16: 2^N levels over the range the program reaches on "
+    "512 observations the float policy visits (with --qat-steps the levels are in the fine-tuning forward: SQUAT); "
+    "default: float32 state"
+)
+STATE_LEVELS_HELP = "level scheme of --state-bits: threshold_centered (dense near the threshold) or uniform"
 
 #: Help of every ``--weight-bits`` option.
 WEIGHT_BITS_HELP = (
@@ -131,15 +141,15 @@ def positive_ints(text: str) -> list[int]:
 
 
 def parse_lambda(text: str) -> str | float | list[float]:
-    """``--lam`` value: ``"auto"``, one number (every projection), or comma-separated numbers (one each)."""
+    """``--lam`` value: ``"auto"``, ``"mse"``, one number (every projection), or comma-separated numbers (one each)."""
     text = text.strip()
-    if text == "auto":
-        return "auto"
+    if text in LAMBDA_RULES:
+        return text
     try:
         values = [float(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"invalid lambda {text!r}: use 'auto', a number (e.g. 3) or one number per projection (e.g. 3,3,3)"
+            f"invalid lambda {text!r}: use 'auto', 'mse', a number (e.g. 3) or one number per projection (e.g. 3,3,3)"
         ) from None
     return values[0] if len(values) == 1 else values
 

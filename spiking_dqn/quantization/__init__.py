@@ -10,8 +10,9 @@ WEIGHT_LIMIT = 127``; 5 bits: 15; 4 bits: 7; 2 bits: 1, ternary {-1, 0, 1}):
   :class:`Grid`, a network's lambdas applied to its weights (chip integers, fake
   quantization for QAT, distance to the grid, pull onto it);
 * :mod:`~spiking_dqn.quantization.lambdas`: lambda specifications (a number, one per
-  projection, ``"auto"``, or ``None`` for the network's own grid) and weight widths
-  resolved into a grid (``"auto"`` maps a percentile of ``|w|`` to ``L_k``);
+  projection, ``"auto"``, ``"mse"``, or ``None`` for the network's own grid) and weight widths
+  resolved into a grid (``"auto"`` maps a percentile of ``|w|`` to ``L_k``, ``"mse"`` takes
+  the lambda of least reconstruction error, the better rule at low widths);
 * :mod:`~spiking_dqn.quantization.report`: per projection its width, lambda, clipped and
   zeroed weights and weight memory in bytes at its width;
 * :mod:`~spiking_dqn.quantization.build`: the chip program of a network on its grid;

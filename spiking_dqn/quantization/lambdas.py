@@ -1,4 +1,4 @@
-"""Choosing the lambdas of a network's grid: given, ``"auto"``, or the network's own."""
+"""Choosing the lambdas of a network's grid: given, ``"auto"``, ``"mse"``, or the network's own."""
 
 from __future__ import annotations
 
@@ -22,8 +22,13 @@ AUTO_OUTPUT_HEADROOM = 0.8
 #: Observations drawn uniformly inside the encoder bounds to estimate that peak.
 AUTO_OUTPUT_SAMPLES = 2048
 
+#: Candidate lambdas ``"mse"`` tries per projection: ``L / (c * max|w|)`` for this many ``c`` in [0.02, 1].
+MSE_CANDIDATES = 256
+#: The rules a lambda specification may name.
+LAMBDA_RULES = ("auto", "mse")
+
 #: A lambda specification: ``None`` (the network's own grid, else ``"auto"``), ``"auto"``,
-#: one positive number for every projection, or one per projection.
+#: ``"mse"``, one positive number for every projection, or one per projection.
 LambdaSpec = float | Sequence[float] | str | None
 #: Weight widths: ``None`` (the network's own grid's, else 8), one width for every projection, or one per projection.
 WeightBitsSpec = int | Sequence[int] | None
@@ -46,6 +51,29 @@ def auto_lambda(w: np.ndarray, limit: int) -> float:
     return float(limit) / q if q > 0 else 1.0
 
 
+def mse_lambda(w: np.ndarray, limit: int) -> float:
+    """The ``"mse"`` lambda of one projection: the one whose grid reconstructs ``w`` with the least squared error.
+
+    Among ``MSE_CANDIDATES`` lambdas ``L / (c * max|w|)``, ``c`` log-spaced in [0.02, 1], and
+    the ``"auto"`` lambda (so its error is never larger than ``"auto"``'s), the one that
+    minimises ``sum((w - clip(rint(lambda * w), -L, L) / lambda)^2)``. At 8 bits it lands
+    near ``"auto"``; at low widths it trades clipping the largest weights for keeping the
+    small ones off zero (ternary: weights above about 0.6 of the mean |w| become +-1, close
+    to the ternary-weight-network rule), where ``"auto"`` zeroes all but the largest.
+
+    :param w: the projection's float weights (as deployed)
+    :param limit: the largest chip weight of its width, ``2^(bits-1) - 1``
+    """
+    flat = np.asarray(w, dtype=np.float64).ravel()
+    peak = float(np.abs(flat).max()) if flat.size else 0.0
+    if peak == 0.0:
+        return 1.0
+    candidates = np.append(limit / (peak * np.geomspace(0.02, 1.0, MSE_CANDIDATES)), auto_lambda(flat, limit))
+    scaled = candidates[:, None] * flat[None, :]
+    error = ((np.clip(np.rint(scaled), -limit, limit) - scaled) ** 2 / candidates[:, None] ** 2).sum(axis=1)
+    return float(candidates[int(np.argmin(error))])
+
+
 def resolve_lambdas(
     lam: float | Sequence[float] | str,
     weights: Sequence[np.ndarray],
@@ -55,17 +83,19 @@ def resolve_lambdas(
 
     :param lam: a positive float (the same lambda for every projection, as in Arfa et
         al. 2025: 3 for CartPole, 32 for Acrobot), a list with one positive float per
-        projection, or ``"auto"``. The ``"auto"`` rule, per projection (:func:`auto_lambda`):
+        projection, ``"auto"`` or ``"mse"``. The ``"auto"`` rule, per projection (:func:`auto_lambda`):
         ``lambda = L / q``, ``L = 2^(bits-1) - 1`` the largest weight of the projection's
         width (127 at 8 bits, 7 at 4, 1 ternary), where ``q`` is the ``AUTO_PERCENTILE`` (99.9th)
         percentile of ``|w|`` over that projection's weights (``np.percentile``, linear
         interpolation), so that at most about 0.1% of its weights clip (in a layer of
         fewer than 1000 weights, at most its largest one) while the rest use the whole
         range, which keeps small weights from collapsing to zero. (If that percentile is
-        0, the largest ``|w|`` is used; an all-zero layer gets lambda 1.)
+        0, the largest ``|w|`` is used; an all-zero layer gets lambda 1.) ``"mse"``: per
+        projection the lambda of least squared reconstruction error (:func:`mse_lambda`),
+        the better rule below 8 bits, where ``"auto"`` zeroes most weights
     :param weights: float weights of the projections, in order
     :param weight_bits: bits per weight (one for every projection or one per projection);
-        only ``"auto"`` depends on it
+        only the rules (``"auto"``, ``"mse"``) depend on it
     :return: the lambdas, one per projection
     :raises ValueError: non-positive, NaN or infinite lambda, a list of the wrong length,
         an unknown string, bad widths
@@ -73,9 +103,10 @@ def resolve_lambdas(
     n = len(weights)
     bits = check_weight_bits(weight_bits, n)
     if isinstance(lam, str):
-        if lam != "auto":
-            raise ValueError(f"unknown lambda {lam!r}: use a positive number, a list of them, or 'auto'")
-        return [auto_lambda(w, weight_limit(b)) for w, b in zip(weights, bits)]
+        if lam not in LAMBDA_RULES:
+            raise ValueError(f"unknown lambda {lam!r}: use a positive number, a list of them, 'auto' or 'mse'")
+        rule = auto_lambda if lam == "auto" else mse_lambda
+        return [rule(w, weight_limit(b)) for w, b in zip(weights, bits)]
     if isinstance(lam, (Sequence, np.ndarray)):
         values = list(np.asarray(lam).ravel()) if isinstance(lam, np.ndarray) else list(lam)
         if len(values) != n:
@@ -141,7 +172,7 @@ def resolve_grid(
     snapped to a grid after quantization-aware training and saved with the model), so that
     the chip program computes exactly the network that was trained; a network without one,
     or whose grid has other widths than ``weight_bits`` asks for, gets ``"auto"``. For
-    ``"auto"`` the lambdas of :func:`resolve_lambdas` (at the grid's widths) are taken on the
+    ``"auto"`` and ``"mse"`` the lambdas of :func:`resolve_lambdas` (at the grid's widths) are taken on the
     weights as deployed (the readout centred with ``centered``), and the readout's lambda
     is capped so that its peak voltage on the chip, ``lambda * readout_peak``, stays below
     ``AUTO_OUTPUT_HEADROOM`` x the output threshold: an integrator that reaches the
@@ -152,7 +183,7 @@ def resolve_grid(
         as it is (checked to have one lambda per projection)
     :param centered: quantize the readout centred over the actions (ignored when ``lam`` is
         a grid, or ``None`` and the network has a grid: that grid says)
-    :param observations: observations for the readout peak of ``"auto"`` (see :func:`readout_peak`)
+    :param observations: observations for the readout peak of ``"auto"`` and ``"mse"`` (see :func:`readout_peak`)
     :param weight_bits: bits per weight, 2..8, one for every projection or one per
         projection; ``None``: the network's own grid's widths with ``lam=None``, else 8;
         with a given grid only its own widths are accepted
