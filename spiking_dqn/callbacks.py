@@ -10,7 +10,16 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
 from spiking_dqn.hardware.backend import get_backend
-from spiking_dqn.pipeline import METHODS, CalibrationSettings, FitResult, QATSettings, SearchSettings, Seeds, fit_to_chip
+from spiking_dqn.pipeline import (
+    METHODS,
+    CalibrationSettings,
+    FitResult,
+    QATSettings,
+    SearchSettings,
+    Seeds,
+    StateSettings,
+    fit_to_chip,
+)
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.hardware.program import check_weight_bits
 from spiking_dqn.quantization import LambdaSpec, WeightBitsSpec
@@ -93,11 +102,12 @@ class HardwareAwareFineTuning(BaseCallback):
     It runs :func:`spiking_dqn.pipeline.fit_to_chip` on the model being trained:
 
     1. quantize the online Q-network into a chip program with ``lam`` at ``weight_bits``
-       (:func:`spiking_dqn.quantization.quantize_network`);
+       (:func:`spiking_dqn.quantization.quantize_network`), with ``state_bits`` of membrane
+       state levels when given (:mod:`spiking_dqn.quantization.levels`);
     2. at the end of training only, when ``qat_steps > 0``: quantization-aware fine-tuning,
        ``qat_steps`` further DQN steps with fake-quantized weights
        (:func:`spiking_dqn.qat.quantization_aware_finetune`; the model's float weights
-       change), then quantize again;
+       change; with ``state_bits`` the state levels are in its forward: SQUAT), then quantize again;
     3. choose the hidden thresholds on ``backend``: the two-stage grid search
        (``method="grid"``, :func:`spiking_dqn.search.threshold_search`), the calibration
        on replay-buffer observations (``method="calibrate"``,
@@ -123,6 +133,11 @@ class HardwareAwareFineTuning(BaseCallback):
     :param weight_bits: bits per weight of the chip program and of QAT, 2..8: one integer for
         every projection or a list with one per projection (e.g. 4 or ``[8, 4, 8]``; 2 is
         ternary); ``None`` (default): the network's own grid's, else 8 (int8)
+    :param state_bits: bits of membrane state of the hidden populations, 1..16 (``None``,
+        default: float32 state); the levels span the range the program reaches on
+        observations the float policy visits
+    :param state_levels: level scheme of ``state_bits``: ``"threshold_centered"`` (default)
+        or ``"uniform"``
     :param eval_freq: also run steps 1, 3 and 4 every this many environment steps (0: only at the end)
     :param qat_steps: steps of quantization-aware fine-tuning at the end (0: none):
         environment steps (``qat_mode="online"``) or gradient steps (``"replay"``). Fine-tuned
@@ -184,6 +199,8 @@ class HardwareAwareFineTuning(BaseCallback):
         progress_bar: bool = False,
         verbose: int = 0,
         weight_bits: WeightBitsSpec = None,
+        state_bits: int | None = None,
+        state_levels: str = "threshold_centered",
     ) -> None:
         super().__init__(verbose)
         if method not in METHODS:
@@ -209,6 +226,7 @@ class HardwareAwareFineTuning(BaseCallback):
         self.env_id = env_id
         self.lam = lam
         self.weight_bits = weight_bits
+        self.state = StateSettings(state_bits, state_levels)  # type: ignore[arg-type]
         self.eval_freq = eval_freq
         self.method = method
         self.qat = QATSettings(
@@ -300,6 +318,7 @@ class HardwareAwareFineTuning(BaseCallback):
             lam=self.lam,
             weight_bits=self.weight_bits,
             qat=self.qat if final else QATSettings(),
+            state=self.state,
             method=self.method,
             search=dataclasses.replace(self.search, study_name=f"{self.search.study_name}-{tag}"),
             calibration=CalibrationSettings(self.calibration_observations, observations=self._replay_observations()),

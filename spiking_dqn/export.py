@@ -115,8 +115,9 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT) -> nir.NIRGraph:
     :param program: the chip program
     :param dt: tick duration in seconds written into the time constants
     :return: ``Input -> Affine -> LIF/IF -> ... -> Output``, with the program's metadata
-    :raises NIRError: a population mixing ``alpha_decay == 1`` with other values, or a
-        program whose graph would not read back bit for bit (checked on every export)
+    :raises NIRError: a population mixing ``alpha_decay == 1`` with other values, a
+        program with ``state_levels`` or ``tick_gain`` (NIR has no primitive for either),
+        or a program whose graph would not read back bit for bit (checked on every export)
     """
     if not isinstance(program, ChipProgram):
         raise ValueError(f"to_nir expects a ChipProgram, got {type(program).__name__}")

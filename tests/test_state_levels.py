@@ -239,3 +239,64 @@ def test_levels_for_the_shipped_agent_span_its_membranes_and_many_levels_keep_it
         state_levels_for(program, obs, 4, "log")
     coarse = dataclasses.replace(program, state_levels=state_levels_for(program, obs, 1))
     assert backend_reward(coarse, "CartPole-v0", 5, seed=123).mean_reward < 200.0
+
+
+def test_fit_to_chip_gives_the_program_state_levels_and_leaves_the_model_alone_without_qat():
+    from spiking_dqn.pipeline import StateSettings, fit_to_chip
+
+    model = DQN.load(f"{SHIPPED}/model.zip", device="cpu")
+    result = fit_to_chip(model, "CartPole-v0", state=StateSettings(4, "uniform", observations=128), method="none",
+                         eval_episodes=3)
+    levels = result.program.state_levels
+    assert [None if lv is None else lv.size for lv in levels] == [16, 16, None]
+    assert result.summary()["state_bits"] == [4, 4, None]
+    assert model.policy.q_net.q_net.state_levels is None  # no QAT: only the program is quantized
+    with pytest.raises(ValueError, match="pass env_id"):
+        fit_to_chip(model, None, state=StateSettings(4), method="none", eval_episodes=0)
+
+
+@pytest.mark.parametrize("bad, match", [(dict(bits=0), "state bits"), (dict(bits=17), "state bits"),
+                                        (dict(bits=4, scheme="log"), "scheme"),
+                                        (dict(bits=4, observations=0), "observations")])
+def test_state_settings_refuse_bad_values(bad, match):
+    from spiking_dqn.callbacks import HardwareAwareFineTuning
+    from spiking_dqn.pipeline import StateSettings
+
+    with pytest.raises(ValueError, match=match):
+        StateSettings(**bad)
+    if "observations" not in bad:
+        with pytest.raises(ValueError, match=match):
+            HardwareAwareFineTuning(state_bits=bad["bits"], state_levels=bad.get("scheme", "uniform"))
+
+
+def test_squat_through_fit_to_chip_trains_with_the_levels_and_the_program_is_the_network(trained_tiny_model):
+    import copy
+
+    from spiking_dqn.pipeline import QATSettings, StateSettings, fit_to_chip
+
+    model = copy.deepcopy(trained_tiny_model)
+    result = fit_to_chip(model, "CartPole-v1", state=StateSettings(6, "threshold_centered", observations=64),
+                         qat=QATSettings(200, check_episodes=0), method="none", eval_episodes=1)
+    net = model.policy.q_net.q_net
+    assert net.state_levels is not None and model.policy.q_net_target.q_net.state_levels is not None
+    program = result.program
+    for chip, float_levels, lam in zip(program.state_levels[:-1], net.state_levels, result.grid.lambdas):
+        np.testing.assert_allclose(chip, float_levels * np.float32(lam), rtol=1e-6)
+    obs = np.random.default_rng(1).uniform(-1, 1, (64, 4)).astype(np.float32)
+    with th.no_grad():
+        q = net(th.as_tensor(obs))
+    np.testing.assert_array_equal(EmulatorBackend().run(program, obs).actions, q.numpy().argmax(1))
+
+
+def test_deploy_command_with_state_levels(tmp_path, capsys):
+    from spiking_dqn.cli import main
+
+    out = tmp_path / "s8.npz"
+    assert main(["deploy", f"{SHIPPED}/model.zip", "--state-bits", "8", "--state-levels", "threshold_centered",
+                 "--weight-bits", "8", "--final-episodes", "2", "--out", str(out), "--no-progress"]) == 0
+    program = ChipProgram.load(out)
+    assert [None if lv is None else lv.size for lv in program.state_levels] == [256, 256, None]
+    assert main(["deploy", f"{SHIPPED}/model.zip", "--state-bits", "17", "--out", str(out), "--no-progress"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["deploy", f"{SHIPPED}/model.zip", "--state-bits", "8", "--state-levels", "log"])
+    assert exc.value.code == 2

@@ -4,6 +4,7 @@
     spiking-dqn calibrate agents/trained/CartPole-v0/model.zip --lam 3
     spiking-dqn deploy agents/trained/CartPole-v0/model.zip --out runs/chip_program.npz
     spiking-dqn deploy agents/trained/CartPole-v0/model.zip --weight-bits 4 --qat-steps 2000
+    spiking-dqn deploy agents/trained/CartPole-v0/model.zip --state-bits 8 --state-levels threshold_centered
 
 ``search`` and ``calibrate`` quantize the model (``--lam``; with ``--qat-steps N`` after N
 online steps of quantization-aware fine-tuning), choose the hidden thresholds on the
@@ -28,6 +29,8 @@ from rich.table import Table
 
 from spiking_dqn.cli.arguments import (
     LAMBDA_HELP,
+    STATE_BITS_HELP,
+    STATE_LEVELS_HELP,
     WEIGHT_BITS_HELP,
     CLIError,
     HelpFormatter,
@@ -42,7 +45,16 @@ from spiking_dqn.cli.loading import backend_options, infer_env_id, load_program,
 from spiking_dqn.cli.recipe import QAT_CHECK_EPISODES
 from spiking_dqn.hardware import BACKENDS, ChipProgramError, get_backend
 from spiking_dqn.hardware.mapping import map_program
-from spiking_dqn.pipeline import CalibrationSettings, FitResult, QATSettings, SearchSettings, Seeds, fit_to_chip
+from spiking_dqn.pipeline import (
+    CalibrationSettings,
+    FitResult,
+    QATSettings,
+    SearchSettings,
+    Seeds,
+    StateSettings,
+    fit_to_chip,
+)
+from spiking_dqn.quantization.levels import LEVEL_SCHEMES
 from spiking_dqn.pipeline.settings import Method
 from spiking_dqn.search import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, SearchInterrupted, StorageUnavailableError
 from spiking_dqn.search.storage import parse_storage_url
@@ -121,6 +133,7 @@ def _fit(args: argparse.Namespace, method: Method, default_out: str, **settings:
     program_path = getattr(args, "program", None)  # only search has --program
     if args.qat_steps and program_path is not None:
         raise CLIError("--qat-steps trains the model, so it cannot start from a --program file")
+    state = _state(args)
     env_id = require_env_id(args.env, args.model)
     model = load_spiking_model(args.model)
     options = backend_options(args.backend, args.eth_ip)
@@ -132,7 +145,7 @@ def _fit(args: argparse.Namespace, method: Method, default_out: str, **settings:
             warnings.simplefilter("always")
             result = fit_to_chip(
                 model, env_id, lam=args.lam, weight_bits=args.weight_bits, program=program,
-                qat=QATSettings(args.qat_steps, check_episodes=10),
+                qat=QATSettings(args.qat_steps, check_episodes=10), state=state,
                 method=method, backend=backend, seeds=Seeds.from_base(args.seed), eval_episodes=args.final_episodes,
                 out=out, save_model=True, progress=not args.no_progress, **settings,
             )
@@ -143,6 +156,14 @@ def _fit(args: argparse.Namespace, method: Method, default_out: str, **settings:
     what = "threshold search" if method == "grid" else "threshold calibration"
     _print_final(result, f"{env_id}: {what}, {args.final_episodes} held-out episodes (seeds {result.seeds.evaluation}..)")
     return result
+
+
+def _state(args: argparse.Namespace) -> StateSettings:
+    """The membrane state settings of ``--state-bits`` and ``--state-levels``."""
+    try:
+        return StateSettings(args.state_bits, args.state_levels)
+    except ValueError as exc:
+        raise CLIError(f"--state-bits/--state-levels: {exc}") from None
 
 
 def _print_files(result: FitResult) -> None:
@@ -204,7 +225,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     episodes = args.final_episodes
     if episodes is None:
         episodes = DEPLOY_EPISODES if env_id is not None else 0
-    if args.qat_steps or episodes:
+    state = _state(args)
+    if args.qat_steps or episodes or state.bits is not None:
         env_id = require_env_id(args.env, args.model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -212,7 +234,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             warnings.simplefilter("always")
             result = fit_to_chip(
                 model, env_id, lam=args.lam, weight_bits=args.weight_bits,
-                qat=QATSettings(args.qat_steps, check_episodes=QAT_CHECK_EPISODES),
+                qat=QATSettings(args.qat_steps, check_episodes=QAT_CHECK_EPISODES), state=state,
                 threshold_scale=args.threshold_scale, method="none", seeds=Seeds.from_base(args.seed),
                 eval_episodes=episodes, encoder_seed=args.seed, progress=not args.no_progress,
             )
@@ -247,11 +269,17 @@ def add_parsers(sub: Any) -> None:
     env_help = ("environment id (inferred for agents/trained/<env>/model.zip and for a model with the eval.json of "
                 "spiking-dqn train next to it)")
 
+    def state_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--state-bits", type=positive_int, default=None, help=STATE_BITS_HELP)
+        p.add_argument("--state-levels", choices=list(LEVEL_SCHEMES), default="threshold_centered",
+                       help=STATE_LEVELS_HELP)
+
     def common(p: argparse.ArgumentParser, seed_help: str) -> None:
         p.add_argument("model", type=Path, help="trained model .zip (DQN with SpikingDQNPolicy)")
         p.add_argument("--env", default=None, help=env_help)
         p.add_argument("--lam", type=parse_lambda, default=None, help=lam_help)
         p.add_argument("--weight-bits", type=parse_weight_bits, default=None, help=WEIGHT_BITS_HELP)
+        state_options(p)
         p.add_argument("--backend", choices=list(BACKENDS), default="emulator",
                        help="where the thresholds are chosen and the programs evaluated")
         p.add_argument("--eth-ip", default=None, help="SpiNNaker2 chip address (with --backend spinnaker2)")
@@ -268,6 +296,7 @@ def add_parsers(sub: Any) -> None:
     dep.add_argument("model", type=Path, help="trained model .zip (DQN with SpikingDQNPolicy)")
     dep.add_argument("--lam", type=parse_lambda, default=None, help=lam_help)
     dep.add_argument("--weight-bits", type=parse_weight_bits, default=None, help=WEIGHT_BITS_HELP)
+    state_options(dep)
     dep.add_argument("--out", type=Path, default=DEFAULT_PROGRAM, help="program file")
     dep.add_argument("--threshold-scale", type=parse_scale, default=None,
                      help="multiply the hidden thresholds (chip units) by this, or by one value per hidden layer "

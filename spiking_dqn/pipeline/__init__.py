@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import dataclasses
+
 import numpy as np
 from stable_baselines3 import DQN
 
@@ -33,11 +35,20 @@ from spiking_dqn.pipeline.settings import (
     QATSettings,
     SearchSettings,
     Seeds,
+    StateSettings,
 )
 from spiking_dqn.qat import quantization_aware_finetune
+from spiking_dqn.quantization.levels import network_levels, state_levels_for
 from spiking_dqn.quantization.snap import snap_model_to_grid
 from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, WeightBitsSpec, quantize_network
-from spiking_dqn.rollouts import EpisodeResult, backend_reward, check_count, float_reward, q_network
+from spiking_dqn.rollouts import (
+    EpisodeResult,
+    backend_reward,
+    check_count,
+    float_reward,
+    q_network,
+    record_observations,
+)
 from spiking_dqn.search.calibration import calibrate_thresholds
 from spiking_dqn.search.grid import program_fingerprint, threshold_search
 from spiking_dqn.search.storage import open_storage
@@ -63,6 +74,7 @@ def fit_to_chip(
     weight_bits: WeightBitsSpec = None,
     program: ChipProgram | None = None,
     qat: QATSettings = QATSettings(),
+    state: StateSettings = StateSettings(),
     threshold_scale: float | Sequence[float] | None = None,
     method: Method = "grid",
     search: SearchSettings = SearchSettings(),
@@ -80,17 +92,21 @@ def fit_to_chip(
 
     1. Evaluate the float network on ``eval_episodes`` held-out episodes (``seeds.evaluation``).
     2. Quantize it on the grid of ``lam`` at ``weight_bits`` (or take ``program`` as given).
-    3. With ``qat.steps > 0``: quantization-aware fine-tuning on that grid (checked on the
+    3. With ``state.bits``: state levels for the hidden populations (``state.scheme``) over
+       the membrane ranges the program reaches on observations the float policy visits
+       (``seeds.calibration``); with QAT they are set on the model's networks first, so
+       that QAT trains with them (SQUAT) and the model keeps them.
+    4. With ``qat.steps > 0``: quantization-aware fine-tuning on that grid (checked on the
        backend over ``seeds.qat_checks`` episodes, the best weights kept), then the kept
        weights are snapped to the grid (:func:`~spiking_dqn.quantization.snap.snap_model_to_grid`: the
        model is changed in place and becomes the float twin of its program) and requantized.
-    4. With ``threshold_scale``: multiply the hidden thresholds (the naive program is that one).
-    5. Thresholds: ``"grid"`` (two-stage search on ``seeds.search`` episodes), ``"calibrate"``
+    5. With ``threshold_scale``: multiply the hidden thresholds (the naive program is that one).
+    6. Thresholds: ``"grid"`` (two-stage search on ``seeds.search`` episodes), ``"calibrate"``
        (rates of the float network on observations it visits from ``seeds.calibration``),
        ``"both"`` or ``"none"``.
-    6. Evaluate every candidate program on the held-out episodes and choose the best reward
+    7. Evaluate every candidate program on the held-out episodes and choose the best reward
        (fewest synaptic events on ties).
-    7. With ``out``: write the search and calibration files, ``best_program.npz``,
+    8. With ``out``: write the search and calibration files, ``best_program.npz``,
        ``summary.json`` and, with ``save_model`` after QAT, ``model_qat.zip``.
 
     :param model: an SB3 ``DQN`` with ``SpikingDQNPolicy`` (QAT needs one), or its ``SpikingQNetwork``
@@ -105,6 +121,8 @@ def fit_to_chip(
     :param program: a ready chip program to fit instead of quantizing the model (no QAT then;
         its own widths, which ``weight_bits`` must not contradict)
     :param qat: quantization-aware fine-tuning settings
+    :param state: membrane state quantization (``StateSettings()``: float32 state, or the
+        given program's and the network's own levels)
     :param threshold_scale: multiply the quantized program's hidden thresholds by this (one
         value, or one per hidden layer) before choosing thresholds
     :param method: threshold method: ``"grid"``, ``"calibrate"``, ``"both"`` or ``"none"``
@@ -129,7 +147,7 @@ def fit_to_chip(
     check_count(eval_episodes, "eval_episodes", 0)
     if eval_episodes == 0 and method != "none":
         raise ValueError(f"method {method!r} chooses between programs by their reward: eval_episodes must be >= 1")
-    if env_id is None and (qat.steps or method != "none" or eval_episodes):
+    if env_id is None and (qat.steps or method != "none" or eval_episodes or state.bits is not None):
         raise ValueError("this fit plays episodes: pass env_id")
     if program is not None and qat.steps:
         raise ValueError("QAT trains the model, so it cannot start from a given program")
@@ -160,6 +178,13 @@ def fit_to_chip(
             program, report = quantize_network(net, lam, seed=encoder_seed, weight_bits=weight_bits)
         grid = Grid.of_program(program)
         program, scales = _scale_thresholds(program, threshold_scale)
+        if state.bits is not None:
+            observations = record_observations(net, env_id, state.observations, seed=seeds.calibration)
+            levels = state_levels_for(program, observations, state.bits, scheme=state.scheme)
+            program = dataclasses.replace(program, state_levels=levels)
+            if qat.steps:  # SQUAT: the same levels in the training forward of both networks
+                for network in (net, model.policy.q_net_target.q_net):
+                    network.set_state_levels(network_levels(program, grid.lambdas))
         naive = Candidate(program, evaluate(program), scales)
         qat_report, float_after, naive_before = None, None, None
         if qat.steps:
@@ -259,5 +284,6 @@ __all__ = [
     "QATSettings",
     "SearchSettings",
     "Seeds",
+    "StateSettings",
     "fit_to_chip",
 ]

@@ -15,6 +15,7 @@ from spiking_dqn.quantization import Grid, QuantizationReport
 from spiking_dqn.rollouts import EpisodeResult
 from spiking_dqn.search.calibration import CalibrationResult
 from spiking_dqn.search.results import ThresholdSearchResult
+from spiking_dqn.hardware.program_fields import state_bits
 
 
 @dataclass
@@ -114,6 +115,8 @@ class FitResult:
             "lambdas": list(self.grid.lambdas),
             "centered_readout": self.grid.centered_readout,
             "weight_bits": list(self.grid.weight_bits),
+            "state_bits": None if self.program.state_levels is None
+            else [None if lv is None else state_bits(lv) for lv in self.program.state_levels],
             "quantization": self.quantization.to_dict() if self.quantization else None,
             "seeds": self.seeds.to_dict(),
             "eval_episodes": self.eval_episodes,

@@ -7,7 +7,9 @@ from typing import Literal
 
 import numpy as np
 
+from spiking_dqn.hardware.program_fields import MAX_STATE_BITS
 from spiking_dqn.qat import Mode
+from spiking_dqn.quantization.levels import LEVEL_SCHEMES, LevelScheme
 from spiking_dqn.search.grid import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, check_grid
 from spiking_dqn.search.storage import HEARTBEAT_INTERVAL
 
@@ -62,6 +64,36 @@ class QATSettings:
     target_update_interval: int = 100
     check_episodes: int = 10
     check_freq: int | None = None
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    """Quantized membrane state of a fit (SQUAT; see :mod:`spiking_dqn.quantization.levels`).
+
+    The hidden populations get ``2^bits`` levels over the membrane range the program
+    reaches (before any state quantization) on observations the float policy visits; with
+    QAT the same levels (in the network's units) are in the training forward, so QAT is
+    SQUAT. The output integrator keeps float32 state.
+
+    :param bits: bits of membrane state, 1 .. 16 (``None``: float32 state, the default)
+    :param scheme: ``"threshold_centered"`` (dense near the threshold) or ``"uniform"``
+    :param observations: observations recorded (from the calibration seeds) for the ranges
+    :raises ValueError: bad bits, an unknown scheme, fewer than one observation
+    """
+
+    bits: int | None = None
+    scheme: LevelScheme = "threshold_centered"
+    observations: int = 512
+
+    def __post_init__(self) -> None:
+        if self.bits is not None and (
+            isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer)) or not 1 <= self.bits <= MAX_STATE_BITS
+        ):
+            raise ValueError(f"state bits must be an integer in 1 .. {MAX_STATE_BITS} or None, got {self.bits!r}")
+        if self.scheme not in LEVEL_SCHEMES:
+            raise ValueError(f"state level scheme must be one of {LEVEL_SCHEMES}, got {self.scheme!r}")
+        if isinstance(self.observations, bool) or not isinstance(self.observations, (int, np.integer)) or self.observations < 1:
+            raise ValueError(f"state observations must be a positive integer, got {self.observations!r}")
 
 
 @dataclass(frozen=True)

@@ -137,3 +137,19 @@ def state_levels_for(
         else:
             levels.append(threshold_centered_levels(v_min, v_max, float(program.thresholds[k][0]), bits, sharpness))
     return levels
+
+
+def network_levels(program: ChipProgram, lambdas: Any) -> list[np.ndarray | None]:
+    """A program's hidden state levels in the float network's units, for :meth:`SpikingQNetwork.set_state_levels`.
+
+    The chip's levels are the network's times the projection's lambda (a population's
+    membrane is in the units of the weights that feed it).
+
+    :param program: a chip program with ``state_levels``
+    :param lambdas: the grid's lambdas, one per projection
+    :raises ValueError: the program has no state levels
+    """
+    if program.state_levels is None:
+        raise ValueError("the program has no state levels")
+    hidden = program.state_levels[:-1]
+    return [None if lv is None else (lv / np.float32(lam)).astype(np.float32) for lv, lam in zip(hidden, lambdas)]
