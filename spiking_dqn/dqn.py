@@ -91,7 +91,9 @@ class SpikingDQN(DQN):
             del tape  # its arrays go back to the kernels' workspace
             for param, grad in zip(params, grads):
                 param.grad = None if grad is None else th.from_numpy(grad)
-            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            # DQN.train clips over policy.parameters(); only these have gradients (the same
+            # tensors in the same order), and walking the policy's modules every step costs more.
+            th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
             self.policy.optimizer.step()
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
