@@ -58,6 +58,7 @@ from stable_baselines3 import DQN  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from agents.common import replace_card_section, trained_model_path  # noqa: E402
+from merge import merge_with_previous  # noqa: E402
 from spiking_dqn import HardwarePolicy  # noqa: E402
 from spiking_dqn.hardware import energy  # noqa: E402
 from spiking_dqn.rollouts import backend_reward, float_reward  # noqa: E402
@@ -99,6 +100,14 @@ class Variant:
         return "".join(c if c.isalnum() or c in "._-" else "_" for c in self.name)
 
 
+#: More ASPEN ranges, tried on CartPole only (a CartPole training takes minutes, an Acrobot one half an hour).
+EXTRA_ASPEN = (
+    Variant("aspen U(0.8,2)", "aspen", ("--threshold-noise", "0.8,2.0"), SCALES),
+    Variant("aspen U(1,2.5)", "aspen", ("--threshold-noise", "1.0,2.5"), SCALES),
+    Variant("aspen levels 1,1.25,...,2", "aspen", ("--threshold-noise", "levels:1.0,1.25,1.5,1.75,2.0"), SCALES),
+)
+
+
 def variants(env_id: str) -> list[Variant]:
     """The study's configurations for one task."""
     return [
@@ -107,6 +116,7 @@ def variants(env_id: str) -> list[Variant]:
         Variant("aspen U(1,2)", "aspen", ("--threshold-noise", "1.0,2.0"), SCALES),
         Variant("aspen U(1,3)", "aspen", ("--threshold-noise", "1.0,3.0"), SCALES),
         Variant("aspen levels 1,1.5,2", "aspen", ("--threshold-noise", "levels:1.0,1.5,2.0"), SCALES),
+        *[v for v in EXTRA_ASPEN if env_id == "CartPole-v0"],
         *[Variant(f"penalty {c:g}", "penalty", ("--activity-penalty", f"{c:g}")) for c in (1e-5, 1e-4, 1e-3)],
         *[Variant(f"adaptive {r:g}", "adaptive", adaptive=dict(target_rate=r, gain=1.0)) for r in ADAPTIVE_TARGETS],
         Variant("hybrid 0.5", "hybrid", ("--encoding", "hybrid", "--encoding-alpha", "0.5")),
@@ -350,12 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.extend(evaluate(env_id, variant, path, args.episodes, references[env_id]))
     args.out.mkdir(parents=True, exist_ok=True)
-    previous = args.out / "energy.json"
-    if previous.exists():  # keep the other tasks' figures of an earlier run
-        old = json.loads(previous.read_text())
-        rows = [r for r in old.get("rows", []) if r["env_id"] not in args.tasks] + rows
-        references = {**{k: v for k, v in old.get("references_float_reward", {}).items() if k not in args.tasks},
-                      **references}
+    # Keep the figures of an earlier run for the points not evaluated now.
+    rows, references = merge_with_previous(args.out / "energy.json", rows, references)
     data = {
         "rows": rows, "references_float_reward": references, "skipped": skipped, "episodes": args.episodes,
         "eval_seed": EVAL_SEED, "energy_model": energy.EnergyModel().__dict__,
