@@ -129,7 +129,8 @@ class HardwareAwareFineTuning(BaseCallback):
 
     :param env_id: environment of the search episodes (default: the training env's id)
     :param lam: lambda: ``None`` (default: the network's own grid if it has one, else
-        ``"auto"``), ``"auto"``, a number, or one number per projection
+        ``"auto"``), ``"auto"``, ``"mse"`` (the better rule below 8 bits), a number, or one
+        number per projection
     :param weight_bits: bits per weight of the chip program and of QAT, 2..8: one integer for
         every projection or a list with one per projection (e.g. 4 or ``[8, 4, 8]``; 2 is
         ternary); ``None`` (default): the network's own grid's, else 8 (int8)

@@ -98,3 +98,25 @@ def test_deterministic_encoding_counts_floor_of_rate_times_ticks():
     positive, negative = np.maximum(rates, 0.0), np.maximum(-rates, 0.0)
     expected = np.floor(np.arange(1, ticks + 1)[:, None, None] * np.concatenate([positive, negative], 1) + 1e-9)
     np.testing.assert_array_equal(np.cumsum(spikes, axis=0), expected)
+
+
+def test_nearest_level_is_the_nearest_with_ties_to_the_lower_on_any_level_set():
+    """Against numpy's searchsorted, on uniform, exponential and random level sets of 1 to 2^16 levels."""
+    from spiking_dqn.quantization.levels import threshold_centered_levels, uniform_levels
+
+    rng = np.random.default_rng(0)
+    sets = [np.array([0.5], np.float32), uniform_levels(-1.0, 3.0, 1), uniform_levels(-2.0, 5.0, 16),
+            threshold_centered_levels(-3.0, 4.0, 1.0, 8), threshold_centered_levels(-3.0, 4.0, 1.0, 16),
+            np.unique(rng.normal(0, 2, 300).astype(np.float32))]
+    for levels in sets:
+        mids = (levels[:-1] + (levels[1:] - levels[:-1]) / 2).astype(np.float32)  # ties, where representable
+        values = np.concatenate([levels, mids, rng.uniform(levels[0] - 1, levels[-1] + 1, 5000).astype(np.float32),
+                                 np.array([np.nan, np.inf, -np.inf], np.float32)]).astype(np.float32)
+        got = kernels.nearest_levels(levels, values)
+        idx = np.clip(np.searchsorted(levels, values, side="left"), 1, max(levels.size - 1, 1))
+        lower, upper = levels[idx - 1], levels[min(idx.max(), levels.size - 1)] if levels.size == 1 else levels[idx]
+        with np.errstate(invalid="ignore"):
+            expected = np.where(values - lower <= upper - values, lower, upper)
+            expected = np.where(values >= levels[-1], levels[-1], expected)
+            expected = np.where(~(values > levels[0]), levels[0], expected)
+        np.testing.assert_array_equal(got, expected.astype(np.float32))
