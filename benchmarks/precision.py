@@ -5,8 +5,8 @@ episodes per point (env seeds from ``EVAL_SEED``), normalised as in the threshol
 benchmark (``(R - R_worst) / (R_float - R_worst)``, the float agent on the same episodes):
 
 * weights only: 8, 6, 5, 4, 3 and 2 (ternary) bits per weight, post-training quantization
-  (``quantize_network`` at ``lam="auto"`` of that width) vs QAT (``quantization_aware_finetune``
-  on that grid, online, keep-best on the check episodes);
+  on the grid of ``lam="auto"`` (a percentile rule) and of ``lam="mse"`` (least reconstruction
+  error) at that width, vs QAT on the ``"mse"`` grid (online, keep-best on the check episodes);
 * state only (8-bit weights): 16, 8, 6, 4, 3 and 2 bits of membrane state, post-training
   levels (``state_levels_for`` on the float agent's visited observations) vs SQUAT (the
   same levels, divided by each layer's lambda, in the training forward during QAT), for
@@ -14,16 +14,18 @@ benchmark (``(R - R_worst) / (R_float - R_worst)``, the float agent on the same 
 * both at 4 and 2 bits (QAT + SQUAT, both schemes), and ternary weights with TaWQ's
   per-tick gains (``with_tick_gains``, learned during the 2-bit QAT).
 
+Every point is one :func:`~spiking_dqn.pipeline.fit_to_chip` (``method="none"``: no threshold search).
 Per point: reward, normalised reward, action agreement with the float agent (on its
 visited observations), synaptic events per inference, weight memory in bytes at the
 program's widths, and the fine-tuning's wall time. Fine-tuned variants are cached in
 ``runs/precision/<env>/<slug>/`` (``model.zip`` and ``variant.json`` with the settings and
-the command), so ``--no-train`` redoes the tables and plots from them in minutes.
+the command) with ``chip_program.npz``, so ``--no-train`` redoes the tables and plots from them in minutes.
 
     python benchmarks/precision.py                      # both tasks; results into benchmarks/results/
     python benchmarks/precision.py --tasks CartPole-v0 --no-train
 
-Writes ``precision.json``, ``precision.md``, ``precision_weights.png`` and ``precision_state.png``.
+Writes ``precision.json``, ``precision.md``, ``precision_weights.png`` and ``precision_state.png``;
+``--ship`` copies the 4-bit and ternary QAT agents to ``agents/trained/<env>/{w4,ternary}/`` with cards.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shlex  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -54,13 +57,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.common import trained_model_path  # noqa: E402
-from spiking_dqn.cli.hyperparams import qat_learning_rate  # noqa: E402
+from merge import merge_with_previous  # noqa: E402
 from spiking_dqn.hardware.emulator import EmulatorBackend  # noqa: E402
-from spiking_dqn.qat import quantization_aware_finetune  # noqa: E402
-from spiking_dqn.quantization import quantize_network, resolve_grid  # noqa: E402
-from spiking_dqn.quantization.levels import state_levels_for  # noqa: E402
+from spiking_dqn.hardware.program import ChipProgram  # noqa: E402
+from spiking_dqn.hardware_policy import HardwarePolicy  # noqa: E402
+from spiking_dqn.pipeline import QATSettings, Seeds, StateSettings, fit_to_chip  # noqa: E402
+from spiking_dqn.quantization import Grid  # noqa: E402
 from spiking_dqn.quantization.snap import snap_model_to_grid  # noqa: E402
-from spiking_dqn.rollouts import backend_reward, float_reward, q_network, record_observations  # noqa: E402
+from spiking_dqn.rollouts import backend_reward, float_reward, record_observations  # noqa: E402
 from spiking_dqn.tick_gain import with_tick_gains  # noqa: E402
 
 TASKS = ("CartPole-v0", "Acrobot-v1")
@@ -68,10 +72,20 @@ WORST = {"CartPole-v0": 0.0, "Acrobot-v1": -500.0}
 WEIGHT_BITS = (8, 6, 5, 4, 3, 2)
 STATE_BITS = (16, 8, 6, 4, 3, 2)
 SCHEMES = ("uniform", "threshold_centered")
-#: Online QAT steps of every fine-tuned variant (``--qat-steps`` overrides).
-QAT_STEPS = {"CartPole-v0": 5_000, "Acrobot-v1": 2_000}
+#: Online QAT steps of the fine-tuned variants, per task and family (``--qat-steps`` overrides):
+#: the weight widths (and TaWQ) get more than the state levels.
+QAT_STEPS = {"CartPole-v0": {"weights": 20_000, "tawq": 20_000, "state": 10_000, "both": 20_000},
+             "Acrobot-v1": {"weights": 20_000, "tawq": 20_000, "state": 3_000, "both": 10_000}}
+# (Acrobot's SQUAT steps are few: its state levels slow a gradient step several-fold, 16-bit ones ~10x.)
+#: QAT learning rates (``None``: the training's final one). CartPole's 4-bit QAT reached 195 held-out at
+#: 1e-4 and 199 at 3e-5; Acrobot's reached -89 at its training rate 6.3e-4, -101 at 1e-4 (50 episodes).
+QAT_LEARNING_RATES = {"CartPole-v0": 3e-5, "Acrobot-v1": None}
 CHECK_EPISODES = 10
+#: Steps between the keep-best checks of a fine-tuning (each on ``CHECK_EPISODES`` episodes).
+CHECK_FREQ = {"CartPole-v0": 1_000, "Acrobot-v1": 1_000}
 EVAL_SEED = 30_000
+#: Observations (visited by the float agent from ``OBS_SEED``) for the agreement and the state levels' ranges.
+OBSERVATIONS = 512
 OBS_SEED = 10_000
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "runs" / "precision"
@@ -83,6 +97,7 @@ class Variant:
 
     :param family: ``weights``, ``state``, ``both`` or ``tawq``
     :param method: ``PTQ``, ``QAT``, ``SQUAT`` (QAT on the 8-bit grid with state levels) or ``QAT+SQUAT``
+    :param lam: the lambda rule of the grid (``None``: the shipped agent's own, its int8 program)
     :param weight_bits: bits per weight
     :param state_bits: bits of membrane state (``None``: float32)
     :param scheme: level scheme of the state levels
@@ -91,6 +106,7 @@ class Variant:
 
     family: str
     method: str
+    lam: str | None = "mse"
     weight_bits: int = 8
     state_bits: int | None = None
     scheme: str = "uniform"
@@ -102,7 +118,7 @@ class Variant:
 
     @property
     def name(self) -> str:
-        parts = [f"w{self.weight_bits}"]
+        parts = [f"w{self.weight_bits}" + (f" {self.lam}" if self.method == "PTQ" and self.family == "weights" else "")]
         if self.state_bits is not None:
             parts.append(f"s{self.state_bits} {self.scheme.replace('threshold_centered', 'centred')}")
         if self.tick_gain:
@@ -116,73 +132,60 @@ class Variant:
 
 def variants() -> list[Variant]:
     """Every point of the study, per task."""
-    out = [Variant("weights", m, weight_bits=b) for b in WEIGHT_BITS for m in ("PTQ", "QAT")]
-    out += [Variant("state", m, state_bits=b, scheme=s) for s in SCHEMES for b in STATE_BITS for m in ("PTQ", "SQUAT")]
+    out = [Variant("weights", m, lam, weight_bits=b) for b in WEIGHT_BITS
+           for m, lam in (("PTQ", "auto"), ("PTQ", "mse"), ("QAT", "mse"))]
+    out += [Variant("state", m, None, state_bits=b, scheme=s) for s in SCHEMES for b in STATE_BITS
+            for m in ("PTQ", "SQUAT")]
     out += [Variant("both", "QAT+SQUAT", weight_bits=b, state_bits=b, scheme=s) for b in (4, 2) for s in SCHEMES]
     out.append(Variant("tawq", "QAT", weight_bits=2, tick_gain=True))
     return out
 
 
-def chip_levels(model: DQN, grid: Any, bits: int, scheme: str, observations: np.ndarray) -> list[np.ndarray | None]:
-    """State levels of the hidden populations in chip units, from the PTQ program's membranes on the observations."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program, _ = quantize_network(q_network(model), grid)
-    return state_levels_for(program, observations, bits, scheme=scheme)
+def fit(env_id: str, variant: Variant, steps: int) -> tuple[Any, DQN]:
+    """The variant's chip program and its float twin, through the one fit-to-chip pipeline.
 
-
-def fine_tune(env_id: str, variant: Variant, observations: np.ndarray, steps: int, cache: Path) -> tuple[DQN, float]:
-    """The variant's fine-tuned model and the seconds it took (cached in ``cache``)."""
-    folder = cache / env_id / variant.slug
-    settings = {**dataclasses.asdict(variant), "qat_steps": steps, "check_episodes": CHECK_EPISODES}
-    record = folder / "variant.json"
-    if (folder / "model.zip").exists() and record.exists():
-        saved = json.loads(record.read_text())
-        if saved["settings"] == settings:
-            return DQN.load(folder / "model.zip", device="cpu"), saved["wall_time_s"]
-    start = time.perf_counter()
+    PTQ: the shipped agent quantized on the variant's grid, with state levels when asked.
+    Fine-tuned variants: QAT (and SQUAT with state levels) from the shipped agent, keep-best
+    on ``CHECK_EPISODES`` check episodes on the emulator.
+    """
     model = DQN.load(trained_model_path(env_id), device="cpu")
     if variant.tick_gain:
         model = with_tick_gains(model)
-    net, target = model.policy.q_net.q_net, model.policy.q_net_target.q_net
-    grid = resolve_grid(net, "auto", True, weight_bits=variant.weight_bits)
-    if variant.state_bits is not None:
-        levels = chip_levels(model, grid, variant.state_bits, variant.scheme, observations)
-        float_levels = [lv / np.float32(lam) for lv, lam in zip(levels[: len(net.net_arch)], grid.lambdas)]
-        net.set_state_levels(float_levels)
-        target.set_state_levels(float_levels)
-    report = quantization_aware_finetune(
-        model, grid, steps, env_id=env_id, learning_rate=qat_learning_rate(env_id), check_episodes=CHECK_EPISODES,
-        seed=0,
-    )
-    snap_model_to_grid(model, report.grid)
+    state = StateSettings(variant.state_bits, variant.scheme, observations=OBSERVATIONS)
+    qat = QATSettings(steps if variant.trained else 0, learning_rate=QAT_LEARNING_RATES[env_id],
+                      check_episodes=CHECK_EPISODES, check_freq=CHECK_FREQ[env_id])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # readout saturation of coarse grids shows in the rows
+        result = fit_to_chip(model, env_id, lam=variant.lam, weight_bits=variant.weight_bits, qat=qat, state=state,
+                             method="none", eval_episodes=0, seeds=Seeds(calibration=OBS_SEED))
+    return result.program, model
+
+
+def cached_fit(env_id: str, variant: Variant, steps: int, cache: Path) -> tuple[Any, float]:
+    """The program of a fine-tuned variant and the seconds its fine-tuning took (cached in ``cache``)."""
+    folder = cache / env_id / variant.slug
+    settings = {**dataclasses.asdict(variant), "qat_steps": steps, "check_episodes": CHECK_EPISODES,
+                "check_freq": CHECK_FREQ[env_id], "learning_rate": QAT_LEARNING_RATES[env_id]}
+    record = folder / "variant.json"
+    if (folder / "chip_program.npz").exists() and record.exists():
+        saved = json.loads(record.read_text())
+        if saved["settings"] == settings:
+            return ChipProgram.load(folder / "chip_program.npz"), saved["wall_time_s"]
+    start = time.perf_counter()
+    program, model = fit(env_id, variant, steps)
     wall = time.perf_counter() - start
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "model.zip")
-    command = shlex.join(["python", "benchmarks/precision.py", "--tasks", env_id, "--qat-steps", str(steps)])
-    record.write_text(json.dumps({"settings": settings, "wall_time_s": wall, "command": command}, indent=2) + "\n")
-    return model, wall
-
-
-def program_of(env_id: str, variant: Variant, model: DQN, observations: np.ndarray) -> Any:
-    """The chip program of a variant: PTQ from the shipped agent, or the fine-tuned agent on its own grid."""
-    net = q_network(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if variant.trained:
-            return quantize_network(net, net.grid)[0]
-        grid = resolve_grid(net, "auto", True, weight_bits=variant.weight_bits)
-        program, _ = quantize_network(net, grid)
-    if variant.state_bits is not None:
-        program = dataclasses.replace(
-            program, state_levels=chip_levels(model, grid, variant.state_bits, variant.scheme, observations)
-        )
-    return program
+        program.save(folder / "chip_program.npz")
+    command = shlex.join(["python", "benchmarks/precision.py", "--tasks", env_id, "--families", variant.family])
+    record.write_text(json.dumps({"settings": settings, "wall_time_s": wall, "command": command}, indent=2) + "\n")
+    return program, wall
 
 
-def evaluate(env_id: str, variant: Variant, model: DQN, observations: np.ndarray, float_actions: np.ndarray,
+def evaluate(env_id: str, variant: Variant, program: Any, observations: np.ndarray, float_actions: np.ndarray,
              episodes: int, reference: float, wall: float) -> dict[str, Any]:
-    program = program_of(env_id, variant, model, observations)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # output saturation is counted in the row
         result = backend_reward(program, env_id, episodes, seed=EVAL_SEED)
@@ -196,6 +199,66 @@ def evaluate(env_id: str, variant: Variant, model: DQN, observations: np.ndarray
         "weight_memory_bytes": int(sum(program.weight_memory)),
         "fine_tuning_s": round(wall, 1),
     }
+
+
+#: The shipped low-precision agents: folder under ``agents/trained/<env>/`` -> the study point it copies.
+SHIPPED = {"w4": ("weights", "QAT", 4), "ternary": ("weights", "QAT", 2)}
+
+
+def ship(env_id: str, rows: list[dict[str, Any]], cache: Path, reference: float) -> list[Path]:
+    """Copy the 4-bit and the ternary QAT variants of a task to ``agents/trained/<env>/{w4,ternary}/`` with a card.
+
+    Each folder gets ``chip_program.npz`` (the program the study evaluated), its float twin
+    ``model.zip`` (snapped to the program's grid, or the shipped agent when QAT kept its
+    weights) and ``README.md`` with the command, the widths, the reward and the memory.
+    """
+    written = []
+    int8 = next(r for r in rows if r["env_id"] == env_id and r["variant"] == "w8 auto PTQ")
+    for name, (family, method, bits) in SHIPPED.items():
+        row = next((r for r in rows if r["env_id"] == env_id and (r["family"], r["method"], r["weight_bits"])
+                    == (family, method, bits)), None)
+        source = cache / env_id / Variant(family, method, weight_bits=bits).slug
+        if row is None or not (source / "chip_program.npz").exists():
+            print(f"{env_id}: {name} not shipped (no cached variant in {source})")
+            continue
+        folder = trained_model_path(env_id).parent / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for file in ("chip_program.npz", "variant.json"):
+            shutil.copy2(source / file, folder / file)
+        program = ChipProgram.load(folder / "chip_program.npz")
+        # The float twin: snapped to the program's grid (a no-op after QAT kept its weights; the
+        # shipped agent snapped, when the checks kept the weights before QAT).
+        model = DQN.load(source / "model.zip", device="cpu")
+        snap_model_to_grid(model, Grid.of_program(program))
+        model.save(folder / "model.zip")
+        if HardwarePolicy.from_model(model).program != program:
+            raise RuntimeError(f"{folder}: model.zip does not quantize to chip_program.npz")
+        record = json.loads((source / "variant.json").read_text())
+        settings = record["settings"]
+        memory = int(sum(program.weight_memory))
+        body = (
+            f"# {env_id}: {bits}-bit weights{' (ternary)' if bits == 2 else ''}\n\n"
+            f"Derived from the shipped float agent (`../model.zip`) by `python benchmarks/precision.py --tasks "
+            f"{env_id} --ship` (the study's point `{row['variant']}`): quantization-aware fine-tuning on the "
+            f"`lam=\"{settings['lam']}\"` grid at {bits} bits per weight, {settings['qat_steps']:,} online steps, "
+            f"keep-best on {settings['check_episodes']} check episodes on the emulator every "
+            f"{settings['check_freq']:,} steps ({record['wall_time_s']:.0f} s on a 2-core machine shared with the "
+            f"study's other fine-tunings); float32 "
+            f"membrane state.\n\n"
+            f"- weights: {program.weight_bits} bits per projection, lambdas "
+            f"{', '.join(f'{lam:.4g}' for lam in program.lambdas)}; weight memory {memory:,} bytes "
+            f"({memory / int8['weight_memory_bytes']:.1%} of the int8 program's {int8['weight_memory_bytes']:,})\n"
+            f"- reward on the emulator over 100 held-out episodes (env seeds {EVAL_SEED} + i): "
+            f"{row['mean_reward']:.2f} +- {row['std_reward']:.2f}, {row['normalised_reward']:.1%} of the float "
+            f"agent's normalised reward ({reference:.2f} on the same episodes)\n"
+            f"- action agreement with the float agent on {OBSERVATIONS} visited observations: {row['agreement']:.1%}; "
+            f"{row['synaptic_events']:,.0f} synaptic events per inference\n\n"
+            "`chip_program.npz` runs on the emulator (`HardwarePolicy(ChipProgram.load(...))`); `model.zip` is its "
+            "float twin (`HardwarePolicy.from_model` quantizes it on its own grid).\n"
+        )
+        (folder / "README.md").write_text(body)
+        written.append(folder)
+    return written
 
 
 def markdown(rows: list[dict[str, Any]], references: dict[str, float]) -> str:
@@ -224,10 +287,11 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
         for ax, env_id in zip(axes[0], tasks):
             task = [r for r in rows if r["env_id"] == env_id and r["family"] == family]
-            lines = dict.fromkeys((r["method"], r["scheme"]) for r in task)
-            for method, scheme in lines:
-                pts = sorted((r[key], r["normalised_reward"]) for r in task if (r["method"], r["scheme"]) == (method, scheme))
-                label = method if family == "weights" else f"{method}, {scheme.replace('_', '-')}"
+            lines = dict.fromkeys((r["method"], r["lam"], r["scheme"]) for r in task)
+            for method, lam, scheme in lines:
+                pts = sorted((r[key], r["normalised_reward"]) for r in task
+                             if (r["method"], r["lam"], r["scheme"]) == (method, lam, scheme))
+                label = f"{method}, lam={lam}" if family == "weights" else f"{method}, {scheme.replace('_', '-')}"
                 ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=label)
             if family == "weights":
                 for r in rows:
@@ -254,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", nargs="+", default=None, choices=("weights", "state", "both", "tawq"))
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--ship", action="store_true",
+                        help="copy each task's 4-bit and ternary QAT variants to agents/trained/<env>/{w4,ternary}/")
     args = parser.parse_args(argv)
     th.set_num_threads(1)
     start = time.perf_counter()
@@ -263,30 +329,28 @@ def main(argv: list[str] | None = None) -> int:
     for env_id in args.tasks:
         shipped = DQN.load(trained_model_path(env_id), device="cpu")
         references[env_id] = float_reward(shipped, env_id, args.episodes, seed=EVAL_SEED).mean_reward
-        observations = record_observations(shipped, env_id, 512, seed=OBS_SEED)
+        observations = record_observations(shipped, env_id, OBSERVATIONS, seed=OBS_SEED)
         with th.no_grad():
             float_actions = shipped.policy.q_net(th.as_tensor(observations)).argmax(1).numpy()
-        steps = args.qat_steps or QAT_STEPS[env_id]
         todo = [v for v in variants() if args.families is None or v.family in args.families]
         for variant in tqdm(todo, desc=env_id, unit="point"):
-            model, wall = shipped, 0.0
+            steps = args.qat_steps or QAT_STEPS[env_id][variant.family]
             if variant.trained:
                 folder = args.cache / env_id / variant.slug
-                if args.no_train and not (folder / "model.zip").exists():
+                if args.no_train and not (folder / "chip_program.npz").exists():
                     skipped.append(f"{env_id}: {variant.name}")
                     continue
-                model, wall = fine_tune(env_id, variant, observations, steps, args.cache)
-            rows.append(evaluate(env_id, variant, model, observations, float_actions, args.episodes,
+                program, wall = cached_fit(env_id, variant, steps, args.cache)
+            else:
+                program, wall = fit(env_id, variant, steps)[0], 0.0
+            rows.append(evaluate(env_id, variant, program, observations, float_actions, args.episodes,
                                  references[env_id], wall))
     args.out.mkdir(parents=True, exist_ok=True)
-    previous = args.out / "precision.json"
-    if previous.exists():  # keep the other tasks' figures of an earlier run
-        old = json.loads(previous.read_text())
-        rows = [r for r in old.get("rows", []) if r["env_id"] not in args.tasks] + rows
-        references = {**{k: v for k, v in old.get("references_float_reward", {}).items() if k not in args.tasks},
-                      **references}
+    # Keep the figures of an earlier run for the points not evaluated now.
+    rows, references = merge_with_previous(args.out / "precision.json", rows, references)
     data = {"rows": rows, "references_float_reward": references, "skipped": skipped, "episodes": args.episodes,
             "eval_seed": EVAL_SEED, "qat_steps": {e: args.qat_steps or QAT_STEPS[e] for e in args.tasks},
+            "qat_learning_rates": {e: QAT_LEARNING_RATES[e] for e in args.tasks}, "check_freq": CHECK_FREQ,
             "wall_time_s": round(time.perf_counter() - start, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {th.get_num_threads()}"}
     (args.out / "precision.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -297,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if skipped:
         print("skipped (not cached):", *skipped, sep="\n  ")
+    if args.ship:
+        for env_id in args.tasks:
+            for folder in ship(env_id, rows, args.cache, references[env_id]):
+                print(f"{env_id}: shipped {folder}")
     print(f"total wall time {data['wall_time_s']:.0f} s; results in {args.out}")
     return 0
 

@@ -79,3 +79,43 @@ def test_deployment_record_matches(env_id):
     record = json.loads((folder(env_id) / "deployment.json").read_text())
     report = json.loads((folder(env_id) / "deployment" / "report.json").read_text())
     assert record["figures"]["chip_reward"] == report["reward"]["chip"]["mean"]["value"]
+
+
+# ---------------------------------------------------------------------- the low-precision agents (precision study)
+
+#: Ternary targets of the precision study (normalised reward): CartPole 97%, Acrobot 90%; 4-bit: 98% on both.
+LOW_PRECISION = [("CartPole-v0", "w4", 4, 0.98), ("CartPole-v0", "ternary", 2, 0.97),
+                 ("Acrobot-v1", "w4", 4, 0.98), ("Acrobot-v1", "ternary", 2, 0.90)]
+WORST = {"CartPole-v0": 0.0, "Acrobot-v1": -500.0}
+
+
+@pytest.mark.parametrize("env_id, name, bits, target", LOW_PRECISION)
+def test_low_precision_agents_are_their_widths_and_their_float_twins(env_id, name, bits, target):
+    import numpy as np
+    from stable_baselines3 import DQN
+
+    from spiking_dqn import HardwarePolicy
+
+    program = ChipProgram.load(folder(env_id) / name / "chip_program.npz")
+    limit = 2 ** (bits - 1) - 1
+    assert program.weight_bits == [bits] * len(program.weights)
+    assert all(int(np.abs(w).max()) <= limit for w in program.weights)
+    assert program.state_levels is None and program.tick_gain is None
+    int8 = ChipProgram.load(folder(env_id) / "chip_program.npz")
+    assert sum(program.weight_memory) <= sum(int8.weight_memory) * bits / 8  # bits counted, not int8 storage
+    model = DQN.load(folder(env_id) / name / "model.zip", device="cpu")
+    assert HardwarePolicy.from_model(model).program == program
+
+
+@pytest.mark.parametrize("env_id, name, bits, target", LOW_PRECISION)
+def test_low_precision_agents_keep_their_reward(env_id, name, bits, target):
+    """On a few held-out episodes (the study's 100 are in its card): the target, with a margin for so few."""
+    from spiking_dqn.rollouts import backend_reward, float_reward
+    from stable_baselines3 import DQN
+
+    episodes = 10 if env_id == "CartPole-v0" else 5
+    reference = float_reward(DQN.load(folder(env_id) / "model.zip", device="cpu"), env_id, episodes, seed=30_000)
+    reward = backend_reward(ChipProgram.load(folder(env_id) / name / "chip_program.npz"), env_id, episodes,
+                            seed=30_000).mean_reward
+    normalised = (reward - WORST[env_id]) / (reference.mean_reward - WORST[env_id])
+    assert normalised >= target - 0.05
