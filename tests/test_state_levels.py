@@ -90,10 +90,12 @@ def test_ties_go_to_the_lower_level():
     assert ranges[0] == (0.0, 0.0)
 
 
-def test_the_float_network_with_the_same_levels_gives_the_emulators_spikes():
+@pytest.mark.parametrize("delay", [0, 1])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_the_float_network_with_the_same_levels_gives_the_emulators_spikes(delay, reset):
     # Integer weights, lambda 1 and no biases: the float network's and the program's membranes are the same numbers.
     th.manual_seed(0)
-    net = SpikingQNetwork([1.0] * 3, 2, net_arch=[12, 10], ticks=12, threshold=6.0)
+    net = SpikingQNetwork([1.0] * 3, 2, net_arch=[12, 10], ticks=12, threshold=6.0, reset=reset, synaptic_delay=delay)
     with th.no_grad():
         for layer in net.linear_layers():
             layer.weight.copy_(th.randint(-4, 5, layer.weight.shape).float())
@@ -112,9 +114,12 @@ def test_the_float_network_with_the_same_levels_gives_the_emulators_spikes():
     np.testing.assert_allclose(chip.voltages, q.numpy(), rtol=1e-6, atol=1e-4)
 
 
-def test_tick_gains_of_a_network_reach_the_program_and_run_as_in_the_float_model():
+@pytest.mark.parametrize("delay", [0, 1])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_tick_gains_of_a_network_reach_the_program_and_run_as_in_the_float_model(delay, reset):
     th.manual_seed(2)
-    net = SpikingQNetwork([1.0] * 3, 2, net_arch=[12], ticks=8, threshold=5.0, tick_gain=True)
+    net = SpikingQNetwork([1.0] * 3, 2, net_arch=[12], ticks=8, threshold=5.0, tick_gain=True, reset=reset,
+                          synaptic_delay=delay)
     with th.no_grad():
         for layer in net.linear_layers():
             layer.weight.copy_(th.randint(-4, 5, layer.weight.shape).float())
