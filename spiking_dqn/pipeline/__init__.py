@@ -11,14 +11,13 @@ same episodes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import dataclasses
 
 import numpy as np
 from stable_baselines3 import DQN

@@ -9,13 +9,13 @@ import numpy as np
 
 from spiking_dqn.hardware.energy import EnergyEstimate
 from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.hardware.program_fields import state_bits
 from spiking_dqn.pipeline.settings import Seeds
 from spiking_dqn.qat import QATReport
 from spiking_dqn.quantization import Grid, QuantizationReport
 from spiking_dqn.rollouts import EpisodeResult
 from spiking_dqn.search.calibration import CalibrationResult
 from spiking_dqn.search.results import ThresholdSearchResult
-from spiking_dqn.hardware.program_fields import state_bits
 
 
 @dataclass
