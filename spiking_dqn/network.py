@@ -23,6 +23,7 @@ from torch.autograd.function import FunctionCtx
 
 from spiking_dqn import fused, tick_gain
 from spiking_dqn.encoding import ENCODING_MODES, EncodingMode, SignedRateEncoder
+from spiking_dqn.hardware.program_fields import check_levels_array
 from spiking_dqn.quantization.grid import Grid
 from spiking_dqn.thresholds import ThresholdNoise, ThresholdNoiseSpec, check_threshold_scale
 from spiking_dqn.layers import (
@@ -322,19 +323,10 @@ class SpikingQNetwork(nn.Module):
             return
         if len(levels) != len(self.net_arch):
             raise ValueError(f"state levels need one entry per hidden layer ({len(self.net_arch)}), got {len(levels)}")
-        checked: list[np.ndarray | None] = []
-        for k, entry in enumerate(levels):
-            if entry is None:
-                checked.append(None)
-                continue
-            array = np.array(entry, dtype=np.float32)
-            if array.ndim != 1 or array.size < 2 or not np.isfinite(array).all() or not (np.diff(array) > 0).all():
-                raise ValueError(
-                    f"state levels of hidden layer {k} must be at least two finite, strictly increasing values, "
-                    f"got {np.asarray(entry)!r}"
-                )
-            array.flags.writeable = False
-            checked.append(array)
+        checked = [
+            None if entry is None else check_levels_array(entry, f"state levels of hidden layer {k}", power_of_two=False)
+            for k, entry in enumerate(levels)
+        ]
         self._state_levels = None if all(entry is None for entry in checked) else tuple(checked)
 
     def get_extra_state(self) -> dict:

@@ -13,7 +13,7 @@ projection arriving at tick ``t``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,52 @@ def state_bits(levels: np.ndarray) -> int:
     return int(levels.size).bit_length() - 1
 
 
+def check_levels_array(entry: Any, where: str, power_of_two: bool = True) -> np.ndarray:
+    """One population's state levels as a readonly float32 array, checked.
+
+    :param entry: the levels as given
+    :param where: what the error messages call them (e.g. ``state_levels[0]``)
+    :param power_of_two: require ``2^n`` levels, ``1 <= n <= MAX_STATE_BITS`` (a chip
+        program's); otherwise at least two (a float network's)
+    :raises ValueError: not 1-D, the wrong count, not finite, or not strictly increasing
+    """
+    array = np.array(entry, dtype=np.float32)
+    if array.ndim != 1:
+        raise ValueError(f"{where} must be a 1-D array, got shape {array.shape}")
+    size = array.size
+    if power_of_two and (size < 2 or size & (size - 1) or size > 2**MAX_STATE_BITS):
+        raise ValueError(f"{where} must hold 2^n levels (1 <= n <= {MAX_STATE_BITS}), got {size} values")
+    if size < 2:
+        raise ValueError(f"{where} must hold at least two levels, got {size}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{where} must be finite")
+    if not np.all(np.diff(array) > 0):
+        raise ValueError(f"{where} must be sorted and strictly increasing")
+    return _readonly(array)
+
+
+def _per_entry(
+    value: Any, count: int, field: str, unit: str, check: Callable[[Any, str], np.ndarray]
+) -> list[np.ndarray | None] | None:
+    """A field holding ``None`` or one entry (``None`` or an array) per population or projection, normalised.
+
+    :param value: the field as given
+    :param count: entries it needs
+    :param field: the field's name, for the messages
+    :param unit: ``population`` or ``projection``
+    :param check: checks one entry (given it and its name, ``field[k]``) and returns the readonly array
+    :return: ``None`` when the field is ``None`` or every entry is
+    :raises ValueError: not a list of ``count`` entries, or what ``check`` raises
+    """
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != count:
+        got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
+        raise ValueError(f"{field} must be None or a list with one entry per {unit} ({count}), got {got}")
+    out = [None if entry is None else check(entry, f"{field}[{k}]") for k, entry in enumerate(value)]
+    return None if all(entry is None for entry in out) else out
+
+
 def check_state_levels(value: Any, n_populations: int) -> list[np.ndarray | None] | None:
     """``ChipProgram.state_levels`` normalised: ``None``, or one readonly float32 array or ``None`` per population.
 
@@ -43,30 +89,7 @@ def check_state_levels(value: Any, n_populations: int) -> list[np.ndarray | None
     :raises ValueError: not one entry per population, or an entry that is not sorted,
         strictly increasing, finite float32 values of a power-of-two count (2 .. 2^16)
     """
-    if value is None:
-        return None
-    if not isinstance(value, (list, tuple)) or len(value) != n_populations:
-        got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
-        raise ValueError(f"state_levels must be None or a list with one entry per population ({n_populations}), got {got}")
-    out: list[np.ndarray | None] = []
-    for k, entry in enumerate(value):
-        if entry is None:
-            out.append(None)
-            continue
-        array = np.array(entry, dtype=np.float32)
-        if array.ndim != 1:
-            raise ValueError(f"state_levels[{k}] must be a 1-D array, got shape {array.shape}")
-        size = array.size
-        if size < 2 or size & (size - 1) or size > 2**MAX_STATE_BITS:
-            raise ValueError(
-                f"state_levels[{k}] must hold 2^n levels (1 <= n <= {MAX_STATE_BITS}), got {size} values"
-            )
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"state_levels[{k}] must be finite")
-        if not np.all(np.diff(array) > 0):
-            raise ValueError(f"state_levels[{k}] must be sorted and strictly increasing")
-        out.append(_readonly(array))
-    return None if all(entry is None for entry in out) else out
+    return _per_entry(value, n_populations, "state_levels", "population", check_levels_array)
 
 
 def check_tick_gain(value: Any, n_projections: int, ticks: int) -> list[np.ndarray | None] | None:
@@ -77,23 +100,16 @@ def check_tick_gain(value: Any, n_projections: int, ticks: int) -> list[np.ndarr
     :param ticks: the program's ticks
     :raises ValueError: not one entry per projection, or a gain array of the wrong length or not finite
     """
-    if value is None:
-        return None
-    if not isinstance(value, (list, tuple)) or len(value) != n_projections:
-        got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
-        raise ValueError(f"tick_gain must be None or a list with one entry per projection ({n_projections}), got {got}")
-    out: list[np.ndarray | None] = []
-    for k, entry in enumerate(value):
-        if entry is None:
-            out.append(None)
-            continue
+
+    def check(entry: Any, where: str) -> np.ndarray:
         array = np.array(entry, dtype=np.float32)
         if array.shape != (ticks,):
-            raise ValueError(f"tick_gain[{k}] must have shape (ticks,) = ({ticks},), got {array.shape}")
+            raise ValueError(f"{where} must have shape (ticks,) = ({ticks},), got {array.shape}")
         if not np.all(np.isfinite(array)):
-            raise ValueError(f"tick_gain[{k}] must be finite")
-        out.append(_readonly(array))
-    return None if all(entry is None for entry in out) else out
+            raise ValueError(f"{where} must be finite")
+        return _readonly(array)
+
+    return _per_entry(value, n_projections, "tick_gain", "projection", check)
 
 
 def optional_arrays_equal(a: Sequence[np.ndarray | None] | None, b: Sequence[np.ndarray | None] | None) -> bool:
