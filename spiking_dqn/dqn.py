@@ -9,8 +9,13 @@ On the small batches of the recipes those calls cost as much as the network's ar
 network's forward is one such call too), ``dL/dq`` comes from ATen's
 own Huber-loss backward scattered to the taken actions (what autograd's gather backward
 does), the compiled backward (:func:`spiking_dqn.fused.network_backward`) gives the
-gradients, and SB3's gradient clipping and optimizer step follow unchanged. The weights
-after training are bit-identical to ``DQN``'s with the same seed (tested).
+gradients, then SB3's gradient clipping (the same tensor operations as
+``clip_grad_norm_``, without its per-call grouping, and no multiplication by a factor of
+exactly 1) and the optimizer step. Where the optimizer takes ``foreach`` and the policy's
+``optimizer_kwargs`` do not set it, it steps all parameters in one multi-tensor call
+(``foreach=True``: the same arithmetic as the per-tensor loop that is PyTorch's default on
+the CPU). The weights after training are bit-identical to ``DQN``'s with the same seed
+(tested).
 
 Where the gradient needs autograd (QAT's straight-through weights, the activity penalty,
 a network on an accelerator, a policy that is not a ``SpikingDQNPolicy``) the gradient
@@ -26,6 +31,8 @@ Example::
 """
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import torch as th
@@ -43,6 +50,14 @@ class SpikingDQN(DQN):
 
     See the module docstring; every argument is ``stable_baselines3.DQN``'s.
     """
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        optimizer = self.policy.optimizer
+        if "foreach" not in self.policy_kwargs.get("optimizer_kwargs", {}) and "foreach" in inspect.signature(
+                type(optimizer).__init__).parameters:
+            for group in optimizer.param_groups:
+                group["foreach"] = True
 
     def _compiled_network(self) -> SpikingQNetwork | None:
         """The online spiking network when its gradient step can run compiled, else ``None``."""
@@ -89,13 +104,27 @@ class SpikingDQN(DQN):
             self.policy.optimizer.zero_grad()
             _, grads = fused.network_backward(tape, weights, plan, np.ascontiguousarray(grad_q.numpy()))
             del tape  # its arrays go back to the kernels' workspace
-            for param, grad in zip(params, grads):
-                param.grad = None if grad is None else th.from_numpy(grad)
-            # DQN.train clips over policy.parameters(); only these have gradients (the same
-            # tensors in the same order), and walking the policy's modules every step costs more.
-            th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            tensors = [None if grad is None else th.from_numpy(grad) for grad in grads]
+            for param, grad in zip(params, tensors):
+                param.grad = grad
+            self._clip_gradients([grad for grad in tensors if grad is not None])
             self.policy.optimizer.step()
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/loss", np.mean(losses))
         return None
+
+    def _clip_gradients(self, grads: list[th.Tensor]) -> None:
+        """``clip_grad_norm_(policy.parameters(), max_grad_norm)`` on the gradients (in place), bit for bit.
+
+        ``DQN.train`` clips over ``policy.parameters()``, of which only the online network's
+        weights and biases have gradients: these, in the same order. The operations are
+        ``clip_grad_norm_``'s on CPU tensors (per-tensor norms, the norm of the norms, the
+        clamped factor); the multiplication is left out when the factor is exactly 1.
+
+        :param grads: the gradients, CPU float tensors
+        """
+        total = th.linalg.vector_norm(th.stack(th._foreach_norm(grads, 2.0)), 2.0)
+        factor = th.clamp(float(self.max_grad_norm) / (total + 1e-6), max=1.0)
+        if factor.item() != 1.0:
+            th._foreach_mul_(grads, factor)

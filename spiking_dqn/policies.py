@@ -157,6 +157,23 @@ class SpikingDQNPolicy(DQNPolicy):
         for net in (self.q_net, self.q_net_target):
             net.q_net.threshold_scale = value
 
+    @property
+    def device(self) -> th.device:
+        """The policy's device: its online network's (SB3's walks every parameter for it, before every ``predict``)."""
+        q_net = self._modules.get("q_net")
+        return super().device if q_net is None else q_net.q_net.readout.weight.device
+
+    def set_training_mode(self, mode: bool) -> None:
+        """SB3's (train or eval mode for the online network), skipped when every module is in ``mode`` already.
+
+        SB3 calls it before every ``predict`` and every ``train``; setting the flag on each
+        module costs several times more than checking it.
+
+        :param mode: True for training mode, False for evaluation mode
+        """
+        if self.training != mode or any(module.training != mode for module in self.q_net.modules()):
+            super().set_training_mode(mode)
+
     def make_q_net(self) -> SpikingQNet:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
         return SpikingQNet(**net_args, obs_bound=self.obs_bound, config=self.spiking_config).to(self.device)

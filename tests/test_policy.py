@@ -208,3 +208,20 @@ def test_policy_defaults_are_the_config_defaults():
 def test_unknown_policy_kwarg_is_a_type_error():
     with pytest.raises(TypeError, match="tiks"):
         DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=dict(TINY, tiks=5))
+
+
+def test_training_mode_reaches_every_module_even_when_one_was_switched_alone():
+    model = DQN(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=dict(net_arch=[8], ticks=4), device="cpu")
+    policy = model.policy
+    policy.set_training_mode(False)
+    assert not any(m.training for m in policy.q_net.modules())
+    policy.set_training_mode(True)
+    assert all(m.training for m in policy.q_net.modules())
+    # A module switched behind the policy's back: the next call still sets every module.
+    policy.q_net.q_net.lif[0].eval()
+    policy.set_training_mode(True)
+    assert all(m.training for m in policy.q_net.modules())
+    policy.q_net.q_net.encoder.train()
+    policy.set_training_mode(False)
+    assert not any(m.training for m in policy.q_net.modules()) and not policy.training
+    assert policy.device == th.device("cpu")

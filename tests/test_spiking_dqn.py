@@ -24,10 +24,10 @@ HYPER = dict(
 SMALL = dict(net_arch=[16, 12], ticks=6)
 
 
-def trained(algo: type[DQN], policy_kwargs: dict, steps: int = 400, seed: int = 3) -> DQN:
+def trained(algo: type[DQN], policy_kwargs: dict, steps: int = 400, seed: int = 3, **hyper) -> DQN:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = algo(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=policy_kwargs, seed=seed, **HYPER)
+        model = algo(SpikingDQNPolicy, "CartPole-v1", policy_kwargs=policy_kwargs, seed=seed, **{**HYPER, **hyper})
         model.learn(steps)
     return model
 
@@ -68,6 +68,23 @@ def test_the_compiled_gradient_step_gives_dqns_weights_bit_for_bit(options):
     fresh = trained(DQN, kwargs, steps=1)
     assert not th.equal(fresh.policy.q_net.q_net.readout.weight, compiled.policy.q_net.q_net.readout.weight)
     assert reference.logger.name_to_value["train/loss"] == compiled.logger.name_to_value["train/loss"]
+
+
+def test_clipped_gradients_and_the_multi_tensor_adam_give_dqns_weights_bit_for_bit(monkeypatch):
+    # The compiled step's Adam steps all tensors in one call where DQN's loops over them.
+    reference, compiled = trained(DQN, SMALL, steps=1), trained(SpikingDQN, SMALL, steps=1)
+    assert [g["foreach"] for g in compiled.policy.optimizer.param_groups] == [True]
+    assert [g["foreach"] for g in reference.policy.optimizer.param_groups] == [None]
+    # A small max_grad_norm clips every step (the factor < 1 branch); the default rarely does.
+    factors = []
+    original = th._foreach_mul_
+    monkeypatch.setattr(th, "_foreach_mul_", lambda grads, f: factors.append(float(f)) or original(grads, f))
+    reference, compiled = trained(DQN, SMALL, max_grad_norm=0.05), trained(SpikingDQN, SMALL, max_grad_norm=0.05)
+    assert len(factors) >= 2 * 150 and max(factors) < 1.0  # both models clipped every one of their steps
+    assert_same_policy(reference, compiled)
+    # The user's foreach is kept.
+    model = trained(SpikingDQN, {**SMALL, "optimizer_kwargs": dict(foreach=False)}, steps=1)
+    assert [g["foreach"] for g in model.policy.optimizer.param_groups] == [False]
 
 
 def test_a_custom_surrogate_goes_through_autograd_for_its_direct_terms_and_still_matches():
