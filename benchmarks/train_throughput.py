@@ -4,7 +4,7 @@ Each recipe runs with the hyperparameters of its ``agents/`` recipe (``zoo_confi
 and the same ``net_arch`` for both policies; the spiking CartPole policy runs 10 ticks
 (the reference configuration and the recipe's; ``--cartpole-ticks`` changes it).
 
-* **Throughput.** The four models train in alternating rounds (``--rounds``; each round
+* **Throughput.** The models (four per recipe, ``CONFIGS``) train in alternating rounds (``--rounds``; each round
   continues every model for its recipe's ``--*-steps`` env steps), so that a change in
   machine load affects all alike. Reported: env-steps per second (median over rounds)
   and the spiking / MLP ratio per round and its median.
@@ -23,9 +23,13 @@ and the same ``net_arch`` for both policies; the spiking CartPole policy runs 10
   (one dense BLAS product, then the compiled tick loop), and the event-driven weight
   gradient against its dense product.
 
-    python benchmarks/train_throughput.py          # writes benchmarks/results/train_throughput.json
+    python benchmarks/train_throughput.py --rounds 9 --update-readme
 
-The figures go to the JSON file; nothing here is a pass/fail test.
+writes ``benchmarks/results/train_throughput.json`` and its tables,
+``train_throughput.md`` (the README's, between ``<!-- train-throughput:begin/end -->``
+with ``--update-readme``; the "before" column is ``train_throughput_before.json``, the
+same script on the implementation before the fused CPU pass). Nothing here is a
+pass/fail test.
 """
 
 from __future__ import annotations
@@ -55,22 +59,36 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spiking_dqn import SpikingDQN, SpikingDQNPolicy, fused, kernels  # noqa: E402
+from spiking_dqn.cli.card import replace_card_section  # noqa: E402
 from spiking_dqn.cli.hyperparams import load_hyperparams  # noqa: E402
 from spiking_dqn.network import SpikingConfig  # noqa: E402
 
 RECIPES = ("CartPole-v0", "Acrobot-v1")
-#: The configurations timed per recipe: (name, algorithm, policy). The spiking recipe's is
-#: the last (``SpikingDQN``, the compiled gradient step); SB3's ``DQN`` with the same policy
-#: (autograd through the fused network node) is timed alongside.
+#: The configurations timed per recipe: (name, algorithm, policy, extra policy_kwargs). The
+#: spiking recipe's is ``SpikingDQN`` (the compiled gradient step); SB3's ``DQN`` with the same
+#: policy (autograd through the fused network node) is timed alongside. The MLP runs as SB3
+#: builds it (the reference of the target) and with the multi-tensor Adam that ``SpikingDQN``
+#: uses (``foreach=True``), to show what that part of the speed-up is worth to the MLP too.
 CONFIGS = (
-    ("MlpPolicy", "DQN", "MlpPolicy"),
-    ("SpikingDQNPolicy (DQN)", "DQN", "SpikingDQNPolicy"),
-    ("SpikingDQNPolicy (SpikingDQN)", "SpikingDQN", "SpikingDQNPolicy"),
+    ("MlpPolicy", "DQN", "MlpPolicy", {}),
+    ("MlpPolicy (foreach Adam)", "DQN", "MlpPolicy", {"optimizer_kwargs": {"foreach": True}}),
+    ("SpikingDQNPolicy (DQN)", "DQN", "SpikingDQNPolicy", {}),
+    ("SpikingDQNPolicy (SpikingDQN)", "SpikingDQN", "SpikingDQNPolicy", {}),
 )
 RECIPE = "SpikingDQNPolicy (SpikingDQN)"
 SPIKING_ONLY = {f.name for f in fields(SpikingConfig)} - {"net_arch"} | {"obs_bound"}
 PARTS = ("acting", "online_forward", "backward", "target_forward", "optimizer", "sb3_and_env")
 TARGETS = {"CartPole-v0": 0.8, "Acrobot-v1": 0.25}
+RESULTS = ROOT / "benchmarks" / "results"
+PART_LABELS = {
+    "acting": "acting (the Q-network in `predict`)", "online_forward": "online forward", "backward": "backward",
+    "target_forward": "target forward", "optimizer": "optimizer (clipping, Adam)",
+    "sb3_and_env": "SB3 and the environment",
+}
+RECIPE_LABELS = {
+    "CartPole-v0": "CartPole-v0: 64-64, batch 64, 128 gradient steps every 256 env steps",
+    "Acrobot-v1": "Acrobot-v1: 128-128, batch 128, one gradient step per env step",
+}
 
 
 def recipe_kwargs(env_id: str, ticks: int | None) -> tuple[dict, dict, dict]:
@@ -142,13 +160,14 @@ class Breakdown:
             online.q_net.compiled_forward = self._timed(online.q_net.compiled_forward, lambda: "online_forward")
             target.q_net.compiled_forward = self._timed(target.q_net.compiled_forward, lambda: "target_forward")
             fused.network_backward = self._timed(network_backward, lambda: "backward")
+            model._clip_gradients = self._timed(model._clip_gradients, lambda: "optimizer")
         try:
             yield
         finally:
             del online.forward, target.forward, policy.optimizer.step
             th.nn.utils.clip_grad_norm_, th.Tensor.backward = clip, backward
             if compiled:
-                del online.q_net.compiled_forward, target.q_net.compiled_forward
+                del online.q_net.compiled_forward, target.q_net.compiled_forward, model._clip_gradients
                 fused.network_backward = network_backward
 
     def measure(self, model: DQN, steps: int) -> dict:
@@ -275,6 +294,64 @@ def layer_kernels(model: DQN, env_id: str, repeats: int = 20) -> list[dict]:
     return rows
 
 
+def markdown(report: dict, before: dict | None) -> str:
+    """The README's tables: throughput and ratios per recipe, batch-1 predict, the breakdown, the bounds."""
+    recipes = report["recipes"]
+    old = (before or {}).get("recipes", {})
+    lines = [
+        "| recipe | MlpPolicy | MlpPolicy, foreach Adam | spiking, `DQN` | spiking, `SpikingDQN` "
+        "| `SpikingDQN` / MLP, median of the per-round ratios | target | `SpikingDQN` / MLP with foreach Adam "
+        "| `DQN` / MLP | before |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |",
+    ]
+    for env_id, e in recipes.items():
+        pol = e["policies"]
+        rounds = e["ratio_spiking_over_mlp_rounds"]
+        met = "met" if e["ratio_spiking_over_mlp_median"] >= e["target_ratio"] else "**not met**"
+        prior = old.get(env_id, {}).get("ratio_spiking_over_mlp_median")
+        lines.append(
+            f"| {RECIPE_LABELS.get(env_id, env_id)} | {pol['MlpPolicy']['steps_per_s']:,.0f} env-steps/s "
+            f"| {pol['MlpPolicy (foreach Adam)']['steps_per_s']:,.0f} | {pol['SpikingDQNPolicy (DQN)']['steps_per_s']:,.0f} "
+            f"| {pol[RECIPE]['steps_per_s']:,.0f} | **{e['ratio_spiking_over_mlp_median']:.3f}** "
+            f"(rounds {min(rounds):.2f}-{max(rounds):.2f}) | >= {e['target_ratio']}: {met} "
+            f"| {e['ratio_spiking_over_mlp_foreach_adam_median']:.2f} | {e['ratio_spiking_dqn_over_mlp_median']:.2f} "
+            f"| {'' if prior is None else f'{prior:.2f}'} |"
+        )
+    predict = {name: " / ".join(f"{recipes[env]['policies'][name]['predict_batch1_us']:.0f}" for env in recipes)
+               for name, *_ in CONFIGS}
+    prior = " / ".join(f"{old[env]['policies']['SpikingDQNPolicy']['predict_batch1_us']:.0f}" for env in recipes
+                       if env in old)
+    faster = all(recipes[env]["policies"][RECIPE]["predict_batch1_us"]
+                 <= old[env]["policies"]["SpikingDQNPolicy"]["predict_batch1_us"] for env in recipes if env in old)
+    lines.append(
+        f"| batch-1 `model.predict`, {' / '.join(recipes)} network | {predict['MlpPolicy']} us "
+        f"| {predict['MlpPolicy (foreach Adam)']} us | {predict['SpikingDQNPolicy (DQN)']} us | {predict[RECIPE]} us "
+        f"| | no slower than before: {'met' if faster else '**not met**'} | | | {prior + ' us' if prior else ''} |"
+    )
+    lines += [
+        "",
+        "Where the time goes, milliseconds per env step (one instrumented round per model):",
+        "",
+        "| part | " + " | ".join(f"{env} MLP | {env} spiking (`SpikingDQN`)" for env in recipes) + " |",
+        "| --- |" + " ---: |" * (2 * len(recipes)),
+    ]
+    for part, label in PART_LABELS.items():
+        cells = [f"{recipes[env]['policies'][name]['breakdown']['ms_per_env_step'][part]:.3f}"
+                 for env in recipes for name in ("MlpPolicy", RECIPE)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Dense-arithmetic bound of a training step (its FLOPs as dense products over all `T x batch` rows, "
+              "divided by the single-thread float32 matrix-product rate measured in the same run):", ""]
+    for env_id, e in recipes.items():
+        b = e["dense_bound"]
+        prior = old.get(env_id, {}).get("dense_bound", {}).get("measured_over_bound")
+        lines.append(
+            f"- {env_id}: {b['flops_per_training_step'] / 1e6:.1f} MFLOP at {b['matmul_gflops_single_thread']:.1f} "
+            f"GFLOP/s = {b['bound_ms_per_training_step']:.2f} ms against {b['measured_ms_per_training_step']:.2f} ms "
+            f"measured for the network's part of a step ({b['measured_over_bound']:.2f}x the bound"
+            + (f"; {prior:.2f}x before" if prior else "") + ")")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds per model")
@@ -283,7 +360,9 @@ def main() -> None:
     parser.add_argument("--cartpole-ticks", type=int, default=10, help="ticks of the spiking CartPole policy")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_throughput.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="write the tables into README.md between <!-- train-throughput:begin/end -->")
     args = parser.parse_args()
     th.set_num_threads(1)
     steps = {"CartPole-v0": args.cartpole_steps, "Acrobot-v1": args.acrobot_steps}
@@ -292,9 +371,9 @@ def main() -> None:
     setups = {env_id: recipe_kwargs(env_id, ticks[env_id]) for env_id in args.recipes}
     models: dict[tuple[str, str], DQN] = {}
     for env_id, (hyper, spiking, mlp) in setups.items():
-        for name, algo, policy in CONFIGS:
+        for name, algo, policy, extra in CONFIGS:
             print(f"warming up {env_id} {name}", flush=True)
-            kwargs = mlp if policy == "MlpPolicy" else spiking
+            kwargs = {**(mlp if policy == "MlpPolicy" else spiking), **extra}
             models[env_id, name] = make_model(env_id, algo, policy, hyper, kwargs, args.seed)
 
     walls: dict[tuple[str, str], list[float]] = {key: [] for key in models}
@@ -320,18 +399,22 @@ def main() -> None:
     }
     for env_id, (hyper, spiking, mlp) in setups.items():
         entry: dict = {"steps_per_round": steps[env_id], "hyperparameters": hyper, "policies": {}}
-        for name, algo, policy in CONFIGS:
+        for name, algo, policy, extra in CONFIGS:
             wall = walls[env_id, name]
             entry["policies"][name] = {
                 "algorithm": algo,
-                "policy_kwargs": mlp if policy == "MlpPolicy" else spiking,
+                "policy_kwargs": {**(mlp if policy == "MlpPolicy" else spiking), **extra},
                 "steps_per_s": round(steps[env_id] / statistics.median(wall), 1),
                 "steps_per_s_rounds": [round(steps[env_id] / w, 1) for w in wall],
                 "breakdown": Breakdown().measure(models[env_id, name], steps[env_id]),
                 "predict_batch1_us": round(predict_latency_us(models[env_id, name]), 1),
             }
-        for name, key in ((RECIPE, "ratio_spiking_over_mlp"), ("SpikingDQNPolicy (DQN)", "ratio_spiking_dqn_over_mlp")):
-            per_round = [m / s for m, s in zip(walls[env_id, "MlpPolicy"], walls[env_id, name])]
+        for name, mlp_name, key in (
+            (RECIPE, "MlpPolicy", "ratio_spiking_over_mlp"),
+            ("SpikingDQNPolicy (DQN)", "MlpPolicy", "ratio_spiking_dqn_over_mlp"),
+            (RECIPE, "MlpPolicy (foreach Adam)", "ratio_spiking_over_mlp_foreach_adam"),
+        ):
+            per_round = [m / s for m, s in zip(walls[env_id, mlp_name], walls[env_id, name])]
             entry[f"{key}_rounds"] = [round(r, 3) for r in per_round]
             entry[f"{key}_median"] = round(statistics.median(per_round), 3)
         entry["target_ratio"] = TARGETS[env_id]
@@ -370,7 +453,8 @@ def main() -> None:
         rounds = ", ".join(f"{r:.2f}" for r in entry["ratio_spiking_over_mlp_rounds"])
         print(
             f"  spiking / MLP: {entry['ratio_spiking_over_mlp_median']:.2f} (median of rounds {rounds}; "
-            f"target >= {entry['target_ratio']})"
+            f"target >= {entry['target_ratio']}); against the MLP with foreach Adam: "
+            f"{entry['ratio_spiking_over_mlp_foreach_adam_median']:.2f}"
         )
         bound = entry["dense_bound"]
         print(
@@ -388,7 +472,13 @@ def main() -> None:
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
+    before_path = RESULTS / "train_throughput_before.json"
+    tables = markdown(report, json.loads(before_path.read_text()) if before_path.exists() else None)
+    args.out.with_suffix(".md").write_text(tables)
+    print(f"\nwritten to {args.out} and {args.out.with_suffix('.md')}")
+    if args.update_readme:
+        replace_card_section(ROOT / "README.md", "train-throughput", tables)
+        print("README.md updated")
 
 
 if __name__ == "__main__":
