@@ -184,6 +184,37 @@ def arrays(tensors: Sequence[th.Tensor]) -> list[np.ndarray]:
     return [np.ascontiguousarray(t.detach().numpy()) for t in tensors]
 
 
+class ParameterViews:
+    """:func:`arrays` of a network's parameters, kept between calls.
+
+    A view shares its tensor's memory, so it sees in-place updates (an optimizer's step,
+    ``copy_``) without being made again. When a tensor was replaced, re-pointed
+    (``.data = ...``) or re-strided since the last call, the views are made anew; tensors
+    that are not C-contiguous float32 are copied at every call, as :func:`arrays` does.
+    """
+
+    def __init__(self) -> None:
+        self._key: list[tuple[th.Tensor, int, tuple[int, ...]]] = []
+        self._views: list[np.ndarray] = []
+
+    def __call__(self, tensors: Sequence[th.Tensor]) -> list[np.ndarray]:
+        """The views of ``tensors`` (CPU tensors), in order.
+
+        :param tensors: the tensors, the same list at every call for the cache to help
+        """
+        key = self._key
+        if len(key) == len(tensors) and all(
+            k is t and ptr == t.data_ptr() and stride == t.stride() for (k, ptr, stride), t in zip(key, tensors)
+        ):
+            return self._views
+        views = arrays(tensors)
+        if all(t.dtype == th.float32 and t.is_contiguous() for t in tensors):  # views, not copies
+            self._key, self._views = [(t, t.data_ptr(), t.stride()) for t in tensors], views
+        else:
+            self._key, self._views = [], []
+        return views
+
+
 class _SpikingNetwork(th.autograd.Function):
     """Hidden layers and readout of a spiking Q-network in one autograd node (CPU).
 
@@ -307,6 +338,7 @@ def network_forward(
     biases: Sequence[th.Tensor],
     plan: NeuronPlan,
     return_trains: bool = True,
+    views: ParameterViews | None = None,
 ) -> tuple[th.Tensor, list[th.Tensor]]:
     """Q-values ``(batch, n_actions)`` and hidden spike trains of a network on CPU tensors.
 
@@ -319,6 +351,7 @@ def network_forward(
     :param plan: the neuron parameters (:meth:`NeuronPlan.of`)
     :param return_trains: return the spike trains (else an empty list; under autograd the
         node then has the Q-values as its only output)
+    :param views: the caller's cache of parameter arrays (weights then biases), used without a graph
     """
     params = [p for pair in zip(weights, biases) for p in pair]
     if th.is_grad_enabled() and (spikes_in.requires_grad or any(p.requires_grad for p in params)):
@@ -327,5 +360,7 @@ def network_forward(
         q, *trains = _SpikingNetwork.apply(plan, True, spikes_in, *params)
         return q, trains
     x = np.ascontiguousarray(spikes_in.detach().numpy())
-    q_np, trains_np, _, _ = run_network(x, arrays(weights), arrays(biases), plan)
+    n = len(weights)
+    param_arrays = (views or arrays)([*weights, *biases])
+    q_np, trains_np, _, _ = run_network(x, param_arrays[:n], param_arrays[n:], plan)
     return th.from_numpy(q_np), [th.from_numpy(train) for train in trains_np] if return_trains else []

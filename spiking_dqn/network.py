@@ -401,6 +401,19 @@ class SpikingQNetwork(nn.Module):
         """The projections in order: input->hidden1, ..., last hidden->readout."""
         return [*self.hidden._modules.values(), self._modules["readout"]]  # type: ignore[list-item]
 
+    def _parameter_tensors(self) -> list[th.Tensor]:
+        """The projections' weights, then their biases (the order of :attr:`_parameter_views`)."""
+        layers = self.linear_layers()
+        return [*(layer._parameters["weight"] for layer in layers), *(layer._parameters["bias"] for layer in layers)]
+
+    @property
+    def _parameter_views(self) -> fused.ParameterViews:
+        """This network's cache of its parameters as numpy arrays, for the CPU kernels."""
+        views = self.__dict__.get("_views")
+        if views is None:
+            views = self.__dict__["_views"] = fused.ParameterViews()
+        return views
+
     def _neuron_plan(self, scale: float = 1.0) -> fused.NeuronPlan:
         """The neurons' parameters as the CPU kernels take them (thresholds times ``scale``), rebuilt when one changes."""
         neurons = list(self.lif._modules.values())
@@ -458,9 +471,9 @@ class SpikingQNetwork(nn.Module):
         if not self.supports_compiled_step:
             raise RuntimeError("compiled_forward needs a CPU network without fake quantization or activity penalty")
         x = np.ascontiguousarray(self.encoder(obs).detach().numpy())
-        layers = self.linear_layers()
-        weights = fused.arrays([layer._parameters["weight"] for layer in layers])
-        biases = fused.arrays([layer._parameters["bias"] for layer in layers])
+        params = self._parameter_views(self._parameter_tensors())
+        n = len(params) // 2
+        weights, biases = params[:n], params[n:]
         plan = self._neuron_plan(self._forward_scale(self.training and keep_tape))
         q, trains, pres, counts = fused.run_network(x, weights, biases, plan, keep_pre=keep_tape)
         return q, fused.Tape(x, trains, pres, counts) if keep_tape else None, weights, plan
@@ -496,7 +509,8 @@ class SpikingQNetwork(nn.Module):
         elif spikes.device.type == "cpu":
             biases = [layer._parameters["bias"] for layer in self.linear_layers()]
             plan = self._neuron_plan(scale)
-            q_values, trains = fused.network_forward(spikes, weights, biases, plan, with_trains)
+            views = self._parameter_views if self._fake_quantization is None else None
+            q_values, trains = fused.network_forward(spikes, weights, biases, plan, with_trains, views)
         else:
             trains = []
             x = spikes

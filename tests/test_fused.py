@@ -137,3 +137,37 @@ def test_a_weight_changed_in_place_before_the_backward_raises_autograds_error():
         net.hidden[0].weight.add_(0.1)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         q.sum().backward()
+
+
+def test_parameter_views_follow_in_place_updates_and_replaced_tensors():
+    th.manual_seed(0)
+    net = SpikingQNetwork([1.0] * 4, 2, net_arch=[16], ticks=5)
+    obs = th.randn(7, 4)
+
+    def fresh_q() -> np.ndarray:  # the same weights in a network that never cached a view
+        other = SpikingQNetwork([1.0] * 4, 2, net_arch=[16], ticks=5)
+        state = net.state_dict()
+        other.load_state_dict({k: v.contiguous() if isinstance(v, th.Tensor) else v for k, v in state.items()})
+        return other.compiled_forward(obs)[0]
+
+    views = net._parameter_views
+    first = views(net._parameter_tensors())
+    assert views(net._parameter_tensors()) is first  # kept between calls
+    with th.no_grad():
+        net.readout.weight.mul_(-2.0)  # in place, as an optimizer steps
+    assert views(net._parameter_tensors()) is first
+    np.testing.assert_array_equal(net.compiled_forward(obs)[0], fresh_q())
+    with th.no_grad():
+        np.testing.assert_array_equal(net(obs).numpy(), fresh_q())
+    # A replaced tensor (.data = ...) gets a new view, and the forward reads the new values.
+    net.readout.weight.data = th.randn(2, 16)
+    np.testing.assert_array_equal(net.compiled_forward(obs)[0], fresh_q())
+    assert views(net._parameter_tensors()) is not first
+    # A non-contiguous weight is copied at every call (a kept copy would miss in-place updates).
+    net.readout.weight.data = th.randn(16, 2).t()
+    a = views(net._parameter_tensors())
+    assert views(net._parameter_tensors()) is not a
+    with th.no_grad():
+        net.readout.weight.mul_(3.0)
+        np.testing.assert_array_equal(net(obs).numpy(), fresh_q())
+    np.testing.assert_array_equal(net.compiled_forward(obs)[0], fresh_q())
