@@ -14,7 +14,11 @@ emulator over the same ``--episodes`` held-out episodes (env seeds ``EVAL_SEED``
 * ``penalty c``: the recipe trained with the activity penalty ``c`` (``--activity-penalty``);
 * ``adaptive r``: the shipped agent with runtime adaptive thresholds at target rate ``r``;
 * ``hybrid a``: the recipe trained with hybrid input coding (``--encoding hybrid``);
-* ``ticks n``: the recipe at ``n`` ticks.
+* ``ticks n``: the recipe at ``n`` ticks;
+* with ``--seeds``: ``fixed (seed s)``, ``aspen U(1,1.5) (seed s)`` and ``aspen U(1,2) (seed s)``,
+  the recipe with and without threshold noise retrained on each of those seeds and swept
+  over the scales 1.0-2.0, so that ASPEN against the fixed threshold is read seed by seed
+  rather than on the shipped seed alone (``energy_seeds.png``).
 
 Every trained variant is the task's recipe (``agents/<task>.py``, its hyperparameters,
 timesteps and QAT) with one option changed and the shipped agent's seed; its model is
@@ -87,6 +91,8 @@ class Variant:
     :param recipe_args: recipe options that train it (empty: the shipped agent)
     :param scales: runtime threshold scales to evaluate it at
     :param adaptive: ``HardwarePolicy`` adaptive-threshold rule, or None
+    :param seed: training seed (None: the shipped agent's, ``SEEDS``)
+    :param of: for a seed replica, the configuration it replicates
     """
 
     name: str
@@ -94,6 +100,8 @@ class Variant:
     recipe_args: tuple[str, ...] = ()
     scales: tuple[float, ...] = (1.0,)
     adaptive: dict[str, float] | None = field(default=None, hash=False)
+    seed: int | None = None
+    of: str = ""
 
     @property
     def slug(self) -> str:
@@ -108,8 +116,21 @@ EXTRA_ASPEN = (
 )
 
 
-def variants(env_id: str) -> list[Variant]:
-    """The study's configurations for one task."""
+#: Threshold scales of the robustness target (worst normalised reward over these).
+ROBUST_SCALES = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
+#: Configurations retrained per seed with ``--seeds``: the fixed threshold and the two best ASPEN ranges.
+REPLICATED = (("fixed", ()), ("aspen U(1,1.5)", ("--threshold-noise", "1.0,1.5")),
+              ("aspen U(1,2)", ("--threshold-noise", "1.0,2.0")))
+
+
+def seed_variants(seeds: list[int]) -> list[Variant]:
+    """Seed replicas of ``REPLICATED``, swept over ``ROBUST_SCALES``."""
+    return [Variant(f"{name} (seed {s})", "seeds", args, ROBUST_SCALES, seed=s, of=name)
+            for s in seeds for name, args in REPLICATED]
+
+
+def variants(env_id: str, seeds: list[int] = ()) -> list[Variant]:
+    """The study's configurations for one task (with seed replicas on ``seeds``)."""
     return [
         Variant("fixed", "fixed", scales=SCALES),
         Variant("aspen U(1,1.5)", "aspen", ("--threshold-noise", "1.0,1.5"), SCALES),
@@ -121,17 +142,19 @@ def variants(env_id: str) -> list[Variant]:
         *[Variant(f"adaptive {r:g}", "adaptive", adaptive=dict(target_rate=r, gain=1.0)) for r in ADAPTIVE_TARGETS],
         Variant("hybrid 0.5", "hybrid", ("--encoding", "hybrid", "--encoding-alpha", "0.5")),
         *[Variant(f"ticks {n}", "ticks", ("--ticks", str(n))) for n in (6, 8, 10, 12, 16)],
+        *seed_variants(list(seeds)),
     ]
 
 
 def train(env_id: str, variant: Variant, cache: Path, allow: bool) -> Path | None:
     """The variant's model, trained with the recipe unless cached (None: not cached and not allowed)."""
-    if not variant.recipe_args:
+    if not variant.recipe_args and variant.seed is None:
         return trained_model_path(env_id)
     folder = cache / env_id / variant.slug
     model = folder / "model.zip"
     out = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
-    command = [sys.executable, "-m", TASKS[env_id], "--seed", str(SEEDS[env_id]), "--out", str(out),
+    seed = SEEDS[env_id] if variant.seed is None else variant.seed
+    command = [sys.executable, "-m", TASKS[env_id], "--seed", str(seed), "--out", str(out),
                "--no-progress", *variant.recipe_args]
     recorded = folder / "command.txt"
     text = shlex.join(["python", *command[1:]])
@@ -162,6 +185,7 @@ def evaluate(env_id: str, variant: Variant, model_path: Path, episodes: int, ref
         est = energy.estimate(result.synaptic_events_per_inference, policy.program)
         rows.append({
             "env_id": env_id, "variant": variant.name, "family": variant.family, "threshold_scale": scale,
+            "seed": SEEDS[env_id] if variant.seed is None else variant.seed, "of": variant.of or variant.name,
             "ticks": policy.program.ticks, "mean_reward": result.mean_reward, "std_reward": result.std_reward,
             "normalised_reward": (result.mean_reward - WORST[env_id]) / (reference - WORST[env_id]),
             "synaptic_events": result.synaptic_events_per_inference,
@@ -193,7 +217,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         best = None
         if base is not None:
             ok = [r for r in task if r["synaptic_events"] <= fraction * base["synaptic_events"]
-                  and r["normalised_reward"] >= reward]
+                  and r["normalised_reward"] >= reward and r["family"] != "seeds"]
             best = min(ok, key=lambda r: r["synaptic_events"], default=None)
         out[env_id] = {
             "shipped_synaptic_events": None if base is None else base["synaptic_events"],
@@ -203,6 +227,32 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             if "fixed" in worst else {},
             "cheapest_meeting_target": best,
         }
+        if any(r["family"] == "seeds" for r in task):
+            out[env_id]["seeds"] = seed_summary(task)
+    return out
+
+
+def seed_summary(task: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per seed: each replicated configuration's worst normalised reward over ``ROBUST_SCALES``,
+    ASPEN minus the fixed threshold on the same seed, and the means over the seeds."""
+    worst: dict[int, dict[str, float]] = {}
+    for r in task:
+        if r["family"] == "seeds" and r["threshold_scale"] in ROBUST_SCALES:
+            per = worst.setdefault(r["seed"], {})
+            per[r["of"]] = min(per.get(r["of"], np.inf), r["normalised_reward"])
+    seeds = sorted(worst)
+    names = [n for n, _ in REPLICATED]
+    out: dict[str, Any] = {"seeds": seeds, "worst": {str(s): worst[s] for s in seeds},
+                           "mean_worst": {}, "aspen_minus_fixed": {}}
+    for name in names:
+        values = [worst[s][name] for s in seeds if name in worst[s]]
+        if values:
+            out["mean_worst"][name] = float(np.mean(values))
+        if name != "fixed":
+            gaps = [worst[s][name] - worst[s]["fixed"] for s in seeds if name in worst[s] and "fixed" in worst[s]]
+            if gaps:
+                out["aspen_minus_fixed"][name] = {
+                    "per_seed": gaps, "mean": float(np.mean(gaps)), "seeds_20_points_above": sum(g >= 0.2 for g in gaps)}
     return out
 
 
@@ -222,6 +272,16 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                 f"{s['shipped_synaptic_events']:,.0f} synaptic events: {best['variant']} at threshold scale "
                 f"{best['threshold_scale']:g}, {best['synaptic_events']:,.0f} events "
                 f"({best['synaptic_events'] / s['shipped_synaptic_events']:.0%}), {best['normalised_reward']:.0%}.")
+        if "seeds" in s:
+            seeds = s["seeds"]
+            lines.append(
+                f"Seed replicas (seeds {', '.join(map(str, seeds['seeds']))}), worst normalised reward over threshold "
+                "scales 1.0-2.0, mean over the seeds: " + ", ".join(
+                    f"{k} {v:.0%}" for k, v in seeds["mean_worst"].items()) + "; ASPEN minus fixed on the same seed: "
+                + "; ".join(f"{k} {g['mean'] * 100:+.0f} points on average ("
+                            + ", ".join(f"{x * 100:+.0f}" for x in g["per_seed"])
+                            + f"), at least +20 on {g['seeds_20_points_above']} of {len(g['per_seed'])} seeds"
+                            for k, g in seeds["aspen_minus_fixed"].items()) + ".")
         lines.append("")
     return "\n".join(lines)
 
@@ -229,22 +289,42 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 def ship(env_id: str, row: dict[str, Any]) -> Path | None:
     """Copy the configuration of ``row`` to ``agents/trained/<env>/low_energy/`` with its chip program and card.
 
-    Only a trained variant at threshold scale 1 without runtime adaptation ships (its
-    ``model.zip`` is then the exact float twin of the program); otherwise nothing is written.
+    A runtime threshold scale is baked into the copy: its hidden neurons' thresholds are
+    the scaled ones, so that its ``model.zip`` at scale 1 is the exact float twin of its
+    program, and both act as the source agent at that scale. Runtime adaptation (a rule
+    the host applies between inferences) has no such form: nothing is written for it.
     """
-    if row["threshold_scale"] != 1.0 or row["family"] in ("fixed", "adaptive"):
-        print(f"{env_id}: {row['variant']} at scale {row['threshold_scale']:g} is a runtime setting, not shipped")
+    if row["family"] == "adaptive":
+        print(f"{env_id}: {row['variant']} is a runtime rule, not shipped")
         return None
     source = ROOT / Path(row["model"]).parent
+    if not (source / "model.zip").exists():
+        print(f"{env_id}: {row['variant']}: {source / 'model.zip'} is not here (train it first), not shipped")
+        return None
     folder = trained_model_path(env_id).parent / "low_energy"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("model.zip", "model_trained.zip", "eval.json", "README.md", "reward_curve.png", "command.txt"):
+    if folder.exists():
+        shutil.rmtree(folder)  # an earlier choice's files would not describe this one
+    folder.mkdir(parents=True)
+    scale = row["threshold_scale"]
+    # With a baked scale only the weights carry over: the source's card and evaluations are of other thresholds.
+    names = ("model.zip", "model_trained.zip", "eval.json", "README.md", "reward_curve.png", "command.txt")
+    for name in names if scale == 1.0 else ("model.zip",):
         if (source / name).exists():
             shutil.copy2(source / name, folder / name)
     model = DQN.load(folder / "model.zip", device="cpu")
+    if scale != 1.0:
+        with th.no_grad():
+            for net in (model.policy.q_net, model.policy.q_net_target):
+                for lif in net.q_net.lif:
+                    lif.threshold.mul_(scale)
+        model.save(folder / "model.zip")
     HardwarePolicy.from_model(model).program.save(folder / "chip_program.npz")
+    baked = "" if scale == 1.0 else (
+        f" It is `{row['model']}` with its hidden thresholds multiplied by {scale:g} (the runtime "
+        f"`threshold_scale` {scale:g}, baked into `model.zip` and the program).")
     body = (
-        f"## Low-energy configuration ({row['variant']})\n\n"
+        f"## Low-energy configuration ({row['variant']}"
+        + ("" if scale == 1.0 else f", threshold scale {scale:g}") + ")\n\n"
         f"Chosen by `python benchmarks/energy.py --ship` as the configuration with the fewest synaptic events "
         f"per inference that keeps at least {TARGETS[env_id][1]:.0%} of the shipped agent's normalised reward, "
         f"on the emulator over {row.get('episodes', 100)} held-out episodes (env seeds {EVAL_SEED} + i): reward "
@@ -252,6 +332,7 @@ def ship(env_id: str, row: dict[str, Any]) -> Path | None:
         f"and {row['hidden_spikes']:,.1f} hidden spikes per inference, estimated energy "
         f"{row['energy_time_j'] * 1e3:.2f} mJ (time part) + {row['energy_activity_j'] * 1e6:.1f} µJ (activity part), "
         f"latency {row['latency_s'] * 1e3:.0f} ms. `chip_program.npz` is its int8 program (lam=None: its QAT grid)."
+        + baked
     )
     replace_card_section(folder / "README.md", "low-energy", body)
     return folder
@@ -265,7 +346,7 @@ def condensed_markdown(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if r["threshold_scale"] != 1.0:
+        if r["threshold_scale"] != 1.0 or r["family"] == "seeds":
             continue
         lines.append(
             f"| {r['env_id']} | {r['variant']} | {r['ticks']} | {r['mean_reward']:.1f} ({r['normalised_reward']:.0%}) "
@@ -304,6 +385,8 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    replicas = [r for r in rows if r["family"] == "seeds"]
+    rows = [r for r in rows if r["family"] != "seeds"]
     tasks = list(dict.fromkeys(r["env_id"] for r in rows))
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
     for ax, env_id in zip(axes[0], tasks):
@@ -332,6 +415,31 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "energy_front.png", dpi=120)
     plt.close(fig)
+    if replicas:
+        plot_seeds(replicas, out)
+
+
+def plot_seeds(replicas: list[dict[str, Any]], out: Path) -> None:
+    """``energy_seeds.png``: per task and seed, each replicated configuration's worst normalised reward over scales 1-2."""
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["env_id"] for r in replicas))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    names = [n for n, _ in REPLICATED]
+    for ax, env_id in zip(axes[0], tasks):
+        summary = seed_summary([r for r in replicas if r["env_id"] == env_id])
+        seeds = summary["seeds"]
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            ax.bar(np.arange(len(seeds)) + (i - (len(names) - 1) / 2) * width,
+                   [summary["worst"][str(s)].get(name, np.nan) for s in seeds], width, label=name,
+                   color="black" if name == "fixed" else None)
+        ax.set_xticks(np.arange(len(seeds)), [f"seed {s}" for s in seeds])
+        ax.set(title=env_id, ylabel="worst normalised reward, threshold scales 1.0-2.0", ylim=(0, 1.05))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "energy_seeds.png", dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--no-train", action="store_true", help="evaluate cached models only (skip the others)")
     parser.add_argument("--only", nargs="*", default=None, help="evaluate only these variant names")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[],
+                        help="also retrain the fixed threshold and ASPEN U(1,1.5), U(1,2) on these seeds (swept over scales 1-2)")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--ship", action="store_true",
@@ -352,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     for env_id in args.tasks:
         shipped = DQN.load(trained_model_path(env_id), device="cpu")
         references[env_id] = float_reward(shipped, env_id, args.episodes, seed=EVAL_SEED).mean_reward
-        todo = [v for v in variants(env_id) if args.only is None or v.name in args.only]
+        todo = [v for v in variants(env_id, args.seeds) if args.only is None or v.name in args.only]
         for variant in tqdm(todo, desc=env_id, unit="configuration"):
             path = train(env_id, variant, args.cache, allow=not args.no_train)
             if path is None:
