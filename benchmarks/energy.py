@@ -228,20 +228,25 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "cheapest_meeting_target": best,
         }
         if any(r["family"] == "seeds" for r in task):
-            out[env_id]["seeds"] = seed_summary(task)
+            out[env_id]["seeds"] = seed_summary(task)  # with the shipped seed's rows
     return out
 
 
 def seed_summary(task: list[dict[str, Any]]) -> dict[str, Any]:
     """Per seed: each replicated configuration's worst normalised reward over ``ROBUST_SCALES``,
-    ASPEN minus the fixed threshold on the same seed, and the means over the seeds."""
+    ASPEN minus the fixed threshold on the same seed, and the means over the seeds.
+
+    The shipped seed's are the study's own ``fixed`` and ASPEN rows of those names.
+    """
+    names = [n for n, _ in REPLICATED]
     worst: dict[int, dict[str, float]] = {}
     for r in task:
-        if r["family"] == "seeds" and r["threshold_scale"] in ROBUST_SCALES:
-            per = worst.setdefault(r["seed"], {})
-            per[r["of"]] = min(per.get(r["of"], np.inf), r["normalised_reward"])
+        own = r["family"] in ("fixed", "aspen") and r["variant"] in names
+        if (r["family"] == "seeds" or own) and r["threshold_scale"] in ROBUST_SCALES:
+            seed, of = r.get("seed", SEEDS[r["env_id"]]), r.get("of", r["variant"])
+            per = worst.setdefault(seed, {})
+            per[of] = min(per.get(of, np.inf), r["normalised_reward"])
     seeds = sorted(worst)
-    names = [n for n, _ in REPLICATED]
     out: dict[str, Any] = {"seeds": seeds, "worst": {str(s): worst[s] for s in seeds},
                            "mean_worst": {}, "aspen_minus_fixed": {}}
     for name in names:
@@ -275,7 +280,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         if "seeds" in s:
             seeds = s["seeds"]
             lines.append(
-                f"Seed replicas (seeds {', '.join(map(str, seeds['seeds']))}), worst normalised reward over threshold "
+                f"Per training seed (seeds {', '.join(map(str, seeds['seeds']))}; {SEEDS[env_id]} is the shipped "
+                "agent's, the others retrained with `--seeds`), worst normalised reward over threshold "
                 "scales 1.0-2.0, mean over the seeds: " + ", ".join(
                     f"{k} {v:.0%}" for k, v in seeds["mean_worst"].items()) + "; ASPEN minus fixed on the same seed: "
                 + "; ".join(f"{k} {g['mean'] * 100:+.0f} points on average ("
@@ -385,7 +391,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    replicas = [r for r in rows if r["family"] == "seeds"]
+    replicas = [r for r in rows if r["family"] in ("seeds", "fixed", "aspen")]
     rows = [r for r in rows if r["family"] != "seeds"]
     tasks = list(dict.fromkeys(r["env_id"] for r in rows))
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
@@ -415,7 +421,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "energy_front.png", dpi=120)
     plt.close(fig)
-    if replicas:
+    if any(r["family"] == "seeds" for r in replicas):
         plot_seeds(replicas, out)
 
 
@@ -423,7 +429,7 @@ def plot_seeds(replicas: list[dict[str, Any]], out: Path) -> None:
     """``energy_seeds.png``: per task and seed, each replicated configuration's worst normalised reward over scales 1-2."""
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(r["env_id"] for r in replicas))
+    tasks = list(dict.fromkeys(r["env_id"] for r in replicas if r["family"] == "seeds"))
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
     names = [n for n, _ in REPLICATED]
     for ax, env_id in zip(axes[0], tasks):
@@ -434,7 +440,8 @@ def plot_seeds(replicas: list[dict[str, Any]], out: Path) -> None:
             ax.bar(np.arange(len(seeds)) + (i - (len(names) - 1) / 2) * width,
                    [summary["worst"][str(s)].get(name, np.nan) for s in seeds], width, label=name,
                    color="black" if name == "fixed" else None)
-        ax.set_xticks(np.arange(len(seeds)), [f"seed {s}" for s in seeds])
+        ax.set_xticks(np.arange(len(seeds)), [f"seed {s}" + (" (shipped)" if s == SEEDS[env_id] else "")
+                                              for s in seeds])
         ax.set(title=env_id, ylabel="worst normalised reward, threshold scales 1.0-2.0", ylim=(0, 1.05))
         ax.legend(fontsize=8)
     fig.tight_layout()
