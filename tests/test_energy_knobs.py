@@ -541,3 +541,20 @@ def test_shipped_low_energy_cartpole_agent_meets_its_target():
     model = DQN.load(folder / "low_energy" / "model.zip")
     assert model.policy.spiking_config.activity_penalty == 1e-4
     assert HardwarePolicy.from_model(model).program == ChipProgram.load(folder / "low_energy" / "chip_program.npz")
+
+
+def test_shipped_low_energy_acrobot_agent_meets_its_target():
+    """At most 2/3 of the shipped agent's synaptic events at >= 95% of its normalised reward (the study's episodes)."""
+    from spiking_dqn.rollouts import backend_reward, float_reward
+
+    folder = trained_model_path("Acrobot-v1").parent
+    # The study's 100 held-out episodes: the emulator is deterministic, so this is the study's point.
+    reference = float_reward(DQN.load(folder / "model.zip"), "Acrobot-v1", 100, seed=20_000).mean_reward
+    shipped = backend_reward(ChipProgram.load(folder / "chip_program.npz"), "Acrobot-v1", 100, seed=20_000)
+    low = backend_reward(ChipProgram.load(folder / "low_energy" / "chip_program.npz"), "Acrobot-v1", 100, seed=20_000)
+    assert (low.mean_reward + 500) / (reference + 500) >= 0.95
+    assert low.synaptic_events_per_inference <= 2 / 3 * shipped.synaptic_events_per_inference
+    # Fewer ticks bought it: 12 instead of 20, so time-proportional energy and latency fall too.
+    model = DQN.load(folder / "low_energy" / "model.zip")
+    assert model.policy.spiking_config.ticks == 12 == ChipProgram.load(folder / "low_energy" / "chip_program.npz").ticks
+    assert HardwarePolicy.from_model(model).program == ChipProgram.load(folder / "low_energy" / "chip_program.npz")
