@@ -103,6 +103,10 @@ class Variant:
     seed: int | None = None
     of: str = ""
 
+    def training_seed(self, env_id: str) -> int:
+        """The seed it is trained with: its own, else the shipped agent's."""
+        return SEEDS[env_id] if self.seed is None else self.seed
+
     @property
     def slug(self) -> str:
         return "".join(c if c.isalnum() or c in "._-" else "_" for c in self.name)
@@ -153,8 +157,7 @@ def train(env_id: str, variant: Variant, cache: Path, allow: bool) -> Path | Non
     folder = cache / env_id / variant.slug
     model = folder / "model.zip"
     out = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
-    seed = SEEDS[env_id] if variant.seed is None else variant.seed
-    command = [sys.executable, "-m", TASKS[env_id], "--seed", str(seed), "--out", str(out),
+    command = [sys.executable, "-m", TASKS[env_id], "--seed", str(variant.training_seed(env_id)), "--out", str(out),
                "--no-progress", *variant.recipe_args]
     recorded = folder / "command.txt"
     text = shlex.join(["python", *command[1:]])
@@ -185,7 +188,7 @@ def evaluate(env_id: str, variant: Variant, model_path: Path, episodes: int, ref
         est = energy.estimate(result.synaptic_events_per_inference, policy.program)
         rows.append({
             "env_id": env_id, "variant": variant.name, "family": variant.family, "threshold_scale": scale,
-            "seed": SEEDS[env_id] if variant.seed is None else variant.seed, "of": variant.of or variant.name,
+            "seed": variant.training_seed(env_id), "of": variant.of or variant.name,
             "ticks": policy.program.ticks, "mean_reward": result.mean_reward, "std_reward": result.std_reward,
             "normalised_reward": (result.mean_reward - WORST[env_id]) / (reference - WORST[env_id]),
             "synaptic_events": result.synaptic_events_per_inference,
@@ -210,7 +213,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         base = next((r for r in task if r["variant"] == "fixed" and r["threshold_scale"] == 1.0), None)
         worst = {}
         for name in dict.fromkeys(r["variant"] for r in task if r["family"] in ("fixed", "aspen")):
-            pts = [r["normalised_reward"] for r in task if r["variant"] == name and 1.0 <= r["threshold_scale"] <= 2.0]
+            pts = [r["normalised_reward"] for r in task if r["variant"] == name and r["threshold_scale"] in ROBUST_SCALES]
             if pts:
                 worst[name] = min(pts)
         fraction, reward = TARGETS[env_id]
