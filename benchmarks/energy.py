@@ -150,6 +150,25 @@ def variants(env_id: str, seeds: list[int] = ()) -> list[Variant]:
     ]
 
 
+def in_study_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` by task, then configuration as ``variants`` lists them (seed replicas last, by seed), then scale.
+
+    Runs of subsets (``--only``) append their rows; the tables and the summary read in this order.
+    """
+    replicated = [name for name, _ in REPLICATED]
+
+    def key(r: dict[str, Any]) -> tuple:
+        names = [v.name for v in variants(r["env_id"])]
+        if r["family"] == "seeds":
+            place = (len(names) + 1, r.get("seed", 0), replicated.index(r["of"]) if r.get("of") in replicated else 0)
+        else:
+            place = (names.index(r["variant"]) if r["variant"] in names else len(names), 0, 0)
+        task = list(TASKS).index(r["env_id"]) if r["env_id"] in TASKS else len(TASKS)
+        return task, place, r["threshold_scale"]
+
+    return sorted(rows, key=key)
+
+
 def train(env_id: str, variant: Variant, cache: Path, allow: bool) -> Path | None:
     """The variant's model, trained with the recipe unless cached (None: not cached and not allowed)."""
     if not variant.recipe_args and variant.seed is None:
@@ -482,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     # Keep the figures of an earlier run for the points not evaluated now.
     rows, references = merge_with_previous(args.out / "energy.json", rows, references)
+    rows = in_study_order(rows)
     data = {
         "rows": rows, "references_float_reward": references, "skipped": skipped, "episodes": args.episodes,
         "eval_seed": EVAL_SEED, "energy_model": energy.EnergyModel().__dict__,

@@ -1,0 +1,86 @@
+"""The energy study's bookkeeping (``benchmarks/energy.py``): the verdicts it writes into the README.
+
+The study's figures come from hours of training; what it concludes from them (worst reward
+over the robustness scales, ASPEN minus fixed per seed, the cheapest configuration meeting
+the target, the order of the tables) is checked here on rows made up for the purpose.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("energy_study", ROOT / "benchmarks" / "energy.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+    sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def row(variant, family, scale, reward, events, env_id="CartPole-v0", **extra):
+    return {"env_id": env_id, "variant": variant, "family": family, "threshold_scale": scale,
+            "normalised_reward": reward, "synaptic_events": events, **extra}
+
+
+def test_worst_reward_is_taken_over_the_robust_scales_only(study):
+    rows = [row("fixed", "fixed", s, r, 1000) for s, r in ((0.6, 0.0), (1.0, 1.0), (1.4, 0.5), (2.0, 0.9), (2.4, 0.0))]
+    rows += [row("aspen U(1,2)", "aspen", s, r, 2000) for s, r in ((0.6, 0.1), (1.0, 1.0), (1.6, 0.8), (2.4, 0.0))]
+    summary = study.summarise(rows)["CartPole-v0"]
+    assert summary["worst_normalised_reward_scales_1_to_2"] == {"fixed": 0.5, "aspen U(1,2)": 0.8}
+    assert summary["aspen_minus_fixed_worst"] == {"aspen U(1,2)": pytest.approx(0.3)}
+
+
+def test_cheapest_configuration_meets_both_parts_of_the_target(study):
+    rows = [
+        row("fixed", "fixed", 1.0, 1.0, 1000),
+        row("fixed", "fixed", 2.0, 0.97, 300),            # cheap but below 98%
+        row("penalty 0.0001", "penalty", 1.0, 0.99, 450),  # meets both
+        row("ticks 8", "ticks", 1.0, 1.0, 400),            # meets both, cheaper: chosen
+        row("ticks 12", "ticks", 1.0, 1.0, 600),           # more than half the events
+        row("fixed (seed 1)", "seeds", 1.0, 1.0, 100, seed=1, of="fixed"),  # a replica is not a candidate
+    ]
+    best = study.summarise(rows)["CartPole-v0"]["cheapest_meeting_target"]
+    assert best["variant"] == "ticks 8"
+    rows = [row("fixed", "fixed", 1.0, 1.0, 1000), row("ticks 6", "ticks", 1.0, 0.5, 100)]
+    assert study.summarise(rows)["CartPole-v0"]["cheapest_meeting_target"] is None
+
+
+def test_seed_summary_counts_the_shipped_seeds_rows_as_its_seed(study):
+    shipped = study.SEEDS["CartPole-v0"]
+    rows = [row("fixed", "fixed", 1.0, 1.0, 1), row("fixed", "fixed", 1.6, 0.4, 1),
+            row("aspen U(1,2)", "aspen", 1.0, 1.0, 1), row("aspen U(1,2)", "aspen", 2.0, 0.7, 1),
+            row("aspen U(1,2)", "aspen", 2.4, 0.0, 1)]  # outside the robustness scales
+    for name, worst in (("fixed", 0.9), ("aspen U(1,2)", 0.6)):
+        rows += [row(f"{name} (seed 0)", "seeds", s, r, 1, seed=0, of=name) for s, r in ((1.0, 1.0), (1.8, worst))]
+    summary = study.seed_summary(rows)
+    assert summary["seeds"] == [0, shipped]
+    gaps = summary["aspen_minus_fixed"]["aspen U(1,2)"]
+    assert gaps["per_seed"] == [pytest.approx(-0.3), pytest.approx(0.3)]
+    assert gaps["mean"] == pytest.approx(0.0) and gaps["seeds_20_points_above"] == 1
+    assert summary["mean_worst"]["fixed"] == pytest.approx(0.65)
+
+
+def test_tables_read_in_study_order_whatever_order_the_runs_came_in(study, tmp_path):
+    old = [row("ticks 8", "ticks", 1.0, 1.0, 1, env_id="Acrobot-v1"), row("fixed", "fixed", 1.4, 1.0, 1),
+           row("ticks 6", "ticks", 1.0, 1.0, 1)]
+    (tmp_path / "energy.json").write_text(json.dumps({"rows": old, "references_float_reward": {"Acrobot-v1": -80.0}}))
+    new = [row("fixed", "fixed", 1.0, 0.5, 1), row("aspen U(1,3)", "aspen", 1.0, 1.0, 1, env_id="Acrobot-v1"),
+           row("fixed (seed 0)", "seeds", 1.0, 1.0, 1, seed=0, of="fixed"), row("hybrid 0.5", "hybrid", 1.0, 1.0, 1)]
+    merged, references = study.merge_with_previous(tmp_path / "energy.json", new, {"CartPole-v0": 200.0})
+    ordered = study.in_study_order(merged)  # fixed, evaluated anew, replaces all its old rows
+    assert [(r["env_id"][:4], r["variant"], r["threshold_scale"]) for r in ordered] == [
+        ("Cart", "fixed", 1.0), ("Cart", "hybrid 0.5", 1.0), ("Cart", "ticks 6", 1.0),
+        ("Cart", "fixed (seed 0)", 1.0), ("Acro", "aspen U(1,3)", 1.0), ("Acro", "ticks 8", 1.0)]
+    assert references == {"Acrobot-v1": -80.0, "CartPole-v0": 200.0}
