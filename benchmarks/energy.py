@@ -3,6 +3,7 @@
     python benchmarks/energy.py                          # train what is missing, evaluate, write the tables
     python benchmarks/energy.py --tasks CartPole-v0      # one task
     python benchmarks/energy.py --no-train               # tables and plots from the cached models only
+    python benchmarks/energy.py --only --update-readme   # tables, plots and README from energy.json alone
 
 For each task (CartPole-v0, Acrobot-v1), every configuration is a chip program run on the
 emulator over the same ``--episodes`` held-out episodes (env seeds ``EVAL_SEED`` on):
@@ -31,9 +32,11 @@ episodes, ``R_worst`` 0 for CartPole and -500 for Acrobot), synaptic events and 
 spikes per inference, and the energy model's estimate per inference split into its
 time-proportional and activity parts (:mod:`spiking_dqn.hardware.energy`), and latency.
 
-Writes ``energy.json``, ``energy.md`` (the README table), ``energy_scale.png`` (reward vs
-threshold scale, fixed vs ASPEN) and ``energy_front.png`` (normalised reward vs synaptic
-events, every configuration) to ``--out`` (default ``benchmarks/results/``).
+Writes ``energy.json``, ``energy.md`` (the summary, the README table and every point),
+``energy_scale.png`` (reward vs threshold scale, fixed vs ASPEN) and ``energy_front.png``
+(normalised reward vs synaptic events, every configuration) to ``--out`` (default
+``benchmarks/results/``); ``--update-readme`` writes the summary and the table into the
+README between ``<!-- energy-table:begin/end -->``.
 """
 
 from __future__ import annotations
@@ -481,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also retrain the fixed threshold and ASPEN U(1,1.5), U(1,2) on these seeds (swept over scales 1-2)")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--update-readme", action="store_true",
+                        help="write the summary and table into README.md between <!-- energy-table:begin/end -->")
     parser.add_argument("--ship", action="store_true",
                         help="copy each task's cheapest configuration meeting the target to agents/trained/<env>/low_energy/")
     args = parser.parse_args(argv)
@@ -513,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     table = (summary_markdown(data["summary"]) + "\n" + condensed_markdown(rows) + "\nAll points:\n\n"
              + markdown(rows, references))
     (args.out / "energy.md").write_text(table)
+    if args.update_readme:
+        replace_card_section(ROOT / "README.md", "energy-table",
+                             summary_markdown(data["summary"]) + "\n" + condensed_markdown(rows))
     if rows:
         plot(rows, args.out)
     print(table)
