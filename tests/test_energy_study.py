@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,18 @@ def test_seed_summary_counts_the_shipped_seeds_rows_as_its_seed(study):
     assert gaps["per_seed"] == [pytest.approx(-0.3), pytest.approx(0.3)]
     assert gaps["mean"] == pytest.approx(0.0) and gaps["seeds_20_points_above"] == 1
     assert summary["mean_worst"]["fixed"] == pytest.approx(0.65)
+    low, high = gaps["mean_95_interval"]
+    assert -0.3 - 1e-9 <= low < 0.0 < high <= 0.3 + 1e-9  # the mean of two seeds this far apart is not settled
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_seeds(study):
+    rng = np.random.default_rng(1)
+    few, many = rng.normal(0.2, 0.3, 4), rng.normal(0.2, 0.3, 64)
+    for values in (few, many):
+        low, high = study.bootstrap_interval(list(values))
+        assert low < values.mean() < high
+    assert np.ptp(study.bootstrap_interval(list(many))) < np.ptp(study.bootstrap_interval(list(few)))
+    assert study.bootstrap_interval([0.1, 0.1, 0.1]) == [pytest.approx(0.1), pytest.approx(0.1)]
 
 
 def test_tables_read_in_study_order_whatever_order_the_runs_came_in(study, tmp_path):
