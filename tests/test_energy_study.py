@@ -97,3 +97,10 @@ def test_tables_read_in_study_order_whatever_order_the_runs_came_in(study, tmp_p
         ("Cart", "fixed", 1.0), ("Cart", "hybrid 0.5", 1.0), ("Cart", "ticks 6", 1.0),
         ("Cart", "fixed (seed 0)", 1.0), ("Acro", "aspen U(1,3)", 1.0), ("Acro", "ticks 8", 1.0)]
     assert references == {"Acrobot-v1": -80.0, "CartPole-v0": 200.0}
+
+
+def test_seed_replicas_leave_out_the_shipped_seed(study):
+    shipped = study.SEEDS["Acrobot-v1"]
+    replicas = [v for v in study.variants("Acrobot-v1", [shipped, shipped + 1]) if v.family == "seeds"]
+    assert {v.seed for v in replicas} == {shipped + 1}
+    assert [v.of for v in replicas] == [name for name, _ in study.REPLICATED]
