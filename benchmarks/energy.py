@@ -2,6 +2,7 @@
 
     python benchmarks/energy.py                          # train what is missing, evaluate, write the tables
     python benchmarks/energy.py --tasks CartPole-v0      # one task
+    python benchmarks/energy.py --jobs 2                 # two recipes training at once
     python benchmarks/energy.py --no-train               # tables and plots from the cached models only
     python benchmarks/energy.py --only --update-readme   # tables, plots and README from energy.json alone
 
@@ -50,7 +51,9 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,7 +220,8 @@ def evaluate(env_id: str, variant: Variant, model_path: Path, episodes: int, ref
             "hidden_spikes": result.hidden_spikes_per_inference,
             "energy_time_j": est.time_energy_j, "energy_activity_j": est.activity_energy_j,
             "energy_total_j": est.total_energy_j, "latency_s": est.latency_s,
-            "saturated_fraction": stats.saturated / max(stats.inferences, 1), "model": str(model_path.relative_to(ROOT)),
+            "saturated_fraction": stats.saturated / max(stats.inferences, 1),
+            "model": str(model_path.relative_to(ROOT) if model_path.is_relative_to(ROOT) else model_path),
         })
     return rows
 
@@ -442,7 +446,8 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
                     lw=2.5 if name == "fixed" else 1.2, color="black" if name == "fixed" else None)
         ax.set(title=env_id, xlabel="runtime threshold scale", ylabel="normalised reward (float agent = 1)")
         ax.axvspan(1.0, 2.0, color="0.92", zorder=0)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a run of single-scale configurations has no sweep to label
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "energy_scale.png", dpi=120)
     plt.close(fig)
@@ -502,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="*", type=int, default=[],
                         help="also retrain the fixed threshold and ASPEN U(1,1.5), U(1,2) on these seeds (swept over "
                              "scales 1-2; the shipped agent's seed is the study's own rows)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train up to this many configurations at once (a recipe takes one core; evaluation runs beside)")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--update-readme", action="store_true",
@@ -513,16 +520,32 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     references: dict[str, float] = {}
     skipped: list[str] = []
+    todo = []
     for env_id in args.tasks:
         shipped = DQN.load(trained_model_path(env_id), device="cpu")
         references[env_id] = float_reward(shipped, env_id, args.episodes, seed=EVAL_SEED).mean_reward
-        todo = [v for v in variants(env_id, args.seeds) if args.only is None or v.name in args.only]
-        for variant in tqdm(todo, desc=env_id, unit="configuration"):
-            path = train(env_id, variant, args.cache, allow=not args.no_train)
-            if path is None:
-                skipped.append(f"{env_id}: {variant.name} (not trained)")
+        todo += [(env_id, v) for v in variants(env_id, args.seeds) if args.only is None or v.name in args.only]
+
+    def trained(job: tuple[str, Variant]) -> Path | None:
+        try:
+            return train(*job, args.cache, allow=not args.no_train)
+        except subprocess.CalledProcessError:
+            return None  # its train.log says why; the others go on
+
+    # Recipes train in subprocesses, up to --jobs at once; each is evaluated here as soon as it is ready.
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(trained, job): job for job in todo}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="configurations", unit="configuration"):
+            (env_id, variant), path = futures[future], future.result()
+            if path is None or not path.exists():
+                reason = "not trained" if args.no_train else f"training failed: {args.cache / env_id / variant.slug}/train.log"
+                skipped.append(f"{env_id}: {variant.name} ({reason})")
                 continue
-            rows.extend(evaluate(env_id, variant, path, args.episodes, references[env_id]))
+            try:
+                rows.extend(evaluate(env_id, variant, path, args.episodes, references[env_id]))
+            except Exception as error:  # keep what the other configurations measured
+                traceback.print_exc()
+                skipped.append(f"{env_id}: {variant.name} (evaluation failed: {error!r})")
     args.out.mkdir(parents=True, exist_ok=True)
     # Keep the figures of an earlier run for the points not evaluated now.
     rows, references = merge_with_previous(args.out / "energy.json", rows, references)

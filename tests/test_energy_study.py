@@ -104,3 +104,24 @@ def test_seed_replicas_leave_out_the_shipped_seed(study):
     replicas = [v for v in study.variants("Acrobot-v1", [shipped, shipped + 1]) if v.family == "seeds"]
     assert {v.seed for v in replicas} == {shipped + 1}
     assert [v.of for v in replicas] == [name for name, _ in study.REPLICATED]
+
+
+def test_a_failed_training_is_reported_and_the_other_configurations_still_evaluated(study, tmp_path, monkeypatch):
+    def train(env_id, variant, cache, allow):
+        if variant.name == "ticks 6":
+            raise study.subprocess.CalledProcessError(1, ["python", "-m", "agents.cartpole"])
+        return tmp_path / "model.zip"
+
+    def evaluate(env_id, variant, model_path, episodes, reference):
+        return [row(variant.name, variant.family, 1.0, 1.0, 100.0, ticks=8, mean_reward=200.0, hidden_spikes=1.0,
+                    energy_time_j=1e-3, energy_activity_j=1e-6, latency_s=8e-3, model=str(model_path))]
+
+    (tmp_path / "model.zip").write_bytes(b"")
+    monkeypatch.setattr(study, "train", train)
+    monkeypatch.setattr(study, "evaluate", evaluate)
+    assert study.main(["--tasks", "CartPole-v0", "--episodes", "1", "--only", "ticks 6", "ticks 8", "--jobs", "2",
+                       "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]) == 0
+    data = json.loads((tmp_path / "out" / "energy.json").read_text())
+    assert [r["variant"] for r in data["rows"]] == ["ticks 8"]
+    assert len(data["skipped"]) == 1 and data["skipped"][0].startswith("CartPole-v0: ticks 6 (training failed")
+    assert "ticks 8" in (tmp_path / "out" / "energy.md").read_text()
