@@ -25,7 +25,9 @@ emulator over the same ``--episodes`` held-out episodes (env seeds ``EVAL_SEED``
 Every trained variant is the task's recipe (``agents/<task>.py``, its hyperparameters,
 timesteps and QAT) with one option changed and the shipped agent's seed; its model is
 cached under ``--cache`` (default ``runs/energy/<env>/<variant>/``) with the command that
-made it (``command.txt``), so that a second run only evaluates.
+made it (``command.txt``) and the commit it was trained with (``code.txt``, in its rows as
+``trained_with``), so that a second run only evaluates. A recipe is bit-reproducible on one
+commit, not across commits that change the training arithmetic.
 
 Per point: mean reward, the reward normalised as in the threshold benchmark
 (``(R - R_worst) / (R_ref - R_worst)``, ``R_ref`` the shipped agent's float reward on the same
@@ -196,8 +198,18 @@ def train(env_id: str, variant: Variant, cache: Path, allow: bool) -> Path | Non
     with open(folder / "train.log", "w") as log:
         subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
     recorded.write_text(text + "\n")
+    (folder / "code.txt").write_text(code_version() + "\n")
     print(f"{env_id}: {variant.name} trained in {time.perf_counter() - start:.0f} s", flush=True)
     return model
+
+
+def code_version() -> str:
+    """The repository's commit, with ``+changes`` when the work tree differs from it (the code a model was trained with)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def evaluate(env_id: str, variant: Variant, model_path: Path, episodes: int, reference: float) -> list[dict[str, Any]]:
@@ -222,6 +234,8 @@ def evaluate(env_id: str, variant: Variant, model_path: Path, episodes: int, ref
             "energy_total_j": est.total_energy_j, "latency_s": est.latency_s,
             "saturated_fraction": stats.saturated / max(stats.inferences, 1),
             "model": str(model_path.relative_to(ROOT) if model_path.is_relative_to(ROOT) else model_path),
+            "trained_with": (code.read_text().strip() if (code := model_path.parent / "code.txt").exists()
+                             else "not recorded"),
         })
     return rows
 
