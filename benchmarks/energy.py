@@ -25,9 +25,8 @@ emulator over the same ``--episodes`` held-out episodes (env seeds ``EVAL_SEED``
 Every trained variant is the task's recipe (``agents/<task>.py``, its hyperparameters,
 timesteps and QAT) with one option changed and the shipped agent's seed; its model is
 cached under ``--cache`` (default ``runs/energy/<env>/<variant>/``) with the command that
-made it (``command.txt``) and the commit it was trained with (``code.txt``, in its rows as
-``trained_with``), so that a second run only evaluates. A recipe is bit-reproducible on one
-commit, not across commits that change the training arithmetic.
+made it (``command.txt``) and the commit and package versions it was trained with
+(``code.txt``, in its rows as ``trained_with``), so that a second run only evaluates.
 
 Per point: mean reward, the reward normalised as in the threshold benchmark
 (``(R - R_worst) / (R_ref - R_worst)``, ``R_ref`` the shipped agent's float reward on the same
@@ -57,6 +56,7 @@ import traceback
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -203,13 +203,28 @@ def train(env_id: str, variant: Variant, cache: Path, allow: bool) -> Path | Non
     return model
 
 
+#: Installed packages whose versions a training's numbers depend on (recorded with each trained model).
+TRAINING_PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "snntorch")
+
+
 def code_version() -> str:
-    """The repository's commit, with ``+changes`` when the work tree differs from it (the code a model was trained with)."""
+    """The repository's commit (``+changes`` when the work tree differs) and the versions of ``TRAINING_PACKAGES``.
+
+    A recipe run is bit-reproducible with both the same; a newer release of one of the
+    packages can change the trained weights as much as another seed.
+    """
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    commit += "+changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    packages = []
+    for name in TRAINING_PACKAGES:
+        try:
+            packages.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            packages.append(f"{name} not installed")
+    return " ".join([commit, *packages])
 
 
 def evaluate(env_id: str, variant: Variant, model_path: Path, episodes: int, reference: float) -> list[dict[str, Any]]:
