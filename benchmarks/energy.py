@@ -37,8 +37,8 @@ time-proportional and activity parts (:mod:`spiking_dqn.hardware.energy`), and l
 Writes ``energy.json``, ``energy.md`` (the summary, the README table and every point),
 ``energy_scale.png`` (reward vs threshold scale, fixed vs ASPEN) and ``energy_front.png``
 (normalised reward vs synaptic events, every configuration) to ``--out`` (default
-``benchmarks/results/``); ``--update-readme`` writes the summary and the table into the
-README between ``<!-- energy-table:begin/end -->``.
+``benchmarks/results/``); ``--update-readme`` writes the summary, the table and the plots
+into the README between ``<!-- energy-table:begin/end -->``.
 """
 
 from __future__ import annotations
@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--update-readme", action="store_true",
-                        help="write the summary and table into README.md between <!-- energy-table:begin/end -->")
+                        help="write the summary, table and plots into README.md between <!-- energy-table:begin/end -->")
     parser.add_argument("--ship", action="store_true",
                         help="copy each task's cheapest configuration meeting the target to agents/trained/<env>/low_energy/")
     args = parser.parse_args(argv)
@@ -591,8 +591,12 @@ def main(argv: list[str] | None = None) -> int:
              + markdown(rows, references))
     (args.out / "energy.md").write_text(table)
     if args.update_readme:
+        plots = [("reward vs threshold scale", "energy_scale.png"), ("reward vs synaptic events", "energy_front.png"),
+                 ("ASPEN vs fixed per training seed", "energy_seeds.png")]
+        figures = "".join(f"![{alt}](benchmarks/results/{name})\n" for alt, name in plots
+                          if (RESULTS / name).exists() and args.out.resolve() == RESULTS.resolve())
         replace_card_section(ROOT / "README.md", "energy-table",
-                             summary_markdown(data["summary"]) + "\n" + condensed_markdown(rows))
+                             summary_markdown(data["summary"]) + "\n" + condensed_markdown(rows) + "\n" + figures)
     if rows:
         plot(rows, args.out)
     print(table)
