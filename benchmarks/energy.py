@@ -164,9 +164,10 @@ def in_study_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Runs of subsets (``--only``) append their rows; the tables and the summary read in this order.
     """
     replicated = [name for name, _ in REPLICATED]
+    listed = {env_id: [v.name for v in variants(env_id)] for env_id in {r["env_id"] for r in rows}}
 
     def key(r: dict[str, Any]) -> tuple:
-        names = [v.name for v in variants(r["env_id"])]
+        names = listed[r["env_id"]]
         if r["family"] == "seeds":
             place = (len(names) + 1, r.get("seed", 0), replicated.index(r["of"]) if r.get("of") in replicated else 0)
         else:
@@ -230,6 +231,8 @@ def code_version() -> str:
 def evaluate(env_id: str, variant: Variant, model_path: Path, episodes: int, reference: float) -> list[dict[str, Any]]:
     """One row per threshold scale of the variant."""
     model = DQN.load(model_path, device="cpu")
+    code = model_path.parent / "code.txt"
+    trained_with = code.read_text().strip() if code.exists() else "not recorded"
     rows = []
     for scale in variant.scales:
         policy = HardwarePolicy.from_model(model, threshold_scale=scale, adaptive_thresholds=variant.adaptive)
@@ -249,8 +252,7 @@ def evaluate(env_id: str, variant: Variant, model_path: Path, episodes: int, ref
             "energy_total_j": est.total_energy_j, "latency_s": est.latency_s,
             "saturated_fraction": stats.saturated / max(stats.inferences, 1),
             "model": str(model_path.relative_to(ROOT) if model_path.is_relative_to(ROOT) else model_path),
-            "trained_with": (code.read_text().strip() if (code := model_path.parent / "code.txt").exists()
-                             else "not recorded"),
+            "trained_with": trained_with,
         })
     return rows
 
@@ -587,18 +589,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     data["summary"] = summarise(rows)
     (args.out / "energy.json").write_text(json.dumps(data, indent=2) + "\n")
-    table = (summary_markdown(data["summary"]) + "\n" + condensed_markdown(rows) + "\nAll points:\n\n"
-             + markdown(rows, references))
+    readme_part = summary_markdown(data["summary"]) + "\n" + condensed_markdown(rows)
+    table = readme_part + "\nAll points:\n\n" + markdown(rows, references)
     (args.out / "energy.md").write_text(table)
-    if args.update_readme:
-        plots = [("reward vs threshold scale", "energy_scale.png"), ("reward vs synaptic events", "energy_front.png"),
-                 ("ASPEN vs fixed per training seed", "energy_seeds.png")]
-        figures = "".join(f"![{alt}](benchmarks/results/{name})\n" for alt, name in plots
-                          if (RESULTS / name).exists() and args.out.resolve() == RESULTS.resolve())
-        replace_card_section(ROOT / "README.md", "energy-table",
-                             summary_markdown(data["summary"]) + "\n" + condensed_markdown(rows) + "\n" + figures)
     if rows:
         plot(rows, args.out)
+    if args.update_readme:  # after the plots, so that a first run links them too
+        plots = [("reward vs threshold scale", "energy_scale.png"), ("reward vs synaptic events", "energy_front.png"),
+                 ("ASPEN vs fixed per training seed", "energy_seeds.png")]
+        figures = "".join(f"![{alt}]({Path(os.path.relpath(args.out / name, ROOT)).as_posix()})\n"
+                          for alt, name in plots if (args.out / name).exists())
+        replace_card_section(ROOT / "README.md", "energy-table", readme_part + "\n" + figures)
     print(table)
     if skipped:
         print("skipped:", *skipped, sep="\n  ")
