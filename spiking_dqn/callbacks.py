@@ -21,7 +21,7 @@ from spiking_dqn.pipeline import (
     fit_to_chip,
 )
 from spiking_dqn.policies import SpikingDQNPolicy
-from spiking_dqn.hardware.program import check_weight_bits
+from spiking_dqn.semantics.widths import check_weight_bits
 from spiking_dqn.quantization import LambdaSpec, WeightBitsSpec
 from spiking_dqn.search.storage import open_storage
 

@@ -49,9 +49,8 @@ from spiking_dqn.hardware.program import (
     RESET_MODES,
     ChipProgram,
     ChipProgramError,
-    check_weight_bits,
-    weight_limit,
 )
+from spiking_dqn.semantics.widths import check_weight_bits, weight_limit
 
 #: Tick duration of exported graphs, in seconds (the chip's 1 ms tick).
 DEFAULT_DT = 1e-3

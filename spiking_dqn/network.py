@@ -23,7 +23,7 @@ from torch.autograd.function import FunctionCtx
 
 from spiking_dqn import fused, tick_gain
 from spiking_dqn.encoding import ENCODING_MODES, EncodingMode, SignedRateEncoder
-from spiking_dqn.hardware.program_fields import check_levels_array
+from spiking_dqn.semantics.levels import check_levels_array
 from spiking_dqn.quantization.grid import Grid
 from spiking_dqn.thresholds import ThresholdNoise, ThresholdNoiseSpec, check_threshold_scale
 from spiking_dqn.layers import (

@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from spiking_dqn.hardware.program import check_weight_bits
+from spiking_dqn.semantics.widths import check_weight_bits
 from spiking_dqn.quantization.lambdas import LAMBDA_RULES
 
 #: Options whose value is a comma-separated list that may be mistyped with a leading minus

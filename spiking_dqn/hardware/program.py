@@ -46,12 +46,20 @@ from typing import Any, Literal
 
 import numpy as np
 
+from spiking_dqn.semantics.levels import MAX_STATE_BITS, state_bits
+from spiking_dqn.semantics.widths import (
+    DEFAULT_WEIGHT_BITS,
+    INT8_WEIGHT_LIMIT,
+    MAX_WEIGHT_BITS,
+    MIN_WEIGHT_BITS,
+    check_weight_bits,
+    weight_limit,
+    weight_memory_bytes,
+)
 from spiking_dqn.hardware.program_fields import (
-    MAX_STATE_BITS,
     check_state_levels,
     check_tick_gain,
     optional_arrays_equal,
-    state_bits,
 )
 
 FORMAT_NAME = "spiking-dqn-chip-program"
@@ -60,12 +68,6 @@ RESET_MODES: tuple[str, ...] = ("subtract", "zero")
 #: Input spike generation: accumulator trains or seeded Bernoulli draws.
 EncodingMode = Literal["deterministic", "poisson"]
 ENCODING_MODES: tuple[str, ...] = ("deterministic", "poisson", "hybrid")
-INT8_WEIGHT_LIMIT = 127
-#: Weight bit widths a program may declare per projection (2: ternary, 8: int8).
-MIN_WEIGHT_BITS = 2
-MAX_WEIGHT_BITS = 8
-#: The width of a projection that declares none (and of every projection of a version-1 file).
-DEFAULT_WEIGHT_BITS = 8
 
 # Size limits of a program. They bound what a program (and a file claiming to be one) can
 # make a backend allocate; they are far above any network this project deploys.
@@ -106,66 +108,6 @@ def _entry_shape(data: Any, name: str) -> tuple[int, ...]:
         else:
             raise ValueError(f"array {name!r} has an unsupported .npy format version {version}")
     return tuple(int(n) for n in shape)
-
-
-def weight_limit(bits: int) -> int:
-    """Largest weight magnitude at ``bits`` bits, symmetric: ``L = 2^(bits-1) - 1``.
-
-    8 bits: 127; 5 bits: 15 (a 4-bit magnitude and a sign); 4 bits: 7; 2 bits: 1 (ternary).
-
-    :param bits: the width, :data:`MIN_WEIGHT_BITS` .. :data:`MAX_WEIGHT_BITS`
-    :raises ValueError: a width outside that range, or not an integer
-    """
-    return 2 ** (_check_bits(bits, "weight_bits") - 1) - 1
-
-
-def weight_memory_bytes(n_weights: int, bits: int) -> int:
-    """Bytes of ``n_weights`` weights packed at ``bits`` bits each: ``ceil(n_weights * bits / 8)``.
-
-    Every weight of the dense ``(n_post, n_pre)`` matrix counts (zeros included), packed
-    with no padding between weights and none per row; int8 storage (what the file holds)
-    is the 8-bit figure. Indices, delays and the neuron parameters are not counted.
-
-    :param n_weights: number of weights
-    :param bits: bits per weight
-    """
-    return -(-int(n_weights) * int(bits) // 8)
-
-
-def _check_bits(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"{where} must be an integer in {MIN_WEIGHT_BITS}..{MAX_WEIGHT_BITS} (bits per weight), got {value!r}"
-        )
-    bits = int(value)
-    if not MIN_WEIGHT_BITS <= bits <= MAX_WEIGHT_BITS:
-        raise ValueError(
-            f"{where} must be in {MIN_WEIGHT_BITS}..{MAX_WEIGHT_BITS} bits (2: ternary, 8: int8), got {bits}"
-        )
-    return bits
-
-
-def check_weight_bits(value: Any, n_projections: int | None = None) -> list[int]:
-    """One weight width per projection from an int (every projection) or a sequence (one each).
-
-    :param value: an integer in :data:`MIN_WEIGHT_BITS` .. :data:`MAX_WEIGHT_BITS`, or a
-        sequence of them, one per projection
-    :param n_projections: the number of projections (``None``: an integer gives a
-        one-element list and a sequence is only checked value by value)
-    :return: the widths, one per projection
-    :raises ValueError: a width outside 2..8, a non-integer, a sequence of the wrong length
-    """
-    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str):
-        values = list(np.asarray(value).ravel()) if isinstance(value, np.ndarray) else list(value)
-        if not values:
-            raise ValueError("weight_bits must be an integer or a non-empty list with one per projection")
-        if n_projections is not None and len(values) != n_projections:
-            raise ValueError(
-                f"weight_bits has {len(values)} values for {n_projections} projections; give one integer for "
-                "every projection or one per projection"
-            )
-        return [_check_bits(v, f"weight_bits[{k}]") for k, v in enumerate(values)]
-    return [_check_bits(value, "weight_bits")] * (1 if n_projections is None else n_projections)
 
 
 class ChipProgramError(ValueError):

@@ -58,7 +58,8 @@ from spiking_dqn.hardware.backend import (
     warn_output_saturation,
 )
 from spiking_dqn.hardware.mapping import require_fits_one_chip
-from spiking_dqn.hardware.program import DEFAULT_WEIGHT_BITS, ChipProgram, weight_limit
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS, weight_limit
 
 #: The narrow weight format of the chip as this project knows it (docs/DESIGN.md, "What is
 #: known about SpiNNaker2"): the ``lif`` model stores a 4-bit magnitude and a sign, i.e. 5-bit

@@ -9,7 +9,7 @@ import numpy as np
 
 from spiking_dqn.hardware.energy import EnergyEstimate
 from spiking_dqn.hardware.program import ChipProgram
-from spiking_dqn.hardware.program_fields import state_bits
+from spiking_dqn.semantics.levels import state_bits
 from spiking_dqn.pipeline.settings import Seeds
 from spiking_dqn.qat import QATReport
 from spiking_dqn.quantization import Grid, QuantizationReport

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from spiking_dqn.hardware.program_fields import MAX_STATE_BITS
+from spiking_dqn.semantics.levels import MAX_STATE_BITS
 from spiking_dqn.qat import Mode
 from spiking_dqn.quantization.levels import LEVEL_SCHEMES, LevelScheme
 from spiking_dqn.search.grid import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, check_grid

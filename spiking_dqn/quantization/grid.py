@@ -11,13 +11,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch as th
 
-from spiking_dqn.hardware.program import (
-    DEFAULT_WEIGHT_BITS,
-    INT8_WEIGHT_LIMIT,
-    ChipProgram,
-    check_weight_bits,
-    weight_limit,
-)
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS, INT8_WEIGHT_LIMIT, check_weight_bits, weight_limit
 
 #: Largest chip weight magnitude at the default 8 bits: integers in ``[-WEIGHT_LIMIT, WEIGHT_LIMIT]``.
 #: A projection at ``k`` bits has ``weight_limit(k) = 2^(k-1) - 1`` instead (:meth:`Grid.limit`).

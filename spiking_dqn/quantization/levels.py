@@ -31,7 +31,7 @@ import numpy as np
 
 from spiking_dqn.hardware.emulator import EmulatorBackend
 from spiking_dqn.hardware.program import ChipProgram
-from spiking_dqn.hardware.program_fields import MAX_STATE_BITS
+from spiking_dqn.semantics.levels import MAX_STATE_BITS
 
 LevelScheme = Literal["uniform", "threshold_centered"]
 LEVEL_SCHEMES: tuple[str, ...] = ("uniform", "threshold_centered")

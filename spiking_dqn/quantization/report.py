@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from spiking_dqn.hardware.program import DEFAULT_WEIGHT_BITS, weight_limit, weight_memory_bytes
+from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS, weight_limit, weight_memory_bytes
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.quantization.grid import Grid, quantize_weights
 from spiking_dqn.quantization.lambdas import float_weights
@@ -30,7 +30,7 @@ class LayerReport:
     :param n_weights: number of weights
     :param bits: bits per weight
     :param memory_bytes: the weights' memory at that width,
-        :func:`~spiking_dqn.hardware.program.weight_memory_bytes`: ``ceil(n_weights * bits / 8)``
+        :func:`~spiking_dqn.semantics.widths.weight_memory_bytes`: ``ceil(n_weights * bits / 8)``
         (the dense matrix packed, zeros included, no indices; not the int8 file storage)
     """
 
