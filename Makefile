@@ -28,11 +28,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	# PostgreSQL server for the shared-study tests (no-op when present; they skip without it).
 	bash scripts/install_postgres.sh
-	$(BIN)/python -m pytest
+	# Two workers (pytest-xdist, one per core); the slowest tests are listed at the end.
+	$(BIN)/python -m pytest -n 2 --durations=15
 
 test-fast: $(STAMP)
 	# The suite without the tests marked slow (training, many episodes).
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n 2 --durations=10 -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
