@@ -58,10 +58,11 @@ from stable_baselines3 import DQN  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spiking_dqn import SpikingDQN, SpikingDQNPolicy, fused, kernels  # noqa: E402
+from spiking_dqn import SpikingDQN, SpikingDQNPolicy, fused  # noqa: E402
 from spiking_dqn.cli.card import replace_card_section  # noqa: E402
 from spiking_dqn.cli.hyperparams import load_hyperparams  # noqa: E402
 from spiking_dqn.network import SpikingConfig  # noqa: E402
+from spiking_dqn.semantics import lif, network_kernels  # noqa: E402
 
 RECIPES = ("CartPole-v0", "Acrobot-v1")
 #: The configurations timed per recipe: (name, algorithm, policy, extra policy_kwargs). The
@@ -246,7 +247,7 @@ def layer_kernels(model: DQN, env_id: str, repeats: int = 20) -> list[dict]:
         out = np.empty_like(grad)
 
         def sparse_forward() -> None:
-            kernels.spiking_layer_into(x, weight_t, bias, beta, threshold, True, d, True, pre, spikes, kernels.NO_LEVELS)
+            network_kernels.spiking_layer_into(x, weight_t, bias, beta, threshold, True, d, True, pre, spikes, lif.NO_LEVELS)
 
         alpha, zeros, thresholds = (np.full(weight.shape[0], v, dtype=np.float32) for v in (beta, 0.0, threshold))
         arrived = np.concatenate([np.zeros_like(x[:d]), x[: x.shape[0] - d]]) if d else x
@@ -256,16 +257,16 @@ def layer_kernels(model: DQN, env_id: str, repeats: int = 20) -> list[dict]:
             # The per-layer path this kernel replaced: one BLAS product, then the tick loop.
             current = (arrived_flat @ weight_t).reshape(pre.shape)
             current += bias
-            kernels.lif_forward(current, alpha, zeros, thresholds, True, np.float32(0.0), True, kernels.NO_LEVELS)
+            lif.lif_forward(current, alpha, zeros, thresholds, True, np.float32(0.0), True, lif.NO_LEVELS)
 
         def sparse_weight_grad() -> None:
-            kernels.spiking_layer_backward(grad, pre, spikes, x, d, beta, threshold, True, 1, 2.0, out)
+            network_kernels.spiking_layer_backward(grad, pre, spikes, x, d, beta, threshold, True, 1, 2.0, out)
 
         def dense_weight_grad() -> None:
             out.reshape(-1, out.shape[-1]).T @ arrived_flat
 
         def lif_backward() -> None:
-            kernels.lif_backward(grad, pre, spikes, beta, threshold, True, 1, 2.0, out)
+            lif.lif_backward(grad, pre, spikes, beta, threshold, True, 1, 2.0, out)
 
         timing = {}
         for name, fn in [

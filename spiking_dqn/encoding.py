@@ -16,7 +16,7 @@ import torch as th
 from torch import nn
 
 from spiking_dqn.hardware.backend import ENCODING_MODES, FLOOR_EPS, EncodingMode, check_observations
-from spiking_dqn.kernels import encode_deterministic
+from spiking_dqn.semantics.encoding import encode_deterministic
 
 __all__ = ["EncodingMode", "SignedRateEncoder", "deterministic_spikes_torch"]
 

@@ -1,7 +1,7 @@
 """The whole spiking network as one compiled pass on the CPU, forward and backward.
 
 On the CPU a :class:`~spiking_dqn.network.SpikingQNetwork` runs its hidden layers and
-readout in one call of :func:`spiking_dqn.kernels.network_forward` (event-driven: a
+readout in one call of :func:`spiking_dqn.semantics.network_kernels.network_forward` (event-driven: a
 synaptic current is the sum of the weight rows of the inputs that fired), and, under
 autograd, as one :class:`_SpikingNetwork` node whose backward is one compiled pass per
 layer (:func:`spiking_dqn.layers.layer_backward_cpu`) plus one dense product per
@@ -23,7 +23,7 @@ import numpy as np
 import torch as th
 from torch.autograd.function import FunctionCtx
 
-from spiking_dqn import kernels
+from spiking_dqn.semantics import lif, network_kernels
 from spiking_dqn.layers import ChipLeaky, layer_backward_cpu, neuron_params
 
 _EMPTY = np.empty((0, 0, 0), dtype=np.float32)
@@ -40,7 +40,7 @@ class NeuronPlan:
     :param delay: synaptic delay in ticks
     :param scale: the factor ``thresholds`` carry over the neurons' own thresholds (the
         threshold knob, :mod:`spiking_dqn.thresholds`); the backward uses the same
-    :param levels: membrane state levels per hidden layer (SQUAT; ``kernels.NO_LEVELS`` for
+    :param levels: membrane state levels per hidden layer (SQUAT; ``lif.NO_LEVELS`` for
         float32 state); the backward passes the gradient straight through the rounding
     """
 
@@ -81,7 +81,7 @@ class NeuronPlan:
             scale=float(scale),
             # Writable copies: numba compiles one signature for writable arrays (NO_LEVELS is one).
             levels=tuple(
-                kernels.NO_LEVELS if lv is None else np.array(lv, dtype=np.float32)
+                lif.NO_LEVELS if lv is None else np.array(lv, dtype=np.float32)
                 for lv in (levels or [None] * len(neurons))
             ),
         )
@@ -161,7 +161,7 @@ def run_network(
     shapes = [(ticks, batch, w.shape[0]) for w in weights[:-1]]
     trains = tuple(WORKSPACE.empty(shape) for shape in shapes)
     pres = tuple(WORKSPACE.empty(shape) for shape in shapes) if keep_pre else (_EMPTY,) * len(shapes)
-    q, counts = kernels.network_forward(
+    q, counts = network_kernels.network_forward(
         spikes_in,
         tuple(weights[:-1]),
         tuple(biases[:-1]),
@@ -174,7 +174,7 @@ def run_network(
         trains,
         weights[-1],
         biases[-1],
-        plan.levels or (kernels.NO_LEVELS,) * len(shapes),
+        plan.levels or (lif.NO_LEVELS,) * len(shapes),
     )
     return q, trains, pres, counts
 
@@ -308,7 +308,7 @@ def network_backward(
     # Readout: q = W c + T b, with c the spikes of the last layer that arrived.
     grad_s = WORKSPACE.zeros(trains[-1].shape) if grad_q is None else WORKSPACE.empty(trains[-1].shape)
     if grad_q is not None:
-        grads[-2], grads[-1] = kernels.readout_backward(grad_q, tape.counts, weights[-1], ticks, d, grad_s)
+        grads[-2], grads[-1] = network_kernels.readout_backward(grad_q, tape.counts, weights[-1], ticks, d, grad_s)
     grad_x = None
     for layer in range(n_layers - 1, -1, -1):
         if layer < len(grad_trains) and grad_trains[layer] is not None:

@@ -10,7 +10,7 @@ For speed a layer is run for all ticks at once rather than tick by tick: the sam
 computation as the tick loop, since a layer's input at tick ``t`` depends only on the
 previous layer's spikes at earlier (or, with no delay, the same) ticks. On the CPU a
 layer is one event-driven compiled kernel forward and one backward
-(:mod:`spiking_dqn.kernels`); on an accelerator its synaptic currents for all ticks are
+(:mod:`spiking_dqn.semantics.network_kernels`); on an accelerator its synaptic currents for all ticks are
 one matrix product over ``(T * batch)`` rows and the LIF update is torch ops.
 :func:`spiking_layer` is the entry point: one autograd node for delay, projection and
 neurons when gradients are needed, the forward alone otherwise, with the same spikes. A
@@ -30,7 +30,7 @@ from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 from torch.autograd.function import FunctionCtx
 
-from spiking_dqn import kernels
+from spiking_dqn.semantics import lif, network_kernels
 
 ResetMode = Literal["subtract", "zero"]
 RESET_MODES: tuple[str, ...] = ("subtract", "zero")
@@ -62,12 +62,12 @@ def make_surrogate(spec: str | SpikeFunction) -> SpikeFunction:
 
 def surrogate_code(spec: str | SpikeFunction) -> tuple[int, float] | None:
     """``(code, parameter)`` of a named surrogate among the closed-form derivatives of
-    :mod:`spiking_dqn.kernels`, or ``None`` for a callable (autograd evaluates it).
+    :mod:`spiking_dqn.semantics.lif`, or ``None`` for a callable (autograd evaluates it).
 
     :param spec: a name from ``SURROGATES`` or a spike function
     """
     if isinstance(spec, str):
-        return kernels.SURROGATE_CODES[spec], kernels.SURROGATE_DEFAULTS[spec]
+        return lif.SURROGATE_CODES[spec], lif.SURROGATE_DEFAULTS[spec]
     return None
 
 
@@ -118,7 +118,7 @@ class ChipLeaky(snn.Leaky):
     :param spike_grad: surrogate spike function (see :func:`make_surrogate`)
     :param reset_mechanism: ``"subtract"`` (the threshold) or ``"zero"``
     :param surrogate_code: ``(code, parameter)`` of ``spike_grad`` among the closed-form
-        surrogate derivatives of :mod:`spiking_dqn.kernels`, when it is one of them (the
+        surrogate derivatives of :mod:`spiking_dqn.semantics.lif`, when it is one of them (the
         compiled backward then evaluates it, see :func:`surrogate_code`); ``None`` for any
         other surrogate (autograd evaluates it)
     """
@@ -132,7 +132,7 @@ class ChipLeaky(snn.Leaky):
         surrogate_code: tuple[int, float] | None = None,
     ) -> None:
         super().__init__(beta=beta, threshold=threshold, spike_grad=spike_grad, reset_mechanism=reset_mechanism)
-        self.surrogate_code = surrogate_code or (kernels.SURROGATE_NONE, 0.0)
+        self.surrogate_code = surrogate_code or (lif.SURROGATE_NONE, 0.0)
         # snnTorch keeps every neuron ever built in a class-level list (for its global
         # reset helpers, which this package does not use); drop ours so it can be freed.
         SpikingNeuron.instances.remove(self)
@@ -165,7 +165,7 @@ def delay_spikes(spikes: th.Tensor, delay: int) -> th.Tensor:
 
 
 def nearest_level_torch(value: th.Tensor, levels: th.Tensor) -> th.Tensor:
-    """:func:`kernels.nearest_level` elementwise in torch: the nearest of the sorted ``levels``, ties to the lower.
+    """:func:`lif.nearest_level` elementwise in torch: the nearest of the sorted ``levels``, ties to the lower.
 
     :param value: membranes, any shape
     :param levels: sorted, strictly increasing levels (1-D, the dtype and device of ``value``)
@@ -180,7 +180,7 @@ def _lif_scan_torch(
     current: th.Tensor, beta: float, threshold: float, subtract: bool, levels: th.Tensor | None = None
 ) -> tuple[th.Tensor, th.Tensor]:
     """The ``ChipLeaky`` tick loop with torch ops on ``(T, batch, n)`` currents, for tensors on an
-    accelerator (on the CPU, :func:`kernels.spiking_layer_into`): pre-reset membranes and spikes.
+    accelerator (on the CPU, :func:`network_kernels.spiking_layer_into`): pre-reset membranes and spikes.
     With ``levels``, the membrane kept after each tick is its :func:`nearest_level_torch`."""
     pre = th.empty_like(current)
     spikes = th.empty_like(current)
@@ -254,7 +254,7 @@ def _current_grad_torch(
     pre-reset membranes ``m_t`` and spikes ``s_t``,
     ``dL/dm_t = dL/ds_t * surrogate'(m_t - threshold) + beta * k_t * dL/dm_{t+1}`` where
     ``k_t = 1`` for reset by subtraction and ``1 - s_t`` for reset to zero, and
-    ``dL/dI_t = dL/dm_t``. On the CPU the same is :func:`kernels.spiking_layer_backward`.
+    ``dL/dI_t = dL/dm_t``. On the CPU the same is :func:`network_kernels.spiking_layer_backward`.
     """
     beta, _, subtract = neuron_params(neuron)
     terms = direct_terms(grad_spikes, pre, neuron, scale)
@@ -274,7 +274,7 @@ def _layer_forward(
 ) -> tuple[th.Tensor | None, th.Tensor]:
     """Pre-reset membranes (if ``keep_pre``) and spikes of ``LIF(linear(delay(spikes_in)))``, outside autograd.
 
-    On the CPU one event-driven kernel call (:func:`kernels.spiking_layer_into`, the
+    On the CPU one event-driven kernel call (:func:`network_kernels.spiking_layer_into`, the
     kernel the whole-network pass of :mod:`spiking_dqn.fused` runs per layer); on an
     accelerator in torch (:func:`_layer_forward_torch`).
     """
@@ -286,7 +286,7 @@ def _layer_forward(
     spikes = np.empty(shape, dtype=np.float32)
     pre = np.empty(shape, dtype=np.float32) if keep_pre else np.empty((0, 0, 0), dtype=np.float32)
     weight_t = np.ascontiguousarray(weight.detach().numpy().T)
-    kernels.spiking_layer_into(
+    network_kernels.spiking_layer_into(
         x,
         weight_t,
         bias.detach().numpy(),
@@ -297,7 +297,7 @@ def _layer_forward(
         keep_pre,
         pre,
         spikes,
-        kernels.NO_LEVELS if levels is None else np.array(levels, dtype=np.float32),
+        lif.NO_LEVELS if levels is None else np.array(levels, dtype=np.float32),
     )
     return (th.from_numpy(pre) if keep_pre else None), th.from_numpy(spikes)
 
@@ -332,7 +332,7 @@ def layer_backward_cpu(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weight and bias gradients of a layer on the CPU, and its current gradient written into ``grad_current``.
 
-    One :func:`kernels.spiking_layer_backward` call, the named surrogates in closed form;
+    One :func:`network_kernels.spiking_layer_backward` call, the named surrogates in closed form;
     any other surrogate's direct terms come from autograd (:func:`direct_terms`) first.
     Used by the per-layer node and by the whole-network node of :mod:`spiking_dqn.fused`.
 
@@ -348,9 +348,9 @@ def layer_backward_cpu(
     """
     beta, threshold, subtract = neuron_params(neuron, scale)
     code, param = neuron.surrogate_code
-    if code == kernels.SURROGATE_NONE:
+    if code == lif.SURROGATE_NONE:
         grad_spikes = direct_terms(th.from_numpy(grad_spikes), th.from_numpy(pre), neuron, scale).contiguous().numpy()
-    return kernels.spiking_layer_backward(
+    return network_kernels.spiking_layer_backward(
         grad_spikes,
         pre,
         spikes,

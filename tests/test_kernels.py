@@ -1,10 +1,11 @@
-"""The compiled CPU kernels of ``spiking_dqn.kernels`` against plain references."""
+"""The compiled CPU kernels of ``spiking_dqn.semantics`` (lif, network_kernels, encoding) against plain references."""
 
 import numpy as np
 import pytest
 import torch as th
 
-from spiking_dqn import kernels
+from spiking_dqn.semantics import encoding as semantic_encoding
+from spiking_dqn.semantics import lif
 from spiking_dqn.layers import SURROGATES, _lif_scan_torch, _reverse_scan
 
 
@@ -28,13 +29,13 @@ def test_lif_forward_equals_the_tick_loop_with_per_neuron_parameters(subtract):
     offset = rng.normal(0.0, 0.2, 5).astype(np.float32)
     threshold = rng.uniform(0.3, 1.2, 5).astype(np.float32)
     v_reset = np.float32(-0.25)
-    pre, spikes, v = kernels.lif_forward(current, alpha, offset, threshold, subtract, v_reset, True, kernels.NO_LEVELS)
+    pre, spikes, v = lif.lif_forward(current, alpha, offset, threshold, subtract, v_reset, True, lif.NO_LEVELS)
     ref_pre, ref_spikes, ref_v = reference_lif(current, alpha, offset, threshold, subtract, v_reset)
     assert 0 < spikes.sum() < spikes.size
     np.testing.assert_array_equal(spikes, ref_spikes)
     np.testing.assert_allclose(pre, ref_pre, atol=1e-6)
     np.testing.assert_allclose(v, ref_v, atol=1e-6)
-    pre_skipped, spikes_again, _ = kernels.lif_forward(current, alpha, offset, threshold, subtract, v_reset, False, kernels.NO_LEVELS)
+    pre_skipped, spikes_again, _ = lif.lif_forward(current, alpha, offset, threshold, subtract, v_reset, False, lif.NO_LEVELS)
     assert pre_skipped.size == 0
     np.testing.assert_array_equal(spikes_again, spikes)
 
@@ -46,7 +47,7 @@ def test_accelerator_scan_equals_the_cpu_kernels(subtract):
     current = th.randn(12, 32, 16) * 0.8
     n = current.shape[-1]
     full = lambda value: np.full(n, value, dtype=np.float32)  # noqa: E731
-    pre_k, spikes_k, _ = kernels.lif_forward(current.numpy(), full(0.8), full(0.0), full(0.5), subtract, np.float32(0), True, kernels.NO_LEVELS)
+    pre_k, spikes_k, _ = lif.lif_forward(current.numpy(), full(0.8), full(0.0), full(0.5), subtract, np.float32(0), True, lif.NO_LEVELS)
     pre_t, spikes_t = _lif_scan_torch(current, 0.8, 0.5, subtract)
     assert 0 < spikes_k.sum() < spikes_k.size
     assert np.array_equal(spikes_k, spikes_t.numpy())
@@ -54,8 +55,8 @@ def test_accelerator_scan_equals_the_cpu_kernels(subtract):
     carry = 0.8 if subtract else 0.8 * (1.0 - spikes_t)
     direct = th.randn_like(current)
     grad_k = np.empty_like(pre_k)
-    kernels.lif_backward(
-        direct.numpy(), pre_k, spikes_k, np.float32(0.8), np.float32(0.5), subtract, kernels.SURROGATE_NONE, 0.0, grad_k
+    lif.lif_backward(
+        direct.numpy(), pre_k, spikes_k, np.float32(0.8), np.float32(0.5), subtract, lif.SURROGATE_NONE, 0.0, grad_k
     )
     assert np.allclose(grad_k, _reverse_scan(direct, carry).numpy(), atol=1e-5)
 
@@ -65,24 +66,24 @@ def test_accelerator_scan_equals_the_cpu_kernels(subtract):
 def test_closed_form_surrogates_equal_snntorch_autograd(name, subtract):
     # The kernel's closed-form derivative of each named surrogate (at its default
     # parameter) against autograd through snnTorch's own surrogate.
-    assert set(kernels.SURROGATE_CODES) == set(SURROGATES) == set(kernels.SURROGATE_DEFAULTS)
+    assert set(lif.SURROGATE_CODES) == set(SURROGATES) == set(lif.SURROGATE_DEFAULTS)
     th.manual_seed(1)
     threshold = 0.5
     current = th.randn(9, 6, 11) * 0.8
     n = current.shape[-1]
     full = lambda value: np.full(n, value, dtype=np.float32)  # noqa: E731
-    pre, spikes, _ = kernels.lif_forward(
-        current.numpy(), full(0.8), full(0.0), full(threshold), subtract, np.float32(0), True, kernels.NO_LEVELS
+    pre, spikes, _ = lif.lif_forward(
+        current.numpy(), full(0.8), full(0.0), full(threshold), subtract, np.float32(0), True, lif.NO_LEVELS
     )
     grad_spikes = th.randn_like(current)
     shifted = (th.from_numpy(pre) - threshold).requires_grad_(True)
     (direct,) = th.autograd.grad(SURROGATES[name]()(shifted), shifted, grad_outputs=grad_spikes)
     args = (pre, spikes, np.float32(0.8), np.float32(threshold), subtract)
     closed, via_autograd = np.empty_like(pre), np.empty_like(pre)
-    kernels.lif_backward(
-        grad_spikes.numpy(), *args, kernels.SURROGATE_CODES[name], kernels.SURROGATE_DEFAULTS[name], closed
+    lif.lif_backward(
+        grad_spikes.numpy(), *args, lif.SURROGATE_CODES[name], lif.SURROGATE_DEFAULTS[name], closed
     )
-    kernels.lif_backward(direct.numpy(), *args, kernels.SURROGATE_NONE, 0.0, via_autograd)
+    lif.lif_backward(direct.numpy(), *args, lif.SURROGATE_NONE, 0.0, via_autograd)
     assert np.abs(via_autograd).max() > 0
     np.testing.assert_allclose(closed, via_autograd, rtol=1e-5, atol=1e-6)
 
@@ -91,7 +92,7 @@ def test_deterministic_encoding_counts_floor_of_rate_times_ticks():
     obs = np.array([[0.7, -0.3, 2.0], [0.0, -1.0, 0.25]])
     bound = np.array([1.0, 1.0, 1.0])
     ticks = 10
-    spikes, finite = kernels.encode_deterministic(obs, bound, ticks)
+    spikes, finite = semantic_encoding.encode_deterministic(obs, bound, ticks)
     assert finite
     assert spikes.shape == (ticks, 2, 6) and spikes.dtype == np.float32
     rates = np.clip(obs / bound, -1.0, 1.0)
@@ -112,7 +113,7 @@ def test_nearest_level_is_the_nearest_with_ties_to_the_lower_on_any_level_set():
         mids = (levels[:-1] + (levels[1:] - levels[:-1]) / 2).astype(np.float32)  # ties, where representable
         values = np.concatenate([levels, mids, rng.uniform(levels[0] - 1, levels[-1] + 1, 5000).astype(np.float32),
                                  np.array([np.nan, np.inf, -np.inf], np.float32)]).astype(np.float32)
-        got = kernels.nearest_levels(levels, values)
+        got = lif.nearest_levels(levels, values)
         idx = np.clip(np.searchsorted(levels, values, side="left"), 1, max(levels.size - 1, 1))
         lower, upper = levels[idx - 1], levels[min(idx.max(), levels.size - 1)] if levels.size == 1 else levels[idx]
         with np.errstate(invalid="ignore"):

@@ -7,9 +7,10 @@ import pytest
 import torch as th
 from stable_baselines3 import DQN
 
-from spiking_dqn import SpikingDQN, SpikingDQNPolicy, kernels
+from spiking_dqn import SpikingDQN, SpikingDQNPolicy
 from spiking_dqn.layers import _layer_forward_torch, nearest_level_torch, spiking_layer
 from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.semantics import lif
 from spiking_dqn.tick_gain import with_tick_gains
 
 LEVELS = [np.linspace(-1.0, 1.0, 8), np.linspace(-2.0, 1.5, 16)]
@@ -28,14 +29,14 @@ def test_nearest_level_is_the_nearest_with_ties_to_the_lower_level_in_the_kernel
     values = np.array([-3.0, -1.0, -0.625, -0.6, -0.125, 0.25, 0.3, 1.25, 1.3, 2.0, 9.0], dtype=np.float32)
     #                  below  level  tie    ->up  tie    tie   ->up tie   ->up  level above
     expected = np.array([-1.0, -1.0, -1.0, -0.25, -0.25, 0.0, 0.5, 0.5, 2.0, 2.0, 2.0], dtype=np.float32)
-    kernel = np.array([kernels.nearest_level(levels, v) for v in values])
+    kernel = np.array([lif.nearest_level(levels, v) for v in values])
     np.testing.assert_array_equal(kernel, expected)
     np.testing.assert_array_equal(nearest_level_torch(th.from_numpy(values), th.from_numpy(levels)).numpy(), expected)
     rng = np.random.default_rng(0)
     many = rng.normal(size=2000).astype(np.float32)
     fine = np.sort(rng.normal(size=64)).astype(np.float32)
     np.testing.assert_array_equal(
-        np.array([kernels.nearest_level(fine, v) for v in many]),
+        np.array([lif.nearest_level(fine, v) for v in many]),
         nearest_level_torch(th.from_numpy(many), th.from_numpy(fine)).numpy(),
     )
 

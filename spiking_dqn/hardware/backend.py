@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from spiking_dqn import kernels
+from spiking_dqn.semantics import encoding as semantic_encoding
 from spiking_dqn.hardware.program import ENCODING_MODES, ChipProgram, EncodingMode
 
 __all__ = [
@@ -302,7 +302,7 @@ def encode_observations(program: ChipProgram, obs: np.ndarray) -> np.ndarray:
     """
     if program.encoding in ("deterministic", "hybrid"):
         # Validated: finite.
-        return kernels.encode_deterministic(obs, program.obs_bound, program.ticks, program.encoding_alpha)[0]
+        return semantic_encoding.encode_deterministic(obs, program.obs_bound, program.ticks, program.encoding_alpha)[0]
     rates = signed_rates_numpy(obs, program.obs_bound)
     rng = np.random.default_rng(program.seed)
     return (rng.random((program.ticks, *rates.shape)) < rates[None]).astype(np.float32)

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from spiking_dqn import kernels
+from spiking_dqn.semantics import lif as kernels
 from spiking_dqn.hardware.backend import (
     BackendResult,
     as_observation_batch,

@@ -4,7 +4,7 @@
 population (hidden layers, then the output), each ``None`` or a sorted, strictly
 increasing, finite float32 array of ``2^n`` values (``1 <= n <= MAX_STATE_BITS``): after
 each tick's update, threshold comparison and reset, the membrane kept is the nearest
-level (ties to the lower, :func:`spiking_dqn.kernels.nearest_level`).
+level (ties to the lower, :func:`spiking_dqn.semantics.lif.nearest_level`).
 
 ``ChipProgram.tick_gain`` is ``None`` or one entry per projection, each ``None`` or a
 finite float32 array of shape ``(ticks,)``: ``g[t]`` multiplies the synaptic input of that
