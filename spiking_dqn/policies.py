@@ -16,6 +16,7 @@ from torch import nn
 
 from envs.bounds import bounds_for_space
 from spiking_dqn.network import SpikingConfig, SpikingOption, SpikingQNetwork
+from spiking_dqn.threads import choose_torch_threads
 
 ObsBoundSpec = np.ndarray | list[float] | str | None
 """Encoder bounds as a policy takes them: an array, a registered env id, or ``None`` to infer."""
@@ -125,6 +126,7 @@ class SpikingDQNPolicy(DQNPolicy):
     ) -> None:
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(f"SpikingDQNPolicy needs a Discrete action space, got {action_space}")
+        choose_torch_threads()
         if net_arch is not None:
             spiking_options["net_arch"] = net_arch
         self.spiking_config = SpikingConfig(**spiking_options)  # type: ignore[arg-type]
