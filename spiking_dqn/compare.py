@@ -40,8 +40,9 @@ from spiking_dqn.hardware.energy import estimate
 from spiking_dqn.hardware.spinnaker2 import import_spinnaker2
 from spiking_dqn.hardware_policy import HardwarePolicy
 from spiking_dqn.measurement import LATENCY_CALLS, measure_float_energy, resolve_device, time_calls
+from spiking_dqn.plots import RasterData
 from spiking_dqn.quantization import LambdaSpec
-from spiking_dqn.report import ComparisonReport, RasterData
+from spiking_dqn.report import ComparisonReport
 from spiking_dqn.rollouts import run_episodes
 from spiking_dqn.thresholds import check_threshold_scale
 

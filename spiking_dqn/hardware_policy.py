@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,85 +11,10 @@ from numpy.typing import ArrayLike
 from stable_baselines3 import DQN
 
 from spiking_dqn.hardware import BackendResult, ChipProgram
-from spiking_dqn.hardware.backend import Backend, get_backend
+from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, quantize_network
 from spiking_dqn.thresholds import AdaptiveThresholds, ThresholdAdaptation, check_threshold_scale, scaled_thresholds
-
-
-@dataclass
-class InferenceStats:
-    """Running totals of inferences run on a backend: what a policy, an evaluation or a search spent.
-
-    :param inferences: observations run
-    :param backend_calls: backend calls (batches)
-    :param episodes: episodes played (when counted by an episode loop)
-    :param spikes: spikes per population summed over inferences (input, hidden..., output)
-    :param synaptic_events: synaptic events summed over inferences
-    :param saturated: inferences in which an output neuron reached its threshold
-    :param backend_time_s: backend wall time reported by the backend, summed over calls
-    :param wall_time_s: wall-clock time of what was counted (backend and environment), when timed
-    """
-
-    inferences: int = 0
-    backend_calls: int = 0
-    episodes: int = 0
-    spikes: list[int] = field(default_factory=list)
-    synaptic_events: int = 0
-    saturated: int = 0
-    backend_time_s: float = 0.0
-    wall_time_s: float = 0.0
-
-    @property
-    def hidden_spikes(self) -> int:
-        """Hidden-layer spikes summed over inferences."""
-        return int(sum(self.spikes[1:-1]))
-
-    def add_result(self, result: BackendResult) -> None:
-        """Count one backend call.
-
-        :param result: the call's result
-        """
-        self.inferences += result.batch_size
-        self.backend_calls += 1
-        self.backend_time_s += float(result.wall_time_s or 0.0)
-        counts = [int(c.sum()) for c in result.spike_counts]
-        self.spikes = [a + b for a, b in zip(self.spikes, counts)] if self.spikes else counts
-        self.synaptic_events += int(np.asarray(result.synaptic_events).sum())
-        self.saturated += int(np.asarray(result.output_saturated).sum())
-
-    def add(self, other: InferenceStats) -> None:
-        """Add another counter's totals to this one.
-
-        :param other: the other counter
-        """
-        self.inferences += other.inferences
-        self.backend_calls += other.backend_calls
-        self.episodes += other.episodes
-        if other.spikes:
-            self.spikes = [a + b for a, b in zip(self.spikes, other.spikes)] if self.spikes else list(other.spikes)
-        self.synaptic_events += other.synaptic_events
-        self.saturated += other.saturated
-        self.backend_time_s += other.backend_time_s
-        self.wall_time_s += other.wall_time_s
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (the totals, with ``hidden_spikes``)."""
-        return {**asdict(self), "hidden_spikes": self.hidden_spikes}
-
-    def per_inference(self) -> dict[str, Any]:
-        """Averages per inference (empty when nothing ran)."""
-        if self.inferences == 0:
-            return {}
-        n = self.inferences
-        return {
-            "inferences": n,
-            "wall_time_per_call_s": self.backend_time_s / self.backend_calls,
-            "spikes_per_population": [s / n for s in self.spikes],
-            "hidden_spikes": self.hidden_spikes / n,
-            "synaptic_events": self.synaptic_events / n,
-            "saturated_fraction": self.saturated / n,
-        }
 
 
 class HardwarePolicy:

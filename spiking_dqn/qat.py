@@ -40,8 +40,7 @@ from stable_baselines3.common.utils import polyak_update
 from tqdm.auto import tqdm
 
 from envs import make_vec
-from spiking_dqn.hardware.backend import Backend, get_backend
-from spiking_dqn.hardware_policy import InferenceStats
+from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.quantization import Grid, LambdaSpec, WeightBitsSpec, float_weights, quantize_network, resolve_grid

@@ -3,7 +3,7 @@
 Every figure of :meth:`ComparisonReport.to_dict` is a :class:`Quantity` with a ``kind``:
 ``"measured"``, ``"estimated"``, or ``"not measured"`` (value ``None``).
 :meth:`ComparisonReport.write` writes ``report.json``, ``report.md``, ``reward.png`` and
-``spike_raster.png`` (the figures come from :mod:`spiking_dqn.plots`).
+``spike_raster.png`` (the figures come from :mod:`spiking_dqn.plots`, which draws plain data).
 :func:`spiking_dqn.compare.compare` builds the report.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.hardware.energy import EnergyEstimate
 from spiking_dqn.hardware.mapping import map_program
-from spiking_dqn.plots import plot_rewards, plot_spike_raster
+from spiking_dqn.plots import RasterData, plot_rewards, plot_spike_raster
 from spiking_dqn.quantization import QuantizationReport
 
 Kind = Literal["measured", "estimated", "not measured"]
@@ -60,22 +60,6 @@ class Quantity:
         unit = self.unit if unit is None else unit
         number = f"{self.value * scale:.{digits}g}"
         return f"{number} {unit} ({self.kind})" if unit else f"{number} ({self.kind})"
-
-
-@dataclass
-class RasterData:
-    """Per-tick activity of one inference, for the spike raster.
-
-    :param observation: the observation ``(d,)``
-    :param spike_trains: one ``(ticks, n)`` bool array per population (input, hidden..., output)
-    :param voltage_trace: output voltages after every tick ``(ticks, n_actions)``, chip units
-    :param source: the backend that produced it
-    """
-
-    observation: np.ndarray
-    spike_trains: list[np.ndarray]
-    voltage_trace: np.ndarray | None
-    source: str = "emulator"
 
 
 @dataclass
@@ -135,6 +119,11 @@ class ComparisonReport:
     def n_episodes(self) -> int:
         """Episodes run per policy."""
         return len(self.float_rewards)
+
+    @property
+    def chip_label(self) -> str:
+        """``"chip"`` for SpiNNaker2, ``"chip (emulator)"`` for a backend that emulates it."""
+        return "chip" if self.backend == "spinnaker2" else "chip (emulator)"
 
     # ------------------------------------------------------------------ figures
 
@@ -314,7 +303,7 @@ class ComparisonReport:
 
     def to_markdown(self) -> str:
         """The human-readable ``report.md``."""
-        chip_label = "chip" if self.backend == "spinnaker2" else "chip (emulator)"
+        chip_label = self.chip_label
         placeholders = ", ".join(self.chip_energy.placeholders)
         lines = [
             f"# Float vs {chip_label}: {self.env_id}",
@@ -407,6 +396,10 @@ class ComparisonReport:
         }
         paths["report.json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         paths["report.md"].write_text(self.to_markdown())
-        plot_rewards(self, paths["reward.png"])
-        plot_spike_raster(self, paths["spike_raster.png"])
+        plot_rewards(
+            {f"float ({self.float_device})": self.float_rewards, self.chip_label: self.chip_rewards},
+            f"{self.env_id}: {self.n_episodes} episodes each (agreement {self.agreement:.1%})",
+            paths["reward.png"],
+        )
+        plot_spike_raster(self.raster, self.population_names, self.program.lambdas[-1], paths["spike_raster.png"])
         return paths

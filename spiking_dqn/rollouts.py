@@ -10,7 +10,7 @@ two policies evaluated with the same ``seed`` face the same episodes (common ran
 numbers), and the result does not depend on how the episodes are batched.
 
 :func:`backend_reward` and :func:`float_reward` wrap it for a chip program and for the
-float network; :class:`~spiking_dqn.hardware_policy.InferenceStats` adds up what a backend
+float network; :class:`~spiking_dqn.hardware.backend.InferenceStats` adds up what a backend
 spent: inferences (observations run), backend calls (batches), episodes, spikes,
 synaptic events and wall time. :func:`collect_transitions` fills a replay buffer with the
 model's own epsilon-greedy steps.
@@ -32,8 +32,8 @@ from torch import nn
 
 from envs import make_vec
 from spiking_dqn.hardware import ChipProgram
-from spiking_dqn.hardware.backend import Backend, get_backend
-from spiking_dqn.hardware_policy import HardwarePolicy, InferenceStats
+from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
+from spiking_dqn.hardware_policy import HardwarePolicy
 from spiking_dqn.network import SpikingQNetwork
 
 ActFn = Callable[[np.ndarray], np.ndarray]

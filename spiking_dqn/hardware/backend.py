@@ -1,6 +1,8 @@
 """What every backend shares: its result, its protocol, the registry, and the program-side input.
 
-* :class:`BackendResult`: what a backend returns for a batch of observations.
+* :class:`BackendResult`: what a backend returns for a batch of observations;
+  :class:`InferenceStats`: running totals of such results (what a policy, an evaluation or a
+  search spent).
 * :class:`Backend`: the protocol of a backend (a ``name``, ``run(program, obs)`` and
   ``run_spikes(program, input_spikes)``).
 * :func:`get_backend`: a backend from its name (classes are imported only when asked for,
@@ -33,7 +35,7 @@ import importlib
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,6 +50,7 @@ __all__ = [
     "Backend",
     "BackendResult",
     "EncodingMode",
+    "InferenceStats",
     "as_observation_batch",
     "check_input_spikes",
     "check_observations",
@@ -117,6 +120,81 @@ class BackendResult:
         :param program: the program that produced this result
         """
         return self.voltages / np.float32(program.lambdas[-1])
+
+
+@dataclass
+class InferenceStats:
+    """Running totals of inferences run on a backend: what a policy, an evaluation or a search spent.
+
+    :param inferences: observations run
+    :param backend_calls: backend calls (batches)
+    :param episodes: episodes played (when counted by an episode loop)
+    :param spikes: spikes per population summed over inferences (input, hidden..., output)
+    :param synaptic_events: synaptic events summed over inferences
+    :param saturated: inferences in which an output neuron reached its threshold
+    :param backend_time_s: backend wall time reported by the backend, summed over calls
+    :param wall_time_s: wall-clock time of what was counted (backend and environment), when timed
+    """
+
+    inferences: int = 0
+    backend_calls: int = 0
+    episodes: int = 0
+    spikes: list[int] = field(default_factory=list)
+    synaptic_events: int = 0
+    saturated: int = 0
+    backend_time_s: float = 0.0
+    wall_time_s: float = 0.0
+
+    @property
+    def hidden_spikes(self) -> int:
+        """Hidden-layer spikes summed over inferences."""
+        return int(sum(self.spikes[1:-1]))
+
+    def add_result(self, result: BackendResult) -> None:
+        """Count one backend call.
+
+        :param result: the call's result
+        """
+        self.inferences += result.batch_size
+        self.backend_calls += 1
+        self.backend_time_s += float(result.wall_time_s or 0.0)
+        counts = [int(c.sum()) for c in result.spike_counts]
+        self.spikes = [a + b for a, b in zip(self.spikes, counts)] if self.spikes else counts
+        self.synaptic_events += int(np.asarray(result.synaptic_events).sum())
+        self.saturated += int(np.asarray(result.output_saturated).sum())
+
+    def add(self, other: InferenceStats) -> None:
+        """Add another counter's totals to this one.
+
+        :param other: the other counter
+        """
+        self.inferences += other.inferences
+        self.backend_calls += other.backend_calls
+        self.episodes += other.episodes
+        if other.spikes:
+            self.spikes = [a + b for a, b in zip(self.spikes, other.spikes)] if self.spikes else list(other.spikes)
+        self.synaptic_events += other.synaptic_events
+        self.saturated += other.saturated
+        self.backend_time_s += other.backend_time_s
+        self.wall_time_s += other.wall_time_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (the totals, with ``hidden_spikes``)."""
+        return {**asdict(self), "hidden_spikes": self.hidden_spikes}
+
+    def per_inference(self) -> dict[str, Any]:
+        """Averages per inference (empty when nothing ran)."""
+        if self.inferences == 0:
+            return {}
+        n = self.inferences
+        return {
+            "inferences": n,
+            "wall_time_per_call_s": self.backend_time_s / self.backend_calls,
+            "spikes_per_population": [s / n for s in self.spikes],
+            "hidden_spikes": self.hidden_spikes / n,
+            "synaptic_events": self.synaptic_events / n,
+            "saturated_fraction": self.saturated / n,
+        }
 
 
 class Backend(Protocol):

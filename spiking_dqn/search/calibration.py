@@ -59,8 +59,7 @@ from stable_baselines3 import DQN
 from tqdm.auto import tqdm
 
 from spiking_dqn.hardware import ChipProgram
-from spiking_dqn.hardware.backend import Backend, get_backend
-from spiking_dqn.hardware_policy import InferenceStats
+from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.rollouts import check_count, q_network, record_observations
 from spiking_dqn.search.grid import n_hidden

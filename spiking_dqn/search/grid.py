@@ -38,8 +38,7 @@ import numpy as np
 import optuna
 
 from spiking_dqn.hardware import ChipProgram
-from spiking_dqn.hardware.backend import Backend, get_backend
-from spiking_dqn.hardware_policy import InferenceStats
+from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
 from spiking_dqn.rollouts import backend_reward
 from spiking_dqn.search.results import Evaluation, ThresholdSearchResult, best_evaluation
 from spiking_dqn.search.storage import HEARTBEAT_INTERVAL, mask_url, open_storage

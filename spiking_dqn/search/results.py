@@ -6,7 +6,8 @@
 * :class:`ThresholdSearchResult`: the outcome of
   :func:`~spiking_dqn.search.grid.threshold_search`, as CSV rows, plain data (JSON), and
   :meth:`~ThresholdSearchResult.save`, which writes ``<prefix>.csv``, ``<prefix>.json``,
-  ``<prefix>.png`` (from :func:`spiking_dqn.plots.plot_search`) and ``best_program.npz``.
+  ``<prefix>.png`` (:func:`plot_search`) and ``best_program.npz``;
+* :func:`plot_search`: reward over the searched thresholds.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 from spiking_dqn.hardware import ChipProgram
-from spiking_dqn.plots import plot_search
+from spiking_dqn.plots import pyplot
 
 
 @dataclass
@@ -201,3 +203,61 @@ class ThresholdSearchResult:
         self.program.save(files["program"])
         self.files = {k: str(v) for k, v in files.items()}
         return self.files
+
+
+def plot_search(result: ThresholdSearchResult, path: str | os.PathLike) -> None:
+    """Reward over the searched thresholds: stage 1 against the global multiplier, stage 2 per layer.
+
+    :param result: the threshold search
+    :param path: PNG file to write
+    """
+    plt = pyplot()
+    s1 = sorted((e for e in result.evaluations if e.stage == 1), key=lambda e: e.multipliers[0])
+    s2 = [e for e in result.evaluations if e.stage == 2]
+    n_layers = len(result.base_thresholds)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax = axes[0]
+    ax.errorbar(
+        [e.multipliers[0] for e in s1],
+        [e.mean_reward for e in s1],
+        yerr=[e.std_reward for e in s1],
+        marker="o",
+        capsize=3,
+    )
+    ax.axvline(result.stage1_best.multipliers[0], color="tab:red", ls="--", lw=1, label="stage-1 best")
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks([e.multipliers[0] for e in s1], [f"{e.multipliers[0]:.2g}" for e in s1])
+    ax.set_xlabel("global threshold multiplier (x float threshold x lambda)")
+    ax.set_ylabel(f"mean reward ({result.n_episodes} episodes)")
+    ax.set_title(f"{result.env_id}: stage 1")
+    ax.legend(loc="best")
+    ax = axes[1]
+    if s2 and n_layers == 2:
+        xs = sorted({e.multipliers[0] for e in s2})
+        ys = sorted({e.multipliers[1] for e in s2})
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for e in s2:
+            grid[ys.index(e.multipliers[1]), xs.index(e.multipliers[0])] = e.mean_reward
+        im = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(xs)), [f"{x:.3g}" for x in xs])
+        ax.set_yticks(range(len(ys)), [f"{y:.3g}" for y in ys])
+        for i in range(len(ys)):
+            for j in range(len(xs)):
+                if np.isfinite(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color="w", fontsize=8)
+        ax.set_xlabel("layer 1 multiplier")
+        ax.set_ylabel("layer 2 multiplier")
+        fig.colorbar(im, ax=ax, label="mean reward")
+    elif s2:
+        for k in range(n_layers):
+            ax.scatter([e.multipliers[k] for e in s2], [e.mean_reward for e in s2], label=f"layer {k + 1}", s=18)
+        ax.set_xscale("log")
+        ax.set_xlabel("per-layer threshold multiplier")
+        ax.set_ylabel("mean reward")
+        ax.legend(loc="best")
+    best = result.best
+    ax.set_title("stage 2: best " + ", ".join(f"{m:.3g}" for m in best.multipliers) + f" -> {best.mean_reward:.4g}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
