@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from spiking_dqn.hardware import ChipProgram, ChipProgramError
-from spiking_dqn.hardware.program import FORMAT_VERSION, MAX_POPULATION_NEURONS, MAX_PROJECTIONS, MAX_TICKS
+from spiking_dqn.hardware.program_fields import MAX_POPULATION_NEURONS, MAX_PROJECTIONS, MAX_TICKS
+from spiking_dqn.hardware.program_file import FORMAT_VERSION
 
 
 def make_program(**overrides) -> ChipProgram:
@@ -240,7 +241,7 @@ def test_chip_program_error_is_a_value_error():
 
 
 def test_limits_are_documented_constants():
-    from spiking_dqn.hardware import program as program_module
+    from spiking_dqn.hardware import program_fields as program_module
 
     assert program_module.MAX_TICKS == 100_000
     assert program_module.MAX_POPULATION_NEURONS == 152 * 250

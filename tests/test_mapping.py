@@ -14,7 +14,8 @@ from spiking_dqn.hardware.mapping import (
     map_program,
     require_fits_one_chip,
 )
-from spiking_dqn.hardware.program import ChipProgram, ChipProgramError
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.hardware.program_file import ChipProgramError
 
 AGENTS = Path(__file__).resolve().parents[1] / "agents" / "trained"
 SHIPPED = ["CartPole-v0", "Acrobot-v1"]

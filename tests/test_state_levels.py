@@ -12,7 +12,8 @@ from spiking_dqn import HardwarePolicy
 from spiking_dqn.export import NIRError, to_nir
 from spiking_dqn.hardware.brian2 import Brian2Backend
 from spiking_dqn.hardware.emulator import EmulatorBackend
-from spiking_dqn.hardware.program import ChipProgram, ChipProgramError
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.hardware.program_file import ChipProgramError
 from spiking_dqn.hardware.spinnaker2 import SpiNNaker2Backend
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.quantization import quantize_network, state_levels_for, threshold_centered_levels, uniform_levels

@@ -15,7 +15,7 @@ from stable_baselines3 import DQN
 from spiking_dqn.callbacks import HardwareAwareFineTuning
 from spiking_dqn.cli import main
 from spiking_dqn.hardware import ChipProgram, ChipProgramError, EmulatorBackend, SpiNNaker2Backend
-from spiking_dqn.hardware.program import FORMAT_VERSION
+from spiking_dqn.hardware.program_file import FORMAT_VERSION
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.pipeline import fit_to_chip
 from spiking_dqn.qat import quantization_aware_finetune

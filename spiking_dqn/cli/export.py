@@ -20,7 +20,8 @@ from spiking_dqn.cli.arguments import (
 from spiking_dqn.cli.loading import load_program, load_spiking_model
 from spiking_dqn.export import DEFAULT_DT, write_nir
 from spiking_dqn.hardware.mapping import map_program
-from spiking_dqn.hardware.program import ChipProgram, ChipProgramError
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.hardware.program_file import ChipProgramError
 from spiking_dqn.quantization import quantize_network
 
 DESCRIPTION = """\

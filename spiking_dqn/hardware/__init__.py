@@ -20,7 +20,8 @@ from spiking_dqn.hardware.backend import BACKENDS, Backend, BackendResult, get_b
 from spiking_dqn.hardware.brian2 import Brian2Backend
 from spiking_dqn.hardware.emulator import EmulatorBackend
 from spiking_dqn.hardware.energy import EnergyEstimate, EnergyModel
-from spiking_dqn.hardware.program import ChipProgram, ChipProgramError
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.hardware.program_file import ChipProgramError
 from spiking_dqn.hardware.spinnaker2 import ChipConnectionError, SpiNNaker2Backend
 
 __all__ = [

@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from spiking_dqn.hardware.program import ChipProgram, ChipProgramError
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.hardware.program_file import ChipProgramError
+from spiking_dqn.semantics.checks import check_int
 
 #: Neurons per core: py-spinnaker2's default ``max_atoms_per_core`` of a population (source:
 #: py-spinnaker2's code as copied into the NIR paper repository and sPiNNIRker; DESIGN.md,
@@ -159,10 +161,8 @@ def map_program(program: ChipProgram, weight_bits: int | None = None) -> ChipMap
         raise ValueError(f"map_program expects a ChipProgram, got {type(program).__name__}")
     if weight_bits is None:
         widths = [int(b) for b in program.weight_bits]
-    elif isinstance(weight_bits, bool) or not isinstance(weight_bits, (int, np.integer)) or not 2 <= weight_bits <= 8:
-        raise ValueError(f"weight_bits must be an integer in 2 .. 8, got {weight_bits!r}")
     else:
-        widths = [int(weight_bits)] * len(program.weights)
+        widths = [check_int(weight_bits, "weight_bits", 2, 8)] * len(program.weights)
     sizes = program.layer_sizes
     names = ["input"] + [f"hidden {k}" for k in range(1, len(sizes) - 1)] + ["output"]
     populations = [PopulationMapping("input", sizes[0], math.ceil(sizes[0] / MAX_ATOMS_PER_CORE), 0, 0, 0)]
