@@ -43,13 +43,9 @@ from typing import Any
 import nir
 import numpy as np
 
-from spiking_dqn.hardware.program import (
-    ENCODING_MODES,
-    FORMAT_NAME,
-    RESET_MODES,
-    ChipProgram,
-    ChipProgramError,
-)
+from spiking_dqn.hardware.program import FORMAT_NAME, ChipProgram, ChipProgramError
+from spiking_dqn.semantics.encoding import ENCODING_MODES
+from spiking_dqn.semantics.lif import RESET_MODES
 from spiking_dqn.semantics.widths import check_weight_bits, weight_limit
 
 #: Tick duration of exported graphs, in seconds (the chip's 1 ms tick).
