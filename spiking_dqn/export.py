@@ -38,23 +38,24 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import nir
 import numpy as np
 
-from spiking_dqn.hardware.program import FORMAT_NAME, ChipProgram, ChipProgramError
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.hardware.program_fields import ARRAY, OPTIONAL_ARRAYS, SCALAR, fields_of
+from spiking_dqn.hardware.program_file import FORMAT_NAME, ChipProgramError
 from spiking_dqn.semantics.encoding import ENCODING_MODES
 from spiking_dqn.semantics.lif import RESET_MODES
 from spiking_dqn.semantics.widths import check_weight_bits, weight_limit
 
 #: Tick duration of exported graphs, in seconds (the chip's 1 ms tick).
 DEFAULT_DT = 1e-3
+#: The program fields a graph has no node for: its scalars and the encoder bounds.
+_METADATA_FIELDS = tuple(f.name for f in fields_of(ChipProgram, ARRAY, SCALAR))
 #: Graph metadata written by :func:`to_nir` and read by :func:`from_nir`.
-METADATA_KEYS = (
-    "format", "dt", "reset", "v_reset", "ticks", "delay", "obs_bound", "encoding", "encoding_alpha", "seed",
-    "lambdas", "centered_readout", "weight_bits",
-)
+METADATA_KEYS = ("format", "dt", *_METADATA_FIELDS)
 _NEURON_NODES = (nir.LIF, nir.IF)
 _WEIGHT_NODES = (nir.Affine, nir.Linear)
 
@@ -118,10 +119,11 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT) -> nir.NIRGraph:
         raise ValueError(f"to_nir expects a ChipProgram, got {type(program).__name__}")
     if not (np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be finite and positive, got {dt!r}")
-    if program.state_levels is not None or program.tick_gain is not None:
+    unsupported = [f.name for f in fields_of(program, OPTIONAL_ARRAYS) if getattr(program, f.name) is not None]
+    if unsupported:
         raise NIRError(
-            "NIR has no primitive for quantized membrane state (state_levels) or per-tick synaptic gains "
-            "(tick_gain): this program cannot be exported; save it with ChipProgram.save instead"
+            f"NIR has no primitive for {', '.join(unsupported)} (quantized membrane state, per-tick synaptic "
+            "gains): this program cannot be exported; save it with ChipProgram.save instead"
         )
     dt = float(dt)
     if program.reset == "subtract":
@@ -158,13 +160,10 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT) -> nir.NIRGraph:
         previous = name
     nodes["output"] = nir.Output(output_type=np.array([program.n_actions]))
     edges.append((previous, "output"))
-    metadata = {
-        "format": FORMAT_NAME, "dt": dt, "reset": program.reset, "v_reset": program.v_reset,
-        "ticks": program.ticks, "delay": program.delay, "obs_bound": program.obs_bound.copy(),
-        "encoding": program.encoding, "encoding_alpha": program.encoding_alpha, "seed": program.seed,
-        "lambdas": np.array(program.lambdas, dtype=np.float64), "centered_readout": program.centered_readout,
-        "weight_bits": np.array(program.weight_bits, dtype=np.int64),
-    }
+    metadata = {"format": FORMAT_NAME, "dt": dt}
+    for name in _METADATA_FIELDS:  # arrays and lists as numpy arrays (lambdas float64, weight_bits int64)
+        value = getattr(program, name)
+        metadata[name] = np.array(value) if isinstance(value, (list, np.ndarray)) else value
     graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
     if from_nir(graph) != program:  # e.g. a decay so close to 0 that no float tau gives it back
         raise NIRError(f"{program!r} cannot be written as NIR at dt = {dt} so that it reads back bit for bit")
@@ -278,30 +277,70 @@ def from_nir(
         raise NIRError(f"from_nir expects a nir.NIRGraph, got {type(graph).__name__}")
     if not (np.isfinite(weight_scale) and weight_scale > 0):
         raise NIRError(f"weight_scale must be finite and positive, got {weight_scale!r}")
-    meta = {k: _plain(v) for k, v in (graph.metadata or {}).items()}
-    ours = meta.get("format") == FORMAT_NAME
-    settings = {k: meta[k] for k in METADATA_KEYS if ours and k in meta}
-    dt = float(settings.get("dt", DEFAULT_DT) if dt is None else dt)
+    settings = _settings(graph)
+    dt = float(settings.pop("dt", DEFAULT_DT) if dt is None else dt)
     if not (np.isfinite(dt) and dt > 0):
         raise NIRError(f"dt must be finite and positive, got {dt!r}")
-    reset = settings.get("reset", "zero") if reset is None else reset
-    if reset not in RESET_MODES:
-        raise NIRError(f"reset must be one of {RESET_MODES}, got {reset!r}")
-    encoding = settings.get("encoding", "deterministic") if encoding is None else encoding
-    if encoding not in ENCODING_MODES:
-        raise NIRError(f"encoding must be one of {ENCODING_MODES}, got {encoding!r}")
-
+    options = {"ticks": ticks, "reset": reset, "delay": delay, "obs_bound": obs_bound, "encoding": encoding}
+    settings.update({name: value for name, value in options.items() if value is not None})
+    settings.setdefault("reset", "zero")  # NIR's reset, for graphs not made here
+    if settings["reset"] not in RESET_MODES:
+        raise NIRError(f"reset must be one of {RESET_MODES}, got {settings['reset']!r}")
+    if settings.get("encoding", "deterministic") not in ENCODING_MODES:
+        raise NIRError(f"encoding must be one of {ENCODING_MODES}, got {settings['encoding']!r}")
     chain = _chain(graph)
     body = chain[1:-1]
     if len(body) == 0 or len(body) % 2:
         raise NIRError(f"expected (Affine/Linear, LIF/IF) pairs between Input and Output, got {body}")
     bits = settings.get("weight_bits", 8) if weight_bits is None else weight_bits
     try:
-        bits = check_weight_bits(np.asarray(bits).tolist(), len(body) // 2)
+        settings["weight_bits"] = check_weight_bits(np.asarray(bits).tolist(), len(body) // 2)
     except ValueError as exc:
         raise NIRError(str(exc)) from None
     n_in = int(np.prod(graph.nodes[chain[0]].input_type["input"]))
-    weights, thresholds, alphas, offsets, resets = [], [], [], [], []
+    populations = _populations(graph, body, n_in, settings["weight_bits"], dt, weight_scale)
+    n_out, n_last = int(np.prod(graph.nodes[chain[-1]].output_type["output"])), populations[-1].weights.shape[0]
+    if n_out != n_last:
+        raise NIRError(f"the Output node has {n_out} neurons but the last population has {n_last}")
+    if "v_reset" not in settings:
+        settings["v_reset"] = _common_v_reset(populations)
+    if "obs_bound" not in settings:
+        if n_in % 2:
+            raise NIRError(f"the Input has {n_in} neurons; the chip's signed code drives an even number (2 per dim)")
+        settings["obs_bound"] = np.ones(n_in // 2, dtype=np.float32)
+    settings.setdefault("lambdas", [weight_scale] * len(populations))
+    return _program(populations, settings)
+
+
+class _Population(NamedTuple):
+    """One chip population read from an (Affine/Linear, LIF/IF) pair, and its ``v_reset`` per neuron."""
+
+    weights: np.ndarray
+    thresholds: np.ndarray
+    alpha_decay: np.ndarray
+    i_offset: np.ndarray
+    v_reset: np.ndarray
+
+
+def _settings(graph: nir.NIRGraph) -> dict[str, Any]:
+    """The program settings a graph written by :func:`to_nir` carries (``dt`` and program fields; none for others)."""
+    meta = {k: _plain(v) for k, v in (graph.metadata or {}).items()}
+    if meta.get("format") != FORMAT_NAME:
+        return {}
+    settings = {k: meta[k] for k in METADATA_KEYS[1:] if k in meta}
+    for f in fields_of(ChipProgram, SCALAR):  # list fields come back from HDF5 as arrays
+        if isinstance(settings.get(f.name), np.ndarray):
+            settings[f.name] = np.atleast_1d(settings[f.name]).tolist()
+    if "v_reset" in settings:
+        settings["v_reset"] = float(settings["v_reset"])
+    return settings
+
+
+def _populations(
+    graph: nir.NIRGraph, body: list[str], n_in: int, bits: list[int], dt: float, weight_scale: float
+) -> list[_Population]:
+    """The chip populations of the graph's (Affine/Linear, LIF/IF) pairs, in order."""
+    populations: list[_Population] = []
     n_pre = n_in
     for j in range(0, len(body), 2):
         wname, nname = body[j], body[j + 1]
@@ -311,70 +350,72 @@ def from_nir(
                 f"expected an Affine/Linear node followed by a LIF/IF node, got {wname!r} "
                 f"({type(wnode).__name__}) -> {nname!r} ({type(nnode).__name__})"
             )
-        w = np.asarray(wnode.weight, dtype=np.float64)
-        if w.ndim != 2 or w.shape[1] != n_pre:
-            raise NIRError(f"{wname}: weight of shape {w.shape} does not take the {n_pre} outputs before it")
-        n = w.shape[0]
-        bias = _flat(wnode, "bias", n, wname) if isinstance(wnode, nir.Affine) else np.zeros(n)
-        thr = _flat(nnode, "v_threshold", n, nname)
-        r = _flat(nnode, "r", n, nname)
-        vr = _flat(nnode, "v_reset", n, nname)
-        if isinstance(nnode, nir.LIF):
-            tau = _flat(nnode, "tau", n, nname)
-            if np.any(tau <= 0) or np.any(np.isinf(tau)):
-                raise NIRError(f"{nname}: tau must be finite and positive (an infinite tau is an IF node)")
-            alpha = _lif_alpha(tau, dt)
-            factor = _lif_factor(tau, r, dt)
-            offset = weight_scale * (bias + _flat(nnode, "v_leak", n, nname) / r)
-        else:
-            alpha = np.ones(n, dtype=np.float32)
-            factor = dt * r
-            offset = weight_scale * bias
-        if np.any(factor <= 0) or not np.all(np.isfinite(factor)):
-            raise NIRError(f"{nname}: the input factor (dt / tau * r, or dt * r) must be finite and positive")
-        scaled = weight_scale * w
-        q = np.rint(scaled)
-        limit = weight_limit(bits[len(weights)])
-        if np.any(np.abs(q) > limit):
-            raise NIRError(
-                f"{wname}: weights times weight_scale {weight_scale} reach {float(np.abs(scaled).max()):.4g}, "
-                f"beyond [-{limit}, {limit}] at {bits[len(weights)]}-bit weights; pass a smaller weight_scale"
-            )
-        if not np.array_equal(q, scaled):
-            warnings.warn(f"{wname}: weights times weight_scale {weight_scale} are not integers; rounded to "
-                          "the chip's int8 grid", UserWarning, stacklevel=2)
-        weights.append(q.astype(np.int8))
-        thresholds.append((weight_scale * thr / factor).astype(np.float32))
-        alphas.append(alpha)
-        offsets.append(offset.astype(np.float32))
-        resets.append(weight_scale * vr / factor)
-        n_pre = n
-    n_out = int(np.prod(graph.nodes[chain[-1]].output_type["output"]))
-    if n_out != n_pre:
-        raise NIRError(f"the Output node has {n_out} neurons but the last population has {n_pre}")
-    all_resets = np.concatenate(resets)
-    if ours and "v_reset" in settings:
-        v_reset = float(settings["v_reset"])
-    elif np.all(all_resets == all_resets[0]):
-        v_reset = float(all_resets[0])
+        populations.append(_population(wname, wnode, nname, nnode, n_pre, bits[len(populations)], dt, weight_scale))
+        n_pre = populations[-1].weights.shape[0]
+    return populations
+
+
+def _population(
+    wname: str, wnode: nir.NIRNode, nname: str, nnode: nir.NIRNode, n_pre: int, bits: int, dt: float,
+    weight_scale: float,
+) -> _Population:
+    """One chip population (see the module docstring for the mapping)."""
+    w = np.asarray(wnode.weight, dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] != n_pre:
+        raise NIRError(f"{wname}: weight of shape {w.shape} does not take the {n_pre} outputs before it")
+    n = w.shape[0]
+    bias = _flat(wnode, "bias", n, wname) if isinstance(wnode, nir.Affine) else np.zeros(n)
+    thr = _flat(nnode, "v_threshold", n, nname)
+    r = _flat(nnode, "r", n, nname)
+    vr = _flat(nnode, "v_reset", n, nname)
+    if isinstance(nnode, nir.LIF):
+        tau = _flat(nnode, "tau", n, nname)
+        if np.any(tau <= 0) or np.any(np.isinf(tau)):
+            raise NIRError(f"{nname}: tau must be finite and positive (an infinite tau is an IF node)")
+        alpha = _lif_alpha(tau, dt)
+        factor = _lif_factor(tau, r, dt)
+        offset = weight_scale * (bias + _flat(nnode, "v_leak", n, nname) / r)
     else:
+        alpha = np.ones(n, dtype=np.float32)
+        factor = dt * r
+        offset = weight_scale * bias
+    if np.any(factor <= 0) or not np.all(np.isfinite(factor)):
+        raise NIRError(f"{nname}: the input factor (dt / tau * r, or dt * r) must be finite and positive")
+    scaled = weight_scale * w
+    q = np.rint(scaled)
+    limit = weight_limit(bits)
+    if np.any(np.abs(q) > limit):
+        raise NIRError(
+            f"{wname}: weights times weight_scale {weight_scale} reach {float(np.abs(scaled).max()):.4g}, "
+            f"beyond [-{limit}, {limit}] at {bits}-bit weights; pass a smaller weight_scale"
+        )
+    if not np.array_equal(q, scaled):
+        warnings.warn(f"{wname}: weights times weight_scale {weight_scale} are not integers; rounded to "
+                      "the chip's int8 grid", UserWarning, stacklevel=4)
+    return _Population(
+        q.astype(np.int8), (weight_scale * thr / factor).astype(np.float32), alpha, offset.astype(np.float32),
+        weight_scale * vr / factor,
+    )
+
+
+def _common_v_reset(populations: list[_Population]) -> float:
+    """The one ``v_reset`` of every neuron of a graph (a chip program has one)."""
+    resets = np.concatenate([p.v_reset for p in populations])
+    if not np.all(resets == resets[0]):
         raise NIRError("v_reset differs between neurons; a chip program has one v_reset for all populations")
-    if obs_bound is None:
-        obs_bound = settings.get("obs_bound")
-    if obs_bound is None:
-        if n_in % 2:
-            raise NIRError(f"the Input has {n_in} neurons; the chip's signed code drives an even number (2 per dim)")
-        obs_bound = np.ones(n_in // 2, dtype=np.float32)
-    lambdas = settings.get("lambdas", [weight_scale] * len(weights))
+    return float(resets[0])
+
+
+def _program(populations: list[_Population], settings: dict[str, Any]) -> ChipProgram:
+    """The chip program of the populations and the settings, or a :class:`NIRError` saying why there is none."""
+    for name in ("ticks", "delay"):
+        if name in settings:
+            settings[name] = int(settings[name])
     try:
         return ChipProgram(
-            weights=weights, thresholds=thresholds, alpha_decay=alphas, i_offset=offsets,
-            obs_bound=np.asarray(obs_bound, dtype=np.float32), reset=reset, v_reset=v_reset,
-            ticks=int(settings.get("ticks", 10) if ticks is None else ticks),
-            delay=int(settings.get("delay", 1) if delay is None else delay), encoding=encoding,
-            seed=int(settings.get("seed", 0)), lambdas=list(np.atleast_1d(lambdas)),
-            centered_readout=bool(settings.get("centered_readout", False)),
-            encoding_alpha=float(settings.get("encoding_alpha", 0.0)), weight_bits=bits,
+            weights=[p.weights for p in populations], thresholds=[p.thresholds for p in populations],
+            alpha_decay=[p.alpha_decay for p in populations], i_offset=[p.i_offset for p in populations],
+            **settings,
         )
     except ChipProgramError:
         raise
