@@ -20,6 +20,7 @@ network on the CPU runs all its layers at once instead (:mod:`spiking_dqn.fused`
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import snntorch as snn
@@ -30,7 +31,9 @@ from torch import nn
 from torch.autograd.function import FunctionCtx
 
 from spiking_dqn.semantics import lif, network_kernels
-from spiking_dqn.semantics.lif import ResetMode
+
+ResetMode = Literal["subtract", "zero"]
+RESET_MODES: tuple[str, ...] = ("subtract", "zero")
 
 SpikeFunction = Callable[[th.Tensor], th.Tensor]
 """A spike function with a surrogate gradient: ``H(x)`` forward, as snnTorch's surrogates."""

@@ -1,0 +1,82 @@
+"""The checks of option values, once for every layer: an integer is an ``int`` or a numpy integer,
+never a ``bool``; a number is a real number, never a ``bool``.
+
+Each check returns the plain Python value and raises ``error`` (``ValueError`` unless told)
+with the message ``"<name> must be <what>, got <value!r>"``; ``what`` says the bounds in words
+unless the caller gives its own. Standard library and numpy only, so that the floor, the
+hardware layer and the torch side all import it.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (``int`` or a numpy integer), a ``bool`` not counted."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number (``int``, ``float`` or a numpy one), a ``bool`` not counted."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _int_words(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f"an integer in {minimum} .. {maximum}"
+    if minimum == 1:
+        return "a positive integer"
+    if minimum == 0:
+        return "a non-negative integer"
+    if minimum is not None:
+        return f"an integer >= {minimum}"
+    if maximum is not None:
+        return f"an integer <= {maximum}"
+    return "an integer"
+
+
+def check_int(
+    value: Any,
+    name: str,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    *,
+    what: str | None = None,
+    error: type[Exception] = ValueError,
+) -> int:
+    """``value`` as an ``int``, checked to be an integer within ``minimum .. maximum`` (inclusive).
+
+    :param value: the value given
+    :param name: its name in the message
+    :param minimum: the smallest value allowed (None: no bound)
+    :param maximum: the largest value allowed (None: no bound)
+    :param what: what the value must be, in the message (default: the bounds in words, e.g.
+        ``"a positive integer"``, ``"an integer in 1 .. 8"``)
+    :param error: the exception class raised
+    :raises error: ``"<name> must be <what>, got <value!r>"``
+    """
+    if (
+        not is_int(value)
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        raise error(f"{name} must be {what or _int_words(minimum, maximum)}, got {value!r}")
+    return int(value)
+
+
+def check_real(value: Any, name: str, *, what: str = "a number", error: type[Exception] = ValueError) -> float:
+    """``value`` as a ``float``, checked to be a real number (its range is the caller's to check).
+
+    :param value: the value given
+    :param name: its name in the message
+    :param what: what the value must be, in the message
+    :param error: the exception class raised
+    :raises error: ``"<name> must be <what>, got <value!r>"``
+    """
+    if not is_real(value):
+        raise error(f"{name} must be {what}, got {value!r}")
+    return float(value)
