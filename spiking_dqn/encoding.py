@@ -2,11 +2,11 @@
 
 :class:`SignedRateEncoder` is the network's input layer. The code itself (``x = clip(obs
 / bound, -1, 1)``, rates ``concat(max(x, 0), max(-x, 0))``, deterministic accumulator
-trains ``floor((t + 1) * r)`` in float64, or seeded Bernoulli draws) is described in
-:mod:`spiking_dqn.hardware.backend`, which holds the numpy side (observation checks,
-rates, reference trains) used by the chip backends. On the CPU, deterministic trains come
-from the compiled kernel; on an accelerator from :func:`deterministic_spikes_torch`; both
-give the numpy reference's trains (tested).
+trains ``floor((t + 1) * r)`` in float64, or seeded Bernoulli draws) and its numpy side
+(observation checks, rates, reference trains, the compiled encoder) are the floor's
+:mod:`spiking_dqn.semantics.encoding`, which the chip backends use too. On the CPU,
+deterministic trains come from the compiled kernel; on an accelerator from
+:func:`deterministic_spikes_torch`; both give the numpy reference's trains (tested).
 """
 
 from __future__ import annotations
@@ -15,14 +15,20 @@ import numpy as np
 import torch as th
 from torch import nn
 
-from spiking_dqn.hardware.backend import ENCODING_MODES, FLOOR_EPS, EncodingMode, check_observations
-from spiking_dqn.semantics.encoding import encode_deterministic
+from spiking_dqn.semantics.encoding import (
+    ENCODING_MODES,
+    FLOOR_EPS,
+    EncodingMode,
+    check_observations,
+    encode_deterministic,
+    hybrid_rates,
+)
 
-__all__ = ["EncodingMode", "SignedRateEncoder", "deterministic_spikes_torch"]
+__all__ = ["SignedRateEncoder", "deterministic_spikes_torch"]
 
 
 def deterministic_spikes_torch(rates: th.Tensor, ticks: int) -> th.Tensor:
-    """:func:`~spiking_dqn.hardware.backend.deterministic_spikes_numpy` in torch, for rates on an accelerator.
+    """:func:`~spiking_dqn.semantics.encoding.deterministic_spikes_numpy` in torch, for rates on an accelerator.
 
     :param rates: rates in [0, 1], shape ``(batch, n)``
     :param ticks: number of ticks ``T``
@@ -39,7 +45,7 @@ class SignedRateEncoder(nn.Module):
     :param bound: positive finite per-dimension bounds, shape ``(d,)``
     :param ticks: number of simulation ticks ``T`` (>= 1)
     :param mode: ``"deterministic"`` (default), ``"poisson"`` or ``"hybrid"`` (the deterministic
-        code with thresholds ``1 - alpha * r``, see :func:`spiking_dqn.hardware.backend.hybrid_rates`)
+        code with thresholds ``1 - alpha * r``, see :func:`spiking_dqn.semantics.encoding.hybrid_rate`)
     :param seed: seed of the Poisson generator (ignored for deterministic trains)
     :param alpha: hybrid coding's threshold slope, in [0, 1) (used only by ``"hybrid"``)
     """
@@ -106,7 +112,8 @@ class SignedRateEncoder(nn.Module):
             return th.from_numpy(spikes)
         rates = self.rates(obs)
         if self.alpha > 0.0:
-            rates = th.clamp(rates / (1.0 - self.alpha * rates), max=1.0)  # hybrid_rates, in float64
+            # Only on an accelerator (the CPU takes the compiled pass above): the rule's float64 numpy home.
+            rates = th.from_numpy(hybrid_rates(rates.cpu().numpy(), self.alpha)).to(rates.device)
         if deterministic:
             return deterministic_spikes_torch(rates, self.ticks)
         if self._generator is None or self._generator.device != rates.device:

@@ -20,7 +20,6 @@ network on the CPU runs all its layers at once instead (:mod:`spiking_dqn.fused`
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import numpy as np
 import snntorch as snn
@@ -31,9 +30,7 @@ from torch import nn
 from torch.autograd.function import FunctionCtx
 
 from spiking_dqn.semantics import lif, network_kernels
-
-ResetMode = Literal["subtract", "zero"]
-RESET_MODES: tuple[str, ...] = ("subtract", "zero")
+from spiking_dqn.semantics.lif import ResetMode
 
 SpikeFunction = Callable[[th.Tensor], th.Tensor]
 """A spike function with a surrogate gradient: ``H(x)`` forward, as snnTorch's surrogates."""

@@ -22,15 +22,16 @@ from torch import nn
 from torch.autograd.function import FunctionCtx
 
 from spiking_dqn import fused, tick_gain
-from spiking_dqn.encoding import ENCODING_MODES, EncodingMode, SignedRateEncoder
+from spiking_dqn.encoding import SignedRateEncoder
+from spiking_dqn.semantics.checks import check_int, check_real
+from spiking_dqn.semantics.encoding import ENCODING_MODES, EncodingMode
 from spiking_dqn.semantics.levels import check_levels_array
+from spiking_dqn.semantics.lif import RESET_MODES, ResetMode
 from spiking_dqn.quantization.grid import Grid
 from spiking_dqn.thresholds import ThresholdNoise, ThresholdNoiseSpec, check_threshold_scale
 from spiking_dqn.layers import (
-    RESET_MODES,
     SURROGATES,
     ChipLeaky,
-    ResetMode,
     SpikeFunction,
     make_surrogate,
     spiking_layer,
@@ -123,20 +124,18 @@ class SpikingConfig:
                 f"hidden layers, input spikes need {needed} ticks to reach the readout"
             )
         alpha = self.encoding_alpha
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
-            raise ValueError(f"encoding_alpha must be a number in [0, 1), got {alpha!r}")
+        check_real(alpha, "encoding_alpha", what="a number in [0, 1)")
         if not (np.isfinite(alpha) and 0.0 <= alpha < 1.0):
             raise ValueError(f"encoding_alpha (hybrid coding) must be in [0, 1), got {alpha!r}")
         penalty = self.activity_penalty
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float, np.integer, np.floating)):
-            raise ValueError(f"activity_penalty must be a non-negative number, got {penalty!r}")
+        check_real(penalty, "activity_penalty", what="a non-negative number")
         if not np.isfinite(penalty) or penalty < 0:
             raise ValueError(f"activity_penalty must be a non-negative finite number, got {penalty!r}")
         if not isinstance(self.tick_gain, (bool, np.bool_)):
             raise ValueError(f"tick_gain must be True or False, got {self.tick_gain!r}")
         seed = self.threshold_noise_seed
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ValueError(f"threshold_noise_seed must be a non-negative integer or None, got {seed!r}")
+        if seed is not None:
+            check_int(seed, "threshold_noise_seed", minimum=0, what="a non-negative integer or None")
         # Plain Python values, whatever number types the options came in.
         for name, value in [
             ("threshold_noise", ThresholdNoise.from_spec(self.threshold_noise)),  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import torch as th
 
 from spiking_dqn import SignedRateEncoder
 from spiking_dqn.encoding import deterministic_spikes_torch
-from spiking_dqn.hardware.backend import deterministic_spikes_numpy, signed_rates_numpy
+from spiking_dqn.semantics.encoding import deterministic_spikes_numpy, signed_rates_numpy
 
 
 def accumulator_reference(rate: Fraction, ticks: int) -> list[int]:

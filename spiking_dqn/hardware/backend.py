@@ -7,26 +7,12 @@
   ``run_spikes(program, input_spikes)``).
 * :func:`get_backend`: a backend from its name (classes are imported only when asked for,
   see :data:`BACKENDS`), or a backend object passed through unchanged.
-* The input side of a chip program, in numpy: observation checks
-  (:func:`check_observations`, :func:`as_observation_batch`), the signed two-neuron rates
-  (:func:`signed_rates_numpy`), deterministic accumulator trains
-  (:func:`deterministic_spikes_numpy`), the encoding of a batch for a program
-  (:func:`encode_observations`) and the check of raw input spike trains
-  (:func:`check_input_spikes`); and what backends count and report
-  (:func:`synaptic_events`, :func:`warn_output_saturation`).
+* The input side of a chip program: the encoding of a batch for a program
+  (:func:`encode_observations`, the rules of :mod:`spiking_dqn.semantics.encoding`) and the
+  check of raw input spike trains (:func:`check_input_spikes`); and what backends count and
+  report (:func:`synaptic_events`, :func:`warn_output_saturation`).
 
-Signed two-neuron code: an observation ``obs`` of dimension ``d`` is normalised to
-``x = clip(obs / bound, -1, 1)`` and split into ``2d`` non-negative rates
-``r = concat(max(x, 0), max(-x, 0))``. Each rate drives one input neuron for ``ticks``
-ticks: ``"deterministic"``, the neuron adds its rate to an accumulator every tick and
-spikes when the accumulator reaches 1, then subtracts 1, so after ``t + 1`` ticks it has
-emitted exactly ``floor((t + 1) * r)`` spikes (computed so, in float64); ``"poisson"``, an
-independent Bernoulli(r) draw per neuron and tick, from a seeded generator; ``"hybrid"``,
-the deterministic code with each neuron's threshold lowered to ``1 - alpha * r``
-(:func:`hybrid_rates`).
-
-This module imports neither torch nor any backend: the torch encoder
-(:mod:`spiking_dqn.encoding`) builds on it, not the reverse.
+This module imports neither torch nor any backend.
 """
 
 from __future__ import annotations
@@ -40,33 +26,21 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from spiking_dqn.semantics import encoding as semantic_encoding
-from spiking_dqn.hardware.program import ENCODING_MODES, ChipProgram, EncodingMode
+from spiking_dqn.semantics.encoding import encode_batch
+from spiking_dqn.hardware.program import ChipProgram
 
 __all__ = [
     "BACKENDS",
-    "ENCODING_MODES",
-    "FLOOR_EPS",
     "Backend",
     "BackendResult",
-    "EncodingMode",
     "InferenceStats",
-    "as_observation_batch",
     "check_input_spikes",
-    "check_observations",
-    "deterministic_spikes_numpy",
     "encode_observations",
     "get_backend",
-    "hybrid_rates",
     "run_observations",
-    "signed_rates_numpy",
     "synaptic_events",
     "warn_output_saturation",
 ]
-
-#: Guards the floor of the deterministic trains against float64 representation error of
-#: values such as ``0.7 * 10``.
-FLOOR_EPS = 1e-9
 
 
 @dataclass
@@ -286,104 +260,17 @@ def get_backend(backend: str | Backend = "emulator", **options: Any) -> Backend:
 # ---------------------------------------------------------------------- observations
 
 
-def check_observations(obs: np.ndarray, obs_dim: int, finite: np.ndarray | None = None) -> None:
-    """Raise a clear error for a batch of observations the encoder cannot take.
-
-    :param obs: observations, shape ``(batch, obs_dim)`` (a numpy array, or a torch tensor
-        together with its ``finite`` mask)
-    :param obs_dim: the expected observation dimension
-    :param finite: elementwise finiteness of ``obs`` when the caller computed it (the torch
-        encoder passes ``th.isfinite(obs)``, computed on the tensor's device);
-        ``np.isfinite(obs)`` when None
-    :raises ValueError: wrong shape, or a NaN / infinite entry (the dimension is named)
-    """
-    if obs.ndim != 2 or obs.shape[1] != obs_dim:
-        raise ValueError(f"expected observations of shape (batch, {obs_dim}), got {tuple(obs.shape)}")
-    if finite is None:
-        finite = np.isfinite(obs)
-    if not bool(finite.all()):
-        dims = (~finite).any(0).nonzero()
-        dims = [int(i) for i in (dims[0] if isinstance(dims, tuple) else dims.flatten())]
-        raise ValueError(
-            f"observation contains NaN or infinite values in dimension(s) {dims}; "
-            "the spike encoder needs finite observations"
-        )
-
-
-def as_observation_batch(obs: Any, obs_dim: int) -> np.ndarray:
-    """Observations as a validated ``(batch, d)`` array; a single ``(d,)`` one becomes ``(1, d)``.
-
-    :param obs: an array-like of numbers, or a torch tensor (moved to the CPU)
-    :param obs_dim: the expected observation dimension ``d``
-    :raises ValueError: wrong width or shape, non-numeric, NaN or infinite entries
-    """
-    if hasattr(obs, "detach"):  # a torch tensor
-        obs = obs.detach().cpu().numpy()
-    obs = np.asarray(obs)
-    if obs.dtype == object or not (np.issubdtype(obs.dtype, np.number) or obs.dtype == np.bool_):
-        raise ValueError(f"observations must be numeric, got dtype {obs.dtype}")
-    if obs.ndim == 1:
-        obs = obs.reshape(1, -1)
-    check_observations(obs, obs_dim)
-    return obs
-
-
-def signed_rates_numpy(obs: np.ndarray, bound: np.ndarray) -> np.ndarray:
-    """Signed two-neuron rates of a batch of observations (numpy reference).
-
-    :param obs: observations, shape ``(batch, d)``
-    :param bound: positive per-dimension bounds, shape ``(d,)``
-    :return: rates in [0, 1], shape ``(batch, 2d)``, float64
-    """
-    x = np.clip(np.asarray(obs, dtype=np.float64) / np.asarray(bound, dtype=np.float64), -1.0, 1.0)
-    return np.concatenate([np.maximum(x, 0.0), np.maximum(-x, 0.0)], axis=1)
-
-
-def deterministic_spikes_numpy(rates: np.ndarray, ticks: int) -> np.ndarray:
-    """Deterministic accumulator spike trains (numpy reference).
-
-    :param rates: rates in [0, 1], shape ``(batch, n)``
-    :param ticks: number of ticks ``T``
-    :return: spikes, shape ``(T, batch, n)``, float32 of 0/1
-    """
-    t = np.arange(ticks + 1, dtype=np.float64)[:, None, None]
-    counts = np.floor(t * rates[None] + FLOOR_EPS)
-    return np.diff(counts, axis=0).astype(np.float32)
-
-
-def hybrid_rates(rates: np.ndarray, alpha: float) -> np.ndarray:
-    """The accumulator rates of hybrid coding (NeuEdge): thresholds lowered with the input.
-
-    Input neuron ``i`` adds its rate ``r_i`` to an accumulator every tick and spikes when
-    the accumulator reaches its own threshold ``theta_i = 1 - alpha * r_i`` (then subtracts
-    it), at most once per tick: large inputs fire earlier and more often than under the
-    plain code (``alpha = 0``), small ones barely change (``theta`` near 1) and the smallest
-    still fire late or not at all. That is the deterministic code at the rate
-    ``min(1, r / (1 - alpha * r))``, computed in float64 (the kernel does the same).
-
-    :param rates: rates in [0, 1]
-    :param alpha: threshold slope, in [0, 1)
-    """
-    rates = np.asarray(rates, dtype=np.float64)
-    return np.minimum(rates / (1.0 - alpha * rates), 1.0)
-
-
 def encode_observations(program: ChipProgram, obs: np.ndarray) -> np.ndarray:
-    """Input spike trains of a validated batch, ``(ticks, batch, 2d)`` float32 of 0/1.
+    """Input spike trains of a validated batch for ``program``, ``(ticks, batch, 2d)`` float32 of 0/1.
 
-    ``"poisson"`` draws from ``np.random.default_rng(program.seed)``, fresh for every call,
-    so the same program and observations give the same trains. ``"hybrid"`` is the
-    deterministic code at :func:`hybrid_rates`.
+    :func:`spiking_dqn.semantics.encoding.encode_batch` with the program's bounds, ticks,
+    encoding, hybrid slope and seed.
 
-    :param program: the chip program (its bounds, ticks, encoding and seed)
-    :param obs: observations ``(batch, d)``, validated (see :func:`as_observation_batch`)
+    :param program: the chip program
+    :param obs: observations ``(batch, d)``, validated (see
+        :func:`spiking_dqn.semantics.encoding.as_observation_batch`)
     """
-    if program.encoding in ("deterministic", "hybrid"):
-        # Validated: finite.
-        return semantic_encoding.encode_deterministic(obs, program.obs_bound, program.ticks, program.encoding_alpha)[0]
-    rates = signed_rates_numpy(obs, program.obs_bound)
-    rng = np.random.default_rng(program.seed)
-    return (rng.random((program.ticks, *rates.shape)) < rates[None]).astype(np.float32)
+    return encode_batch(obs, program.obs_bound, program.ticks, program.encoding, program.encoding_alpha, program.seed)
 
 
 def run_observations(
@@ -393,7 +280,7 @@ def run_observations(
 
     :param backend: the backend (its ``run_spikes``)
     :param program: the chip program
-    :param obs: observations ``(batch, d)``, validated (see :func:`as_observation_batch`)
+    :param obs: observations ``(batch, d)``, validated (see :func:`spiking_dqn.semantics.encoding.as_observation_batch`)
     :param record_trains: also return the per-tick spike trains of every population
     :param record_voltages: also return the output voltages after every tick
     """

@@ -48,13 +48,13 @@ import numpy as np
 
 from spiking_dqn.hardware.backend import (
     BackendResult,
-    as_observation_batch,
     check_input_spikes,
     run_observations,
     synaptic_events,
     warn_output_saturation,
 )
 from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.semantics.encoding import as_observation_batch
 
 _INSTALL_HINT = (
     "Brian2 is needed for the brian2 backend: pip install 'spiking-dqn[brian2]' (or pip install brian2), "

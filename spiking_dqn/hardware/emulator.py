@@ -44,13 +44,13 @@ import numpy as np
 from spiking_dqn.semantics import lif as kernels
 from spiking_dqn.hardware.backend import (
     BackendResult,
-    as_observation_batch,
     check_input_spikes,
     encode_observations,
     run_observations,
     warn_output_saturation,
 )
 from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.semantics.encoding import as_observation_batch
 
 #: Default memory budget of one emulator run, in bytes (2 GiB): well inside the memory of
 #: the machines this runs on (CI runners have 7 GiB and more), and about 100 times what the

@@ -51,13 +51,13 @@ import numpy as np
 
 from spiking_dqn.hardware.backend import (
     BackendResult,
-    as_observation_batch,
     check_input_spikes,
     run_observations,
     synaptic_events,
     warn_output_saturation,
 )
 from spiking_dqn.hardware.mapping import require_fits_one_chip
+from spiking_dqn.semantics.encoding import as_observation_batch
 from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS, weight_limit
 

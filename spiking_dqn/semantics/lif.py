@@ -16,6 +16,8 @@ on disk after the first call.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numba
 import numpy as np
 
@@ -36,6 +38,10 @@ SURROGATE_CODES: dict[str, int] = {
 }
 SURROGATE_DEFAULTS: dict[str, float] = {"atan": 2.0, "fast_sigmoid": 25.0, "triangular": 1.0, "straight_through": 0.0}
 
+
+#: After a spike the membrane loses the threshold (``"subtract"``) or goes to ``v_reset`` (``"zero"``).
+ResetMode = Literal["subtract", "zero"]
+RESET_MODES: tuple[str, ...] = ("subtract", "zero")
 
 NO_LEVELS = np.empty(0, dtype=np.float32)
 """The ``levels`` argument of a population whose membrane is not quantized (float32 state)."""
