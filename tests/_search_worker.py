@@ -26,6 +26,7 @@ from spiking_dqn import SpikingQNetwork  # noqa: E402
 from spiking_dqn.hardware import EmulatorBackend  # noqa: E402
 from spiking_dqn.quantization import quantize_network  # noqa: E402
 from spiking_dqn.search import threshold_search  # noqa: E402
+from spiking_dqn.search.grid import STUDY_KEY_DIGITS  # noqa: E402
 
 CARTPOLE_BOUND = [2.4, 1.5, 0.2095, 2.0]
 
@@ -36,6 +37,12 @@ def small_program(seed: int = 0):
     net = SpikingQNetwork(CARTPOLE_BOUND, 2, net_arch=[16, 8], ticks=8, threshold=0.5)
     program, _ = quantize_network(net, "auto")
     return program
+
+
+def study_names(study_name: str, seed: int = 0) -> list[str]:
+    """The two studies a search of :func:`small_program` names ``study_name`` keeps."""
+    prefix = f"{study_name}-{small_program(seed).digest()[:STUDY_KEY_DIGITS]}"
+    return [f"{prefix}-stage1", f"{prefix}-stage2"]
 
 
 class ScriptedBackend:

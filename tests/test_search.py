@@ -27,7 +27,7 @@ from spiking_dqn.search import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _search_worker import small_program  # noqa: E402
+from _search_worker import small_program, study_names  # noqa: E402
 
 WORKER = Path(__file__).parent / "_search_worker.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +198,8 @@ def test_backend_failure_keeps_finished_evaluations_and_says_how_to_resume(tmp_p
     err = info.value
     assert "chip stopped answering" in str(err) and "resume" in str(err) and storage in str(err)
     assert isinstance(err.__cause__, TimeoutError)
-    study = optuna.load_study(study_name="s-stage1", storage=storage)
+    assert err.study_name == study_names("s")[0]
+    study = optuna.load_study(study_name=err.study_name, storage=storage)
     states = [t.state for t in study.get_trials()]
     finished = states.count(optuna.trial.TrialState.COMPLETE)
     assert finished == err.n_finished >= 1
@@ -209,8 +210,9 @@ def test_backend_failure_keeps_finished_evaluations_and_says_how_to_resume(tmp_p
                               n_episodes=2, storage=storage, study_name="s", progress_bar=False)
     assert result.evaluated_here == 3 + 4 - finished
     assert len(again.programs) == len(set(again.programs)) == result.evaluated_here
-    assert sorted(complete_keys(storage, "s-stage1")) == sorted(set(complete_keys(storage, "s-stage1")))
-    assert len(complete_keys(storage, "s-stage1")) == 3 and len(complete_keys(storage, "s-stage2")) == 4
+    stage1, stage2 = result.study_names
+    assert sorted(complete_keys(storage, stage1)) == sorted(set(complete_keys(storage, stage1)))
+    assert len(complete_keys(storage, stage1)) == 3 and len(complete_keys(storage, stage2)) == 4
 
 
 def test_backend_failure_in_memory_points_to_a_database_storage():
@@ -219,13 +221,16 @@ def test_backend_failure_in_memory_points_to_a_database_storage():
                          stage2_factors=STAGE2, progress_bar=False)
 
 
-def test_study_of_another_search_is_refused(tmp_path):
+def test_another_program_searches_again_and_another_search_of_the_same_program_is_refused(tmp_path):
     storage = f"sqlite:///{tmp_path / 'search.db'}"
-    threshold_search(small_program(0), ENV, stage1_grid=[1.0], stage2_factors=[1.0], n_episodes=1, storage=storage,
-                     study_name="x", progress_bar=False)
+    options = dict(stage1_grid=[1.0], stage2_factors=[1.0], storage=storage, study_name="x", progress_bar=False)
+    first = threshold_search(small_program(0), ENV, n_episodes=1, **options)
+    assert first.study_names == study_names("x", 0) and first.evaluated_here == 2
+    other = threshold_search(small_program(1), ENV, n_episodes=1, **options)  # its own studies, evaluated
+    assert other.study_names == study_names("x", 1) != first.study_names and other.evaluated_here == 2
+    assert threshold_search(small_program(0), ENV, n_episodes=1, **options).evaluated_here == 0  # resumed
     with pytest.raises(ValueError, match="different search"):
-        threshold_search(small_program(1), ENV, stage1_grid=[1.0], stage2_factors=[1.0], n_episodes=1,
-                         storage=storage, study_name="x", progress_bar=False)
+        threshold_search(small_program(0), ENV, n_episodes=2, **options)
 
 
 @pytest.mark.slow  # a worker process, a heartbeat timeout and three searches: several seconds
@@ -241,10 +246,11 @@ def test_resume_after_a_killed_sqlite_search(tmp_path):
     proc = subprocess.run([sys.executable, str(WORKER), json.dumps(cfg)], capture_output=True, text=True,
                           timeout=120, env=env, cwd=ROOT)
     assert proc.returncode == 17, proc.stderr[-2000:]
+    names = study_names("kill")
     trials = {
-        stage: optuna.load_study(study_name=f"kill-stage{stage}", storage=storage).get_trials()
+        stage: optuna.load_study(study_name=names[stage - 1], storage=storage).get_trials()
         for stage in (1, 2)
-        if f"kill-stage{stage}" in optuna.get_all_study_names(storage)
+        if names[stage - 1] in optuna.get_all_study_names(storage)
     }
     done_before = {
         (stage, tuple(sorted(t.params.items()))): t.user_attrs["worker"]
@@ -263,16 +269,16 @@ def test_resume_after_a_killed_sqlite_search(tmp_path):
     assert result.evaluated_here == 7 - len(done_before)
     assert len(again.programs) == len(set(again.programs)) == result.evaluated_here
     for stage, n in ((1, 3), (2, 4)):
-        keys = complete_keys(storage, f"kill-stage{stage}")
+        keys = complete_keys(storage, names[stage - 1])
         assert len(keys) == len(set(keys)) == n  # each grid point finished exactly once
-    study1 = optuna.load_study(study_name="kill-stage1", storage=storage)
+    study1 = optuna.load_study(study_name=names[0], storage=storage)
     for t in study1.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         key = (1, tuple(sorted(t.params.items())))
         if key in done_before:
             assert t.user_attrs["worker"] == done_before[key]  # kept, not re-evaluated
     assert optuna.trial.TrialState.FAIL in [t.state for ts in trials.values() for t in ts] or any(
         t.state == optuna.trial.TrialState.FAIL
-        for s in ("kill-stage1", "kill-stage2")
+        for s in names
         for t in optuna.load_study(study_name=s, storage=storage).get_trials()
     )
     reference = threshold_search(small_program(), ENV, stage1_grid=STAGE1, stage2_factors=STAGE2, n_episodes=2,

@@ -19,6 +19,8 @@ import optuna
 import pytest
 
 WORKER = Path(__file__).parent / "_search_worker.py"
+sys.path.insert(0, str(WORKER.parent))
+from _search_worker import study_names  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 STAGE1 = [0.35, 0.5, 0.7, 1.0, 1.4, 2.0]
 STAGE2 = [0.8, 1.25]  # 2 x 2 stage-2 points, none equal to a stage-1 point
@@ -64,7 +66,7 @@ def test_two_workers_finish_the_grid_with_no_evaluation_twice_or_lost(postgres_u
     # The study holds each grid point as exactly one COMPLETE trial; duplicates, if the two
     # workers raced for a point, were pruned before any evaluation.
     for stage, n_points in ((1, len(STAGE1)), (2, len(STAGE2) ** 2)):
-        study = optuna.load_study(study_name=f"{study_name}-stage{stage}", storage=postgres_url)
+        study = optuna.load_study(study_name=study_names(study_name)[stage - 1], storage=postgres_url)
         trials = study.get_trials()
         complete = [tuple(sorted(t.params.items())) for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         assert len(complete) == len(set(complete)) == n_points
@@ -76,7 +78,7 @@ def test_two_workers_finish_the_grid_with_no_evaluation_twice_or_lost(postgres_u
         assert {int(w.rsplit(":", 1)[1]) for w in workers} <= pids  # host:pid of the two workers
     stage1_values = sorted(
         t.params["multiplier"]
-        for t in optuna.load_study(study_name=f"{study_name}-stage1", storage=postgres_url).get_trials()
+        for t in optuna.load_study(study_name=study_names(study_name)[0], storage=postgres_url).get_trials()
         if t.state == optuna.trial.TrialState.COMPLETE
     )
     assert stage1_values == pytest.approx(STAGE1)

@@ -109,8 +109,8 @@ def open_study(
     :param storage: an opened storage
     :param study_name: study name
     :param points: the grid points (all with the same parameter names)
-    :param fingerprint: identifies the search (program, environment, grid, episodes); a
-        study of the same name with another fingerprint is refused
+    :param fingerprint: identifies the search (the whole program, environment, grid,
+        episodes, seed); a study of the same name with another fingerprint is refused
     :param description: plain data stored with the study, for people reading it later
     :raises ValueError: the study exists for a different search
     """
@@ -129,8 +129,8 @@ def open_study(
         study.set_user_attr("search", dict(description))
     elif existing != fingerprint:
         raise ValueError(
-            f"study {study_name!r} in this storage belongs to a different search (another program, environment, "
-            "grid, episodes or seed); use another study name or storage, or delete that study "
+            f"study {study_name!r} in this storage belongs to a different search (another environment, grid, "
+            "episodes or seed, or another program); use another study name or storage, or delete that study "
             f"(optuna delete-study --study-name {study_name!r} --storage URL)"
         )
     return study
@@ -176,6 +176,33 @@ def grid_status(
             pending.add(key)
         waiting |= t.state == TrialState.WAITING
     return complete, pending, waiting
+
+
+def _fail_dead_trials(study: optuna.Study, unclaimed_since: dict[int, float], unclaimed_timeout: float) -> None:
+    """Mark failed the running trials of dead workers: stale heartbeats, or never claimed for too long."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    # A trial whose worker died between creating it and its first heartbeat never
+    # goes stale: fail it once it has stayed unclaimed for a while (this worker's clock).
+    now = time.monotonic()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "started_by" in t.user_attrs:
+            continue
+        if now - unclaimed_since.setdefault(t.number, now) > unclaimed_timeout:
+            with contextlib.suppress(Exception):
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
+
+
+def _show_progress(progress: Any, complete: Mapping[tuple, optuna.trial.FrozenTrial], shown: int) -> int:
+    """Advance the progress bar to the points complete (by any worker); return how many it shows."""
+    if progress is None or len(complete) <= shown:
+        return shown
+    progress.update(len(complete) - shown)
+    best = max((t.value for t in complete.values() if t.value is not None), default=None)
+    if best is not None and hasattr(progress, "set_postfix"):
+        progress.set_postfix(best_reward=f"{best:.4g}")
+    return len(complete)
 
 
 def run_grid(
@@ -240,25 +267,9 @@ def run_grid(
     shown = 0
     while True:
         if heartbeat:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
-            # A trial whose worker died between creating it and its first heartbeat never
-            # goes stale: fail it once it has stayed unclaimed for a while (this worker's clock).
-            now = time.monotonic()
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if "started_by" in t.user_attrs:
-                    continue
-                if now - unclaimed_since.setdefault(t.number, now) > unclaimed_timeout:
-                    with contextlib.suppress(Exception):
-                        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
+            _fail_dead_trials(study, unclaimed_since, unclaimed_timeout)
         complete, pending, waiting = grid_status(study, set(keys))
-        if progress is not None and len(complete) > shown:
-            progress.update(len(complete) - shown)
-            shown = len(complete)
-            best = max((t.value for t in complete.values() if t.value is not None), default=None)
-            if best is not None and hasattr(progress, "set_postfix"):
-                progress.set_postfix(best_reward=f"{best:.4g}")
+        shown = _show_progress(progress, complete, shown)
         if len(complete) == len(keys):
             return complete
         missing = [k for k in keys if k not in complete and k not in pending]
