@@ -238,7 +238,7 @@ class HardwareAwareFineTuning(BaseCallback):
             target_update_interval=qat_target_update_interval,
             check_episodes=search_episodes if qat_keep == "better" else 0,
         )
-        search = SearchSettings(episodes=search_episodes, storage=storage, study_name=study_name, name_per_program=True)
+        search = SearchSettings(episodes=search_episodes, storage=storage, study_name=study_name)
         if stage1_grid is not None:
             search = dataclasses.replace(search, stage1_grid=tuple(stage1_grid))
         if stage2_factors is not None:

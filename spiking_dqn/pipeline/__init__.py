@@ -49,7 +49,7 @@ from spiking_dqn.rollouts import (
     record_observations,
 )
 from spiking_dqn.search.calibration import calibrate_thresholds
-from spiking_dqn.search.grid import program_fingerprint, threshold_search
+from spiking_dqn.search.grid import threshold_search
 from spiking_dqn.search.storage import open_storage
 
 
@@ -203,13 +203,10 @@ def fit_to_chip(
         candidates = {"naive": naive}
         search_result, calibration_result = None, None
         if method in ("grid", "both"):
-            study = search.study_name
-            if search.name_per_program:
-                study = f"{study}-{program_fingerprint(program)[:12]}"
             search_result = threshold_search(
                 program, env_id, backend=runner, stage1_grid=search.stage1_grid,
                 stage2_factors=search.stage2_factors, n_episodes=search.episodes, seed=seeds.search,
-                storage=search.storage, study_name=study, heartbeat_interval=search.heartbeat_interval,
+                storage=search.storage, study_name=search.study_name, heartbeat_interval=search.heartbeat_interval,
                 progress_bar=progress, output_dir=folder,
             )
             found = search_result.program

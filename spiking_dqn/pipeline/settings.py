@@ -104,9 +104,8 @@ class SearchSettings:
     :param stage2_factors: per-layer factors of stage 2
     :param episodes: episodes per evaluated point
     :param storage: Optuna storage URL (``None``: in memory)
-    :param study_name: study name
-    :param name_per_program: append the program's fingerprint to the study name, so a
-        shared storage keeps one study per program
+    :param study_name: prefix of the study names (the search adds the program's key, so a
+        shared storage keeps one study per program)
     :param heartbeat_interval: seconds between heartbeats of a running trial (shared storages)
     """
 
@@ -115,7 +114,6 @@ class SearchSettings:
     episodes: int = 10
     storage: str | None = None
     study_name: str = "threshold-search"
-    name_per_program: bool = False
     heartbeat_interval: int = HEARTBEAT_INTERVAL
 
     def __post_init__(self) -> None:
