@@ -31,6 +31,7 @@ from torch.autograd.function import FunctionCtx
 
 from spiking_dqn.semantics import lif, network_kernels
 from spiking_dqn.semantics.lif import ResetMode
+from spiking_dqn.semantics.thresholds import scale_threshold
 
 SpikeFunction = Callable[[th.Tensor], th.Tensor]
 """A spike function with a surrogate gradient: ``H(x)`` forward, as snnTorch's surrogates."""
@@ -224,7 +225,7 @@ def neuron_params(neuron: ChipLeaky, scale: float = 1.0) -> tuple[float, float, 
     if scale == 1.0:
         return cached[1]
     beta, threshold, subtract = cached[1]
-    return beta, float(np.float32(threshold) * np.float32(scale)), subtract
+    return beta, float(scale_threshold(threshold, scale)), subtract
 
 
 def direct_terms(grad_spikes: th.Tensor, pre: th.Tensor, neuron: ChipLeaky, scale: float = 1.0) -> th.Tensor:

@@ -39,6 +39,10 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from spiking_dqn.semantics.checks import check_int
+from spiking_dqn.semantics.thresholds import scale_thresholds
+
+
 def _positive_finite(value: Any, what: str) -> float:
     try:
         number = float(value)
@@ -157,18 +161,16 @@ def scaled_thresholds(
 ) -> list[np.ndarray]:
     """A chip program's thresholds with the hidden ones (all but the last, the output) times ``scale``.
 
-    ``float32(threshold) * float32(scale)``, as the float network's scaled thresholds, then
-    times each layer's ``float32(factor)`` when ``factors`` are given (threshold adaptation).
+    :func:`spiking_dqn.semantics.thresholds.scale_thresholds` (``float32(threshold) *
+    float32(scale)``), then again with each layer's factor when ``factors`` are given
+    (threshold adaptation).
 
     :param thresholds: per population, hidden layers then the output (``ChipProgram.thresholds``)
     :param scale: the factor (:func:`check_threshold_scale`)
     :param factors: one more factor per hidden layer, or ``None``
     """
-    scale32 = np.float32(check_threshold_scale(scale))
-    hidden = [np.asarray(t, dtype=np.float32) * scale32 for t in thresholds[:-1]]
-    if factors is not None:
-        hidden = [t * np.float32(f) for t, f in zip(hidden, factors, strict=True)]
-    return hidden + [np.asarray(thresholds[-1])]
+    scaled = scale_thresholds(thresholds, check_threshold_scale(scale))
+    return scaled if factors is None else scale_thresholds(scaled, factors)
 
 
 @dataclass(frozen=True)
@@ -203,13 +205,11 @@ class AdaptiveThresholds:
         gain = _number(self.gain, "gain")
         if gain < 0.0:
             raise ValueError(f"adaptive_thresholds gain must be a non-negative finite number, got {self.gain!r}")
-        window = self.window
-        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
-            raise ValueError(f"adaptive_thresholds window must be a positive integer, got {window!r}")
+        window = check_int(self.window, "adaptive_thresholds window", minimum=1)
         low = _number(self.min_factor, "min_factor")
         if not 0.0 < low <= 1.0:
             raise ValueError(f"adaptive_thresholds min_factor must be in (0, 1], got {self.min_factor!r}")
-        for name, value in (("target_rate", target), ("gain", gain), ("window", int(window)), ("min_factor", low)):
+        for name, value in (("target_rate", target), ("gain", gain), ("window", window), ("min_factor", low)):
             object.__setattr__(self, name, value)
 
     @classmethod

@@ -51,6 +51,7 @@ from spiking_dqn.rollouts import (
 from spiking_dqn.search.calibration import calibrate_thresholds
 from spiking_dqn.search.grid import threshold_search
 from spiking_dqn.search.storage import open_storage
+from spiking_dqn.semantics.thresholds import scale_thresholds
 
 
 def _scale_thresholds(program: ChipProgram, scale: float | Sequence[float] | None) -> tuple[ChipProgram, list[float]]:
@@ -61,8 +62,7 @@ def _scale_thresholds(program: ChipProgram, scale: float | Sequence[float] | Non
     scales = [float(s) for s in scale] if isinstance(scale, Sequence) else [float(scale)] * n_hidden
     if len(scales) != n_hidden or not all(np.isfinite(s) and s > 0 for s in scales):
         raise ValueError(f"threshold_scale needs one positive value or {n_hidden} (one per hidden layer), got {scale!r}")
-    hidden = [(t * s).astype(np.float32) for t, s in zip(program.thresholds[:-1], scales)]
-    return program.with_thresholds([*hidden, program.thresholds[-1]]), scales
+    return program.with_thresholds(scale_thresholds(program.thresholds, scales)), scales
 
 
 def fit_to_chip(
