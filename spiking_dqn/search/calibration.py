@@ -61,8 +61,9 @@ from tqdm.auto import tqdm
 from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.rollouts import check_count, q_network, record_observations
+from spiking_dqn.rollouts import q_network, record_observations
 from spiking_dqn.search.grid import n_hidden
+from spiking_dqn.semantics.checks import check_int
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
 #: Spikes per inference added to both sides of a rate ratio: of a layer's mean count, and
@@ -199,22 +200,65 @@ def calibrate_thresholds(
     :raises ValueError: bad arguments, observations of the wrong width
     """
     start = time.perf_counter()
+    low, high = _check_arguments(program, objective, granularity, scale_range)
+    rate_iterations = check_int(rate_iterations, "rate_iterations", 1)
+    scale_evaluations = check_int(scale_evaluations, "scale_evaluations", 2)
+    net = q_network(model)
+    obs = _observations(net, program, observations, env_id, n_observations, seed)
+    most_runs = rate_iterations + (scale_evaluations if objective == "agreement" else 0)
+    with tqdm(total=most_runs, desc="calibrate", unit="run", disable=not progress_bar) as bar:
+        calibration = _Calibration(net, program, obs, granularity, get_backend(backend), bar)
+        rate_step = calibration.match_rates(rate_iterations)
+        chosen, chosen_log_m, scale = rate_step, calibration.runs[id(rate_step)][0], 1.0
+        if objective == "agreement" and rate_step.agreement < 1.0:  # all float actions reproduced: nothing to gain
+            chosen, chosen_log_m, scale = calibration.search_scale(rate_step, low, high, scale_evaluations)
+    if counter is not None:
+        counter.add(calibration.cost)
+    calibrated = calibration.with_log_m(chosen_log_m)
+    return CalibrationResult(
+        program=calibrated,
+        multipliers=list(chosen.multipliers),
+        thresholds=[float(np.mean(t)) for t in calibrated.thresholds[:-1]],
+        rate_multipliers=list(rate_step.multipliers),
+        scale=float(scale),
+        float_counts=calibration.float_counts,
+        chip_counts=list(chosen.chip_counts),
+        agreement=chosen.agreement,
+        objective=objective,
+        granularity=granularity,
+        n_observations=int(len(obs)),
+        backend_inferences=calibration.cost.inferences,
+        backend_calls=calibration.cost.backend_calls,
+        wall_time_s=time.perf_counter() - start,
+        steps=calibration.steps,
+    )
+
+
+def _check_arguments(
+    program: ChipProgram, objective: str, granularity: str, scale_range: Sequence[float]
+) -> tuple[float, float]:
+    """The scale range ``(low, high)``, once the program, objective and granularity are valid."""
     if not isinstance(program, ChipProgram):
         raise TypeError(f"program must be a ChipProgram, got {type(program).__name__}")
     if objective not in ("agreement", "rates"):
         raise ValueError(f"objective must be 'agreement' or 'rates', got {objective!r}")
     if granularity not in ("neuron", "layer"):
         raise ValueError(f"granularity must be 'neuron' or 'layer', got {granularity!r}")
-    rate_iterations = check_count(rate_iterations, "rate_iterations")
-    scale_evaluations = check_count(scale_evaluations, "scale_evaluations", 2)
     low, high = (float(v) for v in scale_range)
     if not (0 < low < high) or not math.isfinite(high):
         raise ValueError(f"scale_range must be (low, high) with 0 < low < high, got {tuple(scale_range)}")
-    net = q_network(model)
+    return low, high
+
+
+def _observations(
+    net: SpikingQNetwork, program: ChipProgram, observations: np.ndarray | None, env_id: str | None,
+    n_observations: int, seed: int,
+) -> np.ndarray:
+    """The calibration set ``(n, d)`` as float32: the given one, or one recorded from float-policy episodes."""
     if observations is None:
         if env_id is None:
             raise ValueError("give observations, or env_id to record them from float-policy episodes")
-        observations = record_observations(net, env_id, check_count(n_observations, "n_observations"), seed)
+        observations = record_observations(net, env_id, check_int(n_observations, "n_observations", 1), seed)
     obs = np.asarray(observations, dtype=np.float32)
     if obs.ndim != 2 or obs.shape[1] != program.obs_dim or len(obs) == 0:
         raise ValueError(f"observations must have shape (n, {program.obs_dim}) with n >= 1, got {obs.shape}")
@@ -223,99 +267,115 @@ def calibrate_thresholds(
     n_layers = n_hidden(program)
     if len(net.net_arch) != n_layers:
         raise ValueError(f"the network has {len(net.net_arch)} hidden layers but the program {n_layers}")
+    return obs
 
-    device = next(net.parameters()).device
-    with th.no_grad():
-        q, counts = net(th.as_tensor(obs, device=device), return_activity=True)
-    float_actions = q.argmax(1).cpu().numpy()
-    eps, max_step = _EPS[granularity], _MAX_STEP[granularity]
 
-    def matched(layer_counts: Sequence[np.ndarray]) -> list[np.ndarray]:
+class _Calibration:
+    """The backend runs of one calibration: the float targets, every run (cached) and its cost."""
+
+    def __init__(
+        self, net: SpikingQNetwork, program: ChipProgram, obs: np.ndarray, granularity: str, runner: Backend, bar: Any
+    ) -> None:
+        device = next(net.parameters()).device
+        with th.no_grad():
+            q, counts = net(th.as_tensor(obs, device=device), return_activity=True)
+        self.program, self.obs, self.granularity, self.runner, self.bar = program, obs, granularity, runner, bar
+        self.float_actions = q.argmax(1).cpu().numpy()
+        self.eps, self.max_step = _EPS[granularity], _MAX_STEP[granularity]
+        float_neuron_counts = [c.float().cpu().numpy() for c in counts[1:]]
+        self.target = self.matched(float_neuron_counts)
+        self.float_counts = [float(c.mean()) for c in float_neuron_counts]
+        self.base = [np.asarray(t, dtype=np.float64) for t in program.thresholds[:-1]]
+        self.cost = InferenceStats()
+        self.steps: list[CalibrationStep] = []
+        self.cache: dict[bytes, CalibrationStep] = {}
+        #: id(step) -> (its log m, its mean count per multiplier): what the secant steps start from.
+        self.runs: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+
+    def matched(self, layer_counts: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Mean spike count of what one multiplier covers: each neuron, or the whole layer."""
         per_neuron = [np.asarray(c, dtype=np.float64).mean(0) for c in layer_counts]
-        return per_neuron if granularity == "neuron" else [c.mean(keepdims=True) for c in per_neuron]
+        return per_neuron if self.granularity == "neuron" else [c.mean(keepdims=True) for c in per_neuron]
 
-    float_neuron_counts = [c.float().cpu().numpy() for c in counts[1:]]
-    target = matched(float_neuron_counts)
-    float_counts = [float(c.mean()) for c in float_neuron_counts]
-    base = [np.asarray(t, dtype=np.float64) for t in program.thresholds[:-1]]
+    def with_log_m(self, log_m: Sequence[np.ndarray]) -> ChipProgram:
+        """The program with hidden thresholds ``base * exp(log m)``."""
+        hidden = [(b * np.exp(lm)).astype(np.float32) for b, lm in zip(self.base, log_m)]
+        return self.program.with_thresholds([*hidden, self.program.thresholds[-1]])
 
-    runner = get_backend(backend)
-    cost = InferenceStats()
-    most_runs = rate_iterations + (scale_evaluations if objective == "agreement" else 0)
-    bar = tqdm(total=most_runs, desc="calibrate", unit="run", disable=not progress_bar)
-    steps: list[CalibrationStep] = []
-    cache: dict[bytes, CalibrationStep] = {}
-    # id(step) -> (its log m, its mean count per multiplier): what the secant steps start from.
-    runs: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
-
-    def with_log_m(log_m: Sequence[np.ndarray]) -> ChipProgram:
-        hidden = [(b * np.exp(lm)).astype(np.float32) for b, lm in zip(base, log_m)]
-        return program.with_thresholds([*hidden, program.thresholds[-1]])
-
-    def run(log_m: Sequence[np.ndarray], phase: str) -> CalibrationStep:
+    def run(self, log_m: Sequence[np.ndarray], phase: str) -> CalibrationStep:
+        """One backend run at these log multipliers (a repeated point is not run again)."""
         key = np.concatenate([np.round(lm, 10) for lm in log_m]).tobytes()
-        if key in cache:
-            return cache[key]
+        if key in self.cache:
+            return self.cache[key]
         t0 = time.perf_counter()
-        result = runner.run(with_log_m(log_m), obs)
-        cost.add_result(result)
-        cost.wall_time_s += time.perf_counter() - t0
-        bar.update()
-        got = matched(result.spike_counts[1:-1])
+        result = self.runner.run(self.with_log_m(log_m), self.obs)
+        self.cost.add_result(result)
+        self.cost.wall_time_s += time.perf_counter() - t0
+        self.bar.update()
+        got = self.matched(result.spike_counts[1:-1])
+        eps = self.eps
         step = CalibrationStep(
             phase=phase,
             multipliers=[float(np.exp(np.mean(lm))) for lm in log_m],
             chip_counts=[float(c.mean()) for c in result.spike_counts[1:-1]],
-            agreement=float(np.mean(result.actions == float_actions)),
+            agreement=float(np.mean(result.actions == self.float_actions)),
             synaptic_events_per_inference=float(np.mean(result.synaptic_events)),
-            rate_error=[float(np.mean(np.abs(np.log((g + eps) / (t + eps))))) for g, t in zip(got, target)],
+            rate_error=[float(np.mean(np.abs(np.log((g + eps) / (t + eps))))) for g, t in zip(got, self.target)],
         )
-        cache[key] = step
-        runs[id(step)] = ([lm.copy() for lm in log_m], got)
-        steps.append(step)
+        self.cache[key] = step
+        self.runs[id(step)] = ([lm.copy() for lm in log_m], got)
+        self.steps.append(step)
         return step
 
-    # Step 1: rate matching, Newton or secant steps on log m (per neuron or per layer).
-    log_m = [np.zeros(len(t)) for t in target]
-    previous: tuple[list[np.ndarray], list[np.ndarray]] | None = None
-    for it in range(rate_iterations):
-        step = run(log_m, "rates")
-        if max(step.rate_error) < _TOLERANCE or it == rate_iterations - 1:
-            break
-        got = runs[id(step)][1]
-        new_log_m = []
-        for k in range(n_layers):
-            err = np.log((got[k] + eps) / (target[k] + eps))
-            slope = np.full(len(err), -1.0)  # count ~ 1 / threshold
-            # Per neuron, a secant only for the first hidden layer: its input spikes are the
-            # same in every run. A deeper neuron's count also moved because the layers before
-            # it changed, and a secant through that misjudges its slope (the counts then
-            # oscillate). A layer's mean count is smooth enough for the secant.
-            if previous is not None and (k == 0 or granularity == "layer"):
-                d_m = log_m[k] - previous[0][k]
-                d_c = np.log(got[k] + eps) - np.log(previous[1][k] + eps)
-                ok = np.abs(d_m) > 1e-3
-                slope[ok] = np.clip(d_c[ok] / d_m[ok], -3.0, -0.3)
-            new_log_m.append(log_m[k] + np.clip(-err / slope, -max_step, max_step))
-        previous = (log_m, got)
-        log_m = new_log_m
-    # The run whose neurons (or layers) are closest to their float counts, on average.
-    weights = np.array([len(t) for t in target], dtype=np.float64)
-    rate_step = min(
-        (s for s in steps if s.phase == "rates"), key=lambda s: float(np.dot(weights, s.rate_error) / weights.sum())
-    )
-    rate_log_m = runs[id(rate_step)][0]
-    rate_multipliers = list(rate_step.multipliers)
+    def match_rates(self, rate_iterations: int) -> CalibrationStep:
+        """Step 1: rate matching, Newton or secant steps on log m (per neuron or per layer).
 
-    chosen, chosen_log_m, scale = rate_step, rate_log_m, 1.0
-    if objective == "agreement" and rate_step.agreement < 1.0:  # all float actions reproduced: nothing to gain
-        # Step 2: golden-section search of the common scale, maximising action agreement.
+        :return: the run whose neurons (or layers) are closest to their float counts, on average
+        """
+        target, eps, max_step = self.target, self.eps, self.max_step
+        log_m = [np.zeros(len(t)) for t in target]
+        previous: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+        for it in range(rate_iterations):
+            step = self.run(log_m, "rates")
+            if max(step.rate_error) < _TOLERANCE or it == rate_iterations - 1:
+                break
+            got = self.runs[id(step)][1]
+            new_log_m = []
+            for k in range(len(target)):
+                err = np.log((got[k] + eps) / (target[k] + eps))
+                slope = np.full(len(err), -1.0)  # count ~ 1 / threshold
+                # Per neuron, a secant only for the first hidden layer: its input spikes are the
+                # same in every run. A deeper neuron's count also moved because the layers before
+                # it changed, and a secant through that misjudges its slope (the counts then
+                # oscillate). A layer's mean count is smooth enough for the secant.
+                if previous is not None and (k == 0 or self.granularity == "layer"):
+                    d_m = log_m[k] - previous[0][k]
+                    d_c = np.log(got[k] + eps) - np.log(previous[1][k] + eps)
+                    ok = np.abs(d_m) > 1e-3
+                    slope[ok] = np.clip(d_c[ok] / d_m[ok], -3.0, -0.3)
+                new_log_m.append(log_m[k] + np.clip(-err / slope, -max_step, max_step))
+            previous = (log_m, got)
+            log_m = new_log_m
+        weights = np.array([len(t) for t in target], dtype=np.float64)
+        return min(
+            (s for s in self.steps if s.phase == "rates"),
+            key=lambda s: float(np.dot(weights, s.rate_error) / weights.sum()),
+        )
+
+    def search_scale(
+        self, rate_step: CalibrationStep, low: float, high: float, scale_evaluations: int
+    ) -> tuple[CalibrationStep, list[np.ndarray], float]:
+        """Step 2: golden-section search of the common scale, maximising action agreement.
+
+        :return: the chosen run, its log multipliers and its scale
+        """
+        rate_log_m = self.runs[id(rate_step)][0]
+
         def scaled(log_s: float) -> list[np.ndarray]:
             return [lm + log_s for lm in rate_log_m]
 
         def at(log_s: float) -> tuple[float, CalibrationStep]:
-            return log_s, run(scaled(log_s), "scale")
+            return log_s, self.run(scaled(log_s), "scale")
 
         def better(x: tuple[float, CalibrationStep], y: tuple[float, CalibrationStep]) -> bool:
             return (x[1].agreement, -abs(x[0])) > (y[1].agreement, -abs(y[0]))
@@ -339,26 +399,4 @@ def calibrate_thresholds(
         for cand in tried[1:]:
             if better(cand, best):
                 best = cand
-        scale, chosen, chosen_log_m = math.exp(best[0]), best[1], scaled(best[0])
-
-    bar.close()
-    if counter is not None:
-        counter.add(cost)
-    calibrated = with_log_m(chosen_log_m)
-    return CalibrationResult(
-        program=calibrated,
-        multipliers=list(chosen.multipliers),
-        thresholds=[float(np.mean(t)) for t in calibrated.thresholds[:-1]],
-        rate_multipliers=rate_multipliers,
-        scale=float(scale),
-        float_counts=float_counts,
-        chip_counts=list(chosen.chip_counts),
-        agreement=chosen.agreement,
-        objective=objective,
-        granularity=granularity,
-        n_observations=int(len(obs)),
-        backend_inferences=cost.inferences,
-        backend_calls=cost.backend_calls,
-        wall_time_s=time.perf_counter() - start,
-        steps=steps,
-    )
+        return best[1], scaled(best[0]), math.exp(best[0])
