@@ -62,7 +62,7 @@ from spiking_dqn.hardware.emulator import EmulatorBackend  # noqa: E402
 from spiking_dqn.hardware.program import ChipProgram  # noqa: E402
 from spiking_dqn.hardware_policy import HardwarePolicy  # noqa: E402
 from spiking_dqn.pipeline import QATSettings, Seeds, StateSettings, fit_to_chip  # noqa: E402
-from spiking_dqn.quantization import Grid  # noqa: E402
+from spiking_dqn.grid import Grid  # noqa: E402
 from spiking_dqn.quantization.snap import snap_model_to_grid  # noqa: E402
 from spiking_dqn.rollouts import backend_reward, float_reward, record_observations  # noqa: E402
 from spiking_dqn.tick_gain import with_tick_gains  # noqa: E402

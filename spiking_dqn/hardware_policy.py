@@ -13,7 +13,8 @@ from stable_baselines3 import DQN
 from spiking_dqn.hardware import BackendResult, ChipProgram
 from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
 from spiking_dqn.policies import SpikingDQNPolicy
-from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, quantize_network
+from spiking_dqn.grid import Grid
+from spiking_dqn.quantization import LambdaSpec, QuantizationReport, quantize_network
 from spiking_dqn.thresholds import AdaptiveThresholds, ThresholdAdaptation, check_threshold_scale, scaled_thresholds
 
 

@@ -23,11 +23,11 @@ from torch.autograd.function import FunctionCtx
 
 from spiking_dqn import fused, tick_gain
 from spiking_dqn.encoding import SignedRateEncoder
+from spiking_dqn.grid import Grid
 from spiking_dqn.semantics.checks import check_int, check_real
 from spiking_dqn.semantics.encoding import ENCODING_MODES, EncodingMode
 from spiking_dqn.semantics.levels import check_levels_array
 from spiking_dqn.semantics.lif import RESET_MODES, ResetMode
-from spiking_dqn.quantization.grid import Grid
 from spiking_dqn.thresholds import ThresholdNoise, ThresholdNoiseSpec, check_threshold_scale
 from spiking_dqn.layers import (
     SURROGATES,
@@ -109,8 +109,7 @@ class SpikingConfig:
         if len(self.net_arch) == 0 or any(int(n) < 1 for n in self.net_arch):
             raise ValueError(f"net_arch must be a non-empty list of positive sizes, got {list(self.net_arch)}")
         ticks = self.ticks
-        if not isinstance(ticks, (int, np.integer)) or isinstance(ticks, bool) or ticks < 1:
-            raise ValueError(f"ticks must be a positive integer, got {ticks!r}")
+        check_int(ticks, "ticks", minimum=1)
         if self.encoding not in ENCODING_MODES:
             raise ValueError(f"encoding mode must be one of {ENCODING_MODES}, got {self.encoding!r}")
         if not callable(self.surrogate) and self.surrogate not in SURROGATES:
@@ -372,7 +371,7 @@ class SpikingQNetwork(nn.Module):
         """Make the forward pass use fake-quantized weights, for quantization-aware training.
 
         With a grid set, the forward computes with :meth:`Grid.fake_quantize
-        <spiking_dqn.quantization.Grid.fake_quantize>` of the weights: it sees the chip's
+        <spiking_dqn.grid.Grid.fake_quantize>` of the weights: it sees the chip's
         weights (in float units), and the backward passes the gradient straight through to
         the float weights (straight-through estimator). Off (``None``, the default) the
         network is unchanged.

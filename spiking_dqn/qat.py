@@ -3,7 +3,7 @@
 :func:`quantization_aware_finetune` continues DQN training of a model with its Q-network
 (and target network) in fake-quantized mode
 (:meth:`~spiking_dqn.network.SpikingQNetwork.set_fake_quantization`): the forward pass
-computes with the chip's weights (:meth:`~spiking_dqn.quantization.Grid.fake_quantize`) and the
+computes with the chip's weights (:meth:`~spiking_dqn.grid.Grid.fake_quantize`) and the
 gradient reaches the float weights through a straight-through estimator, so the float
 weights adapt to what the grid can express, at the grid's weight widths (``weight_bits``:
 int8 by default, 4 bits, ternary, ...). The DQN updates are SB3's own: either
@@ -43,7 +43,8 @@ from envs import make_vec
 from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.policies import SpikingDQNPolicy
-from spiking_dqn.quantization import Grid, LambdaSpec, WeightBitsSpec, float_weights, quantize_network, resolve_grid
+from spiking_dqn.grid import Grid
+from spiking_dqn.quantization import LambdaSpec, WeightBitsSpec, float_weights, quantize_network, resolve_grid
 from spiking_dqn.rollouts import backend_reward, collect_transitions
 
 Mode = Literal["online", "replay"]
@@ -59,7 +60,7 @@ class QATReport:
     :param learning_rate: learning rate used
     :param batch_size: minibatch size
     :param grid_pull: pull toward the grid per gradient step
-    :param grid_distance_before: :meth:`Grid.distance <spiking_dqn.quantization.Grid.distance>` per projection before QAT
+    :param grid_distance_before: :meth:`Grid.distance <spiking_dqn.grid.Grid.distance>` per projection before QAT
     :param grid_distance_after: the same after QAT
     :param mean_abs_weight_change: mean ``|w_after - w_before|`` per projection
     :param int8_weights_changed: fraction of chip weights (integers at the grid's widths) that

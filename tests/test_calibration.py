@@ -190,7 +190,7 @@ def test_calibration_bad_observations(net):
 def test_a_program_that_already_reproduces_its_reference_costs_one_run(net, observations):
     # After QAT the reference is the fake-quantized network, which the program computes exactly.
     from spiking_dqn.quantization.snap import fake_quantized_copy
-    from spiking_dqn.quantization import Grid
+    from spiking_dqn.grid import Grid
 
     program, _ = quantize_network(net, 3.0)
     reference = fake_quantized_copy(net, Grid(program.lambdas))

@@ -15,7 +15,8 @@ from spiking_dqn import SpikingDQNPolicy
 from spiking_dqn.hardware import EmulatorBackend
 from spiking_dqn.qat import quantization_aware_finetune
 from spiking_dqn.quantization.snap import snap_model_to_grid
-from spiking_dqn.quantization import Grid, fake_quantize_network, float_weights, quantize_network
+from spiking_dqn.grid import Grid
+from spiking_dqn.quantization import fake_quantize_network, float_weights, quantize_network
 from spiking_dqn.rollouts import backend_reward
 
 

@@ -13,9 +13,9 @@ from spiking_dqn.quantization import (
     QuantizationReport,
     fake_quantize_network,
     quantize_network,
-    quantize_weights,
     resolve_lambdas,
 )
+from spiking_dqn.semantics.weights import quantize_weights
 
 # lam = 20: scaled values 200, -200 (clipped), 0.02, -0.02, 0.04 (round to 0), 10, 0, 20.
 HAND_MADE = np.array([[10.0, -10.0, 0.001, -0.001], [0.5, 0.0, 0.002, 1.0]], dtype=np.float32)
@@ -198,7 +198,8 @@ def test_centered_readout_keeps_the_greedy_action_and_removes_the_shared_part():
 def test_grid_distance_snapping_and_changed_weights_agree_with_quantize():
     """``Grid.distance``, ``Grid.changed``, ``Grid.fake_quantize`` (snapping) and the chip program all use ``quantize``."""
     from spiking_dqn.quantization.snap import snap_to_grid
-    from spiking_dqn.quantization import Grid, center, float_weights, quantize
+    from spiking_dqn.grid import Grid, center, quantize
+    from spiking_dqn.quantization import float_weights
 
     net = make_net(net_arch=[6], n_actions=2)  # a two-action centred readout snaps exactly
     grid = Grid([7.0, 11.0])

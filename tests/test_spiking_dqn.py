@@ -9,7 +9,7 @@ from stable_baselines3 import DQN
 
 from spiking_dqn import SpikingDQN, SpikingDQNPolicy, fused
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.quantization.grid import Grid
+from spiking_dqn.grid import Grid
 
 HYPER = dict(
     device="cpu",

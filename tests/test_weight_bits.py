@@ -19,9 +19,9 @@ from spiking_dqn.hardware.program_file import FORMAT_VERSION
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.pipeline import fit_to_chip
 from spiking_dqn.qat import quantization_aware_finetune
+from spiking_dqn.grid import Grid
 from spiking_dqn.quantization import (
     AUTO_PERCENTILE,
-    Grid,
     LayerReport,
     fake_quantize_network,
     fake_quantized_copy,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3 import DQN
 
+from spiking_dqn.grid import Grid
 from spiking_dqn.hardware.backend import Backend, get_backend
 from spiking_dqn.hardware.energy import estimate
 from spiking_dqn.hardware.program import ChipProgram
@@ -39,7 +40,7 @@ from spiking_dqn.pipeline.settings import (
 from spiking_dqn.qat import quantization_aware_finetune
 from spiking_dqn.quantization.levels import network_levels, state_levels_for
 from spiking_dqn.quantization.snap import snap_model_to_grid
-from spiking_dqn.quantization import Grid, LambdaSpec, QuantizationReport, WeightBitsSpec, quantize_network
+from spiking_dqn.quantization import LambdaSpec, QuantizationReport, WeightBitsSpec, quantize_network
 from spiking_dqn.rollouts import (
     EpisodeResult,
     backend_reward,

@@ -12,7 +12,8 @@ from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.semantics.levels import state_bits
 from spiking_dqn.pipeline.settings import Seeds
 from spiking_dqn.qat import QATReport
-from spiking_dqn.quantization import Grid, QuantizationReport
+from spiking_dqn.grid import Grid
+from spiking_dqn.quantization import QuantizationReport
 from spiking_dqn.rollouts import EpisodeResult
 from spiking_dqn.search.calibration import CalibrationResult
 from spiking_dqn.search.results import ThresholdSearchResult

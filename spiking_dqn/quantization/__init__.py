@@ -5,10 +5,11 @@ integers, ``w_q = clip(rint(lambda_k * w), -L_k, L_k)`` with ``L_k = 2^(b_k - 1)
 the projection's weight width ``b_k`` in 2..8 (``Grid.weight_bits``; 8 by default, ``L =
 WEIGHT_LIMIT = 127``; 5 bits: 15; 4 bits: 7; 2 bits: 1, ternary {-1, 0, 1}):
 
-* :mod:`~spiking_dqn.quantization.grid`: :func:`quantize` (the one place that formula is
-  written, numpy and torch), :func:`center` (the readout centred over the actions), and
-  :class:`Grid`, a network's lambdas applied to its weights (chip integers, fake
-  quantization for QAT, distance to the grid, pull onto it);
+* the grid itself lives below this package: the formula and the readout centring in numpy
+  in :mod:`spiking_dqn.semantics.weights`, and :class:`~spiking_dqn.grid.Grid`, a
+  network's lambdas applied to its weights (chip integers, fake quantization for QAT,
+  distance to the grid, pull onto it), in :mod:`spiking_dqn.grid`, which the float
+  network imports;
 * :mod:`~spiking_dqn.quantization.lambdas`: lambda specifications (a number, one per
   projection, ``"auto"``, ``"mse"``, or ``None`` for the network's own grid) and weight widths
   resolved into a grid (``"auto"`` maps a percentile of ``|w|`` to ``L_k``, ``"mse"`` takes
@@ -30,35 +31,24 @@ to zero ("quantization collapse", too small a lambda).
 
 from __future__ import annotations
 
-from spiking_dqn.lazy_imports import lazy_attributes
-
-#: Public name -> submodule that defines it. Imported on first use (PEP 562), so that
-#: :mod:`spiking_dqn.network` can hold a :class:`Grid` (``quantization.grid``) while the
-#: program builder here imports the network.
-_LAZY_IMPORTS: dict[str, str] = {
-    **dict.fromkeys(["fake_quantize_network", "quantize_network"], "build"),
-    **dict.fromkeys(["state_levels_for", "threshold_centered_levels", "uniform_levels"], "levels"),
-    **dict.fromkeys(["WEIGHT_LIMIT", "Grid", "center", "quantize", "quantize_weights"], "grid"),
-    **dict.fromkeys(
-        [
-            "AUTO_OUTPUT_HEADROOM",
-            "AUTO_OUTPUT_SAMPLES",
-            "AUTO_PERCENTILE",
-            "OUTPUT_THRESHOLD",
-            "LambdaSpec",
-            "WeightBitsSpec",
-            "auto_lambda",
-            "center_readout",
-            "float_weights",
-            "readout_peak",
-            "resolve_grid",
-            "resolve_lambdas",
-        ],
-        "lambdas",
-    ),
-    **dict.fromkeys(["CLIP_WARN_FRACTION", "LayerReport", "QuantizationReport", "quantization_report"], "report"),
-    **dict.fromkeys(["fake_quantized_copy", "snap_model_to_grid", "snap_to_grid"], "snap"),
-}
+from spiking_dqn.quantization.build import fake_quantize_network, quantize_network
+from spiking_dqn.quantization.lambdas import (
+    AUTO_OUTPUT_HEADROOM,
+    AUTO_OUTPUT_SAMPLES,
+    AUTO_PERCENTILE,
+    OUTPUT_THRESHOLD,
+    LambdaSpec,
+    WeightBitsSpec,
+    auto_lambda,
+    center_readout,
+    float_weights,
+    readout_peak,
+    resolve_grid,
+    resolve_lambdas,
+)
+from spiking_dqn.quantization.levels import state_levels_for, threshold_centered_levels, uniform_levels
+from spiking_dqn.quantization.report import CLIP_WARN_FRACTION, LayerReport, QuantizationReport, quantization_report
+from spiking_dqn.quantization.snap import fake_quantized_copy, snap_model_to_grid, snap_to_grid
 
 __all__ = [
     "AUTO_OUTPUT_HEADROOM",
@@ -66,22 +56,17 @@ __all__ = [
     "AUTO_PERCENTILE",
     "CLIP_WARN_FRACTION",
     "OUTPUT_THRESHOLD",
-    "WEIGHT_LIMIT",
-    "Grid",
     "LambdaSpec",
     "LayerReport",
     "QuantizationReport",
     "WeightBitsSpec",
     "auto_lambda",
-    "center",
     "center_readout",
     "fake_quantize_network",
     "fake_quantized_copy",
     "float_weights",
     "quantization_report",
-    "quantize",
     "quantize_network",
-    "quantize_weights",
     "readout_peak",
     "resolve_grid",
     "resolve_lambdas",
@@ -91,8 +76,3 @@ __all__ = [
     "threshold_centered_levels",
     "uniform_levels",
 ]
-
-
-__getattr__, __dir__ = lazy_attributes(
-    globals(), {name: f"{__name__}.{module}" for name, module in _LAZY_IMPORTS.items()}
-)

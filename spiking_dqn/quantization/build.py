@@ -7,9 +7,9 @@ import copy
 import numpy as np
 import torch as th
 
+from spiking_dqn.grid import Grid
 from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.quantization.grid import Grid
 from spiking_dqn.quantization.lambdas import (
     OUTPUT_THRESHOLD,
     LambdaSpec,
@@ -31,7 +31,7 @@ def quantize_network(
     """Build the chip program of a float spiking Q-network.
 
     Projection ``k`` gets its weights on the grid, ``clip(rint(lambda_k * W_k), -L_k, L_k)``
-    (:meth:`Grid.integers <spiking_dqn.quantization.Grid.integers>`, ``L_k`` of its width),
+    (:meth:`Grid.integers <spiking_dqn.grid.Grid.integers>`, ``L_k`` of its width),
     in its ``(n_post, n_pre)`` layout; the population it feeds gets ``i_offset = lambda_k * b_k`` (float32, not
     rounded) and, for a hidden layer, ``threshold = lambda_k * threshold`` and
     ``alpha_decay = beta`` of that layer. The output population integrates: threshold

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch as th
 
+from spiking_dqn.grid import Grid, center
 from spiking_dqn.layers import delay_spikes
 from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.semantics.weights import check_lambda
 from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS, check_weight_bits, weight_limit
-from spiking_dqn.quantization.grid import Grid, center, check_lambda
 
 #: Threshold of the output population: high enough that it never spikes, so it integrates.
 OUTPUT_THRESHOLD = 5000.0

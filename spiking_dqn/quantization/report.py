@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS, weight_limit, weight_memory_bytes
+from spiking_dqn.grid import Grid
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.quantization.grid import Grid, quantize_weights
 from spiking_dqn.quantization.lambdas import float_weights
+from spiking_dqn.semantics.weights import quantize_weights
+from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS, weight_limit, weight_memory_bytes
 
 #: A layer that clips more than this fraction of its weights triggers a warning.
 CLIP_WARN_FRACTION = 0.02

@@ -14,8 +14,8 @@ import copy
 import torch as th
 from stable_baselines3 import DQN
 
+from spiking_dqn.grid import Grid
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.quantization.grid import Grid
 
 
 def fake_quantized_copy(net: SpikingQNetwork, grid: Grid) -> SpikingQNetwork:

@@ -1,9 +1,14 @@
-"""The integer weight grid: the quantization formula, readout centring and :class:`Grid`."""
+"""The weight grid of a network: :class:`Grid`, its lambdas applied to the weights, numpy and torch.
+
+The formula itself, ``clip(rint(lambda * w), -L, L)``, and the readout centring are the
+floor's (:mod:`spiking_dqn.semantics.weights`); :func:`quantize` and :func:`center` are
+their torch twins (``th.round`` rounds half to even as ``np.rint`` does) dispatched by
+type. The float network imports this module (it holds a grid and fake-quantizes with it);
+building chip programs on a grid is :mod:`spiking_dqn.quantization`'s.
+"""
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -11,22 +16,18 @@ from typing import Any, TypeVar
 import numpy as np
 import torch as th
 
-from spiking_dqn.hardware.program import ChipProgram
-from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS, INT8_WEIGHT_LIMIT, check_weight_bits, weight_limit
-
-#: Largest chip weight magnitude at the default 8 bits: integers in ``[-WEIGHT_LIMIT, WEIGHT_LIMIT]``.
-#: A projection at ``k`` bits has ``weight_limit(k) = 2^(k-1) - 1`` instead (:meth:`Grid.limit`).
-WEIGHT_LIMIT = INT8_WEIGHT_LIMIT
+from spiking_dqn.semantics.weights import WEIGHT_LIMIT, center_array, check_lambda, quantize_array
+from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS, check_weight_bits, weight_limit
 
 Weights = TypeVar("Weights", np.ndarray, th.Tensor)
 
 
 def quantize(w: Weights, lam: float, limit: int = WEIGHT_LIMIT) -> Weights:
-    """The grid point of every weight, in grid units: ``clip(rint(lam * w), -limit, limit)``.
+    """The grid point of every weight, in grid units: ``clip(round(lam * w), -limit, limit)``.
 
-    Works on numpy arrays (rounded with ``np.rint``) and torch tensors (``th.round``), both
-    half to even, in the dtype of ``w``; the result has the type and dtype of ``w`` (cast it
-    to int8 for a chip program).
+    Numpy arrays go through :func:`spiking_dqn.semantics.weights.quantize_array`; torch
+    tensors through ``th.round`` (half to even, as ``np.rint``), in the dtype of ``w``; the
+    result has the type and dtype of ``w``.
 
     :param w: float weights
     :param lam: scale factor lambda (> 0)
@@ -34,41 +35,19 @@ def quantize(w: Weights, lam: float, limit: int = WEIGHT_LIMIT) -> Weights:
     """
     if isinstance(w, th.Tensor):
         return th.clamp(th.round(w * lam), -limit, limit)
-    return np.clip(np.rint(lam * w), -limit, limit)
-
-
-def quantize_weights(w: np.ndarray, lam: float, bits: int = DEFAULT_WEIGHT_BITS) -> np.ndarray:
-    """Chip weights of float weights: :func:`quantize` at ``bits`` bits, as int8.
-
-    :param w: float weights
-    :param lam: scale factor lambda (> 0)
-    :param bits: bits per weight, 2..8 (limit ``2^(bits-1) - 1``)
-    """
-    return quantize(np.asarray(w), lam, weight_limit(bits)).astype(np.int8)
+    return quantize_array(w, lam, limit)
 
 
 def center(w: Weights) -> Weights:
-    """Readout weights (or biases) minus their mean over the actions (axis 0).
+    """Readout weights (or biases) minus their mean over the actions (axis 0), numpy or torch.
 
-    As the readout is linear in the arrived spikes, a readout so centred computes
-    ``Q - mean over actions of Q``: the same greedy action, without the part of ``Q``
-    shared by all actions, which would otherwise set the chip's readout lambda (its
-    integrator must stay below :data:`OUTPUT_THRESHOLD`).
+    See :func:`spiking_dqn.semantics.weights.center_array`.
 
-    :param w: ``(n_actions, ...)`` weights or ``(n_actions,)`` biases, numpy or torch
+    :param w: ``(n_actions, ...)`` weights or ``(n_actions,)`` biases
     """
     if isinstance(w, th.Tensor):
         return w - w.mean(dim=0, keepdim=True)
-    return w - w.mean(axis=0, keepdims=True)
-
-
-def check_lambda(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{where} must be a positive number, got {value!r}")
-    lam = float(value)
-    if not math.isfinite(lam) or lam <= 0:
-        raise ValueError(f"{where} must be finite and positive, got {value!r}")
-    return lam
+    return center_array(w)
 
 
 @dataclass(frozen=True)
@@ -124,10 +103,11 @@ class Grid:
             )
 
     @classmethod
-    def of_program(cls, program: ChipProgram) -> Grid:
+    def of_program(cls, program: Any) -> Grid:
         """The grid a chip program was quantized on: its lambdas, readout and weight widths.
 
-        :param program: the chip program
+        :param program: the chip program (``ChipProgram``; read by its ``lambdas``,
+            ``centered_readout`` and ``weight_bits``, so that this module needs no ``hardware/``)
         """
         return cls(tuple(program.lambdas), program.centered_readout, tuple(program.weight_bits))
 
@@ -150,7 +130,7 @@ class Grid:
         """The chip's weights of each projection (of :meth:`deployed` weights), clipped to its width, as int8."""
         self.check_fits(len(weights))
         return [
-            quantize(np.asarray(w), lam, self.limit(k)).astype(np.int8)
+            quantize_array(np.asarray(w), lam, self.limit(k)).astype(np.int8)
             for k, (w, lam) in enumerate(zip(self.deployed(weights), self.lambdas))
         ]
 
@@ -189,7 +169,7 @@ class Grid:
         out = []
         for k, (w, lam) in enumerate(zip(self.deployed(weights), self.lambdas)):
             w64 = np.asarray(w, dtype=np.float64)
-            out.append(float(np.mean(np.abs(lam * w64 - quantize(w64, lam, self.limit(k))))))
+            out.append(float(np.mean(np.abs(lam * w64 - quantize_array(w64, lam, self.limit(k))))))
         return out
 
     def changed(self, before: Sequence[np.ndarray], after: Sequence[np.ndarray]) -> list[float]:
