@@ -26,7 +26,9 @@ from typing import Any
 
 from stable_baselines3 import DQN
 
-from agents.common import EVAL_SEED, TRAINED_NAME, replace_card_section, trained_model_path
+from agents.common import trained_model_path
+from spiking_dqn.recipes.card import replace_card_section
+from spiking_dqn.recipes.recipe import EVAL_SEED, TRAINED_NAME
 from spiking_dqn import HardwarePolicy
 from spiking_dqn.rollouts import backend_reward, float_reward
 

@@ -37,7 +37,7 @@ the same for both and not counted. Rewards are compared on a normalised scale
 (0 for CartPole, -500 for Acrobot), so that "95% of the float reward" means the same for a
 reward to maximise from 0 and for Acrobot's negative step counts.
 
-Writes benchmarks/results/threshold_search.json, .md (the README table) and .png.
+Writes benchmarks/results/threshold_search.json, .md (the table of ``docs/fine-tuning.md``) and .png.
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ import torch as th  # noqa: E402
 
 th.set_num_threads(1)
 
-from agents.common import TRAINED_NAME, replace_card_section, trained_model_path  # noqa: E402
+from agents.common import trained_model_path  # noqa: E402
+from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
+from spiking_dqn.recipes.recipe import TRAINED_NAME  # noqa: E402
 from spiking_dqn.pipeline import CalibrationSettings, QATSettings, Seeds, fit_to_chip  # noqa: E402
 from spiking_dqn.quantization import quantize_network  # noqa: E402
 from spiking_dqn.rollouts import backend_reward, float_reward, record_observations  # noqa: E402

@@ -58,7 +58,7 @@ def test_model_card_renders_the_remeasured_wall_time_it_records(env_id, tmp_path
     # The Acrobot card carries the training time re-measured after the fused CPU pass, from
     # eval.json; a card written again from that file (as --qat-only does) renders the same
     # line. (The CartPole agent was trained after that change: its own wall time is current.)
-    from spiking_dqn.cli.card import write_model_card
+    from spiking_dqn.recipes.card import write_model_card
 
     folder = trained_model_path(env_id).parent
     summary = json.loads((folder / "eval.json").read_text())

@@ -17,7 +17,7 @@ from envs import make_vec
 from spiking_dqn import SpikingDQNPolicy, __version__
 from spiking_dqn.cli import _show_each_warning_once, build_parser, infer_env_id, main
 from spiking_dqn.cli.arguments import join_negative_lists
-from spiking_dqn.cli.recipe import BoundedProgressBar
+from spiking_dqn.recipes.recipe import BoundedProgressBar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,7 @@ def test_train_any_discrete_env_then_deploy_and_compare(tmp_path, capsys):
     assert main(["train", "MountainCar-v0", "--timesteps", "300", "--qat-steps", "0", "--eval-episodes", "1",
                  "--no-progress", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "hyperparameters from the defaults of spiking_dqn.cli.hyperparams" in printed
+    assert "hyperparameters from the defaults of spiking_dqn.recipes.hyperparams" in printed
     record = json.loads((out / "eval.json").read_text())
     assert record["env_id"] == "MountainCar-v0" and record["timesteps"] == 300 and record["qat"] is None
     assert record["command"].startswith("spiking-dqn train MountainCar-v0 --timesteps 300")

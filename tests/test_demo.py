@@ -39,16 +39,15 @@ def test_demo_trains_deploys_and_reports(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_recipe_qat_only_fine_tunes_the_agent_as_trained(tmp_path):
+def test_recipe_qat_only_fine_tunes_the_agent_as_trained(tmp_path, monkeypatch):
     from stable_baselines3 import DQN
 
-    from agents.cartpole import HYPERPARAMS
-    from agents.common import parse_args, train_and_card
+    from agents import cartpole
 
     out = tmp_path / "cp"
-    args = parse_args("CartPole-v0", 800, ["--timesteps", "800", "--out", str(out), "--eval-episodes", "2",
-                                           "--qat-steps", "0", "--no-progress", "--eval-freq", "400"])
-    first = train_and_card("CartPole-v0", HYPERPARAMS, args, "first")
+    monkeypatch.setattr(cartpole, "command_line", lambda module: "first")
+    first = cartpole.main(["--timesteps", "800", "--out", str(out), "--eval-episodes", "2", "--qat-steps", "0",
+                           "--no-progress", "--eval-freq", "400"])
     assert first["qat"] is None and first["mean_reward"] == first["trained_mean_reward"]
     assert DQN.load(out / "model.zip").policy.q_net.q_net.grid is None
     assert "train_wall_time_remeasured" not in first
@@ -57,9 +56,9 @@ def test_recipe_qat_only_fine_tunes_the_agent_as_trained(tmp_path):
                   "eval_episodes": 2, "command": "again"}
     (out / "eval.json").write_text(json.dumps({**first, "train_wall_time_remeasured": remeasured}))
 
-    args = parse_args("CartPole-v0", 800, ["--out", str(out), "--eval-episodes", "2", "--qat-steps", "200",
-                                           "--qat-only"])
-    second = train_and_card("CartPole-v0", HYPERPARAMS, args, "second")
+    monkeypatch.setattr(cartpole, "command_line", lambda module: "second")
+    second = cartpole.main(["--timesteps", "800", "--out", str(out), "--eval-episodes", "2", "--qat-steps", "200",
+                            "--qat-only"])
     assert second["timesteps"] == 800 and second["train_wall_time_s"] == first["train_wall_time_s"]
     assert second["command"] == "first" and second["qat"]["command"] == "second"
     net = DQN.load(out / "model.zip").policy.q_net.q_net

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spiking_dqn.cli import hyperparams
-from spiking_dqn.cli.hyperparams import load_hyperparams, parse_policy_kwargs
+from spiking_dqn.recipes import hyperparams
+from spiking_dqn.recipes.hyperparams import load_hyperparams, parse_policy_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "zoo_configs" / "dqn.yml"

@@ -1,8 +1,10 @@
 """The ``spiking-dqn`` command line: one module per command group, no import of ``agents``.
 
-* :mod:`~spiking_dqn.cli.train`: ``train`` (any discrete-action Gymnasium env), with the
-  recipe loop of :mod:`~spiking_dqn.cli.recipe`, the hyperparameters of
-  :mod:`~spiking_dqn.cli.hyperparams` and the model card of :mod:`~spiking_dqn.cli.card`;
+The commands parse and print; the work is the library's (the recipes of
+:mod:`spiking_dqn.recipes`, :func:`spiking_dqn.pipeline.fit_to_chip`, :func:`spiking_dqn.compare.compare`).
+
+* :mod:`~spiking_dqn.cli.train`: ``train`` (any discrete-action Gymnasium env), the loop of
+  :mod:`~spiking_dqn.recipes.recipe`;
 * :mod:`~spiking_dqn.cli.demo`: ``demo`` (train, deploy, compare);
 * :mod:`~spiking_dqn.cli.compare`: ``compare``;
 * :mod:`~spiking_dqn.cli.fit`: ``deploy``, ``search``, ``calibrate`` (fitting a model to the chip);

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from spiking_dqn.semantics.widths import check_weight_bits
 from spiking_dqn.quantization.lambdas import LAMBDA_RULES
@@ -186,3 +190,80 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+#: Argument types of the ``"range"`` an options field declares in its metadata, by field type.
+_RANGED_TYPES: dict[tuple[Any, str], Callable[[str], Any]] = {
+    (int, "positive"): positive_int,
+    (int, "non_negative"): non_negative_int,
+    (float, "positive"): positive_float,
+    (list[int], "positive"): positive_ints,
+    (list[float], "positive"): positive_floats,
+}
+
+
+def option_flag(name: str, default: Any) -> str:
+    """The command-line flag of an options field: ``--eval-freq``; ``--no-progress`` for a flag on by default."""
+    flag = name.replace("_", "-")
+    return f"--no-{flag}" if default is True else f"--{flag}"
+
+
+def add_options(
+    parser: argparse.ArgumentParser,
+    options: type,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    helps: Mapping[str, str] | None = None,
+) -> None:
+    """Add one option per field of the dataclass ``options`` to ``parser`` (CleanRL's ``Args``).
+
+    A field's ``metadata`` carries its ``help`` and, for checked numbers, its ``range``
+    (``"positive"`` or ``"non_negative"``); its type gives the argument type (``bool``: a
+    flag, ``--no-<name>`` when it is on by default; a ``Literal``: the choices).
+
+    :param parser: the parser
+    :param options: the options dataclass
+    :param defaults: defaults that differ from the fields' (e.g. a command's own output folder)
+    :param helps: help texts that differ from the fields'
+    """
+    defaults, helps = dict(defaults or {}), dict(helps or {})
+    hints = typing.get_type_hints(options)
+    for f in dataclasses.fields(options):
+        default = defaults.get(f.name, None if f.default is dataclasses.MISSING else f.default)
+        help_text = helps.get(f.name, f.metadata.get("help"))
+        kind = _plain_type(hints[f.name])
+        if kind is bool:
+            parser.add_argument(option_flag(f.name, default), action="store_true", help=help_text)
+            continue
+        kwargs: dict[str, Any] = {"default": default, "help": help_text}
+        if typing.get_origin(kind) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(kind))
+        else:
+            kwargs["type"] = _RANGED_TYPES.get((kind, f.metadata.get("range")), kind)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
+
+
+def read_options(args: argparse.Namespace, options: type, **values: Any) -> Any:
+    """The ``options`` dataclass of the options :func:`add_options` added, parsed in ``args``.
+
+    :param args: the parsed command line
+    :param options: the options dataclass
+    :param values: fields given here rather than read from ``args``
+    """
+    for f in dataclasses.fields(options):
+        if f.name in values:
+            continue
+        if f.default is True:
+            values[f.name] = not getattr(args, option_flag(f.name, True)[2:].replace("-", "_"))
+        else:
+            values[f.name] = getattr(args, f.name)
+    return options(**values)
+
+
+def _plain_type(hint: Any) -> Any:
+    """``X`` of ``X | None``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from spiking_dqn.cli.arguments import HelpFormatter, non_negative_int, positive_int
-from spiking_dqn.cli.card import replace_card_section
 from spiking_dqn.cli.compare import print_report
-from spiking_dqn.cli.hyperparams import hyperparams_for
 from spiking_dqn.cli.loading import load_spiking_model
-from spiking_dqn.cli.recipe import QAT_CHECK_EPISODES, TRAINED_NAME, TrainOptions
 from spiking_dqn.cli.train import train_env
+from spiking_dqn.recipes.card import replace_card_section
+from spiking_dqn.recipes.hyperparams import hyperparams_for
+from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES, TRAINED_NAME, TrainOptions
 from spiking_dqn.compare import compare
 from spiking_dqn.pipeline import QATSettings, Seeds, fit_to_chip
 from spiking_dqn.quantization import LambdaSpec

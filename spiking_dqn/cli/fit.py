@@ -42,7 +42,6 @@ from spiking_dqn.cli.arguments import (
     positive_int,
 )
 from spiking_dqn.cli.loading import backend_options, infer_env_id, load_program, load_spiking_model, require_env_id
-from spiking_dqn.cli.recipe import QAT_CHECK_EPISODES
 from spiking_dqn.hardware import BACKENDS, ChipProgramError, get_backend
 from spiking_dqn.hardware.mapping import map_program
 from spiking_dqn.pipeline import (
@@ -56,6 +55,7 @@ from spiking_dqn.pipeline import (
 )
 from spiking_dqn.quantization.levels import LEVEL_SCHEMES
 from spiking_dqn.pipeline.settings import Method
+from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES
 from spiking_dqn.search import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, SearchInterrupted, StorageUnavailableError
 from spiking_dqn.search.storage import parse_storage_url
 

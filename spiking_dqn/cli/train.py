@@ -1,7 +1,9 @@
 """``spiking-dqn train ENV``: train a spiking DQN on any Gymnasium environment with a discrete action space.
 
 The hyperparameters are the environment's entry of ``zoo_configs/dqn.yml`` when it has one,
-else :data:`~spiking_dqn.cli.hyperparams.DEFAULT_HYPERPARAMS`; the command says which.
+else :data:`~spiking_dqn.recipes.hyperparams.DEFAULT_HYPERPARAMS`; the command says which.
+The options are the fields of :class:`~spiking_dqn.recipes.recipe.TrainOptions`, which the
+recipes of ``agents/`` parse too (:func:`add_training_arguments`, :func:`training_options`).
 """
 
 from __future__ import annotations
@@ -10,20 +12,38 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from spiking_dqn.cli.arguments import CLIError, HelpFormatter
-from spiking_dqn.cli.card import write_training_card
-from spiking_dqn.cli.hyperparams import DEFAULT_HYPERPARAMS, DEFAULT_TIMESTEPS, ZOO_FILE, hyperparams_for
+from spiking_dqn.cli.arguments import CLIError, HelpFormatter, add_options, read_options
 from spiking_dqn.cli.loading import check_env
-from spiking_dqn.cli.recipe import (
-    TrainOptions,
-    add_training_arguments,
-    train_and_evaluate,
-    training_options,
-    with_overrides,
-)
+from spiking_dqn.recipes.card import write_training_card
+from spiking_dqn.recipes.hyperparams import DEFAULT_HYPERPARAMS, DEFAULT_TIMESTEPS, ZOO_FILE, hyperparams_for
+from spiking_dqn.recipes.recipe import TrainOptions, train_and_evaluate, with_overrides
 
 #: Where ``spiking-dqn train ENV`` writes without ``--out`` (``runs/`` is ignored by git).
 RUNS = Path("runs")
+
+
+def add_training_arguments(
+    parser: argparse.ArgumentParser, default_out: Path | None, default_timesteps: int | None, **helps: str
+) -> None:
+    """Add the fields of :class:`~spiking_dqn.recipes.recipe.TrainOptions` to ``parser`` as options.
+
+    :param parser: the parser
+    :param default_out: default of ``--out`` (None: decided by the command)
+    :param default_timesteps: default of ``--timesteps`` (None: decided by the command)
+    :param helps: help texts of this command that differ from the fields' (e.g. ``out=``)
+    """
+    add_options(parser, TrainOptions, defaults={"out": default_out, "timesteps": default_timesteps}, helps=helps)
+
+
+def training_options(args: argparse.Namespace) -> TrainOptions:
+    """The checked :class:`~spiking_dqn.recipes.recipe.TrainOptions` of parsed training options.
+
+    :param args: options added by :func:`add_training_arguments`, ``out`` and ``timesteps`` set
+    :raises ValueError: what :meth:`~spiking_dqn.recipes.recipe.TrainOptions.check` refuses
+    """
+    options = read_options(args, TrainOptions, out=Path(args.out))
+    options.check()
+    return options
 
 
 def train_env(env_id: str, options: TrainOptions, command: str) -> dict[str, Any]:
@@ -85,8 +105,7 @@ def add_parser(sub: Any) -> None:
     train.add_argument("env", help=f"Gymnasium environment id with a discrete action space (entries of {ZOO_FILE}: "
                                    "CartPole-v0, CartPole-v1, Acrobot-v1; any other gets the defaults below)")
     add_training_arguments(
-        train, default_out=None, default_timesteps=None, out_help="output folder (default runs/<env>)",
-        timesteps_help=f"environment steps (default: the n_timesteps of the {ZOO_FILE} entry, else "
-                       f"{DEFAULT_TIMESTEPS})",
+        train, default_out=None, default_timesteps=None, out="output folder (default runs/<env>)",
+        timesteps=f"environment steps (default: the n_timesteps of the {ZOO_FILE} entry, else {DEFAULT_TIMESTEPS})",
     )
     train.set_defaults(func=cmd_train)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from spiking_dqn.cli.recipe import QAT_CHECK_EPISODES, QAT_CHECK_FREQ, TRAINED_NAME
+from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES, QAT_CHECK_FREQ, TRAINED_NAME
 
 
 def write_training_card(out: Path, env_id: str, hyperparams: dict[str, Any], summary: dict[str, Any]) -> None:
@@ -17,7 +17,7 @@ def write_training_card(out: Path, env_id: str, hyperparams: dict[str, Any], sum
     :param out: the training folder (with ``evaluations.npz`` when periodic evaluations ran)
     :param env_id: Gymnasium id
     :param hyperparams: the ``DQN`` keyword arguments trained with
-    :param summary: what :func:`~spiking_dqn.cli.recipe.train_and_evaluate` returned
+    :param summary: what :func:`~spiking_dqn.recipes.recipe.train_and_evaluate` returned
     """
     plot_learning_curve(out / "evaluations.npz", out / "reward_curve.png", env_id)
     write_model_card(out / "README.md", env_id, hyperparams, summary)
@@ -58,7 +58,7 @@ def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summa
     :param path: the card file
     :param env_id: Gymnasium id
     :param hyperparams: the ``DQN`` keyword arguments trained with
-    :param summary: what :func:`~spiking_dqn.cli.recipe.train_and_evaluate` returned
+    :param summary: what :func:`~spiking_dqn.recipes.recipe.train_and_evaluate` returned
     """
     lines = [
         f"# Spiking DQN agent for {env_id}",

@@ -142,5 +142,5 @@ def hyperparams_for(env_id: str) -> tuple[dict[str, Any], int, str]:
     return (
         copy.deepcopy(DEFAULT_HYPERPARAMS),
         DEFAULT_TIMESTEPS,
-        f"the defaults of spiking_dqn.cli.hyperparams ({ZOO_PACKAGE}/{ZOO_FILE} has no {env_id} entry)",
+        f"the defaults of spiking_dqn.recipes.hyperparams ({ZOO_PACKAGE}/{ZOO_FILE} has no {env_id} entry)",
     )

@@ -1,4 +1,4 @@
-"""The shared ``model.learn()`` recipe (``spiking-dqn train``, ``agents/``): train, fine-tune, evaluate.
+"""The one ``model.learn()`` loop the recipes share (``spiking-dqn train``, ``demo``, ``agents/``).
 
 1. Training: SB3 ``DQN`` with ``SpikingDQNPolicy``, a :class:`~spiking_dqn.SpikeActivityLogger`
    and an ``EvalCallback`` whose best periodic evaluation is kept as ``model_trained.zip``.
@@ -13,15 +13,14 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch as th
@@ -31,8 +30,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from envs import make_env, make_vec
 from spiking_dqn.callbacks import SpikeActivityLogger
-from spiking_dqn.cli.arguments import non_negative_int, positive_float, positive_floats, positive_int, positive_ints
-from spiking_dqn.cli.hyperparams import qat_learning_rate
+from spiking_dqn.recipes.hyperparams import qat_learning_rate
 from spiking_dqn.dqn import SpikingDQN
 from spiking_dqn.network import SpikingConfig
 from spiking_dqn.policies import SpikingDQNPolicy
@@ -47,6 +45,9 @@ TRAINED_NAME = "model_trained.zip"
 #: Seeds of the final evaluation and of the QAT reward checks (apart from the training seeds).
 EVAL_SEED = 12345
 QAT_CHECK_SEED = 50_000
+#: Episodes of each QAT reward check of the recipes (and of the demo's and ``agents.deploy``'s
+#: QAT, which redo theirs): twice a fit's default (``QATSettings.check_episodes``), because the
+#: recipes' keep-best choice ships an agent. The shipped agents were fine-tuned with it.
 QAT_CHECK_EPISODES = 20
 #: QAT steps between those checks (the fine-tuned weights kept are the best checked ones).
 QAT_CHECK_FREQ = 1000
@@ -59,50 +60,56 @@ TRAINING_KEYS = ("timesteps", "seed", "train_wall_time_s", "select_episodes", "e
 TRAINING_NOTES = ("train_wall_time_remeasured",)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainOptions:
-    """How to train, fine-tune and evaluate (the options of ``spiking-dqn train`` and of the recipes).
+    """How to train, fine-tune and evaluate: the options of ``spiking-dqn train`` and of the recipes.
 
-    :param out: output folder (``model.zip``, ``model_trained.zip``, ``eval.json``)
-    :param timesteps: environment steps of training
-    :param seed: random seed (training env ``seed``, selection env ``seed + 1000``, QAT ``seed``)
-    :param tensorboard_log: TensorBoard log folder (None: no TensorBoard)
-    :param eval_freq: steps between the periodic evaluations that pick the best model
-    :param select_episodes: episodes of each periodic evaluation
-    :param eval_episodes: episodes of the final evaluation
-    :param qat_steps: quantization-aware fine-tuning steps after training (0: none)
-    :param qat_only: skip training; fine-tune the agent as trained, ``out / model_trained.zip``
-    :param progress: show the training progress bar
-    :param net_arch: override the hidden layer sizes
-    :param ticks: override the ticks per inference
-    :param obs_bound: override the encoder bounds, one per observation dimension
-    :param threshold_noise: ASPEN threshold noise in training (``SpikingConfig.threshold_noise``
-        spec, e.g. ``"1.0,1.5"`` or ``"levels:1.0,1.5,2.0"``), None: keep the hyperparameters'
-    :param activity_penalty: activity penalty coefficient, None: keep the hyperparameters'
-    :param encoding: input encoding mode, None: keep the hyperparameters'
-    :param encoding_alpha: hybrid coding's threshold slope, None: keep the hyperparameters'
-    :param qat_learning_rate: learning rate of the QAT (None: the env's entry of
-        :data:`~spiking_dqn.cli.hyperparams.QAT_LEARNING_RATES`, else the training's final one)
+    Each field's ``metadata["help"]`` is its documentation and its command-line help
+    (:func:`spiking_dqn.cli.arguments.add_options`); ``None`` of an override keeps the hyperparameters'.
     """
 
-    out: Path
-    timesteps: int
-    seed: int = 0
-    tensorboard_log: str | None = None
-    eval_freq: int = 2500
-    select_episodes: int = 50
-    eval_episodes: int = 100
-    qat_steps: int = 10_000
-    qat_only: bool = False
-    progress: bool = True
-    net_arch: list[int] | None = None
-    ticks: int | None = None
-    obs_bound: list[float] | None = None
-    threshold_noise: str | None = None
-    activity_penalty: float | None = None
-    encoding: str | None = None
-    encoding_alpha: float | None = None
-    qat_learning_rate: float | None = None
+    timesteps: int = field(metadata={"help": "environment steps to train for", "range": "positive"})
+    seed: int = field(default=0, metadata={"help": "random seed (training, best-model selection, QAT)"})
+    out: Path = field(metadata={"help": "output folder (model.zip, model_trained.zip, eval.json, README.md)"})
+    tensorboard_log: str | None = field(default=None, metadata={"help": "TensorBoard log folder"})
+    eval_freq: int = field(default=2500, metadata={
+        "help": "steps between the periodic evaluations that pick the best model", "range": "positive"})
+    eval_episodes: int = field(default=100, metadata={"help": "episodes of the final evaluation", "range": "positive"})
+    select_episodes: int = field(default=50, metadata={
+        "help": "episodes of each periodic evaluation that picks the best model", "range": "positive"})
+    progress: bool = field(default=True, metadata={"help": "hide the progress bar"})
+    qat_steps: int = field(default=10_000, metadata={
+        "help": "quantization-aware fine-tuning steps after training (0: none); model.zip is then the float twin of "
+        "the int8 chip program", "range": "non_negative"})
+    qat_learning_rate: float | None = field(default=None, metadata={
+        "help": "learning rate of the QAT (default: the env's entry of QAT_LEARNING_RATES in "
+        "spiking_dqn/recipes/hyperparams.py, else the training's final one)", "range": "positive"})
+    qat_only: bool = field(default=False, metadata={
+        "help": "skip training: fine-tune the agent as trained (model_trained.zip in --out)"})
+    net_arch: list[int] | None = field(default=None, metadata={
+        "help": "override the hidden layer sizes, e.g. 128,128", "range": "positive"})
+    ticks: int | None = field(default=None, metadata={"help": "override the ticks per inference", "range": "positive"})
+    obs_bound: list[float] | None = field(default=None, metadata={
+        "help": "override the encoder bounds, one per observation dimension, e.g. 1,1,1,1,6,12", "range": "positive"})
+    threshold_noise: str | None = field(default=None, metadata={
+        "help": "ASPEN stochastic thresholds in training: LOW,HIGH for U(LOW, HIGH), or levels:A,B,C for "
+        "discrete factors, e.g. 1.0,1.5"})
+    activity_penalty: float | None = field(default=None, metadata={
+        "help": "coefficient of the activity penalty (mean synaptic events per inference) added to the loss"})
+    encoding: Literal["deterministic", "poisson", "hybrid"] | None = field(default=None, metadata={
+        "help": "input spike encoding (hybrid: thresholds lowered with the input, NeuEdge)"})
+    encoding_alpha: float | None = field(default=None, metadata={
+        "help": "hybrid coding's threshold slope alpha in [0, 1): input thresholds 1 - alpha * rate"})
+
+    def check(self) -> None:
+        """Refuse, before any training, options the run would fail on.
+
+        :raises ValueError: ``qat_only`` without the agent as trained in ``out``, or an
+            override the spiking options refuse (e.g. ``threshold_noise="1.5,1.0"``)
+        """
+        if self.qat_only and not (Path(self.out) / TRAINED_NAME).exists():
+            raise ValueError(f"--qat-only needs the agent as trained: {Path(self.out) / TRAINED_NAME} does not exist")
+        with_overrides({}, self)
 
 
 class BoundedProgressBar(ProgressBarCallback):
@@ -116,78 +123,6 @@ class BoundedProgressBar(ProgressBarCallback):
         remaining = max(int(self.pbar.total) - int(self.pbar.n), 0)
         self.pbar.update(min(self.training_env.num_envs, remaining))
         return True
-
-
-def add_training_arguments(
-    parser: argparse.ArgumentParser,
-    default_out: Path | None,
-    default_timesteps: int | None,
-    timesteps_help: str = "environment steps to train for",
-    out_help: str = "output folder (model.zip, model_trained.zip, eval.json, README.md)",
-) -> None:
-    """Add the training options to ``parser`` (``spiking-dqn train`` and the recipes share them).
-
-    :param parser: the parser
-    :param default_out: default of ``--out`` (None: decided by the command)
-    :param default_timesteps: default of ``--timesteps`` (None: decided by the command)
-    :param timesteps_help: help text of ``--timesteps``
-    :param out_help: help text of ``--out``
-    """
-    parser.add_argument("--timesteps", type=positive_int, default=default_timesteps, help=timesteps_help)
-    parser.add_argument("--seed", type=int, default=0, help="random seed (training, best-model selection, QAT)")
-    parser.add_argument("--out", type=Path, default=default_out, help=out_help)
-    parser.add_argument("--tensorboard-log", type=str, default=None, help="TensorBoard log folder")
-    parser.add_argument("--eval-freq", type=positive_int, default=2500,
-                        help="steps between the periodic evaluations that pick the best model")
-    parser.add_argument("--eval-episodes", type=positive_int, default=100, help="episodes of the final evaluation")
-    parser.add_argument("--select-episodes", type=positive_int, default=50,
-                        help="episodes of each periodic evaluation that picks the best model")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument(
-        "--qat-steps", type=non_negative_int, default=10_000,
-        help="quantization-aware fine-tuning steps after training (0: none); model.zip is then the float twin of "
-        "the int8 chip program",
-    )
-    parser.add_argument("--qat-learning-rate", type=positive_float, default=None,
-                        help="learning rate of the QAT (default: the env's entry of QAT_LEARNING_RATES in "
-                        "spiking_dqn/cli/hyperparams.py, else the training's final one)")
-    parser.add_argument("--qat-only", action="store_true",
-                        help="skip training: fine-tune the agent as trained (model_trained.zip in --out)")
-    parser.add_argument("--net-arch", type=positive_ints, default=None,
-                        help="override the hidden layer sizes, e.g. 128,128")
-    parser.add_argument("--ticks", type=positive_int, default=None, help="override the ticks per inference")
-    parser.add_argument("--obs-bound", type=positive_floats, default=None,
-                        help="override the encoder bounds, one per observation dimension, e.g. 1,1,1,1,6,12")
-    parser.add_argument("--threshold-noise", type=str, default=None,
-                        help="ASPEN stochastic thresholds in training: LOW,HIGH for U(LOW, HIGH), or levels:A,B,C for "
-                        "discrete factors, e.g. 1.0,1.5")
-    parser.add_argument("--activity-penalty", type=float, default=None,
-                        help="coefficient of the activity penalty (mean synaptic events per inference) added to the loss")
-    parser.add_argument("--encoding", choices=["deterministic", "poisson", "hybrid"], default=None,
-                        help="input spike encoding (hybrid: thresholds lowered with the input, NeuEdge)")
-    parser.add_argument("--encoding-alpha", type=float, default=None,
-                        help="hybrid coding's threshold slope alpha in [0, 1): input thresholds 1 - alpha * rate")
-
-
-def training_options(args: argparse.Namespace) -> TrainOptions:
-    """The :class:`TrainOptions` of parsed training options.
-
-    :param args: options added by :func:`add_training_arguments`, ``out`` and ``timesteps`` set
-    :raises ValueError: ``--qat-only`` without the agent as trained in ``--out``, or an
-        override the spiking options refuse (e.g. ``--threshold-noise 1.5,1.0``)
-    """
-    if args.qat_only and not (Path(args.out) / TRAINED_NAME).exists():
-        raise ValueError(f"--qat-only needs the agent as trained: {Path(args.out) / TRAINED_NAME} does not exist")
-    options = TrainOptions(
-        out=Path(args.out), timesteps=args.timesteps, seed=args.seed, tensorboard_log=args.tensorboard_log,
-        eval_freq=args.eval_freq, select_episodes=args.select_episodes, eval_episodes=args.eval_episodes,
-        qat_steps=args.qat_steps, qat_only=args.qat_only, progress=not args.no_progress, net_arch=args.net_arch,
-        ticks=args.ticks, obs_bound=args.obs_bound, threshold_noise=args.threshold_noise,
-        activity_penalty=args.activity_penalty, encoding=args.encoding, encoding_alpha=args.encoding_alpha,
-        qat_learning_rate=args.qat_learning_rate,
-    )
-    with_overrides({}, options)  # the overrides' own checks, before any training
-    return options
 
 
 def with_overrides(hyperparams: dict[str, Any], options: TrainOptions) -> dict[str, Any]:
@@ -218,19 +153,40 @@ def with_overrides(hyperparams: dict[str, Any], options: TrainOptions) -> dict[s
     return {**hyperparams, "policy_kwargs": policy_kwargs}
 
 
-def train_model(env_id: str, hyperparams: dict[str, Any], options: TrainOptions, path: Path) -> dict[str, Any]:
-    """Train with ``model.learn()`` and save the best periodically evaluated model to ``path``.
+def make_model(env_id: str, hyperparams: dict[str, Any], options: TrainOptions) -> SpikingDQN | None:
+    """Step 1: the training env (seed ``seed``) and the ``SpikingDQN`` to train on it (None with ``qat_only``).
 
     :param env_id: Gymnasium id
-    :param hyperparams: ``DQN`` keyword arguments, ``policy_kwargs`` included
-    :param options: timesteps, seed, evaluation and logging options
-    :param path: where the model is saved
-    :return: the training record (timesteps, seed, wall time, selection, machine)
+    :param hyperparams: ``DQN`` keyword arguments, ``policy_kwargs`` included (overrides applied)
+    :param options: the training options
+    """
+    options.out.mkdir(parents=True, exist_ok=True)
+    if options.qat_only:
+        return None
+    env = make_vec(env_id, n_envs=1, seed=options.seed)
+    return SpikingDQN(SpikingDQNPolicy, env, seed=options.seed, tensorboard_log=options.tensorboard_log, verbose=0,
+                      **hyperparams)
+
+
+def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command: str) -> dict[str, Any]:
+    """Step 2: ``model.learn()`` with SB3's ``EvalCallback``, the best evaluation kept as ``out/model_trained.zip``.
+
+    With ``qat_only`` (no model) nothing is trained and the training record is read back
+    from ``out/eval.json``.
+
+    :param model: the model of :func:`make_model`
+    :param env_id: Gymnasium id
+    :param options: the training options
+    :param command: the command line of the run
+    :return: the training record (timesteps, seed, wall time, selection, machine, command)
     """
     out = options.out
-    env = make_vec(env_id, n_envs=1, seed=options.seed)
-    model = SpikingDQN(SpikingDQNPolicy, env, seed=options.seed, tensorboard_log=options.tensorboard_log, verbose=0,
-                **hyperparams)
+    if model is None:
+        previous = json.loads((out / "eval.json").read_text()) if (out / "eval.json").exists() else {}
+        training = {key: previous.get(key) for key in TRAINING_KEYS + TRAINING_NOTES}
+        training["command"] = previous.get("command") or "(training command not recorded)"
+        return training
+    path = out / TRAINED_NAME
     eval_env = make_vec(env_id, n_envs=1, seed=options.seed + SELECT_SEED_OFFSET)
     best_dir = out / "best"
     callbacks: list[Any] = [
@@ -260,6 +216,7 @@ def train_model(env_id: str, hyperparams: dict[str, Any], options: TrainOptions,
         best_dir.rmdir()
     print(f"{env_id}: trained {options.timesteps} steps in {wall:.0f} s; saved {path}", flush=True)
     return {
+        "command": command,
         "timesteps": options.timesteps,
         "seed": options.seed,
         "train_wall_time_s": round(wall, 1),
@@ -285,7 +242,9 @@ def evaluate_rewards(model: DQN, env_id: str, n_episodes: int, seed: int = EVAL_
 
 
 def train_and_evaluate(env_id: str, hyperparams: dict[str, Any], options: TrainOptions, command: str) -> dict[str, Any]:
-    """Train (unless ``qat_only``), fine-tune for the chip, evaluate; write ``eval.json``.
+    """The recipe: make the model, learn (unless ``qat_only``), fit to the chip (QAT), evaluate; write ``eval.json``.
+
+    The steps, in this order, are those ``agents/cartpole.py`` shows one by one.
 
     :param env_id: Gymnasium id
     :param hyperparams: ``DQN`` keyword arguments, overrides already applied (:func:`with_overrides`)
@@ -293,19 +252,32 @@ def train_and_evaluate(env_id: str, hyperparams: dict[str, Any], options: TrainO
     :param command: the command line that reproduces the run (recorded in ``eval.json``)
     :return: the evaluation summary written to ``eval.json``
     """
-    out = options.out
-    out.mkdir(parents=True, exist_ok=True)
-    trained_path = out / TRAINED_NAME
-    if options.qat_only:
-        previous = json.loads((out / "eval.json").read_text()) if (out / "eval.json").exists() else {}
-        training = {key: previous.get(key) for key in TRAINING_KEYS + TRAINING_NOTES}
-        training["command"] = previous.get("command") or "(training command not recorded)"
-    else:
-        training = train_model(env_id, hyperparams, options, trained_path)
-        training["command"] = command
+    model = make_model(env_id, hyperparams, options)
+    training = learn(model, env_id, options, command)
+    model, trained_rewards = load_trained(env_id, options)
+    qat = fit_for_chip(model, env_id, options, command)
+    return record_evaluation(model, env_id, options, training, trained_rewards, qat)
 
-    model = DQN.load(trained_path, device="cpu")
-    trained_rewards = evaluate_rewards(model, env_id, options.eval_episodes)
+
+def load_trained(env_id: str, options: TrainOptions) -> tuple[DQN, np.ndarray]:
+    """The agent as trained (``out/model_trained.zip``) and its rewards over ``eval_episodes``.
+
+    :param env_id: Gymnasium id
+    :param options: the training options
+    """
+    model = DQN.load(options.out / TRAINED_NAME, device="cpu")
+    return model, evaluate_rewards(model, env_id, options.eval_episodes)
+
+
+def fit_for_chip(model: DQN, env_id: str, options: TrainOptions, command: str) -> dict[str, Any] | None:
+    """Step 3: ``qat_steps`` of QAT on the int8 grid of ``lam="auto"``, snapped to it; save ``out/model.zip``.
+
+    :param model: the agent as trained (changed in place)
+    :param env_id: Gymnasium id
+    :param options: the training options
+    :param command: the command line of the run (recorded with ``qat_only``)
+    :return: the QAT report as plain data (None without QAT)
+    """
     qat: dict[str, Any] | None = None
     if options.qat_steps > 0:
         learning_rate = options.qat_learning_rate or qat_learning_rate(env_id)
@@ -318,9 +290,30 @@ def train_and_evaluate(env_id: str, hyperparams: dict[str, Any], options: TrainO
         qat = report.to_dict()
         if options.qat_only:
             qat["command"] = command
-    model.save(out / "model.zip")
-    rewards = evaluate_rewards(model, env_id, options.eval_episodes) if qat is not None else trained_rewards
+    model.save(options.out / "model.zip")
+    return qat
 
+
+def record_evaluation(
+    model: DQN,
+    env_id: str,
+    options: TrainOptions,
+    training: dict[str, Any],
+    trained_rewards: np.ndarray,
+    qat: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Step 4: evaluate ``model.zip`` (after QAT; else the rewards as trained), write and print ``eval.json``.
+
+    :param model: the fitted model
+    :param env_id: Gymnasium id
+    :param options: the training options
+    :param training: the record of :func:`learn`
+    :param trained_rewards: the rewards of the agent as trained
+    :param qat: the QAT record of :func:`fit_for_chip`
+    :return: the evaluation summary written to ``eval.json``
+    """
+    out = options.out
+    rewards = evaluate_rewards(model, env_id, options.eval_episodes) if qat is not None else trained_rewards
     summary = {
         "env_id": env_id,
         **{key: training[key] for key in TRAINING_KEYS},

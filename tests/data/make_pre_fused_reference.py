@@ -69,7 +69,7 @@ def retrain():
     from stable_baselines3 import DQN
 
     from spiking_dqn import SpikingDQNPolicy
-    from spiking_dqn.cli.hyperparams import load_hyperparams
+    from spiking_dqn.recipes.hyperparams import load_hyperparams
 
     hyper = load_hyperparams(RETRAIN_ENV)
     # The recipe as it was when the reference was written: 16 ticks (it runs 10 now).
