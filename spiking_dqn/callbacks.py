@@ -21,6 +21,7 @@ from spiking_dqn.pipeline import (
     fit_to_chip,
 )
 from spiking_dqn.policies import SpikingDQNPolicy
+from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.widths import check_weight_bits
 from spiking_dqn.quantization import LambdaSpec, WeightBitsSpec
 from spiking_dqn.search.storage import open_storage
@@ -214,8 +215,7 @@ class HardwareAwareFineTuning(BaseCallback):
             ("calibration_observations", calibration_observations, 1),
             ("qat_target_update_interval", qat_target_update_interval, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+            check_int(value, name, minimum)
         if not 0.0 <= float(qat_grid_pull) <= 1.0:
             raise ValueError(f"qat_grid_pull must be in [0, 1], got {qat_grid_pull}")
         if qat_keep not in ("better", "always"):

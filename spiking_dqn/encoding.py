@@ -15,6 +15,7 @@ import numpy as np
 import torch as th
 from torch import nn
 
+from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.encoding import (
     ENCODING_MODES,
     FLOOR_EPS,
@@ -64,8 +65,7 @@ class SignedRateEncoder(nn.Module):
             raise ValueError(f"bound must be a non-empty 1-D array, got shape {bound_arr.shape}")
         if not np.all(np.isfinite(bound_arr)) or np.any(bound_arr <= 0):
             raise ValueError(f"bound must be finite and positive in every dimension, got {bound_arr}")
-        if not isinstance(ticks, (int, np.integer)) or isinstance(ticks, bool) or ticks < 1:
-            raise ValueError(f"ticks must be a positive integer, got {ticks!r}")
+        check_int(ticks, "ticks", minimum=1)
         if mode not in ENCODING_MODES:
             raise ValueError(f"encoding mode must be one of {ENCODING_MODES}, got {mode!r}")
         if isinstance(alpha, bool) or not np.isfinite(alpha) or not 0.0 <= float(alpha) < 1.0:

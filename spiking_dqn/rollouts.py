@@ -35,6 +35,7 @@ from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
 from spiking_dqn.hardware_policy import HardwarePolicy
 from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.semantics.checks import check_int
 
 ActFn = Callable[[np.ndarray], np.ndarray]
 
@@ -85,25 +86,6 @@ class EpisodeResult:
         }
 
 
-def check_count(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int, if it is an integer (not a bool) of at least ``minimum``.
-
-    :param value: the count (episodes, observations, steps, ...)
-    :param name: its name, for the message
-    :param minimum: the smallest allowed value
-    :raises ValueError: anything else
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_episodes(n_episodes: int) -> int:
-    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
-        raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
-    return int(n_episodes)
-
-
 def run_episodes(
     act: ActFn,
     env_id: str,
@@ -126,7 +108,7 @@ def run_episodes(
         per episode, such as adaptive thresholds)
     :return: the reward and the length of every episode, in episode order
     """
-    n_episodes = _check_episodes(n_episodes)
+    n_episodes = check_int(n_episodes, "n_episodes", minimum=1)
     width = n_episodes if max_parallel is None else max(1, min(int(max_parallel), n_episodes))
     rewards = [0.0] * n_episodes
     lengths = [0] * n_episodes
@@ -277,7 +259,7 @@ def record_observations(
         with th.no_grad():
             return net(th.as_tensor(obs, device=device)).argmax(1).cpu().numpy()
 
-    n_episodes = _check_episodes(n_episodes)
+    n_episodes = check_int(n_episodes, "n_episodes", minimum=1)
     for round_ in range(100):
         run_episodes(act, env_id, n_episodes, seed=seed + round_ * n_episodes)
         if sum(len(o) for o in seen) >= n_observations:

@@ -54,6 +54,7 @@ from spiking_dqn.hardware.backend import (
     warn_output_saturation,
 )
 from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.encoding import as_observation_batch
 
 _INSTALL_HINT = (
@@ -166,9 +167,7 @@ class Brian2Backend:
     name = "brian2"
 
     def __init__(self, chunk: int = 32, warn_saturation: bool = True) -> None:
-        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-        self.chunk = int(chunk)
+        self.chunk = check_int(chunk, "chunk", minimum=1)
         self.warn_saturation = warn_saturation
         self._program: ChipProgram | None = None
         self._built: dict[int, _Built] = {}

@@ -44,7 +44,6 @@ from spiking_dqn.quantization import LambdaSpec, QuantizationReport, WeightBitsS
 from spiking_dqn.rollouts import (
     EpisodeResult,
     backend_reward,
-    check_count,
     float_reward,
     q_network,
     record_observations,
@@ -52,6 +51,7 @@ from spiking_dqn.rollouts import (
 from spiking_dqn.search.calibration import calibrate_thresholds
 from spiking_dqn.search.grid import threshold_search
 from spiking_dqn.search.storage import open_storage
+from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.thresholds import scale_thresholds
 
 
@@ -143,8 +143,8 @@ def fit_to_chip(
     start = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    check_count(qat.steps, "qat steps", 0)
-    check_count(eval_episodes, "eval_episodes", 0)
+    check_int(qat.steps, "qat steps", 0)
+    check_int(eval_episodes, "eval_episodes", 0)
     if eval_episodes == 0 and method != "none":
         raise ValueError(f"method {method!r} chooses between programs by their reward: eval_episodes must be >= 1")
     if env_id is None and (qat.steps or method != "none" or eval_episodes or state.bits is not None):

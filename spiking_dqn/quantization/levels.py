@@ -31,6 +31,7 @@ import numpy as np
 
 from spiking_dqn.hardware.emulator import EmulatorBackend
 from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.levels import MAX_STATE_BITS
 
 LevelScheme = Literal["uniform", "threshold_centered"]
@@ -38,8 +39,7 @@ LEVEL_SCHEMES: tuple[str, ...] = ("uniform", "threshold_centered")
 
 
 def _check_range(v_min: float, v_max: float, bits: int) -> tuple[float, float, int]:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= MAX_STATE_BITS:
-        raise ValueError(f"state bits must be an integer in 1 .. {MAX_STATE_BITS}, got {bits!r}")
+    check_int(bits, "state bits", 1, MAX_STATE_BITS)
     v_min, v_max = float(v_min), float(v_max)
     if not (np.isfinite(v_min) and np.isfinite(v_max)):
         raise ValueError(f"the membrane range must be finite, got [{v_min}, {v_max}]")

@@ -25,6 +25,8 @@ from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import NoSuchModuleError
 
+from spiking_dqn.semantics.checks import check_int
+
 #: Default seconds between heartbeats of a running evaluation in a database storage.
 HEARTBEAT_INTERVAL = 10
 #: The storage URL forms, for messages.
@@ -89,8 +91,9 @@ def open_storage(
         return storage
     if not isinstance(storage, str):
         raise TypeError(f"storage must be None, a database URL or an optuna storage, got {type(storage).__name__}")
-    if isinstance(heartbeat_interval, bool) or not isinstance(heartbeat_interval, int) or heartbeat_interval < 1:
-        raise ValueError(f"heartbeat_interval must be a positive integer (seconds), got {heartbeat_interval!r}")
+    heartbeat_interval = check_int(
+        heartbeat_interval, "heartbeat_interval", minimum=1, what="a positive integer (seconds)"
+    )
     shown = mask_url(storage)
     url = parse_storage_url(storage)
     backend = url.get_backend_name()

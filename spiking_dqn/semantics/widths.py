@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from spiking_dqn.semantics.checks import check_int
+
 INT8_WEIGHT_LIMIT = 127
 #: Weight bit widths a program may declare per projection (2: ternary, 8: int8).
 MIN_WEIGHT_BITS = 2
@@ -44,11 +46,7 @@ def weight_memory_bytes(n_weights: int, bits: int) -> int:
 
 
 def _check_bits(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"{where} must be an integer in {MIN_WEIGHT_BITS}..{MAX_WEIGHT_BITS} (bits per weight), got {value!r}"
-        )
-    bits = int(value)
+    bits = check_int(value, where, what=f"an integer in {MIN_WEIGHT_BITS}..{MAX_WEIGHT_BITS} (bits per weight)")
     if not MIN_WEIGHT_BITS <= bits <= MAX_WEIGHT_BITS:
         raise ValueError(
             f"{where} must be in {MIN_WEIGHT_BITS}..{MAX_WEIGHT_BITS} bits (2: ternary, 8: int8), got {bits}"
