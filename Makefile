@@ -11,13 +11,13 @@ DEMO_OUT ?= runs/demo
 OMP_NUM_THREADS ?= 1
 export OMP_NUM_THREADS
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# Exactly this torch: any other spec pulls several GB of CUDA packages.
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,13 +30,19 @@ test: $(STAMP)
 	bash scripts/install_postgres.sh
 	# Two workers (pytest-xdist, one per core); the slowest tests are listed at the end.
 	$(BIN)/python -m pytest -n 2 --durations=15
+	# The documentation site, strict (a broken link or API reference fails the build).
+	$(MAKE) docs
 
 test-fast: $(STAMP)
 	# The suite without the tests marked slow (training, many episodes).
 	$(BIN)/python -m pytest -n 2 --durations=10 -m "not slow"
 
+docs: $(STAMP)
+	# docs/ and the API pages from the docstrings (mkdocs.yml) into site/, which git ignores; offline.
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) *.egg-info
+	rm -rf $(VENV) $(DEMO_OUT) site *.egg-info

@@ -25,7 +25,8 @@ the command) with ``chip_program.npz``, so ``--no-train`` redoes the tables and 
     python benchmarks/precision.py --tasks CartPole-v0 --no-train
 
 Writes ``precision.json``, ``precision.md``, ``precision_weights.png`` and ``precision_state.png``;
-``--ship`` copies the 4-bit and ternary QAT agents to ``agents/trained/<env>/{w4,ternary}/`` with cards.
+``--update-docs`` writes the plots and the table into ``docs/precision.md`` between
+``<!-- precision-table:begin/end -->``; ``--ship`` copies the 4-bit and ternary QAT agents to ``agents/trained/<env>/{w4,ternary}/`` with cards.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.common import trained_model_path  # noqa: E402
+from docs_pages import figure_links, update_page  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
 from spiking_dqn.hardware.emulator import EmulatorBackend  # noqa: E402
 from spiking_dqn.hardware.program import ChipProgram  # noqa: E402
@@ -320,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--ship", action="store_true",
                         help="copy each task's 4-bit and ternary QAT variants to agents/trained/<env>/{w4,ternary}/")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="write the plots and the table into docs/precision.md between <!-- precision-table:begin/end -->")
     args = parser.parse_args(argv)
     th.set_num_threads(1)
     start = time.perf_counter()
@@ -358,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "precision.md").write_text(table)
     if rows:
         plot(rows, args.out)
+    if args.update_docs:  # after the plots, so that a first run links them too
+        figures = figure_links(args.out, [("reward vs bits per weight", "precision_weights.png"),
+                                          ("reward vs bits of membrane state", "precision_state.png")])
+        update_page("precision.md", "precision-table", f"{figures}\nAll points (`benchmarks/results/precision.md`):\n\n{table}")
     print(table)
     if skipped:
         print("skipped (not cached):", *skipped, sep="\n  ")

@@ -23,11 +23,11 @@ and the same ``net_arch`` for both policies; the spiking CartPole policy runs 10
   (one dense BLAS product, then the compiled tick loop), and the event-driven weight
   gradient against its dense product.
 
-    python benchmarks/train_throughput.py --rounds 9 --update-readme
+    python benchmarks/train_throughput.py --rounds 9 --update-docs
 
 writes ``benchmarks/results/train_throughput.json`` and its tables,
-``train_throughput.md`` (the README's, between ``<!-- train-throughput:begin/end -->``
-with ``--update-readme``; the "before" column is ``train_throughput_before.json``, the
+``train_throughput.md`` (``docs/benchmarks.md``'s, between ``<!-- train-throughput:begin/end -->``
+with ``--update-docs``; the "before" column is ``train_throughput_before.json``, the
 same script on the implementation before the fused CPU pass). Nothing here is a
 pass/fail test.
 """
@@ -58,9 +58,10 @@ from stable_baselines3 import DQN  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from docs_pages import update_page  # noqa: E402
+from train_throughput_tables import RECIPE, markdown, print_summary  # noqa: E402
 from spiking_dqn import SpikingDQN, SpikingDQNPolicy, fused  # noqa: E402
-from spiking_dqn.cli.card import replace_card_section  # noqa: E402
-from spiking_dqn.cli.hyperparams import load_hyperparams  # noqa: E402
+from spiking_dqn.recipes.hyperparams import load_hyperparams  # noqa: E402
 from spiking_dqn.network import SpikingConfig  # noqa: E402
 from spiking_dqn.semantics import lif, network_kernels  # noqa: E402
 
@@ -76,20 +77,10 @@ CONFIGS = (
     ("SpikingDQNPolicy (DQN)", "DQN", "SpikingDQNPolicy", {}),
     ("SpikingDQNPolicy (SpikingDQN)", "SpikingDQN", "SpikingDQNPolicy", {}),
 )
-RECIPE = "SpikingDQNPolicy (SpikingDQN)"
 SPIKING_ONLY = {f.name for f in fields(SpikingConfig)} - {"net_arch"} | {"obs_bound"}
 PARTS = ("acting", "online_forward", "backward", "target_forward", "optimizer", "sb3_and_env")
 TARGETS = {"CartPole-v0": 0.8, "Acrobot-v1": 0.25}
 RESULTS = ROOT / "benchmarks" / "results"
-PART_LABELS = {
-    "acting": "acting (the Q-network in `predict`)", "online_forward": "online forward", "backward": "backward",
-    "target_forward": "target forward", "optimizer": "optimizer (clipping, Adam)",
-    "sb3_and_env": "SB3 and the environment",
-}
-RECIPE_LABELS = {
-    "CartPole-v0": "CartPole-v0: 64-64, batch 64, 128 gradient steps every 256 env steps",
-    "Acrobot-v1": "Acrobot-v1: 128-128, batch 128, one gradient step per env step",
-}
 
 
 def recipe_kwargs(env_id: str, ticks: int | None) -> tuple[dict, dict, dict]:
@@ -295,62 +286,56 @@ def layer_kernels(model: DQN, env_id: str, repeats: int = 20) -> list[dict]:
     return rows
 
 
-def markdown(report: dict, before: dict | None) -> str:
-    """The README's tables: throughput and ratios per recipe, batch-1 predict, the breakdown, the bounds."""
-    recipes = report["recipes"]
-    old = (before or {}).get("recipes", {})
-    lines = [
-        "| recipe | MlpPolicy | MlpPolicy, foreach Adam | spiking, `DQN` | spiking, `SpikingDQN` "
-        "| `SpikingDQN` / MLP, median of the per-round ratios | target | `SpikingDQN` / MLP with foreach Adam "
-        "| `DQN` / MLP | before |",
-        "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |",
-    ]
-    for env_id, e in recipes.items():
-        pol = e["policies"]
-        rounds = e["ratio_spiking_over_mlp_rounds"]
-        met = "met" if e["ratio_spiking_over_mlp_median"] >= e["target_ratio"] else "**not met**"
-        prior = old.get(env_id, {}).get("ratio_spiking_over_mlp_median")
-        lines.append(
-            f"| {RECIPE_LABELS.get(env_id, env_id)} | {pol['MlpPolicy']['steps_per_s']:,.0f} env-steps/s "
-            f"| {pol['MlpPolicy (foreach Adam)']['steps_per_s']:,.0f} | {pol['SpikingDQNPolicy (DQN)']['steps_per_s']:,.0f} "
-            f"| {pol[RECIPE]['steps_per_s']:,.0f} | **{e['ratio_spiking_over_mlp_median']:.3f}** "
-            f"(rounds {min(rounds):.2f}-{max(rounds):.2f}) | >= {e['target_ratio']}: {met} "
-            f"| {e['ratio_spiking_over_mlp_foreach_adam_median']:.2f} | {e['ratio_spiking_dqn_over_mlp_median']:.2f} "
-            f"| {'' if prior is None else f'{prior:.2f}'} |"
-        )
-    predict = {name: " / ".join(f"{recipes[env]['policies'][name]['predict_batch1_us']:.0f}" for env in recipes)
-               for name, *_ in CONFIGS}
-    prior = " / ".join(f"{old[env]['policies']['SpikingDQNPolicy']['predict_batch1_us']:.0f}" for env in recipes
-                       if env in old)
-    faster = all(recipes[env]["policies"][RECIPE]["predict_batch1_us"]
-                 <= old[env]["policies"]["SpikingDQNPolicy"]["predict_batch1_us"] for env in recipes if env in old)
-    lines.append(
-        f"| batch-1 `model.predict`, {' / '.join(recipes)} network | {predict['MlpPolicy']} us "
-        f"| {predict['MlpPolicy (foreach Adam)']} us | {predict['SpikingDQNPolicy (DQN)']} us | {predict[RECIPE]} us "
-        f"| | no slower than before: {'met' if faster else '**not met**'} | | | {prior + ' us' if prior else ''} |"
-    )
-    lines += [
-        "",
-        "Where the time goes, milliseconds per env step (one instrumented round per model):",
-        "",
-        "| part | " + " | ".join(f"{env} MLP | {env} spiking (`SpikingDQN`)" for env in recipes) + " |",
-        "| --- |" + " ---: |" * (2 * len(recipes)),
-    ]
-    for part, label in PART_LABELS.items():
-        cells = [f"{recipes[env]['policies'][name]['breakdown']['ms_per_env_step'][part]:.3f}"
-                 for env in recipes for name in ("MlpPolicy", RECIPE)]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Dense-arithmetic bound of a training step (its FLOPs as dense products over all `T x batch` rows, "
-              "divided by the single-thread float32 matrix-product rate measured in the same run):", ""]
-    for env_id, e in recipes.items():
-        b = e["dense_bound"]
-        prior = old.get(env_id, {}).get("dense_bound", {}).get("measured_over_bound")
-        lines.append(
-            f"- {env_id}: {b['flops_per_training_step'] / 1e6:.1f} MFLOP at {b['matmul_gflops_single_thread']:.1f} "
-            f"GFLOP/s = {b['bound_ms_per_training_step']:.2f} ms against {b['measured_ms_per_training_step']:.2f} ms "
-            f"measured for the network's part of a step ({b['measured_over_bound']:.2f}x the bound"
-            + (f"; {prior:.2f}x before" if prior else "") + ")")
-    return "\n".join(lines) + "\n"
+def dense_bound(model: DQN, breakdown: dict) -> dict:
+    """The spiking network's training step against its dense-arithmetic bound (FLOPs at this machine's
+    single-thread matrix-product rate), from the instrumented round's ``breakdown``."""
+    net = model.policy.q_net.q_net
+    batch, arch = model.batch_size, net.net_arch
+    flops = training_step_flops(net.obs_dim, arch, net.n_actions, net.ticks, batch)
+    rate = matmul_gflops(net.ticks * batch, arch[-1], arch[-1])
+    bound_ms = flops / (rate * 1e9) * 1e3
+    per_step = breakdown["gradient_steps_per_env_step"]
+    network_ms = sum(breakdown["ms_per_env_step"][k] for k in ("online_forward", "backward", "target_forward"))
+    measured_ms = network_ms / per_step if per_step else float("nan")
+    return {
+        "flops_per_training_step": flops,
+        "matmul_gflops_single_thread": round(rate, 1),
+        "matmul_shape": [net.ticks * batch, arch[-1], arch[-1]],
+        "bound_ms_per_training_step": round(bound_ms, 4),
+        "measured_ms_per_training_step": round(measured_ms, 4),
+        "measured_over_bound": round(measured_ms / bound_ms, 3),
+    }
+
+
+def recipe_entry(env_id: str, setup: tuple[dict, dict, dict], steps: int, walls: dict, models: dict) -> dict:
+    """One recipe's part of the report: per model throughput, breakdown and predict latency; the ratios;
+    the dense bound and the layer kernels (``walls``: the timed rounds' wall times per model)."""
+    hyper, spiking, mlp = setup
+    entry: dict = {"steps_per_round": steps, "hyperparameters": hyper, "policies": {}}
+    for name, algo, policy, extra in CONFIGS:
+        wall = walls[env_id, name]
+        entry["policies"][name] = {
+            "algorithm": algo,
+            "policy_kwargs": {**(mlp if policy == "MlpPolicy" else spiking), **extra},
+            "steps_per_s": round(steps / statistics.median(wall), 1),
+            "steps_per_s_rounds": [round(steps / w, 1) for w in wall],
+            "breakdown": Breakdown().measure(models[env_id, name], steps),
+            "predict_batch1_us": round(predict_latency_us(models[env_id, name]), 1),
+        }
+    for name, mlp_name, key in (
+        (RECIPE, "MlpPolicy", "ratio_spiking_over_mlp"),
+        ("SpikingDQNPolicy (DQN)", "MlpPolicy", "ratio_spiking_dqn_over_mlp"),
+        (RECIPE, "MlpPolicy (foreach Adam)", "ratio_spiking_over_mlp_foreach_adam"),
+    ):
+        per_round = [m / s for m, s in zip(walls[env_id, mlp_name], walls[env_id, name])]
+        entry[f"{key}_rounds"] = [round(r, 3) for r in per_round]
+        entry[f"{key}_median"] = round(statistics.median(per_round), 3)
+    entry["target_ratio"] = TARGETS[env_id]
+
+    model = models[env_id, RECIPE]
+    entry["dense_bound"] = dense_bound(model, entry["policies"][RECIPE]["breakdown"])
+    entry["layer_kernels"] = layer_kernels(model, env_id)
+    return entry
 
 
 def main() -> None:
@@ -362,8 +347,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
-    parser.add_argument("--update-readme", action="store_true",
-                        help="write the tables into README.md between <!-- train-throughput:begin/end -->")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="write the tables into docs/benchmarks.md between <!-- train-throughput:begin/end -->")
     args = parser.parse_args()
     th.set_num_threads(1)
     steps = {"CartPole-v0": args.cartpole_steps, "Acrobot-v1": args.acrobot_steps}
@@ -398,88 +383,18 @@ def main() -> None:
         "load_average_1min": os.getloadavg()[0],
         "recipes": {},
     }
-    for env_id, (hyper, spiking, mlp) in setups.items():
-        entry: dict = {"steps_per_round": steps[env_id], "hyperparameters": hyper, "policies": {}}
-        for name, algo, policy, extra in CONFIGS:
-            wall = walls[env_id, name]
-            entry["policies"][name] = {
-                "algorithm": algo,
-                "policy_kwargs": {**(mlp if policy == "MlpPolicy" else spiking), **extra},
-                "steps_per_s": round(steps[env_id] / statistics.median(wall), 1),
-                "steps_per_s_rounds": [round(steps[env_id] / w, 1) for w in wall],
-                "breakdown": Breakdown().measure(models[env_id, name], steps[env_id]),
-                "predict_batch1_us": round(predict_latency_us(models[env_id, name]), 1),
-            }
-        for name, mlp_name, key in (
-            (RECIPE, "MlpPolicy", "ratio_spiking_over_mlp"),
-            ("SpikingDQNPolicy (DQN)", "MlpPolicy", "ratio_spiking_dqn_over_mlp"),
-            (RECIPE, "MlpPolicy (foreach Adam)", "ratio_spiking_over_mlp_foreach_adam"),
-        ):
-            per_round = [m / s for m, s in zip(walls[env_id, mlp_name], walls[env_id, name])]
-            entry[f"{key}_rounds"] = [round(r, 3) for r in per_round]
-            entry[f"{key}_median"] = round(statistics.median(per_round), 3)
-        entry["target_ratio"] = TARGETS[env_id]
+    for env_id, setup in setups.items():
+        report["recipes"][env_id] = recipe_entry(env_id, setup, steps[env_id], walls, models)
 
-        # Dense-arithmetic bound of the spiking network's training step.
-        model = models[env_id, RECIPE]
-        net = model.policy.q_net.q_net
-        batch, arch = model.batch_size, net.net_arch
-        flops = training_step_flops(net.obs_dim, arch, net.n_actions, net.ticks, batch)
-        rate = matmul_gflops(net.ticks * batch, arch[-1], arch[-1])
-        bound_ms = flops / (rate * 1e9) * 1e3
-        breakdown = entry["policies"][RECIPE]["breakdown"]
-        per_step = breakdown["gradient_steps_per_env_step"]
-        network_ms = sum(breakdown["ms_per_env_step"][k] for k in ("online_forward", "backward", "target_forward"))
-        measured_ms = network_ms / per_step if per_step else float("nan")
-        entry["dense_bound"] = {
-            "flops_per_training_step": flops,
-            "matmul_gflops_single_thread": round(rate, 1),
-            "matmul_shape": [net.ticks * batch, arch[-1], arch[-1]],
-            "bound_ms_per_training_step": round(bound_ms, 4),
-            "measured_ms_per_training_step": round(measured_ms, 4),
-            "measured_over_bound": round(measured_ms / bound_ms, 3),
-        }
-        entry["layer_kernels"] = layer_kernels(model, env_id)
-        report["recipes"][env_id] = entry
-
-    for env_id, entry in report["recipes"].items():
-        print(f"\n{env_id} ({entry['steps_per_round']} env steps per round, {args.rounds} rounds)")
-        for policy, result in entry["policies"].items():
-            parts = result["breakdown"]["ms_per_env_step"]
-            print(
-                f"  {policy:17s} {result['steps_per_s']:8.1f} env-steps/s, batch-1 predict "
-                f"{result['predict_batch1_us']:.0f} us; ms per env step: "
-                + ", ".join(f"{k} {v:.3f}" for k, v in parts.items())
-            )
-        rounds = ", ".join(f"{r:.2f}" for r in entry["ratio_spiking_over_mlp_rounds"])
-        print(
-            f"  spiking / MLP: {entry['ratio_spiking_over_mlp_median']:.2f} (median of rounds {rounds}; "
-            f"target >= {entry['target_ratio']}); against the MLP with foreach Adam: "
-            f"{entry['ratio_spiking_over_mlp_foreach_adam_median']:.2f}"
-        )
-        bound = entry["dense_bound"]
-        print(
-            f"  dense bound: {bound['flops_per_training_step'] / 1e6:.1f} MFLOP per training step at "
-            f"{bound['matmul_gflops_single_thread']:.1f} GFLOP/s = {bound['bound_ms_per_training_step']:.3f} ms; "
-            f"measured {bound['measured_ms_per_training_step']:.3f} ms ({bound['measured_over_bound']:.2f}x the bound)"
-        )
-        for row in entry["layer_kernels"]:
-            print(
-                f"  layer {row['layer']} {row['shape']} density {row['input_density']:.3f}: "
-                f"forward: event-driven {row['event_forward_us']} us vs dense product + tick loop "
-                f"{row['dense_forward_us']} us; "
-                f"weight grad event {row['event_backward_us'] - row['lif_backward_us']:.1f} us vs dense "
-                f"{row['dense_weight_grad_us']} us"
-            )
+    print_summary(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     before_path = RESULTS / "train_throughput_before.json"
     tables = markdown(report, json.loads(before_path.read_text()) if before_path.exists() else None)
     args.out.with_suffix(".md").write_text(tables)
     print(f"\nwritten to {args.out} and {args.out.with_suffix('.md')}")
-    if args.update_readme:
-        replace_card_section(ROOT / "README.md", "train-throughput", tables)
-        print("README.md updated")
+    if args.update_docs:
+        print(f"{update_page('benchmarks.md', 'train-throughput', tables)} updated")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""Every code block of README.md runs as written (with the small budgets the README declares).
+"""Every code block of README.md and of the documentation pages (``docs/``) runs as written.
 
-The fenced blocks are extracted from README.md. Shell blocks (``bash``, ``sh``, ``shell``)
+The fenced blocks are extracted from README.md and ``docs/*.md`` (with the small budgets they
+declare). Shell blocks (``bash``, ``sh``, ``shell``)
 run with ``bash -e`` and Python blocks with this environment's interpreter, each in a
 subprocess whose working directory is a copy of the repository (so relative paths work
 and nothing lands in the checkout), with the environment's ``bin`` first on ``PATH`` and
 the copy first on ``PYTHONPATH``. After each block, no file outside ``runs/`` of the
-copy may have appeared or changed: the README's commands write under ``runs/`` only.
+copy may have appeared or changed: the documented commands write under ``runs/`` only.
 
 HTML comments right above a block adjust it for the test:
 
@@ -31,7 +32,14 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+#: The documents whose blocks run: the README and the documentation pages. ``docs/DESIGN.md``
+#: is not among them: its fences are layout drawings, with no language and nothing to run.
+DOCUMENTS = ["README.md", *sorted(
+    str(p.relative_to(ROOT)) for p in [*(ROOT / "docs").glob("*.md"), *(ROOT / "docs" / "api").glob("*.md")]
+    if p.name != "DESIGN.md"
+)]
+#: The README's length limit: the rest belongs on the documentation pages.
+README_MAX_LINES = 300
 SHELL_LANGUAGES = ("bash", "sh", "shell")
 PYTHON_LANGUAGES = ("python", "py")
 #: Fenced blocks that are shown, not run (``yaml`` blocks are parsed instead).
@@ -49,14 +57,16 @@ REPLACE = re.compile(r'^replace\s+"((?:[^"\\]|\\.)*)"\s+"((?:[^"\\]|\\.)*)"$')
 
 @dataclass
 class Block:
-    """One fenced code block of the README.
+    """One fenced code block of a document.
 
+    :param document: the document's path relative to the repository
     :param language: the fence's language tag (``""`` when none)
     :param code: the block's text as written
     :param line: line number (1-based) of the opening fence
     :param directives: the ``readme-test`` directives right above it
     """
 
+    document: str
     language: str
     code: str
     line: int
@@ -90,19 +100,25 @@ class Block:
 
     @property
     def name(self) -> str:
-        """A short test id: line, language and first word."""
+        """A short test id: document, line, language and first word."""
         words = self.code.split()
         first = re.sub(r"[^A-Za-z0-9_.-]", "", words[0]) if words else "empty"
-        return f"L{self.line}-{self.language or 'plain'}-{first}"
+        return f"{Path(self.document).stem}-L{self.line}-{self.language or 'plain'}-{first}"
+
+    @property
+    def where(self) -> str:
+        """Document and line of the opening fence, for messages."""
+        return f"{self.document} line {self.line}"
 
 
-def parse_blocks(text: str) -> tuple[list[Block], list[int]]:
+def parse_blocks(text: str, document: str = "") -> tuple[list[Block], list[int]]:
     """The fenced blocks of a Markdown text, and the lines of directives attached to no block.
 
     Directives belong to the block whose opening fence follows them with nothing but
     other directives in between.
 
     :param text: Markdown
+    :param document: the document's path, recorded in each block
     :return: (blocks, line numbers of orphan directives)
     """
     blocks: list[Block] = []
@@ -123,7 +139,7 @@ def parse_blocks(text: str) -> tuple[list[Block], list[int]]:
             while i < len(lines) and not lines[i].startswith("```"):
                 body.append(lines[i])
                 i += 1
-            blocks.append(Block(fence.group(1).lower(), "\n".join(body) + "\n", start + 1, [d for _, d in pending]))
+            blocks.append(Block(document, fence.group(1).lower(), "\n".join(body) + "\n", start + 1, [d for _, d in pending]))
             pending = []
         else:
             orphans.extend(n for n, _ in pending)
@@ -133,35 +149,45 @@ def parse_blocks(text: str) -> tuple[list[Block], list[int]]:
     return blocks, orphans
 
 
-BLOCKS, ORPHANS = parse_blocks(README.read_text())
+BLOCKS: list[Block] = []
+ORPHANS: list[str] = []
+for _document in DOCUMENTS:
+    _blocks, _orphans = parse_blocks((ROOT / _document).read_text(), _document)
+    BLOCKS += _blocks
+    ORPHANS += [f"{_document} line {n}" for n in _orphans]
 RUNNABLE = [b for b in BLOCKS if b.language in SHELL_LANGUAGES + PYTHON_LANGUAGES]
 
 
-def test_readme_directives_are_well_formed():
-    assert RUNNABLE, "README.md has no shell or Python block"
-    assert not ORPHANS, f"readme-test directives attached to no code block, lines {ORPHANS}"
+def test_readme_is_short():
+    lines = len((ROOT / "README.md").read_text().splitlines())
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines: move the details to a page of docs/"
+
+
+def test_doc_directives_are_well_formed():
+    assert any(b.document == "README.md" for b in RUNNABLE), "README.md has no shell or Python block"
+    assert not ORPHANS, f"readme-test directives attached to no code block: {ORPHANS}"
     for block in BLOCKS:
         assert block.language in SHELL_LANGUAGES + PYTHON_LANGUAGES + DATA_LANGUAGES, (
-            f"block at line {block.line}: give the fence a language ({', '.join(SHELL_LANGUAGES + PYTHON_LANGUAGES)}"
+            f"block at {block.where}: give the fence a language ({', '.join(SHELL_LANGUAGES + PYTHON_LANGUAGES)}"
             f" to run it, {', '.join(DATA_LANGUAGES)} to show it)"
         )
         for directive in block.directives:
             assert SKIP.match(directive) or REPLACE.match(directive), (
-                f"line {block.line}: unknown directive {directive!r}: use 'skip (reason)' or 'replace \"old\" \"new\"'"
+                f"{block.where}: unknown directive {directive!r}: use 'skip (reason)' or 'replace \"old\" \"new\"'"
             )
         if any(d.startswith("skip") for d in block.directives):
-            assert block.skip_reason, f"block at line {block.line}: a skip needs its reason, skip (why)"
+            assert block.skip_reason, f"block at {block.where}: a skip needs its reason, skip (why)"
         for old, _ in block.replacements:
-            assert old in block.code, f"block at line {block.line}: replace {old!r} does not occur in the block"
+            assert old in block.code, f"block at {block.where}: replace {old!r} does not occur in the block"
 
 
-def test_readme_yaml_blocks_parse():
+def test_doc_yaml_blocks_parse():
     for block in BLOCKS:
         if block.language == "yaml":
-            assert isinstance(yaml.safe_load(block.code), dict), f"yaml block at line {block.line}"
+            assert isinstance(yaml.safe_load(block.code), dict), f"yaml block at {block.where}"
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/DESIGN.md", *sorted(
+@pytest.mark.parametrize("document", [*DOCUMENTS, "docs/DESIGN.md", *sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / "agents" / "trained").glob("*/README.md")
 )])
 def test_relative_links_resolve(document):
@@ -207,7 +233,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory) -> Path:
     """A copy of the checkout with ``.venv`` linked to this environment."""
-    copy = tmp_path_factory.mktemp("readme") / "repo"
+    copy = tmp_path_factory.mktemp("docs") / "repo"
     for name in _source_files():
         target = copy / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -231,15 +257,15 @@ def _environment(copy: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.name for b in RUNNABLE])
-def test_readme_block_runs(block: Block, repo_copy: Path, tmp_path: Path):
+def test_doc_block_runs(block: Block, repo_copy: Path, tmp_path: Path):
     if block.skip_reason:
-        pytest.skip(f"README line {block.line}: {block.skip_reason}")
+        pytest.skip(f"{block.where}: {block.skip_reason}")
     code = block.test_code()
     if block.language in PYTHON_LANGUAGES:
-        script = tmp_path / f"readme_line_{block.line}.py"
+        script = tmp_path / f"{Path(block.document).stem}_line_{block.line}.py"
         command = [sys.executable, str(script)]
     else:
-        script = tmp_path / f"readme_line_{block.line}.sh"
+        script = tmp_path / f"{Path(block.document).stem}_line_{block.line}.sh"
         command = ["bash", "-e", "-o", "pipefail", str(script)]
     script.write_text(code)
     before = _snapshot(repo_copy)
@@ -249,15 +275,15 @@ def test_readme_block_runs(block: Block, repo_copy: Path, tmp_path: Path):
             timeout=BLOCK_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"README block at line {block.line} ran over {BLOCK_TIMEOUT_S} s:\n{code}")
+        pytest.fail(f"block at {block.where} ran over {BLOCK_TIMEOUT_S} s:\n{code}")
     output = (proc.stdout[-3000:] + "\n" + proc.stderr[-5000:]).strip()
     assert proc.returncode == 0, (
-        f"README block at line {block.line} failed (exit {proc.returncode}); ran "
+        f"block at {block.where} failed (exit {proc.returncode}); ran "
         f"{shlex.join(command)} in a copy of the repository:\n{code}\n--- output ---\n{output}"
     )
     after = _snapshot(repo_copy)
     written = sorted(name for name in after if before.get(name) != after[name])
     removed = sorted(set(before) - set(after))
     assert not written and not removed, (
-        f"README block at line {block.line} wrote outside runs/: written {written}, removed {removed}"
+        f"block at {block.where} wrote outside runs/: written {written}, removed {removed}"
     )
