@@ -141,13 +141,39 @@ class ChipLeaky(snn.Leaky):
         :param input_: input current of this tick ``(batch, n)``
         :param mem: membrane after the previous tick ``(batch, n)`` (zeros before the first)
         """
-        mem = self.beta * mem + input_
-        spk = self.fire(mem)
-        if self.reset_mechanism_val == 0:
-            mem = mem - spk.detach() * self.threshold
-        else:
-            mem = mem * (1.0 - spk.detach())
+        subtract = bool(self.reset_mechanism_val == 0)
+        _, spk, mem = lif_tick_torch(mem, input_, self.beta, self.threshold, subtract, self.fire)
         return spk, mem
+
+
+def lif_tick_torch(
+    mem: th.Tensor,
+    current: th.Tensor,
+    beta: float | th.Tensor,
+    threshold: float | th.Tensor,
+    subtract: bool,
+    fire: Callable[[th.Tensor], th.Tensor],
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """One tick of a layer of LIF neurons in torch, the one torch home of the update.
+
+    ``m = beta * mem + current`` (two ops, no fused multiply-add: the compiled kernels'
+    float32 result); ``spike = fire(m)``; the kept membrane is ``m - spike * threshold``
+    (``subtract``) or ``m * (1 - spike)``, the spike detached in the reset as in snnTorch.
+    The compiled CPU twin is :func:`spiking_dqn.semantics.lif.lif_forward`'s loop body.
+
+    :param mem: the membrane after the previous tick
+    :param current: this tick's synaptic current (bias included)
+    :param beta: membrane decay
+    :param threshold: firing threshold
+    :param subtract: reset by subtracting the threshold (else to zero)
+    :param fire: the spike function of the pre-reset membrane (a surrogate's
+        ``spike_grad(m - threshold)``, or a hard ``m > threshold``)
+    :return: the pre-reset membrane, the spikes and the kept membrane
+    """
+    pre = beta * mem + current
+    spike = fire(pre)
+    kept = pre - spike.detach() * threshold if subtract else pre * (1.0 - spike.detach())
+    return pre, spike, kept
 
 
 def delay_spikes(spikes: th.Tensor, delay: int) -> th.Tensor:
@@ -160,6 +186,21 @@ def delay_spikes(spikes: th.Tensor, delay: int) -> th.Tensor:
         return spikes
     pad = th.zeros_like(spikes[:delay])
     return th.cat([pad, spikes[:-delay]], dim=0)
+
+
+def integrator_readout(arrived: th.Tensor, weight: th.Tensor, bias: th.Tensor, ticks: int) -> th.Tensor:
+    """The readout in torch: an integrator (alpha = 1, no spikes, from 0), its membrane after the last tick.
+
+    The sum over ticks of ``W s_t + b`` is ``W (sum of arrived spikes) + T b``; the compiled
+    twin is the end of :func:`spiking_dqn.semantics.network_kernels.network_forward`.
+
+    :param arrived: the last hidden layer's arrived spikes summed over the ticks ``(batch, n)``
+        (weighted by tick gains, when the projection has them)
+    :param weight: readout weights ``(n_actions, n)``
+    :param bias: readout bias ``(n_actions,)``
+    :param ticks: ticks ``T``
+    """
+    return nn.functional.linear(arrived, weight) + ticks * bias
 
 
 def nearest_level_torch(value: th.Tensor, levels: th.Tensor) -> th.Tensor:
@@ -183,10 +224,12 @@ def _lif_scan_torch(
     pre = th.empty_like(current)
     spikes = th.empty_like(current)
     mem = th.zeros_like(current[0])
+
+    def fire(m: th.Tensor) -> th.Tensor:
+        return (m > threshold).to(m.dtype)
+
     for t in range(current.shape[0]):
-        th.add(current[t], mem, alpha=beta, out=pre[t])
-        th.gt(pre[t], threshold, out=spikes[t])
-        mem = th.sub(pre[t], spikes[t], alpha=threshold) if subtract else pre[t] * (1.0 - spikes[t])
+        pre[t], spikes[t], mem = lif_tick_torch(mem, current[t], beta, threshold, subtract, fire)
         if levels is not None:
             mem = nearest_level_torch(mem, levels)
     return pre, spikes

@@ -32,6 +32,7 @@ from spiking_dqn.thresholds import ThresholdNoise, ThresholdNoiseSpec, check_thr
 from spiking_dqn.layers import (
     SURROGATES,
     ChipLeaky,
+    integrator_readout,
     SpikeFunction,
     make_surrogate,
     spiking_layer,
@@ -516,10 +517,8 @@ class SpikingQNetwork(nn.Module):
             for fc, lif, w, level in zip(self.hidden, self.lif, weights, levels):
                 x = spiking_layer(x, w, fc.bias, lif, self.synaptic_delay, scale, level)
                 trains.append(x)
-            # Integrator readout (alpha = 1, no spikes, starts at 0): its membrane after the
-            # last tick is the sum over ticks of W s + b, i.e. W (sum of arrived spikes) + T b.
             arrived = trains[-1][: self.ticks - self.synaptic_delay].sum(0)
-            q_values = nn.functional.linear(arrived, weights[-1]) + self.ticks * self.readout.bias
+            q_values = integrator_readout(arrived, weights[-1], self.readout.bias, self.ticks)
         if penalize:
             penalty = self.config.activity_penalty * self.synaptic_events(spikes, trains, weights).mean()
             self.last_activity_penalty = penalty.detach()

@@ -23,7 +23,14 @@ import numpy as np
 import torch as th
 from stable_baselines3 import DQN
 
-from spiking_dqn.layers import ChipLeaky, delay_spikes, nearest_level_torch, neuron_params
+from spiking_dqn.layers import (
+    ChipLeaky,
+    delay_spikes,
+    integrator_readout,
+    lif_tick_torch,
+    nearest_level_torch,
+    neuron_params,
+)
 
 
 def gained_forward(
@@ -57,10 +64,12 @@ def gained_forward(
         level_tensor = None if level is None else th.as_tensor(np.array(level), dtype=current.dtype, device=current.device)
         mem = th.zeros_like(current[0])
         out = []
+
+        def fire(m: th.Tensor, neuron: ChipLeaky = neuron, threshold: float = threshold) -> th.Tensor:
+            return neuron.spike_grad(m - threshold)
+
         for t in range(ticks):
-            mem = beta * mem + current[t]
-            spike = neuron.spike_grad(mem - threshold)
-            mem = mem - spike.detach() * threshold if subtract else mem * (1.0 - spike.detach())
+            _, spike, mem = lif_tick_torch(mem, current[t], beta, threshold, subtract, fire)
             if level_tensor is not None:
                 mem = mem + (nearest_level_torch(mem.detach(), level_tensor) - mem).detach()
             out.append(spike)
@@ -68,7 +77,7 @@ def gained_forward(
         trains.append(x)
     arrived = delay_spikes(trains[-1], delay)
     summed = (gains[-1][:, None, None] * arrived).sum(0)
-    return th.nn.functional.linear(summed, weights[-1]) + ticks * biases[-1], trains
+    return integrator_readout(summed, weights[-1], biases[-1], ticks), trains
 
 
 def with_tick_gains(model: DQN) -> DQN:
