@@ -1,10 +1,22 @@
-"""Layering of the package: the hardware layer needs no torch, and imports point one way.
+"""Layering of the package: floors that import nothing above them, no cycle, and small units.
+
+The rules:
+
+* the chip-semantics floor (``spiking_dqn.semantics``) imports no other module of the
+  package, and no third-party package but numpy and numba (no torch);
+* the float model (:data:`FLOAT_MODEL` and every package module they reach) imports
+  nothing of ``spiking_dqn.hardware`` or ``spiking_dqn.quantization``;
+* the hardware layer imports only itself and the floor (no torch);
+* no import cycle between modules of the package;
+* no module of :data:`SIZE_ROOTS` over :data:`MAX_MODULE_LINES` lines, and no function
+  body over :data:`MAX_BODY_LINES` lines (from its first statement after the docstring to
+  its end).
 
 The static checks read every module of ``spiking_dqn/`` with :mod:`ast` and collect its
-imports at any depth (module level and inside functions; ``if TYPE_CHECKING:`` blocks,
-which never run, are left out), plus ``importlib.import_module("...")`` calls with a
-literal name. ``from spiking_dqn import Name`` counts as importing the module the package
-root loads ``Name`` from (its ``_LAZY_IMPORTS`` table).
+imports at any depth (module level, inside functions, and inside ``if TYPE_CHECKING:``
+blocks too: an annotation is a dependency), plus ``importlib.import_module("...")`` calls
+with a literal name. ``from spiking_dqn import Name`` counts as importing the module the
+package root loads ``Name`` from (its ``_LAZY_IMPORTS`` table).
 """
 
 from __future__ import annotations
@@ -22,11 +34,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "spiking_dqn"
 
-#: What the hardware layer may import besides the standard library and itself (py-spinnaker2
-#: and Brian2 only lazily, inside the backends that need them).
-HARDWARE_THIRD_PARTY = {"numpy", "numba", "spinnaker2", "brian2"}
-#: Modules of the package, outside ``hardware/``, that the hardware layer may import.
-HARDWARE_PACKAGE_DEPS = {PACKAGE}
+#: What the chip-semantics floor may import besides the standard library and itself.
+FLOOR_THIRD_PARTY = {"numpy", "numba"}
+#: What the hardware layer may import besides the standard library, itself and the floor
+#: (py-spinnaker2 and Brian2 only lazily, inside the backends that need them).
+HARDWARE_THIRD_PARTY = FLOOR_THIRD_PARTY | {"spinnaker2", "brian2"}
+#: The float model: the spiking Q-network and its parts. They, and every module of the package
+#: they import, stay below ``hardware/`` and ``quantization/``.
+FLOAT_MODEL = tuple(f"{PACKAGE}.{name}" for name in ("network", "layers", "fused", "encoding", "tick_gain", "thresholds"))
+#: Folders whose modules and functions are held to the size limits.
+SIZE_ROOTS = ("spiking_dqn", "agents", "envs", "benchmarks")
+#: The most lines a module may have.
+MAX_MODULE_LINES = 450
+#: The most lines a function body may have, from its first statement after the docstring to its end.
+MAX_BODY_LINES = 80
 
 
 @dataclass
@@ -47,25 +68,6 @@ def _module_name(path: Path) -> tuple[str, bool]:
     return ".".join(parts), False
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
-def _walk_runtime(node: ast.AST):
-    """``ast.walk`` that skips the bodies of ``if TYPE_CHECKING:``."""
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and _is_type_checking(child):
-            for other in child.orelse:
-                yield other
-                yield from _walk_runtime(other)
-            continue
-        yield child
-        yield from _walk_runtime(child)
-
-
 def _lazy_imports(tree: ast.Module) -> dict[str, str]:
     """The package root's ``_LAZY_IMPORTS`` table (empty when it has none)."""
     for node in tree.body:
@@ -80,6 +82,45 @@ def _lazy_imports(tree: ast.Module) -> dict[str, str]:
     return {}
 
 
+def _tree_imports(tree: ast.Module, package_parts: list[str], modules, lazy: dict[str, str]) -> set[str]:
+    """Every module ``tree`` imports, at any depth (``if TYPE_CHECKING:`` blocks included).
+
+    :param package_parts: the package the module is in, for relative imports
+    :param modules: the package's module names (``from a import b`` counts ``a.b`` when it is one)
+    :param lazy: the package root's ``_LAZY_IMPORTS`` table
+    """
+    imports: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imports.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package_parts[: len(package_parts) - node.level + 1]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                if submodule in modules:
+                    imports.add(submodule)
+                elif base == PACKAGE and alias.name in lazy:
+                    imports.add(lazy[alias.name])
+                else:
+                    imports.add(base)
+        elif (
+            isinstance(node, ast.Call)
+            and (
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                or (isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__"))
+            )
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            imports.add(node.args[0].value)
+    return imports
+
+
 def _collect() -> dict[str, ModuleInfo]:
     modules: dict[str, ModuleInfo] = {}
     trees: dict[str, ast.Module] = {}
@@ -91,34 +132,7 @@ def _collect() -> dict[str, ModuleInfo]:
     for name, tree in trees.items():
         info = modules[name]
         package_parts = name.split(".") if info.is_package else name.split(".")[:-1]
-        for node in _walk_runtime(tree):
-            if isinstance(node, ast.Import):
-                info.imports.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base_parts = package_parts[: len(package_parts) - node.level + 1]
-                    base = ".".join(base_parts + ([node.module] if node.module else []))
-                else:
-                    base = node.module or ""
-                for alias in node.names:
-                    submodule = f"{base}.{alias.name}"
-                    if submodule in modules:
-                        info.imports.add(submodule)
-                    elif base == PACKAGE and alias.name in lazy:
-                        info.imports.add(lazy[alias.name])
-                    else:
-                        info.imports.add(base)
-            elif (
-                isinstance(node, ast.Call)
-                and (
-                    (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
-                    or (isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__"))
-                )
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)
-            ):
-                info.imports.add(node.args[0].value)
+        info.imports = _tree_imports(tree, package_parts, modules, lazy)
     return modules
 
 
@@ -241,12 +255,24 @@ def test_package_root_names_resolve():
 def test_the_import_scan_sees_known_edges():
     graph = _graph()
     assert f"{PACKAGE}.hardware.program" in graph[f"{PACKAGE}.hardware.backend"]
-    assert f"{PACKAGE}.semantics.lif" in graph[f"{PACKAGE}.hardware.emulator"]
+    assert any(_is_floor(m) for m in graph[f"{PACKAGE}.hardware.emulator"])
+    assert f"{PACKAGE}.report" in graph[f"{PACKAGE}.compare"]  # `from spiking_dqn.report import ...`
+    assert f"{PACKAGE}.plots" in graph[f"{PACKAGE}.report"]
     assert f"{PACKAGE}.semantics.encoding" in graph[f"{PACKAGE}.encoding"]
     # a cycle planted in a copy of the graph is found
     floor = f"{PACKAGE}.semantics.encoding"
     planted = {**graph, floor: graph[floor] | {f"{PACKAGE}.encoding"}}
     assert any(f"{PACKAGE}.encoding" in cycle for cycle in _cycles(planted))
+
+
+def test_the_import_scan_counts_type_checking_and_function_level_imports():
+    code = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from spiking_dqn.report import ComparisonReport\n"
+        "def f():\n    from . import plots\n"
+    )
+    found = _tree_imports(ast.parse(code), [PACKAGE], MODULES, {})
+    assert {f"{PACKAGE}.report", f"{PACKAGE}.plots"} <= found
 
 
 def test_no_import_cycle_in_the_package():
@@ -270,35 +296,125 @@ def test_no_module_of_the_package_imports_agents():
     assert offenders == {}
 
 
-# ---------------------------------------------------------------------- (c) hardware side
+# ---------------------------------------------------------------------- (c) floors
 
 
-def test_hardware_imports_nothing_of_the_torch_side():
-    stdlib = set(sys.stdlib_module_names)
-    bad = {}
-    for name, info in MODULES.items():
-        if not _is_hardware(name):
-            continue
-        wrong = set()
-        for imported in info.imports:
-            top = imported.split(".")[0]
-            if top == PACKAGE:
-                if not (_is_hardware(imported) or _is_floor(imported) or imported in HARDWARE_PACKAGE_DEPS):
-                    wrong.add(imported)
-            elif top not in stdlib and top not in HARDWARE_THIRD_PARTY and top != "__future__":
+def _third_party_or_outside(info: ModuleInfo, inside, third_party: set[str]) -> list[str]:
+    """What ``info`` imports that is neither standard library, nor ``third_party``, nor a package
+    module for which ``inside`` holds."""
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    wrong = set()
+    for imported in info.imports:
+        top = imported.split(".")[0]
+        if top == PACKAGE:
+            if not inside(imported):
                 wrong.add(imported)
-        if wrong:
-            bad[name] = sorted(wrong)
-    assert bad == {}
+        elif top not in stdlib and top not in third_party:
+            wrong.add(imported)
+    return sorted(wrong)
 
 
-def test_hardware_reaches_only_the_hardware_layer_and_kernels():
+def _reached(starts, stop=lambda name: False) -> set[str]:
+    """The package modules ``starts`` import, directly or not, ``starts`` included; the imports
+    of a module for which ``stop`` holds are not followed."""
     graph = _graph()
     seen: set[str] = set()
-    todo = [name for name in MODULES if _is_hardware(name)]
+    todo = list(starts)
     while todo:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo.extend(graph[name])
-    assert {m for m in seen if not (_is_hardware(m) or _is_floor(m))} <= HARDWARE_PACKAGE_DEPS
+            if not stop(name):
+                todo.extend(graph[name])
+    return seen
+
+
+def test_the_floor_imports_only_itself_numpy_and_numba():
+    floor = [name for name in MODULES if _is_floor(name)]
+    assert floor, "no module of the chip-semantics floor found"
+    bad = {name: _third_party_or_outside(MODULES[name], _is_floor, FLOOR_THIRD_PARTY) for name in floor}
+    assert {name: wrong for name, wrong in bad.items() if wrong} == {}
+
+
+def test_the_floor_loads_no_torch_and_no_other_package_module():
+    floor = sorted(name for name in MODULES if _is_floor(name))
+    # Only what the package root itself loads (its lazy-import helper) may come along.
+    code = f"""
+import importlib, sys
+import {PACKAGE}
+before = set(sys.modules)
+for name in {floor!r}:
+    importlib.import_module(name)
+loaded = sorted(m for m in set(sys.modules) - before if m == "torch" or m.startswith("torch.")
+                or (m.startswith("{PACKAGE}.") and not m.startswith("{PACKAGE}.semantics")))
+assert not loaded, loaded
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env, timeout=300)
+
+
+def test_the_float_model_reaches_nothing_of_hardware_or_quantization():
+    def above(name: str) -> bool:
+        return _is_hardware(name) or name == f"{PACKAGE}.quantization" or name.startswith(f"{PACKAGE}.quantization.")
+
+    assert set(FLOAT_MODEL) <= set(MODULES)
+    graph = _graph()
+    bad = {}
+    for name in sorted(m for m in _reached(FLOAT_MODEL, stop=above) if not above(m)):
+        wrong = sorted(m for m in graph[name] if above(m))
+        if wrong:
+            bad[name] = wrong
+    assert bad == {}
+
+
+def test_hardware_imports_only_itself_and_the_floor():
+    def inside(name: str) -> bool:
+        return _is_hardware(name) or _is_floor(name)
+
+    bad = {
+        name: _third_party_or_outside(info, inside, HARDWARE_THIRD_PARTY)
+        for name, info in MODULES.items()
+        if _is_hardware(name)
+    }
+    assert {name: wrong for name, wrong in bad.items() if wrong} == {}
+    assert {m for m in _reached(n for n in MODULES if _is_hardware(n)) if not inside(m)} == set()
+
+
+# ---------------------------------------------------------------------- (d) sizes
+
+
+def _size_sources() -> list[Path]:
+    return sorted(p for root in SIZE_ROOTS for p in (ROOT / root).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body, from its first statement after the docstring to its end."""
+    body = node.body
+    if (
+        len(body) > 1
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
+        body = body[1:]
+    return node.end_lineno - body[0].lineno + 1
+
+
+def test_body_lines_start_after_the_docstring():
+    tree = ast.parse('def f():\n    """doc\n\n    more"""\n    x = 1\n    return x\n')
+    assert _body_lines(tree.body[0]) == 2
+
+
+def test_no_module_over_the_line_limit():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in _size_sources()}
+    over = {path: n for path, n in sizes.items() if n > MAX_MODULE_LINES}
+    assert not over, f"modules over {MAX_MODULE_LINES} lines: {over}"
+
+
+def test_no_function_body_over_the_line_limit():
+    long = {}
+    for path in _size_sources():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _body_lines(node) > MAX_BODY_LINES:
+                long[f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"] = _body_lines(node)
+    assert not long, f"function bodies over {MAX_BODY_LINES} lines: {long}"
