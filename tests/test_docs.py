@@ -163,6 +163,35 @@ def test_readme_is_short():
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines: move the details to a page of docs/"
 
 
+#: The sections the benchmarks write (``--update-docs``): page of ``docs/`` and marker name.
+BENCHMARK_SECTIONS = (("energy.md", "energy-table"), ("benchmarks.md", "train-throughput"),
+                      ("precision.md", "precision-table"))
+
+
+def test_benchmarks_write_into_docs_pages_not_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for page, name in BENCHMARK_SECTIONS:
+        text = (ROOT / "docs" / page).read_text()
+        assert text.count(f"<!-- {name}:begin -->") == 1 and text.count(f"<!-- {name}:end -->") == 1, (page, name)
+        assert f"<!-- {name}:begin -->" not in readme, f"README.md still has the {name} section: it is docs/{page}'s"
+
+
+def test_every_page_is_in_the_site_navigation():
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+
+    def pages(nav) -> list[str]:
+        if isinstance(nav, str):
+            return [nav]
+        if isinstance(nav, dict):
+            return [p for value in nav.values() for p in pages(value)]
+        return [p for item in nav for p in pages(item)]
+
+    listed = set(pages(config["nav"]))
+    on_disk = {str(Path(d).relative_to("docs")) for d in DOCUMENTS if d.startswith("docs/")} | {"DESIGN.md"}
+    assert on_disk - listed == set(), "pages of docs/ missing from mkdocs.yml's nav"
+    assert listed - on_disk == set(), "mkdocs.yml's nav lists pages that do not exist"
+
+
 def test_doc_directives_are_well_formed():
     assert any(b.document == "README.md" for b in RUNNABLE), "README.md has no shell or Python block"
     assert not ORPHANS, f"readme-test directives attached to no code block: {ORPHANS}"
