@@ -172,10 +172,9 @@ def markdown(rows: list[dict[str, Any]], references: dict[str, float]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
+    from spiking_dqn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     replicas = [r for r in rows if r["family"] in ("seeds", "fixed", "aspen")]
     rows = [r for r in rows if r["family"] != "seeds"]
@@ -214,7 +213,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
 
 def plot_seeds(replicas: list[dict[str, Any]], out: Path) -> None:
     """``energy_seeds.png``: per task and seed, each replicated configuration's worst normalised reward over scales 1-2."""
-    import matplotlib.pyplot as plt
+    from spiking_dqn.plots import pyplot
+
+    plt = pyplot()
 
     tasks = list(dict.fromkeys(r["env_id"] for r in replicas if r["family"] == "seeds"))
     most = max(len({r.get("seed") for r in replicas if r["env_id"] == env_id}) for env_id in tasks)

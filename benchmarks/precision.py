@@ -278,10 +278,9 @@ def markdown(rows: list[dict[str, Any]], references: dict[str, float]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
+    from spiking_dqn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = list(dict.fromkeys(r["env_id"] for r in rows))
     for family, key, filename in (("weights", "weight_bits", "precision_weights.png"),

@@ -260,10 +260,9 @@ def markdown(results: list[dict], skipped: list[str]) -> str:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
+    from spiking_dqn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [(f"{r['env_id']}\n{sc['name']}", sc) for r in results for sc in r["scenarios"]]
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.9 * len(rows) + 2.5))

@@ -32,10 +32,9 @@ def plot_learning_curve(evaluations: Path, path: Path, env_id: str) -> None:
     """
     if not evaluations.exists():
         return
-    import matplotlib
+    from spiking_dqn.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     data = np.load(evaluations)
     steps, results = data["timesteps"], data["results"]
