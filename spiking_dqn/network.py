@@ -24,7 +24,7 @@ from torch.autograd.function import FunctionCtx
 from spiking_dqn import fused, tick_gain
 from spiking_dqn.encoding import SignedRateEncoder
 from spiking_dqn.grid import Grid
-from spiking_dqn.semantics.checks import check_int, check_real
+from spiking_dqn.semantics.checks import check_bool, check_int, check_real
 from spiking_dqn.semantics.encoding import ENCODING_MODES, EncodingMode
 from spiking_dqn.semantics.levels import check_levels_array
 from spiking_dqn.semantics.lif import RESET_MODES, ResetMode
@@ -131,8 +131,7 @@ class SpikingConfig:
         check_real(penalty, "activity_penalty", what="a non-negative number")
         if not np.isfinite(penalty) or penalty < 0:
             raise ValueError(f"activity_penalty must be a non-negative finite number, got {penalty!r}")
-        if not isinstance(self.tick_gain, (bool, np.bool_)):
-            raise ValueError(f"tick_gain must be True or False, got {self.tick_gain!r}")
+        check_bool(self.tick_gain, "tick_gain", what="True or False")
         seed = self.threshold_noise_seed
         if seed is not None:
             check_int(seed, "threshold_noise_seed", minimum=0, what="a non-negative integer or None")

@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from spiking_dqn.semantics.checks import check_int
+from spiking_dqn.semantics.checks import check_bool, check_int
 from spiking_dqn.semantics.encoding import ENCODING_MODES, EncodingMode
 from spiking_dqn.semantics.levels import state_bits
 from spiking_dqn.semantics.lif import RESET_MODES
@@ -175,9 +175,7 @@ class ChipProgram:
 
     def _check_coding(self) -> None:
         """``centered_readout``, ``encoding`` and ``encoding_alpha``, checked and normalised."""
-        if not isinstance(self.centered_readout, (bool, np.bool_)):
-            raise ValueError(f"centered_readout must be a bool, got {self.centered_readout!r}")
-        object.__setattr__(self, "centered_readout", bool(self.centered_readout))
+        object.__setattr__(self, "centered_readout", check_bool(self.centered_readout, "centered_readout"))
         if self.encoding not in ENCODING_MODES:
             raise ValueError(f"encoding must be one of {ENCODING_MODES}, got {self.encoding!r}")
         object.__setattr__(self, "encoding_alpha", check_encoding_alpha(self.encoding_alpha, self.encoding))

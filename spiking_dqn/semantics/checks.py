@@ -1,5 +1,5 @@
 """The checks of option values, once for every layer: an integer is an ``int`` or a numpy integer,
-never a ``bool``; a number is a real number, never a ``bool``.
+never a ``bool``; a number is a real number, never a ``bool``; a flag is a ``bool`` (or a numpy one).
 
 Each check returns the plain Python value and raises ``error`` (``ValueError`` unless told)
 with the message ``"<name> must be <what>, got <value!r>"``; ``what`` says the bounds in words
@@ -80,3 +80,17 @@ def check_real(value: Any, name: str, *, what: str = "a number", error: type[Exc
     if not is_real(value):
         raise error(f"{name} must be {what}, got {value!r}")
     return float(value)
+
+
+def check_bool(value: Any, name: str, *, what: str = "a bool", error: type[Exception] = ValueError) -> bool:
+    """``value`` as a ``bool``, checked to be one (Python or numpy; not 0 or 1).
+
+    :param value: the value given
+    :param name: its name in the message
+    :param what: what the value must be, in the message
+    :param error: the exception class raised
+    :raises error: ``"<name> must be <what>, got <value!r>"``
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise error(f"{name} must be {what}, got {value!r}")
+    return bool(value)
