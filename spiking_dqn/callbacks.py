@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -11,6 +13,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from spiking_dqn.hardware.backend import get_backend
 from spiking_dqn.pipeline import (
+    EVAL_EPISODES,
     METHODS,
     CalibrationSettings,
     FitResult,
@@ -18,6 +21,7 @@ from spiking_dqn.pipeline import (
     SearchSettings,
     Seeds,
     StateSettings,
+    as_settings,
     fit_to_chip,
 )
 from spiking_dqn.policies import SpikingDQNPolicy
@@ -98,17 +102,17 @@ class SpikeActivityLogger(BaseCallback):
 class HardwareAwareFineTuning(BaseCallback):
     """Fit a spiking DQN to the chip: quantize, optionally QAT, search thresholds, log and save.
 
-    At the end of training (and every ``eval_freq`` steps when ``eval_freq > 0``):
-
-    It runs :func:`spiking_dqn.pipeline.fit_to_chip` on the model being trained:
+    At the end of training (and every ``eval_freq`` steps when ``eval_freq > 0``) it runs
+    :func:`spiking_dqn.pipeline.fit_to_chip` on the model being trained:
 
     1. quantize the online Q-network into a chip program with ``lam`` at ``weight_bits``
-       (:func:`spiking_dqn.quantization.quantize_network`), with ``state_bits`` of membrane
+       (:func:`spiking_dqn.quantization.quantize_network`), with ``state.bits`` of membrane
        state levels when given (:mod:`spiking_dqn.quantization.levels`);
-    2. at the end of training only, when ``qat_steps > 0``: quantization-aware fine-tuning,
-       ``qat_steps`` further DQN steps with fake-quantized weights
+    2. at the end of training only, when ``qat.steps > 0``: quantization-aware fine-tuning
        (:func:`spiking_dqn.qat.quantization_aware_finetune`; the model's float weights
-       change; with ``state_bits`` the state levels are in its forward: SQUAT), then quantize again;
+       change, and kept weights are snapped to the grid, so that after ``learn()`` the model
+       is the float twin of the chip program; with ``state.bits`` the state levels are in its
+       forward: SQUAT), then quantize again;
     3. choose the hidden thresholds on ``backend``: the two-stage grid search
        (``method="grid"``, :func:`spiking_dqn.search.threshold_search`), the calibration
        on replay-buffer observations (``method="calibrate"``,
@@ -125,8 +129,10 @@ class HardwareAwareFineTuning(BaseCallback):
     ``summary.json``, and from the grid search ``threshold_search.csv``,
     ``threshold_search.json``, ``threshold_search.png`` (and ``calibration.json``).
 
-    Every argument is a plain value, so rl-zoo can build the callback from the
-    ``callback:`` key of a hyperparameter file.
+    The settings are those of a fit (:mod:`spiking_dqn.pipeline.settings`, which checks
+    them), each given as the settings object or as a mapping of its fields, so that rl-zoo
+    can build the callback from the ``callback:`` key of a hyperparameter file, e.g.
+    ``qat: {steps: 2000, mode: replay}``.
 
     :param env_id: environment of the search episodes (default: the training env's id)
     :param lam: lambda: ``None`` (default: the network's own grid if it has one, else
@@ -135,38 +141,20 @@ class HardwareAwareFineTuning(BaseCallback):
     :param weight_bits: bits per weight of the chip program and of QAT, 2..8: one integer for
         every projection or a list with one per projection (e.g. 4 or ``[8, 4, 8]``; 2 is
         ternary); ``None`` (default): the network's own grid's, else 8 (int8)
-    :param state_bits: bits of membrane state of the hidden populations, 1..16 (``None``,
-        default: float32 state); the levels span the range the program reaches on
-        observations the float policy visits
-    :param state_levels: level scheme of ``state_bits``: ``"threshold_centered"`` (default)
-        or ``"uniform"``
-    :param eval_freq: also run steps 1, 3 and 4 every this many environment steps (0: only at the end)
-    :param qat_steps: steps of quantization-aware fine-tuning at the end (0: none):
-        environment steps (``qat_mode="online"``) or gradient steps (``"replay"``). Fine-tuned
-        weights that are kept are snapped to the grid (:func:`spiking_dqn.quantization.snap.snap_to_grid`):
-        after ``learn()`` the model is the float twin of the chip program, and
-        ``HardwarePolicy.from_model(model)`` quantizes it with the same lambdas
-    :param qat_mode: ``"online"`` (default): more ``model.learn`` steps with the
-        fake-quantized network acting and learning; ``"replay"``: gradient steps on the
-        replay buffer only
-    :param qat_learning_rate: QAT learning rate (default the model's final one, a tenth of
-        it in replay mode)
-    :param qat_grid_pull: pull of the float weights toward the grid per QAT step
-    :param qat_target_update_interval: QAT gradient steps between target-network updates
-    :param qat_keep: ``"better"`` (default): evaluate the quantized network on the backend
-        over ``search_episodes`` episodes before, during and after QAT and keep the best
-        weights (those before QAT when QAT never did better); ``"always"``: keep the final ones
+    :param qat: :class:`~spiking_dqn.pipeline.QATSettings` of the fine-tuning at the end
+        (default: none); ``check_episodes=0`` keeps the weights QAT ends with instead of the
+        best checked ones
+    :param state: :class:`~spiking_dqn.pipeline.StateSettings` (default: float32 state)
+    :param search: :class:`~spiking_dqn.pipeline.SearchSettings` of the grid search; its
+        storage is checked when training starts, and each stage's studies are named
+        ``<study_name>-<tag>`` (the search adds the program's key)
+    :param calibration: :class:`~spiking_dqn.pipeline.CalibrationSettings`; the observations
+        are drawn from the replay buffer
     :param method: ``"grid"``, ``"calibrate"``, ``"both"`` or ``"none"``
-    :param stage1_grid: stage-1 global multipliers (default half-octaves 0.35 .. 4)
-    :param stage2_factors: stage-2 per-layer factors (default quarter-octaves 0.84, 1, 1.19)
-    :param search_episodes: episodes per grid point
+    :param eval_freq: also run steps 1, 3 and 4 every this many environment steps (0: only at the end)
     :param eval_episodes: held-out episodes of the evaluations in step 4
-    :param calibration_observations: replay-buffer observations used by the calibration
     :param backend: ``"emulator"`` or ``"spinnaker2"``
     :param backend_options: options of the backend (e.g. ``{"eth_ip": "192.168.1.17"}``)
-    :param storage: Optuna storage URL of the grid search (``None``: in memory); checked
-        when training starts
-    :param study_name: prefix of the study names (``<study_name>-<tag>-<program hash>``)
     :param save_path: output folder (default ``<logger folder>/hardware`` or ``./hardware_finetuning``)
     :param seed: base of the episode seeds (:meth:`spiking_dqn.pipeline.Seeds.from_base`: search
         episodes from ``seed``, calibration from ``seed + 10000``, QAT checks from ``seed + 50000``,
@@ -179,73 +167,38 @@ class HardwareAwareFineTuning(BaseCallback):
         self,
         env_id: str | None = None,
         lam: LambdaSpec = None,
-        eval_freq: int = 0,
-        qat_steps: int = 0,
-        qat_learning_rate: float | None = None,
-        qat_grid_pull: float = 0.002,
-        qat_target_update_interval: int = 100,
-        qat_keep: str = "better",
-        qat_mode: str = "online",
+        weight_bits: WeightBitsSpec = None,
+        qat: QATSettings | Mapping[str, Any] | None = None,
+        state: StateSettings | Mapping[str, Any] | None = None,
+        search: SearchSettings | Mapping[str, Any] | None = None,
+        calibration: CalibrationSettings | Mapping[str, Any] | None = None,
         method: str = "grid",
-        stage1_grid: list[float] | None = None,
-        stage2_factors: list[float] | None = None,
-        search_episodes: int = 10,
-        eval_episodes: int = 20,
-        calibration_observations: int = 128,
+        eval_freq: int = 0,
+        eval_episodes: int = EVAL_EPISODES,
         backend: str = "emulator",
         backend_options: dict | None = None,
-        storage: str | None = None,
-        study_name: str = "threshold-search",
         save_path: str | None = None,
         seed: int = 0,
         progress_bar: bool = False,
         verbose: int = 0,
-        weight_bits: WeightBitsSpec = None,
-        state_bits: int | None = None,
-        state_levels: str = "threshold_centered",
     ) -> None:
         super().__init__(verbose)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        for name, value, minimum in (
-            ("eval_freq", eval_freq, 0),
-            ("qat_steps", qat_steps, 0),
-            ("search_episodes", search_episodes, 1),
-            ("eval_episodes", eval_episodes, 1),
-            ("calibration_observations", calibration_observations, 1),
-            ("qat_target_update_interval", qat_target_update_interval, 1),
-        ):
-            check_int(value, name, minimum)
-        if not 0.0 <= float(qat_grid_pull) <= 1.0:
-            raise ValueError(f"qat_grid_pull must be in [0, 1], got {qat_grid_pull}")
-        if qat_keep not in ("better", "always"):
-            raise ValueError(f"qat_keep must be 'better' or 'always', got {qat_keep!r}")
-        if qat_mode not in ("online", "replay"):
-            raise ValueError(f"qat_mode must be 'online' or 'replay', got {qat_mode!r}")
+        check_int(eval_freq, "eval_freq", 0)
+        check_int(eval_episodes, "eval_episodes", 1)
         if weight_bits is not None:
             check_weight_bits(weight_bits)  # the values now; their count once the network is known
         self.env_id = env_id
         self.lam = lam
         self.weight_bits = weight_bits
-        self.state = StateSettings(state_bits, state_levels)  # type: ignore[arg-type]
-        self.eval_freq = eval_freq
+        self.qat = as_settings(qat, QATSettings)
+        self.state = as_settings(state, StateSettings)
+        self.search = as_settings(search, SearchSettings)
+        self.calibration = as_settings(calibration, CalibrationSettings)
         self.method = method
-        self.qat = QATSettings(
-            steps=qat_steps,
-            mode=qat_mode,
-            learning_rate=qat_learning_rate,
-            grid_pull=float(qat_grid_pull),
-            target_update_interval=qat_target_update_interval,
-            check_episodes=search_episodes if qat_keep == "better" else 0,
-        )
-        search = SearchSettings(episodes=search_episodes, storage=storage, study_name=study_name)
-        if stage1_grid is not None:
-            search = dataclasses.replace(search, stage1_grid=tuple(stage1_grid))
-        if stage2_factors is not None:
-            search = dataclasses.replace(search, stage2_factors=tuple(stage2_factors))
-        self.search = search
+        self.eval_freq = eval_freq
         self.eval_episodes = eval_episodes
-        self.calibration_observations = calibration_observations
         self.backend_name = backend
         self.backend_options = dict(backend_options or {})
         self.backend = None
@@ -302,7 +255,7 @@ class HardwareAwareFineTuning(BaseCallback):
         n = buffer.buffer_size if buffer.full else buffer.pos
         obs = np.asarray(buffer.observations[:n]).reshape(n * buffer.n_envs, -1).astype(np.float32)
         rng = np.random.default_rng(self.seed)
-        pick = rng.choice(len(obs), size=min(self.calibration_observations, len(obs)), replace=False)
+        pick = rng.choice(len(obs), size=min(self.calibration.n_observations, len(obs)), replace=False)
         return obs[np.sort(pick)]
 
     def run_hardware_stage(self, tag: str, final: bool) -> dict:
@@ -322,7 +275,7 @@ class HardwareAwareFineTuning(BaseCallback):
             state=self.state,
             method=self.method,
             search=dataclasses.replace(self.search, study_name=f"{self.search.study_name}-{tag}"),
-            calibration=CalibrationSettings(self.calibration_observations, observations=self._replay_observations()),
+            calibration=dataclasses.replace(self.calibration, observations=self._replay_observations()),
             backend=self.backend,
             seeds=self.seeds,
             eval_episodes=self.eval_episodes,

@@ -35,7 +35,7 @@ import torch as th
 from stable_baselines3 import DQN
 from tqdm.auto import tqdm
 
-from spiking_dqn.hardware import ChipProgram, EmulatorBackend
+from spiking_dqn.hardware import BackendResult, ChipProgram, EmulatorBackend
 from spiking_dqn.hardware.energy import estimate
 from spiking_dqn.hardware.spinnaker2 import import_spinnaker2
 from spiking_dqn.hardware_policy import HardwarePolicy
@@ -44,6 +44,7 @@ from spiking_dqn.plots import RasterData
 from spiking_dqn.quantization import LambdaSpec
 from spiking_dqn.report import ComparisonReport
 from spiking_dqn.rollouts import run_episodes
+from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.thresholds import check_threshold_scale
 
 
@@ -139,8 +140,7 @@ def compare(
     agreement batch (one run per recorded observation) take ``ticks x tick`` plus overhead
     each, and the chip latency reported is the measured wall time of the episode steps.
     """
-    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
-        raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
+    check_int(n_episodes, "n_episodes", minimum=1)
     if not np.isfinite(tick_s) or tick_s <= 0:
         raise ValueError(f"tick_s must be positive, got {tick_s}")
     threshold_scale = check_threshold_scale(threshold_scale)
@@ -179,84 +179,31 @@ def _compare(
     tick_s: float,
     progress: bool,
 ) -> ComparisonReport:
-    """:func:`compare` once the policies are set up (the float policy already on ``dev``)."""
-    backend = hardware.backend_name
+    """:func:`compare` once the policies are set up (the float policy already on ``dev``).
+
+    The steps: both policies play the same episodes; the deployed one answers, in one
+    batch, every observation the float one saw (agreement, Q-value error); both are timed;
+    a typical observation's spike raster is recorded on the emulator.
+    """
     chip_program = hardware.program
     policy = model.policy
     _check_env_fits(env_id, chip_program)
     bar = tqdm(total=2 * n_episodes, desc=f"compare {env_id}", unit="episode", disable=not progress)
-
-    # Float policy: record every observation it sees and its action there.
-    observations: list[np.ndarray] = []
-    float_actions: list[int] = []
-
-    def float_act(obs: np.ndarray) -> np.ndarray:
-        actions, _ = model.predict(obs, deterministic=True)
-        observations.append(obs[0].copy())
-        float_actions.append(int(actions[0]))
-        return actions
-
     bar.set_postfix_str("float")
-    float_rewards = _play(float_act, env_id, n_episodes, seed, bar)
-
-    # Deployed policy, same seeds; per-step activity and wall times.
-    step_events: list[int] = []
-    step_walls: list[float] = []
-
-    def chip_act(obs: np.ndarray) -> np.ndarray:
-        result = hardware.run(obs)
-        step_events.append(int(result.synaptic_events[0]))
-        step_walls.append(float(result.wall_time_s or 0.0))
-        return result.actions
-
-    bar.set_postfix_str(backend)
-    chip_rewards = _play(chip_act, env_id, n_episodes, seed, bar)
+    float_rewards, observations, float_actions = _play_float(model, env_id, n_episodes, seed, bar)
+    bar.set_postfix_str(hardware.backend_name)
+    chip_rewards, step_events, step_walls = _play_deployed(hardware, env_id, n_episodes, seed, bar)
     bar.close()
     stats = hardware.stats.per_inference()
-
-    # Agreement: one batched backend call over the float policy's observations.
     obs_batch = np.stack(observations)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # saturation was already warned about during the episodes
-        batch_result = hardware.backend.run(hardware.running_program, obs_batch)
-    agreement = float(np.mean(batch_result.actions == np.asarray(float_actions)))
-    with th.no_grad():
-        q_float = policy.q_net(th.as_tensor(obs_batch, device=dev)).cpu().numpy()
-    q_mae = float(np.mean(np.abs(q_float - batch_result.q_values(chip_program))))
-
-    # Latency: float forward passes on the device; single-observation backend calls.
-    timing_obs = [observations[i % len(observations)] for i in range(LATENCY_CALLS)]
-    float_inputs = [th.as_tensor(o[None], device=dev) for o in timing_obs]
-
-    def float_call(i: int) -> th.Tensor:  # greedy action of the float policy: argmax of its Q-values
-        return policy.q_net(float_inputs[i % len(float_inputs)]).argmax(dim=1)
-
-    with th.no_grad():
-        float_latency = time_calls(float_call, LATENCY_CALLS, device=dev)
-        float_energy, float_energy_note = measure_float_energy(float_call, dev)
-    if backend == "emulator":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            running = hardware.running_program
-            backend_latency = time_calls(lambda i: hardware.backend.run(running, timing_obs[i]), LATENCY_CALLS)
-    else:  # a chip: no extra runs, use the wall times of the episode steps
-        backend_latency = np.asarray(step_walls)
-
-    # Spike raster of a typical observation (median hidden activity), from the emulator.
-    hidden = sum(c.sum(1) for c in batch_result.spike_counts[1:-1])
-    typical = int(np.argmin(np.abs(hidden - np.median(hidden))))
-    raster_result = EmulatorBackend(warn_saturation=False).run(
-        hardware.running_program, observations[typical], record_trains=True, record_voltages=True
+    batch_result, agreement, q_mae = _agreement(hardware, policy, obs_batch, float_actions, dev)
+    float_latency, backend_latency, float_energy, float_energy_note = _latencies(
+        hardware, policy, observations, step_walls, dev
     )
-    raster = RasterData(
-        observation=observations[typical],
-        spike_trains=[t[:, 0] for t in raster_result.spike_trains],
-        voltage_trace=raster_result.voltage_trace[:, 0],
-        source="emulator",
-    )
+    raster = _typical_raster(hardware, observations, batch_result)
     return ComparisonReport(
         env_id=env_id,
-        backend=backend,
+        backend=hardware.backend_name,
         float_device=str(dev),
         seed=int(seed),
         float_rewards=float_rewards,
@@ -278,4 +225,93 @@ def _compare(
         quantization=hardware.quantization_report,
         program_source=source,
         raster=raster,
+    )
+
+
+def _play_float(
+    model: DQN, env_id: str, n_episodes: int, seed: int, bar: tqdm
+) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+    """The float policy's episodes: its rewards, every observation it saw and its action there."""
+    observations: list[np.ndarray] = []
+    float_actions: list[int] = []
+
+    def float_act(obs: np.ndarray) -> np.ndarray:
+        actions, _ = model.predict(obs, deterministic=True)
+        observations.append(obs[0].copy())
+        float_actions.append(int(actions[0]))
+        return actions
+
+    return _play(float_act, env_id, n_episodes, seed, bar), observations, float_actions
+
+
+def _play_deployed(
+    hardware: HardwarePolicy, env_id: str, n_episodes: int, seed: int, bar: tqdm
+) -> tuple[np.ndarray, list[int], list[float]]:
+    """The deployed policy's episodes (same seeds): its rewards, synaptic events and wall time per step."""
+    step_events: list[int] = []
+    step_walls: list[float] = []
+
+    def chip_act(obs: np.ndarray) -> np.ndarray:
+        result = hardware.run(obs)
+        step_events.append(int(result.synaptic_events[0]))
+        step_walls.append(float(result.wall_time_s or 0.0))
+        return result.actions
+
+    return _play(chip_act, env_id, n_episodes, seed, bar), step_events, step_walls
+
+
+def _agreement(
+    hardware: HardwarePolicy, policy: Any, obs_batch: np.ndarray, float_actions: list[int], dev: th.device
+) -> tuple[BackendResult, float, float]:
+    """One batched backend call over the float policy's observations: the result, action agreement, Q-value MAE."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # saturation was already warned about during the episodes
+        batch_result = hardware.backend.run(hardware.running_program, obs_batch)
+    agreement = float(np.mean(batch_result.actions == np.asarray(float_actions)))
+    with th.no_grad():
+        q_float = policy.q_net(th.as_tensor(obs_batch, device=dev)).cpu().numpy()
+    q_mae = float(np.mean(np.abs(q_float - batch_result.q_values(hardware.program))))
+    return batch_result, agreement, q_mae
+
+
+def _latencies(
+    hardware: HardwarePolicy, policy: Any, observations: list[np.ndarray], step_walls: list[float], dev: th.device
+) -> tuple[np.ndarray, np.ndarray, float | None, str]:
+    """Float forward passes on the device (latency, measured energy); single-observation backend calls.
+
+    On a chip no extra runs are made: its latencies are the wall times of the episode steps.
+    """
+    timing_obs = [observations[i % len(observations)] for i in range(LATENCY_CALLS)]
+    float_inputs = [th.as_tensor(o[None], device=dev) for o in timing_obs]
+
+    def float_call(i: int) -> th.Tensor:  # greedy action of the float policy: argmax of its Q-values
+        return policy.q_net(float_inputs[i % len(float_inputs)]).argmax(dim=1)
+
+    with th.no_grad():
+        float_latency = time_calls(float_call, LATENCY_CALLS, device=dev)
+        float_energy, float_energy_note = measure_float_energy(float_call, dev)
+    if hardware.backend_name == "emulator":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            running = hardware.running_program
+            backend_latency = time_calls(lambda i: hardware.backend.run(running, timing_obs[i]), LATENCY_CALLS)
+    else:
+        backend_latency = np.asarray(step_walls)
+    return float_latency, backend_latency, float_energy, float_energy_note
+
+
+def _typical_raster(
+    hardware: HardwarePolicy, observations: list[np.ndarray], batch_result: BackendResult
+) -> RasterData:
+    """Spike raster of a typical observation (median hidden activity), from the emulator."""
+    hidden = sum(c.sum(1) for c in batch_result.spike_counts[1:-1])
+    typical = int(np.argmin(np.abs(hidden - np.median(hidden))))
+    raster_result = EmulatorBackend(warn_saturation=False).run(
+        hardware.running_program, observations[typical], record_trains=True, record_voltages=True
+    )
+    return RasterData(
+        observation=observations[typical],
+        spike_trains=[t[:, 0] for t in raster_result.spike_trains],
+        voltage_trace=raster_result.voltage_trace[:, 0],
+        source="emulator",
     )

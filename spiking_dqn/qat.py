@@ -46,6 +46,7 @@ from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.grid import Grid
 from spiking_dqn.quantization import LambdaSpec, WeightBitsSpec, float_weights, quantize_network, resolve_grid
 from spiking_dqn.rollouts import backend_reward, collect_transitions
+from spiking_dqn.semantics.checks import check_int
 
 Mode = Literal["online", "replay"]
 
@@ -285,14 +286,8 @@ def quantization_aware_finetune(
     policy = getattr(model, "policy", None)
     if not isinstance(policy, SpikingDQNPolicy):
         raise TypeError(f"quantization_aware_finetune needs a DQN with SpikingDQNPolicy, got {type(model).__name__}")
-    if mode not in ("online", "replay"):
-        raise ValueError(f"mode must be 'online' or 'replay', got {mode!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if not 0.0 <= float(grid_pull) <= 1.0:
-        raise ValueError(f"grid_pull must be in [0, 1], got {grid_pull}")
-    if target_update_interval < 1 or chunk < 1:
-        raise ValueError("target_update_interval and chunk must be positive")
+    check_qat_values(steps, mode, grid_pull, target_update_interval, learning_rate)
+    check_int(chunk, "chunk", minimum=1)
     if check_episodes and env_id is None:
         raise ValueError("check_episodes needs env_id")
     net: SpikingQNetwork = policy.q_net.q_net
@@ -303,35 +298,10 @@ def quantization_aware_finetune(
     lr = float(learning_rate) if learning_rate is not None else (final_lr if mode == "online" else 0.1 * final_lr)
     if not lr > 0:
         raise ValueError(f"learning_rate must be positive, got {lr}")
-
-    collected = 0
-    if mode == "replay":
-        buffer = model.replay_buffer
-        if buffer is None or buffer.size() < batch_size:
-            if env_id is None:
-                raise ValueError(
-                    "the model's replay buffer holds fewer transitions than a batch; pass env_id to collect some "
-                    "(or run QAT from the HardwareAwareFineTuning callback at the end of training)"
-                )
-            collected = collect_transitions(model, env_id, collect_steps or max(2000, 10 * batch_size), seed=seed)
-    elif model.get_env() is None:
-        if env_id is None:
-            raise ValueError("online QAT needs an environment: the model has none, pass env_id")
-        model.set_env(make_vec(env_id, n_envs=model.n_envs, seed=seed))
-        model.set_random_seed(seed)  # exploration and minibatches of a loaded model: reproducible
+    collected = _prepare_experience(model, mode, env_id, batch_size, collect_steps, seed)
     _ensure_logger(model)
-    runner = get_backend(backend)
     check_cost = InferenceStats()
-
-    def check() -> float:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program, _ = quantize_network(net, grid)  # = the fake-quantized forward
-        return backend_reward(
-            program, env_id, check_episodes, seed=check_seed, backend=runner, counter=check_cost
-        ).mean_reward
-
-    best = _BestWeights(policy, check) if check_episodes else None
+    best = _best_weights(policy, grid, env_id, check_episodes, check_seed, get_backend(backend), check_cost)
     every = max(1, int(check_freq or max(1, steps // 4)))
     bar = tqdm(total=steps, desc=f"QAT ({mode})", unit="step", disable=not progress_bar)
     checked = {"last": 0}
@@ -383,3 +353,74 @@ def quantization_aware_finetune(
         check_inferences=check_cost.inferences,
         weight_bits=list(grid.weight_bits),
     )
+
+
+def check_qat_values(
+    steps: int,
+    mode: str,
+    grid_pull: float,
+    target_update_interval: int,
+    learning_rate: float | None = None,
+) -> None:
+    """Refuse QAT values out of range (:func:`quantization_aware_finetune` and ``QATSettings`` check with it).
+
+    :raises ValueError: a mode other than ``"online"``/``"replay"``, negative steps, a pull
+        outside [0, 1], a target update interval below 1, a learning rate that is not positive
+    """
+    if mode not in ("online", "replay"):
+        raise ValueError(f"mode must be 'online' or 'replay', got {mode!r}")
+    check_int(steps, "steps", minimum=0)
+    if not 0.0 <= float(grid_pull) <= 1.0:
+        raise ValueError(f"grid_pull must be in [0, 1], got {grid_pull}")
+    check_int(target_update_interval, "target_update_interval", minimum=1)
+    if learning_rate is not None and not float(learning_rate) > 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+
+
+def _prepare_experience(
+    model: DQN, mode: Mode, env_id: str | None, batch_size: int, collect_steps: int | None, seed: int
+) -> int:
+    """Replay mode: fill a too small buffer from ``env_id``; online mode: give a model without an env one.
+
+    :return: the transitions collected
+    """
+    if mode == "replay":
+        buffer = model.replay_buffer
+        if buffer is None or buffer.size() < batch_size:
+            if env_id is None:
+                raise ValueError(
+                    "the model's replay buffer holds fewer transitions than a batch; pass env_id to collect some "
+                    "(or run QAT from the HardwareAwareFineTuning callback at the end of training)"
+                )
+            return collect_transitions(model, env_id, collect_steps or max(2000, 10 * batch_size), seed=seed)
+    elif model.get_env() is None:
+        if env_id is None:
+            raise ValueError("online QAT needs an environment: the model has none, pass env_id")
+        model.set_env(make_vec(env_id, n_envs=model.n_envs, seed=seed))
+        model.set_random_seed(seed)  # exploration and minibatches of a loaded model: reproducible
+    return 0
+
+
+def _best_weights(
+    policy: SpikingDQNPolicy,
+    grid: Grid,
+    env_id: str | None,
+    check_episodes: int,
+    check_seed: int,
+    runner: Backend,
+    check_cost: InferenceStats,
+) -> _BestWeights | None:
+    """The keeper of the best checked weights: the quantized network's reward on ``runner`` (None: no checks)."""
+    if not check_episodes:
+        return None
+    net = policy.q_net.q_net
+
+    def check() -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program, _ = quantize_network(net, grid)  # = the fake-quantized forward
+        return backend_reward(
+            program, env_id, check_episodes, seed=check_seed, backend=runner, counter=check_cost
+        ).mean_reward
+
+    return _BestWeights(policy, check)

@@ -18,10 +18,12 @@ from stable_baselines3 import DQN
 from envs import make_vec
 from spiking_dqn import HardwareAwareFineTuning, SpikingDQNPolicy
 from spiking_dqn.hardware import ChipProgram
+from spiking_dqn.pipeline import CalibrationSettings, QATSettings, SearchSettings, StateSettings
 from spiking_dqn.search import StorageUnavailableError
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(stage1_grid=[0.5, 1.0, 2.0], stage2_factors=[0.8, 1.25], search_episodes=1, eval_episodes=2)
+SEARCH = dict(stage1_grid=[0.5, 1.0, 2.0], stage2_factors=[0.8, 1.25], episodes=1)
+SMALL = dict(search=SEARCH, qat=dict(check_episodes=1), eval_episodes=2)
 
 
 def tiny_dqn(tensorboard_log=None):
@@ -33,8 +35,9 @@ def tiny_dqn(tensorboard_log=None):
 
 def test_callback_quantizes_fine_tunes_searches_logs_and_saves(tmp_path):
     model = tiny_dqn(tensorboard_log=str(tmp_path / "tb"))
-    callback = HardwareAwareFineTuning(qat_steps=20, qat_keep="always", method="both", eval_freq=150,
-                                       save_path=str(tmp_path / "hw"), calibration_observations=64, **SMALL)
+    callback = HardwareAwareFineTuning(qat=QATSettings(20, check_episodes=0), method="both", eval_freq=150,
+                                       save_path=str(tmp_path / "hw"), calibration=dict(n_observations=64),
+                                       search=SEARCH, eval_episodes=2)
     weights = [w.detach().clone() for w in model.policy.q_net.parameters()]
     model.learn(300, callback=callback)
     assert [r["tag"] for r in callback.results] == ["step_150", "step_300", "final"]
@@ -71,16 +74,37 @@ def test_callback_rejects_bad_options():
     with pytest.raises(ValueError, match="method"):
         HardwareAwareFineTuning(method="anneal")
     with pytest.raises(ValueError, match="stage1_grid"):
-        HardwareAwareFineTuning(stage1_grid=[])
+        HardwareAwareFineTuning(search=dict(stage1_grid=[]))
     with pytest.raises(ValueError, match="stage2_factors"):
-        HardwareAwareFineTuning(stage2_factors=[1.0, -2.0])
-    with pytest.raises(ValueError, match="search_episodes"):
-        HardwareAwareFineTuning(search_episodes=0)
+        HardwareAwareFineTuning(search=SearchSettings(stage2_factors=(1.0, -2.0)))
+    with pytest.raises(ValueError, match="eval_episodes"):
+        HardwareAwareFineTuning(eval_episodes=0)
+    with pytest.raises(ValueError, match="grid_pull"):
+        HardwareAwareFineTuning(qat=dict(steps=10, grid_pull=2.0))
+    with pytest.raises(ValueError, match="mode"):
+        HardwareAwareFineTuning(qat=dict(mode="offline"))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        HardwareAwareFineTuning(qat=dict(keep="better"))  # a key that is no QATSettings field
+    with pytest.raises(TypeError, match="QATSettings or a mapping"):
+        HardwareAwareFineTuning(qat=100)
+
+
+def test_callback_settings_from_mappings_equal_the_settings_objects():
+    callback = HardwareAwareFineTuning(qat=dict(steps=100, mode="replay"), state=dict(bits=4),
+                                       search=dict(stage1_grid=[1, 2], storage="sqlite:///x.db"),
+                                       calibration=dict(n_observations=32, granularity="layer"))
+    assert callback.qat == QATSettings(steps=100, mode="replay")
+    assert callback.state == StateSettings(bits=4)
+    assert callback.search == SearchSettings(stage1_grid=(1.0, 2.0), storage="sqlite:///x.db")
+    assert callback.calibration == CalibrationSettings(n_observations=32, granularity="layer")
+    defaults = HardwareAwareFineTuning()
+    assert (defaults.qat, defaults.state, defaults.search) == (QATSettings(), StateSettings(), SearchSettings())
 
 
 def test_callback_with_an_unreachable_storage_fails_before_training(tmp_path):
     model = tiny_dqn()
-    callback = HardwareAwareFineTuning(storage="postgresql://user@127.0.0.1:1/db", save_path=str(tmp_path), **SMALL)
+    callback = HardwareAwareFineTuning(search=dict(SEARCH, storage="postgresql://user@127.0.0.1:1/db"),
+                                       save_path=str(tmp_path), eval_episodes=2)
     with pytest.raises(StorageUnavailableError, match="cannot reach"):
         model.learn(200, callback=callback)
     assert model.num_timesteps == 0
@@ -102,7 +126,8 @@ def test_callback_from_rl_zoo_hyperparameter_file(tmp_path):
             "callback": [
                 {
                     "spiking_dqn.callbacks.HardwareAwareFineTuning": dict(
-                        qat_steps=10, save_path=str(hw), storage=f"sqlite:///{db}", **SMALL
+                        qat=dict(steps=10, check_episodes=1), save_path=str(hw), eval_episodes=2,
+                        search=dict(SEARCH, storage=f"sqlite:///{db}"),
                     )
                 }
             ],

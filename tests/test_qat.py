@@ -9,7 +9,8 @@ import pytest
 import torch as th
 from stable_baselines3 import DQN
 
-from agents.common import TRAINED_NAME, trained_model_path
+from agents.common import trained_model_path
+from spiking_dqn.recipes.recipe import TRAINED_NAME
 from envs import make_vec
 from spiking_dqn import SpikingDQNPolicy
 from spiking_dqn.hardware import EmulatorBackend

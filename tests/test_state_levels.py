@@ -272,7 +272,7 @@ def test_state_settings_refuse_bad_values(bad, match):
         StateSettings(**bad)
     if "observations" not in bad:
         with pytest.raises(ValueError, match=match):
-            HardwareAwareFineTuning(state_bits=bad["bits"], state_levels=bad.get("scheme", "uniform"))
+            HardwareAwareFineTuning(state=dict(bits=bad["bits"], scheme=bad.get("scheme", "uniform")))
 
 
 def test_squat_through_fit_to_chip_trains_with_the_levels_and_the_program_is_the_network(trained_tiny_model):

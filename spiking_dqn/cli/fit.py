@@ -45,6 +45,7 @@ from spiking_dqn.cli.loading import backend_options, infer_env_id, load_program,
 from spiking_dqn.hardware import BACKENDS, ChipProgramError, get_backend
 from spiking_dqn.hardware.mapping import map_program
 from spiking_dqn.pipeline import (
+    EVAL_EPISODES,
     CalibrationSettings,
     FitResult,
     QATSettings,
@@ -64,8 +65,6 @@ EXIT_STORAGE = 3
 EXIT_INTERRUPTED = 4
 #: Default output of ``spiking-dqn deploy`` (under ``runs/``, which git ignores).
 DEFAULT_PROGRAM = Path("runs") / "chip_program.npz"
-#: Held-out episodes of ``spiking-dqn deploy`` when the environment is known.
-DEPLOY_EPISODES = 20
 DEPLOY_DESCRIPTION = (
     "Quantize a trained model (optionally after QAT) into a chip program file (int8 weights, or --weight-bits)."
 )
@@ -145,7 +144,7 @@ def _fit(args: argparse.Namespace, method: Method, default_out: str, **settings:
             warnings.simplefilter("always")
             result = fit_to_chip(
                 model, env_id, lam=args.lam, weight_bits=args.weight_bits, program=program,
-                qat=QATSettings(args.qat_steps, check_episodes=10), state=state,
+                qat=QATSettings(args.qat_steps), state=state,
                 method=method, backend=backend, seeds=Seeds.from_base(args.seed), eval_episodes=args.final_episodes,
                 out=out, save_model=True, progress=not args.no_progress, **settings,
             )
@@ -224,7 +223,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     env_id = args.env or infer_env_id(args.model)
     episodes = args.final_episodes
     if episodes is None:
-        episodes = DEPLOY_EPISODES if env_id is not None else 0
+        episodes = EVAL_EPISODES if env_id is not None else 0
     state = _state(args)
     if args.qat_steps or episodes or state.bits is not None:
         env_id = require_env_id(args.env, args.model)
@@ -288,8 +287,9 @@ def add_parsers(sub: Any) -> None:
                        help="held-out episodes of the final comparison")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
         p.add_argument("--qat-steps", type=non_negative_int, default=0,
-                       help="first run this many online quantization-aware fine-tuning steps (keep-best on 10 check "
-                            "episodes; the fine-tuned model is saved as model_qat.zip in --out)")
+                       help=f"first run this many online quantization-aware fine-tuning steps (keep-best on "
+                            f"{QATSettings().check_episodes} check episodes; the fine-tuned model is saved as "
+                            "model_qat.zip in --out)")
 
     dep = sub.add_parser("deploy", help="quantize a trained model into a chip program file",
                          description=DEPLOY_DESCRIPTION, formatter_class=HelpFormatter)
@@ -307,7 +307,8 @@ def add_parsers(sub: Any) -> None:
     dep.add_argument("--env", default=None, help=env_help + "; needed for --qat-steps and the evaluation")
     dep.add_argument("--final-episodes", type=non_negative_int, default=None,
                      help="held-out episodes (env seeds from --seed + 100000) on which the float model and the chip "
-                          "program are evaluated; default 20 when the environment is known, else 0 (none)")
+                          f"program are evaluated; default {EVAL_EPISODES} when the environment is known, else 0 "
+                          "(none)")
     dep.add_argument("--seed", type=int, default=0,
                      help="seed of the chip's Poisson encoder (if the network uses one), of QAT (checks from "
                           "seed + 50000) and of the held-out episodes (seed + 100000)")

@@ -29,6 +29,7 @@ from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.pipeline.result import Candidate, FitResult
 from spiking_dqn.pipeline.settings import (
+    EVAL_EPISODES,
     METHODS,
     CalibrationSettings,
     Method,
@@ -36,8 +37,9 @@ from spiking_dqn.pipeline.settings import (
     SearchSettings,
     Seeds,
     StateSettings,
+    as_settings,
 )
-from spiking_dqn.qat import quantization_aware_finetune
+from spiking_dqn.qat import QATReport, quantization_aware_finetune
 from spiking_dqn.quantization.levels import network_levels, state_levels_for
 from spiking_dqn.quantization.snap import snap_model_to_grid
 from spiking_dqn.quantization import LambdaSpec, QuantizationReport, WeightBitsSpec, quantize_network
@@ -48,8 +50,9 @@ from spiking_dqn.rollouts import (
     q_network,
     record_observations,
 )
-from spiking_dqn.search.calibration import calibrate_thresholds
+from spiking_dqn.search.calibration import CalibrationResult, calibrate_thresholds
 from spiking_dqn.search.grid import threshold_search
+from spiking_dqn.search.results import ThresholdSearchResult
 from spiking_dqn.search.storage import open_storage
 from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.thresholds import scale_thresholds
@@ -81,7 +84,7 @@ def fit_to_chip(
     calibration: CalibrationSettings = CalibrationSettings(),
     backend: str | Backend = "emulator",
     seeds: Seeds = Seeds(),
-    eval_episodes: int = 20,
+    eval_episodes: int = EVAL_EPISODES,
     encoder_seed: int = 0,
     out: str | Path | None = None,
     save_model: bool = False,
@@ -141,99 +144,31 @@ def fit_to_chip(
     :raises spiking_dqn.search.StorageUnavailableError: the search storage cannot be reached (before any episode)
     """
     start = time.perf_counter()
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    check_int(qat.steps, "qat steps", 0)
-    check_int(eval_episodes, "eval_episodes", 0)
-    if eval_episodes == 0 and method != "none":
-        raise ValueError(f"method {method!r} chooses between programs by their reward: eval_episodes must be >= 1")
-    if env_id is None and (qat.steps or method != "none" or eval_episodes or state.bits is not None):
-        raise ValueError("this fit plays episodes: pass env_id")
-    if program is not None and qat.steps:
-        raise ValueError("QAT trains the model, so it cannot start from a given program")
-    if program is not None and weight_bits is not None:
-        Grid.of_program(program).check_weight_bits(weight_bits)
-    if qat.steps and not isinstance(model, DQN):
-        raise TypeError(f"QAT needs an SB3 DQN with SpikingDQNPolicy, got {type(model).__name__}")
-    if method in ("grid", "both") and search.storage is not None:
-        open_storage(search.storage)  # an unreachable storage fails now, before any episode
+    _check_fit(model, env_id, program, weight_bits, qat, state, method, search, eval_episodes)
     net = q_network(model)
-    runner = get_backend(backend)
+    run = _Run(model, net, env_id, get_backend(backend), seeds, eval_episodes, encoder_seed, threshold_scale, progress)
     folder = Path(out) if out is not None else None
-
-    def evaluate(candidate: ChipProgram) -> EpisodeResult | None:
-        if not eval_episodes:
-            return None
-        return backend_reward(candidate, env_id, eval_episodes, seed=seeds.evaluation, backend=runner)
-
-    def evaluate_float() -> EpisodeResult | None:
-        return float_reward(net, env_id, eval_episodes, seed=seeds.evaluation) if eval_episodes else None
-
     was_training = net.training
     net.eval()
     try:
-        float_before = evaluate_float()
-        report: QuantizationReport | None = None
-        if program is None:
-            program, report = quantize_network(net, lam, seed=encoder_seed, weight_bits=weight_bits)
-        grid = Grid.of_program(program)
-        program, scales = _scale_thresholds(program, threshold_scale)
-        if state.bits is not None:
-            observations = record_observations(net, env_id, state.observations, seed=seeds.calibration)
-            levels = state_levels_for(program, observations, state.bits, scheme=state.scheme)
-            program = dataclasses.replace(program, state_levels=levels)
-            if qat.steps:  # SQUAT: the same levels in the training forward of both networks
-                for network in (net, model.policy.q_net_target.q_net):
-                    network.set_state_levels(network_levels(program, grid.lambdas))
-        naive = Candidate(program, evaluate(program), scales)
+        float_before = run.evaluate_float()
+        program, report, grid, naive = _quantize(run, program, lam, weight_bits, state, squat=bool(qat.steps))
         qat_report, float_after, naive_before = None, None, None
         if qat.steps:
-            qat_report = quantization_aware_finetune(
-                model, grid, qat.steps, mode=qat.mode, learning_rate=qat.learning_rate, grid_pull=qat.grid_pull,
-                target_update_interval=qat.target_update_interval, env_id=env_id, seed=seeds.search,
-                check_episodes=qat.check_episodes, check_seed=seeds.qat_checks, check_freq=qat.check_freq,
-                backend=runner, progress_bar=progress,
-            )
-            if qat_report.kept:
-                snap_model_to_grid(model, grid)  # the network QAT trained is the fake-quantized one
-            net.eval()
-            program, report = quantize_network(net, grid, seed=encoder_seed)
-            program, scales = _scale_thresholds(program, threshold_scale)
-            float_after = evaluate_float()
-            naive_before, naive = naive, Candidate(program, evaluate(program), scales)
-        candidates = {"naive": naive}
-        search_result, calibration_result = None, None
-        if method in ("grid", "both"):
-            search_result = threshold_search(
-                program, env_id, backend=runner, stage1_grid=search.stage1_grid,
-                stage2_factors=search.stage2_factors, n_episodes=search.episodes, seed=seeds.search,
-                storage=search.storage, study_name=search.study_name, heartbeat_interval=search.heartbeat_interval,
-                progress_bar=progress, output_dir=folder,
-            )
-            found = search_result.program
-            candidates["grid"] = Candidate(found, evaluate(found), search_result.best.multipliers)
-        if method in ("calibrate", "both"):
-            calibration_result = calibrate_thresholds(
-                net, program, calibration.observations, env_id=env_id, n_observations=calibration.n_observations,
-                backend=runner, objective=calibration.objective, granularity=calibration.granularity,
-                seed=seeds.calibration, progress_bar=progress,
-            )
-            found = calibration_result.program
-            candidates["calibration"] = Candidate(found, evaluate(found), calibration_result.multipliers)
+            naive_before = naive
+            qat_report, program, report, naive, float_after = _finetune(run, grid, qat)
+        candidates, search_result, calibration_result = _choose_thresholds(
+            run, program, naive, method, search, calibration, folder
+        )
     finally:
         if was_training:
             net.train()
-    chosen = min(
-        candidates,
-        key=lambda k: (-candidates[k].reward, candidates[k].evaluation.synaptic_events_per_inference)
-        if candidates[k].evaluation is not None
-        else (0.0, 0.0),
-    )
+    chosen = min(candidates, key=lambda k: _rank(candidates[k]))
     best = candidates[chosen]
     events = None if best.evaluation is None else best.evaluation.synaptic_events_per_inference
     result = FitResult(
         env_id=env_id,
-        backend=getattr(runner, "name", type(runner).__name__),
+        backend=getattr(run.runner, "name", type(run.runner).__name__),
         grid=grid,
         quantization=report,
         seeds=seeds,
@@ -255,6 +190,156 @@ def fit_to_chip(
     return result
 
 
+def _check_fit(
+    model: DQN | SpikingQNetwork,
+    env_id: str | None,
+    program: ChipProgram | None,
+    weight_bits: WeightBitsSpec,
+    qat: QATSettings,
+    state: StateSettings,
+    method: str,
+    search: SearchSettings,
+    eval_episodes: int,
+) -> None:
+    """Refuse a fit that cannot run, before any episode (see :func:`fit_to_chip`)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_int(eval_episodes, "eval_episodes", 0)
+    if eval_episodes == 0 and method != "none":
+        raise ValueError(f"method {method!r} chooses between programs by their reward: eval_episodes must be >= 1")
+    if env_id is None and (qat.steps or method != "none" or eval_episodes or state.bits is not None):
+        raise ValueError("this fit plays episodes: pass env_id")
+    if program is not None and qat.steps:
+        raise ValueError("QAT trains the model, so it cannot start from a given program")
+    if program is not None and weight_bits is not None:
+        Grid.of_program(program).check_weight_bits(weight_bits)
+    if qat.steps and not isinstance(model, DQN):
+        raise TypeError(f"QAT needs an SB3 DQN with SpikingDQNPolicy, got {type(model).__name__}")
+    if method in ("grid", "both") and search.storage is not None:
+        open_storage(search.storage)  # an unreachable storage fails now, before any episode
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What every step of one fit shares: the model, its network, the episodes it plays and where."""
+
+    model: DQN | SpikingQNetwork
+    net: SpikingQNetwork
+    env_id: str | None
+    runner: Backend
+    seeds: Seeds
+    eval_episodes: int
+    encoder_seed: int
+    threshold_scale: float | Sequence[float] | None
+    progress: bool
+
+    def evaluate(self, program: ChipProgram) -> EpisodeResult | None:
+        """``program`` on the held-out episodes (None when the fit plays none)."""
+        if not self.eval_episodes:
+            return None
+        return backend_reward(program, self.env_id, self.eval_episodes, seed=self.seeds.evaluation, backend=self.runner)
+
+    def evaluate_float(self) -> EpisodeResult | None:
+        """The float network on the held-out episodes (None when the fit plays none)."""
+        if not self.eval_episodes:
+            return None
+        return float_reward(self.net, self.env_id, self.eval_episodes, seed=self.seeds.evaluation)
+
+    def candidate(self, program: ChipProgram, multipliers: list[float]) -> Candidate:
+        """``program`` evaluated on the held-out episodes."""
+        return Candidate(program, self.evaluate(program), multipliers)
+
+
+def _quantize(
+    run: _Run,
+    program: ChipProgram | None,
+    lam: LambdaSpec | Grid,
+    weight_bits: WeightBitsSpec,
+    state: StateSettings,
+    squat: bool,
+) -> tuple[ChipProgram, QuantizationReport | None, Grid, Candidate]:
+    """Step 1: the naive program: quantized (unless given), thresholds scaled, state levels (and, for QAT, SQUAT's).
+
+    :return: the program, the quantization report (None for a given program), its grid and the naive candidate
+    """
+    report: QuantizationReport | None = None
+    if program is None:
+        program, report = quantize_network(run.net, lam, seed=run.encoder_seed, weight_bits=weight_bits)
+    grid = Grid.of_program(program)
+    program, scales = _scale_thresholds(program, run.threshold_scale)
+    if state.bits is not None:
+        observations = record_observations(run.net, run.env_id, state.observations, seed=run.seeds.calibration)
+        levels = state_levels_for(program, observations, state.bits, scheme=state.scheme)
+        program = dataclasses.replace(program, state_levels=levels)
+        if squat:  # the same levels in the training forward of both networks
+            for network in (run.net, run.model.policy.q_net_target.q_net):
+                network.set_state_levels(network_levels(program, grid.lambdas))
+    return program, report, grid, run.candidate(program, scales)
+
+
+def _finetune(
+    run: _Run, grid: Grid, qat: QATSettings
+) -> tuple[QATReport, ChipProgram, QuantizationReport, Candidate, EpisodeResult | None]:
+    """Step 2: QAT on ``grid`` (best checked weights kept and snapped to it), quantized again.
+
+    :return: the QAT report, the new naive program, its quantization report and candidate,
+        and the float network's held-out reward after QAT
+    """
+    qat_report = quantization_aware_finetune(
+        run.model, grid, qat.steps, mode=qat.mode, learning_rate=qat.learning_rate, grid_pull=qat.grid_pull,
+        target_update_interval=qat.target_update_interval, env_id=run.env_id, seed=run.seeds.search,
+        check_episodes=qat.check_episodes, check_seed=run.seeds.qat_checks, check_freq=qat.check_freq,
+        backend=run.runner, progress_bar=run.progress,
+    )
+    if qat_report.kept:
+        snap_model_to_grid(run.model, grid)  # the network QAT trained is the fake-quantized one
+    run.net.eval()
+    program, report = quantize_network(run.net, grid, seed=run.encoder_seed)
+    program, scales = _scale_thresholds(program, run.threshold_scale)
+    float_after = run.evaluate_float()
+    return qat_report, program, report, run.candidate(program, scales), float_after
+
+
+def _choose_thresholds(
+    run: _Run,
+    program: ChipProgram,
+    naive: Candidate,
+    method: str,
+    search: SearchSettings,
+    calibration: CalibrationSettings,
+    folder: Path | None,
+) -> tuple[dict[str, Candidate], ThresholdSearchResult | None, CalibrationResult | None]:
+    """Step 3: the candidates: the naive program, the grid search's and the calibration's (by ``method``).
+
+    :return: the candidates by name, the search result and the calibration result (None when not run)
+    """
+    candidates = {"naive": naive}
+    search_result, calibration_result = None, None
+    if method in ("grid", "both"):
+        search_result = threshold_search(
+            program, run.env_id, backend=run.runner, stage1_grid=search.stage1_grid,
+            stage2_factors=search.stage2_factors, n_episodes=search.episodes, seed=run.seeds.search,
+            storage=search.storage, study_name=search.study_name, heartbeat_interval=search.heartbeat_interval,
+            progress_bar=run.progress, output_dir=folder,
+        )
+        candidates["grid"] = run.candidate(search_result.program, search_result.best.multipliers)
+    if method in ("calibrate", "both"):
+        calibration_result = calibrate_thresholds(
+            run.net, program, calibration.observations, env_id=run.env_id, n_observations=calibration.n_observations,
+            backend=run.runner, objective=calibration.objective, granularity=calibration.granularity,
+            seed=run.seeds.calibration, progress_bar=run.progress,
+        )
+        candidates["calibration"] = run.candidate(calibration_result.program, calibration_result.multipliers)
+    return candidates, search_result, calibration_result
+
+
+def _rank(candidate: Candidate) -> tuple[float, float]:
+    """Step 4's order: the best held-out reward first, fewest synaptic events on ties (unevaluated: all equal)."""
+    if candidate.evaluation is None:
+        return (0.0, 0.0)
+    return (-candidate.reward, candidate.evaluation.synaptic_events_per_inference)
+
+
 def _save(result: FitResult, model: DQN | SpikingQNetwork, folder: Path, save_model: bool) -> None:
     """Write a fit's files into ``folder`` (see :func:`fit_to_chip`) and record them in ``result.files``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -274,6 +359,7 @@ def _save(result: FitResult, model: DQN | SpikingQNetwork, folder: Path, save_mo
 
 
 __all__ = [
+    "EVAL_EPISODES",
     "METHODS",
     "Candidate",
     "CalibrationSettings",
@@ -282,5 +368,6 @@ __all__ = [
     "SearchSettings",
     "Seeds",
     "StateSettings",
+    "as_settings",
     "fit_to_chip",
 ]

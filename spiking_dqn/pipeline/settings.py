@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.levels import MAX_STATE_BITS
-from spiking_dqn.qat import Mode
+from spiking_dqn.qat import Mode, check_qat_values
 from spiking_dqn.quantization.levels import LEVEL_SCHEMES, LevelScheme
 from spiking_dqn.search.grid import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, check_grid
 from spiking_dqn.search.storage import HEARTBEAT_INTERVAL
@@ -16,6 +18,8 @@ from spiking_dqn.search.storage import HEARTBEAT_INTERVAL
 Method = Literal["grid", "calibrate", "both", "none"]
 #: Threshold methods of :func:`~spiking_dqn.pipeline.fit_to_chip`.
 METHODS: tuple[str, ...] = ("grid", "calibrate", "both", "none")
+#: Held-out episodes of each evaluation of a fit, by default.
+EVAL_EPISODES = 20
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class QATSettings:
     check_episodes: int = 10
     check_freq: int | None = None
 
+    def __post_init__(self) -> None:
+        check_qat_values(self.steps, self.mode, self.grid_pull, self.target_update_interval, self.learning_rate)
+
 
 @dataclass(frozen=True)
 class StateSettings:
@@ -86,14 +93,11 @@ class StateSettings:
     observations: int = 512
 
     def __post_init__(self) -> None:
-        if self.bits is not None and (
-            isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer)) or not 1 <= self.bits <= MAX_STATE_BITS
-        ):
-            raise ValueError(f"state bits must be an integer in 1 .. {MAX_STATE_BITS} or None, got {self.bits!r}")
+        if self.bits is not None:
+            check_int(self.bits, "state bits", 1, MAX_STATE_BITS, what=f"an integer in 1 .. {MAX_STATE_BITS} or None")
         if self.scheme not in LEVEL_SCHEMES:
             raise ValueError(f"state level scheme must be one of {LEVEL_SCHEMES}, got {self.scheme!r}")
-        if isinstance(self.observations, bool) or not isinstance(self.observations, (int, np.integer)) or self.observations < 1:
-            raise ValueError(f"state observations must be a positive integer, got {self.observations!r}")
+        check_int(self.observations, "state observations", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -137,3 +141,23 @@ class CalibrationSettings:
     observations: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
+
+
+S = TypeVar("S", QATSettings, StateSettings, SearchSettings, CalibrationSettings)
+
+
+def as_settings(value: S | Mapping[str, Any] | None, kind: type[S]) -> S:
+    """``value`` as settings of ``kind``: a mapping (from an rl-zoo YAML file, say) becomes one, None the defaults.
+
+    :param value: settings, a mapping of their fields, or None
+    :param kind: the settings class
+    :raises TypeError: another type, or a key that is no field of ``kind``
+    :raises ValueError: what ``kind`` refuses
+    """
+    if value is None:
+        return kind()
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, Mapping):
+        return kind(**value)
+    raise TypeError(f"expected {kind.__name__} or a mapping of its fields, got {type(value).__name__}")
