@@ -50,6 +50,7 @@ from spiking_dqn.hardware.backend import (
     warn_output_saturation,
 )
 from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.encoding import as_observation_batch
 
 #: Default memory budget of one emulator run, in bytes (2 GiB): well inside the memory of
@@ -110,12 +111,11 @@ class EmulatorBackend:
     CHUNK = 256
 
     def __init__(self, warn_saturation: bool = True, memory_budget_bytes: int = MEMORY_BUDGET_BYTES) -> None:
-        if isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, (int, np.integer)):
-            raise ValueError(f"memory_budget_bytes must be an integer number of bytes, got {memory_budget_bytes!r}")
-        if memory_budget_bytes <= 0:
+        budget = check_int(memory_budget_bytes, "memory_budget_bytes", what="an integer number of bytes")
+        if budget <= 0:
             raise ValueError(f"memory_budget_bytes must be positive, got {memory_budget_bytes}")
         self.warn_saturation = warn_saturation
-        self.memory_budget_bytes = int(memory_budget_bytes)
+        self.memory_budget_bytes = budget
         self._compiled: _Compiled | None = None
 
     def _compile(self, program: ChipProgram) -> _Compiled:
