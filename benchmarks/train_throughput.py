@@ -62,7 +62,7 @@ from docs_pages import update_page  # noqa: E402
 from train_throughput_tables import RECIPE, markdown, print_summary  # noqa: E402
 from spiking_dqn import SpikingDQN, SpikingDQNPolicy, fused  # noqa: E402
 from spiking_dqn.recipes.hyperparams import load_hyperparams  # noqa: E402
-from spiking_dqn.network import SpikingConfig  # noqa: E402
+from spiking_dqn.config import SpikingConfig  # noqa: E402
 from spiking_dqn.semantics import lif, network_kernels  # noqa: E402
 
 RECIPES = ("CartPole-v0", "Acrobot-v1")

@@ -24,7 +24,8 @@ import torch as th
 from torch.autograd.function import FunctionCtx
 
 from spiking_dqn.semantics import lif, network_kernels
-from spiking_dqn.layers import ChipLeaky, layer_backward_cpu, neuron_params
+from spiking_dqn.layers import layer_backward_cpu, neuron_params
+from spiking_dqn.neuron import ChipLeaky
 
 _EMPTY = np.empty((0, 0, 0), dtype=np.float32)
 

@@ -15,7 +15,8 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from envs.bounds import bounds_for_space
-from spiking_dqn.network import SpikingConfig, SpikingOption, SpikingQNetwork
+from spiking_dqn.config import SpikingConfig, SpikingOption
+from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.threads import choose_torch_threads
 
 ObsBoundSpec = np.ndarray | list[float] | str | None
@@ -85,7 +86,7 @@ class SpikingDQNPolicy(DQNPolicy):
 
     ``DQN(SpikingDQNPolicy, env, policy_kwargs=dict(net_arch=[64, 64], ticks=10))``
 
-    The spiking options are the fields of :class:`spiking_dqn.network.SpikingConfig`
+    The spiking options are the fields of :class:`spiking_dqn.config.SpikingConfig`
     (``ticks``, ``beta``, ``threshold``, ``surrogate``, ``reset``, ``synaptic_delay``,
     ``encoding``, ``encoding_seed``, ``encoding_alpha``, ``threshold_noise``, ``threshold_noise_seed``,
     ``activity_penalty``), given by name as plain values; their defaults and checks are

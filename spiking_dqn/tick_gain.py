@@ -23,14 +23,8 @@ import numpy as np
 import torch as th
 from stable_baselines3 import DQN
 
-from spiking_dqn.layers import (
-    ChipLeaky,
-    delay_spikes,
-    integrator_readout,
-    lif_tick_torch,
-    nearest_level_torch,
-    neuron_params,
-)
+from spiking_dqn.layers import delay_spikes, integrator_readout, nearest_level_torch, neuron_params
+from spiking_dqn.neuron import ChipLeaky, lif_tick_torch
 
 
 def gained_forward(

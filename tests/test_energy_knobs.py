@@ -12,7 +12,8 @@ from stable_baselines3 import DQN
 from spiking_dqn import HardwarePolicy, SpikingDQNPolicy
 from agents.common import trained_model_path
 from spiking_dqn.hardware import BackendResult, ChipProgram, EmulatorBackend
-from spiking_dqn.network import SpikingConfig, SpikingQNetwork
+from spiking_dqn.config import SpikingConfig
+from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.grid import Grid
 from spiking_dqn.quantization import quantize_network
 from spiking_dqn.quantization.snap import snap_to_grid

@@ -6,7 +6,8 @@ import torch as th
 
 from spiking_dqn.semantics import encoding as semantic_encoding
 from spiking_dqn.semantics import lif
-from spiking_dqn.layers import SURROGATES, _lif_scan_torch, _reverse_scan
+from spiking_dqn.layers import _lif_scan_torch, _reverse_scan
+from spiking_dqn.neuron import SURROGATES
 
 
 def reference_lif(current, alpha, offset, threshold, subtract, v_reset):

@@ -4,8 +4,9 @@ import torch as th
 from snntorch import surrogate as snn_surrogate
 
 from spiking_dqn import SpikingQNetwork
-from spiking_dqn.layers import ChipLeaky, _layer_forward, _layer_forward_torch, spiking_layer
-from spiking_dqn.network import SpikingConfig
+from spiking_dqn.config import SpikingConfig
+from spiking_dqn.layers import _layer_forward, _layer_forward_torch, spiking_layer
+from spiking_dqn.neuron import ChipLeaky
 
 
 def test_q_values_shape_and_activity(small_net):

@@ -11,7 +11,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from envs import make_env
 from spiking_dqn import SpikeActivityLogger, SpikingDQNPolicy
-from spiking_dqn.network import SpikingConfig, SpikingQNetwork
+from spiking_dqn.config import SpikingConfig
+from spiking_dqn.network import SpikingQNetwork
 
 TINY = dict(net_arch=[16], ticks=6, threshold=0.5)
 

@@ -32,7 +32,7 @@ from envs import make_env, make_vec
 from spiking_dqn.callbacks import SpikeActivityLogger
 from spiking_dqn.recipes.hyperparams import qat_learning_rate
 from spiking_dqn.dqn import SpikingDQN
-from spiking_dqn.network import SpikingConfig
+from spiking_dqn.config import SpikingConfig
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.thresholds import ThresholdNoise
 from spiking_dqn.qat import quantization_aware_finetune
