@@ -6,7 +6,7 @@ import torch as th
 
 from spiking_dqn import SignedRateEncoder
 from spiking_dqn.encoding import deterministic_spikes_torch
-from spiking_dqn.semantics.encoding import deterministic_spikes_numpy, signed_rates_numpy
+from spiking_dqn.semantics.encoding import deterministic_spikes_numpy, encode_deterministic, hybrid_rates, signed_rates_numpy
 
 
 def accumulator_reference(rate: Fraction, ticks: int) -> list[int]:
@@ -103,3 +103,17 @@ def test_invalid_encoder_arguments(kwargs):
     bound = kwargs.pop("bound", [1.0, 1.0])
     with pytest.raises(ValueError):
         SignedRateEncoder(bound, **kwargs)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.3, 0.9, 1 / 3])
+def test_the_hybrid_rate_has_one_home_and_the_formula_s_bits(alpha):
+    # hybrid_rates (the accelerator path's numpy home) and the compiled encoder give the
+    # float64 bits of min(1, r / (1 - alpha * r)) computed elementwise.
+    rates = np.concatenate([np.random.default_rng(0).uniform(0, 1, 5000), [0.0, 1.0, 0.5, 1 / 3, 0.7]])
+    formula = th.clamp(th.from_numpy(rates) / (1.0 - alpha * th.from_numpy(rates)), max=1.0).numpy()
+    np.testing.assert_array_equal(hybrid_rates(rates, alpha), formula)
+    obs = rates[:, None]  # bound 1: the rate is the observation itself
+    spikes, finite = encode_deterministic(obs, np.ones(1), 20, alpha)
+    assert finite
+    np.testing.assert_array_equal(spikes[:, :, :1], deterministic_spikes_numpy(formula[:, None], 20))
+
