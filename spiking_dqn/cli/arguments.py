@@ -211,40 +211,54 @@ def option_flag(name: str, default: Any) -> str:
 def add_options(
     parser: argparse.ArgumentParser,
     options: type,
+    names: Sequence[str] | None = None,
     *,
     defaults: Mapping[str, Any] | None = None,
     helps: Mapping[str, str] | None = None,
+    ranges: Mapping[str, str] | None = None,
 ) -> None:
     """Add one option per field of the dataclass ``options`` to ``parser`` (CleanRL's ``Args``).
 
-    A field's ``metadata`` carries its ``help`` and, for checked numbers, its ``range``
-    (``"positive"`` or ``"non_negative"``); its type gives the argument type (``bool``: a
-    flag, ``--no-<name>`` when it is on by default; a ``Literal``: the choices).
+    A field's ``metadata`` carries its ``help`` and optionally its ``range`` for a checked
+    number (``"positive"`` or ``"non_negative"``), its own argument ``type`` (a parser
+    function), its ``choices``, and ``positional``; otherwise its type gives the argument
+    type (``bool``: a flag, ``--no-<name>`` when it is on by default; a ``Literal``: the choices).
 
     :param parser: the parser
     :param options: the options dataclass
-    :param defaults: defaults that differ from the fields' (e.g. a command's own output folder)
-    :param helps: help texts that differ from the fields'
+    :param names: the fields to add, in this order (default: all, in the class's order)
+    :param defaults: defaults of this command that differ from the fields'
+    :param helps: help texts of this command that differ from the fields'
+    :param ranges: ranges of this command that differ from the fields'
     """
-    defaults, helps = dict(defaults or {}), dict(helps or {})
+    defaults, helps, ranges = dict(defaults or {}), dict(helps or {}), dict(ranges or {})
     hints = typing.get_type_hints(options)
-    for f in dataclasses.fields(options):
-        default = defaults.get(f.name, None if f.default is dataclasses.MISSING else f.default)
-        help_text = helps.get(f.name, f.metadata.get("help"))
-        kind = _plain_type(hints[f.name])
+    fields = {f.name: f for f in dataclasses.fields(options)}
+    for name in names if names is not None else list(fields):
+        f = fields[name]
+        default = defaults[name] if name in defaults else _field_default(f)
+        help_text = helps.get(name, f.metadata.get("help"))
+        kind = _plain_type(hints[name])
         if kind is bool:
-            parser.add_argument(option_flag(f.name, default), action="store_true", help=help_text)
+            parser.add_argument(option_flag(name, default), action="store_true", help=help_text)
             continue
-        kwargs: dict[str, Any] = {"default": default, "help": help_text}
-        if typing.get_origin(kind) is typing.Literal:
-            kwargs["choices"] = list(typing.get_args(kind))
+        kwargs: dict[str, Any] = {"help": help_text}
+        if not f.metadata.get("positional"):
+            kwargs["default"] = default
+        if "choices" in f.metadata or typing.get_origin(kind) is typing.Literal:
+            kwargs["choices"] = list(f.metadata.get("choices", typing.get_args(kind)))
         else:
-            kwargs["type"] = _RANGED_TYPES.get((kind, f.metadata.get("range")), kind)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
+            kwargs["type"] = f.metadata.get("type") or _RANGED_TYPES.get(
+                (kind, ranges.get(name, f.metadata.get("range"))), kind
+            )
+        flag = name if f.metadata.get("positional") else f"--{name.replace('_', '-')}"
+        parser.add_argument(flag, **kwargs)
 
 
 def read_options(args: argparse.Namespace, options: type, **values: Any) -> Any:
     """The ``options`` dataclass of the options :func:`add_options` added, parsed in ``args``.
+
+    A field the command has no option for keeps its default.
 
     :param args: the parsed command line
     :param options: the options dataclass
@@ -253,11 +267,21 @@ def read_options(args: argparse.Namespace, options: type, **values: Any) -> Any:
     for f in dataclasses.fields(options):
         if f.name in values:
             continue
-        if f.default is True:
-            values[f.name] = not getattr(args, option_flag(f.name, True)[2:].replace("-", "_"))
+        default = _field_default(f)
+        if default is True:
+            values[f.name] = not getattr(args, option_flag(f.name, True)[2:].replace("-", "_"), False)
         else:
-            values[f.name] = getattr(args, f.name)
+            values[f.name] = getattr(args, f.name, default)
     return options(**values)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    """A field's default (None when it has none)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def _plain_type(hint: Any) -> Any:

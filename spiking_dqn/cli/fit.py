@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,11 @@ from spiking_dqn.cli.arguments import (
     WEIGHT_BITS_HELP,
     CLIError,
     HelpFormatter,
-    non_negative_int,
+    add_options,
     parse_lambda,
     parse_scale,
     parse_weight_bits,
-    positive_floats,
-    positive_int,
+    read_options,
 )
 from spiking_dqn.cli.loading import backend_options, infer_env_id, load_program, load_spiking_model, require_env_id
 from spiking_dqn.hardware import BACKENDS, ChipProgramError, get_backend
@@ -57,7 +57,7 @@ from spiking_dqn.pipeline import (
 from spiking_dqn.quantization.levels import LEVEL_SCHEMES
 from spiking_dqn.pipeline.settings import Method
 from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES
-from spiking_dqn.search import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS, SearchInterrupted, StorageUnavailableError
+from spiking_dqn.search import SearchInterrupted, StorageUnavailableError
 from spiking_dqn.search.storage import parse_storage_url
 
 #: Exit status of an unreachable storage and of an interrupted search (bad input is 2).
@@ -74,6 +74,73 @@ layer; objective: the mean reward), then the naive and the best program on held-
 CALIBRATE_DESCRIPTION = """\
 Hidden thresholds, per neuron or per layer, that reproduce the float firing rates on recorded
 observations (no episodes), then the naive and the calibrated program on held-out episodes."""
+
+
+ENV_HELP = ("environment id (inferred for agents/trained/<env>/model.zip and for a model with the eval.json of "
+            "spiking-dqn train next to it)")
+_SEARCH, _CALIBRATION = SearchSettings(), CalibrationSettings()
+
+
+@dataclass(kw_only=True)
+class FitOptions:
+    """The options of ``deploy``, ``search`` and ``calibrate``, each declared once with its help.
+
+    A command adds the fields it has (:data:`COMMON`, :data:`SEARCH`, :data:`CALIBRATE`,
+    :data:`DEPLOY`), with its own help or default where it says more; the defaults of the
+    search and the calibration are those of their settings.
+    """
+
+    model: Path = field(metadata={"help": "trained model .zip (DQN with SpikingDQNPolicy)", "positional": True})
+    env: str | None = field(default=None, metadata={"help": ENV_HELP})
+    lam: str | float | list[float] | None = field(default=None, metadata={"help": LAMBDA_HELP, "type": parse_lambda})
+    weight_bits: int | list[int] | None = field(default=None, metadata={
+        "help": WEIGHT_BITS_HELP, "type": parse_weight_bits})
+    state_bits: int | None = field(default=None, metadata={"help": STATE_BITS_HELP, "range": "positive"})
+    state_levels: str = field(default="threshold_centered", metadata={
+        "help": STATE_LEVELS_HELP, "choices": LEVEL_SCHEMES})
+    backend: str = field(default="emulator", metadata={
+        "help": "where the thresholds are chosen and the programs evaluated", "choices": list(BACKENDS)})
+    eth_ip: str | None = field(default=None, metadata={"help": "SpiNNaker2 chip address (with --backend spinnaker2)"})
+    seed: int = field(default=0, metadata={"help": "seed of the fit's episodes (see each command)"})
+    final_episodes: int | None = field(default=100, metadata={
+        "help": "held-out episodes of the final comparison", "range": "positive"})
+    progress: bool = field(default=True, metadata={"help": "hide the progress bars"})
+    qat_steps: int = field(default=0, metadata={
+        "help": f"first run this many online quantization-aware fine-tuning steps (keep-best on "
+        f"{QATSettings().check_episodes} check episodes; the fine-tuned model is saved as model_qat.zip in --out)",
+        "range": "non_negative"})
+    program: Path | None = field(default=None, metadata={"help": "start from this chip program instead of --lam"})
+    storage: str | None = field(default=None, metadata={
+        "help": "Optuna storage URL (sqlite:///runs/search.db: resumable; postgresql://...: shared by several "
+        "workers); default: in memory"})
+    study_name: str = field(default=_SEARCH.study_name, metadata={"help": "prefix of the two study names"})
+    stage1: list[float] = field(default_factory=lambda: list(_SEARCH.stage1_grid), metadata={
+        "help": "stage-1 global multipliers, positive, comma-separated", "range": "positive"})
+    stage2: list[float] = field(default_factory=lambda: list(_SEARCH.stage2_factors), metadata={
+        "help": "stage-2 per-layer factors around the stage-1 best, positive, comma-separated", "range": "positive"})
+    episodes: int = field(default=_SEARCH.episodes, metadata={"help": "episodes per grid point", "range": "positive"})
+    heartbeat_interval: int = field(default=_SEARCH.heartbeat_interval, metadata={
+        "help": "seconds between heartbeats (database storage)", "range": "positive"})
+    observations: int = field(default=_CALIBRATION.n_observations, metadata={
+        "help": "recorded observations", "range": "positive"})
+    granularity: str = field(default=_CALIBRATION.granularity, metadata={
+        "help": "one threshold multiplier per hidden neuron or per hidden layer", "choices": ["neuron", "layer"]})
+    objective: str = field(default=_CALIBRATION.objective, metadata={
+        "help": "'rates' (match the float firing rates) or 'agreement' (then the common threshold scale that best "
+        "reproduces the float actions)", "choices": ["rates", "agreement"]})
+    threshold_scale: float | list[float] | None = field(default=None, metadata={
+        "help": "multiply the hidden thresholds (chip units) by this, or by one value per hidden layer (e.g. 1.2,0.9)",
+        "type": parse_scale})
+    out: Path | None = field(default=None, metadata={"help": "output folder"})
+
+
+#: The options of each command, in the order of its help.
+COMMON = ("model", "env", "lam", "weight_bits", "state_bits", "state_levels", "backend", "eth_ip", "seed",
+          "final_episodes", "progress", "qat_steps")
+SEARCH = (*COMMON, "program", "storage", "study_name", "stage1", "stage2", "episodes", "heartbeat_interval", "out")
+CALIBRATE = (*COMMON, "observations", "granularity", "objective", "out")
+DEPLOY = ("model", "lam", "weight_bits", "state_bits", "state_levels", "out", "threshold_scale", "qat_steps", "env",
+          "final_episodes", "seed", "progress")
 
 
 def check_storage_url(storage: str | None) -> None:
@@ -120,47 +187,47 @@ def _print_final(result: FitResult, title: str) -> None:
     Console().print(table)
 
 
-def _fit(args: argparse.Namespace, method: Method, default_out: str, **settings: Any) -> FitResult:
+def _fit(options: FitOptions, method: Method, default_out: str, **settings: Any) -> FitResult:
     """Load the model and run :func:`~spiking_dqn.pipeline.fit_to_chip` for a search/calibrate command.
 
-    :param args: the parsed command line
+    :param options: the command's options
     :param method: the threshold method
     :param default_out: output folder under ``runs/`` when ``--out`` is not given
     :param settings: ``search=`` or ``calibration=`` settings of the fit
     :raises CLIError: bad input, unreadable files
     """
-    program_path = getattr(args, "program", None)  # only search has --program
-    if args.qat_steps and program_path is not None:
+    program_path = options.program  # only search has --program
+    if options.qat_steps and program_path is not None:
         raise CLIError("--qat-steps trains the model, so it cannot start from a --program file")
-    state = _state(args)
-    env_id = require_env_id(args.env, args.model)
-    model = load_spiking_model(args.model)
-    options = backend_options(args.backend, args.eth_ip)
-    out = Path(args.out or Path("runs") / default_out / env_id)
+    state = _state(options)
+    env_id = require_env_id(options.env, options.model)
+    model = load_spiking_model(options.model)
+    chip = backend_options(options.backend, options.eth_ip)
+    out = Path(options.out or Path("runs") / default_out / env_id)
     try:
         program = load_program(program_path) if program_path is not None else None
-        backend = get_backend(args.backend, **options)
+        backend = get_backend(options.backend, **chip)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = fit_to_chip(
-                model, env_id, lam=args.lam, weight_bits=args.weight_bits, program=program,
-                qat=QATSettings(args.qat_steps), state=state,
-                method=method, backend=backend, seeds=Seeds.from_base(args.seed), eval_episodes=args.final_episodes,
-                out=out, save_model=True, progress=not args.no_progress, **settings,
+                model, env_id, lam=options.lam, weight_bits=options.weight_bits, program=program,
+                qat=QATSettings(options.qat_steps), state=state, method=method, backend=backend,
+                seeds=Seeds.from_base(options.seed), eval_episodes=options.final_episodes, out=out, save_model=True, progress=options.progress, **settings,
             )
     except (ValueError, TypeError, FileNotFoundError, ChipProgramError, ImportError) as exc:
         raise CLIError(str(exc)) from None
     _print_warnings(caught)
     _print_qat(result, out)
     what = "threshold search" if method == "grid" else "threshold calibration"
-    _print_final(result, f"{env_id}: {what}, {args.final_episodes} held-out episodes (seeds {result.seeds.evaluation}..)")
+    episodes = f"{options.final_episodes} held-out episodes (seeds {result.seeds.evaluation}..)"
+    _print_final(result, f"{env_id}: {what}, {episodes}")
     return result
 
 
-def _state(args: argparse.Namespace) -> StateSettings:
+def _state(options: FitOptions) -> StateSettings:
     """The membrane state settings of ``--state-bits`` and ``--state-levels``."""
     try:
-        return StateSettings(args.state_bits, args.state_levels)
+        return StateSettings(options.state_bits, options.state_levels)
     except ValueError as exc:
         raise CLIError(f"--state-bits/--state-levels: {exc}") from None
 
@@ -170,15 +237,16 @@ def _print_files(result: FitResult) -> None:
     print(f"results written to {out} ({', '.join(Path(p).name for p in result.files.values())})")
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def cmd_search(parsed: argparse.Namespace) -> int:
     """``spiking-dqn search``: two-stage threshold grid search on the backend."""
-    check_storage_url(args.storage)
+    options = read_options(parsed, FitOptions)
+    check_storage_url(options.storage)
     settings = SearchSettings(
-        stage1_grid=tuple(args.stage1), stage2_factors=tuple(args.stage2), episodes=args.episodes,
-        storage=args.storage, study_name=args.study_name, heartbeat_interval=args.heartbeat_interval,
+        stage1_grid=tuple(options.stage1), stage2_factors=tuple(options.stage2), episodes=options.episodes,
+        storage=options.storage, study_name=options.study_name, heartbeat_interval=options.heartbeat_interval,
     )
     try:
-        result = _fit(args, "grid", "threshold_search", search=settings)
+        result = _fit(options, "grid", "threshold_search", search=settings)
     except StorageUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STORAGE
@@ -187,25 +255,26 @@ def cmd_search(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         where = (
-            f"the finished evaluations are in {args.storage}: run the same command again to resume"
-            if args.storage
+            f"the finished evaluations are in {options.storage}: run the same command again to resume"
+            if options.storage
             else "the study was in memory: pass --storage sqlite:///runs/search.db to make the search resumable"
         )
         print(f"interrupted; {where}", file=sys.stderr)
         return 130
     search = result.search
     print(f"best multipliers {[round(m, 4) for m in search.best.multipliers]} (search reward "
-          f"{search.best.mean_reward:.2f} over {args.episodes} episodes); cost: {search.backend_episodes} backend "
+          f"{search.best.mean_reward:.2f} over {options.episodes} episodes); cost: {search.backend_episodes} backend "
           f"episodes, {search.backend_inferences} inferences ({search.evaluated_here} evaluations in this run, "
           f"{search.wall_time_s:.1f} s)")
     _print_files(result)
     return 0
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
+def cmd_calibrate(parsed: argparse.Namespace) -> int:
     """``spiking-dqn calibrate``: per-neuron (or per-layer) thresholds from recorded observations."""
-    settings = CalibrationSettings(args.observations, objective=args.objective, granularity=args.granularity)
-    result = _fit(args, "calibrate", "calibration", calibration=settings)
+    options = read_options(parsed, FitOptions)
+    settings = CalibrationSettings(options.observations, objective=options.objective, granularity=options.granularity)
+    result = _fit(options, "calibrate", "calibration", calibration=settings)
     cal = result.calibration
     print(f"multipliers {[round(m, 4) for m in cal.multipliers]}"
           f"{' (geometric mean over each layer of the per-neuron ones)' if cal.granularity == 'neuron' else ''} "
@@ -217,35 +286,36 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_deploy(args: argparse.Namespace) -> int:
+def cmd_deploy(parsed: argparse.Namespace) -> int:
     """``spiking-dqn deploy``: quantize a trained model (optionally after QAT) into a chip program file."""
-    model = load_spiking_model(args.model)
-    env_id = args.env or infer_env_id(args.model)
-    episodes = args.final_episodes
+    options = read_options(parsed, FitOptions)
+    model = load_spiking_model(options.model)
+    env_id = options.env or infer_env_id(options.model)
+    episodes = options.final_episodes
     if episodes is None:
         episodes = EVAL_EPISODES if env_id is not None else 0
-    state = _state(args)
-    if args.qat_steps or episodes or state.bits is not None:
-        env_id = require_env_id(args.env, args.model)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    state = _state(options)
+    if options.qat_steps or episodes or state.bits is not None:
+        env_id = require_env_id(options.env, options.model)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = fit_to_chip(
-                model, env_id, lam=args.lam, weight_bits=args.weight_bits,
-                qat=QATSettings(args.qat_steps, check_episodes=QAT_CHECK_EPISODES), state=state,
-                threshold_scale=args.threshold_scale, method="none", seeds=Seeds.from_base(args.seed),
-                eval_episodes=episodes, encoder_seed=args.seed, progress=not args.no_progress,
+                model, env_id, lam=options.lam, weight_bits=options.weight_bits,
+                qat=QATSettings(options.qat_steps, check_episodes=QAT_CHECK_EPISODES), state=state,
+                threshold_scale=options.threshold_scale, method="none", seeds=Seeds.from_base(options.seed),
+                eval_episodes=episodes, encoder_seed=options.seed, progress=options.progress,
             )
     except (ValueError, TypeError) as exc:
         raise CLIError(str(exc)) from None
     if result.qat is not None and result.qat.kept:
-        model.save(args.out.parent / "model_qat.zip")
-    _print_qat(result, args.out.parent)
+        model.save(options.out.parent / "model_qat.zip")
+    _print_qat(result, options.out.parent)
     program = result.program
-    program.save(args.out)
-    shown = "the model's own grid, else auto" if args.lam is None else repr(args.lam)
-    print(f"quantization report ({args.model}, lam: {shown}):")
+    program.save(options.out)
+    shown = "the model's own grid, else auto" if options.lam is None else repr(options.lam)
+    print(f"quantization report ({options.model}, lam: {shown}):")
     print(result.quantization)
     _print_warnings(caught)
     print(program)
@@ -255,7 +325,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         _print_final(result, f"{env_id}: {episodes} held-out episodes (seeds {result.seeds.evaluation}..)")
     else:
         print("not evaluated: pass --env (or --final-episodes N with it) to play held-out episodes")
-    print(f"chip program written to {args.out}")
+    print(f"chip program written to {options.out}")
     return 0
 
 
@@ -264,84 +334,36 @@ def add_parsers(sub: Any) -> None:
 
     :param sub: the parser's subparsers action
     """
-    lam_help = LAMBDA_HELP
-    env_help = ("environment id (inferred for agents/trained/<env>/model.zip and for a model with the eval.json of "
-                "spiking-dqn train next to it)")
-
-    def state_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--state-bits", type=positive_int, default=None, help=STATE_BITS_HELP)
-        p.add_argument("--state-levels", choices=list(LEVEL_SCHEMES), default="threshold_centered",
-                       help=STATE_LEVELS_HELP)
-
-    def common(p: argparse.ArgumentParser, seed_help: str) -> None:
-        p.add_argument("model", type=Path, help="trained model .zip (DQN with SpikingDQNPolicy)")
-        p.add_argument("--env", default=None, help=env_help)
-        p.add_argument("--lam", type=parse_lambda, default=None, help=lam_help)
-        p.add_argument("--weight-bits", type=parse_weight_bits, default=None, help=WEIGHT_BITS_HELP)
-        state_options(p)
-        p.add_argument("--backend", choices=list(BACKENDS), default="emulator",
-                       help="where the thresholds are chosen and the programs evaluated")
-        p.add_argument("--eth-ip", default=None, help="SpiNNaker2 chip address (with --backend spinnaker2)")
-        p.add_argument("--seed", type=int, default=0, help=seed_help)
-        p.add_argument("--final-episodes", type=positive_int, default=100,
-                       help="held-out episodes of the final comparison")
-        p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-        p.add_argument("--qat-steps", type=non_negative_int, default=0,
-                       help=f"first run this many online quantization-aware fine-tuning steps (keep-best on "
-                            f"{QATSettings().check_episodes} check episodes; the fine-tuned model is saved as "
-                            "model_qat.zip in --out)")
-
     dep = sub.add_parser("deploy", help="quantize a trained model into a chip program file",
                          description=DEPLOY_DESCRIPTION, formatter_class=HelpFormatter)
-    dep.add_argument("model", type=Path, help="trained model .zip (DQN with SpikingDQNPolicy)")
-    dep.add_argument("--lam", type=parse_lambda, default=None, help=lam_help)
-    dep.add_argument("--weight-bits", type=parse_weight_bits, default=None, help=WEIGHT_BITS_HELP)
-    state_options(dep)
-    dep.add_argument("--out", type=Path, default=DEFAULT_PROGRAM, help="program file")
-    dep.add_argument("--threshold-scale", type=parse_scale, default=None,
-                     help="multiply the hidden thresholds (chip units) by this, or by one value per hidden layer "
-                          "(e.g. 1.2,0.9)")
-    dep.add_argument("--qat-steps", type=non_negative_int, default=0,
-                     help="first run this many online quantization-aware fine-tuning steps (the fine-tuned model is "
-                          "saved as model_qat.zip next to --out)")
-    dep.add_argument("--env", default=None, help=env_help + "; needed for --qat-steps and the evaluation")
-    dep.add_argument("--final-episodes", type=non_negative_int, default=None,
-                     help="held-out episodes (env seeds from --seed + 100000) on which the float model and the chip "
+    add_options(dep, FitOptions, DEPLOY, defaults={"out": DEFAULT_PROGRAM, "final_episodes": None},
+                ranges={"final_episodes": "non_negative"}, helps={
+        "out": "program file",
+        "qat_steps": "first run this many online quantization-aware fine-tuning steps (the fine-tuned model is "
+                     "saved as model_qat.zip next to --out)",
+        "env": ENV_HELP + "; needed for --qat-steps and the evaluation",
+        "final_episodes": "held-out episodes (env seeds from --seed + 100000) on which the float model and the chip "
                           f"program are evaluated; default {EVAL_EPISODES} when the environment is known, else 0 "
-                          "(none)")
-    dep.add_argument("--seed", type=int, default=0,
-                     help="seed of the chip's Poisson encoder (if the network uses one), of QAT (checks from "
-                          "seed + 50000) and of the held-out episodes (seed + 100000)")
-    dep.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+                          "(none)",
+        "seed": "seed of the chip's Poisson encoder (if the network uses one), of QAT (checks from seed + 50000) "
+                "and of the held-out episodes (seed + 100000)",
+    })
     dep.set_defaults(func=cmd_deploy)
 
     search = sub.add_parser("search", help="two-stage threshold grid search of a saved model on a backend",
                             description=SEARCH_DESCRIPTION, formatter_class=HelpFormatter)
-    common(search, "seed of the first search episode (episode i: seed + i); held-out episodes from seed + 100000, "
-                   "QAT checks from seed + 50000")
-    search.add_argument("--program", type=Path, default=None, help="start from this chip program instead of --lam")
-    search.add_argument("--storage", default=None, help="Optuna storage URL (sqlite:///runs/search.db: resumable; "
-                        "postgresql://...: shared by several workers); default: in memory")
-    search.add_argument("--study-name", default="threshold-search", help="prefix of the two study names")
-    search.add_argument("--stage1", type=positive_floats, default=list(DEFAULT_STAGE1_GRID),
-                        help="stage-1 global multipliers, positive, comma-separated")
-    search.add_argument("--stage2", type=positive_floats, default=list(DEFAULT_STAGE2_FACTORS),
-                        help="stage-2 per-layer factors around the stage-1 best, positive, comma-separated")
-    search.add_argument("--episodes", type=positive_int, default=10, help="episodes per grid point")
-    search.add_argument("--heartbeat-interval", type=positive_int, default=10,
-                        help="seconds between heartbeats (database storage)")
-    search.add_argument("--out", type=Path, default=None, help="output folder (default runs/threshold_search/<env>)")
+    add_options(search, FitOptions, SEARCH, helps={
+        "seed": "seed of the first search episode (episode i: seed + i); held-out episodes from seed + 100000, "
+                "QAT checks from seed + 50000",
+        "out": "output folder (default runs/threshold_search/<env>)",
+    })
     search.set_defaults(func=cmd_search)
 
     cal = sub.add_parser("calibrate", help="calibrate the thresholds of a saved model on recorded observations",
                          description=CALIBRATE_DESCRIPTION, formatter_class=HelpFormatter)
-    common(cal, "seed of the QAT steps; the observations are recorded from env seed + 10000, QAT checks from "
-                "seed + 50000, the held-out episodes from seed + 100000")
-    cal.add_argument("--observations", type=positive_int, default=128, help="recorded observations")
-    cal.add_argument("--granularity", choices=["neuron", "layer"], default="neuron",
-                     help="one threshold multiplier per hidden neuron or per hidden layer")
-    cal.add_argument("--objective", choices=["rates", "agreement"], default="rates",
-                     help="'rates' (match the float firing rates) or 'agreement' (then the common threshold scale "
-                          "that best reproduces the float actions)")
-    cal.add_argument("--out", type=Path, default=None, help="output folder (default runs/calibration/<env>)")
+    add_options(cal, FitOptions, CALIBRATE, helps={
+        "seed": "seed of the QAT steps; the observations are recorded from env seed + 10000, QAT checks from "
+                "seed + 50000, the held-out episodes from seed + 100000",
+        "out": "output folder (default runs/calibration/<env>)",
+    })
     cal.set_defaults(func=cmd_calibrate)
