@@ -7,8 +7,8 @@ The recipes end with quantization-aware fine-tuning, so a shipped ``model.zip`` 
 an int8 grid, recorded in the network, and the default ``lam`` (``None``) quantizes it on that grid. Writes, next to
 ``agents/trained/<env>/model.zip``:
 
-It is :func:`spiking_dqn.cli.demo.deploy_and_compare` (the demo's deployment step, which
-calls :func:`spiking_dqn.pipeline.fit_to_chip`) on the shipped folder:
+It is :func:`spiking_dqn.recipes.deployment.deploy_and_compare` (the demo's deployment step,
+which calls :func:`spiking_dqn.pipeline.fit_to_chip`) on the shipped folder:
 
 * ``chip_program.npz``: the int8 chip program (centered readout, the agent's grid);
 * ``model_qat.zip`` when ``--qat-steps`` > 0 (for an agent trained without QAT): the
@@ -26,7 +26,8 @@ import argparse
 from pathlib import Path
 
 from agents.common import trained_model_path
-from spiking_dqn.cli.demo import deploy_and_compare
+from spiking_dqn.cli.demo import print_deployment
+from spiking_dqn.recipes.deployment import deploy_and_compare
 from spiking_dqn.quantization import LambdaSpec
 
 
@@ -51,7 +52,10 @@ def deploy(
     :return: the summary written to ``deployment.json``
     """
     folder = Path(folder) if folder is not None else trained_model_path(env_id).parent
-    return deploy_and_compare(folder, env_id, episodes, seed=seed, progress=progress, lam=lam, qat_steps=qat_steps)
+    summary, report = deploy_and_compare(folder, env_id, episodes, seed=seed, progress=progress, lam=lam,
+                                         qat_steps=qat_steps)
+    print_deployment(report, env_id, episodes, seed)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:

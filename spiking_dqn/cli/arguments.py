@@ -221,7 +221,7 @@ def add_options(
 
     A field's ``metadata`` carries its ``help`` and optionally its ``range`` for a checked
     number (``"positive"`` or ``"non_negative"``), its own argument ``type`` (a parser
-    function), its ``choices``, and ``positional``; otherwise its type gives the argument
+    function), its ``choices``, ``metavar``, ``required`` and ``positional``; otherwise its type gives the argument
     type (``bool``: a flag, ``--no-<name>`` when it is on by default; a ``Literal``: the choices).
 
     :param parser: the parser
@@ -251,6 +251,7 @@ def add_options(
             kwargs["type"] = f.metadata.get("type") or _RANGED_TYPES.get(
                 (kind, ranges.get(name, f.metadata.get("range"))), kind
             )
+        kwargs.update({key: f.metadata[key] for key in ("metavar", "required") if key in f.metadata})
         flag = name if f.metadata.get("positional") else f"--{name.replace('_', '-')}"
         parser.add_argument(flag, **kwargs)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import gymnasium as gym
 from rich.console import Console
 from rich.table import Table
 
-from spiking_dqn.cli.arguments import LAMBDA_HELP, CLIError, HelpFormatter, parse_lambda, positive_float, positive_int
+from spiking_dqn.cli.arguments import LAMBDA_HELP, CLIError, HelpFormatter, add_options, parse_lambda, read_options
 from spiking_dqn.cli.loading import backend_options, load_program, load_spiking_model, require_env_id
 from spiking_dqn.compare import compare
 from spiking_dqn.hardware import BACKENDS, ChipConnectionError, ChipProgramError
@@ -38,8 +39,33 @@ def print_report(report: ComparisonReport, title: str, chip: str) -> None:
     Console().print(table)
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+@dataclass(kw_only=True)
+class CompareOptions:
+    """The options of ``spiking-dqn compare``, each declared once with its help."""
+
+    model: Path = field(metadata={"help": "trained model .zip (DQN with SpikingDQNPolicy)", "positional": True})
+    env: str | None = field(default=None, metadata={
+        "help": "environment id (inferred for agents/trained/<env>/model.zip and for a model with the eval.json of "
+        "spiking-dqn train next to it)"})
+    backend: str = field(default="emulator", metadata={"help": "where the chip program runs", "choices": list(BACKENDS)})
+    lam: str | float | list[float] | None = field(default=None, metadata={"help": LAMBDA_HELP, "type": parse_lambda})
+    program: Path | None = field(default=None, metadata={
+        "help": "deploy this chip program (.npz) instead of quantizing"})
+    episodes: int = field(default=100, metadata={"help": "episodes per policy", "range": "positive"})
+    seed: int = field(default=0, metadata={"help": "env seed of the first episode (episode i: seed + i)"})
+    out: Path | None = field(default=None, metadata={"help": "report folder (default runs/compare/<env>)"})
+    eth_ip: str | None = field(default=None, metadata={"help": "SpiNNaker2 chip address (with --backend spinnaker2)"})
+    device: str = field(default="auto", metadata={
+        "help": "torch device of the float policy ('auto': CUDA if available)"})
+    tick_ms: float = field(default=1.0, metadata={"help": "chip tick duration in ms", "range": "positive"})
+    threshold_scale: float = field(default=1.0, metadata={
+        "help": "runtime factor on every hidden threshold, of the float policy and the chip alike", "range": "positive"})
+    progress: bool = field(default=True, metadata={"help": "hide the progress bar"})
+
+
+def cmd_compare(parsed: argparse.Namespace) -> int:
     """``spiking-dqn compare``: run the float and the chip policy on the same episodes, write the report."""
+    args = read_options(parsed, CompareOptions)
     env_id = require_env_id(args.env, args.model)
     options = backend_options(args.backend, args.eth_ip)
     try:
@@ -53,7 +79,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         report = compare(
             model, env_id, backend=args.backend, lam=args.lam, program=args.program, n_episodes=args.episodes,
-            seed=args.seed, device=device, tick_s=args.tick_ms * 1e-3, progress=not args.no_progress,
+            seed=args.seed, device=device, tick_s=args.tick_ms * 1e-3, progress=args.progress,
             backend_options=options, threshold_scale=args.threshold_scale,
         )
     except (ValueError, TypeError, FileNotFoundError, ChipProgramError, ImportError, ChipConnectionError) as exc:
@@ -78,21 +104,5 @@ def add_parser(sub: Any) -> None:
     """
     cmp = sub.add_parser("compare", help="compare the float policy with the deployed (chip or emulator) policy",
                          description=DESCRIPTION, formatter_class=HelpFormatter)
-    cmp.add_argument("model", type=Path, help="trained model .zip (DQN with SpikingDQNPolicy)")
-    cmp.add_argument("--env", default=None,
-                     help="environment id (inferred for agents/trained/<env>/model.zip and for a model with the "
-                          "eval.json of spiking-dqn train next to it)")
-    cmp.add_argument("--backend", choices=list(BACKENDS), default="emulator",
-                     help="where the chip program runs")
-    cmp.add_argument("--lam", type=parse_lambda, default=None, help=LAMBDA_HELP)
-    cmp.add_argument("--program", type=Path, default=None, help="deploy this chip program (.npz) instead of quantizing")
-    cmp.add_argument("--episodes", type=positive_int, default=100, help="episodes per policy")
-    cmp.add_argument("--seed", type=int, default=0, help="env seed of the first episode (episode i: seed + i)")
-    cmp.add_argument("--out", type=Path, default=None, help="report folder (default runs/compare/<env>)")
-    cmp.add_argument("--eth-ip", default=None, help="SpiNNaker2 chip address (with --backend spinnaker2)")
-    cmp.add_argument("--device", default="auto", help="torch device of the float policy ('auto': CUDA if available)")
-    cmp.add_argument("--tick-ms", type=positive_float, default=1.0, help="chip tick duration in ms")
-    cmp.add_argument("--threshold-scale", type=positive_float, default=1.0,
-                     help="runtime factor on every hidden threshold, of the float policy and the chip alike")
-    cmp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_options(cmp, CompareOptions)
     cmp.set_defaults(func=cmd_compare)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ from spiking_dqn.cli.arguments import (
     WEIGHT_BITS_HELP,
     CLIError,
     HelpFormatter,
+    add_options,
     parse_lambda,
     parse_weight_bits,
-    positive_float,
+    read_options,
 )
 from spiking_dqn.cli.loading import load_program, load_spiking_model
 from spiking_dqn.export import DEFAULT_DT, write_nir
@@ -30,6 +32,21 @@ ticks, delay, encoder and reset mode in the graph metadata). MODEL_OR_PROGRAM is
 program file (.npz, written by `spiking-dqn deploy`) or a trained model (.zip), which is
 quantized first (--lam, --weight-bits). NIR has no reset by subtraction: a consumer other
 than spiking_dqn.export.read_nir must take the reset mode from its own configuration."""
+
+
+@dataclass(kw_only=True)
+class ExportOptions:
+    """The options of ``spiking-dqn export``, each declared once with its help."""
+
+    source: Path = field(metadata={
+        "help": "chip program file (.npz) or trained model (.zip)", "positional": True, "metavar": "MODEL_OR_PROGRAM"})
+    nir: Path = field(metadata={"help": "NIR file to write (e.g. out.nir)", "required": True})
+    tick_ms: float = field(default=DEFAULT_DT * 1e3, metadata={
+        "help": "tick duration in ms written into the NIR time constants", "range": "positive"})
+    lam: str | float | list[float] | None = field(default=None, metadata={
+        "help": LAMBDA_HELP + " (a model only)", "type": parse_lambda})
+    weight_bits: int | list[int] | None = field(default=None, metadata={
+        "help": WEIGHT_BITS_HELP + " (a model only)", "type": parse_weight_bits})
 
 
 def program_from_path(path: Path, lam: Any = None, weight_bits: Any = None) -> ChipProgram:
@@ -52,8 +69,9 @@ def program_from_path(path: Path, lam: Any = None, weight_bits: Any = None) -> C
     return program
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(parsed: argparse.Namespace) -> int:
     """``spiking-dqn export``: write the NIR file."""
+    args = read_options(parsed, ExportOptions)
     program = program_from_path(args.source, args.lam, args.weight_bits)
     args.nir.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -77,11 +95,5 @@ def add_parser(sub: Any) -> None:
     """
     exp = sub.add_parser("export", help="write a model or chip program as a NIR graph file",
                          description=DESCRIPTION, formatter_class=HelpFormatter)
-    exp.add_argument("source", type=Path, metavar="MODEL_OR_PROGRAM",
-                     help="chip program file (.npz) or trained model (.zip)")
-    exp.add_argument("--nir", type=Path, required=True, help="NIR file to write (e.g. out.nir)")
-    exp.add_argument("--tick-ms", type=positive_float, default=DEFAULT_DT * 1e3,
-                     help="tick duration in ms written into the NIR time constants")
-    exp.add_argument("--lam", type=parse_lambda, default=None, help=LAMBDA_HELP + " (a model only)")
-    exp.add_argument("--weight-bits", type=parse_weight_bits, default=None, help=WEIGHT_BITS_HELP + " (a model only)")
+    add_options(exp, ExportOptions)
     exp.set_defaults(func=cmd_export)
