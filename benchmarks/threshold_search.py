@@ -62,7 +62,7 @@ th.set_num_threads(1)
 
 from agents.common import trained_model_path  # noqa: E402
 from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
-from spiking_dqn.recipes.recipe import TRAINED_NAME  # noqa: E402
+from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES, TRAINED_NAME  # noqa: E402
 from spiking_dqn.pipeline import CalibrationSettings, QATSettings, Seeds, fit_to_chip  # noqa: E402
 from spiking_dqn.quantization import quantize_network  # noqa: E402
 from spiking_dqn.rollouts import backend_reward, float_reward, record_observations  # noqa: E402
@@ -201,7 +201,8 @@ def run_agent(env_id: str, path: Path, final_episodes: int, final_seed: int, qat
             seeds = Seeds(search=0, calibration=10_000, qat_checks=50_000, evaluation=final_seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fit = fit_to_chip(trained, env_id, lam="auto", qat=QATSettings(qat_steps, check_episodes=20),
+                fit = fit_to_chip(trained, env_id, lam="auto",
+                                  qat=QATSettings(qat_steps, check_episodes=QAT_CHECK_EPISODES),
                                   method="none", seeds=seeds, eval_episodes=final_episodes)
             qat = fit.qat.to_dict()
             scenarios.append(scenario(f"agent as trained + QAT ({qat_steps} online steps), lambda auto",
