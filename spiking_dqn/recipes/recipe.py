@@ -1,14 +1,19 @@
 """The one ``model.learn()`` loop the recipes share (``spiking-dqn train``, ``demo``, ``agents/``).
 
-1. Training: SB3 ``DQN`` with ``SpikingDQNPolicy``, a :class:`~spiking_dqn.SpikeActivityLogger`
-   and an ``EvalCallback`` whose best periodic evaluation is kept as ``model_trained.zip``.
-2. Quantization-aware fine-tuning (``qat_steps``, 0 to skip):
+1. :func:`make_model`: the training env and a ``SpikingDQN`` with ``SpikingDQNPolicy``.
+2. :func:`learn`: ``model.learn()`` with a :class:`~spiking_dqn.SpikeActivityLogger` and SB3's
+   ``EvalCallback``, whose best periodic evaluation is kept as ``model_trained.zip``
+   (:func:`load_trained` reloads it and evaluates it).
+3. :func:`fit_for_chip`: quantization-aware fine-tuning (``qat_steps``, 0 to skip):
    :func:`~spiking_dqn.qat.quantization_aware_finetune` on the int8 grid of ``lam="auto"``,
    keeping the weights that did best on the emulator, then
    :func:`~spiking_dqn.quantization.snap.snap_model_to_grid`. ``model.zip`` is then the float twin of the
    chip program that ``HardwarePolicy.from_model`` builds from it.
-3. Evaluation of ``model.zip`` (and of the agent as trained) over ``eval_episodes``
+4. :func:`record_evaluation`: ``model.zip`` (and the agent as trained) over ``eval_episodes``
    deterministic episodes, written to ``eval.json``.
+
+:func:`train_and_evaluate` runs them in this order (``spiking-dqn train`` and ``demo``);
+``agents/cartpole.py`` and ``agents/acrobot.py`` call them one by one.
 """
 
 from __future__ import annotations
