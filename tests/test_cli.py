@@ -66,6 +66,26 @@ def test_every_option_has_help_and_shows_its_default(capsys):
     assert "search episode" not in text and "observations are recorded from env seed + 10000" in text
 
 
+def test_each_option_is_declared_once_in_its_options_dataclass():
+    import dataclasses
+
+    from spiking_dqn.cli.arguments import read_options
+    from spiking_dqn.cli.fit import CALIBRATE, DEPLOY, SEARCH, FitOptions
+    from spiking_dqn.pipeline import CalibrationSettings, SearchSettings
+    from spiking_dqn.recipes.recipe import TrainOptions
+
+    assert set(SEARCH) | set(CALIBRATE) | set(DEPLOY) == {f.name for f in dataclasses.fields(FitOptions)}
+    parser = build_parser()
+    search = read_options(parser.parse_args(["search", "m.zip"]), FitOptions)
+    assert search.stage1 == list(SearchSettings().stage1_grid) and search.episodes == SearchSettings().episodes
+    assert search.model == Path("m.zip") and search.progress
+    calibrate = read_options(parser.parse_args(["calibrate", "m.zip", "--no-progress"]), FitOptions)
+    assert calibrate.observations == CalibrationSettings().n_observations and not calibrate.progress
+    train = read_options(parser.parse_args(["train", "CartPole-v0", "--no-progress", "--net-arch", "8,8"]),
+                         TrainOptions, out=Path("x"), timesteps=1)
+    assert train == TrainOptions(out=Path("x"), timesteps=1, progress=False, net_arch=[8, 8])
+
+
 def test_default_outputs_go_under_runs():
     for name, sub in _subparsers(build_parser()).items():
         for action in sub._actions:
