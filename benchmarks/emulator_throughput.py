@@ -96,14 +96,83 @@ def time_interleaved(fns: dict, min_time_s: float, repeats: int) -> dict[str, di
     return {name: {"median_s": float(np.median(r)), "best_s": float(np.min(r))} for name, r in rounds.items()}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ticks", type=int, default=10, help="ticks per inference (reference: 10)")
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per timing round")
     parser.add_argument("--repeats", type=int, default=7, help="timing rounds per figure")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "emulator_throughput.json")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def measure(net: SpikingQNetwork, program, backend: EmulatorBackend, obs: np.ndarray, args: argparse.Namespace) -> dict:
+    """One row: the emulator and the float model on the same observations ``(batch, 4)``, rounds interleaved."""
+    batch = obs.shape[0]
+    obs_t = th.as_tensor(obs)
+
+    def float_call() -> th.Tensor:
+        with th.no_grad():
+            return net(obs_t).argmax(1)
+
+    timed = time_interleaved(
+        {"emulator": lambda: backend.run(program, obs), "float": float_call}, args.min_time, args.repeats
+    )
+    emu, flt = timed["emulator"], timed["float"]
+    emu_ips, float_ips = batch / emu["median_s"], batch / flt["median_s"]
+    return {
+        "batch": batch,
+        "emulator_inferences_per_s": emu_ips,
+        "emulator_inferences_per_s_best": batch / emu["best_s"],
+        "float_inferences_per_s": float_ips,
+        "float_inferences_per_s_best": batch / flt["best_s"],
+        "emulator_over_float": emu_ips / float_ips,
+        "emulator_times_chip_real_time": emu_ips * program.ticks * TICK_S,
+    }
+
+
+def targets(by_batch: dict[int, dict], suffix: str = "") -> dict[str, bool]:
+    """The targets, on the median rounds (``suffix=""``) or the best ones (``"_best"``)."""
+    emulator, flt = f"emulator_inferences_per_s{suffix}", f"float_inferences_per_s{suffix}"
+    return {
+        "batch_1024_at_least_20000_per_s": by_batch[1024][emulator] >= TARGET_BATCH_1024_IPS,
+        "no_slower_than_float_at_batch_1024": by_batch[1024][emulator] >= by_batch[1024][flt],
+        "no_slower_than_float_at_batch_1": by_batch[1][emulator] >= by_batch[1][flt],
+    }
+
+
+def machine() -> dict:
+    """Where the figures were measured."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "torch_threads": th.get_num_threads(),
+        "numpy": np.__version__,
+        "torch": th.__version__,
+    }
+
+
+def report(result: dict) -> None:
+    """Print the table and the targets."""
+    print(f"network: {result['network']}; layer sizes {result['layer_sizes']}, {result['ticks']} ticks; one CPU thread")
+    header = f"{'batch':>6} {'emulator inf/s':>15} {'float inf/s':>13} {'emu/float':>10} {'x chip real time':>17}"
+    print(header)
+    print("-" * len(header))
+    for row in result["rows"]:
+        print(
+            f"{row['batch']:>6} {row['emulator_inferences_per_s']:>15,.0f} {row['float_inferences_per_s']:>13,.0f} "
+            f"{row['emulator_over_float']:>10.2f} {row['emulator_times_chip_real_time']:>17,.1f}"
+        )
+    for name, ok in result["targets"].items():
+        print(f"target {name}: {'met' if ok else 'NOT met'}")
+    print(f"load average (1 min) during the run: {result['machine']['load_average_1min']}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Time both executors at batch 1 and 1024, print the table and write the JSON."""
+    args = parse_args(argv)
     th.set_num_threads(1)
     net, source = cartpole_network(args.ticks)
     net = net.cpu().eval()
@@ -113,80 +182,24 @@ def main(argv: list[str] | None = None) -> dict:
     backend = EmulatorBackend(warn_saturation=False)
     bound = np.asarray(get_bounds(ENV_ID), dtype=np.float32)
     rng = np.random.default_rng(0)
-
-    rows = []
-    for batch in (1, 1024):
-        obs = (rng.uniform(-1, 1, size=(batch, 4)) * bound).astype(np.float32)
-        obs_t = th.as_tensor(obs)
-
-        def float_call() -> th.Tensor:
-            with th.no_grad():
-                return net(obs_t).argmax(1)
-
-        timed = time_interleaved({"emulator": lambda: backend.run(program, obs), "float": float_call}, args.min_time,
-                                 args.repeats)
-        emu, flt = timed["emulator"], timed["float"]
-        emu_ips = batch / emu["median_s"]
-        float_ips = batch / flt["median_s"]
-        rows.append(
-            {
-                "batch": batch,
-                "emulator_inferences_per_s": emu_ips,
-                "emulator_inferences_per_s_best": batch / emu["best_s"],
-                "float_inferences_per_s": float_ips,
-                "float_inferences_per_s_best": batch / flt["best_s"],
-                "emulator_over_float": emu_ips / float_ips,
-                "emulator_times_chip_real_time": emu_ips * program.ticks * TICK_S,
-            }
-        )
-
+    observations = [(rng.uniform(-1, 1, size=(batch, 4)) * bound).astype(np.float32) for batch in (1, 1024)]
+    rows = [measure(net, program, backend, obs, args) for obs in observations]
     by_batch = {row["batch"]: row for row in rows}
-    targets = {
-        "batch_1024_at_least_20000_per_s": by_batch[1024]["emulator_inferences_per_s"] >= TARGET_BATCH_1024_IPS,
-        "no_slower_than_float_at_batch_1024": by_batch[1024]["emulator_over_float"] >= 1.0,
-        "no_slower_than_float_at_batch_1": by_batch[1]["emulator_over_float"] >= 1.0,
-    }
     result = {
         "network": source,
         "layer_sizes": program.layer_sizes,
         "ticks": program.ticks,
         "chip_real_time_per_inference_s": program.ticks * TICK_S,
         "rows": rows,
-        "targets": targets,
-        "targets_on_best_rounds": {
-            "batch_1024_at_least_20000_per_s": by_batch[1024]["emulator_inferences_per_s_best"] >= TARGET_BATCH_1024_IPS,
-            "no_slower_than_float_at_batch_1024": by_batch[1024]["emulator_inferences_per_s_best"]
-            >= by_batch[1024]["float_inferences_per_s_best"],
-            "no_slower_than_float_at_batch_1": by_batch[1]["emulator_inferences_per_s_best"]
-            >= by_batch[1]["float_inferences_per_s_best"],
-        },
+        "targets": targets(by_batch),
+        "targets_on_best_rounds": targets(by_batch, "_best"),
         "timing": (
             f"median (and best) of {args.repeats} rounds of >= {args.min_time} s each, emulator and float rounds "
             "interleaved; ratios and real-time factors from the medians; all figures measured"
         ),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "torch_threads": th.get_num_threads(),
-            "numpy": np.__version__,
-            "torch": th.__version__,
-        },
+        "machine": machine(),
     }
-
-    print(f"network: {source}; layer sizes {program.layer_sizes}, {program.ticks} ticks; one CPU thread")
-    header = f"{'batch':>6} {'emulator inf/s':>15} {'float inf/s':>13} {'emu/float':>10} {'x chip real time':>17}"
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(
-            f"{row['batch']:>6} {row['emulator_inferences_per_s']:>15,.0f} {row['float_inferences_per_s']:>13,.0f} "
-            f"{row['emulator_over_float']:>10.2f} {row['emulator_times_chip_real_time']:>17,.1f}"
-        )
-    for name, ok in targets.items():
-        print(f"target {name}: {'met' if ok else 'NOT met'}")
-    print(f"load average (1 min) during the run: {result['machine']['load_average_1min']}")
+    report(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}")

@@ -15,10 +15,14 @@ semantics"), in float32:
   after the last tick are the result. An output neuron that crosses its threshold is
   reported in ``output_saturated`` (and warned about), never hidden.
 
-For speed the batch is run population by population rather than tick by tick: the
-synaptic input of a population for all ticks is one float32 matrix product of the 0/1
-spike trains with the weights (exact, since the sums are small integers), and only the
-elementwise neuron update loops over the ticks. A population's input at tick ``t`` only
+A chunk of observations runs as one compiled call,
+:func:`~spiking_dqn.semantics.chip_kernels.chip_forward`, through the loop nest the float
+network's layers run (:func:`~spiking_dqn.semantics.network_kernels.layer_ticks`) with the
+chip's options, population by population rather than tick by tick: event-driven, the
+synaptic input of a tick is the sum of the weight rows of the spikes that arrive (exact,
+since the weights are integers; a narrow population such as the output sums all its inputs
+densely, which is as exact), and the neuron update is
+:func:`~spiking_dqn.semantics.lif.lif_tick`. A population's input at tick ``t`` only
 depends on the previous population's spikes at ticks ``<= t``, so the order of the
 updates, and every float32 operation, is the same as in a tick-by-tick loop.
 
@@ -36,12 +40,10 @@ every spike at the same tick, voltages to 1e-5 relative. No chip has been run.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from spiking_dqn.semantics import lif as kernels
 from spiking_dqn.hardware.backend import (
     BackendResult,
     check_input_spikes,
@@ -50,6 +52,7 @@ from spiking_dqn.hardware.backend import (
     warn_output_saturation,
 )
 from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.semantics.chip_kernels import ChipArrays, ChipRun, chip_forward
 from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.encoding import as_observation_batch
 
@@ -60,42 +63,35 @@ from spiking_dqn.semantics.encoding import as_observation_batch
 MEMORY_BUDGET_BYTES = 2 * 1024**3
 
 
-@dataclass(frozen=True)
-class _Layer:
-    weights_t: np.ndarray  # (n_pre, n_post) float32
-    fan_out: np.ndarray  # (n_pre,) int64: nonzero outgoing weights of each pre neuron
-    alpha: np.ndarray  # (n,) float32
-    i_offset: np.ndarray
-    threshold: np.ndarray
-    levels: np.ndarray  # state levels of the population (kernels.NO_LEVELS: float32 state)
-    gain: np.ndarray | None  # (ticks, 1, 1) per-tick gain of the projection's input, or None
-
-
 class _Compiled:
-    """Float32 views of a program, prepared once and reused for every batch."""
+    """A program's arrays as :func:`chip_forward` takes them, prepared once and reused for every batch."""
 
     def __init__(self, program: ChipProgram) -> None:
         self.program = program
-        self.layers = [
-            _Layer(
-                weights_t=np.ascontiguousarray(w.T, dtype=np.float32),
-                fan_out=np.count_nonzero(w, axis=0).astype(np.int64),
-                alpha=np.asarray(a, dtype=np.float32),
-                i_offset=np.asarray(i, dtype=np.float32),
-                threshold=np.asarray(t, dtype=np.float32),
-                levels=kernels.NO_LEVELS if lv is None else np.array(lv, dtype=np.float32),
-                gain=None if g is None else np.array(g, dtype=np.float32).reshape(-1, 1, 1),
-            )
-            for w, a, i, t, lv, g in zip(
-                program.weights,
-                program.alpha_decay,
-                program.i_offset,
-                program.thresholds,
-                program.state_levels or [None] * len(program.weights),
-                program.tick_gain or [None] * len(program.weights),
-            )
-        ]
-        self.v_reset = np.float32(program.v_reset)
+        self.arrays = ChipArrays.of(
+            program.weights,
+            program.alpha_decay,
+            program.i_offset,
+            program.thresholds,
+            program.state_levels,
+            program.tick_gain,
+            program.ticks,
+        )
+        self.options = (program.reset == "subtract", np.float32(program.v_reset), int(program.delay))
+        starts = np.cumsum([0, *program.layer_sizes]).tolist()
+        #: Where each population starts and ends in the populations' concatenation.
+        self.bounds = list(zip(starts[:-1], starts[1:]))
+
+    def run(self, inputs: np.ndarray, chunk: int, record_trains: bool = False, record_ranges: bool = False) -> ChipRun:
+        """:func:`chip_forward` on input trains ``(T, batch, n_0)``, ``chunk`` observations at a time."""
+        return ChipRun(*chip_forward(inputs, *self.arrays, *self.options, chunk, record_trains, record_ranges))
+
+    def blocks(self, flat: np.ndarray, lead: tuple[int, ...]) -> list[np.ndarray]:
+        """Each population's block of one of :class:`ChipRun`'s flat arrays, shaped ``(*lead, n_p)``."""
+        size = 1
+        for n in lead:
+            size *= n
+        return [flat[size * a : size * b].reshape(*lead, b - a) for a, b in self.bounds]
 
 
 class EmulatorBackend:
@@ -133,8 +129,8 @@ class EmulatorBackend:
         (input first), ``N = sum n_k``, ``A`` actions:
 
         * the input trains of the batch, float32: ``4 T B n_0``;
-        * one chunk's working set: every population's trains ``4 T c N``, plus the synaptic
-          input and the membranes of the largest layer ``8 T c max n_k``;
+        * one chunk's working set: every population's trains ``4 T c N``, plus membranes and
+          counts, at most ``8 T c max n_k``;
         * recordings of the whole batch: trains ``2 T B N`` (per chunk, then joined), voltage
           traces ``8 T B A``.
 
@@ -165,70 +161,6 @@ class EmulatorBackend:
                 "observations at a time, record less, or raise EmulatorBackend(memory_budget_bytes=...)"
             )
 
-    def _simulate(
-        self,
-        compiled: _Compiled,
-        program: ChipProgram,
-        inputs: np.ndarray,
-        record_voltages: bool,
-        ranges: list[list[float]] | None = None,
-    ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray | None]:
-        """Simulate one chunk of input spike trains ``(T, chunk, 2d)``.
-
-        :param ranges: when given, ``[min, max]`` per population of the membrane kept after
-            each tick (after reset and state levels), widened in place by this chunk's
-        :return: output voltages, spike counts per population, synaptic events, spike
-            trains per population, output voltage trace (or None)
-        """
-        trains = [inputs]
-        ticks, delay, batch = program.ticks, program.delay, inputs.shape[1]
-        subtract = program.reset == "subtract"
-        trace = np.empty((ticks, batch, program.n_actions), dtype=np.float32) if record_voltages else None
-        last_layer = compiled.layers[-1]
-        for layer in compiled.layers:
-            pre = trains[-1]
-            n_pre, n_post = layer.weights_t.shape
-            syn = np.empty((ticks, batch, n_post), dtype=np.float32)
-            syn[:delay] = 0.0
-            if ticks > delay:
-                # What arrives at tick t was emitted at t - delay.
-                np.matmul(pre[: ticks - delay].reshape(-1, n_pre), layer.weights_t, out=syn[delay:].reshape(-1, n_post))
-            if layer.gain is not None:
-                syn *= layer.gain  # the projection's gain of each arrival tick (TaWQ), in float32
-            # Per tick and neuron: v = alpha * v + i_offset + syn_t; spike if v > threshold;
-            # reset (subtract the threshold, or set to v_reset), in this float32 order; then
-            # the kept membrane becomes its nearest state level, where the population has levels.
-            keep_pre = (trace is not None and layer is last_layer) or ranges is not None
-            pre_v, out, v = kernels.lif_forward(
-                syn, layer.alpha, layer.i_offset, layer.threshold, subtract, compiled.v_reset, keep_pre, layer.levels
-            )
-            if keep_pre:
-                # Membrane after each tick's reset: pre - threshold where fired (exactly the
-                # kernel's float32 value), else pre; to v_reset where fired; then its level.
-                kept = np.where(out > 0, pre_v - layer.threshold if subtract else compiled.v_reset, pre_v)
-                if layer.levels.size:
-                    kept = kernels.nearest_levels(layer.levels, kept)
-                if trace is not None and layer is last_layer:
-                    trace[:] = kept
-                if ranges is not None and kept.size:
-                    k = len(trains) - 1
-                    ranges[k] = [min(ranges[k][0], float(kept.min())), max(ranges[k][1], float(kept.max()))]
-            trains.append(out)
-        # Spikes emitted before tick ``ticks - delay`` arrive within the ticks (synaptic
-        # events, see ``synaptic_events``); the rest only add to the counts. Sums of 0/1
-        # float32 over the ticks are exact.
-        last = ticks - delay
-        events = np.zeros(batch, dtype=np.int64)
-        counts = []
-        for train, layer in zip(trains[:-1], compiled.layers):
-            arrived = train[:last].sum(0)
-            events += arrived.astype(np.int64) @ layer.fan_out
-            if last < ticks:
-                arrived += train[last:].sum(0)
-            counts.append(arrived.astype(np.int64))
-        counts.append(trains[-1].sum(0).astype(np.int64))
-        return v, counts, events, trains, trace
-
     def membrane_ranges(self, program: ChipProgram, obs: Any) -> list[tuple[float, float]]:
         """``(min, max)`` of every population's kept membrane (after reset) over all ticks of a batch of observations.
 
@@ -242,12 +174,8 @@ class EmulatorBackend:
         """
         obs = as_observation_batch(obs, program.obs_dim)
         self._check_memory(program, min(obs.shape[0], self.CHUNK), True, True)
-        inputs = encode_observations(program, obs)
-        compiled = self._compile(program)
-        ranges = [[np.inf, -np.inf] for _ in program.weights]
-        for i in range(0, max(inputs.shape[1], 1), self.CHUNK):
-            self._simulate(compiled, program, inputs[:, i : i + self.CHUNK], False, ranges)
-        return [(lo, hi) for lo, hi in ranges]
+        run = self._compile(program).run(encode_observations(program, obs), self.CHUNK, record_ranges=True)
+        return [(float(lo), float(hi)) for lo, hi in run.ranges]
 
     def run(
         self, program: ChipProgram, obs: Any, record_trains: bool = False, record_voltages: bool = False
@@ -288,36 +216,28 @@ class EmulatorBackend:
         shape = np.shape(input_spikes)
         if len(shape) == 3:  # refuse before the validated copy is made; a bad shape is named below
             self._check_memory(program, shape[1], record_trains, record_voltages)
-        inputs = check_input_spikes(program, input_spikes)
+        return self._execute(program, check_input_spikes(program, input_spikes), record_trains, record_voltages, start)
+
+    def _execute(
+        self, program: ChipProgram, inputs: np.ndarray, record_trains: bool, record_voltages: bool, start: float
+    ) -> BackendResult:
+        """Run validated input trains ``(T, batch, 2d)``, ``CHUNK`` observations at a time; timed from ``start``."""
         compiled = self._compile(program)
-        # Chunks of CHUNK observations keep each tick's (chunk, n) arrays in the CPU cache.
-        parts = []
-        for i in range(0, max(inputs.shape[1], 1), self.CHUNK):
-            v, counts, events, trains, trace = self._simulate(
-                compiled, program, inputs[:, i : i + self.CHUNK], record_voltages
-            )
-            parts.append((v, counts, events, [t.astype(bool) for t in trains] if record_trains else None, trace))
-        voltages = np.concatenate([part[0] for part in parts])
-        counts = [np.concatenate([part[1][k] for part in parts]) for k in range(len(parts[0][1]))]
-        events = np.concatenate([part[2] for part in parts])
-        trains = (
-            [np.concatenate([part[3][k] for part in parts], axis=1) for k in range(len(parts[0][3]))]
-            if record_trains
-            else None
-        )
-        trace = np.concatenate([part[4] for part in parts], axis=1) if record_voltages else None
+        run = compiled.run(inputs, self.CHUNK, record_trains)
+        counts = compiled.blocks(run.counts, (run.events.size,))
         saturated = counts[-1].any(axis=1)
         if self.warn_saturation:
             warn_output_saturation(saturated, program)
         return BackendResult(
-            voltages=voltages,
-            actions=np.argmax(voltages, axis=1).astype(np.int64),
+            voltages=run.voltages,
+            actions=np.argmax(run.voltages, axis=1).astype(np.int64, copy=False),
             spike_counts=counts,
-            synaptic_events=events,
+            synaptic_events=run.events,
             output_saturated=saturated,
             ticks=program.ticks,
             wall_time_s=time.perf_counter() - start,
             backend=self.name,
-            spike_trains=trains,
-            voltage_trace=trace,
+            spike_trains=compiled.blocks(run.trains, (program.ticks, run.events.size)) if record_trains else None,
+            voltage_trace=run.trace if record_voltages else None,
         )
+

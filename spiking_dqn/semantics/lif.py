@@ -116,6 +116,41 @@ def _bracket(levels: np.ndarray, value: np.float32, first: np.float32, last: np.
     return a, b
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def lif_tick(
+    v: np.float32,
+    decay: np.float32,
+    offset: np.float32,
+    current: np.float32,
+    threshold: np.float32,
+    subtract: bool,
+    v_reset: np.float32,
+    chip_order: bool,
+) -> tuple[np.float32, bool, np.float32]:
+    """One tick of one LIF neuron, the one home of the update: integrate, fire, reset.
+
+    ``m = decay * v + offset + current`` (``chip_order``: the chip's order, the constant
+    input first, as ``lif_no_delay`` and the emulator add them) or
+    ``m = decay * v + (current + offset)`` (the float layer's: the bias is part of the
+    ``nn.Linear`` current); spike if ``m > threshold``; the kept membrane is ``m - threshold``
+    after a spike (``subtract``) or ``v_reset``, else ``m``. Selects, no branches, so that the
+    loops over neurons calling it vectorise; the state levels are the caller's
+    (:func:`nearest_level` after the tick).
+
+    :return: the pre-reset membrane ``m``, whether it fired, and the kept membrane
+    """
+    if chip_order:
+        m = decay * v + offset + current
+    else:
+        m = decay * v + (current + offset)
+    fired = m > threshold
+    if subtract:
+        kept = m - threshold if fired else m
+    else:
+        kept = v_reset if fired else m
+    return m, fired, kept
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def lif_forward(
     current: np.ndarray,
@@ -151,15 +186,12 @@ def lif_forward(
         for b in range(batch):
             # Branch-free body over the neurons (selects), so that it vectorises.
             for j in range(n):
-                m = alpha[j] * v[b, j] + offset[j] + current[t, b, j]
+                m, fired, v[b, j] = lif_tick(
+                    v[b, j], alpha[j], offset[j], current[t, b, j], threshold[j], subtract, v_reset, True
+                )
                 if keep_pre:
                     pre[t, b, j] = m
-                fired = m > threshold[j]
                 spikes[t, b, j] = one if fired else zero
-                if subtract:
-                    v[b, j] = m - threshold[j] if fired else m
-                else:
-                    v[b, j] = v_reset if fired else m
             if quantized:
                 for j in range(n):
                     v[b, j] = nearest_level(levels, v[b, j])

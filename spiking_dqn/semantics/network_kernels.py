@@ -21,8 +21,26 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
-from spiking_dqn.semantics.lif import lif_backward, nearest_level
+from spiking_dqn.semantics.lif import lif_backward, lif_tick, nearest_level
+
+
+def _arrival(spike: np.float32, weight: np.float32) -> np.float32:
+    """What a spike adds through a weight: ``spike * weight``; for integer weights the weight itself.
+
+    Integer weights are the chip's, whose spikes are 0/1 (its trains are checked), added
+    in an integer accumulator (:func:`layer_ticks`). Compiled code only (see the overload).
+    """
+    return spike * weight
+
+
+@overload(_arrival, inline="always")
+def _arrival_compiled(spike, weight):  # noqa: ANN001, ANN202 (numba's typing signature)
+    if isinstance(weight, types.Integer):
+        return lambda spike, weight: weight
+    return lambda spike, weight: spike * weight
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -37,6 +55,159 @@ def _fired(spikes: np.ndarray, t: int, b: int, out: np.ndarray) -> int:
         out[n] = k
         n += spikes[t, b, k] != 0
     return n
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def add_arrivals(
+    spikes_in: np.ndarray, t: int, b: int, weight_t: np.ndarray, fired_inputs: np.ndarray, acc: np.ndarray
+) -> None:
+    """Add to ``acc`` the weight rows of the inputs of ``spikes_in[t, b]`` that fired, times their spikes, in order.
+
+    :param fired_inputs: scratch of at least ``n_in`` indices (see :func:`_fired`)
+    """
+    n_fired = _fired(spikes_in, t, b, fired_inputs)
+    for i in range(n_fired):
+        k = fired_inputs[i]
+        s = spikes_in[t, b, k]
+        for j in range(acc.shape[0]):
+            acc[j] += _arrival(s, weight_t[k, j])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def dense_integer_currents(spikes_in: np.ndarray, b: int, delay: int, weights: np.ndarray, out: np.ndarray) -> None:
+    """The current of every tick of observation ``b``, ``out[t, j] = sum_k spikes_in[t - delay, b, k] * weights[j, k]``.
+
+    Summed in any order (vectorised), which only integer weights and 0/1 spikes whose sums
+    stay below 2^24 in magnitude allow (the chip's: at most ``MAX_POPULATION_NEURONS * 127``):
+    every partial sum is then an exact float32 integer, so the order cannot change the
+    result. For narrow populations (the chip's output) it is faster than
+    :func:`add_arrivals`, whose row loop per spike is short. Ticks before ``delay`` get zero.
+
+    :param weights: weights ``(n_out, n_in)``, float32 C-contiguous
+    :param out: output ``(T, n_out)`` float32
+    """
+    for t in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            total = np.float32(0.0)
+            if t >= delay:
+                for k in range(weights.shape[1]):
+                    total += spikes_in[t - delay, b, k] * np.float32(weights[j, k])
+            out[t, j] = total
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def layer_ticks(
+    spikes_in: np.ndarray,
+    weight_t: np.ndarray,
+    dense: bool,
+    offset: np.ndarray,
+    decay: np.ndarray,
+    threshold: np.ndarray,
+    gain: np.ndarray,
+    subtract: bool,
+    v_reset: np.float32,
+    chip_order: bool,
+    delay: int,
+    levels: np.ndarray,
+    pre: np.ndarray,
+    spikes: np.ndarray,
+    kept: np.ndarray,
+    counting: bool,
+    arrived: np.ndarray,
+) -> None:
+    """One population of either executor over all ticks: delayed arrivals, gain, LIF neurons, state levels.
+
+    The loop nest that the float layer (:func:`spiking_layer_into`) and the chip emulator
+    (:func:`spiking_dqn.semantics.chip_kernels.chip_forward`) share. Per observation and
+    tick: the current is the sum of the weight rows of the inputs that fired ``delay``
+    ticks before (:func:`add_arrivals`; exact for the chip's integer weights, which
+    narrow populations may sum with :func:`dense_integer_currents`) times the tick's
+    ``gain``, then :func:`~spiking_dqn.semantics.lif.lif_tick` per neuron, then the kept
+    membrane's :func:`~spiking_dqn.semantics.lif.nearest_level` where there are levels.
+    Inlined into each caller, so that ``chip_order`` and ``counting`` are constants there.
+    The outputs ``pre`` and ``kept`` are written only when not empty.
+
+    :param spikes_in: input spike trains, float32 ``(T, batch, n_in)``
+    :param weight_t: transposed weights, float32 C-contiguous ``(n_in, n_out)``; with
+        ``dense``, the weights ``(n_out, n_in)`` themselves. The chip's may be int16 (0/1
+        spikes, and every partial sum within int16: see ``ChipArrays``), summed in int16.
+    :param dense: sum the currents with :func:`dense_integer_currents` (integer weights only)
+    :param offset: constant input (bias, the chip's ``i_offset``), decay and threshold per
+        neuron, float32 ``(n_out,)`` each
+    :param gain: factor on the current arriving at each tick, float32 ``(T,)`` (ones: none)
+    :param subtract: reset by subtraction (else to ``v_reset``)
+    :param chip_order: the order of :func:`~spiking_dqn.semantics.lif.lif_tick`'s sum
+    :param delay: ticks from emission to arrival
+    :param levels: membrane state levels, or :data:`~spiking_dqn.semantics.lif.NO_LEVELS`
+    :param pre: output for the pre-reset membranes, float32 ``(T, batch, n_out)``
+    :param spikes: output 0/1 spikes, float32 ``(T, batch, n_out)``
+    :param kept: output for the kept membranes (after reset and levels), float32 ``(T, batch, n_out)``
+    :param counting: write into ``arrived`` each neuron's spikes emitted before tick
+        ``T - delay`` (those that arrive within the ticks), float32 ``(batch, n_out)``
+    """
+    ticks, batch, n_in = spikes_in.shape
+    n_out = spikes.shape[2]
+    quantized = levels.shape[0] > 0
+    keep_pre, keep_kept = pre.shape[0] > 0, kept.shape[0] > 0
+    acc = np.empty(n_out, dtype=weight_t.dtype)  # int16 for the chip's narrow sums: twice the lanes
+    v = np.empty(n_out, dtype=np.float32)
+    count = np.empty(n_out, dtype=np.float32)
+    currents = np.empty((ticks if dense else 0, n_out), dtype=np.float32)
+    fired_inputs = np.empty(n_in, dtype=np.int64)
+    one, zero = np.float32(1.0), np.float32(0.0)
+    for b in range(batch):
+        if dense:  # a narrow population: each neuron through the ticks, on currents summed beforehand
+            dense_integer_currents(spikes_in, b, delay, weight_t, currents)
+            for j in range(n_out):
+                vj, cj = zero, zero
+                for t in range(ticks):
+                    m, fired, vj = lif_tick(
+                        vj, decay[j], offset[j], currents[t, j] * gain[t], threshold[j], subtract, v_reset, chip_order
+                    )
+                    if quantized:
+                        vj = nearest_level(levels, vj)
+                    if keep_pre:
+                        pre[t, b, j] = m
+                    spikes[t, b, j] = one if fired else zero
+                    if keep_kept:
+                        kept[t, b, j] = vj
+                    if counting and fired and t < ticks - delay:
+                        cj += one
+                if counting:
+                    arrived[b, j] = cj
+            continue
+        for j in range(n_out):
+            v[j] = zero
+            count[j] = zero
+        for t in range(ticks):
+            for j in range(n_out):
+                acc[j] = zero
+            if t >= delay:
+                add_arrivals(spikes_in, t - delay, b, weight_t, fired_inputs, acc)
+            g = gain[t]
+            for j in range(n_out):
+                m, fired, v[j] = lif_tick(
+                    v[j], decay[j], offset[j], np.float32(acc[j]) * g, threshold[j], subtract, v_reset, chip_order
+                )
+                if keep_pre:
+                    pre[t, b, j] = m
+                spike = one if fired else zero
+                spikes[t, b, j] = spike
+                if counting:
+                    count[j] += spike
+                if keep_kept and not quantized:
+                    kept[t, b, j] = v[j]
+            if quantized:
+                for j in range(n_out):
+                    v[j] = nearest_level(levels, v[j])
+                    if keep_kept:
+                        kept[t, b, j] = v[j]
+        if counting:  # all the spikes, less those of the last delay ticks
+            for t in range(max(ticks - delay, 0), ticks):
+                for j in range(n_out):
+                    count[j] -= spikes[t, b, j]
+            for j in range(n_out):
+                arrived[b, j] = count[j]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -74,39 +245,26 @@ def spiking_layer_into(
     :param levels: membrane state levels (SQUAT): after each tick's reset the kept membrane
         becomes its :func:`nearest_level`; :data:`NO_LEVELS` (empty) keeps float32 state
     """
-    ticks, batch, n_in = spikes_in.shape
     n_out = weight_t.shape[1]
-    quantized = levels.shape[0] > 0
-    acc = np.empty(n_out, dtype=np.float32)
-    v = np.empty(n_out, dtype=np.float32)
-    fired_inputs = np.empty(n_in, dtype=np.int64)
-    one, zero = np.float32(1.0), np.float32(0.0)
-    for b in range(batch):
-        for j in range(n_out):
-            v[j] = zero
-        for t in range(ticks):
-            for j in range(n_out):
-                acc[j] = zero
-            if t >= delay:
-                n_fired = _fired(spikes_in, t - delay, b, fired_inputs)
-                for i in range(n_fired):
-                    k = fired_inputs[i]
-                    s = spikes_in[t - delay, b, k]
-                    for j in range(n_out):
-                        acc[j] += s * weight_t[k, j]
-            for j in range(n_out):
-                m = beta * v[j] + (acc[j] + bias[j])
-                if keep_pre:
-                    pre[t, b, j] = m
-                fired = m > threshold
-                spikes[t, b, j] = one if fired else zero
-                if subtract:
-                    v[j] = m - threshold if fired else m
-                else:
-                    v[j] = zero if fired else m
-            if quantized:
-                for j in range(n_out):
-                    v[j] = nearest_level(levels, v[j])
+    layer_ticks(
+        spikes_in,
+        weight_t,
+        False,
+        bias,
+        np.full(n_out, beta, dtype=np.float32),
+        np.full(n_out, threshold, dtype=np.float32),
+        np.ones(spikes_in.shape[0], dtype=np.float32),
+        subtract,
+        np.float32(0.0),
+        False,
+        delay,
+        levels,
+        pre if keep_pre else pre[:0],
+        spikes,
+        pre[:0],
+        False,
+        np.empty((0, 0), dtype=np.float32),
+    )
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
