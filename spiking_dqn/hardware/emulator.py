@@ -48,11 +48,10 @@ from spiking_dqn.hardware.backend import (
     BackendResult,
     check_input_spikes,
     encode_observations,
-    run_observations,
     warn_output_saturation,
 )
 from spiking_dqn.hardware.program import ChipProgram
-from spiking_dqn.semantics.chip_kernels import ChipArrays, ChipRun, chip_forward
+from spiking_dqn.semantics.chip_kernels import ChipArrays, ChipRun, chip_forward, scratch_size
 from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.encoding import as_observation_batch
 
@@ -66,6 +65,9 @@ MEMORY_BUDGET_BYTES = 2 * 1024**3
 class _Compiled:
     """A program's arrays as :func:`chip_forward` takes them, prepared once and reused for every batch."""
 
+    #: Working memory kept between runs, at most this many float32 entries (16 MiB).
+    KEEP_SCRATCH = 4 * 1024**2
+
     def __init__(self, program: ChipProgram) -> None:
         self.program = program
         self.arrays = ChipArrays.of(
@@ -78,13 +80,27 @@ class _Compiled:
             program.ticks,
         )
         self.options = (program.reset == "subtract", np.float32(program.v_reset), int(program.delay))
+        self._spare: list[np.ndarray] = []
         starts = np.cumsum([0, *program.layer_sizes]).tolist()
         #: Where each population starts and ends in the populations' concatenation.
         self.bounds = list(zip(starts[:-1], starts[1:]))
 
     def run(self, inputs: np.ndarray, chunk: int, record_trains: bool = False, record_ranges: bool = False) -> ChipRun:
-        """:func:`chip_forward` on input trains ``(T, batch, n_0)``, ``chunk`` observations at a time."""
-        return ChipRun(*chip_forward(inputs, *self.arrays, *self.options, chunk, record_trains, record_ranges))
+        """:func:`chip_forward` on input trains ``(T, batch, n_0)``, ``chunk`` observations at a time.
+
+        Its working memory is reused from run to run (fresh pages cost more than the
+        arithmetic); concurrent runs each take their own.
+        """
+        size = scratch_size(self.arrays.sizes, inputs.shape[0], inputs.shape[1], chunk, record_ranges)
+        scratch = self._spare.pop() if self._spare else None  # atomic: a buffer serves one run at a time
+        if scratch is None or scratch.size < size:
+            scratch = np.empty(size, dtype=np.float32)
+        try:
+            outputs = chip_forward(inputs, *self.arrays, *self.options, chunk, record_trains, record_ranges, scratch)
+            return ChipRun(*outputs)
+        finally:
+            if scratch.size <= self.KEEP_SCRATCH:
+                self._spare.append(scratch)
 
     def blocks(self, flat: np.ndarray, lead: tuple[int, ...]) -> list[np.ndarray]:
         """Each population's block of one of :class:`ChipRun`'s flat arrays, shaped ``(*lead, n_p)``."""
@@ -180,7 +196,7 @@ class EmulatorBackend:
     def run(
         self, program: ChipProgram, obs: Any, record_trains: bool = False, record_voltages: bool = False
     ) -> BackendResult:
-        """Run a batch of observations: encode them, then :meth:`run_spikes`.
+        """Run a batch of observations: encode them, then run the trains as :meth:`run_spikes` does.
 
         :param program: the chip program
         :param obs: observations ``(batch, d)``, or a single one ``(d,)``
@@ -194,7 +210,10 @@ class EmulatorBackend:
         """
         obs = as_observation_batch(obs, program.obs_dim)
         self._check_memory(program, obs.shape[0], record_trains, record_voltages)
-        return run_observations(self, program, obs, record_trains, record_voltages)
+        # As run_observations, without check_input_spikes' passes over trains that the
+        # encoder makes 0/1 (the float model does not check them either).
+        start = time.perf_counter()
+        return self._execute(program, encode_observations(program, obs), record_trains, record_voltages, start)
 
     def run_spikes(
         self, program: ChipProgram, input_spikes: Any, record_voltages: bool = False, record_trains: bool = False

@@ -28,19 +28,14 @@ from spiking_dqn.semantics.network_kernels import layer_ticks
 #: event-driven: a spike's weight row is too short to pay for its loop below it.
 DENSE_BELOW = 16
 
-#: The largest sum of a neuron's absolute incoming weights that int16 currents hold.
-INT16_SUMS = 2**15 - 1
-
 
 class ChipArrays(NamedTuple):
     """A chip program's parameters as :func:`chip_forward` takes them (made once per program).
 
     :param sizes: population sizes, input first, int64 ``(P,)``
-    :param weights: every projection's weights, one after another, C order: transposed,
-        ``(n_pre, n_post)``, for a population of :data:`DENSE_BELOW` neurons or more, as they
-        are, ``(n_post, n_pre)``, for a narrower one; int16 when no neuron's absolute weights
-        sum past :data:`INT16_SUMS` (its currents are then summed in int16, twice the lanes of
-        float32), else float32
+    :param weights: every projection's weights as float32, one after another, C order:
+        transposed, ``(n_pre, n_post)``, for a population of :data:`DENSE_BELOW` neurons or
+        more, as they are, ``(n_post, n_pre)``, for a narrower one
     :param neurons: decay, ``i_offset`` and threshold of every non-input neuron, population
         after population, float32 ``(3, sum(sizes[1:]))``
     :param gains: each projection's gain per arrival tick, float32 ``(P - 1, T)`` (ones: none)
@@ -86,11 +81,9 @@ class ChipArrays(NamedTuple):
             if gain is not None:
                 gains[k] = gain
         laid_out = [w.T if w.shape[0] >= DENSE_BELOW else w for w in weights]
-        narrow = all(np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0) <= INT16_SUMS for w in weights)
-        dtype = np.int16 if narrow else np.float32
         return cls(
             sizes=np.array([weights[0].shape[1]] + [w.shape[0] for w in weights], dtype=np.int64),
-            weights=np.concatenate([np.ascontiguousarray(w, dtype=dtype).reshape(-1) for w in laid_out]),
+            weights=np.concatenate([np.ascontiguousarray(w, dtype=np.float32).reshape(-1) for w in laid_out]),
             neurons=np.array([np.concatenate(params) for params in (alpha_decay, i_offset, thresholds)], np.float32),
             gains=gains,
             levels=np.concatenate(levels).astype(np.float32),
@@ -121,6 +114,13 @@ class ChipRun(NamedTuple):
     ranges: np.ndarray
 
 
+def scratch_size(sizes: np.ndarray, ticks: int, batch: int, chunk: int, record_ranges: bool) -> int:
+    """Entries of :func:`chip_forward`'s ``scratch``: a chunk's trains, arrived counts, output and kept membranes."""
+    total, widest = int(sizes.sum()), int(sizes[1:].max())
+    width = min(chunk, batch)
+    return width * (ticks * total + total + ticks * int(sizes[-1]) + (ticks * widest if record_ranges else 0))
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def chip_forward(
     inputs: np.ndarray,
@@ -137,6 +137,7 @@ def chip_forward(
     chunk: int,
     record_trains: bool,
     record_ranges: bool,
+    scratch: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A chip program on a batch of input trains, ``chunk`` observations at a time (see :class:`ChipRun`).
 
@@ -152,6 +153,8 @@ def chip_forward(
     :param record_trains: return every population's trains
     :param record_ranges: fill ``ranges`` (the kept membranes of a chunk's population are
         then held for all ticks)
+    :param scratch: float32 working memory of at least :func:`scratch_size` entries (reused
+        between calls by the caller: fresh pages cost more than the arithmetic)
     """
     ticks, batch, n_in = inputs.shape
     n_pops, total, n_actions = sizes.shape[0], sizes.sum(), sizes[sizes.shape[0] - 1]
@@ -163,10 +166,9 @@ def chip_forward(
     ranges = np.empty((n_pops - 1, 2), dtype=np.float32)
     ranges[:, 0], ranges[:, 1] = np.inf, -np.inf
     width = min(chunk, batch)
-    spikes = np.empty(ticks * width * total, dtype=np.float32)
-    arrived = np.zeros(width * total, dtype=np.float32)
-    kept = np.empty(ticks * width * sizes[1:].max() if record_ranges else 0, dtype=np.float32)
-    out_trace = np.empty(ticks * width * n_actions, dtype=np.float32)
+    ends = np.cumsum(np.array([ticks * total, total, ticks * n_actions, ticks * sizes[1:].max() * record_ranges]))
+    spikes, arrived = scratch[: width * ends[0]], scratch[width * ends[0] : width * ends[1]]
+    out_trace, kept = scratch[width * ends[1] : width * ends[2]], scratch[width * ends[2] : width * ends[3]]
     for first in range(0, batch, chunk):
         size = min(chunk, batch - first)
         part, part_arrived = spikes[: ticks * size * total], arrived[: size * total]

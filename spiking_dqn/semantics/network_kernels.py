@@ -21,26 +21,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import types
-from numba.extending import overload
 
 from spiking_dqn.semantics.lif import lif_backward, lif_tick, nearest_level
-
-
-def _arrival(spike: np.float32, weight: np.float32) -> np.float32:
-    """What a spike adds through a weight: ``spike * weight``; for integer weights the weight itself.
-
-    Integer weights are the chip's, whose spikes are 0/1 (its trains are checked), added
-    in an integer accumulator (:func:`layer_ticks`). Compiled code only (see the overload).
-    """
-    return spike * weight
-
-
-@overload(_arrival, inline="always")
-def _arrival_compiled(spike, weight):  # noqa: ANN001, ANN202 (numba's typing signature)
-    if isinstance(weight, types.Integer):
-        return lambda spike, weight: weight
-    return lambda spike, weight: spike * weight
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -70,7 +52,7 @@ def add_arrivals(
         k = fired_inputs[i]
         s = spikes_in[t, b, k]
         for j in range(acc.shape[0]):
-            acc[j] += _arrival(s, weight_t[k, j])
+            acc[j] += s * weight_t[k, j]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
@@ -91,7 +73,7 @@ def dense_integer_currents(spikes_in: np.ndarray, b: int, delay: int, weights: n
             total = np.float32(0.0)
             if t >= delay:
                 for k in range(weights.shape[1]):
-                    total += spikes_in[t - delay, b, k] * np.float32(weights[j, k])
+                    total += spikes_in[t - delay, b, k] * weights[j, k]
             out[t, j] = total
 
 
@@ -129,8 +111,7 @@ def layer_ticks(
 
     :param spikes_in: input spike trains, float32 ``(T, batch, n_in)``
     :param weight_t: transposed weights, float32 C-contiguous ``(n_in, n_out)``; with
-        ``dense``, the weights ``(n_out, n_in)`` themselves. The chip's may be int16 (0/1
-        spikes, and every partial sum within int16: see ``ChipArrays``), summed in int16.
+        ``dense``, the weights ``(n_out, n_in)`` themselves
     :param dense: sum the currents with :func:`dense_integer_currents` (integer weights only)
     :param offset: constant input (bias, the chip's ``i_offset``), decay and threshold per
         neuron, float32 ``(n_out,)`` each
@@ -149,7 +130,7 @@ def layer_ticks(
     n_out = spikes.shape[2]
     quantized = levels.shape[0] > 0
     keep_pre, keep_kept = pre.shape[0] > 0, kept.shape[0] > 0
-    acc = np.empty(n_out, dtype=weight_t.dtype)  # int16 for the chip's narrow sums: twice the lanes
+    acc = np.empty(n_out, dtype=np.float32)
     v = np.empty(n_out, dtype=np.float32)
     count = np.empty(n_out, dtype=np.float32)
     currents = np.empty((ticks if dense else 0, n_out), dtype=np.float32)
@@ -187,7 +168,7 @@ def layer_ticks(
             g = gain[t]
             for j in range(n_out):
                 m, fired, v[j] = lif_tick(
-                    v[j], decay[j], offset[j], np.float32(acc[j]) * g, threshold[j], subtract, v_reset, chip_order
+                    v[j], decay[j], offset[j], acc[j] * g, threshold[j], subtract, v_reset, chip_order
                 )
                 if keep_pre:
                     pre[t, b, j] = m
@@ -195,13 +176,12 @@ def layer_ticks(
                 spikes[t, b, j] = spike
                 if counting:
                     count[j] += spike
-                if keep_kept and not quantized:
-                    kept[t, b, j] = v[j]
             if quantized:
                 for j in range(n_out):
                     v[j] = nearest_level(levels, v[j])
-                    if keep_kept:
-                        kept[t, b, j] = v[j]
+            if keep_kept:
+                for j in range(n_out):
+                    kept[t, b, j] = v[j]
         if counting:  # all the spikes, less those of the last delay ticks
             for t in range(max(ticks - delay, 0), ticks):
                 for j in range(n_out):
