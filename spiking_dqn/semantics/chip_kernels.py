@@ -24,7 +24,7 @@ import numpy as np
 from spiking_dqn.semantics.network_kernels import layer_ticks
 
 #: Populations narrower than this sum their synaptic currents densely
-#: (:func:`~spiking_dqn.semantics.network_kernels.dense_integer_current`), wider ones
+#: (:func:`~spiking_dqn.semantics.network_kernels.dense_integer_currents`), wider ones
 #: event-driven: a spike's weight row is too short to pay for its loop below it.
 DENSE_BELOW = 16
 

@@ -7,14 +7,17 @@ inputs), and the neuron update loops over the ticks. Written as numpy or torch o
 loop costs one dispatch per op and tick, which dominates training on small batches. These
 kernels do a layer (:func:`spiking_layer_into`), the whole network
 (:func:`network_forward`) and their exact backward (:func:`spiking_layer_backward`,
-:func:`readout_backward`) in one compiled call each; the neuron's tick loop itself is in
-:mod:`spiking_dqn.semantics.lif`. They follow ``ChipLeaky`` (snnTorch ``Leaky`` with the
+:func:`readout_backward`) in one compiled call each; the neuron's tick update itself is
+:func:`spiking_dqn.semantics.lif.lif_tick`. A layer's loop nest, :func:`layer_ticks`, is
+also the chip emulator's (:mod:`spiking_dqn.semantics.chip_kernels`), with the chip's
+options. They follow ``ChipLeaky`` (snnTorch ``Leaky`` with the
 chip's same-tick reset) and the chip emulator's semantics; the torch versions in
 :mod:`spiking_dqn.layers` remain for tensors on an accelerator, and tests check that the
 kernels, the torch loop and snnTorch's autograd agree.
 
 All kernels are single-threaded and keep float32 arithmetic, without fast-math
-reassociation, with numba's ``error_model="numpy"``; compiled code is cached on disk.
+reassociation (except :func:`dense_integer_currents`, whose integer sums are exact in any
+order), with numba's ``error_model="numpy"``; compiled code is cached on disk.
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ def layer_ticks(
     :param spikes_in: input spike trains, float32 ``(T, batch, n_in)``
     :param weight_t: transposed weights, float32 C-contiguous ``(n_in, n_out)``; with
         ``dense``, the weights ``(n_out, n_in)`` themselves
-    :param dense: sum the currents with :func:`dense_integer_currents` (integer weights only)
+    :param dense: sum every tick's currents beforehand with :func:`dense_integer_currents`
+        (integer weights only), then run each neuron through the ticks (narrow populations)
     :param offset: constant input (bias, the chip's ``i_offset``), decay and threshold per
         neuron, float32 ``(n_out,)`` each
     :param gain: factor on the current arriving at each tick, float32 ``(T,)`` (ones: none)
