@@ -11,6 +11,10 @@ flat arrays (:class:`ChipArrays`), so a call costs one dispatch of a handful of 
 
 Same semantics, and the same float32 operations in the same order, as the tick-by-tick
 definition in ``DESIGN.md`` ("Chip semantics"); tests check the emulator against it.
+
+numba's disk cache follows this file only: after an edit of the functions inlined here
+(``layer_ticks`` and what it calls), touch this file (or clear its ``__pycache__``) so that
+the emulator compiles the new code.
 """
 
 from __future__ import annotations
