@@ -92,7 +92,10 @@ class _Compiled:
         arithmetic); concurrent runs each take their own.
         """
         size = scratch_size(self.arrays.sizes, inputs.shape[0], inputs.shape[1], chunk, record_ranges)
-        scratch = self._spare.pop() if self._spare else None  # atomic: a buffer serves one run at a time
+        try:
+            scratch = self._spare.pop()  # atomic: a buffer serves one run at a time
+        except IndexError:
+            scratch = None
         if scratch is None or scratch.size < size:
             scratch = np.empty(size, dtype=np.float32)
         try:
