@@ -41,7 +41,7 @@ from spiking_dqn.hardware.spinnaker2 import import_spinnaker2
 from spiking_dqn.hardware_policy import HardwarePolicy
 from spiking_dqn.measurement import LATENCY_CALLS, measure_float_energy, resolve_device, time_calls
 from spiking_dqn.plots import RasterData
-from spiking_dqn.quantization import LambdaSpec
+from spiking_dqn.quantization import LambdaSpec, check_program_model
 from spiking_dqn.report import ComparisonReport
 from spiking_dqn.rollouts import run_episodes
 from spiking_dqn.semantics.checks import check_int
@@ -73,6 +73,15 @@ def _load_program(program: ChipProgram | str | os.PathLike) -> tuple[ChipProgram
     return ChipProgram.load(program), f"loaded from {program}"
 
 
+def _quantized_source(model: DQN, lam: LambdaSpec) -> str:
+    """Where a program quantized from the model came from: its lambda rule, or the model's own grid."""
+    if lam is not None:
+        return f"quantized from the float model (lam={lam!r})"
+    if model.policy.q_net.q_net.grid is not None:
+        return "quantized from the float model on its own grid (recorded by QAT)"
+    return "quantized from the float model (lam='auto', the model has no grid of its own)"
+
+
 def _check_env_fits(env_id: str, program: ChipProgram) -> None:
     """Raise ``ValueError`` unless the env's observations and actions fit the program."""
     env = gym.make(env_id)
@@ -80,8 +89,8 @@ def _check_env_fits(env_id: str, program: ChipProgram) -> None:
         obs_shape = env.observation_space.shape
         if obs_shape is None or len(obs_shape) != 1 or obs_shape[0] != program.obs_dim:
             raise ValueError(
-                f"{env_id} has observations of shape {obs_shape}, but the chip program takes {program.obs_dim}-D "
-                "observations: is this the environment the model was trained on?"
+                f"{env_id} has observations of shape {obs_shape}, but the chip program takes observations of shape "
+                f"({program.obs_dim},): is this the environment the model was trained on?"
             )
         space = env.action_space
         if not isinstance(space, gym.spaces.Discrete) or int(space.n) != program.n_actions:
@@ -113,6 +122,7 @@ def compare(
     progress: bool = True,
     backend_options: dict[str, Any] | None = None,
     threshold_scale: float = 1.0,
+    allow_mismatch: bool = False,
 ) -> ComparisonReport:
     """Run the float policy and the deployed policy on the same episodes and compare them.
 
@@ -131,9 +141,14 @@ def compare(
     :param backend_options: options of the backend (e.g. ``{"eth_ip": ...}`` for ``"spinnaker2"``)
     :param threshold_scale: runtime factor on every hidden threshold, of the float policy and
         of the deployed one alike (see :mod:`spiking_dqn.thresholds`); the program keeps its own
+    :param allow_mismatch: compare a ``program`` built from another model than ``model``
+        (its ``model_digest`` is another's) with a warning instead of refusing it
     :return: the report (write it with :meth:`~spiking_dqn.report.ComparisonReport.write`)
     :raises TypeError: no ``program`` given and the model's policy is not a ``SpikingDQNPolicy``
-    :raises ValueError: the environment does not fit the program, bad ``n_episodes``
+    :raises ValueError: the environment does not fit the program, bad ``n_episodes``, a
+        ``program`` built from another model (see
+        :func:`~spiking_dqn.quantization.digest.check_program_model`; one that records no
+        model gets a warning)
     :raises ImportError: ``backend="spinnaker2"`` without py-spinnaker2 (raised before any episode)
 
     With ``backend="spinnaker2"`` every inference is one chip run: the episodes and the
@@ -151,9 +166,11 @@ def compare(
     model = _load_model(model, dev)
     if program is None:
         hardware = HardwarePolicy.from_model(model, backend=backend, lam=lam, threshold_scale=threshold_scale, **options)
-        source = f"quantized from the float model (lam={lam!r})"
+        source = _quantized_source(model, lam)
     else:
         chip_program, source = _load_program(program)
+        name = "the given chip program" if isinstance(program, ChipProgram) else f"chip program {program}"
+        check_program_model(chip_program, model, allow_mismatch=allow_mismatch, program_name=name)
         hardware = HardwarePolicy(chip_program, backend=backend, threshold_scale=threshold_scale, **options)
     if threshold_scale != 1.0:
         source += f"; hidden thresholds x {threshold_scale:g} at run time (float policy and chip)"

@@ -163,6 +163,8 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT) -> nir.NIRGraph:
     metadata = {"format": FORMAT_NAME, "dt": dt}
     for name in _METADATA_FIELDS:  # arrays and lists as numpy arrays (lambdas float64, weight_bits int64)
         value = getattr(program, name)
+        if value is None:  # HDF5 holds no None: an absent key reads back as the field's default
+            continue
         metadata[name] = np.array(value) if isinstance(value, (list, np.ndarray)) else value
     graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
     if from_nir(graph) != program:  # e.g. a decay so close to 0 that no float tau gives it back

@@ -14,7 +14,7 @@ from spiking_dqn.hardware import BackendResult, ChipProgram
 from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.grid import Grid
-from spiking_dqn.quantization import LambdaSpec, QuantizationReport, quantize_network
+from spiking_dqn.quantization import LambdaSpec, QuantizationReport, check_program_model, quantize_network
 from spiking_dqn.thresholds import AdaptiveThresholds, ThresholdAdaptation, check_threshold_scale, scaled_thresholds
 
 
@@ -36,6 +36,12 @@ class HardwarePolicy:
         batch runs one backend call per row. An episode's state starts afresh where
         ``predict``'s ``episode_start`` is True, for a new episode id in :meth:`run`, and
         at :meth:`reset_adaptation`.
+    :param model: the float model the program stands for (an SB3 ``DQN`` with a
+        ``SpikingDQNPolicy``, its policy or its network), or ``None`` (no check): a program
+        whose ``model_digest`` is another model's is refused (``ValueError``), one that
+        records none is taken with a warning (see
+        :func:`~spiking_dqn.quantization.digest.check_program_model`)
+    :param allow_mismatch: with ``model``, take a program built from another model (a warning)
     :param backend_options: options of the backend (e.g. ``eth_ip`` for ``"spinnaker2"``)
     """
 
@@ -46,10 +52,14 @@ class HardwarePolicy:
         quantization_report: QuantizationReport | None = None,
         threshold_scale: float = 1.0,
         adaptive_thresholds: dict[str, Any] | AdaptiveThresholds | None = None,
+        model: Any = None,
+        allow_mismatch: bool = False,
         **backend_options: Any,
     ) -> None:
         if not isinstance(program, ChipProgram):
             raise TypeError(f"program must be a ChipProgram, got {type(program).__name__}")
+        if model is not None:
+            check_program_model(program, model, allow_mismatch=allow_mismatch)
         self.program = program
         self.backend = get_backend(backend, **backend_options)
         self.backend_name = self.backend.name
@@ -225,9 +235,26 @@ class HardwarePolicy:
         self.program.save(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: str | Backend = "emulator", **backend_options: Any) -> HardwarePolicy:
-        """Load a chip program saved by :meth:`save` and attach a backend."""
-        return cls(ChipProgram.load(path), backend=backend, **backend_options)
+    def load(
+        cls,
+        path: str | os.PathLike,
+        backend: str | Backend = "emulator",
+        model: Any = None,
+        allow_mismatch: bool = False,
+        **backend_options: Any,
+    ) -> HardwarePolicy:
+        """Load a chip program saved by :meth:`save` and attach a backend.
+
+        :param path: the program file
+        :param backend: backend name
+        :param model: the float model the program must have been built from (see the class), or ``None``
+        :param allow_mismatch: take a program built from another model (a warning)
+        :param backend_options: options of the backend
+        """
+        program = ChipProgram.load(path)
+        if model is not None:
+            check_program_model(program, model, allow_mismatch=allow_mismatch, program_name=f"chip program {path}")
+        return cls(program, backend=backend, **backend_options)
 
 
 def _concatenate(results: Sequence[BackendResult]) -> BackendResult:

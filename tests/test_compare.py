@@ -207,8 +207,58 @@ def test_compare_uses_a_given_program(tiny_model_path, tmp_path):
 
 def test_compare_rejects_a_mismatched_env(tiny_model_path):
     model = DQN.load(tiny_model_path, device="cpu")
-    with pytest.raises(ValueError, match="observations"):
+    with pytest.raises(ValueError, match=r"takes observations of shape \(4,\)") as info:
         compare(model, "Acrobot-v1", n_episodes=1, device="cpu", progress=False)
+    assert "-D" not in str(info.value)
+
+
+def _another_model(model: DQN) -> DQN:
+    """The model with one weight changed (the same object, changed in place: load the model afresh for this)."""
+    with th.no_grad():
+        model.policy.q_net.q_net.readout.weight[0, 0] += 0.5
+    return model
+
+
+def test_compare_refuses_a_program_built_from_another_model(tiny_model_path, tmp_path):
+    model = DQN.load(tiny_model_path, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = HardwarePolicy.from_model(model, lam=5.0).program
+    path = program.save(tmp_path / "prog.npz")
+    other = _another_model(DQN.load(tiny_model_path, device="cpu"))
+    with pytest.raises(ValueError, match=r"prog.npz was built from model [0-9a-f]{12}, not from this model") as info:
+        compare(other, ENV, program=path, n_episodes=1, device="cpu", progress=False)
+    assert "\n" not in str(info.value) and "allow_mismatch" in str(info.value)
+    with pytest.warns(UserWarning, match="was built from model"):
+        report = compare(other, ENV, program=path, n_episodes=1, device="cpu", progress=False, allow_mismatch=True)
+    assert report.program == program
+    with pytest.warns(UserWarning, match="records no model digest"):
+        compare(model, ENV, program=dataclasses.replace(program, model_digest=None), n_episodes=1, device="cpu",
+                progress=False)
+
+
+def test_cli_compare_refuses_a_stale_program_unless_asked(tiny_model_path, tmp_path, capsys):
+    model = DQN.load(tiny_model_path, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = HardwarePolicy.from_model(model, lam=5.0).program.save(tmp_path / "prog.npz")
+    retrained = _another_model(DQN.load(tiny_model_path, device="cpu"))
+    retrained.save(tmp_path / "model.zip")
+    argv = ["compare", str(tmp_path / "model.zip"), "--env", ENV, "--program", str(program), "--episodes", "1",
+            "--out", str(tmp_path / "cmp"), "--device", "cpu", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "was built from model" in err and "--allow-mismatch" in err
+    with pytest.warns(UserWarning, match="was built from model"):
+        assert main([*argv, "--allow-mismatch"]) == 0
+
+
+def test_compare_says_which_grid_quantized_the_model(tiny_model_path):
+    model = DQN.load(tiny_model_path, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = compare(model, ENV, lam=None, n_episodes=1, device="cpu", progress=False)
+    assert "None" not in report.program_source and "lam='auto'" in report.program_source
 
 
 def test_quantity_format():
@@ -263,6 +313,9 @@ def test_cli_compare_needs_env_and_chip_address(tiny_model_path, capsys):
     assert "--eth-ip" in capsys.readouterr().err
     assert main(["compare", str(tiny_model_path) + ".missing", "--env", ENV]) == 2
     assert "no model file" in capsys.readouterr().err
+    assert main(["compare", "runs/nope/model.zip"]) == 2  # the missing file, not the --env it would infer
+    err = capsys.readouterr().err
+    assert "no model file at runs/nope/model.zip" in err and "--env" not in err
 
 
 def test_lambda_and_env_parsing(tmp_path):

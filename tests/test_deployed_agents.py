@@ -119,3 +119,24 @@ def test_low_precision_agents_keep_their_reward(env_id, name, bits, target):
                             seed=30_000).mean_reward
     normalised = (reward - WORST[env_id]) / (reference.mean_reward - WORST[env_id])
     assert normalised >= target - 0.05
+
+
+# ---------------------------------------------------------------------- which model each shipped program was built from
+
+SHIPPED_PROGRAMS = [(env_id, name) for env_id in ("CartPole-v0", "Acrobot-v1")
+                    for name in ("", "low_energy", "w4", "ternary")]
+
+
+@pytest.mark.parametrize("env_id, name", SHIPPED_PROGRAMS)
+def test_each_shipped_program_records_the_digest_of_its_shipped_model(env_id, name):
+    """Every shipped chip program names the model.zip next to it, and rebuilds from it bit for bit, digest included."""
+    from stable_baselines3 import DQN
+
+    from spiking_dqn import HardwarePolicy
+    from spiking_dqn.quantization import model_digest
+
+    where = folder(env_id) / name
+    model = DQN.load(where / "model.zip", device="cpu")
+    program = ChipProgram.load(where / "chip_program.npz")
+    assert program.model_digest == model_digest(model)
+    assert HardwarePolicy.from_model(model).program == program

@@ -85,6 +85,48 @@ def test_save_and_load_round_trip(model, tmp_path):
     assert np.array_equal(loaded.predict(obs)[0], hardware.predict(obs)[0])
 
 
+def test_a_program_is_refused_beside_another_model(model, tmp_path):
+    import copy
+    import dataclasses
+
+    import torch as th
+
+    hardware = HardwarePolicy.from_model(model)
+    path = hardware.program.save(tmp_path / "program.npz")
+    assert HardwarePolicy.load(path, model=model).program == hardware.program  # its own model: taken silently
+    other = copy.deepcopy(model.policy.q_net.q_net)
+    with th.no_grad():
+        other.hidden[0].weight[0, 0] += 1.0
+    with pytest.raises(ValueError, match=r"was built from model [0-9a-f]{12}, not from this model \([0-9a-f]{12}\)"):
+        HardwarePolicy.load(path, model=other)
+    with pytest.raises(ValueError, match="allow_mismatch=True"):
+        HardwarePolicy(hardware.program, model=other)
+    with pytest.warns(UserWarning, match="was built from model"):
+        HardwarePolicy(hardware.program, model=other, allow_mismatch=True)
+    with pytest.warns(UserWarning, match="records no model digest"):
+        HardwarePolicy(dataclasses.replace(hardware.program, model_digest=None), model=model)
+
+
+def test_a_models_digest_survives_save_and_load_and_follows_its_weights(model, tmp_path):
+    import copy
+
+    import torch as th
+
+    from spiking_dqn.quantization import model_digest
+
+    digest = model_digest(model)
+    assert HardwarePolicy.from_model(model).program.model_digest == digest
+    assert model_digest(model.policy) == model_digest(model.policy.q_net.q_net) == digest
+    model.save(tmp_path / "m.zip")
+    assert model_digest(DQN.load(tmp_path / "m.zip", device="cpu")) == digest
+    other = copy.deepcopy(model.policy.q_net.q_net)
+    other.threshold_scale = 1.5  # a runtime setting, not the model
+    assert model_digest(other) == digest
+    with th.no_grad():
+        other.readout.bias[0] += 1e-3
+    assert model_digest(other) != digest
+
+
 def test_from_model_rejects_other_policies():
     with pytest.raises(TypeError, match="SpikingDQNPolicy"):
         HardwarePolicy.from_model(DQN("MlpPolicy", "CartPole-v1"))

@@ -65,6 +65,7 @@ VARIANTS = {
     "weight_bits": ({}, [4, 8]),
     "state_levels": ({}, [np.array([-1.0, 0.0, 1.0, 2.0], np.float32), None]),
     "tick_gain": ({}, [None, np.arange(1, TICKS + 1, dtype=np.float32)]),
+    "model_digest": ({}, "ab" * 32),
 }
 
 FIELDS = [f.name for f in dataclasses.fields(ChipProgram)]
@@ -116,3 +117,28 @@ def test_a_search_on_the_other_programs_storage_searches_again(name):
     assert first.evaluated_here == 2 and again.evaluated_here == 2  # b was searched, not handed a's results
     assert set(first.study_names).isdisjoint(again.study_names)
     assert threshold_search(a, ENV, **options).evaluated_here == 0  # a's own search resumes
+
+
+def test_a_file_without_a_model_digest_loads_with_none(tmp_path):
+    """Files saved before programs recorded their model (no ``model_digest`` key) still load."""
+    import json
+    import zipfile
+
+    program = dataclasses.replace(ChipProgram(**base_fields()), model_digest="cd" * 32)
+    path = program.save(tmp_path / "new.npz")
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    metadata = json.loads(str(arrays["metadata"][()]))
+    del metadata["model_digest"]
+    arrays["metadata"] = np.array(json.dumps(metadata))
+    old = tmp_path / "old.npz"
+    np.savez(old, **arrays)
+    assert zipfile.is_zipfile(old)
+    loaded = ChipProgram.load(old)
+    assert loaded.model_digest is None and loaded == dataclasses.replace(program, model_digest=None)
+
+
+@pytest.mark.parametrize("bad", ["abc", "AB" * 32, 12, "g" * 64])
+def test_a_model_digest_is_a_sha256_hex_digest(bad):
+    with pytest.raises(ValueError, match="model_digest"):
+        ChipProgram(**base_fields(), model_digest=bad)

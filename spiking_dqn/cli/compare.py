@@ -60,6 +60,9 @@ class CompareOptions:
     tick_ms: float = field(default=1.0, metadata={"help": "chip tick duration in ms", "range": "positive"})
     threshold_scale: float = field(default=1.0, metadata={
         "help": "runtime factor on every hidden threshold, of the float policy and the chip alike", "range": "positive"})
+    allow_mismatch: bool = field(default=False, metadata={
+        "help": "compare a --program built from another model (its recorded model digest differs) with a warning "
+        "instead of refusing it"})
     progress: bool = field(default=True, metadata={"help": "hide the progress bar"})
 
 
@@ -80,7 +83,7 @@ def cmd_compare(parsed: argparse.Namespace) -> int:
         report = compare(
             model, env_id, backend=args.backend, lam=args.lam, program=args.program, n_episodes=args.episodes,
             seed=args.seed, device=device, tick_s=args.tick_ms * 1e-3, progress=args.progress,
-            backend_options=options, threshold_scale=args.threshold_scale,
+            backend_options=options, threshold_scale=args.threshold_scale, allow_mismatch=args.allow_mismatch,
         )
     except (ValueError, TypeError, FileNotFoundError, ChipProgramError, ImportError, ChipConnectionError) as exc:
         raise CLIError(str(exc)) from None

@@ -48,6 +48,7 @@ from spiking_dqn.hardware.program_fields import (
     SCALAR,
     check_encoding_alpha,
     check_lambdas,
+    check_model_digest,
     check_obs_bound,
     check_population_arrays,
     check_state_levels,
@@ -67,6 +68,10 @@ ArrayLike = np.ndarray | Sequence[float] | float
 
 def _show_state_levels(name: str, levels: list[np.ndarray | None] | None) -> str | None:
     return None if levels is None else f"state_bits={[None if lv is None else state_bits(lv) for lv in levels]}"
+
+
+def _show_model_digest(name: str, digest: str | None) -> str | None:
+    return None if digest is None else f"model_digest={digest[:12]!r}"
 
 
 def _show_tick_gain(name: str, gains: list[np.ndarray | None] | None) -> str | None:
@@ -118,6 +123,10 @@ class ChipProgram:
     :param tick_gain: per-tick synaptic gains (TaWQ): ``None``, or one entry per projection,
         each ``None`` or a float32 ``(ticks,)`` array multiplying that projection's input
         arriving at each tick
+    :param model_digest: the digest of the float model the program was built from
+        (:func:`spiking_dqn.quantization.model_digest`, 64 hex digits), or ``None`` (not
+        recorded: built by hand, or saved before programs recorded it); it changes nothing
+        the backends run
     """
 
     weights: list[np.ndarray] = program_field(PER_PROJECTION, check_shape=check_weights_shape)
@@ -140,6 +149,10 @@ class ChipProgram:
     )
     state_levels: list[np.ndarray | None] | None = program_field(OPTIONAL_ARRAYS, default=None, show=_show_state_levels)
     tick_gain: list[np.ndarray | None] | None = program_field(OPTIONAL_ARRAYS, default=None, show=_show_tick_gain)
+    # Which float model the program was built from; files written before it was recorded load with None.
+    model_digest: str | None = program_field(
+        SCALAR, default=None, absent=None, required_since=None, show=_show_model_digest
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the dataclass is frozen; normalise fields once here
@@ -155,6 +168,7 @@ class ChipProgram:
         set_(self, "lambdas", check_lambdas(self.lambdas, len(weights)))
         set_(self, "state_levels", check_state_levels(self.state_levels, len(weights)))
         set_(self, "tick_gain", check_tick_gain(self.tick_gain, len(weights), self.ticks))
+        set_(self, "model_digest", check_model_digest(self.model_digest))
 
     def _check_timing(self) -> None:
         """``reset``, ``v_reset``, ``ticks``, ``delay`` and ``seed``, checked and normalised."""

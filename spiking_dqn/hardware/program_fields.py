@@ -411,3 +411,15 @@ def check_tick_gain(value: Any, n_projections: int, ticks: int) -> list[np.ndarr
         return _readonly(array)
 
     return _per_entry(value, n_projections, "tick_gain", "projection", check)
+
+
+def check_model_digest(value: Any) -> str | None:
+    """``ChipProgram.model_digest``: ``None`` or a SHA-256 hex digest (64 lowercase hex digits).
+
+    :raises ValueError: anything else
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"model_digest must be None or 64 lowercase hex digits (SHA-256), got {value!r}")
+    return value

@@ -9,7 +9,8 @@ projection / population ``k = 0 .. n - 1``. The metadata::
     {"format": "spiking-dqn-chip-program", "format_version": 2, "n_projections": n,
      "reset": ..., "v_reset": ..., "ticks": ..., "delay": ..., "encoding": ...,
      "seed": ..., "lambdas": [...], "centered_readout": ..., "encoding_alpha": ...,
-     "weight_bits": [...], "state_levels": null or [true, false, ...], "tick_gain": ...}
+     "weight_bits": [...], "state_levels": null or [true, false, ...], "tick_gain": ...,
+     "model_digest": null or "<sha-256 hex>"}
 
 Which field goes where comes from its kind (:mod:`spiking_dqn.hardware.program_fields`):
 scalars in the metadata, arrays as arrays, and for the optional per-population arrays the
@@ -18,7 +19,8 @@ metadata says which entries the archive holds.
 Format versions: 2 adds ``weight_bits`` (one integer per projection, 2..8; required in a
 version-2 file). Version-1 files (no ``weight_bits``) load as 8-bit programs, which they
 are: version 1 only ever held weights in [-127, 127]. Files without ``centered_readout``,
-``encoding_alpha``, ``state_levels`` or ``tick_gain`` load with False, 0, None and None.
+``encoding_alpha``, ``state_levels``, ``tick_gain`` or ``model_digest`` load with False, 0,
+None, None and None.
 
 :func:`read_program` checks the metadata and the shape of every array, read from its
 header, before it reads any array, so a damaged or crafted file cannot make it (or a

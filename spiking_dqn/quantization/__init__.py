@@ -17,6 +17,8 @@ WEIGHT_LIMIT = 127``; 5 bits: 15; 4 bits: 7; 2 bits: 1, ternary {-1, 0, 1}):
 * :mod:`~spiking_dqn.quantization.report`: per projection its width, lambda, clipped and
   zeroed weights and weight memory in bytes at its width;
 * :mod:`~spiking_dqn.quantization.build`: the chip program of a network on its grid;
+* :mod:`~spiking_dqn.quantization.digest`: the digest of the float model a program records,
+  and the check that a program was built from a given model;
 * :mod:`~spiking_dqn.quantization.snap`: snapping a network's weights onto its grid (after QAT);
 * :mod:`~spiking_dqn.quantization.levels`: membrane state levels (SQUAT), uniform or threshold-centred.
 
@@ -32,6 +34,7 @@ to zero ("quantization collapse", too small a lambda).
 from __future__ import annotations
 
 from spiking_dqn.quantization.build import fake_quantize_network, quantize_network
+from spiking_dqn.quantization.digest import check_program_model, model_digest
 from spiking_dqn.quantization.lambdas import (
     AUTO_OUTPUT_HEADROOM,
     AUTO_OUTPUT_SAMPLES,
@@ -62,9 +65,11 @@ __all__ = [
     "WeightBitsSpec",
     "auto_lambda",
     "center_readout",
+    "check_program_model",
     "fake_quantize_network",
     "fake_quantized_copy",
     "float_weights",
+    "model_digest",
     "quantization_report",
     "quantize_network",
     "readout_peak",

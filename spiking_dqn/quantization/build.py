@@ -10,6 +10,7 @@ import torch as th
 from spiking_dqn.grid import Grid
 from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.quantization.digest import model_digest
 from spiking_dqn.quantization.lambdas import (
     OUTPUT_THRESHOLD,
     LambdaSpec,
@@ -37,7 +38,8 @@ def quantize_network(
     ``alpha_decay = beta`` of that layer. The output population integrates: threshold
     ``OUTPUT_THRESHOLD``, ``alpha_decay`` 1. Reset, ticks, delay, encoder bounds and
     encoding mode come from the network; so do its membrane state levels (times the
-    population's lambda, the output's float32) and its tick gains.
+    population's lambda, the output's float32) and its tick gains. The program records
+    the network's :func:`~spiking_dqn.quantization.digest.model_digest`.
 
     :param net: the float network
     :param lam: lambda specification (see :func:`resolve_grid`), or a :class:`Grid`
@@ -53,6 +55,7 @@ def quantize_network(
     """
     grid = resolve_grid(net, lam, centered, weight_bits=weight_bits)
     grid.check_fits(len(net.linear_layers()))
+    digest = model_digest(net)
     if grid.centered_readout:
         net = center_readout(net)
     as_deployed = Grid(grid.lambdas, centered_readout=False, weight_bits=grid.weight_bits)  # already centred
@@ -99,6 +102,7 @@ def quantize_network(
         weight_bits=list(grid.weight_bits),
         state_levels=state_levels,
         tick_gain=tick_gain,
+        model_digest=digest,
     )
     return program, report
 
