@@ -33,9 +33,28 @@ def test_demo_trains_deploys_and_reports(tmp_path, capsys):
     assert "trained_agent_action_agreement" in record["figures"]
     printed = capsys.readouterr().out
     assert "on the emulated chip (int8): mean reward" in printed
+    assert "float and chip on the same 2 deterministic episodes (env seeds 0..1)" in printed
+    float_line = next(line for line in printed.splitlines() if "after quantization-aware fine-tuning (model.zip)" in line)
+    assert float_line.endswith(f"{record['figures']['float_reward']:.1f}")  # the comparison's episodes, not eval.json's
     assert '"float_reward"' not in printed  # a readable summary, not a raw JSON dict
     card = (out / "README.md").read_text()
     assert f"spiking-dqn deploy {out / 'model.zip'}" in card and "agents.deploy" not in card
+
+
+@pytest.mark.parametrize("qat", [True, False])
+def test_demo_summary_puts_float_and_chip_figures_of_the_same_episodes_side_by_side(capsys, qat):
+    from spiking_dqn.cli.demo import print_summary
+
+    training = {"timesteps": 1000, "train_wall_time_s": 12.0, "mean_reward": 111.0, "trained_mean_reward": 77.0,
+                "eval_seed": 12345}
+    figures = {"float_reward": 200.0, "chip_reward": 199.0, "action_agreement": 0.99}
+    if qat:
+        figures.update(trained_agent_float_reward=150.0, trained_agent_action_agreement=0.9)
+    print_summary("CartPole-v0", training, figures, episodes=20, seed=0)
+    printed = capsys.readouterr().out
+    assert "same 20 deterministic episodes (env seeds 0..19)" in printed
+    assert "200.0" in printed and "199.0" in printed and "111.0" not in printed and "77.0" not in printed
+    assert ("before QAT" in printed) == qat and ("150.0" in printed) == qat
 
 
 @pytest.mark.slow

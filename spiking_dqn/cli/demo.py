@@ -17,7 +17,7 @@ from spiking_dqn.cli.compare import print_report
 from spiking_dqn.cli.train import train_env
 from spiking_dqn.recipes.deployment import deploy_and_compare
 from spiking_dqn.recipes.hyperparams import hyperparams_for
-from spiking_dqn.recipes.recipe import TrainOptions
+from spiking_dqn.recipes.recipe import TRAINED_NAME, TrainOptions
 from spiking_dqn.report import ComparisonReport
 
 #: Default output folder of the demo (``runs/`` is ignored by git).
@@ -27,9 +27,37 @@ Train a spiking DQN on CartPole-v0 with its recipe, fine-tune it for int8, deplo
 embedded SpiNNaker2 emulator and compare the chip with the float agent."""
 
 
+def seed_range(seed: int, episodes: int) -> str:
+    """The env seeds of ``episodes`` episodes from ``seed``: ``"env seeds 0..19"`` (``"env seed 0"`` for one)."""
+    return f"env seed {seed}" if episodes == 1 else f"env seeds {seed}..{seed + episodes - 1}"
+
+
 def print_deployment(report: ComparisonReport, env_id: str, episodes: int, seed: int) -> None:
     """Print the comparison of :func:`~spiking_dqn.recipes.deployment.deploy_and_compare`."""
-    print_report(report, f"float vs chip (emulator): {env_id}, {episodes} episodes (seeds {seed}..)", "chip (emulator)")
+    print_report(report, f"float vs chip (emulator): {env_id}, {episodes} episodes ({seed_range(seed, episodes)})",
+                 "chip (emulator)")
+
+
+def print_summary(env_id: str, training: dict[str, Any], figures: dict[str, float], episodes: int, seed: int) -> None:
+    """The demo's closing summary: every reward in it from the same episodes (the comparison's env seeds).
+
+    :param env_id: Gymnasium id
+    :param training: the training summary (``eval.json``)
+    :param figures: the deployment's figures (``deployment.json``)
+    :param episodes: episodes of the comparison
+    :param seed: env seed of its first episode
+    """
+    print()
+    print(f"Result on {env_id} after {training['timesteps']} training steps ({training['train_wall_time_s']:.0f} s), "
+          f"float and chip on the same {episodes} deterministic episodes ({seed_range(seed, episodes)}):")
+    if "trained_agent_float_reward" in figures:
+        print(f"  float agent as trained, before QAT ({TRAINED_NAME}): mean reward "
+              f"{figures['trained_agent_float_reward']:.1f}")
+        print(f"  float agent after quantization-aware fine-tuning (model.zip): mean reward {figures['float_reward']:.1f}")
+    else:
+        print(f"  float agent (model.zip): mean reward {figures['float_reward']:.1f}")
+    print(f"  on the emulated chip (int8): mean reward {figures['chip_reward']:.1f}, "
+          f"action agreement with the float agent {figures['action_agreement']:.1%}")
 
 
 @dataclass(kw_only=True)
@@ -54,21 +82,15 @@ def cmd_demo(parsed: argparse.Namespace) -> int:
     timesteps = default_timesteps if args.timesteps is None else args.timesteps
     options = TrainOptions(out=out, timesteps=timesteps, seed=args.seed, tensorboard_log=str(out / "tb"),
                            eval_episodes=args.episodes, qat_steps=args.qat_steps)
+    qat = f", then quantization-aware fine-tuning ({args.qat_steps} steps)" if args.qat_steps else ""
     print(f"[1/2] training a spiking DQN on {args.env} for {options.timesteps} steps (TensorBoard: tensorboard "
-          f"--logdir {out / 'tb'}), then quantization-aware fine-tuning ({args.qat_steps} steps)", flush=True)
+          f"--logdir {out / 'tb'}){qat}", flush=True)
     summary = train_env(args.env, options, parsed.command_line)
     print(f"[2/2] int8 deployment to the embedded SpiNNaker2 emulator, comparison over {args.episodes} episodes",
           flush=True)
     deployment, report = deploy_and_compare(out, args.env, episodes=args.episodes, seed=args.seed)
     print_deployment(report, args.env, args.episodes, args.seed)
-    figures = deployment["figures"]
-    print()
-    print(f"Result on {args.env} after {summary['timesteps']} training steps ({summary['train_wall_time_s']:.0f} s):")
-    print(f"  float agent as trained, {args.episodes} deterministic episodes: mean reward "
-          f"{summary['trained_mean_reward']:.1f}")
-    print(f"  float agent after quantization-aware fine-tuning (model.zip): mean reward {summary['mean_reward']:.1f}")
-    print(f"  on the emulated chip (int8): mean reward {figures['chip_reward']:.1f}, "
-          f"action agreement with the float agent {figures['action_agreement']:.1%}")
+    print_summary(args.env, summary, deployment["figures"], args.episodes, args.seed)
     curve = out / "reward_curve.png"
     print(f"Files: {out / 'README.md'} (model card){', ' + str(curve) if curve.exists() else ''}, "
           f"{out / 'chip_program.npz'}, {out / 'deployment' / 'report.md'} (+ PNG plots)")

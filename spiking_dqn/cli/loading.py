@@ -46,9 +46,10 @@ def require_env_id(env: str | None, model_path: Path) -> str:
 
     :param env: the ``--env`` option
     :param model_path: the model file
-    :raises CLIError: no model file there (said first: nothing can be inferred from it), or no env id
+    :raises CLIError: no ``--env`` and no model file to infer it from (the missing file is
+        the error then), or no env id
     """
-    if not Path(model_path).is_file():
+    if env is None and not Path(model_path).is_file():
         raise CLIError(f"no model file at {model_path}")
     env_id = env or infer_env_id(model_path)
     if env_id is None:
