@@ -13,11 +13,20 @@ levels per dimension, so range the episode never uses is resolution thrown away.
 overrides only apply to spaces with an unbounded dimension (resolved through the
 registry); a fully bounded space always uses its own bounds, so that a policy built from
 the space alone gets the same encoder as one built from the env id.
+
+:func:`choose_bounds` says which bounds it chose and why (:class:`BoundChoice`); a space
+with unbounded dimensions takes a registered env's bounds when that env's id is given
+(``obs_bound="CartPole-v1"``; ``SpikingDQN`` passes its env's id) or, marked as a
+look-alike that the policy warns about, when the space merely equals that env's space.
+:class:`InputActivityCheck` warns when the bounds leave the encoder almost silent on the
+first observations (e.g. a custom env's ``Box(-1e6, 1e6)``).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
@@ -126,12 +135,29 @@ def get_bounds(env_id: str, bounds: np.ndarray | list[float] | None = None) -> n
     return _REGISTRY[env_id].bound()
 
 
-def bounds_for_space(space: spaces.Space, bounds: np.ndarray | list[float] | str | None = None) -> np.ndarray:
-    """Encoder bounds for an observation space.
+@dataclass(frozen=True)
+class BoundChoice:
+    """The encoder bounds chosen for an observation space, and why.
+
+    :param bound: one finite positive float32 per dimension
+    :param reason: where they come from, in words (printed by warnings and the CLI)
+    :param lookalike: the registered env whose bounds were taken only because the space
+        equals its observation space (the env id was not given), else ``None``
+    """
+
+    bound: np.ndarray
+    reason: str
+    lookalike: str | None = None
+
+
+def choose_bounds(space: spaces.Space, bounds: np.ndarray | list[float] | str | None = None) -> BoundChoice:
+    """Encoder bounds for an observation space, with the reason for the choice.
 
     Resolution order: explicit ``bounds`` (an array, or a registered env id as a string);
-    the space's own bounds when they are all finite; the registered environment whose
-    observation space is this one (e.g. CartPole's velocities).
+    the space's own bounds when they are all finite; else, when the space equals a
+    registered environment's observation space (e.g. CartPole's, whose velocities are
+    unbounded), that environment's bounds, marked as a look-alike (:attr:`BoundChoice.lookalike`):
+    the policy warns about that choice unless its bounds are then loaded from a saved model.
 
     :param space: a 1-D ``Box`` observation space
     :param bounds: explicit bounds or a registered env id
@@ -142,26 +168,117 @@ def bounds_for_space(space: spaces.Space, bounds: np.ndarray | list[float] | str
         raise ValueError(f"the spike encoder needs a 1-D Box observation space, got {space}")
     dim = space.shape[0]
     if isinstance(bounds, str):
-        out = get_bounds(bounds)
+        choice = BoundChoice(get_bounds(bounds), f"the registered bounds of {bounds} (obs_bound={bounds!r}): "
+                             f"{_REGISTRY[bounds].note}")
     elif bounds is not None:
-        out = _validate(np.asarray(bounds), "obs_bound")
+        choice = BoundChoice(_validate(np.asarray(bounds), "obs_bound"), "obs_bound, as given")
     else:
         low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
         if np.all(np.isfinite(low)) and np.all(np.isfinite(high)):
-            out = _validate(np.maximum(np.abs(low), np.abs(high)), "observation space bounds")
+            choice = BoundChoice(_validate(np.maximum(np.abs(low), np.abs(high)), "observation space bounds"),
+                                 "the observation space's finite bounds, max(|low|, |high|)")
         else:
-            for spec in _REGISTRY.values():
-                if (
-                    len(spec.low) == dim
-                    and np.allclose(spec.low, low, rtol=1e-6)
-                    and np.allclose(spec.high, high, rtol=1e-6)
-                ):
-                    return spec.bound()
-            infinite = [int(i) for i in np.nonzero(~(np.isfinite(low) & np.isfinite(high)))[0]]
-            raise ValueError(
-                f"observation dimension(s) {infinite} of {space} are unbounded and no registered "
-                f"environment matches this space; {_SUPPLY_HINT}"
+            choice = _lookalike(space, low, high)
+    if choice.bound.size != dim:
+        raise ValueError(f"bounds have {choice.bound.size} entries but the observation space has {dim} dimensions")
+    return choice
+
+
+def _lookalike(space: spaces.Box, low: np.ndarray, high: np.ndarray) -> BoundChoice:
+    """The bounds of the registered env whose observation space equals ``space`` (one with unbounded dimensions)."""
+    for env_id, spec in _REGISTRY.items():
+        if (
+            len(spec.low) == low.size
+            and np.allclose(spec.low, low, rtol=1e-6)
+            and np.allclose(spec.high, high, rtol=1e-6)
+        ):
+            reason = (
+                f"the registered bounds of {env_id} ({spec.note}), taken because the observation space equals "
+                f"{env_id}'s and no env id was given; pass obs_bound={env_id!r} to name them, or "
+                "obs_bound=[...] for an env that only shares the space"
             )
-    if out.size != dim:
-        raise ValueError(f"bounds have {out.size} entries but the observation space has {dim} dimensions")
-    return out
+            return BoundChoice(spec.bound(), reason, lookalike=env_id)
+    infinite = [int(i) for i in np.nonzero(~(np.isfinite(low) & np.isfinite(high)))[0]]
+    raise ValueError(
+        f"observation dimension(s) {infinite} of {space} are unbounded and no registered "
+        f"environment matches this space; {_SUPPLY_HINT}"
+    )
+
+
+def bounds_for_space(space: spaces.Space, bounds: np.ndarray | list[float] | str | None = None) -> np.ndarray:
+    """The encoder bounds :func:`choose_bounds` chooses (without the reason).
+
+    :param space: a 1-D ``Box`` observation space
+    :param bounds: explicit bounds or a registered env id
+    """
+    return choose_bounds(space, bounds).bound
+
+
+def registered_id(env: Any) -> str | None:
+    """The Gymnasium id of an env (or of the first env of a VecEnv) when its bounds are registered, else ``None``.
+
+    :param env: a Gymnasium env, an SB3 ``VecEnv``, or anything else (``None``)
+    """
+    try:
+        spec = env.get_attr("spec", [0])[0] if hasattr(env, "get_attr") else getattr(env, "spec", None)
+    except Exception:  # a VecEnv whose envs hold no spec attribute
+        return None
+    env_id = getattr(spec, "id", None)
+    return env_id if env_id in _REGISTRY else None
+
+
+#: Observations :class:`InputActivityCheck` looks at before judging the encoder's activity.
+CHECKED_OBSERVATIONS = 100
+#: Share of (observation, dimension) values that drive no input spike above which the encoder counts as almost silent.
+SILENT_SHARE = 0.9
+
+
+class InputActivityCheck:
+    """Warns once when the chosen bounds leave the encoder almost silent on the first observations.
+
+    A dimension value drives about ``min(|obs| / bound, 1) * ticks`` input spikes per
+    inference (every encoding mode: the deterministic accumulator's count, the expected
+    Poisson count); below one it usually drives none. After :data:`CHECKED_OBSERVATIONS`
+    distinct observations (the first replay batches repeat the few states stored), if more than :data:`SILENT_SHARE` of their values drive none, the
+    network is nearly blind: a ``UserWarning`` names the bounds, why they were chosen, the
+    largest ``|obs|`` seen per dimension and the option that fixes it (``obs_bound=``).
+
+    :param choice: the bounds and their reason
+    :param ticks: ticks per inference
+    """
+
+    def __init__(self, choice: BoundChoice, ticks: int) -> None:
+        self.choice, self.ticks = choice, int(ticks)
+        self.seen: list[np.ndarray] = []
+        self.count = 0
+        self.done = False
+
+    def see(self, obs: np.ndarray) -> None:
+        """Take a batch of observations ``(n, d)``; judge (and maybe warn) once enough were seen."""
+        if self.done:
+            return
+        obs = np.abs(np.asarray(obs, dtype=np.float64).reshape(-1, self.choice.bound.size))
+        distinct = np.unique(np.concatenate([*self.seen, obs]), axis=0)
+        self.seen, self.count = [distinct], distinct.shape[0]
+        if self.count >= CHECKED_OBSERVATIONS:
+            self.done = True
+            message = self.verdict(distinct[:CHECKED_OBSERVATIONS])
+            self.seen = []
+            if message:
+                warnings.warn(message, UserWarning, stacklevel=4)
+
+    def verdict(self, obs: np.ndarray) -> str | None:
+        """The warning for these observations ``|obs|`` (``(n, d)``), or ``None`` when the encoder is active enough."""
+        bound = self.choice.bound.astype(np.float64)
+        silent = np.minimum(obs / bound, 1.0) * self.ticks < 1.0
+        share = float(silent.mean())
+        if share <= SILENT_SHARE:
+            return None
+        largest = obs.max(axis=0)
+        return (
+            f"the spike encoder is almost silent: {share:.0%} of {obs.shape[0]} distinct first observations' values "
+            f"drive no input spike in {self.ticks} ticks (|obs| / bound < 1 / ticks). Bounds {bound.tolist()} "
+            f"were chosen from {self.choice.reason}; the largest |obs| seen per dimension is "
+            f"{np.round(largest, 6).tolist()}. Pass bounds near the observations' range, e.g. "
+            "policy_kwargs=dict(obs_bound=[...]) or --obs-bound"
+        )

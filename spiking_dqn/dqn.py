@@ -38,8 +38,10 @@ import numpy as np
 import torch as th
 from stable_baselines3 import DQN
 
+from envs.bounds import registered_id
 from spiking_dqn import fused
 from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.policies import SpikingDQNPolicy
 
 #: ATen's code of the mean reduction (``torch.nn._reduction.get_enum("mean")``).
 _MEAN = 1
@@ -52,7 +54,22 @@ class SpikingDQN(DQN):
     """
 
     def _setup_model(self) -> None:
-        super()._setup_model()
+        """SB3's, with the env's id as the encoder bounds' source where the policy would only see its space.
+
+        A ``SpikingDQNPolicy`` without ``obs_bound`` on a registered env whose space has
+        unbounded dimensions (CartPole) gets ``obs_bound=<env id>`` (the same bounds, named;
+        see ``envs.bounds.choose_bounds``); the saved ``policy_kwargs`` stay as given.
+        """
+        given = self.policy_kwargs
+        env_id = registered_id(self.env)
+        low, high = getattr(self.observation_space, "low", 0.0), getattr(self.observation_space, "high", 0.0)
+        if (env_id is not None and "obs_bound" not in given and issubclass(self.policy_class, SpikingDQNPolicy)
+                and not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)))):
+            self.policy_kwargs = {**given, "obs_bound": env_id}
+        try:
+            super()._setup_model()
+        finally:
+            self.policy_kwargs = given
         optimizer = self.policy.optimizer
         if "foreach" not in self.policy_kwargs.get("optimizer_kwargs", {}) and "foreach" in inspect.signature(
                 type(optimizer).__init__).parameters:

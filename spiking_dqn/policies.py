@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
-from envs.bounds import bounds_for_space
+from envs.bounds import BoundChoice, InputActivityCheck, choose_bounds
 from spiking_dqn.config import SpikingConfig, SpikingOption
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.threads import choose_torch_threads
@@ -65,11 +66,37 @@ class SpikingQNet(QNetwork):
         self.activation_fn = activation_fn
         self.features_dim = features_dim
         self.obs_bound = obs_bound
-        bound = bounds_for_space(observation_space, obs_bound)
-        self.q_net: SpikingQNetwork = SpikingQNetwork(bound, int(action_space.n), config=config)
+        #: The encoder bounds chosen and why (``envs.bounds.choose_bounds``); after a load, the saved ones.
+        self.bound_choice: BoundChoice = choose_bounds(observation_space, obs_bound)
+        self._input_check: InputActivityCheck | None = InputActivityCheck(self.bound_choice, config.ticks)
+        self.q_net: SpikingQNetwork = SpikingQNetwork(self.bound_choice.bound, int(action_space.n), config=config)
+
+    def bounds_loaded(self) -> None:
+        """Record that the encoder bounds now come from a saved model (no look-alike warning then)."""
+        bound = self.q_net.encoder.bound.detach().cpu().numpy().copy()
+        self.bound_choice = BoundChoice(bound, "the saved model's encoder bounds")
+        if self._input_check is not None:
+            self._input_check.choice = self.bound_choice
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
+        if self._input_check is not None:
+            self._check_inputs(obs)
         return self.q_net(self.extract_features(obs, self.features_extractor))
+
+    def _check_inputs(self, obs: PyTorchObs) -> None:
+        """On the first observations: warn about look-alike bounds and an almost silent encoder (once each)."""
+        check = self._input_check
+        if check is None:
+            return
+        if self.bound_choice.lookalike is not None and check.count == 0:
+            warnings.warn(f"encoder bounds {self.bound_choice.bound.tolist()}: {self.bound_choice.reason}",
+                          UserWarning, stacklevel=3)
+        if not isinstance(obs, th.Tensor):  # not a Box observation: nothing to judge
+            self._input_check = None
+            return
+        check.see(obs.detach().cpu().numpy())
+        if check.done:
+            self._input_check = None
 
     def forward_with_activity(self, obs: PyTorchObs) -> tuple[th.Tensor, list[th.Tensor]]:
         """Q-values and per-population spike counts (input, then each hidden layer)."""
@@ -144,6 +171,7 @@ class SpikingDQNPolicy(DQNPolicy):
             optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs,
         )
+        self.q_net_target._input_check = None  # the online network checks the inputs (one warning, not two)
 
     @property
     def threshold_scale(self) -> float:
@@ -176,6 +204,13 @@ class SpikingDQNPolicy(DQNPolicy):
         """
         if self.training != mode or any(module.training != mode for module in self.q_net.modules()):
             super().set_training_mode(mode)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``; the encoder bounds are then the saved model's (see ``SpikingQNet.bound_choice``)."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        for net in (self.q_net, self.q_net_target):
+            net.bounds_loaded()
+        return result
 
     def make_q_net(self) -> SpikingQNet:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
