@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from spiking_dqn.cli import show_each_warning_once
 from spiking_dqn.cli.train import add_training_arguments, training_options
 from spiking_dqn.recipes.recipe import TrainOptions
 
@@ -37,6 +38,7 @@ def parse_args(env_id: str, default_timesteps: int, argv: list[str] | None = Non
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_training_arguments(parser, default_out=TRAINED_DIR / env_id, default_timesteps=default_timesteps)
     args = parser.parse_args(argv)
+    show_each_warning_once()  # one deprecation notice of an outdated env per run, as in `spiking-dqn train`
     try:
         return training_options(args)
     except ValueError as exc:

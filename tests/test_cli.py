@@ -15,7 +15,7 @@ from stable_baselines3 import DQN
 
 from envs import make_vec
 from spiking_dqn import SpikingDQNPolicy, __version__
-from spiking_dqn.cli import _show_each_warning_once, build_parser, infer_env_id, main
+from spiking_dqn.cli import show_each_warning_once, build_parser, infer_env_id, main
 from spiking_dqn.cli.arguments import join_negative_lists
 from spiking_dqn.recipes.recipe import BoundedProgressBar
 
@@ -170,11 +170,60 @@ def test_progress_bar_stops_at_the_requested_total():
 def test_each_warning_is_shown_once():
     with warnings.catch_warnings(record=True) as log:
         warnings.simplefilter("always")
-        _show_each_warning_once()
+        show_each_warning_once()
         for _ in range(3):
             with warnings.catch_warnings():  # as library code does; it resets the "once" registries
                 gym.make("CartPole-v0").close()
     assert sum("out of date" in str(w.message) for w in log) == 1
+
+
+def test_a_recipe_run_shows_each_warning_once():
+    from agents.common import parse_args
+
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always")
+        parse_args("CartPole-v0", 800, ["--timesteps", "800"])  # what every recipe of agents/ starts with
+        for _ in range(4):
+            with warnings.catch_warnings():
+                gym.make("CartPole-v0").close()
+    assert sum("out of date" in str(w.message) for w in log) == 1
+
+
+def test_bare_command_lists_the_commands(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: spiking-dqn")
+    for command in ("train", "demo", "compare", "deploy", "search", "calibrate", "export"):
+        assert any(line.split()[:1] == [command] and len(line.split()) > 1 for line in err.splitlines()), command
+    assert "two-stage threshold grid search" in err
+
+
+def test_help_texts_are_readable_and_true(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    search = " ".join(capsys.readouterr().out.split())  # as one line, whatever the terminal width
+    assert "(default: 0.354, 0.5, 0.707, 1, 1.41, 2, 2.83, 4)" in search and "0.3535533905932738" not in search
+    assert "(default: 0.841, 1, 1.19)" in search
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert "QAT" not in capsys.readouterr().out  # export quantizes; it does not fine-tune
+
+
+def test_search_defaults_are_the_search_settings_grids():
+    from spiking_dqn.cli.fit import FitOptions
+    from spiking_dqn.pipeline import SearchSettings
+
+    options = FitOptions(model="m.zip")
+    assert tuple(options.stage1) == SearchSettings().stage1_grid and tuple(options.stage2) == SearchSettings().stage2_factors
+
+
+def test_a_rejected_deploy_creates_no_folder(tmp_path, trained_tiny_model, capsys):
+    model = tmp_path / "model.zip"
+    trained_tiny_model.save(model)
+    out = tmp_path / "new" / "chip_program.npz"
+    assert main(["deploy", str(model), "--lam", "-3", "--out", str(out)]) == 2
+    assert "lambda" in capsys.readouterr().err
+    assert not out.parent.exists()
 
 
 def test_train_any_discrete_env_then_deploy_and_compare(tmp_path, capsys):
@@ -200,7 +249,7 @@ def test_train_any_discrete_env_then_deploy_and_compare(tmp_path, capsys):
 
 
 def test_export_writes_a_nir_file_that_reads_back(tmp_path, capsys):
-    from spiking_dqn.export import read_nir
+    from spiking_dqn.nir_read import read_nir
     from spiking_dqn.hardware.mapping import map_program
     from spiking_dqn.hardware.program import ChipProgram
 
@@ -216,7 +265,7 @@ def test_export_writes_a_nir_file_that_reads_back(tmp_path, capsys):
 
 
 def test_export_quantizes_a_model(tmp_path, capsys):
-    from spiking_dqn.export import read_nir
+    from spiking_dqn.nir_read import read_nir
 
     out = tmp_path / "acrobot.nir"
     model = ROOT / "agents" / "trained" / "Acrobot-v1" / "model.zip"

@@ -25,7 +25,9 @@ from spiking_dqn.cli import compare, demo, export, fit, train
 from spiking_dqn.cli.arguments import CLIError, HelpFormatter, SubcommandParser, join_negative_lists, parse_lambda
 from spiking_dqn.cli.loading import infer_env_id, load_spiking_model
 
-__all__ = ["CLIError", "build_parser", "infer_env_id", "load_spiking_model", "main", "parse_lambda"]
+__all__ = [
+    "CLIError", "build_parser", "infer_env_id", "load_spiking_model", "main", "parse_lambda", "show_each_warning_once",
+]
 
 DESCRIPTION = """\
 Train spiking DQN agents (Stable-Baselines3), deploy them as int8 chip programs to
@@ -65,10 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     :return: the exit status (2 for a user error)
     """
     argv = join_negative_lists(sys.argv[1:] if argv is None else list(argv))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not argv:  # like git: the usage and the commands; argparse's status for a missing argument
+        print(commands_overview(parser), file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     args.command_line = shlex.join(["spiking-dqn", *argv])
     with warnings.catch_warnings():
-        _show_each_warning_once()
+        show_each_warning_once()
         try:
             return int(args.func(args))
         except CLIError as exc:
@@ -76,11 +82,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
 
 
-def _show_each_warning_once() -> None:
-    """Show a warning whose text was shown already no more (inside ``warnings.catch_warnings``).
+def commands_overview(parser: argparse.ArgumentParser) -> str:
+    """The usage, then each command with its one-line description, then where the options are described.
+
+    :param parser: the ``spiking-dqn`` parser of :func:`build_parser`
+    """
+    sub = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    commands = [(choice.dest, choice.help or "") for choice in sub._choices_actions]
+    width = max(len(name) for name, _ in commands)
+    lines = [parser.format_usage().rstrip(), "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in commands]
+    lines += ["", "Run `spiking-dqn COMMAND --help` for the options of a command, `spiking-dqn --help` for examples."]
+    return "\n".join(lines)
+
+
+def show_each_warning_once() -> None:
+    """Show a warning whose text was shown already no more (for the rest of the process, or of the enclosing
+    ``warnings.catch_warnings`` block, which restores the previous ``warnings.showwarning``).
 
     Gymnasium warns on every ``make`` of an outdated env (CartPole-v0), and its ``"once"``
     filter is reset by each ``catch_warnings`` block, so a run would repeat it many times.
+    Every ``spiking-dqn`` command and every recipe of ``agents/`` (``agents.common.parse_args``)
+    runs with it.
     """
     shown: set[tuple[str, type[Warning]]] = set()
     show = warnings.showwarning

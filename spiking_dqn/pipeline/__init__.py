@@ -42,7 +42,14 @@ from spiking_dqn.pipeline.settings import (
 from spiking_dqn.qat import QATReport, quantization_aware_finetune
 from spiking_dqn.quantization.levels import network_levels, state_levels_for
 from spiking_dqn.quantization.snap import snap_model_to_grid
-from spiking_dqn.quantization import LambdaSpec, QuantizationReport, WeightBitsSpec, quantize_network
+from spiking_dqn.quantization import (
+    LambdaSpec,
+    QuantizationReport,
+    WeightBitsSpec,
+    float_weights,
+    quantize_network,
+    resolve_lambdas,
+)
 from spiking_dqn.rollouts import (
     EpisodeResult,
     backend_reward,
@@ -56,6 +63,7 @@ from spiking_dqn.search.results import ThresholdSearchResult
 from spiking_dqn.search.storage import open_storage
 from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.thresholds import scale_thresholds
+from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS
 
 
 def _scale_thresholds(program: ChipProgram, scale: float | Sequence[float] | None) -> tuple[ChipProgram, list[float]]:
@@ -146,6 +154,8 @@ def fit_to_chip(
     start = time.perf_counter()
     _check_fit(model, env_id, program, weight_bits, qat, state, method, search, eval_episodes)
     net = q_network(model)
+    if program is None and lam is not None and not isinstance(lam, (Grid, str)):  # bad numbers: before any episode
+        resolve_lambdas(lam, float_weights(net), DEFAULT_WEIGHT_BITS if weight_bits is None else weight_bits)
     run = _Run(model, net, env_id, get_backend(backend), seeds, eval_episodes, encoder_seed, threshold_scale, progress)
     folder = Path(out) if out is not None else None
     was_training = net.training
