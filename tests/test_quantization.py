@@ -75,6 +75,18 @@ def test_no_warning_when_clipping_is_light():
         quantize_network(net, 3.0)
 
 
+def test_the_mse_rule_clips_on_purpose_and_is_not_told_to_use_auto():
+    """``quantize_network(net, "mse", weight_bits=2)``, the recommended low-width setting, warns of nothing."""
+    net = make_net(net_arch=[32, 32])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, report = quantize_network(net, "mse", weight_bits=2)
+    assert max(r.clipped_frac for r in report.layers) > 0.02  # it clips, by choice
+    with pytest.warns(UserWarning, match=r"clips .* at 2 bits .*consider a smaller lambda or lam='mse'") as record:
+        quantize_network(net, 20.0, weight_bits=2)
+    assert not any("lam='auto'" in str(w.message) for w in record)
+
+
 def test_resolve_lambdas_scalar_and_list():
     weights = [np.ones((3, 4)), np.ones((2, 3))]
     assert resolve_lambdas(3, weights) == [3.0, 3.0]

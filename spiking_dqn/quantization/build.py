@@ -51,7 +51,8 @@ def quantize_network(
         (see :func:`resolve_grid`; ``None``: the network's own grid's, else 8); with a given
         :class:`Grid`, only a value equal to its widths is accepted
     :return: the chip program and the quantization report (a ``UserWarning`` is issued for
-        every layer that clips more than ``CLIP_WARN_FRACTION`` of its weights)
+        every layer that clips more than ``CLIP_WARN_FRACTION`` of its weights, except with
+        ``lam="mse"``, whose clipping is chosen)
     """
     grid = resolve_grid(net, lam, centered, weight_bits=weight_bits)
     grid.check_fits(len(net.linear_layers()))
@@ -59,7 +60,8 @@ def quantize_network(
     if grid.centered_readout:
         net = center_readout(net)
     as_deployed = Grid(grid.lambdas, centered_readout=False, weight_bits=grid.weight_bits)  # already centred
-    report = quantization_report(net, as_deployed, warn=True)
+    # The "mse" rule clips on purpose (its lambdas minimise the error clipping included): no clipping warning.
+    report = quantization_report(net, as_deployed, warn=not (isinstance(lam, str) and lam == "mse"))
     weights = as_deployed.integers(float_weights(net))
     thresholds, alphas, offsets = [], [], []
     for k, (layer, lam_k) in enumerate(zip(net.linear_layers(), grid.lambdas)):

@@ -126,7 +126,8 @@ def quantization_report(net: SpikingQNetwork, grid: Grid, warn: bool = True) -> 
     :param net: the float network
     :param grid: the grid
     :param warn: warn (``UserWarning``) for each projection that clips more than
-        ``CLIP_WARN_FRACTION`` of its weights
+        ``CLIP_WARN_FRACTION`` of its weights (pass False for lambdas of the ``"mse"`` rule,
+        which clips on purpose: that clipping is its least reconstruction error)
     """
     weights = grid.deployed(float_weights(net))
     report = QuantizationReport(
@@ -138,11 +139,12 @@ def quantization_report(net: SpikingQNetwork, grid: Grid, warn: bool = True) -> 
     if warn:
         for r in report.layers:
             if r.clipped_frac > CLIP_WARN_FRACTION:
+                # The rule to suggest is the one recommended at the layer's width: 'auto' at 8 bits, 'mse' below.
+                rule = "lam='auto'" if r.bits >= DEFAULT_WEIGHT_BITS else "lam='mse' (the better rule below 8 bits)"
                 warnings.warn(
                     f"quantizing layer {r.name} with lambda={r.lam:g} clips {r.clipped_frac:.1%} of its weights "
                     f"to +-{r.limit} at {r.bits} bits ({r.zeroed_frac:.1%} of its nonzero weights round to 0); "
-                    "consider a "
-                    "smaller lambda or lam='auto'",
+                    f"consider a smaller lambda or {rule}",
                     UserWarning,
                     stacklevel=3,
                 )
