@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. Make the env and the SpikingDQN (none with --qat-only).
     model = make_model(ENV_ID, hyperparams, options)
     # 2. Learn with SB3's EvalCallback; its best evaluation is the agent as trained (model_trained.zip).
-    training = learn(model, ENV_ID, options, command)
+    training = learn(model, ENV_ID, options, command, hyperparams)
     model, trained_rewards = load_trained(ENV_ID, options)
     # 3. Fit to the chip: QAT on the int8 grid, the best checked weights snapped to it (model.zip).
     qat = fit_for_chip(model, ENV_ID, options, command)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import math
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -292,3 +293,19 @@ def _plain_type(hint: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return hint
+
+#: Exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_CTRL_C = 130
+
+
+def interrupted(how_to_resume: str) -> int:
+    """End a command stopped by Ctrl-C: close its progress bars, say in one line how to go on; :data:`EXIT_CTRL_C`.
+
+    :param how_to_resume: what was kept and the command that continues, printed after ``interrupted;``
+    """
+    from tqdm import tqdm  # SB3's and the searches' bars; a live one left open fails at exit
+
+    for bar in list(tqdm._instances):
+        bar.close()
+    print(f"interrupted; {how_to_resume}", file=sys.stderr)
+    return EXIT_CTRL_C

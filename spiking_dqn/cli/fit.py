@@ -36,6 +36,7 @@ from spiking_dqn.cli.arguments import (
     CLIError,
     HelpFormatter,
     add_options,
+    interrupted,
     parse_lambda,
     parse_scale,
     parse_weight_bits,
@@ -259,8 +260,7 @@ def cmd_search(parsed: argparse.Namespace) -> int:
             if options.storage
             else "the study was in memory: pass --storage sqlite:///runs/search.db to make the search resumable"
         )
-        print(f"interrupted; {where}", file=sys.stderr)
-        return 130
+        return interrupted(where)
     search = result.search
     print(f"best multipliers {[round(m, 4) for m in search.best.multipliers]} (search reward "
           f"{search.best.mean_reward:.2f} over {options.episodes} episodes); cost: {search.backend_episodes} backend "

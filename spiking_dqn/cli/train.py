@@ -12,11 +12,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from spiking_dqn.cli.arguments import CLIError, HelpFormatter, add_options, read_options
+from spiking_dqn.cli.arguments import CLIError, HelpFormatter, add_options, interrupted, read_options
 from spiking_dqn.cli.loading import check_env
 from spiking_dqn.recipes.card import write_training_card
 from spiking_dqn.recipes.hyperparams import DEFAULT_HYPERPARAMS, DEFAULT_TIMESTEPS, ZOO_FILE, hyperparams_for
-from spiking_dqn.recipes.recipe import TrainOptions, train_and_evaluate, with_overrides
+from spiking_dqn.recipes.recipe import TrainOptions, resume_hint, train_and_evaluate, with_overrides
+from spiking_dqn.recipes.run_folder import CheckpointError
+from spiking_dqn.threads import choose_torch_threads
 
 #: Where ``spiking-dqn train ENV`` writes without ``--out`` (``runs/`` is ignored by git).
 RUNS = Path("runs")
@@ -53,19 +55,22 @@ def train_env(env_id: str, options: TrainOptions, command: str) -> dict[str, Any
     :param options: the training options (``options.timesteps`` already resolved)
     :param command: the command line recorded in the card
     :return: the summary of ``eval.json``
-    :raises CLIError: an env the spiking DQN cannot train on
+    :raises CLIError: an env the spiking DQN cannot train on, or a ``resume`` of a checkpoint with other settings
     """
     check_env(env_id, options.obs_bound)
     hyperparams, _, source = hyperparams_for(env_id)
     print(f"{env_id}: hyperparameters from {source}", flush=True)
     hyperparams = with_overrides(hyperparams, options)
-    summary = train_and_evaluate(env_id, hyperparams, options, command)
+    try:
+        summary = train_and_evaluate(env_id, hyperparams, options, command)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from None
     write_training_card(options.out, env_id, hyperparams, summary)
     return summary
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``spiking-dqn train``."""
+    """``spiking-dqn train`` (Ctrl-C: one line saying how to resume, exit 130)."""
     _, default_timesteps, _ = hyperparams_for(args.env)
     if args.timesteps is None:
         args.timesteps = default_timesteps
@@ -75,7 +80,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         options = training_options(args)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    train_env(args.env, options, args.command_line)
+    print(choose_torch_threads(), flush=True)
+    try:
+        train_env(args.env, options, args.command_line)
+    except KeyboardInterrupt:
+        return interrupted(resume_hint(options, args.command_line))
     model = options.out / "model.zip"
     print(f"next: spiking-dqn deploy {model} --out {options.out / 'chip_program.npz'}\n"
           f"      spiking-dqn compare {model} --episodes 20 --out {options.out / 'compare'}")
@@ -98,6 +107,7 @@ def add_parser(sub: Any) -> None:
             f"defaults without an entry in zoo_configs/{ZOO_FILE}: {DEFAULT_TIMESTEPS} timesteps and the DQN keyword "
             f"arguments\n{defaults}\n\nexamples:\n"
             "  spiking-dqn train CartPole-v0 --out runs/CartPole-v0\n"
+            "  spiking-dqn train CartPole-v0 --out runs/CartPole-v0 --resume   # after Ctrl-C\n"
             "  spiking-dqn train MountainCar-v0 --timesteps 2000 --qat-steps 0 --out runs/mc"
         ),
         formatter_class=HelpFormatter,

@@ -1,4 +1,4 @@
-"""The model card (``README.md``) and learning curve written next to a trained agent."""
+"""The model card (``README.md``) and learning curve written next to a trained agent (atomically)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from spiking_dqn.files import atomic_write, atomic_write_text
 from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES, QAT_CHECK_FREQ, TRAINED_NAME
 
 
@@ -47,7 +48,8 @@ def plot_learning_curve(evaluations: Path, path: Path, env_id: str) -> None:
     ax.set_title(f"spiking DQN on {env_id}: periodic evaluations")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -112,7 +114,7 @@ def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summa
     if (path.parent / "reward_curve.png").exists():
         lines += ["", "![periodic evaluations](reward_curve.png)"]
     lines.append("")
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
 
 
 def replace_card_section(card: Path, name: str, body: str) -> None:
@@ -133,7 +135,7 @@ def replace_card_section(card: Path, name: str, body: str) -> None:
         text = head + section + rest.split(end, 1)[1].lstrip("\n")
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    card.write_text(text)
+    atomic_write_text(card, text)
 
 
 def _selection(summary: dict[str, Any]) -> str:

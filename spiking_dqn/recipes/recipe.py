@@ -3,7 +3,9 @@
 1. :func:`make_model`: the training env and a ``SpikingDQN`` with ``SpikingDQNPolicy``.
 2. :func:`learn`: ``model.learn()`` with a :class:`~spiking_dqn.SpikeActivityLogger` and SB3's
    ``EvalCallback``, whose best periodic evaluation is kept as ``model_trained.zip``
-   (:func:`load_trained` reloads it and evaluates it).
+   (:func:`load_trained` reloads it and evaluates it), and a checkpoint every
+   ``checkpoint_freq`` steps from which ``resume`` continues an interrupted run
+   (:mod:`spiking_dqn.recipes.run_folder`).
 3. :func:`fit_for_chip`: quantization-aware fine-tuning (``qat_steps``, 0 to skip):
    :func:`~spiking_dqn.qat.quantization_aware_finetune` on the int8 grid of ``lam="auto"``,
    keeping the weights that did best on the emulator, then
@@ -13,7 +15,8 @@
    deterministic episodes, written to ``eval.json``.
 
 :func:`train_and_evaluate` runs them in this order (``spiking-dqn train`` and ``demo``);
-``agents/cartpole.py`` and ``agents/acrobot.py`` call them one by one.
+``agents/cartpole.py`` and ``agents/acrobot.py`` call them one by one. Every file is written
+atomically (:mod:`spiking_dqn.files`), and a new run first moves an earlier run's files aside.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import dataclasses
 import json
 import os
 import platform
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import torch as th
 from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import CallbackList, EvalCallback, ProgressBarCallback
+from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from envs import make_env, make_vec
@@ -38,10 +42,22 @@ from spiking_dqn.callbacks import SpikeActivityLogger
 from spiking_dqn.recipes.hyperparams import qat_learning_rate
 from spiking_dqn.dqn import SpikingDQN
 from spiking_dqn.config import SpikingConfig
+from spiking_dqn.files import atomic_write, atomic_write_text
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.thresholds import ThresholdNoise
 from spiking_dqn.qat import quantization_aware_finetune
 from spiking_dqn.quantization.snap import snap_model_to_grid
+from spiking_dqn.recipes.run_folder import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    RecipeEvalCallback,
+    TrainingCheckpoint,
+    check_fingerprint,
+    load_checkpoint_model,
+    move_previous_run,
+    read_checkpoint,
+    restore_training,
+)
 
 #: The policy_kwargs keys that are spiking options (checked by ``SpikingConfig``).
 SPIKING_OPTIONS = frozenset(f.name for f in dataclasses.fields(SpikingConfig))
@@ -62,7 +78,9 @@ SELECT_SEED_OFFSET = 1000
 TRAINING_KEYS = ("timesteps", "seed", "train_wall_time_s", "select_episodes", "eval_freq", "torch_threads", "machine")
 #: Notes about the training run added to ``eval.json`` later (a re-measured wall time), kept
 #: too when ``qat_only`` rewrites it; a new training run starts without them.
-TRAINING_NOTES = ("train_wall_time_remeasured",)
+TRAINING_NOTES = ("train_wall_time_remeasured", "resumed_at")
+#: What ``qat_only`` reuses from the run folder (the rest, derived from the old ``model.zip``, moves aside).
+TRAINING_FILES = (TRAINED_NAME, "eval.json", "evaluations.npz")
 
 
 @dataclass(kw_only=True)
@@ -91,6 +109,12 @@ class TrainOptions:
         "spiking_dqn/recipes/hyperparams.py, else the training's final one)", "range": "positive"})
     qat_only: bool = field(default=False, metadata={
         "help": "skip training: fine-tune the agent as trained (model_trained.zip in --out)"})
+    resume: bool = field(default=False, metadata={
+        "help": f"continue the interrupted training in --out from its checkpoint ({CHECKPOINT_NAME}) to the same "
+        "total --timesteps (give the interrupted run's other options too)"})
+    checkpoint_freq: int = field(default=10_000, metadata={
+        "help": f"steps between the training checkpoints that --resume continues from ({CHECKPOINT_NAME}: model, "
+        "replay buffer, random states; 0: none)", "range": "non_negative"})
     net_arch: list[int] | None = field(default=None, metadata={
         "help": "override the hidden layer sizes, e.g. 128,128", "range": "positive"})
     ticks: int | None = field(default=None, metadata={"help": "override the ticks per inference", "range": "positive"})
@@ -109,11 +133,21 @@ class TrainOptions:
     def check(self) -> None:
         """Refuse, before any training, options the run would fail on.
 
-        :raises ValueError: ``qat_only`` without the agent as trained in ``out``, or an
-            override the spiking options refuse (e.g. ``threshold_noise="1.5,1.0"``)
+        :raises ValueError: ``qat_only`` without the agent as trained in ``out``, ``resume``
+            without a checkpoint there, or an override the spiking options refuse (e.g.
+            ``threshold_noise="1.5,1.0"``)
         """
-        if self.qat_only and not (Path(self.out) / TRAINED_NAME).exists():
-            raise ValueError(f"--qat-only needs the agent as trained: {Path(self.out) / TRAINED_NAME} does not exist")
+        out = Path(self.out)
+        interrupted = (out / CHECKPOINT_NAME).exists()
+        if self.qat_only and self.resume:
+            raise ValueError("--resume continues the training, --qat-only skips it: give one of them")
+        if self.qat_only and not (out / TRAINED_NAME).exists():
+            how = " (its training was interrupted: run its command with --resume first)" if interrupted else ""
+            raise ValueError(f"--qat-only needs the agent as trained: {out / TRAINED_NAME} does not exist{how}")
+        if self.resume and not interrupted:
+            done = f" (its training has finished: {TRAINED_NAME} is there; --qat-only redoes the fine-tuning)" if (
+                out / TRAINED_NAME).exists() else ""
+            raise ValueError(f"--resume: there is no training checkpoint {out / CHECKPOINT_NAME}{done}")
         with_overrides({}, self)
 
 
@@ -161,21 +195,45 @@ def with_overrides(hyperparams: dict[str, Any], options: TrainOptions) -> dict[s
 def make_model(env_id: str, hyperparams: dict[str, Any], options: TrainOptions) -> SpikingDQN | None:
     """Step 1: the training env (seed ``seed``) and the ``SpikingDQN`` to train on it (None with ``qat_only``).
 
+    A new run first moves what an earlier run left in ``out`` aside (:func:`move_previous_run`;
+    ``qat_only`` keeps the training's files, ``resume`` everything); ``resume`` loads the model,
+    env and replay buffer of the checkpoint.
+
     :param env_id: Gymnasium id
     :param hyperparams: ``DQN`` keyword arguments, ``policy_kwargs`` included (overrides applied)
     :param options: the training options
+    :raises CheckpointError: ``resume`` with a checkpoint of other settings
     """
     options.out.mkdir(parents=True, exist_ok=True)
+    if not options.resume:
+        moved = move_previous_run(options.out, keep=TRAINING_FILES if options.qat_only else ())
+        if moved:
+            print(moved, flush=True)
     if options.qat_only:
         return None
+    if options.resume:
+        state = read_checkpoint(options.out / CHECKPOINT_NAME)
+        check_fingerprint(state, run_fingerprint(env_id, hyperparams, options), options.out / CHECKPOINT_NAME)
+        print(f"{env_id}: resuming from the checkpoint at step {state['num_timesteps']} of {options.timesteps} "
+              f"({options.out / CHECKPOINT_NAME})", flush=True)
+        return load_checkpoint_model(state, SpikingDQN, tensorboard_log=options.tensorboard_log)
     env = make_vec(env_id, n_envs=1, seed=options.seed)
     return SpikingDQN(SpikingDQNPolicy, env, seed=options.seed, tensorboard_log=options.tensorboard_log, verbose=0,
                       **hyperparams)
 
 
-def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command: str) -> dict[str, Any]:
+def run_fingerprint(env_id: str, hyperparams: dict[str, Any], options: TrainOptions) -> dict[str, Any]:
+    """What a resumed run must share with the interrupted one (recorded in its checkpoint)."""
+    return {"env_id": env_id, "hyperparams": hyperparams, "timesteps": options.timesteps, "seed": options.seed,
+            "eval_freq": options.eval_freq, "select_episodes": options.select_episodes}
+
+
+def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command: str,
+          hyperparams: dict[str, Any]) -> dict[str, Any]:
     """Step 2: ``model.learn()`` with SB3's ``EvalCallback``, the best evaluation kept as ``out/model_trained.zip``.
 
+    Every ``checkpoint_freq`` steps a checkpoint (``out/checkpoint.pkl``) keeps what ``resume``
+    needs to take the same steps as an uninterrupted run; it is deleted when training ends.
     With ``qat_only`` (no model) nothing is trained and the training record is read back
     from ``out/eval.json``.
 
@@ -183,6 +241,7 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
     :param env_id: Gymnasium id
     :param options: the training options
     :param command: the command line of the run
+    :param hyperparams: what the model was made with (recorded in the checkpoint, checked by ``resume``)
     :return: the training record (timesteps, seed, wall time, selection, machine, command)
     """
     out = options.out
@@ -191,34 +250,29 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
         training = {key: previous.get(key) for key in TRAINING_KEYS + TRAINING_NOTES}
         training["command"] = previous.get("command") or "(training command not recorded)"
         return training
-    path = out / TRAINED_NAME
-    eval_env = make_vec(env_id, n_envs=1, seed=options.seed + SELECT_SEED_OFFSET)
-    best_dir = out / "best"
-    callbacks: list[Any] = [
-        SpikeActivityLogger(log_freq=1000),
-        EvalCallback(
-            eval_env,
-            n_eval_episodes=options.select_episodes,
-            eval_freq=options.eval_freq,
-            best_model_save_path=str(best_dir),
-            log_path=str(out),
-            deterministic=True,
-            verbose=0,
-        ),
-    ]
-    callback = CallbackList(callbacks)
+    evaluation = RecipeEvalCallback(
+        make_vec(env_id, n_envs=1, seed=options.seed + SELECT_SEED_OFFSET), out,
+        n_eval_episodes=options.select_episodes, eval_freq=options.eval_freq, deterministic=True, verbose=0,
+    )
+    callbacks = [SpikeActivityLogger(log_freq=1000), evaluation]
+    fingerprint = run_fingerprint(env_id, hyperparams, options)
+    checkpoint = TrainingCheckpoint(out / CHECKPOINT_NAME, options.checkpoint_freq, callbacks, evaluation, {
+        "fingerprint": fingerprint, "command": command, "total_timesteps": options.timesteps})
+    if options.resume:
+        restore_training(model, read_checkpoint(out / CHECKPOINT_NAME), checkpoint)
+    callback = CallbackList([*callbacks, checkpoint])
     if options.progress:
         callback = CallbackList([callback, BoundedProgressBar()])
-    start = time.perf_counter()
-    model.learn(options.timesteps, callback=callback, tb_log_name=env_id)
-    wall = time.perf_counter() - start
-    best_path = best_dir / "best_model.zip"
-    if best_path.exists():
-        best_path.replace(path)
-    else:
-        model.save(path)
-    if best_dir.exists() and not any(best_dir.iterdir()):
-        best_dir.rmdir()
+    model.learn(options.timesteps - model.num_timesteps, callback=callback, tb_log_name=env_id,
+                reset_num_timesteps=not options.resume)
+    wall = checkpoint.elapsed()
+    path = out / TRAINED_NAME
+    with atomic_write(path) as tmp:
+        if evaluation.best is not None:
+            tmp.write_bytes(evaluation.best)
+        else:
+            model.save(tmp)
+    (out / CHECKPOINT_NAME).unlink(missing_ok=True)
     print(f"{env_id}: trained {options.timesteps} steps in {wall:.0f} s; saved {path}", flush=True)
     return {
         "command": command,
@@ -229,7 +283,28 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
         "eval_freq": options.eval_freq,
         "torch_threads": th.get_num_threads(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {th.get_num_threads()} torch thread(s)",
+        **({"resumed_at": checkpoint.record["resumed_at"]} if checkpoint.record.get("resumed_at") else {}),
     }
+
+
+def resume_hint(options: TrainOptions, command: str) -> str:
+    """What an interrupted run left in ``out`` and the command that continues it, in one line.
+
+    :param options: the interrupted run's options
+    :param command: its command line
+    """
+    out = options.out
+    words = [word for word in shlex.split(command) if word not in ("--resume", "--qat-only")]
+    if (out / CHECKPOINT_NAME).exists():
+        try:
+            step = f" at step {read_checkpoint(out / CHECKPOINT_NAME)['num_timesteps']} of {options.timesteps}"
+        except CheckpointError:
+            step = ""
+        return f"the training checkpoint{step} is {out / CHECKPOINT_NAME}: resume with: {shlex.join(words)} --resume"
+    if (out / TRAINED_NAME).exists():
+        return f"training had finished ({out / TRAINED_NAME}): finish with: {shlex.join(words)} --qat-only"
+    return (f"no training checkpoint yet (one every {options.checkpoint_freq} steps): run the same command again "
+            "to start over")
 
 
 def evaluate_rewards(model: DQN, env_id: str, n_episodes: int, seed: int = EVAL_SEED) -> np.ndarray:
@@ -258,7 +333,7 @@ def train_and_evaluate(env_id: str, hyperparams: dict[str, Any], options: TrainO
     :return: the evaluation summary written to ``eval.json``
     """
     model = make_model(env_id, hyperparams, options)
-    training = learn(model, env_id, options, command)
+    training = learn(model, env_id, options, command, hyperparams)
     model, trained_rewards = load_trained(env_id, options)
     qat = fit_for_chip(model, env_id, options, command)
     return record_evaluation(model, env_id, options, training, trained_rewards, qat)
@@ -295,7 +370,8 @@ def fit_for_chip(model: DQN, env_id: str, options: TrainOptions, command: str) -
         qat = report.to_dict()
         if options.qat_only:
             qat["command"] = command
-    model.save(options.out / "model.zip")
+    with atomic_write(options.out / "model.zip") as tmp:
+        model.save(tmp)
     return qat
 
 
@@ -333,7 +409,7 @@ def record_evaluation(
         "qat": qat,
         "command": training["command"],
     }
-    (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "eval.json", json.dumps(summary, indent=2) + "\n")
     print(
         f"{env_id}: mean reward {summary['mean_reward']:.1f} +- {summary['std_reward']:.1f} over "
         f"{options.eval_episodes} deterministic episodes (min {summary['min_reward']:.0f}; as trained, before QAT: "
