@@ -140,3 +140,17 @@ def test_each_shipped_program_records_the_digest_of_its_shipped_model(env_id, na
     program = ChipProgram.load(where / "chip_program.npz")
     assert program.model_digest == model_digest(model)
     assert HardwarePolicy.from_model(model).program == program
+
+
+def test_the_docs_recipe_times_are_the_shipped_cards():
+    """docs/training.md's training times are the figures the recipes measured into the shipped cards (eval.json)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    for env_id, module in [("CartPole-v0", "cartpole"), ("Acrobot-v1", "acrobot")]:
+        card = json.loads((folder(env_id) / "eval.json").read_text())
+        measured = card.get("train_wall_time_remeasured", {}).get("wall_time_s", card["train_wall_time_s"])
+        line = next(line for line in text.splitlines() if line.startswith(f"python -m agents.{module} "))
+        claimed = re.search(r"# trains in (\d+) s$", line)
+        assert claimed is not None and int(claimed.group(1)) == round(measured), line

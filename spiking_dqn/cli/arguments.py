@@ -24,7 +24,8 @@ _NEGATIVE_LIST = re.compile(r"^-[\d.]")
 LAMBDA_HELP = (
     "lambda: 'auto' (a percentile rule per projection), 'mse' (least reconstruction error per projection, the "
     "better rule below 8 bits), one number for every projection (e.g. 3), or one per "
-    "projection (3,3,3); default: the model's own grid when it records one (a QAT'd, snapped model), else auto"
+    "projection (3,3,3); default: the model's own grid when it records one (fine-tuned for the chip and snapped "
+    "to it), else auto"
 )
 
 #: Help of every ``--state-bits`` and ``--state-levels`` option.
@@ -38,8 +39,8 @@ STATE_LEVELS_HELP = "level scheme of --state-bits: threshold_centered (dense nea
 #: Help of every ``--weight-bits`` option.
 WEIGHT_BITS_HELP = (
     "bits per chip weight, 2..8 (integers in +-(2^(bits-1) - 1): 8 -> +-127, 5 -> +-15, 4 -> +-7, 2 -> ternary "
-    "{-1,0,1}): one width for every projection (4) or one per projection (8,4,8); QAT trains for it; default: the "
-    "model's own grid's widths, else 8"
+    "{-1,0,1}): one width for every projection (4) or one per projection (8,4,8); default: the model's own grid's "
+    "widths, else 8"
 )
 
 
@@ -293,6 +294,7 @@ def _plain_type(hint: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return hint
+
 
 #: Exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
 EXIT_CTRL_C = 130

@@ -82,6 +82,13 @@ ENV_HELP = ("environment id (inferred for agents/trained/<env>/model.zip and for
 _SEARCH, _CALIBRATION = SearchSettings(), CalibrationSettings()
 
 
+class ShownGrid(list):
+    """A default grid of multipliers as ``--help`` shows it: ``0.354, 0.5, 0.707, ...`` (the values are unchanged)."""
+
+    def __str__(self) -> str:
+        return ", ".join(f"{value:.3g}" for value in self)
+
+
 @dataclass(kw_only=True)
 class FitOptions:
     """The options of ``deploy``, ``search`` and ``calibrate``, each declared once with its help.
@@ -95,7 +102,7 @@ class FitOptions:
     env: str | None = field(default=None, metadata={"help": ENV_HELP})
     lam: str | float | list[float] | None = field(default=None, metadata={"help": LAMBDA_HELP, "type": parse_lambda})
     weight_bits: int | list[int] | None = field(default=None, metadata={
-        "help": WEIGHT_BITS_HELP, "type": parse_weight_bits})
+        "help": WEIGHT_BITS_HELP + "; --qat-steps fine-tunes for these widths", "type": parse_weight_bits})
     state_bits: int | None = field(default=None, metadata={"help": STATE_BITS_HELP, "range": "positive"})
     state_levels: str = field(default="threshold_centered", metadata={
         "help": STATE_LEVELS_HELP, "choices": LEVEL_SCHEMES})
@@ -115,10 +122,12 @@ class FitOptions:
         "help": "Optuna storage URL (sqlite:///runs/search.db: resumable; postgresql://...: shared by several "
         "workers); default: in memory"})
     study_name: str = field(default=_SEARCH.study_name, metadata={"help": "prefix of the two study names"})
-    stage1: list[float] = field(default_factory=lambda: list(_SEARCH.stage1_grid), metadata={
-        "help": "stage-1 global multipliers, positive, comma-separated", "range": "positive"})
-    stage2: list[float] = field(default_factory=lambda: list(_SEARCH.stage2_factors), metadata={
-        "help": "stage-2 per-layer factors around the stage-1 best, positive, comma-separated", "range": "positive"})
+    stage1: list[float] = field(default_factory=lambda: ShownGrid(_SEARCH.stage1_grid), metadata={
+        "help": "stage-1 global multipliers, positive, comma-separated; the default is half-octave steps 2^(k/2), "
+        "k = -3..4", "range": "positive"})
+    stage2: list[float] = field(default_factory=lambda: ShownGrid(_SEARCH.stage2_factors), metadata={
+        "help": "stage-2 per-layer factors around the stage-1 best, positive, comma-separated; the default is "
+        "quarter-octave steps 2^(k/4), k = -1..1", "range": "positive"})
     episodes: int = field(default=_SEARCH.episodes, metadata={"help": "episodes per grid point", "range": "positive"})
     heartbeat_interval: int = field(default=_SEARCH.heartbeat_interval, metadata={
         "help": "seconds between heartbeats (database storage)", "range": "positive"})
@@ -297,7 +306,6 @@ def cmd_deploy(parsed: argparse.Namespace) -> int:
     state = _state(options)
     if options.qat_steps or episodes or state.bits is not None:
         env_id = require_env_id(options.env, options.model)
-    options.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -309,6 +317,7 @@ def cmd_deploy(parsed: argparse.Namespace) -> int:
             )
     except (ValueError, TypeError) as exc:
         raise CLIError(str(exc)) from None
+    options.out.parent.mkdir(parents=True, exist_ok=True)  # only once the options are known to be good
     if result.qat is not None and result.qat.kept:
         model.save(options.out.parent / "model_qat.zip")
     _print_qat(result, options.out.parent)

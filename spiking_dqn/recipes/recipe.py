@@ -410,9 +410,10 @@ def record_evaluation(
         "command": training["command"],
     }
     atomic_write_text(out / "eval.json", json.dumps(summary, indent=2) + "\n")
+    before = f"; as trained, before QAT: {summary['trained_mean_reward']:.1f}" if qat is not None else ""
     print(
         f"{env_id}: mean reward {summary['mean_reward']:.1f} +- {summary['std_reward']:.1f} over "
-        f"{options.eval_episodes} deterministic episodes (min {summary['min_reward']:.0f}; as trained, before QAT: "
-        f"{summary['trained_mean_reward']:.1f}); saved {out / 'model.zip'}"
+        f"{options.eval_episodes} deterministic episodes from env seed {EVAL_SEED} (min {summary['min_reward']:.0f}"
+        f"{before}); saved {out / 'model.zip'}"
     )
     return summary
