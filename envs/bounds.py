@@ -239,7 +239,8 @@ class InputActivityCheck:
     A dimension value drives about ``min(|obs| / bound, 1) * ticks`` input spikes per
     inference (every encoding mode: the deterministic accumulator's count, the expected
     Poisson count); below one it usually drives none. After :data:`CHECKED_OBSERVATIONS`
-    distinct observations (the first replay batches repeat the few states stored), if more than :data:`SILENT_SHARE` of their values drive none, the
+    distinct observations (the first replay batches repeat the few states stored), if more
+    than :data:`SILENT_SHARE` of their values drive none, the
     network is nearly blind: a ``UserWarning`` names the bounds, why they were chosen, the
     largest ``|obs|`` seen per dimension and the option that fixes it (``obs_bound=``).
 

@@ -206,7 +206,7 @@ class SpikingDQNPolicy(DQNPolicy):
             super().set_training_mode(mode)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        """``nn.Module.load_state_dict``; the encoder bounds are then the saved model's (see ``SpikingQNet.bound_choice``)."""
+        """``nn.Module.load_state_dict``; the encoder bounds are then the saved model's (``SpikingQNet.bound_choice``)."""
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         for net in (self.q_net, self.q_net_target):
             net.bounds_loaded()

@@ -8,7 +8,9 @@ import nir
 import numpy as np
 import pytest
 
-from spiking_dqn.export import METADATA_KEYS, NIRError, from_nir, read_nir, to_nir, write_nir
+from spiking_dqn.export import to_nir, write_nir
+from spiking_dqn.nir_format import METADATA_KEYS, NIRError
+from spiking_dqn.nir_read import from_nir, read_nir
 from spiking_dqn.hardware.emulator import EmulatorBackend
 from spiking_dqn.hardware.program import ChipProgram
 
@@ -98,13 +100,17 @@ def test_exported_parameters_reproduce_the_chip_update():
     assert graph.metadata["dt"] == 2e-3 and from_nir(graph) == program
 
 
-def hand_graph(dt: float = 1e-3) -> tuple[nir.NIRGraph, dict]:
-    """4 inputs -> Affine -> LIF(3) -> Affine -> IF(2) -> Output, made with nir directly."""
+def hand_graph(dt: float = 1e-3, delays: bool = False, **changes) -> tuple[nir.NIRGraph, dict]:
+    """4 inputs -> Affine -> LIF(3) -> Affine -> IF(2) -> Output, made with nir directly (no dt in the graph).
+
+    :param dt: the tick of the one-tick Delay nodes (``delays=True``: one before each Affine)
+    :param changes: parameters replaced (e.g. ``r2``)
+    """
     p = {
         "w1": np.array([[1.0, 2, 0, -1], [0, 1, 1, 1], [3, -2, 1, 0]]), "b1": np.array([0.25, 0.0, -0.5]),
         "tau": np.array([4e-3, 10e-3, 2e-3]), "r": np.array([2.0, 5.0, 1.0]), "v_leak": np.array([0.0, 0.5, 0.0]),
         "thr1": np.array([0.5, 1.0, 1.5]), "w2": np.array([[1.0, -1, 2], [0, 3, -1]]), "b2": np.array([0.0, 0.125]),
-        "r2": np.array([1000.0, 1000.0]), "thr2": np.array([5000.0, 5000.0]),
+        "r2": np.array([1000.0, 1000.0]), "thr2": np.array([5000.0, 5000.0]), **changes,
     }
     nodes = {
         "in": nir.Input(input_type=np.array([4])),
@@ -115,61 +121,129 @@ def hand_graph(dt: float = 1e-3) -> tuple[nir.NIRGraph, dict]:
         "out": nir.Output(output_type=np.array([2])),
     }
     edges = [("in", "fc1"), ("fc1", "lif"), ("lif", "fc2"), ("fc2", "acc"), ("acc", "out")]
+    if delays:
+        nodes["d1"], nodes["d2"] = nir.Delay(delay=np.full(4, dt)), nir.Delay(delay=np.full(3, dt))
+        edges = [("in", "d1"), ("d1", "fc1"), ("fc1", "lif"), ("lif", "d2"), ("d2", "fc2"), ("fc2", "acc"),
+                 ("acc", "out")]
     return nir.NIRGraph(nodes=nodes, edges=edges), p
 
 
-def reference_run(p: dict, spikes: np.ndarray, dt: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Forward-Euler NIR dynamics in chip units (v_chip = scale * v_nir / factor), delay 1, reset to 0."""
+def reference_run(p: dict, spikes: np.ndarray, dt: float, scale: float, delay: int) -> tuple[np.ndarray, np.ndarray]:
+    """NIR's ODEs by forward Euler at ``dt``, in chip units (v_chip = scale * v_nir / factor), reset to 0.
+
+    ``delay`` 1: each projection carries the spikes of the tick before (Delay nodes); 0: of this tick.
+    """
     f1 = dt / p["tau"] * p["r"]
     f2 = dt * p["r2"]
     v1, v2 = np.zeros(3), np.zeros(2)
     prev_in, prev_hidden = np.zeros(4), np.zeros(3)
     hidden_count = np.zeros(3, dtype=int)
     for t in range(spikes.shape[0]):
-        # NIR units: v += dt / tau (v_leak - v) + dt / tau * r * (W x + b)
+        # LIF: tau dv/dt = (v_leak - v) + r I;  IF: dv/dt = r I;  I = W x + b
+        x_in = prev_in if delay else spikes[t]
         nir_v1 = v1 * f1 / scale
-        nir_v1 = nir_v1 + dt / p["tau"] * (p["v_leak"] - nir_v1) + f1 * (p["w1"] @ prev_in + p["b1"])
+        nir_v1 = nir_v1 + dt / p["tau"] * (p["v_leak"] - nir_v1) + f1 * (p["w1"] @ x_in + p["b1"])
         fired = nir_v1 > p["thr1"]
         nir_v1[fired] = 0.0
         v1 = scale * nir_v1 / f1
-        nir_v2 = v2 * f2 / scale + f2 * (p["w2"] @ prev_hidden + p["b2"])
+        x_hidden = prev_hidden if delay else fired.astype(float)
+        nir_v2 = v2 * f2 / scale + f2 * (p["w2"] @ x_hidden + p["b2"])
         v2 = scale * nir_v2 / f2
         hidden_count += fired
         prev_in, prev_hidden = spikes[t], fired.astype(float)
     return v2, hidden_count
 
 
-@pytest.mark.parametrize("scale", [1.0, 4.0])
-def test_hand_made_graph_runs_as_its_dynamics(scale, tmp_path):
-    graph, p = hand_graph()
-    program = from_nir(graph, weight_scale=scale, ticks=12)
-    assert program.reset == "zero" and program.delay == 1 and program.layer_sizes == [4, 3, 2]
-    np.testing.assert_array_equal(program.weights[0], (scale * p["w1"]).astype(np.int8))
-    np.testing.assert_allclose(program.alpha_decay[0], 1 - 1e-3 / p["tau"], rtol=1e-6)
-    nir.write(tmp_path / "hand.nir", graph)
-    assert read_nir(tmp_path / "hand.nir", weight_scale=scale, ticks=12) == program
-    spikes = np.random.default_rng(3).random((12, 5, 4)) < 0.6
+def assert_runs_as_reference(program: ChipProgram, p: dict, dt: float, scale: float, delay: int) -> None:
+    """The emulator runs ``program`` on random spike trains as :func:`reference_run` runs the graph's ODEs."""
+    spikes = np.random.default_rng(3).random((program.ticks, 5, 4)) < 0.6
     result = EmulatorBackend().run_spikes(program, spikes)
     for b in range(5):
-        v2, hidden_count = reference_run(p, spikes[:, b].astype(float), 1e-3, scale)
+        v2, hidden_count = reference_run(p, spikes[:, b].astype(float), dt, scale, delay)
         np.testing.assert_allclose(result.voltages[b], v2, rtol=1e-5, atol=1e-4)
         np.testing.assert_array_equal(result.spike_counts[1][b], hidden_count)
     assert np.all(result.spike_counts[1].sum(axis=0) > 0)  # the hidden layer did spike
 
 
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+@pytest.mark.parametrize("delays", [False, True])
+def test_hand_made_graph_runs_as_its_dynamics(scale, delays, tmp_path):
+    graph, p = hand_graph(delays=delays)
+    program = from_nir(graph, dt=1e-3, weight_scale=scale, ticks=12)
+    assert program.reset == "zero" and program.delay == int(delays) and program.layer_sizes == [4, 3, 2]
+    np.testing.assert_array_equal(program.weights[0], (scale * p["w1"]).astype(np.int8))
+    np.testing.assert_allclose(program.alpha_decay[0], 1 - 1e-3 / p["tau"], rtol=1e-6)
+    nir.write(tmp_path / "hand.nir", graph)
+    assert read_nir(tmp_path / "hand.nir", dt=1e-3, weight_scale=scale, ticks=12) == program
+    assert_runs_as_reference(program, p, 1e-3, scale, int(delays))
+
+
+def test_graph_without_dt_needs_one():
+    graph, _ = hand_graph()
+    with pytest.raises(NIRError, match=r"carries no dt.*dt=\.\.\..*snnTorch"):
+        from_nir(graph)
+
+
+def test_snntorch_style_graph_imports_exactly_at_its_dt():
+    """snnTorch 1.0 writes Leaky(beta) as LIF(tau = dt / (1 - beta), r = tau / dt) at dt = 1e-4, and no dt."""
+    dt, beta = 1e-4, 0.95
+    tau = np.full(3, dt / (1 - beta))
+    graph, p = hand_graph(tau=tau, r=tau / dt, v_leak=np.zeros(3), r2=np.ones(2), thr2=np.full(2, 0.5))
+    with pytest.warns(UserWarning, match="IF node with r = 1"):
+        program = from_nir(graph, dt=dt, ticks=12)
+    np.testing.assert_array_equal(program.alpha_decay[0], np.float32(beta))  # not 0.5 (1 ms)
+    np.testing.assert_allclose(program.thresholds[0], p["thr1"], rtol=1e-6)  # not divided by 10
+    np.testing.assert_allclose(program.thresholds[1], 0.5 / dt, rtol=1e-6)  # IF: dt * r * I per tick
+    assert_runs_as_reference(program, p, dt, 1.0, 0)
+
+
+@pytest.mark.parametrize("r2", [1.0, 0.37, 2500.0])
+def test_if_nodes_import_exactly_for_any_r(r2):
+    graph, p = hand_graph(r2=np.full(2, r2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # r = 1's reading
+        program = from_nir(graph, dt=1e-3, ticks=12)
+    np.testing.assert_allclose(program.thresholds[1], 5000.0 / (1e-3 * r2), rtol=1e-6)
+    assert_runs_as_reference(program, p, 1e-3, 1.0, 0)
+
+
+def test_delay_nodes_must_be_one_tick_before_every_projection():
+    graph, _ = hand_graph(delays=True, dt=2e-3)
+    with pytest.raises(NIRError, match="not one tick"):
+        from_nir(graph, dt=1e-3)
+    graph, _ = hand_graph(delays=True)
+    graph.edges = [e for e in graph.edges if e not in (("lif", "d2"), ("d2", "fc2"))] + [("lif", "fc2")]
+    del graph.nodes["d2"]
+    with pytest.raises(NIRError, match="precedes each Affine"):
+        from_nir(graph, dt=1e-3)
+
+
+def test_exported_graph_holds_the_delay_as_delay_nodes():
+    program = random_program(np.random.default_rng(2), "zero")
+    graph = to_nir(program)
+    assert [type(graph.nodes[f"delay_{k}"]).__name__ for k in range(3)] == ["Delay"] * 3
+    np.testing.assert_array_equal(graph.nodes["delay_0"].delay, np.full(6, 1e-3))
+    import dataclasses
+    undelayed = dataclasses.replace(program, delay=0)
+    graph = to_nir(undelayed)
+    assert not any(isinstance(node, nir.Delay) for node in graph.nodes.values())
+    graph.metadata = {}  # as a foreign reader sees it: no metadata, no Delay nodes, delay 0
+    assert from_nir(graph, dt=1e-3, ticks=program.ticks).delay == 0
+
+
 def test_foreign_graph_options_and_rounding():
     graph, _ = hand_graph()
     with pytest.warns(UserWarning, match="rounded"):
-        program = from_nir(graph, weight_scale=1.3)
+        program = from_nir(graph, dt=1e-3, weight_scale=1.3)
     assert program.weights[0][2, 0] == np.rint(3 * 1.3)
     with pytest.raises(NIRError, match=r"beyond \[-127, 127\] at 8-bit"):
-        from_nir(graph, weight_scale=50.0)
+        from_nir(graph, dt=1e-3, weight_scale=50.0)
     with pytest.raises(NIRError, match=r"beyond \[-1, 1\] at 2-bit"):
-        from_nir(graph, weight_bits=2)
-    assert from_nir(graph, weight_bits=[3, 3]).weight_bits == [3, 3]
-    assert from_nir(graph, reset="subtract", delay=0, obs_bound=[2.0, 3.0]).obs_bound.tolist() == [2.0, 3.0]
+        from_nir(graph, dt=1e-3, weight_bits=2)
+    assert from_nir(graph, dt=1e-3, weight_bits=[3, 3]).weight_bits == [3, 3]
+    assert from_nir(graph, dt=1e-3, reset="subtract", delay=0, obs_bound=[2.0, 3.0]).obs_bound.tolist() == [2.0, 3.0]
     with pytest.raises(NIRError, match="reset"):
-        from_nir(graph, reset="bounce")
+        from_nir(graph, dt=1e-3, reset="bounce")
 
 
 # ---------------------------------------------------------------------- bad input
@@ -204,30 +278,30 @@ def test_unsupported_nodes_named():
         tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)
     )
     with pytest.raises(NIRError, match=r"unsupported NIR node types: lif \(CubaLIF\)"):
-        from_nir(graph)
+        from_nir(graph, dt=1e-3)
 
 
 def test_cycle_and_branch_refused():
     graph, _ = hand_graph()
     graph.edges.append(("acc", "fc2"))
     with pytest.raises(NIRError, match="outgoing edges|cycle"):
-        from_nir(graph)
+        from_nir(graph, dt=1e-3)
     graph, _ = hand_graph()
     graph.edges[-1] = ("acc", "fc1")
     graph.edges.append(("lif", "out"))
     with pytest.raises(NIRError, match="cycle|outgoing"):
-        from_nir(graph)
+        from_nir(graph, dt=1e-3)
 
 
 def test_mismatched_sizes_refused():
     graph, _ = hand_graph()
     graph.nodes["fc2"] = nir.Affine(weight=np.ones((2, 5)), bias=np.zeros(2))
     with pytest.raises(NIRError, match="does not take the 3 outputs"):
-        from_nir(graph)
+        from_nir(graph, dt=1e-3)
     graph, _ = hand_graph()
     graph.nodes["out"] = nir.Output(output_type=np.array([3]))
     with pytest.raises(NIRError, match="Output node has 3"):
-        from_nir(graph)
+        from_nir(graph, dt=1e-3)
 
 
 def test_mixed_decay_population_refused_on_export():

@@ -9,7 +9,8 @@ import torch as th
 from stable_baselines3 import DQN
 
 from spiking_dqn import HardwarePolicy
-from spiking_dqn.export import NIRError, to_nir
+from spiking_dqn.export import to_nir
+from spiking_dqn.nir_format import NIRError
 from spiking_dqn.hardware.brian2 import Brian2Backend
 from spiking_dqn.hardware.emulator import EmulatorBackend
 from spiking_dqn.hardware.program import ChipProgram

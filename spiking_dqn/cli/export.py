@@ -20,10 +20,11 @@ from spiking_dqn.cli.arguments import (
     read_options,
 )
 from spiking_dqn.cli.loading import load_program, load_spiking_model
-from spiking_dqn.export import DEFAULT_DT, write_nir
+from spiking_dqn.export import write_nir
 from spiking_dqn.hardware.mapping import map_program
 from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.hardware.program_file import ChipProgramError
+from spiking_dqn.nir_format import DEFAULT_DT
 from spiking_dqn.quantization import quantize_network
 
 DESCRIPTION = """\
@@ -31,7 +32,7 @@ Write a chip program as a NIR graph (Input -> Affine -> LIF/IF -> ... -> Output,
 ticks, delay, encoder and reset mode in the graph metadata). MODEL_OR_PROGRAM is a chip
 program file (.npz, written by `spiking-dqn deploy`) or a trained model (.zip), which is
 quantized first (--lam, --weight-bits). NIR has no reset by subtraction: a consumer other
-than spiking_dqn.export.read_nir must take the reset mode from its own configuration."""
+than spiking_dqn.nir_read.read_nir must take the reset mode from its own configuration."""
 
 
 @dataclass(kw_only=True)

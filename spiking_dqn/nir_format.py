@@ -1,0 +1,98 @@
+"""The mapping between chip programs and NIR graphs (the ``nir`` package, https://neuroir.org), both directions.
+
+:func:`spiking_dqn.export.to_nir` writes a :class:`~spiking_dqn.hardware.program.ChipProgram`
+as the NIR graph ``Input -> [Delay ->] Affine -> LIF/IF -> ... -> [Delay ->] Affine -> IF/LIF -> Output``
+(a ``Delay`` of one tick before each Affine when the program's synaptic delay is 1);
+:func:`spiking_dqn.nir_read.from_nir` reads a graph of that shape back, one made here or
+elsewhere; ``write_nir`` and ``read_nir`` do the same through a NIR (HDF5) file.
+
+Mapping, with the forward-Euler discretisation py-spinnaker2's NIR importer uses (one tick
+of ``dt``, which a graph made elsewhere does not carry: its reader names it; DESIGN.md,
+"NIR"): a ``LIF`` with ``tau, r, v_leak`` gives ``alpha_decay = 1 - dt / tau`` and an input
+factor ``f = dt / tau * r``; an ``IF`` gives ``alpha_decay = 1`` and ``f = dt * r`` (NIR's
+``dv/dt = R I``, for any ``r``). With a weight scale ``s`` (chip units per NIR unit) the
+chip population is::
+
+    weights   = rint(s * W)                  (Affine/Linear weight; integers in [-L, L] at its width)
+    i_offset  = s * (b + v_leak / r)         (Affine bias b; v_leak / r only for a LIF)
+    threshold = s * v_threshold / f
+    v_reset   = s * v_reset / f
+
+Exported graphs put ``i_offset`` in the Affine bias and ``v_leak = 0``, use ``s = 1`` and
+choose ``tau = dt / (1 - alpha_decay)`` and ``r = tau / dt`` (``r = 1 / dt`` for an IF),
+each moved by a few ulps where that makes ``1 - dt / tau`` round to the program's float32
+decay and ``f`` equal 1 (to an ulp, which float32 thresholds absorb): one tick
+reproduces ``v = alpha_decay * v + i_offset + syn`` exactly and the thresholds are the
+chip's; :func:`to_nir` checks that :func:`from_nir` gives the program back bit for bit and
+refuses it otherwise. A population with ``alpha_decay == 1`` (the readout integrator,
+threshold 5000) is an ``IF``; a population mixing 1 with other decays is refused.
+
+What NIR cannot express is kept in the graph's ``metadata`` (:data:`METADATA_KEYS`): the
+reset mode (NIR resets to ``v_reset``; the chip may reset by subtraction), ticks, delay (also as nodes),
+encoder bounds, mode, seed and hybrid slope, lambdas, weight widths, the centred readout
+and ``dt``. A consumer other than ``from_nir`` must read the reset from its own configuration;
+``to_nir`` warns about it for a subtract-reset program. What other readers do with an
+exported graph (snnTorch, Norse) is measured by ``benchmarks/nir_readers.py`` (docs/nir.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nir
+import numpy as np
+
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.hardware.program_fields import ARRAY, SCALAR, fields_of
+from spiking_dqn.hardware.program_file import ChipProgramError
+
+#: Tick duration of exported graphs, in seconds (the chip's 1 ms tick).
+DEFAULT_DT = 1e-3
+#: The program fields a graph has no node for: its scalars and the encoder bounds.
+METADATA_FIELDS = tuple(f.name for f in fields_of(ChipProgram, ARRAY, SCALAR))
+#: Graph metadata written by :func:`to_nir` and read by :func:`from_nir`.
+METADATA_KEYS = ("format", "dt", *METADATA_FIELDS)
+NEURON_NODES = (nir.LIF, nir.IF)
+WEIGHT_NODES = (nir.Affine, nir.Linear)
+
+
+class NIRError(ChipProgramError):
+    """A NIR file or graph that is not a chip program (or a program NIR cannot hold exactly)."""
+
+
+# ---------------------------------------------------------------------- discretisation
+
+
+def lif_factor(tau: np.ndarray, r: np.ndarray, dt: float) -> np.ndarray:
+    """py-spinnaker2's input factor of a LIF, ``dt / tau * r``."""
+    return dt / tau * r
+
+
+def lif_alpha(tau: np.ndarray, dt: float) -> np.ndarray:
+    """py-spinnaker2's decay of a LIF, ``1 - dt / tau``, as float32."""
+    return (1.0 - dt / tau).astype(np.float32)
+
+
+def nudge(value: np.ndarray, ok: Any) -> np.ndarray:
+    """``value`` moved by at most 4 ulps, element by element, to where ``ok`` holds."""
+    out = value.copy()
+    for i in range(out.size):
+        candidates = [out.flat[i]]
+        for direction in (np.inf, -np.inf):
+            x = out.flat[i]
+            for _ in range(4):
+                x = np.nextafter(x, direction)
+                candidates.append(x)
+        for x in candidates:
+            if ok(i, x):
+                out.flat[i] = x
+                break
+    return out
+
+
+def lif_constants(alpha: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """``tau, r`` (float64) that give back ``alpha`` and an input factor of 1 (to an ulp)."""
+    a = alpha.astype(np.float64)
+    tau = nudge(dt / (1.0 - a), lambda i, x: np.float32(1.0 - dt / x) == alpha.flat[i])
+    r = nudge(tau / dt, lambda i, x: dt / tau.flat[i] * x == 1.0)
+    return tau, r
