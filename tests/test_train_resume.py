@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from stable_baselines3 import DQN
 
 from spiking_dqn.cli import main
 from spiking_dqn.files import PARTIAL_MARK, atomic_write, atomic_write_text
-from spiking_dqn.recipes.run_folder import CHECKPOINT_NAME, move_previous_run
+from spiking_dqn.recipes.recipe import TRAINING_FILES
+from spiking_dqn.recipes.run_folder import CHECKPOINT_NAME, RecipeEvalCallback, TrainingCheckpoint, move_previous_run
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A run with gradient updates (learning_starts 1000, train_freq 256), evaluations and checkpoints.
@@ -137,7 +139,7 @@ def test_retraining_moves_the_stale_outputs_aside(tmp_path, capsys):
     assert len(previous) == 1 and str(previous[0]) in moved[0]
     names = {p.name for p in out.iterdir()} - {previous[0].name}
     assert names == {"model.zip", "model_trained.zip", "eval.json", "README.md", "evaluations.npz",
-                     "reward_curve.png"}
+                     "reward_curve.png", "training.json"}
     assert {p.name for p in previous[0].iterdir()} == set(stale[:-1]) | {"compare"}
     for name in ("model.zip", "eval.json"):
         assert (out / name).read_bytes() != b"from the earlier run"
@@ -148,8 +150,36 @@ def test_qat_only_keeps_the_training_and_moves_what_the_old_model_made(tmp_path)
     out.mkdir()
     for name in ("model_trained.zip", "eval.json", "evaluations.npz", "model.zip", "chip_program.npz"):
         (out / name).write_text(name)
-    message = move_previous_run(out, keep=("model_trained.zip", "eval.json", "evaluations.npz"))
+    message = move_previous_run(out, keep=TRAINING_FILES)
     assert message is not None and "2 file(s)" in message
     assert {p.name for p in out.iterdir() if not p.name.startswith("previous-")} == {
         "model_trained.zip", "eval.json", "evaluations.npz"}
-    assert move_previous_run(tmp_path / "run", keep=("model_trained.zip", "eval.json", "evaluations.npz")) is None
+    assert move_previous_run(tmp_path / "run", keep=TRAINING_FILES) is None
+
+
+def test_qat_only_after_an_interrupted_fine_tuning_has_the_training_record(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "CartPole-v1", "--timesteps", "300", "--eval-freq", "200", "--select-episodes", "1",
+            "--eval-episodes", "1", "--qat-steps", "0", "--net-arch", "8", "--ticks", "4", "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+    (out / "eval.json").unlink()  # as after a Ctrl-C during the fine-tuning or the final evaluation
+    assert main([*args, "--out", str(out), "--qat-only"]) == 0
+    summary = json.loads((out / "eval.json").read_text())
+    assert summary["timesteps"] == 300 and summary["command"] == shlex.join(["spiking-dqn", *args, "--out", str(out)])
+    assert "--qat-only" not in summary["command"]
+
+
+def test_a_run_whose_env_cannot_be_pickled_trains_without_checkpoints(tmp_path):
+    import threading
+
+    from envs import make_vec
+    from spiking_dqn import SpikingDQN, SpikingDQNPolicy
+
+    env = make_vec("CartPole-v1", seed=0)
+    env.envs[0].unwrapped.lock = threading.Lock()
+    model = SpikingDQN(SpikingDQNPolicy, env, learning_starts=100, policy_kwargs=dict(net_arch=[8], ticks=4), seed=0)
+    evaluation = RecipeEvalCallback(make_vec("CartPole-v1", seed=1), tmp_path, n_eval_episodes=1, eval_freq=10**6)
+    checkpoint = TrainingCheckpoint(tmp_path / CHECKPOINT_NAME, 64, [evaluation], evaluation, {})
+    with pytest.warns(RuntimeWarning, match="checkpoints are off"):
+        model.learn(300, callback=[evaluation, checkpoint])
+    assert model.num_timesteps == 300 and not list(tmp_path.iterdir())

@@ -80,7 +80,9 @@ TRAINING_KEYS = ("timesteps", "seed", "train_wall_time_s", "select_episodes", "e
 #: too when ``qat_only`` rewrites it; a new training run starts without them.
 TRAINING_NOTES = ("train_wall_time_remeasured", "resumed_at")
 #: What ``qat_only`` reuses from the run folder (the rest, derived from the old ``model.zip``, moves aside).
-TRAINING_FILES = (TRAINED_NAME, "eval.json", "evaluations.npz")
+#: The training record, written when training ends (``qat_only`` reads it when ``eval.json`` was never written).
+TRAINING_RECORD = "training.json"
+TRAINING_FILES = (TRAINED_NAME, "eval.json", "evaluations.npz", TRAINING_RECORD)
 
 
 @dataclass(kw_only=True)
@@ -246,7 +248,8 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
     """
     out = options.out
     if model is None:
-        previous = json.loads((out / "eval.json").read_text()) if (out / "eval.json").exists() else {}
+        source = next((out / name for name in ("eval.json", TRAINING_RECORD) if (out / name).exists()), None)
+        previous = json.loads(source.read_text()) if source is not None else {}
         training = {key: previous.get(key) for key in TRAINING_KEYS + TRAINING_NOTES}
         training["command"] = previous.get("command") or "(training command not recorded)"
         return training
@@ -272,9 +275,8 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
             tmp.write_bytes(evaluation.best)
         else:
             model.save(tmp)
-    (out / CHECKPOINT_NAME).unlink(missing_ok=True)
     print(f"{env_id}: trained {options.timesteps} steps in {wall:.0f} s; saved {path}", flush=True)
-    return {
+    record = {
         "command": command,
         "timesteps": options.timesteps,
         "seed": options.seed,
@@ -285,6 +287,9 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {th.get_num_threads()} torch thread(s)",
         **({"resumed_at": checkpoint.record["resumed_at"]} if checkpoint.record.get("resumed_at") else {}),
     }
+    atomic_write_text(out / TRAINING_RECORD, json.dumps(record, indent=2) + "\n")
+    (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+    return record
 
 
 def resume_hint(options: TrainOptions, command: str) -> str:

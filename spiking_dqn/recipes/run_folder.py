@@ -22,6 +22,7 @@ import json
 import pickle
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,12 @@ class TrainingCheckpoint(BaseCallback):
     def _on_rollout_start(self) -> None:
         steps = self.model.num_timesteps
         if self.every > 0 and self.last_saved is not None and steps - self.last_saved >= self.every:
-            self.save()
+            try:
+                self.save()
+            except (pickle.PicklingError, TypeError, AttributeError) as exc:  # an env or space pickle cannot take
+                warnings.warn(f"training checkpoints are off for this run (--resume will not be possible): "
+                              f"its state cannot be pickled: {exc}", RuntimeWarning, stacklevel=2)
+                self.every = 0
             self.last_saved = steps
 
     def _on_step(self) -> bool:
