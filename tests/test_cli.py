@@ -214,7 +214,8 @@ def test_search_defaults_are_the_search_settings_grids():
     from spiking_dqn.pipeline import SearchSettings
 
     options = FitOptions(model="m.zip")
-    assert tuple(options.stage1) == SearchSettings().stage1_grid and tuple(options.stage2) == SearchSettings().stage2_factors
+    settings = SearchSettings()
+    assert tuple(options.stage1) == settings.stage1_grid and tuple(options.stage2) == settings.stage2_factors
 
 
 def test_a_rejected_deploy_creates_no_folder(tmp_path, trained_tiny_model, capsys):

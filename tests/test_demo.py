@@ -34,7 +34,7 @@ def test_demo_trains_deploys_and_reports(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "on the emulated chip (int8): mean reward" in printed
     assert "float and chip on the same 2 deterministic episodes (env seeds 0..1)" in printed
-    float_line = next(line for line in printed.splitlines() if "after quantization-aware fine-tuning (model.zip)" in line)
+    float_line = next(line for line in printed.splitlines() if "after quantization-aware fine-tuning" in line)
     assert float_line.endswith(f"{record['figures']['float_reward']:.1f}")  # the comparison's episodes, not eval.json's
     assert '"float_reward"' not in printed  # a readable summary, not a raw JSON dict
     card = (out / "README.md").read_text()

@@ -53,7 +53,8 @@ def print_summary(env_id: str, training: dict[str, Any], figures: dict[str, floa
     if "trained_agent_float_reward" in figures:
         print(f"  float agent as trained, before QAT ({TRAINED_NAME}): mean reward "
               f"{figures['trained_agent_float_reward']:.1f}")
-        print(f"  float agent after quantization-aware fine-tuning (model.zip): mean reward {figures['float_reward']:.1f}")
+        print("  float agent after quantization-aware fine-tuning (model.zip): mean reward "
+              f"{figures['float_reward']:.1f}")
     else:
         print(f"  float agent (model.zip): mean reward {figures['float_reward']:.1f}")
     print(f"  on the emulated chip (int8): mean reward {figures['chip_reward']:.1f}, "

@@ -30,7 +30,7 @@ STATE_BUFFERS = ("mem",)
 
 
 def spiking_network(model: Any) -> SpikingQNetwork:
-    """The float spiking Q-network of an SB3 ``DQN`` with a ``SpikingDQNPolicy``, of such a policy, or the network itself.
+    """The float spiking Q-network of a ``DQN`` with a ``SpikingDQNPolicy``, of such a policy, or the network itself.
 
     :raises TypeError: anything else
     """
