@@ -227,6 +227,22 @@ def test_a_rejected_deploy_creates_no_folder(tmp_path, trained_tiny_model, capsy
     assert not out.parent.exists()
 
 
+def test_search_refuses_a_program_of_another_model(tmp_path, trained_tiny_model, capsys):
+    import dataclasses
+
+    from spiking_dqn import HardwarePolicy
+
+    model = tmp_path / "model.zip"
+    trained_tiny_model.save(model)
+    program = HardwarePolicy.from_model(trained_tiny_model).program
+    stale = dataclasses.replace(program, model_digest="ab" * 32).save(tmp_path / "stale.npz")
+    argv = ["search", str(model), "--env", "CartPole-v1", "--program", str(stale), "--out", str(tmp_path / "s")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"chip program {stale} was built from model abababababab, not from this model" in err
+    assert "--allow-mismatch" in err and not (tmp_path / "s").exists()
+
+
 def test_train_any_discrete_env_then_deploy_and_compare(tmp_path, capsys):
     out = tmp_path / "mc"
     assert main(["train", "MountainCar-v0", "--timesteps", "300", "--qat-steps", "0", "--eval-episodes", "1",

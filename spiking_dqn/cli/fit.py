@@ -55,6 +55,7 @@ from spiking_dqn.pipeline import (
     StateSettings,
     fit_to_chip,
 )
+from spiking_dqn.quantization import check_program_model
 from spiking_dqn.quantization.levels import LEVEL_SCHEMES
 from spiking_dqn.pipeline.settings import Method
 from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES
@@ -118,6 +119,9 @@ class FitOptions:
         f"{QATSettings().check_episodes} check episodes; the fine-tuned model is saved as model_qat.zip in --out)",
         "range": "non_negative"})
     program: Path | None = field(default=None, metadata={"help": "start from this chip program instead of --lam"})
+    allow_mismatch: bool = field(default=False, metadata={
+        "help": "take a --program built from another model (its recorded model digest differs) with a warning "
+        "instead of refusing it"})
     storage: str | None = field(default=None, metadata={
         "help": "Optuna storage URL (sqlite:///runs/search.db: resumable; postgresql://...: shared by several "
         "workers); default: in memory"})
@@ -147,7 +151,7 @@ class FitOptions:
 #: The options of each command, in the order of its help.
 COMMON = ("model", "env", "lam", "weight_bits", "state_bits", "state_levels", "backend", "eth_ip", "seed",
           "final_episodes", "progress", "qat_steps")
-SEARCH = (*COMMON, "program", "storage", "study_name", "stage1", "stage2", "episodes", "heartbeat_interval", "out")
+SEARCH = (*COMMON, "program", "allow_mismatch", "storage", "study_name", "stage1", "stage2", "episodes", "heartbeat_interval", "out")
 CALIBRATE = (*COMMON, "observations", "granularity", "objective", "out")
 DEPLOY = ("model", "lam", "weight_bits", "state_bits", "state_levels", "out", "threshold_scale", "qat_steps", "env",
           "final_episodes", "seed", "progress")
@@ -216,6 +220,8 @@ def _fit(options: FitOptions, method: Method, default_out: str, **settings: Any)
     out = Path(options.out or Path("runs") / default_out / env_id)
     try:
         program = load_program(program_path) if program_path is not None else None
+        if program is not None:
+            check_program_model(program, model, options.allow_mismatch, program_name=f"chip program {program_path}")
         backend = get_backend(options.backend, **chip)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
