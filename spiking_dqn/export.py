@@ -73,8 +73,8 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT) -> nir.NIRGraph:
             )
         else:
             name = f"lif_{k}"
-            tau, r = lif_constants(alpha, dt)
-            nodes[name] = nir.LIF(tau=tau, r=r, v_leak=np.zeros(n), v_threshold=thr.copy(), v_reset=v_reset)
+            tau, f = lif_constants(alpha, dt)  # r = 1: the membrane in NIR units is f times the chip's
+            nodes[name] = nir.LIF(tau=tau, r=np.ones(n), v_leak=np.zeros(n), v_threshold=thr * f, v_reset=v_reset * f)
         edges += [(previous, f"affine_{k}"), (f"affine_{k}", name)]
         previous = name
     nodes["output"] = nir.Output(output_type=np.array([program.n_actions]))

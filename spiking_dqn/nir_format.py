@@ -18,13 +18,15 @@ chip population is::
     threshold = s * v_threshold / f
     v_reset   = s * v_reset / f
 
-Exported graphs put ``i_offset`` in the Affine bias and ``v_leak = 0``, use ``s = 1`` and
-choose ``tau = dt / (1 - alpha_decay)`` and ``r = tau / dt`` (``r = 1 / dt`` for an IF),
-each moved by a few ulps where that makes ``1 - dt / tau`` round to the program's float32
-decay and ``f`` equal 1 (to an ulp, which float32 thresholds absorb): one tick
-reproduces ``v = alpha_decay * v + i_offset + syn`` exactly and the thresholds are the
-chip's; :func:`to_nir` checks that :func:`from_nir` gives the program back bit for bit and
-refuses it otherwise. A population with ``alpha_decay == 1`` (the readout integrator,
+Exported graphs put ``i_offset`` in the Affine bias and ``v_leak = 0`` and use ``s = 1``.
+A ``LIF`` gets ``tau = dt / (1 - alpha_decay)``, moved by a few ulps where that makes
+``1 - dt / tau`` round to the program's float32 decay, and ``r = 1`` (the readers that
+ignore ``r``, such as Norse, then run the same equation), so ``f = dt / tau`` and its
+``v_threshold`` and ``v_reset`` are the chip's times ``f``; an ``IF`` gets ``r = 1 / dt``
+(moved to make ``f`` equal 1) and the chip's thresholds. One tick reproduces
+``v = alpha_decay * v + i_offset + syn`` (in NIR units, ``f`` times it), and
+``to_nir`` checks that ``from_nir`` gives the program back bit for bit and refuses it
+otherwise. A population with ``alpha_decay == 1`` (the readout integrator,
 threshold 5000) is an ``IF``; a population mixing 1 with other decays is refused.
 
 What NIR cannot express is kept in the graph's ``metadata`` (:data:`METADATA_KEYS`): the
@@ -91,8 +93,7 @@ def nudge(value: np.ndarray, ok: Any) -> np.ndarray:
 
 
 def lif_constants(alpha: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-    """``tau, r`` (float64) that give back ``alpha`` and an input factor of 1 (to an ulp)."""
+    """``tau`` that gives back ``alpha``, and the input factor ``f = dt / tau`` of ``r = 1`` (float64 both)."""
     a = alpha.astype(np.float64)
     tau = nudge(dt / (1.0 - a), lambda i, x: np.float32(1.0 - dt / x) == alpha.flat[i])
-    r = nudge(tau / dt, lambda i, x: dt / tau.flat[i] * x == 1.0)
-    return tau, r
+    return tau, lif_factor(tau, np.ones_like(tau), dt)

@@ -1,5 +1,6 @@
 """NIR export/import of chip programs: exact round trips, hand-made graphs, bad input."""
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -90,10 +91,10 @@ def test_exported_parameters_reproduce_the_chip_update():
     program = random_program(np.random.default_rng(7), "zero")
     graph = to_nir(program, dt=2e-3)
     lif, readout = graph.nodes["lif_0"], graph.nodes["if_2"]
-    # forward Euler: alpha = 1 - dt / tau, input factor dt / tau * r = 1, v_leak 0
+    # forward Euler: alpha = 1 - dt / tau, r = 1, input factor f = dt / tau, thresholds f times the chip's
     np.testing.assert_array_equal((1 - 2e-3 / lif.tau).astype(np.float32), program.alpha_decay[0])
-    np.testing.assert_allclose(2e-3 / lif.tau * lif.r, np.ones(lif.tau.shape), rtol=1e-15)
-    assert np.all(lif.v_leak == 0)
+    assert np.all(lif.r == 1) and np.all(lif.v_leak == 0)
+    np.testing.assert_allclose(lif.v_threshold, program.thresholds[0] * (2e-3 / lif.tau), rtol=1e-15)
     np.testing.assert_array_equal(graph.nodes["affine_0"].bias, program.i_offset[0])
     np.testing.assert_array_equal(readout.v_threshold, np.full(3, 5000, np.float32))
     np.testing.assert_allclose(2e-3 * readout.r, np.ones(3), rtol=1e-15)
@@ -223,8 +224,7 @@ def test_exported_graph_holds_the_delay_as_delay_nodes():
     graph = to_nir(program)
     assert [type(graph.nodes[f"delay_{k}"]).__name__ for k in range(3)] == ["Delay"] * 3
     np.testing.assert_array_equal(graph.nodes["delay_0"].delay, np.full(6, 1e-3))
-    import dataclasses
-    undelayed = dataclasses.replace(program, delay=0)
+    undelayed = dataclasses.replace(program, delay=0, v_reset=0.0)
     graph = to_nir(undelayed)
     assert not any(isinstance(node, nir.Delay) for node in graph.nodes.values())
     graph.metadata = {}  # as a foreign reader sees it: no metadata, no Delay nodes, delay 0

@@ -1,0 +1,60 @@
+"""Other NIR readers on exported graphs (``benchmarks/nir_readers.py``), where the ``nir-readers`` extra is installed.
+
+A program with synaptic delay 0 and reset to zero exports to a graph that Norse 1.1 runs
+with the emulator's actions; graphs with the one-tick delay (Delay nodes) and snnTorch
+1.0's importer (which takes an IF only with ``r = 1``) are refused, not run differently.
+"""
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spiking_dqn.hardware.program import ChipProgram
+
+pytest.importorskip("nirtorch")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def readers():
+    """``benchmarks/nir_readers.py`` as a module."""
+    spec = importlib.util.spec_from_file_location("nir_readers", ROOT / "benchmarks" / "nir_readers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nir_readers"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("nir_readers", None)
+
+
+@pytest.fixture(scope="module")
+def programs():
+    shipped = ChipProgram.load(ROOT / "agents" / "trained" / "CartPole-v0" / "chip_program.npz")
+    obs = (np.random.default_rng(0).uniform(-1, 1, (300, 4)) * shipped.obs_bound).astype(np.float32)
+    return shipped, dataclasses.replace(shipped, delay=0, reset="zero", v_reset=0.0), obs
+
+
+@pytest.mark.parametrize("dt", [1e-3, 1e-4])
+def test_norse_runs_a_delay_0_zero_reset_program_with_the_same_actions(readers, programs, dt):
+    pytest.importorskip("norse")
+    _, plain, obs = programs
+    result = readers.measure(plain, obs, "Norse", dt)
+    assert result["imports"] and result["action_agreement"] == 1.0, result
+
+
+@pytest.mark.parametrize("reader", ["snnTorch", "Norse"])
+def test_readers_refuse_the_delay_nodes_rather_than_run_another_network(readers, programs, reader):
+    pytest.importorskip(readers.READERS[reader][0])
+    shipped, _, obs = programs
+    result = readers.measure(shipped, obs[:20], reader, 1e-3)
+    assert not result["imports"], result
+
+
+def test_snntorch_refuses_the_integrator_readout(readers, programs):
+    pytest.importorskip("snntorch")
+    _, plain, obs = programs
+    result = readers.measure(plain, obs[:20], "snnTorch", 1e-4)
+    assert not result["imports"] and "r != 1" in result["error"], result
