@@ -28,11 +28,13 @@ from spiking_dqn.nir_format import DEFAULT_DT
 from spiking_dqn.quantization import quantize_network
 
 DESCRIPTION = """\
-Write a chip program as a NIR graph (Input -> Affine -> LIF/IF -> ... -> Output, the chip's
-ticks, delay, encoder and reset mode in the graph metadata). MODEL_OR_PROGRAM is a chip
+Write a chip program as a NIR graph (Input -> [Delay ->] Affine -> LIF/IF -> ... -> Output, the
+one-tick synaptic delay as Delay nodes; the chip's ticks, delay, encoder and reset mode in the
+graph metadata). MODEL_OR_PROGRAM is a chip
 program file (.npz, written by `spiking-dqn deploy`) or a trained model (.zip), which is
 quantized first (--lam, --weight-bits). NIR has no reset by subtraction: a consumer other
-than spiking_dqn.nir_read.read_nir must take the reset mode from its own configuration."""
+than spiking_dqn.nir_read.read_nir must take the reset mode from its own configuration. What
+snnTorch and Norse do with the graph: docs/nir.md."""
 
 
 @dataclass(kw_only=True)
