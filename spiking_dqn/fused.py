@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch as th
@@ -86,6 +87,63 @@ class NeuronPlan:
                 for lv in (levels or [None] * len(neurons))
             ),
         )
+
+    def with_scale(self, scale: float) -> NeuronPlan:
+        """This plan with ``scale`` on the neurons' own thresholds instead (a threshold-noise draw).
+
+        :param scale: factor on every layer's threshold
+        """
+        thresholds = np.array([neuron_params(neuron, scale)[1] for neuron in self.neurons], dtype=np.float32)
+        return replace(self, thresholds=thresholds, scale=float(scale))
+
+    def layer_levels(self) -> tuple[np.ndarray | None, ...]:
+        """The state levels of each hidden layer, ``None`` for float32 state (the torch executors' form)."""
+        return tuple(None if lv is lif.NO_LEVELS else lv for lv in self.levels)
+
+
+#: The executors of a network's forward: the compiled CPU pass (:func:`network_forward`), the
+#: per-layer path (:func:`spiking_dqn.layers.layered_forward`, accelerators) and the tick
+#: loop with per-tick gains (:func:`spiking_dqn.tick_gain.gained_forward`).
+Executor = Literal["compiled", "layers", "gained"]
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """How a network runs its forward, chosen when its device or options change (not per forward).
+
+    :param executor: the forward's executor
+    :param neurons: the neuron parameters, with the threshold scale and the state levels
+    :param compiled_step: :meth:`~spiking_dqn.network.SpikingQNetwork.compiled_forward` and
+        :func:`network_backward` give the network's gradient (CPU, no fake quantization,
+        no activity penalty, no tick gains)
+    :param cached_views: the compiled executor may read the parameters through the network's
+        :class:`ParameterViews` (not with fake-quantized weights, made anew each forward)
+    :param watched: every neuron tensor with its version when the plan was made; a tensor
+        replaced or changed in place since (:meth:`current` is false) makes a new plan
+    """
+
+    executor: Executor
+    neurons: NeuronPlan
+    compiled_step: bool
+    cached_views: bool
+    watched: tuple[tuple[dict, str, th.Tensor, int], ...]
+
+    @staticmethod
+    def watch(neurons: Sequence[ChipLeaky]) -> tuple[tuple[dict, str, th.Tensor, int], ...]:
+        """The neurons' tensors (the ``watched`` of a plan made now).
+
+        :param neurons: the hidden layers' neurons
+        """
+        return tuple(
+            (neuron._buffers, name, t, t._version)
+            for neuron in neurons
+            for name, t in neuron._buffers.items()
+            if t is not None
+        )
+
+    def current(self) -> bool:
+        """Whether no neuron tensor was replaced or changed in place since the plan was made."""
+        return all(buffers.get(name) is t and t._version == version for buffers, name, t, version in self.watched)
 
 
 class Workspace:

@@ -353,3 +353,32 @@ def spiking_layer(
     if th.is_grad_enabled() and (spikes_in.requires_grad or weight.requires_grad or bias.requires_grad):
         return _SpikingLayer.apply(spikes_in, weight, bias, neuron, delay, scale, levels)
     return _layer_forward(spikes_in, weight, bias, neuron, delay, keep_pre=False, scale=scale, levels=levels)[1]
+
+
+def layered_forward(
+    spikes: th.Tensor,
+    weights: list[th.Tensor],
+    biases: list[th.Tensor],
+    neurons: list[ChipLeaky],
+    delay: int,
+    scale: float,
+    levels: tuple[np.ndarray | None, ...],
+) -> tuple[th.Tensor, list[th.Tensor]]:
+    """Q-values and hidden spike trains of a network layer by layer (:func:`spiking_layer`), the accelerators' executor.
+
+    :param spikes: input spike trains ``(T, batch, n_0)``
+    :param weights: the forward's weights, hidden layers then readout ``(n_out, n_in)``
+    :param biases: their biases
+    :param neurons: the hidden layers' neurons
+    :param delay: synaptic delay in ticks
+    :param scale: factor on every hidden threshold
+    :param levels: state levels per hidden layer (``None`` entries: float32 state)
+    """
+    trains = []
+    x = spikes
+    for w, b, neuron, level in zip(weights, biases, neurons, levels):
+        x = spiking_layer(x, w, b, neuron, delay, scale, level)
+        trains.append(x)
+    ticks = spikes.shape[0]
+    arrived = trains[-1][: ticks - delay].sum(0)
+    return integrator_readout(arrived, weights[-1], biases[-1], ticks), trains

@@ -4,7 +4,9 @@ The hidden layers are chip-timed :class:`spiking_dqn.neuron.ChipLeaky` neurons
 (SpiNNaker2 ``lif_no_delay`` semantics, see ``DESIGN.md``), so that the trained network
 deploys faithfully. On the CPU the whole network runs as one compiled pass and one
 autograd node (:mod:`spiking_dqn.fused`); elsewhere layer by layer
-(:func:`spiking_dqn.layers.spiking_layer`), with the same spikes. The readout integrates its
+(:func:`spiking_dqn.layers.layered_forward`), with the same spikes; the executor and its
+plan (neuron parameters, threshold scale, state levels: :class:`spiking_dqn.fused.NetworkPlan`)
+are chosen when the device or an option changes, not on every forward. The readout integrates its
 synaptic current without leak or spikes; its membrane after the last tick is the Q-value.
 :class:`~spiking_dqn.config.SpikingConfig` holds the spiking options and their defaults,
 checked in one place.
@@ -25,7 +27,7 @@ from spiking_dqn.activity import AddPenalty
 from spiking_dqn.config import SpikingConfig, SpikingOption
 from spiking_dqn.encoding import SignedRateEncoder
 from spiking_dqn.grid import Grid
-from spiking_dqn.layers import integrator_readout, spiking_layer
+from spiking_dqn.layers import layered_forward
 from spiking_dqn.neuron import ChipLeaky, make_surrogate, surrogate_code
 from spiking_dqn.semantics.levels import check_levels_array
 from spiking_dqn.semantics.lif import ResetMode
@@ -98,6 +100,7 @@ class SpikingQNetwork(nn.Module):
         self.last_threshold_factor = 1.0
         #: The activity penalty of the last training forward (a detached scalar), or ``None``.
         self.last_activity_penalty: th.Tensor | None = None
+        self._choose_executor()
 
     @property
     def ticks(self) -> int:
@@ -132,6 +135,7 @@ class SpikingQNetwork(nn.Module):
     @threshold_scale.setter
     def threshold_scale(self, value: float) -> None:
         self._threshold_scale = check_threshold_scale(value)
+        self._choose_executor()
 
     @property
     def grid(self) -> Grid | None:
@@ -167,9 +171,9 @@ class SpikingQNetwork(nn.Module):
             strictly increasing finite levels (at least two); ``None`` turns it off
         :raises ValueError: not one entry per hidden layer, or bad levels
         """
-        self.__dict__["_state_version"] = self.__dict__.get("_state_version", 0) + 1  # rebuilds the neuron plan
         if levels is None:
             self._state_levels = None
+            self._choose_executor()
             return
         if len(levels) != len(self.net_arch):
             raise ValueError(f"state levels need one entry per hidden layer ({len(self.net_arch)}), got {len(levels)}")
@@ -178,6 +182,7 @@ class SpikingQNetwork(nn.Module):
             for k, entry in enumerate(levels)
         ]
         self._state_levels = None if all(entry is None for entry in checked) else tuple(checked)
+        self._choose_executor()
 
     def get_extra_state(self) -> dict:
         """The recorded grid, the state levels, as plain data, and the threshold-noise generator's state (saved in the state dict)."""
@@ -234,6 +239,7 @@ class SpikingQNetwork(nn.Module):
         if grid is not None:
             grid.check_fits(len(self.linear_layers()))
         self._fake_quantization = grid
+        self._choose_executor()
 
     def forward_weights(self) -> list[th.Tensor]:
         """Weights the forward uses: the float ones, or fake-quantized (straight-through) ones."""
@@ -264,42 +270,58 @@ class SpikingQNetwork(nn.Module):
             views = self.__dict__["_views"] = fused.ParameterViews()
         return views
 
-    def _neuron_plan(self, scale: float = 1.0) -> fused.NeuronPlan:
-        """The neurons' parameters as the CPU kernels take them (thresholds times ``scale``), rebuilt when one changes."""
-        neurons = list(self.lif._modules.values())
-        # Identity and version of every neuron tensor: a replaced or in-place changed one rebuilds the plan.
-        key = [(id(t), t._version) for lif in neurons for t in lif._buffers.values() if t is not None]
-        key.append(scale)  # type: ignore[arg-type]
-        key.append(self.__dict__.get("_state_version", 0))  # type: ignore[arg-type]
-        cached = self.__dict__.get("_plan")
-        if cached is None or cached[0] != key:
-            plan = fused.NeuronPlan.of(neurons, self.synaptic_delay, scale, self._state_levels)  # type: ignore[arg-type]
-            cached = (key, plan)
-            self.__dict__["_plan"] = cached
-        return cached[1]
+    def _choose_executor(self) -> None:
+        """Pick the forward's executor and make its plan (:class:`spiking_dqn.fused.NetworkPlan`).
 
-    def _forward_scale(self, training: bool) -> float:
-        """The factor on the thresholds of a forward: the runtime knob, times a threshold-noise draw in training."""
-        scale = self._threshold_scale
-        if training and self._noise_generator is not None:
-            self.last_threshold_factor = self.config.threshold_noise.sample(self._noise_generator)  # type: ignore[union-attr]
-            scale *= self.last_threshold_factor
-        return scale
+        Called when the device or an option changes (construction, :meth:`_apply` behind
+        ``.to(device)``, the threshold scale, the state levels, fake quantization), and
+        when a neuron tensor was replaced or changed in place (:meth:`_current_plan`), not
+        on every forward: the compiled pass on the CPU, layer by layer elsewhere, the tick
+        loop with per-tick gains when the network has them.
+        """
+        neurons = list(self.lif._modules.values())
+        on_cpu = self.readout.weight.device.type == "cpu"
+        plain = self._fake_quantization is None
+        no_gain = self.tick_gain is None
+        self.__dict__["_plan"] = fused.NetworkPlan(
+            executor=("compiled" if on_cpu else "layers") if no_gain else "gained",
+            neurons=fused.NeuronPlan.of(neurons, self.synaptic_delay, self._threshold_scale, self._state_levels),  # type: ignore[arg-type]
+            compiled_step=on_cpu and plain and no_gain and self.config.activity_penalty == 0.0,
+            cached_views=plain,
+            watched=fused.NetworkPlan.watch(neurons),  # type: ignore[arg-type]
+        )
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        # ``.to(device)``, ``.cpu()``, ``.float()``... move or convert the tensors: choose again.
+        module = super()._apply(fn, recurse)
+        self._choose_executor()
+        return module
+
+    def _current_plan(self) -> fused.NetworkPlan:
+        """The network's plan, made anew only when a neuron tensor was replaced or changed in place since."""
+        plan: fused.NetworkPlan = self.__dict__["_plan"]
+        if not plan.current():
+            self._choose_executor()
+            plan = self.__dict__["_plan"]
+        return plan
+
+    def _forward_neurons(self, plan: fused.NetworkPlan, training: bool) -> fused.NeuronPlan:
+        """The neuron plan of a forward: the plan's, or in training with threshold noise, its thresholds times a new draw."""
+        if not training or self._noise_generator is None:
+            return plan.neurons
+        self.last_threshold_factor = self.config.threshold_noise.sample(self._noise_generator)  # type: ignore[union-attr]
+        return plan.neurons.with_scale(self._threshold_scale * self.last_threshold_factor)
 
     @property
     def supports_compiled_step(self) -> bool:
         """Whether :meth:`compiled_forward` and :func:`spiking_dqn.fused.network_backward` give this network's gradient.
 
-        True on the CPU without fake quantization (QAT's straight-through weights) and
-        without an activity penalty, the cases where the gradient is the compiled
-        backward's alone (:class:`spiking_dqn.dqn.SpikingDQN` then trains without autograd).
+        True on the CPU without fake quantization (QAT's straight-through weights),
+        without an activity penalty and without tick gains, the cases where the gradient is
+        the compiled backward's alone (:class:`spiking_dqn.dqn.SpikingDQN` then trains
+        without autograd). Chosen with the executor (:meth:`_choose_executor`).
         """
-        return (
-            self.readout.weight.device.type == "cpu"
-            and self._fake_quantization is None
-            and self.config.activity_penalty == 0.0
-            and self.tick_gain is None
-        )
+        return self.__dict__["_plan"].compiled_step
 
     def compiled_forward(
         self, obs: th.Tensor, keep_tape: bool = False
@@ -318,13 +340,14 @@ class SpikingQNetwork(nn.Module):
             ``keep_tape``), the weight arrays (hidden layers then readout) and the neuron plan
         :raises RuntimeError: the network does not support the compiled step
         """
-        if not self.supports_compiled_step:
+        network_plan = self._current_plan()
+        if not network_plan.compiled_step:
             raise RuntimeError("compiled_forward needs a CPU network without fake quantization or activity penalty")
         x = np.ascontiguousarray(self.encoder(obs).detach().numpy())
         params = self._parameter_views(self._parameter_tensors())
         n = len(params) // 2
         weights, biases = params[:n], params[n:]
-        plan = self._neuron_plan(self._forward_scale(self.training and keep_tape))
+        plan = self._forward_neurons(network_plan, self.training and keep_tape)
         q, trains, pres, counts = fused.run_network(x, weights, biases, plan, keep_pre=keep_tape)
         return q, fused.Tape(x, trains, pres, counts) if keep_tape else None, weights, plan
 
@@ -346,30 +369,25 @@ class SpikingQNetwork(nn.Module):
         :return: Q-values ``(batch, n_actions)``, plus the spike trains of every hidden
             layer (``(T, batch, n)`` each) when ``return_activity``
         """
+        plan = self._current_plan()
         weights = self.forward_weights()
         training = self.training and th.is_grad_enabled() and weights[0].requires_grad
-        scale = self._forward_scale(training)
+        neurons = self._forward_neurons(plan, training)
         penalize = training and self.config.activity_penalty > 0.0
         with_trains = return_activity or penalize
-        if self.tick_gain is not None:
-            biases = [layer.bias for layer in self.linear_layers()]
-            q_values, trains = tick_gain.gained_forward(
-                spikes, weights, biases, list(self.lif), self.tick_gain, self.synaptic_delay, scale, self._state_levels
+        biases = [layer._parameters["bias"] for layer in self.linear_layers()]
+        if plan.executor == "compiled":
+            views = self._parameter_views if plan.cached_views else None
+            q_values, trains = fused.network_forward(spikes, weights, biases, neurons, with_trains, views)
+        elif plan.executor == "layers":
+            q_values, trains = layered_forward(
+                spikes, weights, biases, list(neurons.neurons), neurons.delay, neurons.scale, neurons.layer_levels()
             )
-        elif spikes.device.type == "cpu":
-            biases = [layer._parameters["bias"] for layer in self.linear_layers()]
-            plan = self._neuron_plan(scale)
-            views = self._parameter_views if self._fake_quantization is None else None
-            q_values, trains = fused.network_forward(spikes, weights, biases, plan, with_trains, views)
         else:
-            trains = []
-            x = spikes
-            levels = self._state_levels or (None,) * len(weights[:-1])
-            for fc, lif, w, level in zip(self.hidden, self.lif, weights, levels):
-                x = spiking_layer(x, w, fc.bias, lif, self.synaptic_delay, scale, level)
-                trains.append(x)
-            arrived = trains[-1][: self.ticks - self.synaptic_delay].sum(0)
-            q_values = integrator_readout(arrived, weights[-1], self.readout.bias, self.ticks)
+            q_values, trains = tick_gain.gained_forward(
+                spikes, weights, biases, list(neurons.neurons), self.tick_gain, neurons.delay, neurons.scale,
+                neurons.layer_levels(),
+            )
         if penalize:
             penalty = self.config.activity_penalty * self.synaptic_events(spikes, trains, weights).mean()
             self.last_activity_penalty = penalty.detach()

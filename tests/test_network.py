@@ -219,3 +219,49 @@ def test_accelerator_layer_path_equals_the_cpu_path(reset, delay):
     pre_acc, spikes_acc = _layer_forward_torch(*args)
     assert th.equal(spikes_cpu, spikes_acc)
     assert th.allclose(pre_cpu, pre_acc, atol=1e-5)
+
+
+def test_the_executor_is_chosen_when_the_device_or_an_option_changes_not_per_forward(monkeypatch):
+    from dataclasses import replace
+
+    from spiking_dqn.grid import Grid
+
+    th.manual_seed(5)
+    net = SpikingQNetwork([1.0] * 4, 2, net_arch=[16, 8], ticks=6, threshold=0.4)
+    obs = th.rand(20, 4) * 2 - 1
+    plan = net._plan
+    assert plan.executor == "compiled" and plan.compiled_step and plan.neurons.scale == 1.0
+    chosen = []
+    original = SpikingQNetwork._choose_executor
+    monkeypatch.setattr(SpikingQNetwork, "_choose_executor", lambda self: chosen.append(1) or original(self))
+    with th.no_grad():
+        expected, trains = net(obs, return_activity=True)
+        net(obs)
+    net(obs).sum().backward()
+    net.compiled_forward(obs, keep_tape=True)
+    assert chosen == [] and net._plan is plan
+    # Each option change, and a move or conversion of the tensors, chooses again; the plan carries scale and levels.
+    net.threshold_scale = 1.5
+    assert net._plan.neurons.scale == 1.5 and net._plan.neurons.thresholds[0] == np.float32(0.4) * np.float32(1.5)
+    net.set_state_levels([[-1.0, 0.0, 1.0], None])
+    assert net._plan.neurons.layer_levels()[1] is None and net._plan.neurons.layer_levels()[0].tolist() == [-1, 0, 1]
+    net.set_fake_quantization(Grid((20.0, 20.0, 40.0)))
+    assert not net._plan.compiled_step and not net.supports_compiled_step and not net._plan.cached_views
+    net.to("cpu")
+    assert len(chosen) == 4
+    # A neuron tensor changed in place makes a new plan at the next forward, once.
+    net.set_fake_quantization(None)
+    net.set_state_levels(None)
+    net.threshold_scale = 1.0
+    with th.no_grad():
+        net.lif[0].threshold.mul_(1.0)
+        count = len(chosen)
+        assert th.equal(net(obs), expected) and len(chosen) == count + 1
+        net(obs)
+    assert len(chosen) == count + 1
+    # The layer-by-layer executor (accelerators) gives the compiled pass's spikes.
+    net.__dict__["_plan"] = replace(net._plan, executor="layers")
+    with th.no_grad():
+        layered, layered_trains = net(obs, return_activity=True)
+    assert all(th.equal(a, b) for a, b in zip(layered_trains, trains))
+    assert th.allclose(layered, expected, atol=1e-5)
