@@ -331,3 +331,34 @@ def test_default_budget_refuses_what_would_exhaust_memory():
 def test_memory_budget_must_be_a_positive_integer(budget):
     with pytest.raises(ValueError, match="memory_budget_bytes"):
         EmulatorBackend(memory_budget_bytes=budget)
+
+
+# ---------------------------------------------------------------------- threads
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_a_batch_on_several_threads_gives_the_single_thread_results_bit_for_bit(reset):
+    program, _ = quantize_network(random_net(1, reset), 20.0)
+    program = dataclasses.replace(program, state_levels=[np.linspace(-40, 40, 16, dtype=np.float32)] * 3)
+    obs = random_obs(EmulatorBackend.CHUNK * 3 + 77, seed=3)
+    one = EmulatorBackend(warn_saturation=False, threads=1)
+    expected = one.run(program, obs, record_trains=True, record_voltages=True)
+    for threads in (2, 3, 7):
+        backend = EmulatorBackend(warn_saturation=False, threads=threads)
+        assert backend.parts(obs.shape[0]) == min(threads, obs.shape[0] // EmulatorBackend.PER_THREAD) > 1
+        got = backend.run(program, obs, record_trains=True, record_voltages=True)
+        for name in ("voltages", "actions", "synaptic_events", "output_saturated", "voltage_trace"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+        for mine, theirs in zip(got.spike_counts + got.spike_trains, expected.spike_counts + expected.spike_trains):
+            np.testing.assert_array_equal(mine, theirs)
+        assert backend.membrane_ranges(program, obs) == one.membrane_ranges(program, obs)
+    # Small batches stay on one thread; the estimate counts a chunk's working set per thread.
+    backend = EmulatorBackend(threads=2)
+    assert backend.parts(EmulatorBackend.PER_THREAD * 2 - 1) == 1
+    assert backend.memory_needed(program, 4096) > one.memory_needed(program, 4096)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_threads_must_be_a_positive_integer(threads):
+    with pytest.raises(ValueError, match="threads"):
+        EmulatorBackend(threads=threads)

@@ -26,7 +26,15 @@ densely, which is as exact), and the neuron update is
 depends on the previous population's spikes at ticks ``<= t``, so the order of the
 updates, and every float32 operation, is the same as in a tick-by-tick loop.
 
-Memory: a run holds every population's trains of one chunk of observations for all ticks,
+Threads: a batch of at least ``2 x PER_THREAD`` observations runs on several threads at once
+(``EmulatorBackend(threads=...)``, by default the CPUs the process may use; the kernels
+release the GIL): its observations are cut into pieces that the calling thread and worker
+threads take one at a time (:func:`~spiking_dqn.semantics.chip_kernels.chip_range`), each
+writing its own observations' results. Every observation is computed alone, so the results
+do not depend on the thread count, bit for bit. ``threads=1`` runs everything on the calling
+thread.
+
+Memory: a run holds every population's trains of one chunk of observations per thread for all ticks,
 and the recordings of the whole batch. Before it allocates anything, a run whose estimate
 (:meth:`EmulatorBackend.memory_needed`) exceeds the backend's budget
 (:data:`MEMORY_BUDGET_BYTES` by default) is refused with the figure, so a long program on a
@@ -39,7 +47,10 @@ every spike at the same tick, voltages to 1e-5 relative. No chip has been run.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -51,7 +62,7 @@ from spiking_dqn.hardware.backend import (
     warn_output_saturation,
 )
 from spiking_dqn.hardware.program import ChipProgram
-from spiking_dqn.semantics.chip_kernels import ChipArrays, ChipRun, chip_forward, scratch_size
+from spiking_dqn.semantics.chip_kernels import ChipArrays, ChipRun, chip_forward, chip_outputs, chip_range, scratch_size
 from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.encoding import as_observation_batch
 
@@ -62,11 +73,32 @@ from spiking_dqn.semantics.encoding import as_observation_batch
 MEMORY_BUDGET_BYTES = 2 * 1024**3
 
 
+def available_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity), the emulator's default thread count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process's worker threads for the parts of a batch (made at the first threaded run)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(available_cpus(), 2) - 1, thread_name_prefix="spiking-dqn-emulator")
+    return _POOL
+
+
 class _Compiled:
     """A program's arrays as :func:`chip_forward` takes them, prepared once and reused for every batch."""
 
     #: Working memory kept between runs, at most this many float32 entries (16 MiB).
     KEEP_SCRATCH = 4 * 1024**2
+    #: Observations a thread of a threaded run takes at a time (at most).
+    PIECE = 128
 
     def __init__(self, program: ChipProgram) -> None:
         self.program = program
@@ -85,25 +117,63 @@ class _Compiled:
         #: Where each population starts and ends in the populations' concatenation.
         self.bounds = list(zip(starts[:-1], starts[1:]))
 
-    def run(self, inputs: np.ndarray, chunk: int, record_trains: bool = False, record_ranges: bool = False) -> ChipRun:
-        """:func:`chip_forward` on input trains ``(T, batch, n_0)``, ``chunk`` observations at a time.
-
-        Its working memory is reused from run to run (fresh pages cost more than the
-        arithmetic); concurrent runs each take their own.
-        """
-        size = scratch_size(self.arrays.sizes, inputs.shape[0], inputs.shape[1], chunk, record_ranges)
+    def _scratch(self, size: int) -> np.ndarray:
+        """Working memory of at least ``size`` float32 entries: a spare one, or new."""
         try:
             scratch = self._spare.pop()  # atomic: a buffer serves one run at a time
         except IndexError:
-            scratch = None
-        if scratch is None or scratch.size < size:
-            scratch = np.empty(size, dtype=np.float32)
-        try:
-            outputs = chip_forward(inputs, *self.arrays, *self.options, chunk, record_trains, record_ranges, scratch)
-            return ChipRun(*outputs)
-        finally:
-            if scratch.size <= self.KEEP_SCRATCH:
-                self._spare.append(scratch)
+            return np.empty(size, dtype=np.float32)
+        return scratch if scratch.size >= size else np.empty(size, dtype=np.float32)
+
+    def _release(self, scratch: np.ndarray) -> None:
+        if scratch.size <= self.KEEP_SCRATCH:
+            self._spare.append(scratch)
+
+    def run(
+        self, inputs: np.ndarray, chunk: int, record_trains: bool = False, record_ranges: bool = False, parts: int = 1
+    ) -> ChipRun:
+        """:func:`chip_forward` on input trains ``(T, batch, n_0)``, ``chunk`` observations at a time.
+
+        With ``parts > 1`` the batch is cut into pieces of about :data:`PIECE` observations
+        that this thread and ``parts - 1`` worker threads take one at a time and run with
+        :func:`chip_range` (the kernels release the GIL), so that a thread the machine
+        holds back delays the run by one piece at most; each observation is computed alone,
+        so the results are the same bit for bit. The working memory is reused from run to run (fresh pages cost more
+        than the arithmetic); concurrent runs and parts each take their own.
+        """
+        ticks, batch = inputs.shape[0], inputs.shape[1]
+        if parts <= 1:
+            scratch = self._scratch(scratch_size(self.arrays.sizes, ticks, batch, chunk, record_ranges))
+            try:
+                outputs = chip_forward(inputs, *self.arrays, *self.options, chunk, record_trains, record_ranges, scratch)
+                return ChipRun(*outputs)
+            finally:
+                self._release(scratch)
+        outputs = chip_outputs(self.arrays.sizes, ticks, batch, record_trains)
+        pieces = -(-batch // self.PIECE)
+        cuts = [batch * k // pieces for k in range(pieces + 1)]
+        taken = itertools.count()  # next() on it is atomic: each piece is run once
+        size = scratch_size(self.arrays.sizes, ticks, -(-batch // pieces), chunk, record_ranges)  # the longest piece
+
+        def work(ranges: np.ndarray) -> np.ndarray:
+            scratch = self._scratch(size)
+            try:
+                while (k := next(taken)) < pieces:
+                    chip_range(inputs, *self.arrays, *self.options, chunk, record_trains, record_ranges, scratch,
+                               cuts[k], cuts[k + 1], *outputs[:5], ranges)
+            finally:
+                self._release(scratch)
+            return ranges
+
+        helpers = [_pool().submit(work, np.copy(outputs[5])) for _ in range(parts - 1)]
+        ranges = work(outputs[5])
+        for helper in helpers:
+            if helper.cancel():  # not started: this thread ran its pieces
+                continue
+            other = helper.result()  # min and max are exact in any order
+            np.minimum(ranges[:, 0], other[:, 0], out=ranges[:, 0])
+            np.maximum(ranges[:, 1], other[:, 1], out=ranges[:, 1])
+        return ChipRun(*outputs)
 
     def blocks(self, flat: np.ndarray, lead: tuple[int, ...]) -> list[np.ndarray]:
         """Each population's block of one of :class:`ChipRun`'s flat arrays, shaped ``(*lead, n_p)``."""
@@ -119,19 +189,32 @@ class EmulatorBackend:
     :param warn_saturation: warn when an output neuron reaches its threshold
     :param memory_budget_bytes: refuse runs estimated to need more memory than this
         (:data:`MEMORY_BUDGET_BYTES` by default; see :meth:`memory_needed`)
+    :param threads: threads a large batch runs on, at least :data:`PER_THREAD`
+        observations each (default: the CPUs this process may use, :func:`available_cpus`);
+        the results do not depend on it
     """
 
     name = "emulator"
     #: Observations simulated together (see ``run_spikes``).
     CHUNK = 256
+    #: Fewest observations a thread of a run takes (a smaller part costs more to hand over than it saves).
+    PER_THREAD = 128
 
-    def __init__(self, warn_saturation: bool = True, memory_budget_bytes: int = MEMORY_BUDGET_BYTES) -> None:
+    def __init__(
+        self, warn_saturation: bool = True, memory_budget_bytes: int = MEMORY_BUDGET_BYTES, threads: int | None = None
+    ) -> None:
         budget = check_int(memory_budget_bytes, "memory_budget_bytes", what="an integer number of bytes")
         if budget <= 0:
             raise ValueError(f"memory_budget_bytes must be positive, got {memory_budget_bytes}")
+        threads = available_cpus() if threads is None else check_int(threads, "threads", minimum=1)
         self.warn_saturation = warn_saturation
         self.memory_budget_bytes = budget
+        self.threads = threads
         self._compiled: _Compiled | None = None
+
+    def parts(self, batch: int) -> int:
+        """Threads a run of ``batch`` observations takes: ``threads``, or fewer so that each has :data:`PER_THREAD`."""
+        return max(1, min(self.threads, batch // self.PER_THREAD))
 
     def _compile(self, program: ChipProgram) -> _Compiled:
         # Programs are frozen with read-only arrays, so identity is a safe cache key.
@@ -145,11 +228,11 @@ class EmulatorBackend:
         """Estimated peak memory of a run, in bytes (float32 = 4 bytes, bool = 1).
 
         ``T`` ticks, ``B`` observations, ``c = min(B, CHUNK)``, population sizes ``n_k``
-        (input first), ``N = sum n_k``, ``A`` actions:
+        (input first), ``N = sum n_k``, ``A`` actions, ``h`` threads (:meth:`parts`):
 
         * the input trains of the batch, float32: ``4 T B n_0``;
-        * one chunk's working set: every population's trains ``4 T c N``, plus membranes and
-          counts, at most ``8 T c max n_k``;
+        * one chunk's working set per thread: every population's trains ``4 T c N``, plus
+          membranes and counts, at most ``8 T c max n_k``;
         * recordings of the whole batch: trains ``2 T B N`` (per chunk, then joined), voltage
           traces ``8 T B A``.
 
@@ -161,7 +244,7 @@ class EmulatorBackend:
         ticks, sizes = program.ticks, program.layer_sizes
         chunk = max(min(batch, self.CHUNK), 1)
         total = 4 * ticks * batch * sizes[0]
-        total += 4 * ticks * chunk * sum(sizes) + 8 * ticks * chunk * max(sizes[1:])
+        total += self.parts(batch) * (4 * ticks * chunk * sum(sizes) + 8 * ticks * chunk * max(sizes[1:]))
         if record_trains:
             total += 2 * ticks * batch * sum(sizes)
         if record_voltages:
@@ -193,7 +276,8 @@ class EmulatorBackend:
         """
         obs = as_observation_batch(obs, program.obs_dim)
         self._check_memory(program, min(obs.shape[0], self.CHUNK), True, True)
-        run = self._compile(program).run(encode_observations(program, obs), self.CHUNK, record_ranges=True)
+        inputs = encode_observations(program, obs)
+        run = self._compile(program).run(inputs, self.CHUNK, record_ranges=True, parts=self.parts(obs.shape[0]))
         return [(float(lo), float(hi)) for lo, hi in run.ranges]
 
     def run(
@@ -245,7 +329,7 @@ class EmulatorBackend:
     ) -> BackendResult:
         """Run validated input trains ``(T, batch, 2d)``, ``CHUNK`` observations at a time; timed from ``start``."""
         compiled = self._compile(program)
-        run = compiled.run(inputs, self.CHUNK, record_trains)
+        run = compiled.run(inputs, self.CHUNK, record_trains, parts=self.parts(inputs.shape[1]))
         counts = compiled.blocks(run.counts, (run.events.size,))
         saturated = counts[-1].any(axis=1)
         if self.warn_saturation:

@@ -126,6 +126,24 @@ def scratch_size(sizes: np.ndarray, ticks: int, batch: int, chunk: int, record_r
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def chip_outputs(sizes: np.ndarray, ticks: int, batch: int, record_trains: bool) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]:
+    """The arrays of a :class:`ChipRun` of ``batch`` observations, for :func:`chip_range` to fill (``ranges`` at ``[inf, -inf]``)."""
+    n_pops, total, n_actions = sizes.shape[0], sizes.sum(), sizes[sizes.shape[0] - 1]
+    ranges = np.empty((n_pops - 1, 2), dtype=np.float32)
+    ranges[:, 0], ranges[:, 1] = np.inf, -np.inf
+    return (
+        np.empty((batch, n_actions), dtype=np.float32),
+        np.empty(batch * total, dtype=np.int64),
+        np.zeros(batch, dtype=np.int64),
+        np.empty(ticks * batch * total if record_trains else 0, dtype=np.bool_),
+        np.empty((ticks, batch, n_actions), dtype=np.float32),
+        ranges,
+    )
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def chip_forward(
     inputs: np.ndarray,
     sizes: np.ndarray,
@@ -145,8 +163,7 @@ def chip_forward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A chip program on a batch of input trains, ``chunk`` observations at a time (see :class:`ChipRun`).
 
-    A chunk's trains of every population (``4 T chunk N`` bytes) are the working set; the
-    results of the whole batch are written as each chunk finishes.
+    :func:`chip_outputs`, then :func:`chip_range` over the whole batch, in one call.
 
     :param inputs: input spike trains, float32 0/1 ``(T, B, sizes[0])``
     :param sizes: (and ``weights`` to ``fan_out``) the program's :class:`ChipArrays`, field by field
@@ -160,21 +177,57 @@ def chip_forward(
     :param scratch: float32 working memory of at least :func:`scratch_size` entries (reused
         between calls by the caller: fresh pages cost more than the arithmetic)
     """
-    ticks, batch, n_in = inputs.shape
-    n_pops, total, n_actions = sizes.shape[0], sizes.sum(), sizes[sizes.shape[0] - 1]
-    voltages = np.empty((batch, n_actions), dtype=np.float32)
-    counts = np.empty(batch * total, dtype=np.int64)
-    events = np.zeros(batch, dtype=np.int64)
-    trains = np.empty(ticks * batch * total if record_trains else 0, dtype=np.bool_)
-    trace = np.empty((ticks, batch, n_actions), dtype=np.float32)
-    ranges = np.empty((n_pops - 1, 2), dtype=np.float32)
-    ranges[:, 0], ranges[:, 1] = np.inf, -np.inf
-    width = min(chunk, batch)
+    ticks, batch = inputs.shape[0], inputs.shape[1]
+    voltages, counts, events, trains, trace, ranges = chip_outputs(sizes, ticks, batch, record_trains)
+    chip_range(
+        inputs, sizes, weights, neurons, gains, levels, level_bounds, fan_out, subtract, v_reset, delay, chunk,
+        record_trains, record_ranges, scratch, 0, batch, voltages, counts, events, trains, trace, ranges,
+    )
+    return voltages, counts, events, trains, trace, ranges
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def chip_range(
+    inputs: np.ndarray,
+    sizes: np.ndarray,
+    weights: np.ndarray,
+    neurons: np.ndarray,
+    gains: np.ndarray,
+    levels: np.ndarray,
+    level_bounds: np.ndarray,
+    fan_out: np.ndarray,
+    subtract: bool,
+    v_reset: np.float32,
+    delay: int,
+    chunk: int,
+    record_trains: bool,
+    record_ranges: bool,
+    scratch: np.ndarray,
+    lo: int,
+    hi: int,
+    voltages: np.ndarray,
+    counts: np.ndarray,
+    events: np.ndarray,
+    trains: np.ndarray,
+    trace: np.ndarray,
+    ranges: np.ndarray,
+) -> None:
+    """Observations ``lo`` to ``hi`` of a batch, ``chunk`` at a time, into the batch's :func:`chip_outputs`.
+
+    Each observation is computed alone (a chunk only groups them), so disjoint ranges may
+    run on several threads at once (the kernels release the GIL), each with its own
+    ``scratch`` and ``ranges``: they write disjoint parts of the other outputs. A chunk's
+    trains of every population (``4 T chunk N`` bytes) are the working set. Arguments as
+    :func:`chip_forward`'s, then the range and the outputs.
+    """
+    ticks, n_in = inputs.shape[0], inputs.shape[2]
+    batch, total, n_actions = voltages.shape[0], sizes.sum(), sizes[sizes.shape[0] - 1]
+    width = min(chunk, hi - lo)
     ends = np.cumsum(np.array([ticks * total, total, ticks * n_actions, ticks * sizes[1:].max() * record_ranges]))
     spikes, arrived = scratch[: width * ends[0]], scratch[width * ends[0] : width * ends[1]]
     out_trace, kept = scratch[width * ends[1] : width * ends[2]], scratch[width * ends[2] : width * ends[3]]
-    for first in range(0, batch, chunk):
-        size = min(chunk, batch - first)
+    for first in range(lo, hi, chunk):
+        size = min(chunk, hi - first)
         part, part_arrived = spikes[: ticks * size * total], arrived[: size * total]
         part_arrived[: size * n_in] = 0.0
         for t in range(ticks):
@@ -196,10 +249,9 @@ def chip_forward(
         _activity(
             part, part_arrived, ticks, delay, size, sizes, fan_out, first, batch, counts, events, record_trains, trains
         )
-    for b in range(batch):
+    for b in range(lo, hi):
         for a in range(n_actions):
             voltages[b, a] = trace[ticks - 1, b, a]
-    return voltages, counts, events, trains, trace, ranges
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
