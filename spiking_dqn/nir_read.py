@@ -96,6 +96,7 @@ def from_nir(
     obs_bound: Any = None,
     encoding: str | None = None,
     weight_bits: Any = None,
+    inputs: str | None = None,
 ) -> ChipProgram:
     """A chip program from a NIR graph ``Input -> Affine/Linear -> LIF/IF -> ... -> Output``.
 
@@ -118,6 +119,10 @@ def from_nir(
     :param encoding: input spike generation (metadata, else ``"deterministic"``)
     :param weight_bits: weight width, one integer or one per projection (metadata, else 8):
         the scaled weights must lie in ``[-L, L]``, ``L = 2^(bits-1) - 1``
+    :param inputs: ``"observations"`` (the chip's signed observation encoder, two input
+        neurons per dimension) or ``"spikes"`` (no encoder: the program runs input spike
+        trains only, ``run_spikes``, e.g. the NIR paper's one-input ``lif_norse.nir``);
+        default: the metadata's, else observations for an even number of inputs
     :return: the chip program
     :raises NIRError: unsupported nodes, cycles or branches, mismatched sizes, weights that
         are beyond the weight width's range after scaling, ``v_reset`` differing between neurons,
@@ -128,6 +133,7 @@ def from_nir(
     if not (np.isfinite(weight_scale) and weight_scale > 0):
         raise NIRError(f"weight_scale must be finite and positive, got {weight_scale!r}")
     settings = _settings(graph)
+    ours = bool(settings)
     dt = _tick(settings.pop("dt", None), dt)
     if not (np.isfinite(dt) and dt > 0):
         raise NIRError(f"dt must be finite and positive, got {dt!r}")
@@ -155,14 +161,7 @@ def from_nir(
         raise NIRError(f"the Output node has {n_out} neurons but the last population has {n_last}")
     if "v_reset" not in settings:
         settings["v_reset"] = _common_v_reset(populations)
-    if "obs_bound" not in settings:
-        if n_in % 2:
-            raise NIRError(
-                f"the Input has {n_in} neurons; the chip's signed observation encoder drives an even number "
-                "(2 per observation dimension), and a program without an observation encoder (driven by raw "
-                "spike trains, run_spikes) is not supported"
-            )
-        settings["obs_bound"] = np.ones(n_in // 2, dtype=np.float32)
+    settings["obs_bound"] = _input_code(settings.get("obs_bound"), obs_bound is not None, inputs, n_in, ours)
     settings.setdefault("lambdas", [weight_scale] * len(populations))
     return _program(populations, settings)
 
@@ -194,6 +193,25 @@ def _synaptic_delay(graph: nir.NIRGraph, body: list[str], dt: float) -> tuple[li
                 "spikes by 0 or 1 tick"
             )
     return rest, 1
+
+
+def _input_code(bound: Any, given: bool, inputs: str | None, n_in: int, ours: bool) -> Any:
+    """The program's encoder bounds (``None``: no observation encoder), see :func:`from_nir`'s ``inputs``."""
+    if inputs not in (None, "observations", "spikes"):
+        raise NIRError(f"inputs must be 'observations' or 'spikes', got {inputs!r}")
+    if inputs == "spikes":
+        if given:
+            raise NIRError("obs_bound sets an observation encoder, which inputs='spikes' leaves out: pass one of them")
+        return None
+    if bound is not None or (ours and inputs is None):  # a graph of to_nir without obs_bound has no encoder
+        return bound
+    if n_in % 2:
+        raise NIRError(
+            f"the Input has {n_in} neurons; the chip's signed observation encoder drives an even number (2 per "
+            "observation dimension): pass inputs='spikes' for a program driven by input spike trains (run_spikes) "
+            "without an observation encoder"
+        )
+    return np.ones(n_in // 2, dtype=np.float32)
 
 
 def _tick(graph_dt: Any, dt: float | None) -> float:

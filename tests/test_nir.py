@@ -318,3 +318,45 @@ def test_mixed_decay_population_refused_on_export():
 def test_not_a_graph():
     with pytest.raises(NIRError, match="expects a nir.NIRGraph"):
         from_nir(nir.LIF(tau=np.ones(1), r=np.ones(1), v_leak=np.zeros(1), v_threshold=np.ones(1)))
+
+
+def lif_norse_graph() -> nir.NIRGraph:
+    """The shape of the NIR paper's ``lif_norse.nir``: one input, Affine 1x1, one LIF (tau 2.5 ms, r 1, thr 0.1)."""
+    return nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type=np.array([1])),
+            "affine": nir.Affine(weight=np.array([[1.0]]), bias=np.zeros(1)),
+            "lif": nir.LIF(tau=np.array([2.5e-3]), r=np.ones(1), v_leak=np.zeros(1), v_threshold=np.array([0.1]),
+                           v_reset=np.zeros(1)),
+            "output": nir.Output(output_type=np.array([1])),
+        },
+        edges=[("input", "affine"), ("affine", "lif"), ("lif", "output")],
+    )
+
+
+def test_spike_driven_graph_imports_without_an_observation_encoder(tmp_path):
+    graph = lif_norse_graph()
+    with pytest.raises(NIRError, match="inputs='spikes'"):
+        from_nir(graph, dt=1e-3)
+    with pytest.raises(NIRError, match="one of them"):
+        from_nir(graph, dt=1e-3, inputs="spikes", obs_bound=[1.0])
+    program = from_nir(graph, dt=1e-3, inputs="spikes", ticks=40)
+    assert program.obs_bound is None and program.layer_sizes == [1, 1] and program.delay == 0
+    spikes = np.random.default_rng(5).random((40, 3, 1)) < 0.3
+    result = EmulatorBackend().run_spikes(program, spikes, record_voltages=True)
+    # NIR's LIF by forward Euler at dt: v += dt / tau (-v + r (W x)); spike above 0.1, reset to 0
+    f = 1e-3 / 2.5e-3
+    for b in range(3):
+        v, count = 0.0, 0
+        for t in range(40):
+            v = v + f * (-v + 1.0 * spikes[t, b, 0])
+            if v > 0.1:
+                v, count = 0.0, count + 1
+        assert result.spike_counts[1][b, 0] == count
+        np.testing.assert_allclose(result.voltages[b, 0] * f, v, rtol=1e-5, atol=1e-6)  # chip units = NIR / f
+    with pytest.raises(ValueError, match="no observation encoder.*run_spikes"):
+        EmulatorBackend().run(program, np.zeros((1, 1), np.float32))
+    with pytest.raises(ValueError, match="saved as NIR"):
+        program.save(tmp_path / "p.npz")
+    write_nir(program, tmp_path / "p.nir")
+    assert read_nir(tmp_path / "p.nir") == program  # the graph says it has no encoder

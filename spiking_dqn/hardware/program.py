@@ -97,7 +97,9 @@ class ChipProgram:
     :param alpha_decay: membrane decay per population, float32 ``(n,)`` in [0, 1]
     :param i_offset: constant input current per population, float32 ``(n,)``, finite
     :param obs_bound: encoder bounds, float32 ``(d,)``, finite and positive; the first
-        projection must have ``n_pre == 2 * d``
+        projection must have ``n_pre == 2 * d``. ``None``: no observation encoder (a program
+        imported from NIR with ``inputs="spikes"``): it runs input spike trains
+        (``run_spikes``) only, and saves as NIR, not ``.npz``
     :param reset: ``"subtract"`` (reset by subtraction) or ``"zero"`` (reset to ``v_reset``)
     :param v_reset: voltage after a spike when ``reset == "zero"``
     :param ticks: simulation ticks per inference, 1 .. :data:`MAX_TICKS`
@@ -133,7 +135,7 @@ class ChipProgram:
     thresholds: list[np.ndarray] = program_field(PER_PROJECTION)
     alpha_decay: list[np.ndarray] = program_field(PER_PROJECTION)
     i_offset: list[np.ndarray] = program_field(PER_PROJECTION)
-    obs_bound: np.ndarray = program_field(ARRAY)
+    obs_bound: np.ndarray | None = program_field(ARRAY)
     reset: Literal["subtract", "zero"] = program_field(SCALAR, default="subtract")
     v_reset: float = program_field(SCALAR, default=0.0)
     ticks: int = program_field(SCALAR, default=10)
@@ -198,7 +200,15 @@ class ChipProgram:
 
     @property
     def obs_dim(self) -> int:
-        """Observation dimension ``d``."""
+        """Observation dimension ``d``.
+
+        :raises ValueError: the program has no observation encoder (``obs_bound`` is None)
+        """
+        if self.obs_bound is None:
+            raise ValueError(
+                "this program has no observation encoder (obs_bound is None): it takes input spike trains, "
+                "backend.run_spikes(program, spikes), not observations"
+            )
         return int(self.obs_bound.size)
 
     @property
@@ -256,7 +266,11 @@ class ChipProgram:
 
         :param path: file to write
         :return: the path written
+        :raises ValueError: a program without an observation encoder (save it as NIR, ``write_nir``)
         """
+        if self.obs_bound is None:
+            raise ValueError("a program without an observation encoder (obs_bound None) is saved as NIR "
+                             "(spiking_dqn.export.write_nir), not as a chip program file")
         return write_program(self, path)
 
     @classmethod

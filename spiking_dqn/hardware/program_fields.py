@@ -316,11 +316,15 @@ def check_population_arrays(name: str, values: Any, sizes: list[int]) -> list[np
     return arrays
 
 
-def check_obs_bound(value: Any, n_inputs: int) -> np.ndarray:
-    """``ChipProgram.obs_bound`` as a readonly float32 array that drives ``n_inputs`` input neurons.
+def check_obs_bound(value: Any, n_inputs: int) -> np.ndarray | None:
+    """``ChipProgram.obs_bound`` as a readonly float32 array that drives ``n_inputs`` input neurons, or ``None``.
+
+    ``None``: the program has no observation encoder; it runs input spike trains only.
 
     :raises ValueError: not 1-D, not finite and positive, or ``2 * size != n_inputs``
     """
+    if value is None:
+        return None
     bound = np.array(value, dtype=np.float32)
     if bound.ndim != 1 or bound.size == 0:
         raise ValueError(f"obs_bound must be a non-empty 1-D array, got shape {bound.shape}")
