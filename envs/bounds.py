@@ -149,6 +149,10 @@ class BoundChoice:
     reason: str
     lookalike: str | None = None
 
+    def shown(self) -> list[float]:
+        """The bounds as short floats (6 significant digits), for messages."""
+        return [float(f"{x:.6g}") for x in self.bound]
+
 
 def choose_bounds(space: spaces.Space, bounds: np.ndarray | list[float] | str | None = None) -> BoundChoice:
     """Encoder bounds for an observation space, with the reason for the choice.
@@ -266,7 +270,7 @@ class InputActivityCheck:
             message = self.verdict(distinct[:CHECKED_OBSERVATIONS])
             self.seen = []
             if message:
-                warnings.warn(message, UserWarning, stacklevel=4)
+                warnings.warn(message, UserWarning, stacklevel=3)
 
     def verdict(self, obs: np.ndarray) -> str | None:
         """The warning for these observations ``|obs|`` (``(n, d)``), or ``None`` when the encoder is active enough."""
@@ -278,7 +282,7 @@ class InputActivityCheck:
         largest = obs.max(axis=0)
         return (
             f"the spike encoder is almost silent: {share:.0%} of {obs.shape[0]} distinct first observations' values "
-            f"drive no input spike in {self.ticks} ticks (|obs| / bound < 1 / ticks). Bounds {bound.tolist()} "
+            f"drive no input spike in {self.ticks} ticks (|obs| / bound < 1 / ticks). Bounds {self.choice.shown()} "
             f"were chosen from {self.choice.reason}; the largest |obs| seen per dimension is "
             f"{np.round(largest, 6).tolist()}. Pass bounds near the observations' range, e.g. "
             "policy_kwargs=dict(obs_bound=[...]) or --obs-bound"

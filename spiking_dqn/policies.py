@@ -89,8 +89,8 @@ class SpikingQNet(QNetwork):
         if check is None:
             return
         if self.bound_choice.lookalike is not None and check.count == 0:
-            warnings.warn(f"encoder bounds {self.bound_choice.bound.tolist()}: {self.bound_choice.reason}",
-                          UserWarning, stacklevel=3)
+            warnings.warn(f"encoder bounds {self.bound_choice.shown()}: {self.bound_choice.reason}",
+                          UserWarning, stacklevel=2)
         if not isinstance(obs, th.Tensor):  # not a Box observation: nothing to judge
             self._input_check = None
             return
