@@ -45,7 +45,7 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT) -> nir.NIRGraph:
         warnings.warn(
             "NIR has no reset by subtraction: the graph's LIF/IF nodes say reset to v_reset, and the "
             "program's subtract reset is kept in metadata['reset'] only; a consumer other than "
-            "spiking_dqn.export.from_nir must read the reset mode from its own configuration",
+            "spiking_dqn.nir_read.from_nir must read the reset mode from its own configuration",
             UserWarning,
             stacklevel=2,
         )
