@@ -146,6 +146,8 @@ def from_nir(
         raise NIRError(f"encoding must be one of {ENCODING_MODES}, got {settings['encoding']!r}")
     chain = _chain(graph)
     body, node_delay = _synaptic_delay(graph, chain[1:-1], dt)
+    if delay is None and node_delay and settings.get("delay", 1) != 1:
+        raise NIRError(f"the graph's Delay nodes make a one-tick delay but its metadata says delay {settings['delay']}")
     settings.setdefault("delay", node_delay)  # the metadata's or the option's first (files written before Delay nodes)
     if len(body) == 0 or len(body) % 2:
         raise NIRError(f"expected (Affine/Linear, LIF/IF) pairs between Input and Output, got {body}")

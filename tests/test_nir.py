@@ -217,6 +217,10 @@ def test_delay_nodes_must_be_one_tick_before_every_projection():
     del graph.nodes["d2"]
     with pytest.raises(NIRError, match="precedes each Affine"):
         from_nir(graph, dt=1e-3)
+    graph = to_nir(random_program(np.random.default_rng(4), "zero"))
+    graph.metadata["delay"] = 0
+    with pytest.raises(NIRError, match="metadata says delay 0"):
+        from_nir(graph)
 
 
 def test_exported_graph_holds_the_delay_as_delay_nodes():
