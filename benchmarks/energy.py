@@ -56,7 +56,6 @@ import traceback
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ from stable_baselines3 import DQN  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from agents.common import trained_model_path  # noqa: E402
-from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
+from spiking_dqn.recipes.card import replace_card_section, versions_line  # noqa: E402
 from docs_pages import figure_links, update_page  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
 from energy_tables import (  # noqa: E402
@@ -199,28 +198,14 @@ def train(env_id: str, variant: Variant, cache: Path, allow: bool) -> Path | Non
     return model
 
 
-#: Installed packages whose versions a training's numbers depend on (recorded with each trained model).
-TRAINING_PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "snntorch")
-
-
 def code_version() -> str:
-    """The repository's commit (``+changes`` when the work tree differs) and the versions of ``TRAINING_PACKAGES``.
-
-    A recipe run is bit-reproducible with both the same; a newer release of one of the
-    packages can change the trained weights as much as another seed.
-    """
+    """The repository's commit (``+changes`` when the work tree differs) and the packages (:func:`versions_line`)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     commit += "+changes" if git("status", "--porcelain", "--untracked-files=no") else ""
-    packages = []
-    for name in TRAINING_PACKAGES:
-        try:
-            packages.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            packages.append(f"{name} not installed")
-    return " ".join([commit, *packages])
+    return f"{commit} {versions_line()}"
 
 
 def evaluate(env_id: str, variant: Variant, model_path: Path, episodes: int, reference: float) -> list[dict[str, Any]]:

@@ -1,0 +1,81 @@
+"""The requirements lock (``make lock``): what it pins, that installs follow it, and that the recipe reproduces the
+shipped CartPole weights under it."""
+
+import hashlib
+import re
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stable_baselines3 import DQN
+
+from spiking_dqn.recipes.card import LOCK_FILE, TRAINING_PACKAGES, installed_versions, versions_line
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "agents" / "trained" / "CartPole-v0"
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    return {normalized(re.match(r"[A-Za-z0-9._-]+", r).group()) for r in requirements}
+
+
+def locked() -> dict[str, str]:
+    text = LOCK_FILE.read_text()
+    return {normalized(name): version for name, version in re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", text, re.M)}
+
+
+def test_the_lock_pins_every_dependency_of_the_package_and_its_dev_and_docs_extras_with_hashes_but_torch():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    wanted = requirement_names(project["dependencies"] + extras["dev"] + extras["docs"]) - {"torch"}
+    pins = locked()
+    assert wanted <= set(pins), f"not in {LOCK_FILE.name} (make lock): {sorted(wanted - set(pins))}"
+    assert "torch" not in pins  # pip installs exactly torch==2.13.0, the CPU wheel
+    entries = re.split(r"\n(?=[A-Za-z0-9])", LOCK_FILE.read_text().split("\n", 2)[2])
+    assert len(entries) == len(pins) and all("--hash=sha256:" in entry for entry in entries)
+
+
+def test_make_install_installs_the_lock_hash_checked():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "LOCK   := requirements.lock" in makefile
+    assert "uv pip install --python $(BIN)/python --require-hashes --no-deps -r $(LOCK)" in makefile
+
+
+def test_installed_versions_give_the_lock_hash_and_what_differs_from_it(tmp_path):
+    versions = installed_versions()
+    assert set(versions["packages"]) == set(TRAINING_PACKAGES)
+    assert versions["lock_sha256"] == hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()
+    assert versions["lock_sha256"] in versions_line(versions)
+    numpy_version = versions["packages"]["numpy"]
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"numpy==0.0.1 \\\n    --hash=sha256:00\nnot-a-package==1.0\nnumpy-stub>=1\n")
+    other = installed_versions(lock)
+    assert other["lock_differs"] == [f"numpy==0.0.1 ({numpy_version})", "not-a-package==1.0 (missing)"]
+    assert "2 locked packages differ: numpy==0.0.1" in versions_line(other)
+    assert "no requirements.lock" in versions_line(installed_versions(tmp_path / "requirements.lock.absent"))
+
+
+@pytest.mark.slow  # the recipe's training, 60,000 steps with its periodic evaluations: minutes
+@pytest.mark.timeout(1800)
+def test_the_recipe_retrains_the_shipped_cartpole_weights_bit_for_bit_under_the_lock(tmp_path):
+    from agents.cartpole import ENV_ID, HYPERPARAMS, TIMESTEPS
+    from agents.common import parse_args
+    from spiking_dqn.recipes.recipe import TRAINED_NAME, learn, make_model, with_overrides
+
+    differs = installed_versions()["lock_differs"]
+    if differs:
+        pytest.skip(f"the installed packages are not the lock's: {', '.join(differs)}")
+    # The card's first command (the training, before QAT), into a temporary folder.
+    options = parse_args(ENV_ID, TIMESTEPS, ["--seed", "5", "--out", str(tmp_path), "--no-progress"])
+    hyperparams = with_overrides(HYPERPARAMS, options)
+    learn(make_model(ENV_ID, hyperparams, options), ENV_ID, options, "test", hyperparams)
+    retrained = DQN.load(tmp_path / TRAINED_NAME, device="cpu").policy.state_dict()
+    shipped = DQN.load(SHIPPED / TRAINED_NAME, device="cpu").policy.state_dict()
+    assert list(retrained) == list(shipped)
+    for name, tensor in shipped.items():
+        np.testing.assert_array_equal(retrained[name].numpy(), tensor.numpy(), err_msg=name)
