@@ -8,12 +8,13 @@ whatever spikes).
 
 For batch 1 and batch 1024 it times
 
-* the emulator: ``EmulatorBackend(threads=...).run(program, obs)`` end to end (validation,
-  encoding, all populations, activity counts, argmax), as the backend runs by default: a
-  batch of at least ``2 x PER_THREAD`` observations is cut into parts run at once on
-  ``--threads`` threads (default: the CPUs this process may use; the kernels release the
-  GIL), a smaller one on the calling thread;
-* the same emulator on one thread (``threads=1``), the single-thread figure;
+* the emulator: ``EmulatorBackend(threads=n).run(program, obs)`` end to end (validation,
+  encoding, all populations, activity counts, argmax): a batch of at least
+  ``2 x PER_THREAD`` observations runs on up to ``n = --threads`` threads at once (default:
+  the CPUs this process may use; the kernels release the GIL), a smaller one on the
+  calling thread;
+* the same emulator on one thread (``threads=1``, the backend's default), the
+  single-thread figure;
 * the float model: ``SpikingQNetwork(obs).argmax(1)`` under ``torch.no_grad()`` on the CPU
   with ``torch.set_num_threads(1)`` (its compiled pass runs on one thread whatever torch's
   thread count);
@@ -21,8 +22,9 @@ For batch 1 and batch 1024 it times
 and reports inferences per second (from the median time per call), the emulator / float
 ratios, and how many times faster than the chip's real time (``ticks x 1 ms`` per inference,
 one inference at a time) the emulator runs. Targets: >= 20,000 inferences/s at batch 1024
-on one thread, and the emulator (as it runs by default, thread count stated) no slower than
-the float model at either batch.
+on one thread, and the emulator (on ``--threads`` threads, stated) no slower than the float
+model at either batch. On a machine whose cores other work keeps busy, threads do not pay
+(see :mod:`spiking_dqn.hardware.emulator`): compare the single-thread column there.
 
 Run: ``python benchmarks/emulator_throughput.py`` (writes
 ``benchmarks/results/emulator_throughput.json``).

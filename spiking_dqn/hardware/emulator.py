@@ -26,13 +26,16 @@ densely, which is as exact), and the neuron update is
 depends on the previous population's spikes at ticks ``<= t``, so the order of the
 updates, and every float32 operation, is the same as in a tick-by-tick loop.
 
-Threads: a batch of at least ``2 x PER_THREAD`` observations runs on several threads at once
-(``EmulatorBackend(threads=...)``, by default the CPUs the process may use; the kernels
+Threads: with ``EmulatorBackend(threads=n)`` (``None``: the CPUs the process may use), a batch
+of at least ``2 x PER_THREAD`` observations runs on up to ``n`` threads at once (the kernels
 release the GIL): its observations are cut into pieces that the calling thread and worker
 threads take one at a time (:func:`~spiking_dqn.semantics.chip_kernels.chip_range`), each
 writing its own observations' results. Every observation is computed alone, so the results
-do not depend on the thread count, bit for bit. ``threads=1`` runs everything on the calling
-thread.
+do not depend on the thread count, bit for bit. The default is one thread, the calling one:
+on idle cores two threads ran a batch of 1024 about 1.5 times as fast (best rounds of
+``benchmarks/emulator_throughput.py``), but on a machine whose other work already keeps
+every core busy they ran it slower than one (a thread held back by the machine holds
+back the run), so more threads are the user's choice.
 
 Memory: a run holds every population's trains of one chunk of observations per thread for all ticks,
 and the recordings of the whole batch. Before it allocates anything, a run whose estimate
@@ -190,8 +193,8 @@ class EmulatorBackend:
     :param memory_budget_bytes: refuse runs estimated to need more memory than this
         (:data:`MEMORY_BUDGET_BYTES` by default; see :meth:`memory_needed`)
     :param threads: threads a large batch runs on, at least :data:`PER_THREAD`
-        observations each (default: the CPUs this process may use, :func:`available_cpus`);
-        the results do not depend on it
+        observations each (default 1; ``None``: the CPUs this process may use,
+        :func:`available_cpus`); the results do not depend on it
     """
 
     name = "emulator"
@@ -201,7 +204,7 @@ class EmulatorBackend:
     PER_THREAD = 128
 
     def __init__(
-        self, warn_saturation: bool = True, memory_budget_bytes: int = MEMORY_BUDGET_BYTES, threads: int | None = None
+        self, warn_saturation: bool = True, memory_budget_bytes: int = MEMORY_BUDGET_BYTES, threads: int | None = 1
     ) -> None:
         budget = check_int(memory_budget_bytes, "memory_budget_bytes", what="an integer number of bytes")
         if budget <= 0:
