@@ -130,15 +130,14 @@ class NetworkPlan:
 
     @staticmethod
     def watch(neurons: Sequence[ChipLeaky]) -> tuple[tuple[dict, str, th.Tensor, int], ...]:
-        """The neurons' tensors (the ``watched`` of a plan made now).
+        """The neuron tensors a plan is made from (:func:`neuron_params`' decay, threshold and reset), as ``watched``.
 
         :param neurons: the hidden layers' neurons
         """
         return tuple(
-            (neuron._buffers, name, t, t._version)
+            (neuron._buffers, name, neuron._buffers[name], neuron._buffers[name]._version)
             for neuron in neurons
-            for name, t in neuron._buffers.items()
-            if t is not None
+            for name in ("beta", "threshold", "reset_mechanism_val")
         )
 
     def current(self) -> bool:
