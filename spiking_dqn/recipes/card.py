@@ -48,7 +48,9 @@ def versions_line(versions: dict[str, Any] | None = None) -> str:
     if versions["lock_sha256"] is None:
         return f"{packages}; no {versions['lock']}"
     differs = versions["lock_differs"]
-    follows = f"{len(differs)} locked packages differ: {', '.join(differs)}" if differs else "all locked packages as pinned"
+    follows = "all locked packages as pinned"
+    if differs:
+        follows = f"{len(differs)} locked packages differ: {', '.join(differs)}"
     return f"{packages}; {versions['lock']} sha256 {versions['lock_sha256']} ({follows})"
 
 
