@@ -24,7 +24,6 @@ $(STAMP): pyproject.toml $(LOCK)
 	# The rest from the lock, hash-checked, with uv (seconds; pip resolved and installed it in about 100 s).
 	$(BIN)/uv pip install --python $(BIN)/python --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
-	$(BIN)/uv pip check --python $(BIN)/python || { echo "$(LOCK) does not match pyproject.toml: make lock"; exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)
