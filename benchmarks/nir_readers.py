@@ -3,12 +3,14 @@
 For the shipped CartPole program (synaptic delay 1, reset by subtraction) and the same
 program with delay 0 and reset to zero (``dataclasses.replace``: the dynamics every reader
 can express), exported by :func:`spiking_dqn.export.to_nir` at ``dt`` = 1 ms (the default)
-and 0.1 ms (the step snnTorch's importer assumes), each reader imports the graph and runs
+and 0.1 ms (the step snnTorch's importer assumes), with the readout integrator as the node
+each reader takes (``readout="lif"`` for snnTorch, ``"if"`` for Norse), each reader imports the graph and runs
 the input spike trains of observations from CartPole episodes (the chip program's own
 greedy play, env seeds 0..). The script reports, per reader, program and ``dt``: whether it
 imports the graph (else its error), and the share of observations on which the action
 (``argmax`` of the readout membrane after the last tick) is the emulator's, and the largest
-readout voltage difference (NIR units of the readout, which are the chip's for the ``IF``).
+readout voltage difference (NIR units of the readout, which are the chip's for the ``IF``
+and the ``LIF`` readout; Norse ignores ``r``, snnTorch scales thresholds, not inputs).
 
 Readers are optional (``pip install -e .[nir-readers]``; Norse 1.1 declares torchvision,
 whose PyPI wheel does not load beside a CPU build of torch, but Norse's NIR import runs
@@ -79,9 +81,11 @@ def run_norse(graph: Any, spikes: np.ndarray, dt: float) -> np.ndarray:
     return readout.v.numpy()
 
 
-READERS: dict[str, tuple[str, Callable[[Any, np.ndarray, float], np.ndarray]]] = {
-    "snnTorch": ("snntorch", run_snntorch),
-    "Norse": ("norse", run_norse),
+#: reader: (package, runner, the ``readout`` of :func:`to_nir` it reads: snnTorch 1.0 takes an IF only with r = 1,
+#: and then as a Leaky with beta 0.9, so it gets the integrator as a LIF whose decay is 1; Norse reads the IF)
+READERS: dict[str, tuple[str, Callable[[Any, np.ndarray, float], np.ndarray], str]] = {
+    "snnTorch": ("snntorch", run_snntorch, "lif"),
+    "Norse": ("norse", run_norse, "if"),
 }
 
 
@@ -115,7 +119,7 @@ def measure(program: ChipProgram, obs: np.ndarray, reader: str, dt: float) -> di
     chip = EmulatorBackend().run_spikes(program, spikes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # to_nir's reset warning: the reset is part of what is measured
-        graph = to_nir(program, dt=dt)
+        graph = to_nir(program, dt=dt, readout=READERS[reader][2])
     try:
         voltages = READERS[reader][1](graph, spikes, dt)
     except Exception as exc:  # the reader refuses the graph: its reason is the result
@@ -130,18 +134,18 @@ def measure(program: ChipProgram, obs: np.ndarray, reader: str, dt: float) -> di
 def markdown(results: dict[str, Any]) -> str:
     """The results as the table docs/nir.md quotes."""
     lines = [
-        "| reader | program | dt | imports | action agreement | largest readout difference |",
-        "|---|---|---|---|---|---|",
+        "| reader | program | readout | dt | imports | action agreement | largest readout difference |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
+        head = f"| {row['reader']} {row.get('version') or ''} | {row['program']} | {row['readout']} | {row['dt']:g} s |"
         if row.get("version") is None:
-            lines.append(f"| {row['reader']} | {row['program']} | {row['dt']:g} s | not installed | | |")
+            lines.append(f"{head} not installed | | |")
         elif not row["imports"]:
-            lines.append(f"| {row['reader']} {row['version']} | {row['program']} | {row['dt']:g} s | "
-                         f"no: {row['error'].replace('|', '/').replace('<', '&lt;').replace('>', '&gt;')} | | |")
+            error = row["error"].replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
+            lines.append(f"{head} no: {error} | | |")
         else:
-            lines.append(f"| {row['reader']} {row['version']} | {row['program']} | {row['dt']:g} s | yes | "
-                         f"{row['action_agreement']:.1%} | {row['max_readout_difference']:.3g} |")
+            lines.append(f"{head} yes | {row['action_agreement']:.1%} | {row['max_readout_difference']:.3g} |")
     return (f"Observations: {results['observations']} from CartPole-v0 episodes (the shipped program's greedy "
             "play, env seeds 0, 1, ...).\n\n" + "\n".join(lines) + "\n")
 
@@ -160,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     obs = episode_observations(shipped, args.observations)
     rows = []
-    for reader, (package, _) in READERS.items():
+    for reader, (package, _, readout) in READERS.items():
         version = reader_version(package)
         for name, program in programs.items():
             for dt in DTS:
-                row = {"reader": reader, "version": version, "program": name, "dt": dt}
+                row = {"reader": reader, "version": version, "program": name, "readout": readout, "dt": dt}
                 if version is not None:
                     row.update(measure(program, obs, reader, dt))
                 rows.append(row)

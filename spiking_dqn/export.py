@@ -16,15 +16,41 @@ import numpy as np
 from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.hardware.program_fields import OPTIONAL_ARRAYS, fields_of
 from spiking_dqn.hardware.program_file import FORMAT_NAME
-from spiking_dqn.nir_format import DEFAULT_DT, METADATA_FIELDS, NIRError, lif_constants, nudge
+from spiking_dqn.nir_format import DEFAULT_DT, INTEGRATOR_TAU, METADATA_FIELDS, NIRError, lif_constants, nudge
 from spiking_dqn.nir_read import from_nir
 
 
-def to_nir(program: ChipProgram, dt: float = DEFAULT_DT) -> nir.NIRGraph:
+def _neuron_node(
+    k: int, alpha: np.ndarray, thr: np.ndarray, v_reset: np.ndarray, dt: float, readout: str
+) -> tuple[str, nir.NIRNode]:
+    """Population ``k``'s neuron node and its name (see :mod:`spiking_dqn.nir_format` for the mapping)."""
+    n = alpha.size
+    if np.all(alpha == 1.0) and readout == "if":
+        r = nudge(np.full(n, 1.0 / dt), lambda i, x: dt * x == 1.0)
+        return f"if_{k}", nir.IF(r=r, v_threshold=thr.copy(), v_reset=v_reset)
+    if np.all(alpha == 1.0):  # readout="lif": a LIF whose decay 1 - dt / tau is 1 in float64 (f = dt / tau * r = 1)
+        tau = np.full(n, INTEGRATOR_TAU)
+        r = nudge(tau / dt, lambda i, x: dt / tau[i] * x == 1.0)
+        return f"lif_{k}", nir.LIF(tau=tau, r=r, v_leak=np.zeros(n), v_threshold=thr.copy(), v_reset=v_reset)
+    if np.any(alpha == 1.0):
+        raise NIRError(
+            f"population {k} mixes alpha_decay 1 (an IF) with other decays (a LIF); one NIR node type "
+            "holds one population"
+        )
+    tau, f = lif_constants(alpha, dt)  # r = 1: the membrane in NIR units is f times the chip's
+    return f"lif_{k}", nir.LIF(tau=tau, r=np.ones(n), v_leak=np.zeros(n), v_threshold=thr * f, v_reset=v_reset * f)
+
+
+def to_nir(program: ChipProgram, dt: float = DEFAULT_DT, readout: str = "if") -> nir.NIRGraph:
     """The chip program as a NIR graph (see the module docstring for the mapping).
 
     :param program: the chip program
     :param dt: tick duration in seconds written into the time constants
+    :param readout: node of the populations with ``alpha_decay == 1`` (the readout integrator):
+        ``"if"`` (NIR's ``IF``, ``r = 1 / dt``; Norse reads it) or ``"lif"`` (a ``LIF`` with
+        ``tau = 2**50`` s, whose decay ``1 - dt / tau`` is 1 in float64, and ``r = tau / dt``:
+        snnTorch 1.0, which takes an ``IF`` only with ``r = 1`` and then leaks it, reads this one
+        exactly at ``dt = 1e-4``; docs/nir.md)
     :return: ``Input -> Affine -> LIF/IF -> ... -> Output``, with the program's metadata
     :raises NIRError: a population mixing ``alpha_decay == 1`` with other values, a
         program with ``state_levels`` or ``tick_gain`` (NIR has no primitive for either),
@@ -34,6 +60,8 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT) -> nir.NIRGraph:
         raise ValueError(f"to_nir expects a ChipProgram, got {type(program).__name__}")
     if not (np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be finite and positive, got {dt!r}")
+    if readout not in ("if", "lif"):
+        raise ValueError(f"readout must be 'if' or 'lif', got {readout!r}")
     unsupported = [f.name for f in fields_of(program, OPTIONAL_ARRAYS) if getattr(program, f.name) is not None]
     if unsupported:
         raise NIRError(
@@ -62,19 +90,8 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT) -> nir.NIRGraph:
             edges.append((previous, f"delay_{k}"))
             previous = f"delay_{k}"
         nodes[f"affine_{k}"] = nir.Affine(weight=w.astype(np.float32), bias=program.i_offset[k].copy())
-        if np.all(alpha == 1.0):
-            name = f"if_{k}"
-            r = nudge(np.full(n, 1.0 / dt), lambda i, x: dt * x == 1.0)
-            nodes[name] = nir.IF(r=r, v_threshold=thr.copy(), v_reset=v_reset)
-        elif np.any(alpha == 1.0):
-            raise NIRError(
-                f"population {k} mixes alpha_decay 1 (an IF) with other decays (a LIF); one NIR node type "
-                "holds one population"
-            )
-        else:
-            name = f"lif_{k}"
-            tau, f = lif_constants(alpha, dt)  # r = 1: the membrane in NIR units is f times the chip's
-            nodes[name] = nir.LIF(tau=tau, r=np.ones(n), v_leak=np.zeros(n), v_threshold=thr * f, v_reset=v_reset * f)
+        name, node = _neuron_node(k, alpha, thr, v_reset, dt, readout)
+        nodes[name] = node
         edges += [(previous, f"affine_{k}"), (f"affine_{k}", name)]
         previous = name
     nodes["output"] = nir.Output(output_type=np.array([program.n_actions]))
@@ -91,14 +108,15 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT) -> nir.NIRGraph:
     return graph
 
 
-def write_nir(program: ChipProgram, path: str | os.PathLike, dt: float = DEFAULT_DT) -> Path:
+def write_nir(program: ChipProgram, path: str | os.PathLike, dt: float = DEFAULT_DT, readout: str = "if") -> Path:
     """Write the program as a NIR (HDF5) file.
 
     :param program: the chip program
     :param path: file to write (``.nir`` by convention)
     :param dt: tick duration in seconds, see :func:`to_nir`
+    :param readout: ``"if"`` or ``"lif"``, see :func:`to_nir`
     :return: the path written
     """
     path = Path(path)
-    nir.write(path, to_nir(program, dt=dt))
+    nir.write(path, to_nir(program, dt=dt, readout=readout))
     return path

@@ -27,7 +27,12 @@ ignore ``r``, such as Norse, then run the same equation), so ``f = dt / tau`` an
 ``v = alpha_decay * v + i_offset + syn`` (in NIR units, ``f`` times it), and
 ``to_nir`` checks that ``from_nir`` gives the program back bit for bit and refuses it
 otherwise. A population with ``alpha_decay == 1`` (the readout integrator,
-threshold 5000) is an ``IF``; a population mixing 1 with other decays is refused.
+threshold 5000) is an ``IF``, or with ``to_nir(..., readout="lif")`` a ``LIF`` with
+``tau =`` :data:`INTEGRATOR_TAU` (its decay ``1 - dt / tau`` is exactly 1 in float64
+for any ``dt`` up to 1/16 s, snnTorch's fixed 1e-4 s included, and in float32 up to 1 s),
+``r = tau / dt`` (moved to make ``f`` equal 1) and the chip's thresholds: the form
+snnTorch 1.0 reads (it takes an ``IF`` only with ``r = 1`` and turns it into a leaky
+neuron); a population mixing 1 with other decays is refused.
 
 What NIR cannot express is kept in the graph's ``metadata`` (:data:`METADATA_KEYS`): the
 reset mode (NIR resets to ``v_reset``; the chip may reset by subtraction), ticks, delay (also as nodes),
@@ -52,6 +57,9 @@ from spiking_dqn.hardware.program_file import ChipProgramError
 DEFAULT_DT = 1e-3
 #: The program fields a graph has no node for: its scalars and the encoder bounds.
 METADATA_FIELDS = tuple(f.name for f in fields_of(ChipProgram, ARRAY, SCALAR))
+#: ``tau`` in seconds of an integrator written as a LIF (``to_nir(..., readout="lif")``): ``1 - dt / tau``
+#: is exactly 1 in float64 for ``dt`` <= 1/16 s and in float32 for ``dt`` <= 1 s.
+INTEGRATOR_TAU = 2.0**50
 #: Graph metadata written by :func:`to_nir` and read by :func:`from_nir`.
 METADATA_KEYS = ("format", "dt", *METADATA_FIELDS)
 NEURON_NODES = (nir.LIF, nir.IF)

@@ -223,6 +223,23 @@ def test_delay_nodes_must_be_one_tick_before_every_projection():
         from_nir(graph)
 
 
+@pytest.mark.parametrize("dt", [1e-4, 1e-3, 0.05])
+def test_lif_readout_round_trips_with_a_decay_of_exactly_one(dt, tmp_path):
+    program = ChipProgram.load(AGENTS / "CartPole-v0" / "chip_program.npz")
+    graph = quiet_to_nir(program, dt=dt, readout="lif")
+    readout = graph.nodes[f"lif_{len(program.weights) - 1}"]
+    assert not any(isinstance(node, nir.IF) for node in graph.nodes.values())
+    assert np.all(1.0 - 1e-4 / readout.tau == 1.0) and np.all(1.0 - dt / readout.tau == 1.0)  # snnTorch's beta, ours
+    np.testing.assert_array_equal(dt / readout.tau * readout.r, 1.0)
+    assert from_nir(graph) == program
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_nir(program, tmp_path / "p.nir", dt=dt, readout="lif")
+    assert read_nir(tmp_path / "p.nir") == program
+    with pytest.raises(ValueError, match="readout"):
+        to_nir(program, readout="iaf")
+
+
 def test_exported_graph_holds_the_delay_as_delay_nodes():
     program = random_program(np.random.default_rng(2), "zero")
     graph = to_nir(program)

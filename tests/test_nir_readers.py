@@ -1,8 +1,9 @@
 """Other NIR readers on exported graphs (``benchmarks/nir_readers.py``), where the ``nir-readers`` extra is installed.
 
 A program with synaptic delay 0 and reset to zero exports to a graph that Norse 1.1 runs
-with the emulator's actions; graphs with the one-tick delay (Delay nodes) and snnTorch
-1.0's importer (which takes an IF only with ``r = 1``) are refused, not run differently.
+with the emulator's actions, and (with ``readout="lif"`` at snnTorch's ``dt = 1e-4``) one
+that snnTorch 1.0 runs with them too; graphs with the one-tick delay (Delay nodes) are
+refused, not run differently, and so is the IF readout by snnTorch (it takes ``r = 1`` only).
 """
 
 import dataclasses
@@ -53,8 +54,20 @@ def test_readers_refuse_the_delay_nodes_rather_than_run_another_network(readers,
     assert not result["imports"], result
 
 
-def test_snntorch_refuses_the_integrator_readout(readers, programs):
+def test_snntorch_runs_a_delay_0_zero_reset_program_with_the_same_actions(readers, programs):
     pytest.importorskip("snntorch")
     _, plain, obs = programs
-    result = readers.measure(plain, obs[:20], "snnTorch", 1e-4)
-    assert not result["imports"] and "r != 1" in result["error"], result
+    assert readers.READERS["snnTorch"][2] == "lif"
+    result = readers.measure(plain, obs, "snnTorch", 1e-4)
+    assert result["imports"] and result["action_agreement"] == 1.0, result
+
+
+def test_snntorch_refuses_the_if_readout(readers, programs):
+    pytest.importorskip("snntorch")
+    from snntorch.import_nir import import_from_nir
+
+    from spiking_dqn.export import to_nir
+
+    _, plain, _ = programs
+    with pytest.raises(AssertionError, match="r != 1"):
+        import_from_nir(to_nir(plain, dt=1e-4, readout="if"))
