@@ -281,6 +281,20 @@ def test_export_writes_a_nir_file_that_reads_back(tmp_path, capsys):
     assert "no reset by subtraction" in captured.err
 
 
+def test_export_readout_lif_writes_the_integrator_as_a_lif_that_reads_back(tmp_path):
+    import nir
+
+    from spiking_dqn.hardware.program import ChipProgram
+    from spiking_dqn.nir_read import read_nir
+
+    source = ROOT / "agents" / "trained" / "CartPole-v0" / "chip_program.npz"
+    out = tmp_path / "cartpole_lif.nir"
+    assert main(["export", str(source), "--nir", str(out), "--readout", "lif", "--tick-ms", "0.1"]) == 0
+    graph = nir.read(out)
+    assert not any(isinstance(node, nir.IF) for node in graph.nodes.values())
+    assert read_nir(out) == ChipProgram.load(source)
+
+
 def test_export_quantizes_a_model(tmp_path, capsys):
     from spiking_dqn.nir_read import read_nir
 

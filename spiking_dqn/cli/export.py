@@ -7,7 +7,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from spiking_dqn.cli.arguments import (
     LAMBDA_HELP,
@@ -50,6 +50,9 @@ class ExportOptions:
         "help": LAMBDA_HELP + " (a model only)", "type": parse_lambda})
     weight_bits: int | list[int] | None = field(default=None, metadata={
         "help": WEIGHT_BITS_HELP + " (a model only)", "type": parse_weight_bits})
+    readout: Literal["if", "lif"] = field(default="if", metadata={
+        "help": "node of the readout integrator: 'if' (NIR's IF), or 'lif' (a LIF whose decay is exactly 1, "
+                "the form snnTorch 1.0 imports; use it with --tick-ms 0.1, snnTorch's fixed step)"})
 
 
 def program_from_path(path: Path, lam: Any = None, weight_bits: Any = None) -> ChipProgram:
@@ -80,7 +83,7 @@ def cmd_export(parsed: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            write_nir(program, args.nir, dt=args.tick_ms * 1e-3)
+            write_nir(program, args.nir, dt=args.tick_ms * 1e-3, readout=args.readout)
     except (ValueError, ChipProgramError) as exc:
         raise CLIError(str(exc)) from None
     for w in caught:
