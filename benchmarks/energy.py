@@ -68,7 +68,8 @@ from stable_baselines3 import DQN  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from agents.common import trained_model_path  # noqa: E402
-from spiking_dqn.recipes.card import replace_card_section, versions_line  # noqa: E402
+from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
+from spiking_dqn.recipes.versions import versions_line  # noqa: E402
 from docs_pages import figure_links, update_page  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
 from energy_tables import (  # noqa: E402

@@ -11,7 +11,7 @@ import pytest
 import torch as th
 from stable_baselines3 import DQN
 
-from spiking_dqn.recipes.card import LOCK_FILE, TRAINING_PACKAGES, installed_versions, versions_line
+from spiking_dqn.recipes.versions import LOCK_FILE, TRAINING_PACKAGES, installed_versions, versions_line
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "agents" / "trained" / "CartPole-v0"

@@ -47,6 +47,7 @@ from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.thresholds import ThresholdNoise
 from spiking_dqn.qat import quantization_aware_finetune
 from spiking_dqn.quantization.snap import snap_model_to_grid
+from spiking_dqn.recipes.versions import installed_versions
 from spiking_dqn.recipes.run_folder import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -285,6 +286,7 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
         "eval_freq": options.eval_freq,
         "torch_threads": th.get_num_threads(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {th.get_num_threads()} torch thread(s)",
+        "packages": installed_versions(),
         **({"resumed_at": checkpoint.record["resumed_at"]} if checkpoint.record.get("resumed_at") else {}),
     }
     atomic_write_text(out / TRAINING_RECORD, json.dumps(record, indent=2) + "\n")
@@ -413,6 +415,7 @@ def record_evaluation(
         "trained_std_reward": float(np.std(trained_rewards)),
         "qat": qat,
         "command": training["command"],
+        "packages": installed_versions(),
     }
     atomic_write_text(out / "eval.json", json.dumps(summary, indent=2) + "\n")
     before = f"; as trained, before QAT: {summary['trained_mean_reward']:.1f}" if qat is not None else ""
