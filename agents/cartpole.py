@@ -9,7 +9,7 @@ choice is explained). The steps below are those of
 
 from __future__ import annotations
 
-from agents.common import command_line, parse_args
+from agents.common import command_line, exit_on_ctrl_c, parse_args
 from spiking_dqn.recipes.card import write_training_card
 from spiking_dqn.recipes.hyperparams import load_hyperparams, load_timesteps
 from spiking_dqn.recipes.recipe import (
@@ -27,20 +27,24 @@ TIMESTEPS = load_timesteps(ENV_ID)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Train the recipe (options: ``python -m agents.cartpole --help``); return what ``eval.json`` holds."""
+    """Train the recipe (options: ``python -m agents.cartpole --help``); return what ``eval.json`` holds.
+
+    Ctrl-C: one line naming the command that resumes (``--resume``), exit 130.
+    """
     options = parse_args(ENV_ID, TIMESTEPS, argv)
     hyperparams = with_overrides(HYPERPARAMS, options)
     command = command_line("agents.cartpole")
-    # 1. Make the env and the SpikingDQN (none with --qat-only).
-    model = make_model(ENV_ID, hyperparams, options)
-    # 2. Learn with SB3's EvalCallback; its best evaluation is the agent as trained (model_trained.zip).
-    training = learn(model, ENV_ID, options, command, hyperparams)
-    model, trained_rewards = load_trained(ENV_ID, options)
-    # 3. Fit to the chip: QAT on the int8 grid, the best checked weights snapped to it (model.zip).
-    qat = fit_for_chip(model, ENV_ID, options, command)
-    # 4. Evaluate model.zip (eval.json) and write the model card.
-    summary = record_evaluation(model, ENV_ID, options, training, trained_rewards, qat)
-    write_training_card(options.out, ENV_ID, hyperparams, summary)
+    with exit_on_ctrl_c(options, command):  # one line naming the command that resumes, exit 130
+        # 1. Make the env and the SpikingDQN (none with --qat-only).
+        model = make_model(ENV_ID, hyperparams, options)
+        # 2. Learn with SB3's EvalCallback; its best evaluation is the agent as trained (model_trained.zip).
+        training = learn(model, ENV_ID, options, command, hyperparams)
+        model, trained_rewards = load_trained(ENV_ID, options)
+        # 3. Fit to the chip: QAT on the int8 grid, the best checked weights snapped to it (model.zip).
+        qat = fit_for_chip(model, ENV_ID, options, command)
+        # 4. Evaluate model.zip (eval.json) and write the model card.
+        summary = record_evaluation(model, ENV_ID, options, training, trained_rewards, qat)
+        write_training_card(options.out, ENV_ID, hyperparams, summary)
     return summary
 
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from spiking_dqn.cli import show_each_warning_once
+from spiking_dqn.cli.arguments import interrupted
 from spiking_dqn.cli.train import add_training_arguments, training_options
-from spiking_dqn.recipes.recipe import TrainOptions
+from spiking_dqn.recipes.recipe import TrainOptions, resume_hint
 
-__all__ = ["TRAINED_DIR", "command_line", "parse_args", "trained_model_path"]
+__all__ = ["TRAINED_DIR", "command_line", "exit_on_ctrl_c", "parse_args", "trained_model_path"]
 
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
 
@@ -48,3 +51,17 @@ def parse_args(env_id: str, default_timesteps: int, argv: list[str] | None = Non
 def command_line(module: str) -> str:
     """The command that reproduces this run, for the model card."""
     return " ".join(["python -m", module, *sys.argv[1:]])
+
+
+@contextmanager
+def exit_on_ctrl_c(options: TrainOptions, command: str) -> Iterator[None]:
+    """Ctrl-C in the block ends the recipe as ``spiking-dqn train`` ends: one line naming the command that resumes,
+    exit 130 (:func:`~spiking_dqn.cli.arguments.interrupted`).
+
+    :param options: the recipe's options
+    :param command: its command line (:func:`command_line`)
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise SystemExit(interrupted(resume_hint(options, command))) from None

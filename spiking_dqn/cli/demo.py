@@ -8,20 +8,23 @@ comparison report ``deployment/`` and ``deployment.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spiking_dqn.cli.arguments import HelpFormatter, add_options, read_options
+from spiking_dqn.cli.arguments import CLIError, HelpFormatter, add_options, interrupted, read_options
 from spiking_dqn.cli.compare import print_report
 from spiking_dqn.cli.train import train_env
 from spiking_dqn.recipes.deployment import deploy_and_compare
 from spiking_dqn.recipes.hyperparams import hyperparams_for
-from spiking_dqn.recipes.recipe import TRAINED_NAME, TrainOptions
+from spiking_dqn.recipes.recipe import TRAINED_NAME, TrainOptions, resume_hint
 from spiking_dqn.report import ComparisonReport
 
 #: Default output folder of the demo (``runs/`` is ignored by git).
 DEFAULT_OUT = Path("runs") / "demo"
+#: The training options the demo passes on, with their help (declared in TrainOptions).
+_TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainOptions)}
 DESCRIPTION = """\
 Train a spiking DQN on CartPole-v0 with its recipe, fine-tune it for int8, deploy it to the
 embedded SpiNNaker2 emulator and compare the chip with the float agent."""
@@ -73,23 +76,33 @@ class DemoOptions:
     qat_steps: int = field(default=TrainOptions.qat_steps, metadata={
         "help": "quantization-aware fine-tuning steps (0: none)", "range": "non_negative"})
     out: Path = field(default=DEFAULT_OUT, metadata={"help": "output folder"})
+    resume: bool = field(default=False, metadata=_TRAIN_FIELDS["resume"].metadata)
+    qat_only: bool = field(default=False, metadata=_TRAIN_FIELDS["qat_only"].metadata)
 
 
 def cmd_demo(parsed: argparse.Namespace) -> int:
-    """``spiking-dqn demo``: train, fine-tune for int8, deploy to the emulator, compare."""
+    """``spiking-dqn demo``: train, fine-tune for int8, deploy, compare (Ctrl-C: how to resume, exit 130)."""
     args = read_options(parsed, DemoOptions)
     out: Path = args.out
     _, default_timesteps, _ = hyperparams_for(args.env)
     timesteps = default_timesteps if args.timesteps is None else args.timesteps
     options = TrainOptions(out=out, timesteps=timesteps, seed=args.seed, tensorboard_log=str(out / "tb"),
-                           eval_episodes=args.episodes, qat_steps=args.qat_steps)
+                           eval_episodes=args.episodes, qat_steps=args.qat_steps, resume=args.resume,
+                           qat_only=args.qat_only)
+    try:
+        options.check()
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     qat = f", then quantization-aware fine-tuning ({args.qat_steps} steps)" if args.qat_steps else ""
     print(f"[1/2] training a spiking DQN on {args.env} for {options.timesteps} steps (TensorBoard: tensorboard "
           f"--logdir {out / 'tb'}){qat}", flush=True)
-    summary = train_env(args.env, options, parsed.command_line)
-    print(f"[2/2] int8 deployment to the embedded SpiNNaker2 emulator, comparison over {args.episodes} episodes",
-          flush=True)
-    deployment, report = deploy_and_compare(out, args.env, episodes=args.episodes, seed=args.seed)
+    try:
+        summary = train_env(args.env, options, parsed.command_line)
+        print(f"[2/2] int8 deployment to the embedded SpiNNaker2 emulator, comparison over {args.episodes} "
+              "episodes", flush=True)
+        deployment, report = deploy_and_compare(out, args.env, episodes=args.episodes, seed=args.seed)
+    except KeyboardInterrupt:
+        return interrupted(resume_hint(options, parsed.command_line))
     print_deployment(report, args.env, args.episodes, args.seed)
     print_summary(args.env, summary, deployment["figures"], args.episodes, args.seed)
     curve = out / "reward_curve.png"

@@ -1,0 +1,58 @@
+"""Ctrl-C in ``spiking-dqn demo`` and in the recipes ``python -m agents.cartpole``/``agents.acrobot`` ends as in
+``spiking-dqn train`` (tests/test_train_resume.py): one line naming the command that resumes, exit 130."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spiking_dqn.recipes.run_folder import CHECKPOINT_NAME
+
+ROOT = Path(__file__).resolve().parents[1]
+#: A short training with checkpoints from step 256 on (as tests/test_train_resume.py's).
+SHORT = ["--timesteps", "4500", "--checkpoint-freq", "256", "--eval-freq", "200", "--select-episodes", "2",
+         "--eval-episodes", "2", "--qat-steps", "0", "--net-arch", "16", "--ticks", "4"]
+
+
+def _interrupt(module: str, args: list[str], started: Path) -> tuple[int, str]:
+    """Run ``python -m module args``, send SIGINT once ``started`` exists; its exit status and last line of stderr.
+
+    (CartPole-v0's recipe also writes Gymnasium's deprecation notice, once, before.)
+    """
+    env = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    run = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env, text=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not started.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines and lines[-1].startswith("interrupted; "), err
+    assert sum("interrupted" in line for line in lines) == 1, err
+    return run.returncode, lines[-1]
+
+
+@pytest.mark.parametrize("recipe", ["agents.cartpole", "agents.acrobot"])
+def test_ctrl_c_in_a_recipe_names_its_resume_command(tmp_path, recipe):
+    out = tmp_path / "run"
+    code, err = _interrupt(recipe, [*SHORT, "--out", str(out), "--no-progress"], out / CHECKPOINT_NAME)
+    assert code == 130, err
+    assert err.startswith("interrupted; the training checkpoint at step "), err
+    assert f"python -m {recipe} " in err and err.endswith(" --resume")
+
+
+def test_ctrl_c_in_the_demo_says_how_to_go_on(tmp_path):
+    out = tmp_path / "demo"
+    # Training has started once SB3 has made its TensorBoard run folder in out/tb.
+    code, err = _interrupt("spiking_dqn.cli", ["demo", "--env", "CartPole-v1", "--timesteps", "4500", "--episodes",
+                                               "2", "--qat-steps", "0", "--out", str(out)], out / "tb")
+    assert code == 130, err
+    assert err.startswith("interrupted; "), err
+    assert "spiking-dqn demo" in err or "run the same command again" in err
