@@ -6,7 +6,9 @@ The rules:
   package, and no third-party package but numpy and numba (no torch);
 * the float model (:data:`FLOAT_MODEL` and every package module they reach) imports
   nothing of ``spiking_dqn.hardware`` or ``spiking_dqn.quantization``;
-* the hardware layer imports only itself and the floor (no torch);
+* the hardware layer imports only itself, the floor and the base module ``spiking_dqn.files``
+  (atomic writes), which imports only the standard library and may be imported by every layer
+  but the floor (which stays free of package modules);
 * no import cycle between modules of the package;
 * no module of :data:`SIZE_ROOTS` over :data:`MAX_MODULE_LINES` lines, and no function
   body over :data:`MAX_BODY_LINES` lines (from its first statement after the docstring to
@@ -181,6 +183,10 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def _is_hardware(name: str) -> bool:
     return name == f"{PACKAGE}.hardware" or name.startswith(f"{PACKAGE}.hardware.")
+
+
+#: Base modules: standard library only, importable from every layer but the floor.
+BASE_MODULES = (f"{PACKAGE}.files",)
 
 
 def _is_floor(name: str) -> bool:
@@ -367,9 +373,15 @@ def test_the_float_model_reaches_nothing_of_hardware_or_quantization():
     assert bad == {}
 
 
-def test_hardware_imports_only_itself_and_the_floor():
+def test_base_modules_import_only_the_standard_library():
+    assert set(BASE_MODULES) <= set(MODULES)
+    bad = {name: _third_party_or_outside(MODULES[name], lambda m: False, set()) for name in BASE_MODULES}
+    assert {name: wrong for name, wrong in bad.items() if wrong} == {}
+
+
+def test_hardware_imports_only_itself_the_floor_and_base_modules():
     def inside(name: str) -> bool:
-        return _is_hardware(name) or _is_floor(name)
+        return _is_hardware(name) or _is_floor(name) or name in BASE_MODULES
 
     bad = {
         name: _third_party_or_outside(info, inside, HARDWARE_THIRD_PARTY)
