@@ -160,6 +160,24 @@ def test_save_load_round_trip(tmp_path, overrides):
     assert meta["format"] == "spiking-dqn-chip-program" and meta["format_version"] == FORMAT_VERSION
 
 
+def test_save_is_atomic_a_failing_writer_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = make_program().save(tmp_path / "policy.npz")
+    before = path.read_bytes()
+    original = np.savez
+
+    def fail_midway(file, **arrays):  # writes part of an archive, then the disk fills
+        original(file, **{name: arrays[name] for name in list(arrays)[:3]})
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", fail_midway)
+    with pytest.raises(OSError, match="No space left"):
+        make_program(ticks=20).save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and ChipProgram.load(path) == make_program()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.npz"]  # no partial file left
+    assert make_program(ticks=20).save(path) == path and ChipProgram.load(path).ticks == 20
+
+
 def test_load_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         ChipProgram.load(tmp_path / "nope.npz")

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from spiking_dqn.files import atomic_write
 from spiking_dqn.hardware.program_fields import (
     ARRAY,
     MAX_PROJECTIONS,
@@ -82,7 +83,10 @@ def entry_shape(data: Any, name: str) -> tuple[int, ...]:
 
 
 def write_program(program: Any, path: str | os.PathLike) -> Path:
-    """Write a chip program to one ``.npz`` file (no pickle), at exactly ``path``.
+    """Write a chip program to one ``.npz`` file (no pickle), at exactly ``path``, atomically.
+
+    The archive goes to a temporary file beside ``path`` that replaces it only once complete
+    (:func:`spiking_dqn.files.atomic_write`): a failure or a kill keeps the previous file.
 
     :param program: the :class:`~spiking_dqn.hardware.program.ChipProgram`
     :param path: file to write
@@ -106,7 +110,7 @@ def write_program(program: Any, path: str | os.PathLike) -> Path:
     for k in range(n):
         for f in fields_of(program, PER_PROJECTION):
             arrays[f"{f.name}_{k}"] = getattr(program, f.name)[k]
-    with open(path, "wb") as file:
+    with atomic_write(path) as tmp, open(tmp, "wb") as file:  # a failure keeps the previous file
         np.savez(file, **arrays)
     return path
 
