@@ -6,6 +6,7 @@ The mapping is :mod:`spiking_dqn.nir_format`'s; :func:`to_nir` checks every grap
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -13,11 +14,12 @@ from pathlib import Path
 import nir
 import numpy as np
 
+from spiking_dqn.files import atomic_write
 from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.hardware.program_fields import OPTIONAL_ARRAYS, fields_of
 from spiking_dqn.hardware.program_file import FORMAT_NAME
 from spiking_dqn.nir_format import DEFAULT_DT, INTEGRATOR_TAU, METADATA_FIELDS, NIRError, lif_constants, nudge
-from spiking_dqn.nir_read import from_nir
+from spiking_dqn.nir_read import from_nir, read_nir
 
 
 def _neuron_node(
@@ -109,14 +111,32 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT, readout: str = "if") ->
 
 
 def write_nir(program: ChipProgram, path: str | os.PathLike, dt: float = DEFAULT_DT, readout: str = "if") -> Path:
-    """Write the program as a NIR (HDF5) file.
+    """Write the program as a NIR (HDF5) file, atomically.
+
+    The HDF5 file is made in memory (h5py reports some write errors only when its objects are
+    freed), written to a temporary name beside ``path``, read back with :func:`read_nir` and
+    renamed over ``path`` only when it gives the program back (:func:`spiking_dqn.files.atomic_write`):
+    a failure at any point leaves the previous file at ``path`` as it was.
 
     :param program: the chip program
     :param path: file to write (``.nir`` by convention)
     :param dt: tick duration in seconds, see :func:`to_nir`
     :param readout: ``"if"`` or ``"lif"``, see :func:`to_nir`
     :return: the path written
+    :raises NIRError: a program NIR cannot hold (:func:`to_nir`), or a written file that does not read back
+    :raises OSError: the file could not be written (full disk, no permission)
     """
     path = Path(path)
-    nir.write(path, to_nir(program, dt=dt, readout=readout))
+    graph = to_nir(program, dt=dt, readout=readout)
+    buffer = io.BytesIO()
+    nir.write(buffer, graph)  # closed inside nir.write: the HDF5 image is complete in memory
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+        try:
+            back = read_nir(tmp)
+        except NIRError as exc:
+            raise NIRError(f"{path}: the NIR file written does not read back ({exc}); the previous file is kept") from None
+        if back != program:
+            raise NIRError(f"{path}: the NIR file written reads back as another program; the previous file is kept")
     return path

@@ -1,0 +1,96 @@
+"""NIR files that are written atomically and carry their own integrity (issue 27)."""
+
+import builtins
+import errno
+import os
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+
+from spiking_dqn import export
+from spiking_dqn.export import write_nir
+from spiking_dqn.files import PARTIAL_MARK
+from spiking_dqn.nir_format import NIRError
+from spiking_dqn.nir_read import read_nir
+from tests.test_nir import random_program
+
+
+def _write(program, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return write_nir(program, path)
+
+
+@pytest.fixture
+def previous(tmp_path):
+    """A good NIR file already at the target path, and the program it holds."""
+    program = random_program(np.random.default_rng(1), "zero")
+    path = tmp_path / "agent.nir"
+    _write(program, path)
+    return program, path
+
+
+def _assert_kept(previous):
+    program, path = previous
+    assert read_nir(path) == program
+    assert not [p for p in os.listdir(path.parent) if PARTIAL_MARK in p]
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_a_disk_failing_at_the_nth_write_keeps_the_previous_file(previous, monkeypatch, n):
+    new = random_program(np.random.default_rng(2), "subtract")
+    real_open, calls = builtins.open, []
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            calls.append(1)
+            data = bytes(data)
+            if len(calls) > n:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data[: len(data) // 2] if n else data)
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return Full(f) if PARTIAL_MARK in str(file) and "w" in mode else f
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    with pytest.raises((OSError, NIRError)) as info:
+        _write(new, previous[1])
+    assert "\n" not in str(info.value)
+    monkeypatch.undo()
+    _assert_kept(previous)
+
+
+def test_a_failing_hdf5_writer_keeps_the_previous_file(previous, monkeypatch):
+    real, calls = h5py.Group.create_dataset, []
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing)
+    with pytest.raises(OSError):
+        _write(random_program(np.random.default_rng(3), "zero"), previous[1])
+    monkeypatch.undo()
+    _assert_kept(previous)
+
+
+def test_a_file_that_does_not_read_back_is_not_renamed(previous, monkeypatch):
+    monkeypatch.setattr(export, "read_nir", lambda path: random_program(np.random.default_rng(9), "zero"))
+    with pytest.raises(NIRError, match="reads back as another program"):
+        _write(random_program(np.random.default_rng(4), "zero"), previous[1])
+    monkeypatch.undo()
+    _assert_kept(previous)
