@@ -18,7 +18,7 @@ from spiking_dqn.files import atomic_write
 from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.hardware.program_fields import OPTIONAL_ARRAYS, fields_of
 from spiking_dqn.hardware.program_file import FORMAT_NAME
-from spiking_dqn.nir_format import DEFAULT_DT, INTEGRATOR_TAU, METADATA_FIELDS, NIRError, lif_constants, nudge
+from spiking_dqn.nir_format import DEFAULT_DT, DIGEST_KEY, INTEGRATOR_TAU, METADATA_FIELDS, NIRError, lif_constants, nudge
 from spiking_dqn.nir_read import from_nir, read_nir
 
 
@@ -104,6 +104,7 @@ def to_nir(program: ChipProgram, dt: float = DEFAULT_DT, readout: str = "if") ->
         if value is None:  # HDF5 holds no None: an absent key reads back as the field's default
             continue
         metadata[name] = np.array(value) if isinstance(value, (list, np.ndarray)) else value
+    metadata[DIGEST_KEY] = program.digest()  # checked by from_nir: a damaged file is refused
     graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
     if from_nir(graph) != program:  # e.g. a decay so close to 0 that no float tau gives it back
         raise NIRError(f"{program!r} cannot be written as NIR at dt = {dt} so that it reads back bit for bit")

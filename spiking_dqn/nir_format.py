@@ -37,7 +37,8 @@ neuron); a population mixing 1 with other decays is refused.
 What NIR cannot express is kept in the graph's ``metadata`` (:data:`METADATA_KEYS`): the
 reset mode (NIR resets to ``v_reset``; the chip may reset by subtraction), ticks, delay (also as nodes),
 encoder bounds, mode, seed and hybrid slope, lambdas, weight widths, the centred readout
-and ``dt``. A consumer other than ``from_nir`` must read the reset from its own configuration;
+and ``dt``, and the program's checksum (``ChipProgram.digest()``, :data:`DIGEST_KEY`), which
+``from_nir`` checks: a graph whose content no longer matches it is refused as damaged. A consumer other than ``from_nir`` must read the reset from its own configuration;
 ``to_nir`` warns about it for a subtract-reset program. What other readers do with an
 exported graph (snnTorch, Norse) is measured by ``benchmarks/nir_readers.py`` (docs/nir.md).
 """
@@ -60,8 +61,10 @@ METADATA_FIELDS = tuple(f.name for f in fields_of(ChipProgram, ARRAY, SCALAR))
 #: ``tau`` in seconds of an integrator written as a LIF (``to_nir(..., readout="lif")``): ``1 - dt / tau``
 #: is exactly 1 in float64 for ``dt`` <= 1/16 s and in float32 for ``dt`` <= 1 s.
 INTEGRATOR_TAU = 2.0**50
+#: Metadata key of the checksum of the program a graph holds (``ChipProgram.digest()``, every field).
+DIGEST_KEY = "digest"
 #: Graph metadata written by :func:`to_nir` and read by :func:`from_nir`.
-METADATA_KEYS = ("format", "dt", *METADATA_FIELDS)
+METADATA_KEYS = ("format", "dt", *METADATA_FIELDS, DIGEST_KEY)
 NEURON_NODES = (nir.LIF, nir.IF)
 WEIGHT_NODES = (nir.Affine, nir.Linear)
 

@@ -19,7 +19,8 @@ from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.hardware.program_fields import SCALAR, fields_of
 from spiking_dqn.hardware.program_file import FORMAT_NAME, ChipProgramError
 from spiking_dqn.nir_format import (
-    METADATA_KEYS,
+    DIGEST_KEY,
+    METADATA_FIELDS,
     NEURON_NODES,
     WEIGHT_NODES,
     NIRError,
@@ -133,7 +134,11 @@ def from_nir(
     if not (np.isfinite(weight_scale) and weight_scale > 0):
         raise NIRError(f"weight_scale must be finite and positive, got {weight_scale!r}")
     settings = _settings(graph)
+    digest = settings.pop(DIGEST_KEY, None)
     ours = bool(settings)
+    overridden = any(v is not None for v in (dt, ticks, reset, delay, obs_bound, encoding, weight_bits, inputs))
+    if digest is not None and (overridden or weight_scale != 1.0):
+        from_nir(graph)  # the graph's own program first, checked against its checksum
     dt = _tick(settings.pop("dt", None), dt)
     if not (np.isfinite(dt) and dt > 0):
         raise NIRError(f"dt must be finite and positive, got {dt!r}")
@@ -165,7 +170,13 @@ def from_nir(
         settings["v_reset"] = _common_v_reset(populations)
     settings["obs_bound"] = _input_code(settings.get("obs_bound"), obs_bound is not None, inputs, n_in, ours)
     settings.setdefault("lambdas", [weight_scale] * len(populations))
-    return _program(populations, settings)
+    program = _program(populations, settings)
+    if digest is not None and not overridden and weight_scale == 1.0 and program.digest() != digest:
+        raise NIRError(
+            "the NIR graph is damaged: its content does not match the checksum written with it (metadata "
+            f"{DIGEST_KEY!r}); export the program again"
+        )
+    return program
 
 
 def _synaptic_delay(graph: nir.NIRGraph, body: list[str], dt: float) -> tuple[list[str], int]:
@@ -244,8 +255,13 @@ def _settings(graph: nir.NIRGraph) -> dict[str, Any]:
     """The program settings a graph written by :func:`to_nir` carries (``dt`` and program fields; none for others)."""
     meta = {k: _plain(v) for k, v in (graph.metadata or {}).items()}
     if meta.get("format") != FORMAT_NAME:
+        if DIGEST_KEY in meta:
+            raise NIRError(
+                f"the NIR graph is damaged: it carries this package's checksum (metadata {DIGEST_KEY!r}) but its "
+                f"format tag is {meta.get('format')!r}, not {FORMAT_NAME!r}; export the program again"
+            )
         return {}
-    settings = {k: meta[k] for k in METADATA_KEYS[1:] if k in meta}
+    settings = {k: meta[k] for k in ("dt", *METADATA_FIELDS, DIGEST_KEY) if k in meta}
     for f in fields_of(ChipProgram, SCALAR):  # list fields come back from HDF5 as arrays
         if isinstance(settings.get(f.name), np.ndarray):
             settings[f.name] = np.atleast_1d(settings[f.name]).tolist()

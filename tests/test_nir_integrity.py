@@ -94,3 +94,57 @@ def test_a_file_that_does_not_read_back_is_not_renamed(previous, monkeypatch):
         _write(random_program(np.random.default_rng(4), "zero"), previous[1])
     monkeypatch.undo()
     _assert_kept(previous)
+
+
+def _edit(path, name, value):
+    with h5py.File(path, "r+") as f:
+        del f[name]
+        f[name] = value
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("node/nodes/affine_0/weight", np.zeros((9, 6), np.float32)),
+        ("node/metadata/ticks", 7),
+        ("node/metadata/centered_readout", True),
+        ("node/metadata/v_reset", 0.5),
+        ("node/metadata/seed", 12),
+    ],
+)
+def test_an_edited_file_is_refused_as_damaged(previous, name, value):
+    _edit(previous[1], name, value)
+    with pytest.raises(NIRError, match="damaged"):
+        read_nir(previous[1])
+
+
+def test_a_lost_format_tag_is_refused_as_damaged(previous):
+    _edit(previous[1], "node/metadata/format", "spiking_dqn.chip_programX")
+    with pytest.raises(NIRError, match="damaged.*format tag"):
+        read_nir(previous[1], dt=1e-3)
+
+
+def test_options_still_override_a_checked_graph(previous):
+    program, path = previous
+    assert read_nir(path, ticks=program.ticks + 1).ticks == program.ticks + 1
+    _edit(path, "node/metadata/ticks", program.ticks + 1)
+    with pytest.raises(NIRError, match="damaged"):
+        read_nir(path, ticks=program.ticks + 1)
+
+
+def test_single_bit_flips_never_load_as_another_program(previous, tmp_path):
+    program, path = previous
+    data = path.read_bytes()
+    rng = np.random.default_rng(27)
+    flipped = tmp_path / "flipped.nir"
+    for position in rng.integers(0, len(data), 150):
+        damaged = bytearray(data)
+        damaged[position] ^= 1 << int(rng.integers(8))
+        flipped.write_bytes(bytes(damaged))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                back = read_nir(flipped)
+        except NIRError:
+            continue
+        assert back == program, f"a flip at byte {position} loaded as another program"
