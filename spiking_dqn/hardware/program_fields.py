@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,13 @@ MAX_POPULATION_NEURONS = 152 * 250
 #: Entries of one weight matrix ``(n_post, n_pre)``: 2**24 int8 weights are 16 MiB in the
 #: file and 64 MiB as the emulator's float32 copy (the shipped programs have under 20_000).
 MAX_PROJECTION_WEIGHTS = 2**24
+#: Bytes of one array of a chip program file (from its header: shape x item size): the
+#: largest weight matrix in int8; any other array of a valid program is far smaller.
+MAX_ARRAY_BYTES = MAX_PROJECTION_WEIGHTS
+#: Bytes of a chip program file's metadata entry (a shipped program's is under 2 KB).
+MAX_METADATA_BYTES = 2**20
+#: Nesting depth of a chip program file's metadata JSON (a valid one has 2: the object, its lists).
+MAX_METADATA_DEPTH = 4
 
 #: One array per projection or population (file arrays ``<name>_<k>``).
 PER_PROJECTION = "per_projection"
@@ -85,7 +93,7 @@ def check_projection_size(shape: tuple[int, ...], what: str) -> None:
             f"{what} has shape {tuple(shape)}: populations have at most MAX_POPULATION_NEURONS = "
             f"{MAX_POPULATION_NEURONS} neurons (one SpiNNaker2 chip at 250 neurons per core)"
         )
-    if int(np.prod(shape, dtype=np.int64)) > MAX_PROJECTION_WEIGHTS:
+    if math.prod(shape) > MAX_PROJECTION_WEIGHTS:
         raise ValueError(
             f"{what} has shape {tuple(shape)}: a projection has at most MAX_PROJECTION_WEIGHTS = "
             f"{MAX_PROJECTION_WEIGHTS} weights"
@@ -100,7 +108,7 @@ def check_weights_shape(shape: tuple[int, ...], what: str) -> None:
 
 def _population_shape(shape: tuple[int, ...], what: str) -> None:
     """A file's population array (or the encoder bounds): at most one entry per neuron of a population."""
-    if int(np.prod(shape, dtype=np.int64)) > MAX_POPULATION_NEURONS:
+    if math.prod(shape) > MAX_POPULATION_NEURONS:
         raise ValueError(
             f"{what} has shape {shape}: populations have at most MAX_POPULATION_NEURONS = "
             f"{MAX_POPULATION_NEURONS} neurons"
@@ -109,7 +117,7 @@ def _population_shape(shape: tuple[int, ...], what: str) -> None:
 
 def _entry_shape(shape: tuple[int, ...], what: str) -> None:
     """A file's state levels or tick gains: at most ``2^MAX_STATE_BITS`` levels or ``MAX_TICKS`` gains."""
-    if int(np.prod(shape, dtype=np.int64)) > max(2**MAX_STATE_BITS, MAX_TICKS):
+    if math.prod(shape) > max(2**MAX_STATE_BITS, MAX_TICKS):
         raise ValueError(f"{what} is too large")
 
 

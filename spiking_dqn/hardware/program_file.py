@@ -22,17 +22,23 @@ are: version 1 only ever held weights in [-127, 127]. Files without ``centered_r
 ``encoding_alpha``, ``state_levels``, ``tick_gain`` or ``model_digest`` load with False, 0,
 None, None and None.
 
-:func:`read_program` checks the metadata and the shape of every array, read from its
-header, before it reads any array, so a damaged or crafted file cannot make it (or a
-backend) allocate without bound.
+:func:`read_program` bounds what it reads in bytes before it reads it: each zip entry's
+declared size (and no encrypted entry), the metadata entry's length (``MAX_METADATA_BYTES``)
+and its JSON nesting (``MAX_METADATA_DEPTH``), then every array's shape, dtype (numeric:
+no void, complex, string or object arrays) and bytes (``MAX_ARRAY_BYTES``) from its
+header, so a damaged or crafted file cannot make it (or a backend) allocate without bound.
+Every failure to read a file is a :class:`ChipProgramError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import zipfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,9 @@ import numpy as np
 from spiking_dqn.files import atomic_write
 from spiking_dqn.hardware.program_fields import (
     ARRAY,
+    MAX_ARRAY_BYTES,
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
     MAX_PROJECTIONS,
     MAX_TICKS,
     OPTIONAL_ARRAYS,
@@ -53,30 +62,57 @@ from spiking_dqn.semantics.checks import is_int
 
 FORMAT_NAME = "spiking-dqn-chip-program"
 FORMAT_VERSION = 2
-# What reading a damaged zip archive can raise (zipfile, numpy's .npy reader).
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, NotImplementedError)
+# What reading a damaged or crafted zip archive can raise (zipfile, zlib, numpy's .npy reader;
+# RuntimeError: an encrypted entry; MemoryError, RecursionError: a header or JSON beyond reason).
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError, NotImplementedError,
+    RuntimeError, MemoryError, RecursionError, OverflowError,
+)
+#: Room for a ``.npy`` header in a zip entry, beyond its data.
+_HEADER_BYTES = 2**16
+#: The dtype kinds of a program's arrays (signed, unsigned integers, floats): no bool, void,
+#: complex, string or object arrays; the program's checks then require int8 weights.
+_NUMERIC_KINDS = "iuf"
 
 
 class ChipProgramError(ValueError):
     """A chip program file that cannot be loaded (corrupt, foreign, too new or invalid)."""
 
 
-def entry_shape(data: Any, name: str) -> tuple[int, ...]:
-    """The shape of array ``name`` of an open ``.npz`` archive, read from its ``.npy`` header only.
+def entry_header(
+    data: Any, name: str, max_bytes: int, check_shape: Callable[[tuple[int, ...], str], None] | None = None
+) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype of array ``name`` of an open ``.npz`` archive, from its ``.npy`` header only.
+
+    The zip entry must not be encrypted nor declare more than ``max_bytes`` (plus a header);
+    the array must not hold more than ``max_bytes``.
 
     :param data: the ``np.load`` result (an ``NpzFile``)
     :param name: the array's name
-    :raises ValueError: an unreadable header (reported as a damaged archive by the loader)
+    :param max_bytes: the most bytes the array may hold
+    :param check_shape: checks the shape first, ``(shape, name) -> None`` raising ``ValueError``
+    :raises ValueError: an unreadable header, or an entry or array over the bound
     """
-    with data.zip.open(f"{name}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, _ = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, _ = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"array {name!r} has an unsupported .npy format version {version}")
-    return tuple(int(n) for n in shape)
+    info = data.zip.getinfo(f"{name}.npy")
+    if info.flag_bits & 0x1:
+        raise ValueError(f"{name} is an encrypted zip entry")
+    try:
+        with data.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy format version {version}")
+            fmt = np.lib.format
+            shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+    except Exception as exc:  # numpy parses headers with tokenize and ast: any of their errors is a damaged file
+        raise ValueError(f"array {name!r} has an unreadable header ({type(exc).__name__}: {exc})") from None
+    shape = tuple(int(n) for n in shape)
+    if check_shape is not None:
+        check_shape(shape, name)
+    if info.file_size > max_bytes + _HEADER_BYTES:
+        raise ValueError(f"{name} declares {info.file_size} bytes, over the limit of {max_bytes} bytes")
+    if any(n < 0 for n in shape) or math.prod(shape) * dtype.itemsize > max_bytes:
+        raise ValueError(f"{name} has shape {shape} of {dtype}, over the limit of {max_bytes} bytes")
+    return shape, dtype
 
 
 # ---------------------------------------------------------------------- writing
@@ -161,11 +197,13 @@ def _from_archive(cls: type, data: Any, path: Path) -> Any:
     for f in fields_of(cls, OPTIONAL_ARRAYS):
         optional[f.name] = _optional_names(f.name, metadata.get(f.name), n, data, path)
         names.update({name: f for name in optional[f.name] or [] if name is not None})
-    for name, f in names.items():  # sizes from the headers, before any array is read
+    for name, f in names.items():  # sizes and dtypes from the headers, before any array is read
         try:
-            f.metadata["check_shape"](entry_shape(data, name), name)
+            _, dtype = entry_header(data, name, MAX_ARRAY_BYTES, f.metadata["check_shape"])
         except ValueError as exc:
             raise ChipProgramError(f"{path}: invalid chip program: {exc}") from None
+        if dtype.kind not in _NUMERIC_KINDS:
+            raise ChipProgramError(f"{path}: invalid chip program: {name} has dtype {dtype.str}, not a number type")
     try:
         arrays = {name: data[name] for name in names}
     except _ARCHIVE_ERRORS as exc:
@@ -193,9 +231,14 @@ def _read_metadata(data: Any, path: Path) -> tuple[dict[str, Any], int]:
     if "metadata" not in data.files:
         raise ChipProgramError(f"{path}: not a spiking-dqn chip program (no 'metadata' entry; foreign .npz?)")
     try:
+        shape, dtype = entry_header(data, "metadata", MAX_METADATA_BYTES)
+        if shape != () or dtype.kind != "U":
+            raise ValueError(f"metadata must be one unicode string, got shape {shape} of {dtype.str}")
         metadata = json.loads(str(data["metadata"][()]))
-    except (ValueError, TypeError, IndexError) as exc:
+    except (ValueError, TypeError, IndexError, RecursionError) as exc:
         raise ChipProgramError(f"{path}: unreadable chip program metadata ({exc})") from None
+    if _depth(metadata) > MAX_METADATA_DEPTH:
+        raise ChipProgramError(f"{path}: chip program metadata nested deeper than {MAX_METADATA_DEPTH} levels")
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         tag = metadata.get("format") if isinstance(metadata, dict) else None
         raise ChipProgramError(
@@ -212,12 +255,27 @@ def _read_metadata(data: Any, path: Path) -> tuple[dict[str, Any], int]:
     return metadata, version
 
 
+def _depth(value: Any) -> int:
+    """How deeply a JSON value nests lists and objects (a scalar: 0), without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        value, level = todo.pop()
+        if isinstance(value, (list, dict)):
+            deepest = max(deepest, level)
+            if level <= MAX_METADATA_DEPTH:  # deeper is refused anyway
+                todo.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
 def _check_metadata(cls: type, metadata: dict[str, Any], version: int, path: Path) -> int:
     """The number of projections, once the metadata holds what its version must and no unbounded size."""
     required = ["n_projections"] + [f.name for f in fields_of(cls, SCALAR) if required_in_file(f, version)]
     missing_keys = [k for k in required if k not in metadata]
     if missing_keys:
         raise ChipProgramError(f"{path}: chip program metadata lacks {missing_keys}")
+    null = [k for k in required if metadata[k] is None]
+    if null:  # a value the file's version requires (weight_bits: null would read as 8 bits)
+        raise ChipProgramError(f"{path}: chip program metadata has null {null} (format version {version})")
     n = metadata["n_projections"]
     if not is_int(n) or not 1 <= n <= MAX_PROJECTIONS:
         raise ChipProgramError(
