@@ -222,7 +222,7 @@ def _from_archive(cls: type, data: Any, path: Path) -> Any:
             kwargs[f.name] = metadata[f.name] if f.name in metadata else f.metadata["absent"]
     try:
         return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise ChipProgramError(f"{path}: invalid chip program: {exc}") from None
 
 
