@@ -45,13 +45,22 @@ exported graph (snnTorch, Norse) is measured by ``benchmarks/nir_readers.py`` (d
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
+import h5py
 import nir
 import numpy as np
 
 from spiking_dqn.hardware.program import ChipProgram
-from spiking_dqn.hardware.program_fields import ARRAY, SCALAR, fields_of
+from spiking_dqn.hardware.program_fields import (
+    ARRAY,
+    MAX_PROJECTION_WEIGHTS,
+    SCALAR,
+    check_projection_size,
+    fields_of,
+)
 from spiking_dqn.hardware.program_file import ChipProgramError
 
 #: Tick duration of exported graphs, in seconds (the chip's 1 ms tick).
@@ -65,6 +74,11 @@ INTEGRATOR_TAU = 2.0**50
 DIGEST_KEY = "digest"
 #: Graph metadata written by :func:`to_nir` and read by :func:`from_nir`.
 METADATA_KEYS = ("format", "dt", *METADATA_FIELDS, DIGEST_KEY)
+#: Limits of a NIR file's HDF5 tree, checked before anything is read (:func:`check_nir_file`): group
+#: nesting, objects, and elements of a string dataset (a chip program's graph needs far fewer).
+MAX_FILE_DEPTH = 8
+MAX_FILE_OBJECTS = 20_000
+MAX_FILE_STRINGS = 4096
 NEURON_NODES = (nir.LIF, nir.IF)
 WEIGHT_NODES = (nir.Affine, nir.Linear)
 
@@ -108,3 +122,63 @@ def lif_constants(alpha: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]
     a = alpha.astype(np.float64)
     tau = nudge(dt / (1.0 - a), lambda i, x: np.float32(1.0 - dt / x) == alpha.flat[i])
     return tau, lif_factor(tau, np.ones_like(tau), dt)
+
+
+# ---------------------------------------------------------------------- files
+
+
+def check_nir_file(path: str | os.PathLike) -> None:
+    """Refuse a NIR (HDF5) file that reaches outside itself or is too large, before any array is read.
+
+    Every link must be a hard link (external and soft links are not followed), no dataset may
+    keep its data in other files (external or virtual storage), and every dataset is a number
+    or string array within the program limits (:data:`MAX_PROJECTION_WEIGHTS` elements, a 2-D
+    one within ``check_projection_size``), checked from its header.
+
+    :raises NIRError: the reason
+    :raises OSError: h5py cannot open the file (the caller maps it)
+    """
+    with h5py.File(path, "r") as f:
+        _check_group(f, 0, [0])
+
+
+def _check_group(group: h5py.Group, depth: int, count: list[int]) -> None:
+    if depth > MAX_FILE_DEPTH:
+        raise NIRError(f"{group.name}: groups nested deeper than {MAX_FILE_DEPTH}; not a NIR graph of a chip program")
+    for name in group:
+        count[0] += 1
+        if count[0] > MAX_FILE_OBJECTS:
+            raise NIRError(f"more than {MAX_FILE_OBJECTS} objects in the file; not a NIR graph of a chip program")
+        link = group.get(name, getlink=True)
+        where = f"{group.name.rstrip('/')}/{name}"
+        if not isinstance(link, h5py.HardLink):
+            raise NIRError(f"{where} is a link ({type(link).__name__}): links to other files or places are not followed")
+        item = group[name]
+        if isinstance(item, h5py.Group):
+            _check_group(item, depth + 1, count)
+        elif isinstance(item, h5py.Dataset):
+            _check_dataset(item, where)
+        else:
+            raise NIRError(f"{where} is a {type(item).__name__}, not a group or dataset of a NIR graph")
+
+
+def _check_dataset(data: h5py.Dataset, where: str) -> None:
+    if data.external or data.is_virtual:
+        raise NIRError(f"{where} keeps its data in other files; a NIR file of a chip program holds its data itself")
+    kind, size = data.dtype.kind, math.prod(data.shape) if data.shape is not None else 0  # exact, no overflow
+    strings = kind == "S" or (kind == "O" and h5py.check_string_dtype(data.dtype) is not None)
+    if strings:
+        if size > MAX_FILE_STRINGS or data.dtype.itemsize > 4096:
+            raise NIRError(f"{where}: a string dataset of shape {data.shape} ({data.dtype}) is too large")
+        return
+    if kind not in "biuf" or data.dtype.itemsize > 8:
+        raise NIRError(f"{where}: dtype {data.dtype} is not a number type of a NIR graph")
+    if size > MAX_PROJECTION_WEIGHTS:
+        raise NIRError(
+            f"{where} has shape {data.shape}: more than MAX_PROJECTION_WEIGHTS = {MAX_PROJECTION_WEIGHTS} values"
+        )
+    if len(data.shape) == 2:
+        try:
+            check_projection_size(data.shape, where)
+        except ValueError as exc:
+            raise NIRError(str(exc)) from None

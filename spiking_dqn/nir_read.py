@@ -24,6 +24,7 @@ from spiking_dqn.nir_format import (
     NEURON_NODES,
     WEIGHT_NODES,
     NIRError,
+    check_nir_file,
     lif_alpha,
     lif_factor,
 )
@@ -79,6 +80,8 @@ def _plain(value: Any) -> Any:
 def _flat(node: nir.NIRNode, field: str, n: int, what: str) -> np.ndarray:
     """A node parameter as a float64 vector of length ``n`` (a scalar broadcasts)."""
     value = np.asarray(getattr(node, field), dtype=np.float64)
+    if not np.all(np.isfinite(value)) and field != "tau":  # an infinite tau has its own message
+        raise NIRError(f"{what}.{field} holds non-finite values (NaN or infinity)")
     if value.ndim == 0:
         value = np.full(n, float(value))
     if value.shape != (n,):
@@ -127,8 +130,25 @@ def from_nir(
     :return: the chip program
     :raises NIRError: unsupported nodes, cycles or branches, mismatched sizes, weights that
         are beyond the weight width's range after scaling, ``v_reset`` differing between neurons,
-        or settings that make no valid program
+        or settings that make no valid program (every failure of the conversion is a ``NIRError``)
     """
+    options = {"dt": dt, "weight_scale": weight_scale, "ticks": ticks, "reset": reset, "delay": delay,
+               "obs_bound": obs_bound, "encoding": encoding, "weight_bits": weight_bits, "inputs": inputs}
+    try:
+        with np.errstate(all="ignore"):
+            return _graph_program(graph, **options)
+    except NIRError:
+        raise
+    except (ChipProgramError, ArithmeticError, TypeError, KeyError, ValueError, IndexError, AttributeError) as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise NIRError(f"the NIR graph makes no chip program ({reason})") from None
+
+
+def _graph_program(
+    graph: nir.NIRGraph, *, dt: Any, weight_scale: Any, ticks: Any, reset: Any, delay: Any, obs_bound: Any,
+    encoding: Any, weight_bits: Any, inputs: Any,
+) -> ChipProgram:
+    """:func:`from_nir`'s conversion (its errors other than :class:`NIRError` are mapped there)."""
     if not isinstance(graph, nir.NIRGraph):
         raise NIRError(f"from_nir expects a nir.NIRGraph, got {type(graph).__name__}")
     if not (np.isfinite(weight_scale) and weight_scale > 0):
@@ -144,6 +164,9 @@ def from_nir(
         raise NIRError(f"dt must be finite and positive, got {dt!r}")
     options = {"ticks": ticks, "reset": reset, "delay": delay, "obs_bound": obs_bound, "encoding": encoding}
     settings.update({name: value for name, value in options.items() if value is not None})
+    for name in ("ticks", "delay", "seed"):  # metadata or options: whole numbers, never rounded
+        if settings.get(name) is not None:
+            settings[name] = _integral(settings[name], name)
     settings.setdefault("reset", "zero")  # NIR's reset, for graphs not made here
     if settings["reset"] not in RESET_MODES:
         raise NIRError(f"reset must be one of {RESET_MODES}, got {settings['reset']!r}")
@@ -297,6 +320,8 @@ def _population(
     w = np.asarray(wnode.weight, dtype=np.float64)
     if w.ndim != 2 or w.shape[1] != n_pre:
         raise NIRError(f"{wname}: weight of shape {w.shape} does not take the {n_pre} outputs before it")
+    if not np.all(np.isfinite(w)):
+        raise NIRError(f"{wname}: the weights hold non-finite values (NaN or infinity)")
     n = w.shape[0]
     bias = _flat(wnode, "bias", n, wname) if isinstance(wnode, nir.Affine) else np.zeros(n)
     thr = _flat(nnode, "v_threshold", n, nname)
@@ -304,7 +329,7 @@ def _population(
     vr = _flat(nnode, "v_reset", n, nname)
     if isinstance(nnode, nir.LIF):
         tau = _flat(nnode, "tau", n, nname)
-        if np.any(tau <= 0) or np.any(np.isinf(tau)):
+        if not (np.all(tau > 0) and np.all(np.isfinite(tau))):
             raise NIRError(f"{nname}: tau must be finite and positive (an infinite tau is an IF node)")
         alpha = lif_alpha(tau, dt)
         factor = lif_factor(tau, r, dt)
@@ -348,19 +373,23 @@ def _common_v_reset(populations: list[_Population]) -> float:
 
 def _program(populations: list[_Population], settings: dict[str, Any]) -> ChipProgram:
     """The chip program of the populations and the settings, or a :class:`NIRError` saying why there is none."""
-    for name in ("ticks", "delay"):
-        if name in settings:
-            settings[name] = int(settings[name])
     try:
         return ChipProgram(
             weights=[p.weights for p in populations], thresholds=[p.thresholds for p in populations],
             alpha_decay=[p.alpha_decay for p in populations], i_offset=[p.i_offset for p in populations],
             **settings,
         )
-    except ChipProgramError:
-        raise
-    except ValueError as exc:
+    except (ChipProgramError, ValueError, TypeError) as exc:
         raise NIRError(f"the NIR graph makes no valid chip program: {exc}") from None
+
+
+def _integral(value: Any, name: str) -> int:
+    """A setting that must be a whole number (``ticks``, ``delay``, ``seed``), or a :class:`NIRError`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise NIRError(f"{name} must be an integer, got {value!r}")
+    if not (np.isfinite(value) and float(value).is_integer()):
+        raise NIRError(f"{name} must be an integer, got {value!r}")
+    return int(value)
 
 
 def read_nir(path: str | os.PathLike, **options: Any) -> ChipProgram:
@@ -376,9 +405,13 @@ def read_nir(path: str | os.PathLike, **options: Any) -> ChipProgram:
     if not path.is_file():
         raise FileNotFoundError(f"no NIR file at {path}")
     try:
+        check_nir_file(path)  # links, external storage and sizes, from the headers only
         graph = nir.read(path)
+    except NIRError as exc:
+        raise NIRError(f"{path}: {exc}") from None
     except Exception as exc:  # h5py, nir's asserts and KeyErrors: the file is not a readable NIR graph
-        raise NIRError(f"{path}: not a readable NIR file ({type(exc).__name__}: {exc})") from None
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise NIRError(f"{path}: not a readable NIR file ({reason})") from None
     if not isinstance(graph, nir.NIRGraph):
         raise NIRError(f"{path}: holds a single {type(graph).__name__} node, not a NIR graph")
     return from_nir(graph, **options)
