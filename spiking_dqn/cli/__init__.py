@@ -14,6 +14,8 @@ The commands parse and print; the work is the library's (the recipes of
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import shlex
 import sys
 import warnings
@@ -23,6 +25,7 @@ from typing import TextIO
 from spiking_dqn import __version__
 from spiking_dqn.cli import compare, demo, export, fit, train
 from spiking_dqn.cli.arguments import CLIError, HelpFormatter, SubcommandParser, join_negative_lists, parse_lambda
+from spiking_dqn.cli.checks import check_arguments
 from spiking_dqn.cli.loading import infer_env_id, load_spiking_model
 
 __all__ = [
@@ -43,7 +46,13 @@ EXAMPLES = """examples:
   spiking-dqn calibrate agents/trained/CartPole-v0/model.zip
   spiking-dqn search agents/trained/CartPole-v0/model.zip --storage sqlite:///runs/search.db
   spiking-dqn export agents/trained/CartPole-v0/chip_program.npz --nir runs/cartpole.nir
+
+errors: bad input ends in a one-line "error: ..." and exit status 2; a file that cannot be
+written (full disk, no permission) or memory running out in a one-line error and exit status 1.
+For a bug report, show the traceback: spiking-dqn --debug COMMAND ... (or SPIKING_DQN_DEBUG=1).
 """
+#: Environment variable that shows the traceback of an error, as ``--debug`` does.
+DEBUG_VARIABLE = "SPIKING_DQN_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spiking-dqn", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error (for bug reports; or {DEBUG_VARIABLE}=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=SubcommandParser)
     train.add_parser(sub)
     demo.add_parser(sub)
@@ -64,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spiking-dqn`` console script.
 
     :param argv: the arguments (default: ``sys.argv[1:]``)
-    :return: the exit status (2 for a user error)
+    :return: the exit status (2 for a user error, 1 for a file that cannot be written or memory running out)
     """
     argv = join_negative_lists(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
@@ -73,13 +84,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["spiking-dqn", *argv])
+    debug = args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     with warnings.catch_warnings():
         show_each_warning_once()
         try:
+            check_arguments(args)
             return int(args.func(args))
         except CLIError as exc:
+            if debug:
+                raise
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except (OSError, MemoryError) as exc:
+            if debug:
+                raise
+            print(f"error: {error_line(exc)} (run with --debug or {DEBUG_VARIABLE}=1 for the traceback)",
+                  file=sys.stderr)
+            return 1
+
+
+def error_line(exc: OSError | MemoryError) -> str:
+    """One line saying what failed: a file that could not be written or read, or memory that ran out.
+
+    :param exc: the error
+    """
+    if isinstance(exc, MemoryError):
+        return f"out of memory{': ' + str(exc) if str(exc) else ''} (a smaller network, fewer ticks or a smaller batch)"
+    what = {errno.ENOSPC: "no space left on the device", errno.EACCES: "permission denied",
+            errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded"}.get(exc.errno or 0)
+    where = exc.filename if exc.filename is not None else ""
+    text = what or exc.strerror or str(exc) or type(exc).__name__
+    return " ".join(f"{text}{': ' + str(where) if where else ''}".split())
 
 
 def commands_overview(parser: argparse.ArgumentParser) -> str:

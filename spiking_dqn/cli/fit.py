@@ -60,7 +60,6 @@ from spiking_dqn.quantization.levels import LEVEL_SCHEMES
 from spiking_dqn.pipeline.settings import Method
 from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES
 from spiking_dqn.search import SearchInterrupted, StorageUnavailableError
-from spiking_dqn.search.storage import parse_storage_url
 
 #: Exit status of an unreachable storage and of an interrupted search (bad input is 2).
 EXIT_STORAGE = 3
@@ -157,20 +156,6 @@ DEPLOY = ("model", "lam", "weight_bits", "state_bits", "state_levels", "out", "t
           "final_episodes", "seed", "progress")
 
 
-def check_storage_url(storage: str | None) -> None:
-    """Refuse a malformed ``--storage`` URL or one with an unknown scheme, before any work (exit status 2).
-
-    :param storage: ``--storage`` (None: in memory)
-    :raises CLIError: what :func:`spiking_dqn.search.storage.parse_storage_url` refuses
-    """
-    if storage is None:
-        return
-    try:
-        parse_storage_url(storage)
-    except StorageUnavailableError as exc:
-        raise CLIError(f"--storage: {exc}") from None
-
-
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
     # The fit's own warnings (clipping, saturation), once each; not the deprecation notices of
     # third-party imports (Box2D's SWIG bindings) that "always" also records.
@@ -255,8 +240,7 @@ def _print_files(result: FitResult) -> None:
 
 def cmd_search(parsed: argparse.Namespace) -> int:
     """``spiking-dqn search``: two-stage threshold grid search on the backend."""
-    options = read_options(parsed, FitOptions)
-    check_storage_url(options.storage)
+    options = read_options(parsed, FitOptions)  # --storage checked by spiking_dqn.cli.checks
     settings = SearchSettings(
         stage1_grid=tuple(options.stage1), stage2_factors=tuple(options.stage2), episodes=options.episodes,
         storage=options.storage, study_name=options.study_name, heartbeat_interval=options.heartbeat_interval,
