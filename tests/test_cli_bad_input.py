@@ -90,6 +90,18 @@ def test_write_failures_end_in_one_line_and_exit_1(error: BaseException, tmp_pat
     assert "--debug" in err
 
 
+def test_full_disk_in_deploy_ends_in_one_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.npz"))
+
+    monkeypatch.setattr("spiking_dqn.hardware.program.ChipProgram.save", fail)
+    code, err = _run(["deploy", MODEL, "--final-episodes", "0", "--out", str(tmp_path / "x.npz")], capsys)
+    assert code == 1
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: no space left on the device"), err
+
+
 def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from spiking_dqn.cli import CLIError
