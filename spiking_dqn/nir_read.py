@@ -137,7 +137,9 @@ def from_nir(
     try:
         with np.errstate(all="ignore"):
             return _graph_program(graph, **options)
-    except NIRError:
+    except NIRError as exc:  # one line, even where it shows a hostile value
+        if "\n" in str(exc):
+            raise NIRError(" ".join(str(exc).split())) from None
         raise
     except (ChipProgramError, ArithmeticError, TypeError, KeyError, ValueError, IndexError, AttributeError) as exc:
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -16,7 +16,7 @@ from tests.test_nir import random_program
 
 JUNK = [np.nan, np.inf, -np.inf, -1, 0, 0.5, 10.9, 1e300, 2**70, -(2**70), "x", b"\xff", True, None,
         np.array([1, 2]), np.array([]), np.array([[1.0]]), np.array([np.nan, 1.0]), [1, "a"], {"a": 1},
-        np.array(["a", "b"]), 3, 8, 1e-3]
+        np.array(["a", "b"]), np.zeros((3, 3)), 3, 8, 1e-3]
 FILE_JUNK = [np.nan, np.inf, -1, 0, 0.5, 10.9, 1e300, 2**62, "x", True, np.array([1, 2]), np.array([], np.float32),
              np.array([[1.0]]), np.array([np.nan, 1.0]), np.zeros((3, 3, 3)), np.array([1 + 2j]), 3, 1e-3]
 
