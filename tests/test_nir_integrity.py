@@ -148,3 +148,31 @@ def test_single_bit_flips_never_load_as_another_program(previous, tmp_path):
         except NIRError:
             continue
         assert back == program, f"a flip at byte {position} loaded as another program"
+
+
+def test_export_on_a_full_disk_keeps_the_previous_file_and_says_nothing_was_written(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from spiking_dqn.cli import main
+    from spiking_dqn.hardware.program import ChipProgram
+
+    source = Path(__file__).resolve().parents[1] / "agents" / "trained" / "CartPole-v0" / "chip_program.npz"
+    out = tmp_path / "cartpole.nir"
+    assert main(["export", str(source), "--nir", str(out)]) == 0
+    capsys.readouterr()
+    real_open = builtins.open
+
+    def full_disk(file, mode="r", *args, **kwargs):
+        if PARTIAL_MARK in str(file) and "w" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_disk)
+    try:
+        rc = main(["export", str(source), "--nir", str(out)])
+    except (OSError, SystemExit):  # the CLI's own handling of OSError is the CLI's (issue 27)
+        rc = 1
+    monkeypatch.undo()
+    assert rc != 0
+    assert "NIR graph written" not in capsys.readouterr().out
+    assert read_nir(out) == ChipProgram.load(source)
