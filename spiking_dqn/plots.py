@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from spiking_dqn.files import atomic_write
+
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the non-interactive Agg backend."""
@@ -67,7 +69,8 @@ def plot_rewards(rewards: Mapping[str, Sequence[float]], title: str, path: str |
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("points: episodes; black: mean ± std", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -86,7 +89,8 @@ def plot_spike_raster(
         fig, ax = plt.subplots(figsize=(5, 2))
         ax.text(0.5, 0.5, "no spike trains recorded", ha="center", va="center")
         ax.axis("off")
-        fig.savefig(path, dpi=110)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
         return
     trains = raster.spike_trains
@@ -117,5 +121,6 @@ def plot_spike_raster(
     obs = ", ".join(f"{x:.3g}" for x in np.asarray(raster.observation).ravel())
     fig.suptitle(f"one inference on the {raster.source} (observation [{obs}])", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from spiking_dqn.files import atomic_write_text
 from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.hardware.energy import EnergyEstimate
 from spiking_dqn.hardware.mapping import map_program
@@ -394,8 +395,8 @@ class ComparisonReport:
             "reward.png": out / "reward.png",
             "spike_raster.png": out / "spike_raster.png",
         }
-        paths["report.json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        paths["report.md"].write_text(self.to_markdown())
+        atomic_write_text(paths["report.json"], json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(paths["report.md"], self.to_markdown())
         plot_rewards(
             {f"float ({self.float_device})": self.float_rewards, self.chip_label: self.chip_rewards},
             f"{self.env_id}: {self.n_episodes} episodes each (agreement {self.agreement:.1%})",

@@ -43,6 +43,7 @@ from spiking_dqn.cli.arguments import (
     read_options,
 )
 from spiking_dqn.cli.loading import backend_options, infer_env_id, load_program, load_spiking_model, require_env_id
+from spiking_dqn.files import atomic_write
 from spiking_dqn.hardware import BACKENDS, ChipProgramError, get_backend
 from spiking_dqn.hardware.mapping import map_program
 from spiking_dqn.pipeline import (
@@ -309,7 +310,8 @@ def cmd_deploy(parsed: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     options.out.parent.mkdir(parents=True, exist_ok=True)  # only once the options are known to be good
     if result.qat is not None and result.qat.kept:
-        model.save(options.out.parent / "model_qat.zip")
+        with atomic_write(options.out.parent / "model_qat.zip") as tmp:
+            model.save(tmp)
     _print_qat(result, options.out.parent)
     program = result.program
     program.save(options.out)

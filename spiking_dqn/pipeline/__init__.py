@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3 import DQN
 
+from spiking_dqn.files import atomic_write, atomic_write_text
 from spiking_dqn.grid import Grid
 from spiking_dqn.hardware.backend import Backend, get_backend
 from spiking_dqn.hardware.energy import estimate
@@ -358,14 +359,15 @@ def _save(result: FitResult, model: DQN | SpikingQNetwork, folder: Path, save_mo
     if result.calibration is not None:
         result.files.update({f"calibration_{k}": v for k, v in result.calibration.save(folder).items()})
     if save_model and result.qat is not None and result.qat.kept:
-        model.save(folder / "model_qat.zip")
+        with atomic_write(folder / "model_qat.zip") as tmp:
+            model.save(tmp)
         result.files["model"] = str(folder / "model_qat.zip")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result.program.save(folder / "best_program.npz")
     result.files["program"] = str(folder / "best_program.npz")
     result.files["summary"] = str(folder / "summary.json")
-    (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=float) + "\n")
+    atomic_write_text(folder / "summary.json", json.dumps(result.summary(), indent=2, default=float) + "\n")
 
 
 __all__ = [

@@ -15,6 +15,7 @@ from typing import Any
 from stable_baselines3 import DQN
 
 from spiking_dqn.compare import compare
+from spiking_dqn.files import atomic_write, atomic_write_text
 from spiking_dqn.pipeline import QATSettings, Seeds, fit_to_chip
 from spiking_dqn.quantization import LambdaSpec
 from spiking_dqn.recipes.card import replace_card_section
@@ -55,7 +56,8 @@ def deploy_and_compare(folder: Path, env_id: str, episodes: int, seed: int = 0, 
     if fit.qat is not None:
         summary["qat"] = fit.qat.to_dict()
         deployed = folder / "model_qat.zip"
-        model.save(deployed)
+        with atomic_write(deployed) as tmp:
+            model.save(tmp)
     program_path = folder / "chip_program.npz"
     fit.program.save(program_path)
     report = compare(model, env_id, program=program_path, n_episodes=episodes, seed=seed, progress=progress)
@@ -77,7 +79,7 @@ def deploy_and_compare(folder: Path, env_id: str, episodes: int, seed: int = 0, 
         figures["trained_agent_float_reward"] = original["reward"]["float"]["mean"]["value"]
         figures["trained_agent_action_agreement"] = original["action_agreement"]["value"]
     summary["figures"] = figures
-    (folder / "deployment.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(folder / "deployment.json", json.dumps(summary, indent=2, default=str) + "\n")
     replace_card_section(folder / "README.md", "deployment", card_section(folder, deployed, summary, fit.program.lambdas))
     return summary, report
 

@@ -58,6 +58,7 @@ import torch as th
 from stable_baselines3 import DQN
 from tqdm.auto import tqdm
 
+from spiking_dqn.files import atomic_write_text
 from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
 from spiking_dqn.network import SpikingQNetwork
@@ -152,7 +153,7 @@ class CalibrationResult:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         files = {"json": directory / f"{prefix}.json", "program": directory / "calibrated_program.npz"}
-        files["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(files["json"], json.dumps(self.to_dict(), indent=2) + "\n")
         self.program.save(files["program"])
         return {k: str(v) for k, v in files.items()}
 

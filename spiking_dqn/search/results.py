@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from spiking_dqn.files import atomic_write, atomic_write_text
 from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.plots import pyplot
 
@@ -197,8 +198,9 @@ class ThresholdSearchResult:
             "plot": directory / f"{prefix}.png",
             "program": directory / "best_program.npz",
         }
-        pd.DataFrame(self.rows()).to_csv(files["csv"], index=False)
-        files["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        with atomic_write(files["csv"]) as tmp:
+            pd.DataFrame(self.rows()).to_csv(tmp, index=False)
+        atomic_write_text(files["json"], json.dumps(self.to_dict(), indent=2) + "\n")
         plot_search(self, files["plot"])
         self.program.save(files["program"])
         self.files = {k: str(v) for k, v in files.items()}
@@ -259,5 +261,6 @@ def plot_search(result: ThresholdSearchResult, path: str | os.PathLike) -> None:
     best = result.best
     ax.set_title("stage 2: best " + ", ".join(f"{m:.3g}" for m in best.multipliers) + f" -> {best.mean_reward:.4g}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
