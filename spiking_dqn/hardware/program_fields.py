@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from spiking_dqn.semantics.checks import check_real
-from spiking_dqn.semantics.levels import MAX_STATE_BITS, check_levels_array
+from spiking_dqn.semantics.levels import MAX_STATE_BITS, check_levels_array, readonly
 from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS, INT8_WEIGHT_LIMIT, check_weight_bits, weight_limit
 
 # Size limits of a program. They bound what a program (and a file claiming to be one) can
@@ -231,11 +231,6 @@ def fields_repr(program: Any, head: str) -> str:
 # ---------------------------------------------------------------------- checks of the fields
 
 
-def _readonly(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
-
-
 def check_weights(value: Any) -> list[np.ndarray]:
     """``ChipProgram.weights`` as readonly int8 copies: 2-D, within the limits, chained layer to layer.
 
@@ -261,7 +256,7 @@ def check_weights(value: Any) -> list[np.ndarray]:
             raise ValueError(
                 f"weights[{k}] contains -128; chip weights must be in [-{INT8_WEIGHT_LIMIT}, {INT8_WEIGHT_LIMIT}]"
             )
-        weights.append(_readonly(w.copy()))
+        weights.append(readonly(w.copy()))
     for k in range(1, len(weights)):
         if weights[k].shape[1] != weights[k - 1].shape[0]:
             raise ValueError(
@@ -298,7 +293,7 @@ def _population_array(values: Any, n: int, what: str, k: int) -> np.ndarray:
         raise ValueError(f"{what}[{k}] must have shape ({n},) to match population {k}, got {array.shape}")
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{what}[{k}] contains NaN or infinite values")
-    return _readonly(array)
+    return readonly(array)
 
 
 def check_population_arrays(name: str, values: Any, sizes: list[int]) -> list[np.ndarray]:
@@ -343,7 +338,7 @@ def check_obs_bound(value: Any, n_inputs: int) -> np.ndarray | None:
             f"the first projection has {n_inputs} pre neurons but an observation of dimension "
             f"{bound.size} drives {2 * bound.size} input neurons (signed two-neuron code)"
         )
-    return _readonly(bound)
+    return readonly(bound)
 
 
 def check_encoding_alpha(alpha: Any, encoding: str) -> float:
@@ -420,7 +415,7 @@ def check_tick_gain(value: Any, n_projections: int, ticks: int) -> list[np.ndarr
             raise ValueError(f"{where} must have shape (ticks,) = ({ticks},), got {array.shape}")
         if not np.all(np.isfinite(array)):
             raise ValueError(f"{where} must be finite")
-        return _readonly(array)
+        return readonly(array)
 
     return _per_entry(value, n_projections, "tick_gain", "projection", check)
 

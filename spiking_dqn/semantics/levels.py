@@ -15,7 +15,8 @@ import numpy as np
 MAX_STATE_BITS = 16
 
 
-def _readonly(array: np.ndarray) -> np.ndarray:
+def readonly(array: np.ndarray) -> np.ndarray:
+    """``array`` itself, made read-only (the arrays of a program and its levels are never written)."""
     array.flags.writeable = False
     return array
 
@@ -49,4 +50,4 @@ def check_levels_array(entry: Any, where: str, power_of_two: bool = True) -> np.
         raise ValueError(f"{where} must be finite")
     if not np.all(np.diff(array) > 0):
         raise ValueError(f"{where} must be sorted and strictly increasing")
-    return _readonly(array)
+    return readonly(array)
