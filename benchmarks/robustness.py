@@ -1,0 +1,350 @@
+"""Does every training seed deploy? The float agent against its chip program, seed by seed, for each fine-tuning.
+
+    python benchmarks/robustness.py --env CartPole-v0 --seeds 0-9            # train what is missing, fit, evaluate
+    python benchmarks/robustness.py --env CartPole-v0 --seeds 0-9 --weight-bits 4
+    python benchmarks/robustness.py --env Acrobot-v1 --seeds 0 1 --jobs 2    # two agents at once
+    python benchmarks/robustness.py --no-run --update-docs                   # tables, plot and docs from the JSON
+
+For each task and training seed the agent is trained through the user's path: the code of
+``spiking-dqn train ENV --seed S --qat-steps 0`` (:func:`spiking_dqn.recipes.recipe.train_and_evaluate`
+with the task's hyperparameters from ``zoo_configs/dqn.yml``, fine-tuning off), cached in
+``--work/<env>/seed<S>/`` (with ``command.txt``) so that a re-run or another variant does not
+retrain. Then each variant fits a fresh copy of the agent as trained (``model_trained.zip``)
+to the chip with :func:`spiking_dqn.pipeline.fit_to_chip` on the emulator (:data:`VARIANTS`):
+
+* ``ptq``: no QAT, threshold calibration (the plain post-training program with calibration);
+* ``ptq-search``: no QAT, calibration and the two-stage threshold grid search;
+* ``td-qat``: today's path, the recipe's online TD QAT (its steps, learning rate, 20-episode
+  checks every 1000 steps, best checked weights kept), deployed as ``spiking-dqn deploy`` does;
+* ``td-qat-small``: the same at :data:`SMALL_LR_FACTOR` times the learning rate;
+* ``distill``: QAT by distillation from the float agent (``QATSettings(mode="distill")``; left
+  out, with a note, where the installed package has no such mode);
+* ``default``: ``fit_to_chip``'s defaults, whatever they are when the study runs.
+
+The float agent as trained and every chip program play the same ``--episodes`` held-out
+episodes (env seeds ``EVAL_SEED`` + i, the recipes' final evaluation, apart from every episode
+a fit plays). Rewards are normalised as ``(R - R_worst) / (R_float - R_worst)`` with R_worst
+of :data:`robustness_tables.WORST`, and checked against the issue's targets
+(``robustness_tables.TARGETS``, printed met / not met / open). Wall times: training (the
+recipe's record) and each fit, against today's path (training plus ``td-qat``).
+
+Rows (one per task, seed and weight width) are merged with those of earlier runs
+(``merge.merge_with_previous``; a re-run of some variants keeps the others' figures for the
+same agent). Writes ``robustness.json``, ``robustness.md`` and ``robustness.png`` to ``--out``
+(default ``benchmarks/results/``); ``--update-docs`` writes the tables and the plot into
+``docs/benchmarks.md`` between ``<!-- robustness:begin/end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import platform
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import gymnasium as gym  # noqa: E402
+import torch as th  # noqa: E402
+from stable_baselines3 import DQN  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from docs_pages import figure_links, update_page  # noqa: E402
+from merge import merge_with_previous  # noqa: E402
+from robustness_tables import markdown, normalised, plot, summarise, worst_reward  # noqa: E402
+from spiking_dqn.pipeline import QATSettings, fit_to_chip  # noqa: E402
+from spiking_dqn.recipes.hyperparams import hyperparams_for, qat_learning_rate  # noqa: E402
+from spiking_dqn.recipes.recipe import (  # noqa: E402
+    EVAL_SEED, QAT_CHECK_EPISODES, QAT_CHECK_FREQ, TRAINED_NAME, TrainOptions, train_and_evaluate, with_overrides,
+)
+from spiking_dqn.recipes.versions import versions_line  # noqa: E402
+from spiking_dqn.rollouts import backend_reward, float_reward  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "runs" / "robustness"
+#: ``td-qat-small``'s learning rate over the recipe's QAT learning rate.
+SMALL_LR_FACTOR = 0.2
+#: The recipe's QAT steps (``spiking-dqn train``'s ``--qat-steps`` default).
+RECIPE_QAT_STEPS: int = {f.name: f for f in dataclasses.fields(TrainOptions)}["qat_steps"].default
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One agent of the study: a task, a training seed and a weight width, and how to measure it.
+
+    :param env_id: Gymnasium id
+    :param seed: training seed
+    :param weight_bits: bits per weight of the chip programs
+    :param variants: the fine-tuning variants to fit (names of :data:`VARIANTS`)
+    :param episodes: held-out episodes of the float agent and of each chip program
+    :param work: where the trained agents are cached
+    :param timesteps: training steps (None: the task's hyperparameters')
+    :param qat_steps: QAT steps of the QAT variants (None: the recipe's)
+    """
+
+    env_id: str
+    seed: int
+    weight_bits: int
+    variants: tuple[str, ...]
+    episodes: int
+    work: Path
+    timesteps: int | None = None
+    qat_steps: int | None = None
+
+
+def _recipe_qat(job: Job, model: DQN, factor: float = 1.0) -> dict[str, Any]:
+    """The recipe's online TD QAT (``spiking-dqn train``'s), its learning rate times ``factor``; deploy's method."""
+    rate = qat_learning_rate(job.env_id) or float(model.lr_schedule(0.0))
+    steps = RECIPE_QAT_STEPS if job.qat_steps is None else job.qat_steps
+    return {"qat": QATSettings(steps, learning_rate=rate * factor, check_episodes=QAT_CHECK_EPISODES,
+                               check_freq=QAT_CHECK_FREQ), "method": "none"}
+
+
+def _distill(job: Job, model: DQN) -> dict[str, Any]:
+    steps = RECIPE_QAT_STEPS if job.qat_steps is None else job.qat_steps
+    return {"qat": QATSettings(steps, mode="distill"), "method": "none"}
+
+
+#: The fine-tuning variants: ``fit_to_chip`` keyword arguments for a job and its fresh model.
+VARIANTS: dict[str, Callable[[Job, DQN], dict[str, Any]]] = {
+    "ptq": lambda job, model: {"method": "calibrate"},
+    "ptq-search": lambda job, model: {"method": "both"},
+    "td-qat": _recipe_qat,
+    "td-qat-small": lambda job, model: _recipe_qat(job, model, SMALL_LR_FACTOR),
+    "distill": _distill,
+    "default": lambda job, model: {},
+}
+
+
+def available(name: str) -> bool:
+    """Whether the installed package can fit ``name`` (``distill`` needs ``QATSettings(mode="distill")``)."""
+    if name != "distill":
+        return True
+    try:
+        QATSettings(1, mode="distill")
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def train(job: Job) -> tuple[Path, dict[str, Any]]:
+    """The agent as trained by ``spiking-dqn train``'s code with fine-tuning off, trained unless cached.
+
+    :return: its run folder and the recipe's ``eval.json``
+    """
+    _, default_timesteps, _ = hyperparams_for(job.env_id)
+    timesteps = job.timesteps or default_timesteps
+    folder = job.work / job.env_id / f"seed{job.seed}"
+    command = shlex.join(["spiking-dqn", "train", job.env_id, "--seed", str(job.seed), "--qat-steps", "0",
+                          *(["--timesteps", str(timesteps)] if timesteps != default_timesteps else []),
+                          "--no-progress", "--out", str(folder)])
+    recorded = folder / "command.txt"
+    if (folder / "eval.json").exists() and recorded.exists() and recorded.read_text().strip() == command:
+        return folder, json.loads((folder / "eval.json").read_text())
+    hyperparams, _, _ = hyperparams_for(job.env_id)
+    options = TrainOptions(timesteps=timesteps, seed=job.seed, out=folder, progress=False, qat_steps=0)
+    options.check()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"seed{job.seed}.log", "w") as log, redirect_stdout(log):
+        summary = train_and_evaluate(job.env_id, with_overrides(hyperparams, options), options, command)
+    recorded.write_text(command + "\n")
+    return folder, summary
+
+
+def fit_variant(job: Job, name: str, trained: Path) -> dict[str, Any]:
+    """Fit a fresh copy of the agent as trained with variant ``name``; its program on the held-out episodes."""
+    model = DQN.load(trained, device="cpu")
+    settings = VARIANTS[name](job, model)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # saturation and the like: the reward says what matters here
+        fit = fit_to_chip(model, job.env_id, weight_bits=job.weight_bits, **settings)
+        wall = time.perf_counter() - start
+        chip = backend_reward(fit.program, job.env_id, job.episodes, seed=EVAL_SEED)
+    return {"chip_reward": chip.mean_reward, "chip_std": chip.std_reward, "fit_wall_time_s": round(wall, 2),
+            "chosen": fit.chosen, "fit_eval_episodes": fit.eval_episodes, "fit_reward": fit.best.reward,
+            "qat_kept": None if fit.qat is None else fit.qat.kept,
+            "settings": {k: repr(v) for k, v in settings.items()}}
+
+
+def measure(job: Job) -> dict[str, Any]:
+    """One agent: train (or reuse), evaluate the float agent as trained, fit and evaluate every variant."""
+    th.set_num_threads(1)
+    folder, record = train(job)
+    trained = folder / TRAINED_NAME
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        floated = float_reward(DQN.load(trained, device="cpu"), job.env_id, job.episodes, seed=EVAL_SEED)
+    fits = {name: fit_variant(job, name, trained) for name in job.variants}
+    return {
+        "env_id": job.env_id, "variant": point(job.seed, job.weight_bits), "seed": job.seed,
+        "weight_bits": job.weight_bits, "episodes": job.episodes, "eval_seed": EVAL_SEED,
+        "timesteps": record["timesteps"], "train_wall_time_s": record["train_wall_time_s"],
+        "train_command": record["command"], "float_reward": floated.mean_reward, "float_std": floated.std_reward,
+        "fits": fits, "model": str(trained.relative_to(ROOT) if trained.is_relative_to(ROOT) else trained),
+        "packages": versions_line(),
+    }
+
+
+def point(seed: int, weight_bits: int) -> str:
+    """A row's label and, with its task, its key when runs are merged (``merge_with_previous``'s ``variant``)."""
+    return f"seed {seed}" + ("" if weight_bits == 8 else f", {weight_bits}-bit")
+
+
+def random_reward(env_id: str, episodes: int, seed: int = EVAL_SEED) -> float:
+    """Mean reward of a uniformly random policy on the held-out episodes (episode i reset with ``seed + i``)."""
+    env = gym.make(env_id)
+    total = 0.0
+    for i in range(episodes):
+        env.reset(seed=seed + i)
+        env.action_space.seed(seed + i)
+        done = False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total += float(reward)
+            done = terminated or truncated
+    env.close()
+    return total / episodes
+
+
+def normalise(row: dict[str, Any], random: float) -> dict[str, Any]:
+    """``row`` with the random policy's reward, R_worst and each fit's normalised reward."""
+    worst = worst_reward(row["env_id"], random)
+    for fit in row["fits"].values():
+        fit["normalised"] = normalised(fit["chip_reward"], row["float_reward"], worst)
+    return {**row, "random_reward": random, "worst": worst}
+
+
+def keep_other_variants(previous: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with the fits of variants not run now taken from ``previous``'s row of the same agent.
+
+    The same agent: task, seed, weight width and training command (a retrained agent keeps nothing).
+    """
+    if not previous.exists():
+        return rows
+    old = {(r["env_id"], r["variant"], r.get("train_command")): r for r in json.loads(previous.read_text())["rows"]}
+    out = []
+    for r in rows:
+        before = old.get((r["env_id"], r["variant"], r["train_command"]))
+        fits = {**before["fits"], **r["fits"]} if before is not None else r["fits"]
+        out.append({**r, "fits": fits})
+    return out
+
+
+def run_jobs(jobs: list[Job], processes: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """Measure ``jobs`` (up to ``processes`` at once, one torch thread each); rows and what failed."""
+    rows, failed = [], []
+    bar = tqdm(total=len(jobs), desc="agents", unit="agent")
+
+    def done(job: Job, row: dict[str, Any] | None, error: BaseException | None) -> None:
+        bar.update(1)
+        if row is None:
+            failed.append(f"{job.env_id} {point(job.seed, job.weight_bits)}: {error!r}")
+            return
+        rows.append(row)
+        figures = ", ".join(f"{k} {v['chip_reward']:.1f}" for k, v in row["fits"].items())
+        bar.write(f"{job.env_id} {row['variant']}: float {row['float_reward']:.1f}, chip {figures} "
+                  f"(trained in {row['train_wall_time_s']:.0f} s)")
+
+    if processes <= 1:
+        for job in jobs:
+            try:
+                done(job, measure(job), None)
+            except Exception as error:  # keep what the other agents measured
+                done(job, None, error)
+    else:
+        context = multiprocessing.get_context("fork")  # the workers share this module as it is loaded
+        with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+            futures: dict[Future, Job] = {pool.submit(measure, job): job for job in jobs}
+            for future in as_completed(futures):
+                error = future.exception()
+                done(futures[future], None if error else future.result(), error)
+    bar.close()
+    return rows, failed
+
+
+def parse_seeds(words: list[str]) -> list[int]:
+    """``["0-9"]``, ``["0", "3", "5-6"]`` -> the seeds, in order, each once."""
+    seeds: list[int] = []
+    for word in words:
+        low, _, high = word.partition("-")
+        seeds += range(int(low), int(high or low) + 1)
+    return list(dict.fromkeys(seeds))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", nargs="+", default=["CartPole-v0"], help="tasks (Gymnasium ids)")
+    parser.add_argument("--seeds", nargs="+", default=["0-9"], help="training seeds: a list and/or ranges, e.g. 0-9")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--weight-bits", type=int, default=8, help="bits per weight of the chip programs")
+    parser.add_argument("--episodes", type=int, default=100, help="held-out episodes of every evaluation")
+    parser.add_argument("--timesteps", type=int, default=None, help="training steps (default: the task's recipe)")
+    parser.add_argument("--qat-steps", type=int, default=None,
+                        help=f"QAT steps of the QAT variants (default: the recipe's, {RECIPE_QAT_STEPS})")
+    parser.add_argument("--jobs", type=int, default=1, help="agents measured at once (processes, one torch thread each)")
+    parser.add_argument("--work", type=Path, default=WORK, help="where the trained agents are cached")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-run", action="store_true", help="measure nothing: tables, plot (and docs) from the JSON")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="write the tables and plot into docs/benchmarks.md between <!-- robustness:begin/end -->")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(["python", "benchmarks/robustness.py", *(sys.argv[1:] if argv is None else argv)])
+    start = time.perf_counter()
+    names = [n for n in args.variants if available(n)]
+    skipped = [f"variant {n}: this package has no QATSettings(mode='distill')" for n in args.variants if n not in names]
+    rows: list[dict[str, Any]] = []
+    if not args.no_run:
+        jobs = [Job(env_id, seed, args.weight_bits, tuple(names), args.episodes, args.work, args.timesteps,
+                    args.qat_steps) for env_id in args.env for seed in parse_seeds(args.seeds)]
+        print(f"{command}\n{len(jobs)} agents, variants {', '.join(names)}, {args.jobs} process(es)", flush=True)
+        rows, failed = run_jobs(jobs, args.jobs)
+        skipped += failed
+        randoms = {env_id: random_reward(env_id, args.episodes) for env_id in dict.fromkeys(r["env_id"] for r in rows)}
+        rows = [{**normalise(r, randoms[r["env_id"]]), "command": command} for r in rows]
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "robustness.json"
+    rows = keep_other_variants(path, rows)
+    rows, _ = merge_with_previous(path, rows, {})
+    rows.sort(key=lambda r: (r["env_id"], r["weight_bits"] != 8, r["weight_bits"], r["seed"]))
+    summary = summarise(rows, list(VARIANTS))
+    data = {"rows": rows, "summary": summary, "skipped": skipped, "last_command": command,
+            "wall_time_s": round(time.perf_counter() - start, 1),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads 1 per process"}
+    if args.no_run and path.exists():
+        data = {**json.loads(path.read_text()), "rows": rows, "summary": summary}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    table = f"Made with `{command}` (rows of earlier runs kept; each row's own command in robustness.json).\n\n"
+    table += markdown(rows, list(VARIANTS), summary)
+    (args.out / "robustness.md").write_text(table)
+    if rows:
+        plot(rows, list(VARIANTS), args.out / "robustness.png")
+    if args.update_docs:
+        update_page("benchmarks.md", "robustness",
+                    table + "\n" + figure_links(args.out, [("normalised chip reward per seed", "robustness.png")]))
+    print(table)
+    if skipped:
+        print("skipped:", *skipped, sep="\n  ")
+    print(f"total wall time {time.perf_counter() - start:.0f} s; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
