@@ -12,6 +12,9 @@ more ``model.learn`` steps in which the fake-quantized network acts in the envir
 (``mode="replay"``). With ``check_episodes`` the quantized network is evaluated on the
 backend before, during and after QAT, and the best weights are kept, so QAT never leaves
 the deployed reward on those episodes lower than it found it (DQN fine-tuning is noisy).
+The third mode, ``mode="distill"``, is no DQN update: the fake-quantized network learns
+the Q-values and greedy actions of the float network as it was before fine-tuning, on the
+states the float policy visits and on the replay buffer (:mod:`spiking_dqn.distill`).
 
 Straight-through updates alone do not bring the float weights closer to the grid: a
 weight drifts inside its rounding bin, and one near a bin edge flips between two int8
@@ -25,9 +28,7 @@ settle on the grid, and the float and chip networks converge.
 
 from __future__ import annotations
 
-import copy
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -40,15 +41,19 @@ from stable_baselines3.common.utils import polyak_update
 from tqdm.auto import tqdm
 
 from envs import make_vec
+from spiking_dqn.distill import DISTILL_OBSERVATIONS, distill_steps, distillation_set, quantized_loss
+from spiking_dqn.best_weights import best_weights
 from spiking_dqn.hardware.backend import Backend, InferenceStats, get_backend
 from spiking_dqn.network import SpikingQNetwork
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.grid import Grid
-from spiking_dqn.quantization import LambdaSpec, WeightBitsSpec, float_weights, quantize_network, resolve_grid
-from spiking_dqn.rollouts import backend_reward, collect_transitions
+from spiking_dqn.quantization import LambdaSpec, WeightBitsSpec, float_weights, resolve_grid
+from spiking_dqn.rollouts import collect_transitions
 from spiking_dqn.semantics.checks import check_int
 
-Mode = Literal["online", "replay"]
+Mode = Literal["distill", "online", "replay"]
+#: The fine-tuning modes (``QATSettings.mode``, the CLI's ``--qat-mode``).
+MODES: tuple[str, ...] = ("distill", "online", "replay")
 
 
 @dataclass
@@ -72,8 +77,11 @@ class QATReport:
     :param reward_after: the same after QAT (when checked)
     :param kept: False when the checks found the weights before QAT best (they were restored)
     :param check_inferences: backend inferences the checks ran
-    :param mode: ``"online"`` or ``"replay"``
+    :param mode: ``"distill"``, ``"online"`` or ``"replay"``
     :param weight_bits: bits per weight of each projection of the grid (``None``: 8 for every one)
+    :param distill_loss_before: distill mode: the distillation loss of the quantized network before
+    :param distill_loss_after: the same with the weights kept
+    :param distill_states: distill mode: the states distilled on
     """
 
     lambdas: list[float]
@@ -94,6 +102,9 @@ class QATReport:
     mode: str = "online"
     check_inferences: int = 0
     weight_bits: list[int] | None = None
+    distill_loss_before: float | None = None
+    distill_loss_after: float | None = None
+    distill_states: int = 0
 
     @property
     def grid(self) -> Grid:
@@ -105,33 +116,6 @@ class QATReport:
     def to_dict(self) -> dict[str, Any]:
         """Plain data."""
         return asdict(self)
-
-
-class _BestWeights:
-    """Keeps the policy weights (and optimizer state) with the best backend reward seen."""
-
-    def __init__(self, policy: SpikingDQNPolicy, evaluate: Callable[[], float]) -> None:
-        self.policy = policy
-        self.evaluate = evaluate
-        self.reward_before = evaluate()
-        self.reward = self.reward_before
-        self.state = self._snapshot()
-        self.from_qat = False
-
-    def _snapshot(self) -> tuple[dict, dict]:
-        return copy.deepcopy(self.policy.state_dict()), copy.deepcopy(self.policy.optimizer.state_dict())
-
-    def consider(self) -> None:
-        """Evaluate the current weights; keep them when they are at least as good as the best."""
-        reward = self.evaluate()
-        if reward >= self.reward:
-            self.reward, self.state, self.from_qat = reward, self._snapshot(), True
-
-    def restore(self) -> None:
-        """Load the best weights into the policy."""
-        state, optimizer_state = self.state
-        self.policy.load_state_dict(state)
-        self.policy.optimizer.load_state_dict(optimizer_state)
 
 
 class _HookCallback(BaseCallback):
@@ -230,27 +214,32 @@ def quantization_aware_finetune(
     centered_readout: bool = True,
     progress_bar: bool = False,
     weight_bits: WeightBitsSpec = None,
+    n_observations: int = DISTILL_OBSERVATIONS,
+    observation_seed: int = 10_000,
 ) -> QATReport:
     """Quantization-aware DQN fine-tuning of a model (see module docstring). Changes the model in place.
 
-    Two modes:
+    Three modes:
 
     * ``"online"`` (default): ``steps`` more environment steps of ``model.learn`` with the
       fake-quantized network acting and learning (the model's own ``train_freq``,
       ``gradient_steps`` and target updates, at its final exploration rate), so the
       quantized network itself gathers its experience;
     * ``"replay"``: ``steps`` gradient steps (``DQN.train``) on the replay buffer, with a hard
-      target update every ``target_update_interval`` of them; no environment interaction.
+      target update every ``target_update_interval`` of them; no environment interaction;
+    * ``"distill"``: ``steps`` Adam steps of distillation from the float network before
+      fine-tuning (:mod:`spiking_dqn.distill`) on minibatches of the float policy's states
+      and the replay buffer's; no DQN update, no exploration.
 
     :param model: an SB3 ``DQN`` with ``SpikingDQNPolicy``
     :param lam: the grid, or a lambda specification resolved once from the current weights
         (:func:`~spiking_dqn.quantization.resolve_grid`) and kept fixed; deploy and snap
         with the returned ``report.grid`` afterwards
-    :param steps: environment steps (online) or gradient steps (replay)
-    :param mode: ``"online"`` or ``"replay"``
-    :param learning_rate: learning rate; default the model's final one (online) or a tenth
-        of it (replay)
-    :param batch_size: minibatch size of the replay mode; default the model's
+    :param steps: environment steps (online) or gradient steps (replay, distill)
+    :param mode: ``"online"``, ``"replay"`` or ``"distill"``
+    :param learning_rate: learning rate; default the model's final one (online, distill) or
+        a tenth of it (replay)
+    :param batch_size: minibatch size of the replay and distill modes; default the model's
     :param grid_pull: fraction of the way to its grid point each weight moves per gradient
         step (0 disables the pull: plain straight-through QAT)
     :param target_update_interval: replay mode: gradient steps between hard target updates
@@ -261,7 +250,7 @@ def quantization_aware_finetune(
     :param collect_steps: replay mode: transitions to collect into a too small buffer
         (default ``max(2000, 10 * batch_size)``)
     :param seed: seed of the environment made here (and, for a model without one, of its
-        exploration and minibatch sampling)
+        exploration and minibatch sampling; of the distill mode's minibatches)
     :param check_episodes: when > 0 (needs ``env_id``), the quantized network is evaluated
         on ``backend`` over these many episodes (seeds from ``check_seed``) before QAT, every
         ``check_freq`` steps and at the end, and the best weights are kept: QAT never leaves
@@ -279,6 +268,8 @@ def quantization_aware_finetune(
         (:func:`~spiking_dqn.quantization.resolve_grid`: ``"auto"`` then maps its percentile
         to the width's largest weight); ``None``: the network's own grid's widths, else 8.
         With a :class:`Grid`, the grid's widths are used and a different value is an error
+    :param n_observations: distill mode: states of the float policy's greedy episodes (with ``env_id``)
+    :param observation_seed: distill mode: seed of the first of those episodes
     :raises TypeError: the model's policy is not a ``SpikingDQNPolicy``
     :raises ValueError: bad arguments; no environment where one is needed
     """
@@ -294,14 +285,13 @@ def quantization_aware_finetune(
     target: SpikingQNetwork = policy.q_net_target.q_net
     grid = resolve_grid(net, lam, centered_readout, weight_bits=weight_bits)  # what deployment will use
     batch_size = int(batch_size or model.batch_size)
-    final_lr = float(model.lr_schedule(0.0))
-    lr = float(learning_rate) if learning_rate is not None else (final_lr if mode == "online" else 0.1 * final_lr)
-    if not lr > 0:
-        raise ValueError(f"learning_rate must be positive, got {lr}")
+    lr = _learning_rate(model, mode, learning_rate)
     collected = _prepare_experience(model, mode, env_id, batch_size, collect_steps, seed)
+    data = distillation_set(model, net, env_id, n_observations, observation_seed) if mode == "distill" else None
+    loss_before = None if data is None else quantized_loss(net, grid, data)
     _ensure_logger(model)
     check_cost = InferenceStats()
-    best = _best_weights(policy, grid, env_id, check_episodes, check_seed, get_backend(backend), check_cost)
+    best = best_weights(policy, grid, env_id, check_episodes, check_seed, get_backend(backend), check_cost)
     every = max(1, int(check_freq or max(1, steps // 4)))
     bar = tqdm(total=steps, desc=f"QAT ({mode})", unit="step", disable=not progress_bar)
     checked = {"last": 0}
@@ -322,6 +312,9 @@ def quantization_aware_finetune(
         _sync_target(policy)
         if mode == "replay":
             _replay_steps(model, grid, steps, batch_size, float(grid_pull), target_update_interval, chunk, on_progress)
+        elif data is not None:
+            distill_steps(net, grid, data, steps, lr, batch_size, float(grid_pull), chunk, seed, on_progress)
+            _sync_target(policy)
         else:
             _online_steps(model, grid, steps, batch_size, float(grid_pull), on_progress)
     finally:
@@ -352,7 +345,22 @@ def quantization_aware_finetune(
         mode=mode,
         check_inferences=check_cost.inferences,
         weight_bits=list(grid.weight_bits),
+        distill_loss_before=loss_before,
+        distill_loss_after=None if data is None else quantized_loss(net, grid, data),
+        distill_states=0 if data is None else len(data.states),
     )
+
+
+def _learning_rate(model: DQN, mode: Mode, learning_rate: float | None) -> float:
+    """The given learning rate, else the model's final one (a tenth of it in replay mode).
+
+    :raises ValueError: not positive
+    """
+    final_lr = float(model.lr_schedule(0.0))
+    lr = float(learning_rate) if learning_rate is not None else (0.1 * final_lr if mode == "replay" else final_lr)
+    if not lr > 0:
+        raise ValueError(f"learning_rate must be positive, got {lr}")
+    return lr
 
 
 def check_qat_values(
@@ -364,11 +372,11 @@ def check_qat_values(
 ) -> None:
     """Refuse QAT values out of range (:func:`quantization_aware_finetune` and ``QATSettings`` check with it).
 
-    :raises ValueError: a mode other than ``"online"``/``"replay"``, negative steps, a pull
+    :raises ValueError: a mode other than ``"distill"``/``"online"``/``"replay"``, negative steps, a pull
         outside [0, 1], a target update interval below 1, a learning rate that is not positive
     """
-    if mode not in ("online", "replay"):
-        raise ValueError(f"mode must be 'online' or 'replay', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     check_int(steps, "steps", minimum=0)
     if not 0.0 <= float(grid_pull) <= 1.0:
         raise ValueError(f"grid_pull must be in [0, 1], got {grid_pull}")
@@ -393,34 +401,9 @@ def _prepare_experience(
                     "(or run QAT from the HardwareAwareFineTuning callback at the end of training)"
                 )
             return collect_transitions(model, env_id, collect_steps or max(2000, 10 * batch_size), seed=seed)
-    elif model.get_env() is None:
+    elif mode == "online" and model.get_env() is None:
         if env_id is None:
             raise ValueError("online QAT needs an environment: the model has none, pass env_id")
         model.set_env(make_vec(env_id, n_envs=model.n_envs, seed=seed))
         model.set_random_seed(seed)  # exploration and minibatches of a loaded model: reproducible
     return 0
-
-
-def _best_weights(
-    policy: SpikingDQNPolicy,
-    grid: Grid,
-    env_id: str | None,
-    check_episodes: int,
-    check_seed: int,
-    runner: Backend,
-    check_cost: InferenceStats,
-) -> _BestWeights | None:
-    """The keeper of the best checked weights: the quantized network's reward on ``runner`` (None: no checks)."""
-    if not check_episodes:
-        return None
-    net = policy.q_net.q_net
-
-    def check() -> float:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program, _ = quantize_network(net, grid)  # = the fake-quantized forward
-        return backend_reward(
-            program, env_id, check_episodes, seed=check_seed, backend=runner, counter=check_cost
-        ).mean_reward
-
-    return _BestWeights(policy, check)

@@ -51,8 +51,9 @@ class Seeds:
 class QATSettings:
     """Quantization-aware fine-tuning of a fit (see :func:`~spiking_dqn.qat.quantization_aware_finetune`).
 
-    :param steps: online environment steps or replay gradient steps (0: no QAT)
-    :param mode: ``"online"`` or ``"replay"``
+    :param steps: online environment steps, or replay or distill gradient steps (0: no QAT)
+    :param mode: ``"online"``, ``"replay"`` (DQN's TD updates) or ``"distill"`` (the quantized
+        network learns the float network's answers: :mod:`spiking_dqn.distill`)
     :param learning_rate: learning rate (default: the model's final one, a tenth of it in replay mode)
     :param grid_pull: pull toward the grid per gradient step
     :param target_update_interval: replay mode: gradient steps between target updates
