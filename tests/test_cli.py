@@ -248,7 +248,7 @@ def test_train_any_discrete_env_then_deploy_and_compare(tmp_path, capsys):
     assert main(["train", "MountainCar-v0", "--timesteps", "300", "--qat-steps", "0", "--eval-episodes", "1",
                  "--no-progress", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "hyperparameters from the defaults of spiking_dqn.recipes.hyperparams" in printed
+    assert "hyperparameters from the MountainCar-v0 entry of zoo_configs/dqn.yml" in printed
     assert "before QAT" not in printed  # --qat-steps 0: there is no QAT
     record = json.loads((out / "eval.json").read_text())
     assert record["env_id"] == "MountainCar-v0" and record["timesteps"] == 300 and record["qat"] is None

@@ -113,7 +113,8 @@ def add_parser(sub: Any) -> None:
         formatter_class=HelpFormatter,
     )
     train.add_argument("env", help=f"Gymnasium environment id with a discrete action space (entries of {ZOO_FILE}: "
-                                   "CartPole-v0, CartPole-v1, Acrobot-v1; any other gets the defaults below)")
+                                   "CartPole-v0, CartPole-v1, Acrobot-v1, LunarLander-v3, MountainCar-v0; "
+                                   "any other gets the defaults below)")
     add_training_arguments(
         train, default_out=None, default_timesteps=None, out="output folder (default runs/<env>)",
         timesteps=f"environment steps (default: the n_timesteps of the {ZOO_FILE} entry, else {DEFAULT_TIMESTEPS})",
