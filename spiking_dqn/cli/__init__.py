@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from spiking_dqn import __version__
-from spiking_dqn.cli import compare, demo, export, fit, train
+from spiking_dqn.cli import compare, demo, export, fit, train, tune
 from spiking_dqn.cli.arguments import CLIError, HelpFormatter, SubcommandParser, join_negative_lists, parse_lambda
 from spiking_dqn.cli.checks import check_arguments
 from spiking_dqn.cli.loading import infer_env_id, load_spiking_model
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_parser(sub)
     fit.add_parsers(sub)  # `deploy`, `search`, `calibrate`
     export.add_parser(sub)
+    tune.add_parser(sub)
     return parser
 
 

@@ -84,11 +84,15 @@ def check_output_path(path: str | os.PathLike, option: str, *, folder: bool) -> 
 
 
 def _check_sqlite(storage: str) -> None:
-    """The database file of a ``sqlite:///PATH`` storage as an output file (other URLs are checked on connect)."""
-    from spiking_dqn.search.storage import parse_storage_url  # SQLAlchemy, for the search only
+    """The file of a ``sqlite:///PATH`` or journal storage as an output file (other URLs are checked on connect)."""
+    from spiking_dqn.search.storage import journal_path, parse_storage_url  # SQLAlchemy, for the search only
     from spiking_dqn.search import StorageUnavailableError
 
     try:
+        journal = journal_path(storage)
+        if journal is not None:
+            check_output_path(journal, "--storage", folder=False)
+            return
         url = parse_storage_url(storage)
     except StorageUnavailableError as exc:
         raise CLIError(f"--storage: {exc}") from None

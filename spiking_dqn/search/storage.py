@@ -8,6 +8,13 @@ can share one study (see :mod:`spiking_dqn.search.studies`). :func:`open_storage
 connects before anything else happens, so a malformed URL, an unknown scheme, a missing
 driver or an unreachable database is a clear :class:`StorageUnavailableError` before any
 work.
+
+An Optuna journal file (``journal:///abs/path.log``, ``journal://relative/path.log``, or a
+plain path ending in ``.log`` or ``.journal``: :func:`journal_path`) is a ``JournalStorage``
+on a ``JournalFileBackend``: no database server, several processes on one machine (or on
+machines sharing the file system) may append to it. Optuna 5.1 gives journal storages no
+heartbeats; :class:`HeartbeatJournalStorage` adds them (a trial system attribute with the
+time of its last heartbeat), so that a running trial whose process died is detected there too.
 """
 
 from __future__ import annotations
@@ -17,11 +24,15 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
+from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import NoSuchModuleError
 
@@ -31,6 +42,14 @@ from spiking_dqn.semantics.checks import check_int
 HEARTBEAT_INTERVAL = 10
 #: The storage URL forms, for messages.
 URL_FORMS = "sqlite:///search.db (a local file) or postgresql://user:password@host:5432/dbname (a server)"
+#: Suffixes of a plain path that names an Optuna journal file, and the journal scheme.
+JOURNAL_SUFFIXES = (".log", ".journal")
+JOURNAL_SCHEME = "journal:"
+#: The journal forms, for messages.
+JOURNAL_FORMS = "journal:///path/study.log or a path ending in .log (an Optuna journal file)"
+#: Trial system attribute holding the time (``time.time()``) of a journal trial's last heartbeat.
+HEARTBEAT_ATTR = "heartbeat"
+StaleTrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
 class StorageUnavailableError(ConnectionError):
@@ -70,6 +89,7 @@ def open_storage(
     storage: str | BaseStorage | None,
     heartbeat_interval: int = HEARTBEAT_INTERVAL,
     grace_period: int | None = None,
+    stale_trial_callback: StaleTrialCallback | None = None,
 ) -> BaseStorage:
     """An Optuna storage from ``None`` (in memory), a database URL or a storage object.
 
@@ -82,6 +102,8 @@ def open_storage(
     :param heartbeat_interval: seconds between heartbeats of running trials (database URLs)
     :param grace_period: seconds without heartbeat after which a running trial counts as
         dead (default ``2 * heartbeat_interval``)
+    :param stale_trial_callback: called with each running trial found dead (e.g. Optuna's
+        ``RetryHeartbeatStaleTrialCallback``, which queues it again)
     :raises StorageUnavailableError: the URL cannot be used
     :raises TypeError: neither None, a string nor a storage
     """
@@ -94,6 +116,9 @@ def open_storage(
     heartbeat_interval = check_int(
         heartbeat_interval, "heartbeat_interval", minimum=1, what="a positive integer (seconds)"
     )
+    journal = journal_path(storage)
+    if journal is not None:
+        return open_journal(journal, heartbeat_interval, grace_period, stale_trial_callback)
     shown = mask_url(storage)
     url = parse_storage_url(storage)
     backend = url.get_backend_name()
@@ -142,6 +167,7 @@ def open_storage(
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period,
+                    heartbeat_stale_trial_callback=stale_trial_callback,
                 )
         except Exception as exc:  # noqa: BLE001 - schema creation failed (race, permissions, version)
             if attempt == 5:
@@ -154,3 +180,80 @@ def heartbeat_enabled(storage: BaseStorage) -> bool:
     """True when running trials in this storage send heartbeats (so dead workers are detected)."""
     get_interval = getattr(storage, "get_heartbeat_interval", None)
     return get_interval is not None and get_interval() is not None
+
+
+def journal_path(storage: str) -> str | None:
+    """The file of a journal storage string, or None for any other storage string.
+
+    ``journal:///abs/study.log`` -> ``/abs/study.log``; ``journal://runs/study.log`` ->
+    ``runs/study.log``; a path without ``://`` ending in one of :data:`JOURNAL_SUFFIXES` -> itself.
+
+    :param storage: a storage string
+    :raises StorageUnavailableError: ``journal:`` without a path
+    """
+    if storage.startswith(JOURNAL_SCHEME):
+        path = storage[len(JOURNAL_SCHEME):]
+        path = path[2:] if path.startswith("//") else path
+        if not path:
+            raise StorageUnavailableError(f"storage {storage!r} names no journal file; use {JOURNAL_FORMS}")
+        return path
+    if "://" not in storage and storage.endswith(JOURNAL_SUFFIXES):
+        return storage
+    return None
+
+
+def open_journal(
+    path: str, heartbeat_interval: int, grace_period: int | None, stale_trial_callback: StaleTrialCallback | None
+) -> HeartbeatJournalStorage:
+    """An Optuna journal file storage with heartbeats (its folder created).
+
+    :raises StorageUnavailableError: the file cannot be created or read
+    """
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        backend = JournalFileBackend(path)
+        return HeartbeatJournalStorage(backend, heartbeat_interval, grace_period, stale_trial_callback)
+    except (OSError, ValueError) as exc:
+        raise StorageUnavailableError(f"cannot open journal storage {path!r}: {exc}") from None
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's ``JournalStorage`` with heartbeats: ``study.optimize`` records them, and
+    ``optuna.storages.fail_stale_trials`` fails the running trials whose last heartbeat is older than
+    ``grace_period`` seconds (default ``2 * heartbeat_interval``; the workers' clocks are compared).
+
+    :param backend: the journal backend
+    :param heartbeat_interval: seconds between heartbeats
+    :param grace_period: seconds without heartbeat after which a running trial counts as dead
+    :param stale_trial_callback: called with each trial failed that way
+    """
+
+    def __init__(self, backend: JournalFileBackend, heartbeat_interval: int, grace_period: int | None = None,
+                 stale_trial_callback: StaleTrialCallback | None = None) -> None:
+        super().__init__(backend)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period if grace_period is not None else 2 * heartbeat_interval
+        self.stale_trial_callback = stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Record the time of the trial's heartbeat (nothing once the trial has finished)."""
+        try:
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+        except (optuna.exceptions.UpdateFinishedTrialError, KeyError):
+            pass
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        return [
+            t._trial_id  # noqa: SLF001 - the id Optuna's fail_stale_trials expects
+            for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            if HEARTBEAT_ATTR in t.system_attrs and now - float(t.system_attrs[HEARTBEAT_ATTR]) > self.grace_period
+        ]
+
+    def get_heartbeat_interval(self) -> int | None:
+        """Seconds between heartbeats."""
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
+        """The callback called with each trial found dead."""
+        return self.stale_trial_callback

@@ -1,0 +1,102 @@
+"""Pruning a two-objective study: a median rule over intermediate rewards kept as trial user attributes.
+
+Optuna (5.1) refuses ``trial.report`` and ``trial.should_prune`` in a multi-objective study,
+and its pruners read only reported values. The tuner therefore keeps its own intermediate
+values: every ``eval_freq`` training steps, :class:`IntermediateRewards` plays
+``episodes`` greedy episodes with the float network (cheap; the chip reward is measured once,
+at the end) and stores their mean reward as the trial's user attribute
+``"reward_at_<step>"``, which every worker sees through the shared storage. The rule
+(:func:`should_prune`, Optuna's ``MedianPruner`` on those values): after ``warmup_steps``
+steps, and once at least ``startup_trials`` finished trials (complete or pruned) have a value
+at the same step, a trial whose value is below their median is pruned (``TrialPruned``: state
+``PRUNED``, no objective values, it counts toward the trials of the study). Only the reward is
+judged: synaptic events are not known before the chip fit, and a trial that does not learn
+the task has no useful point on the front whatever its events.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+from stable_baselines3.common.callbacks import BaseCallback
+
+from spiking_dqn.rollouts import float_reward, q_network
+
+#: Prefix of the user attributes holding a trial's intermediate rewards.
+ATTR_PREFIX = "reward_at_"
+#: Env seed of the first intermediate evaluation episode (apart from the chip's held-out episodes).
+INTERMEDIATE_SEED = 70_000
+
+
+def attr_name(step: int) -> str:
+    """The user attribute of the intermediate reward at ``step``."""
+    return f"{ATTR_PREFIX}{int(step)}"
+
+
+def intermediate_rewards(trial: optuna.trial.FrozenTrial) -> dict[int, float]:
+    """A trial's intermediate rewards by training step."""
+    return {int(k[len(ATTR_PREFIX):]): float(v) for k, v in trial.user_attrs.items() if k.startswith(ATTR_PREFIX)}
+
+
+def should_prune(
+    study: optuna.Study, number: int, step: int, value: float, startup_trials: int, warmup_steps: int
+) -> bool:
+    """The median rule: ``value`` at ``step`` is below the median of finished trials' values at that step.
+
+    :param study: the study
+    :param number: the judged trial's number (left out of the comparison)
+    :param step: training step of the value
+    :param value: the trial's intermediate reward
+    :param startup_trials: finished trials with a value at ``step`` needed before any pruning
+    :param warmup_steps: no pruning before this many steps
+    """
+    if step < warmup_steps:
+        return False
+    key = attr_name(step)
+    others = [
+        float(t.user_attrs[key])
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if t.number != number and key in t.user_attrs
+    ]
+    if len(others) < max(startup_trials, 1):
+        return False
+    return value < float(np.median(others))
+
+
+class IntermediateRewards(BaseCallback):
+    """Every ``eval_freq`` steps: the float network's mean reward, stored in the trial and judged by the median rule.
+
+    :param trial: the running Optuna trial
+    :param env_id: Gymnasium id
+    :param eval_freq: training steps between evaluations (0: none)
+    :param episodes: greedy episodes of each evaluation
+    :param startup_trials: see :func:`should_prune`
+    :param warmup_steps: see :func:`should_prune`
+    :param prune: apply the rule (else only record the values)
+    """
+
+    def __init__(self, trial: optuna.Trial, env_id: str, eval_freq: int, episodes: int, startup_trials: int,
+                 warmup_steps: int, prune: bool = True) -> None:
+        super().__init__(verbose=0)
+        self.trial, self.env_id, self.eval_freq, self.episodes = trial, env_id, eval_freq, episodes
+        self.startup_trials, self.warmup_steps, self.prune = startup_trials, warmup_steps, prune
+        self.pruned_at: int | None = None
+
+    def _on_step(self) -> bool:
+        if not self.eval_freq or self.num_timesteps % self.eval_freq:
+            return True
+        step = int(self.num_timesteps)
+        net = q_network(self.model)
+        was_training = net.training
+        net.eval()
+        try:
+            value = float_reward(net, self.env_id, self.episodes, seed=INTERMEDIATE_SEED).mean_reward
+        finally:
+            net.train(was_training)
+        self.trial.set_user_attr(attr_name(step), value)
+        if self.prune and should_prune(self.trial.study, self.trial.number, step, value, self.startup_trials,
+                                       self.warmup_steps):
+            self.pruned_at = step
+            return False  # stops model.learn(); the objective raises TrialPruned
+        return True
