@@ -1,0 +1,146 @@
+"""The robustness study (``benchmarks/robustness.py``, ``robustness_tables.py``): tiny runs and its verdicts.
+
+The study trains agents for minutes each; here one or two seeds train a few hundred steps
+and are fitted with two variants on a few episodes, to check the files, the merging of rows
+across runs and that ``--jobs 2`` measures what ``--jobs 1`` does. The target verdicts are
+checked on made-up rows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--env", "CartPole-v0", "--timesteps", "300", "--qat-steps", "100", "--episodes", "2"]
+#: Row fields that differ between runs of the same measurement (times, the command, where the agent was cached).
+UNSTABLE = ("train_wall_time_s", "fit_wall_time_s", "command", "train_command", "model")
+
+
+@pytest.fixture(scope="module")
+def study():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("robustness_study", ROOT / "benchmarks" / "robustness.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses (and the --jobs workers) look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+    sys.path.remove(str(ROOT / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def tables(study):
+    return sys.modules["robustness_tables"]
+
+
+def stable(value):
+    """``value`` without the fields that differ between runs of the same measurement."""
+    if isinstance(value, dict):
+        return {k: stable(v) for k, v in value.items() if k not in UNSTABLE}
+    if isinstance(value, list):
+        return [stable(v) for v in value]
+    return value
+
+
+def rows_of(out: Path) -> list[dict]:
+    return json.loads((out / "robustness.json").read_text())["rows"]
+
+
+def test_a_tiny_run_writes_its_files_and_later_runs_merge_their_rows(study, tmp_path):
+    work, out = str(tmp_path / "work"), tmp_path / "out"
+    assert study.main([*TINY, "--seeds", "0", "--variants", "ptq", "td-qat", "--work", work, "--out", str(out)]) == 0
+    for name in ("robustness.json", "robustness.md", "robustness.png"):
+        assert (out / name).stat().st_size > 0
+    (row,) = rows_of(out)
+    assert (row["env_id"], row["seed"], row["weight_bits"], list(row["fits"])) == ("CartPole-v0", 0, 8, ["ptq", "td-qat"])
+    fit = row["fits"]["td-qat"]
+    assert fit["normalised"] == pytest.approx(fit["chip_reward"] / row["float_reward"])  # CartPole: R_worst = 0
+    assert row["episodes"] == 2 and "--timesteps 300" in row["train_command"] and "--qat-steps 0" in row["train_command"]
+    text = (out / "robustness.md").read_text()
+    assert "python benchmarks/robustness.py --env CartPole-v0" in text and "| seed | float as trained |" in text
+
+    # another seed: both rows; the first agent again with another variant: its earlier fits kept, not retrained
+    assert study.main([*TINY, "--seeds", "1", "--variants", "ptq", "--work", work, "--out", str(out)]) == 0
+    assert [r["seed"] for r in rows_of(out)] == [0, 1]
+    log = tmp_path / "work" / "CartPole-v0" / "seed0.log"
+    trained_at = log.stat().st_mtime_ns
+    assert study.main([*TINY, "--seeds", "0", "--variants", "default", "--work", work, "--out", str(out)]) == 0
+    rows = rows_of(out)
+    assert [(r["seed"], sorted(r["fits"])) for r in rows] == [(0, ["default", "ptq", "td-qat"]), (1, ["ptq"])]
+    assert rows[0]["fits"]["td-qat"] == fit and log.stat().st_mtime_ns == trained_at
+    # 4-bit rows are rows of their own
+    assert study.main([*TINY, "--seeds", "1", "--variants", "ptq", "--weight-bits", "4", "--work", work,
+                       "--out", str(out)]) == 0
+    assert [(r["seed"], r["weight_bits"], r["variant"]) for r in rows_of(out)] == [
+        (0, 8, "seed 0"), (1, 8, "seed 1"), (1, 4, "seed 1, 4-bit")]
+    assert "CartPole-v0, 4-bit weights" in (out / "robustness.md").read_text()
+
+
+def test_two_processes_measure_what_one_does(study, tmp_path):
+    runs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out{jobs}"
+        assert study.main([*TINY, "--seeds", "0-1", "--variants", "ptq", "td-qat", "--jobs", jobs,
+                           "--work", str(tmp_path / f"work{jobs}"), "--out", str(out)]) == 0
+        runs[jobs] = stable(rows_of(out))
+    assert [r["seed"] for r in runs["2"]] == [0, 1]
+    assert runs["1"] == runs["2"]
+
+
+def test_update_docs_writes_the_page_between_its_markers_only(study, tmp_path, monkeypatch):
+    pages = sys.modules["docs_pages"]
+    monkeypatch.setattr(pages, "DOCS", tmp_path)
+    (tmp_path / "benchmarks.md").write_text("# B\n\n<!-- robustness:begin -->\nold\n<!-- robustness:end -->\nAfter.\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    row = {"env_id": "CartPole-v0", "variant": "seed 3", "seed": 3, "weight_bits": 8, "episodes": 100,
+           "eval_seed": 12345, "float_reward": 200.0, "random_reward": 22.0, "worst": 0.0, "train_wall_time_s": 100.0,
+           "train_command": "x", "fits": {"td-qat": {"chip_reward": 185.0, "normalised": 0.925, "fit_wall_time_s": 20.0}}}
+    (out / "robustness.json").write_text(json.dumps({"rows": [row]}))
+    assert study.main(["--no-run", "--update-docs", "--out", str(out)]) == 0
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "old" not in text and text.startswith("# B\n") and text.endswith("<!-- robustness:end -->\nAfter.\n")
+    assert "| 3 | 200.0 | 100 s | 185.0 (92.5%), 20 s |" in text and "robustness.png)" in text
+    assert "not met" in text  # one seed under 95% already fails "95% on every seed"
+
+
+def fits(env_id, values, float_reward=200.0, random_reward=20.0, bits=8):
+    return [{"env_id": env_id, "seed": s, "weight_bits": bits, "float_reward": float_reward,
+             "random_reward": random_reward, "train_wall_time_s": 100.0,
+             "fits": {"v": {"normalised": v, "fit_wall_time_s": 10.0}, "td-qat": {"normalised": 1.0,
+                                                                                "fit_wall_time_s": 20.0}}}
+            for s, v in enumerate(values)]
+
+
+def test_targets_are_met_not_met_or_open(tables):
+    cartpole = tables.TARGETS[("CartPole-v0", 8)]
+    assert tables.verdict(fits("CartPole-v0", [1.0] * 9 + [0.96]), "v", cartpole)["status"] == "met"
+    assert tables.verdict(fits("CartPole-v0", [1.0] * 8 + [0.96, 0.97]), "v", cartpole)["status"] == "not met"
+    assert tables.verdict(fits("CartPole-v0", [1.0] * 9 + [0.94]), "v", cartpole)["status"] == "not met"
+    assert tables.verdict(fits("CartPole-v0", [1.0, 0.97]), "v", cartpole)["status"] == "open"
+    assert tables.verdict(fits("CartPole-v0", [0.9, 1.0]), "v", cartpole)["status"] == "not met"  # already failed
+    four = tables.TARGETS[("CartPole-v0", 4)]
+    assert tables.verdict(fits("CartPole-v0", [1.0] * 8 + [0.5, 0.5], bits=4), "v", four)["status"] == "met"
+    # a seed whose float agent is no better than a random policy is not held to the target
+    lander = tables.TARGETS[("LunarLander-v3", 8)]
+    rows = fits("LunarLander-v3", [1.0] * 4) + fits("LunarLander-v3", [None], float_reward=-300.0, random_reward=-200.0)
+    result = tables.verdict(rows, "v", lander)
+    assert result["status"] == "met" and result["seeds_counted"] == 4
+
+
+def test_normalised_reward_and_wall_time_ratio(tables):
+    assert tables.normalised(150.0, 200.0, tables.worst_reward("CartPole-v0", 22.0)) == pytest.approx(0.75)
+    assert tables.normalised(-100.0, -80.0, tables.worst_reward("Acrobot-v1", -499.0)) == pytest.approx(400 / 420)
+    assert tables.worst_reward("LunarLander-v3", -180.0) == -180.0  # no bounded minimum: the random policy's
+    assert tables.normalised(-200.0, -200.0, tables.worst_reward("MountainCar-v0", -200.0)) is None
+    times = tables.wall_times(fits("CartPole-v0", [1.0]), "v")
+    assert times["max_ratio"] == pytest.approx(110 / 120) and times["met"]
+
+
+def test_seed_ranges(study):
+    assert study.parse_seeds(["0-3", "7", "2"]) == [0, 1, 2, 3, 7]
