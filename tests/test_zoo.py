@@ -165,8 +165,8 @@ def test_zoo_without_optimize_is_plain_rl_zoo_training(tmp_path):
     ours, plain = models
     assert ours.num_timesteps >= 300 and ours._n_updates > 0  # it trained
     assert ours.policy_kwargs == plain.policy_kwargs == _file_policy_kwargs("CartPole-v0")
-    theirs = plain.policy.state_dict()
-    assert all(torch.equal(value, theirs[name]) for name, value in ours.policy.state_dict().items())
+    theirs = dict(plain.policy.named_parameters())
+    assert all(torch.equal(value, theirs[name]) for name, value in ours.policy.named_parameters())
 
 
 def test_rl_zoo_still_has_the_hooks_the_wrapper_uses():
