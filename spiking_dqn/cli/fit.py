@@ -157,11 +157,13 @@ DEPLOY = ("model", "lam", "weight_bits", "state_bits", "state_levels", "out", "t
           "final_episodes", "seed", "progress")
 
 
-def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+def _print_warnings(caught: list[warnings.WarningMessage], result: FitResult | None = None) -> None:
     # The fit's own warnings (clipping, saturation), once each; not the deprecation notices of
-    # third-party imports (Box2D's SWIG bindings) that "always" also records.
+    # third-party imports (Box2D's SWIG bindings) that "always" also records, nor the fit's gap
+    # warning, which _print_final prints as its last line.
     shown = (w for w in caught if not issubclass(w.category, DeprecationWarning))
-    for text in dict.fromkeys(str(w.message) for w in shown):
+    gap = None if result is None else result.gap_line()
+    for text in dict.fromkeys(str(w.message) for w in shown if str(w.message) != gap):
         print(f"warning: {text}", file=sys.stderr)
 
 
@@ -185,6 +187,7 @@ def _print_final(result: FitResult, title: str) -> None:
         table.add_row(name + (" (chosen)" if name == result.chosen else ""), shown,
                       "-" if row["reward"] is None else f"{row['reward']:.2f}")
     Console().print(table)
+    print(result.gap_line())
 
 
 def _fit(options: FitOptions, method: Method, default_out: str, **settings: Any) -> FitResult:
@@ -218,7 +221,7 @@ def _fit(options: FitOptions, method: Method, default_out: str, **settings: Any)
             )
     except (ValueError, TypeError, FileNotFoundError, ChipProgramError, ImportError) as exc:
         raise CLIError(str(exc)) from None
-    _print_warnings(caught)
+    _print_warnings(caught, result)
     _print_qat(result, out)
     what = "threshold search" if method == "grid" else "threshold calibration"
     episodes = f"{options.final_episodes} held-out episodes (seeds {result.seeds.evaluation}..)"
@@ -318,7 +321,7 @@ def cmd_deploy(parsed: argparse.Namespace) -> int:
     shown = "the model's own grid, else auto" if options.lam is None else repr(options.lam)
     print(f"quantization report ({options.model}, lam: {shown}):")
     print(result.quantization)
-    _print_warnings(caught)
+    _print_warnings(caught, result)
     print(program)
     print(f"chip resources (one SpiNNaker2):\n{map_program(program)}")
     print("hidden thresholds (chip units): " + ", ".join(f"{float(t.mean()):.4g}" for t in program.thresholds[:-1]))

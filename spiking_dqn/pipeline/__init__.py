@@ -11,7 +11,6 @@ same episodes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import warnings
@@ -40,42 +39,12 @@ from spiking_dqn.pipeline.settings import (
     StateSettings,
     as_settings,
 )
-from spiking_dqn.qat import QATReport, quantization_aware_finetune
-from spiking_dqn.quantization.levels import network_levels, state_levels_for
-from spiking_dqn.quantization.snap import snap_model_to_grid
-from spiking_dqn.quantization import (
-    LambdaSpec,
-    QuantizationReport,
-    WeightBitsSpec,
-    float_weights,
-    quantize_network,
-    resolve_lambdas,
-)
-from spiking_dqn.rollouts import (
-    EpisodeResult,
-    backend_reward,
-    float_reward,
-    q_network,
-    record_observations,
-)
-from spiking_dqn.search.calibration import CalibrationResult, calibrate_thresholds
-from spiking_dqn.search.grid import threshold_search
-from spiking_dqn.search.results import ThresholdSearchResult
+from spiking_dqn.pipeline.steps import Guard, Run, finetune_step, quantize_step, rank, threshold_candidates
+from spiking_dqn.quantization import LambdaSpec, WeightBitsSpec, float_weights, resolve_lambdas
+from spiking_dqn.rollouts import q_network
 from spiking_dqn.search.storage import open_storage
 from spiking_dqn.semantics.checks import check_int
-from spiking_dqn.semantics.thresholds import scale_thresholds
 from spiking_dqn.semantics.widths import DEFAULT_WEIGHT_BITS
-
-
-def _scale_thresholds(program: ChipProgram, scale: float | Sequence[float] | None) -> tuple[ChipProgram, list[float]]:
-    """The program with its hidden thresholds multiplied by ``scale`` (one value, or one per hidden layer)."""
-    n_hidden = len(program.thresholds) - 1
-    if scale is None:
-        return program, [1.0] * n_hidden
-    scales = [float(s) for s in scale] if isinstance(scale, Sequence) else [float(scale)] * n_hidden
-    if len(scales) != n_hidden or not all(np.isfinite(s) and s > 0 for s in scales):
-        raise ValueError(f"threshold_scale needs one positive value or {n_hidden} (one per hidden layer), got {scale!r}")
-    return program.with_thresholds(scale_thresholds(program.thresholds, scales)), scales
 
 
 def fit_to_chip(
@@ -112,12 +81,22 @@ def fit_to_chip(
        backend over ``seeds.qat_checks`` episodes, the best weights kept), then the kept
        weights are snapped to the grid (:func:`~spiking_dqn.quantization.snap.snap_model_to_grid`: the
        model is changed in place and becomes the float twin of its program) and requantized.
+       Before it, the guard (:class:`~spiking_dqn.pipeline.steps.Guard`): the program quantized
+       from the weights before fine-tuning, as it is (``"ptq_naive"``) and with calibrated
+       thresholds (``"ptq"``, :func:`~spiking_dqn.search.calibrate_thresholds`), are candidates too
+       (when the fit plays held-out episodes).
     5. With ``threshold_scale``: multiply the hidden thresholds (the naive program is that one).
     6. Thresholds: ``"grid"`` (two-stage search on ``seeds.search`` episodes), ``"calibrate"``
        (rates of the float network on observations it visits from ``seeds.calibration``),
        ``"both"`` or ``"none"``.
     7. Evaluate every candidate program on the held-out episodes and choose the best reward
-       (fewest synaptic events on ties).
+       (fewest synaptic events on ties). So the returned program is never worse on the
+       held-out episodes than the plain post-training program with calibration (``"ptq"``);
+       when a guard candidate is chosen, the model's weights (and optimizer state) are put
+       back to their values before fine-tuning, so that the model is the float twin of the
+       program, and ``result.qat.kept`` is False. The result gives the float reward (before
+       fine-tuning), the chip reward and their gap on the same episodes with its noise
+       (:attr:`FitResult.gap_noise`), and a ``UserWarning`` says when the gap is larger.
     8. With ``out``: write the search and calibration files, ``best_program.npz``,
        ``summary.json`` and, with ``save_model`` after QAT, ``model_qat.zip``.
 
@@ -157,24 +136,28 @@ def fit_to_chip(
     net = q_network(model)
     if program is None and lam is not None and not isinstance(lam, (Grid, str)):  # bad numbers: before any episode
         resolve_lambdas(lam, float_weights(net), DEFAULT_WEIGHT_BITS if weight_bits is None else weight_bits)
-    run = _Run(model, net, env_id, get_backend(backend), seeds, eval_episodes, encoder_seed, threshold_scale, progress)
+    run = Run(model, net, env_id, get_backend(backend), seeds, eval_episodes, encoder_seed, threshold_scale, progress)
     folder = Path(out) if out is not None else None
     was_training = net.training
     net.eval()
+    guard: Guard | None = None
     try:
         float_before = run.evaluate_float()
-        program, report, grid, naive = _quantize(run, program, lam, weight_bits, state, squat=bool(qat.steps))
+        program, report, grid, naive = quantize_step(run, program, lam, weight_bits, state, squat=bool(qat.steps))
         qat_report, float_after, naive_before = None, None, None
         if qat.steps:
-            naive_before = naive
-            qat_report, program, report, naive, float_after = _finetune(run, grid, qat)
-        candidates, search_result, calibration_result = _choose_thresholds(
+            naive_before, guard = naive, Guard.take(run, program, naive, calibration)
+            qat_report, program, report, naive, float_after = finetune_step(run, grid, qat)
+        candidates, search_result, calibration_result = threshold_candidates(
             run, program, naive, method, search, calibration, folder
         )
+        candidates.update(guard.candidates if guard is not None else {})
+        chosen = min(candidates, key=lambda k: rank(candidates[k]))
+        if guard is not None and chosen in guard.candidates:
+            qat_report = guard.restore(run, qat_report)
     finally:
         if was_training:
             net.train()
-    chosen = min(candidates, key=lambda k: _rank(candidates[k]))
     best = candidates[chosen]
     events = None if best.evaluation is None else best.evaluation.synaptic_events_per_inference
     result = FitResult(
@@ -196,6 +179,8 @@ def fit_to_chip(
         labels=dict(labels or {}),
     )
     result.wall_time_s = time.perf_counter() - start
+    if result.gap_exceeds_noise:
+        warnings.warn(result.gap_line(), UserWarning, stacklevel=2)
     if folder is not None:
         _save(result, model, folder, save_model)
     return result
@@ -228,127 +213,6 @@ def _check_fit(
         raise TypeError(f"QAT needs an SB3 DQN with SpikingDQNPolicy, got {type(model).__name__}")
     if method in ("grid", "both") and search.storage is not None:
         open_storage(search.storage)  # an unreachable storage fails now, before any episode
-
-
-@dataclasses.dataclass(frozen=True)
-class _Run:
-    """What every step of one fit shares: the model, its network, the episodes it plays and where."""
-
-    model: DQN | SpikingQNetwork
-    net: SpikingQNetwork
-    env_id: str | None
-    runner: Backend
-    seeds: Seeds
-    eval_episodes: int
-    encoder_seed: int
-    threshold_scale: float | Sequence[float] | None
-    progress: bool
-
-    def evaluate(self, program: ChipProgram) -> EpisodeResult | None:
-        """``program`` on the held-out episodes (None when the fit plays none)."""
-        if not self.eval_episodes:
-            return None
-        return backend_reward(program, self.env_id, self.eval_episodes, seed=self.seeds.evaluation, backend=self.runner)
-
-    def evaluate_float(self) -> EpisodeResult | None:
-        """The float network on the held-out episodes (None when the fit plays none)."""
-        if not self.eval_episodes:
-            return None
-        return float_reward(self.net, self.env_id, self.eval_episodes, seed=self.seeds.evaluation)
-
-    def candidate(self, program: ChipProgram, multipliers: list[float]) -> Candidate:
-        """``program`` evaluated on the held-out episodes."""
-        return Candidate(program, self.evaluate(program), multipliers)
-
-
-def _quantize(
-    run: _Run,
-    program: ChipProgram | None,
-    lam: LambdaSpec | Grid,
-    weight_bits: WeightBitsSpec,
-    state: StateSettings,
-    squat: bool,
-) -> tuple[ChipProgram, QuantizationReport | None, Grid, Candidate]:
-    """Step 1: the naive program: quantized (unless given), thresholds scaled, state levels (and, for QAT, SQUAT's).
-
-    :return: the program, the quantization report (None for a given program), its grid and the naive candidate
-    """
-    report: QuantizationReport | None = None
-    if program is None:
-        program, report = quantize_network(run.net, lam, seed=run.encoder_seed, weight_bits=weight_bits)
-    grid = Grid.of_program(program)
-    program, scales = _scale_thresholds(program, run.threshold_scale)
-    if state.bits is not None:
-        observations = record_observations(run.net, run.env_id, state.observations, seed=run.seeds.calibration)
-        levels = state_levels_for(program, observations, state.bits, scheme=state.scheme)
-        program = dataclasses.replace(program, state_levels=levels)
-        if squat:  # the same levels in the training forward of both networks
-            for network in (run.net, run.model.policy.q_net_target.q_net):
-                network.set_state_levels(network_levels(program, grid.lambdas))
-    return program, report, grid, run.candidate(program, scales)
-
-
-def _finetune(
-    run: _Run, grid: Grid, qat: QATSettings
-) -> tuple[QATReport, ChipProgram, QuantizationReport, Candidate, EpisodeResult | None]:
-    """Step 2: QAT on ``grid`` (best checked weights kept and snapped to it), quantized again.
-
-    :return: the QAT report, the new naive program, its quantization report and candidate,
-        and the float network's held-out reward after QAT
-    """
-    qat_report = quantization_aware_finetune(
-        run.model, grid, qat.steps, mode=qat.mode, learning_rate=qat.learning_rate, grid_pull=qat.grid_pull,
-        target_update_interval=qat.target_update_interval, env_id=run.env_id, seed=run.seeds.search,
-        check_episodes=qat.check_episodes, check_seed=run.seeds.qat_checks, check_freq=qat.check_freq,
-        backend=run.runner, progress_bar=run.progress,
-    )
-    if qat_report.kept:
-        snap_model_to_grid(run.model, grid)  # the network QAT trained is the fake-quantized one
-    run.net.eval()
-    program, report = quantize_network(run.net, grid, seed=run.encoder_seed)
-    program, scales = _scale_thresholds(program, run.threshold_scale)
-    float_after = run.evaluate_float()
-    return qat_report, program, report, run.candidate(program, scales), float_after
-
-
-def _choose_thresholds(
-    run: _Run,
-    program: ChipProgram,
-    naive: Candidate,
-    method: str,
-    search: SearchSettings,
-    calibration: CalibrationSettings,
-    folder: Path | None,
-) -> tuple[dict[str, Candidate], ThresholdSearchResult | None, CalibrationResult | None]:
-    """Step 3: the candidates: the naive program, the grid search's and the calibration's (by ``method``).
-
-    :return: the candidates by name, the search result and the calibration result (None when not run)
-    """
-    candidates = {"naive": naive}
-    search_result, calibration_result = None, None
-    if method in ("grid", "both"):
-        search_result = threshold_search(
-            program, run.env_id, backend=run.runner, stage1_grid=search.stage1_grid,
-            stage2_factors=search.stage2_factors, n_episodes=search.episodes, seed=run.seeds.search,
-            storage=search.storage, study_name=search.study_name, heartbeat_interval=search.heartbeat_interval,
-            progress_bar=run.progress, output_dir=folder,
-        )
-        candidates["grid"] = run.candidate(search_result.program, search_result.best.multipliers)
-    if method in ("calibrate", "both"):
-        calibration_result = calibrate_thresholds(
-            run.net, program, calibration.observations, env_id=run.env_id, n_observations=calibration.n_observations,
-            backend=run.runner, objective=calibration.objective, granularity=calibration.granularity,
-            seed=run.seeds.calibration, progress_bar=run.progress,
-        )
-        candidates["calibration"] = run.candidate(calibration_result.program, calibration_result.multipliers)
-    return candidates, search_result, calibration_result
-
-
-def _rank(candidate: Candidate) -> tuple[float, float]:
-    """Step 4's order: the best held-out reward first, fewest synaptic events on ties (unevaluated: all equal)."""
-    if candidate.evaluation is None:
-        return (0.0, 0.0)
-    return (-candidate.reward, candidate.evaluation.synaptic_events_per_inference)
 
 
 def _save(result: FitResult, model: DQN | SpikingQNetwork, folder: Path, save_model: bool) -> None:

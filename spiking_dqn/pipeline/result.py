@@ -55,7 +55,9 @@ class FitResult:
     :param eval_episodes: held-out episodes per evaluation
     :param float_evaluation: the float network before QAT on the held-out episodes (``None``: not evaluated)
     :param candidates: the evaluated programs by name: ``"naive"`` (as quantized, after QAT
-        when QAT ran), ``"grid"``, ``"calibration"``
+        when QAT ran), ``"grid"``, ``"calibration"``; when QAT ran (and the fit evaluates),
+        the guard's ``"ptq_naive"`` and ``"ptq"``: quantized from the weights before QAT, as
+        they are and with calibrated thresholds
     :param chosen: the name of the best candidate (reward, then fewest synaptic events)
     :param energy: estimated energy per inference of the chosen program (``None``: not evaluated)
     :param qat: the QAT report, when QAT ran
@@ -97,6 +99,55 @@ class FitResult:
         """The chosen candidate."""
         return self.candidates[self.chosen]
 
+    @property
+    def reward_float(self) -> float | None:
+        """The float network before fine-tuning on the held-out episodes (``None``: not evaluated)."""
+        return _reward(self.float_evaluation)
+
+    @property
+    def reward_chip(self) -> float | None:
+        """The chosen program on the same held-out episodes (``None``: not evaluated)."""
+        return self.best.reward
+
+    @property
+    def gap(self) -> float | None:
+        """``reward_float - reward_chip``: the reward the chip loses on the same episodes (``None``: not evaluated)."""
+        return self._paired_gap()[0]
+
+    @property
+    def gap_noise(self) -> float | None:
+        """The noise of :attr:`gap`: twice the standard error of the paired per-episode difference.
+
+        With ``d_i = float_i - chip_i`` on held-out episode ``i`` (the same env seed for both)
+        over ``n`` episodes, ``2 * std(d, ddof=1) / sqrt(n)``: about a 95% confidence half-width
+        of the gap (0 for one episode; ``None``: not evaluated).
+        """
+        return self._paired_gap()[1]
+
+    @property
+    def gap_exceeds_noise(self) -> bool:
+        """Whether the chip loses more reward than :attr:`gap_noise` explains (False when not evaluated)."""
+        gap, noise = self._paired_gap()
+        return bool(gap is not None and noise is not None and gap > noise)
+
+    def gap_line(self) -> str:
+        """One line: the float and chip rewards, their gap and its noise, and whether the gap exceeds it."""
+        gap, noise = self._paired_gap()
+        if gap is None or noise is None:
+            return "float and chip rewards: not evaluated (no held-out episodes)"
+        line = (f"float {self.reward_float:.2f}, chip {self.reward_chip:.2f} ({self.chosen}) on the same "
+                f"{self.eval_episodes} held-out episodes (seeds {self.seeds.evaluation}..): gap {gap:.2f} "
+                f"+- {noise:.2f} (2 standard errors)")
+        if gap > noise:
+            return f"{line}; the chip loses more than the episodes' noise: more fine-tuning or another recipe may help"
+        return line
+
+    def _paired_gap(self) -> tuple[float | None, float | None]:
+        chip = self.best.evaluation
+        if self.float_evaluation is None or chip is None:
+            return None, None
+        return paired_gap(self.float_evaluation.rewards, chip.rewards)
+
     def final(self) -> dict[str, dict[str, Any]]:
         """Held-out rewards and hidden thresholds (chip units) of the float network and every candidate."""
         out: dict[str, dict[str, Any]] = {
@@ -123,6 +174,10 @@ class FitResult:
             "eval_episodes": self.eval_episodes,
             "eval_seed": self.seeds.evaluation,
             "reward_float": _reward(self.float_evaluation),
+            "reward_chip": self.reward_chip,
+            "gap": self.gap,
+            "gap_noise": self.gap_noise,
+            "gap_exceeds_noise": self.gap_exceeds_noise,
             "reward_naive": naive.reward,
             "naive_thresholds": naive.thresholds,
         }
@@ -163,6 +218,18 @@ class FitResult:
             files=dict(self.files),
         )
         return out
+
+
+def paired_gap(float_rewards: list[float], chip_rewards: list[float]) -> tuple[float, float]:
+    """The mean of ``float_i - chip_i`` over the same episodes and its noise, ``2 * std(ddof=1) / sqrt(n)``.
+
+    :raises ValueError: not one chip reward per float reward
+    """
+    if len(float_rewards) != len(chip_rewards) or not float_rewards:
+        raise ValueError(f"paired rewards of the same episodes needed, got {len(float_rewards)} and {len(chip_rewards)}")
+    diff = np.asarray(float_rewards, dtype=float) - np.asarray(chip_rewards, dtype=float)
+    noise = 2.0 * float(np.std(diff, ddof=1)) / float(np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return float(np.mean(diff)), noise
 
 
 def _reward(evaluation: EpisodeResult | None) -> float | None:

@@ -1,0 +1,133 @@
+"""fit_to_chip's guarantee: never worse than the plain post-training program; the float-chip gap on the same episodes."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import DQN
+
+from agents.common import trained_model_path
+from spiking_dqn.pipeline import QATSettings, fit_to_chip
+from spiking_dqn.pipeline import steps as pipeline_steps
+from spiking_dqn.pipeline.result import paired_gap
+from spiking_dqn.recipes.recipe import TRAINED_NAME
+from spiking_dqn.rollouts import backend_reward, float_reward
+
+ENV = "CartPole-v0"
+EPISODES = 20
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped CartPole-v0 agent (fine-tuned and snapped: its int8 program plays as it does)."""
+    return DQN.load(trained_model_path(ENV), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def as_trained():
+    """The shipped CartPole-v0 agent as trained: its plain int8 program plays far worse than it."""
+    return DQN.load(trained_model_path(ENV).with_name(TRAINED_NAME), device="cpu")
+
+
+def state_of(model: DQN) -> dict:
+    return copy.deepcopy(model.policy.state_dict())
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for name, value in a.items():
+        if isinstance(value, th.Tensor):
+            assert th.equal(value, b[name]), name
+
+
+def test_a_fine_tuning_that_destroys_the_policy_is_not_returned_and_its_weights_are_put_back(
+    shipped, monkeypatch, tmp_path
+):
+    real = pipeline_steps.quantization_aware_finetune
+
+    def sabotaged(model, *args, **kwargs):
+        report = real(model, *args, **kwargs)
+        with th.no_grad():
+            for layer in model.policy.q_net.q_net.linear_layers():
+                layer.weight.mul_(-1.0)  # the greedy action turns around: the pole falls
+        return report
+
+    monkeypatch.setattr(pipeline_steps, "quantization_aware_finetune", sabotaged)
+    model = copy.deepcopy(shipped)
+    before = state_of(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit_to_chip(model, ENV, qat=QATSettings(20, mode="distill", check_episodes=0), method="none",
+                             eval_episodes=EPISODES, out=tmp_path, save_model=True)
+    rewards = {name: candidate.reward for name, candidate in result.candidates.items()}
+    assert set(rewards) == {"naive", "ptq_naive", "ptq"}
+    assert rewards["naive"] < rewards["ptq"]  # the sabotage worked
+    assert result.chosen in ("ptq", "ptq_naive") and result.reward_chip == max(rewards.values())
+    assert result.reward_chip >= rewards["ptq"]
+    assert_same_state(model.policy.state_dict(), before)  # the float twin of the program it returns
+    assert result.qat is not None and not result.qat.kept
+    assert not (tmp_path / "model_qat.zip").exists()
+    program = backend_reward(result.program, ENV, EPISODES, seed=result.seeds.evaluation)
+    assert program.rewards == result.best.evaluation.rewards
+
+
+@pytest.mark.parametrize("mode", ["distill", "online"])
+def test_the_returned_program_is_never_worse_than_ptq_on_the_held_out_episodes(as_trained, mode):
+    model = copy.deepcopy(as_trained)
+    before = state_of(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit_to_chip(model, ENV, qat=QATSettings(100, mode=mode, check_episodes=2), method="none",
+                             eval_episodes=EPISODES)
+    assert result.reward_chip >= result.candidates["ptq"].reward
+    assert result.reward_chip >= result.candidates["ptq_naive"].reward
+    assert result.qat.mode == mode
+    if result.chosen in ("ptq", "ptq_naive"):
+        assert_same_state(model.policy.state_dict(), before)
+
+
+def test_the_gap_is_float_minus_chip_on_the_same_episodes(as_trained):
+    model = copy.deepcopy(as_trained)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit_to_chip(model, ENV, method="none", eval_episodes=EPISODES)
+    seed = result.seeds.evaluation
+    floated = float_reward(copy.deepcopy(as_trained), ENV, EPISODES, seed=seed).rewards
+    chip = backend_reward(result.program, ENV, EPISODES, seed=seed).rewards
+    assert result.float_evaluation.rewards == floated and result.best.evaluation.rewards == chip
+    diff = np.asarray(floated) - np.asarray(chip)
+    assert result.gap == pytest.approx(diff.mean())
+    assert result.gap_noise == pytest.approx(2 * diff.std(ddof=1) / np.sqrt(EPISODES))
+    assert (result.reward_float, result.reward_chip) == (pytest.approx(np.mean(floated)), pytest.approx(np.mean(chip)))
+    summary = result.summary()
+    assert summary["gap"] == result.gap and summary["gap_noise"] == result.gap_noise
+    assert summary["reward_chip"] == result.reward_chip and summary["gap_exceeds_noise"] is True
+    line = result.gap_line()
+    assert f"gap {result.gap:.2f} +- {result.gap_noise:.2f}" in line and f"{EPISODES} held-out episodes" in line
+
+
+def test_the_fit_warns_in_one_line_when_the_gap_exceeds_the_noise_and_not_otherwise(shipped, as_trained):
+    with pytest.warns(UserWarning, match="the chip loses more than the episodes' noise") as caught:
+        bad = fit_to_chip(copy.deepcopy(as_trained), ENV, method="none", eval_episodes=EPISODES)
+    assert bad.gap_exceeds_noise and bad.gap > bad.gap_noise
+    assert [str(w.message) for w in caught if "episodes' noise" in str(w.message)] == [bad.gap_line()]
+    assert "\n" not in bad.gap_line()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        good = fit_to_chip(copy.deepcopy(shipped), ENV, method="none", eval_episodes=EPISODES)
+    assert not good.gap_exceeds_noise and good.gap <= good.gap_noise
+    assert not [w for w in caught if "episodes' noise" in str(w.message)]
+    assert "noise" not in good.gap_line().split(";")[-1] or ";" not in good.gap_line()
+
+
+def test_paired_gap_is_the_mean_difference_and_two_standard_errors():
+    gap, noise = paired_gap([200.0, 200.0, 200.0, 200.0], [200.0, 180.0, 200.0, 200.0])
+    assert gap == pytest.approx(5.0)
+    assert noise == pytest.approx(2 * np.std([0, 20, 0, 0], ddof=1) / 2)
+    assert paired_gap([1.0], [0.0]) == (1.0, 0.0)
+    with pytest.raises(ValueError, match="paired rewards"):
+        paired_gap([1.0, 2.0], [1.0])
