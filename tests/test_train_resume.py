@@ -140,7 +140,7 @@ def test_retraining_moves_the_stale_outputs_aside(tmp_path, capsys):
     assert len(previous) == 1 and str(previous[0]) in moved[0]
     names = {p.name for p in out.iterdir()} - {previous[0].name}
     assert names == {"model.zip", "model_trained.zip", "eval.json", "README.md", "evaluations.npz",
-                     "reward_curve.png", "training.json"}
+                     "reward_curve.png", "training.json", "run.json"}
     assert {p.name for p in previous[0].iterdir()} == set(stale[:-1]) | {"compare"}
     for name in ("model.zip", "eval.json"):
         assert (out / name).read_bytes() != b"from the earlier run"
@@ -154,7 +154,7 @@ def test_qat_only_keeps_the_training_and_moves_what_the_old_model_made(tmp_path)
     message = move_previous_run(out, keep=TRAINING_FILES)
     assert message is not None and "2 file(s)" in message
     assert {p.name for p in out.iterdir() if not p.name.startswith("previous-")} == {
-        "model_trained.zip", "eval.json", "evaluations.npz"}
+        "model_trained.zip", "eval.json", "evaluations.npz", "run.json"}  # run.json: a run not finished
     assert move_previous_run(tmp_path / "run", keep=TRAINING_FILES) is None
 
 

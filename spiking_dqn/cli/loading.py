@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,6 +15,7 @@ from envs.bounds import bounds_for_space
 from spiking_dqn.cli.arguments import CLIError
 from spiking_dqn.hardware import ChipProgram, ChipProgramError
 from spiking_dqn.policies import SpikingDQNPolicy
+from spiking_dqn.recipes.manifest import RunFolderError, check_run_folder
 
 #: The file ``spiking-dqn train`` writes next to ``model.zip``, with the env id.
 EVAL_RECORD = "eval.json"
@@ -27,8 +29,10 @@ def infer_env_id(model_path: Path) -> str | None:
     ``spiking-dqn train`` and the recipes write next to the model.
 
     :param model_path: the model file
+    :raises CLIError: a training folder that does not hold one complete run (:func:`check_training_folder`)
     """
     parent = Path(model_path).resolve().parent
+    check_training_folder(parent)
     if parent.parent.name == "trained" and parent.parent.parent.name == "agents":
         return parent.name
     record = parent / EVAL_RECORD
@@ -66,10 +70,12 @@ def load_spiking_model(path: Path, device: str = "cpu") -> DQN:
 
     :param path: the ``.zip`` file
     :param device: torch device of the loaded model
-    :raises CLIError: missing file, not an SB3 DQN file, or not a spiking policy
+    :raises CLIError: missing file, a training folder that does not hold one complete run
+        (:func:`check_training_folder`), not an SB3 DQN file, or not a spiking policy
     """
     if not Path(path).is_file():
         raise CLIError(f"no model file at {path}")
+    check_training_folder(Path(path).resolve().parent)
     try:
         model = DQN.load(path, device=device)
     except Exception as exc:  # noqa: BLE001 - SB3 raises many kinds for foreign or damaged files
@@ -82,6 +88,24 @@ def load_spiking_model(path: Path, device: str = "cpu") -> DQN:
             "spiking Q-networks (DQN(SpikingDQNPolicy, env)) can be deployed to the chip or compared with it"
         )
     return model
+
+
+def check_training_folder(folder: Path) -> None:
+    """Refuse to read a model or record from a training folder that does not hold one complete run.
+
+    :func:`~spiking_dqn.recipes.manifest.check_run_folder`: a run that did not finish, or a file
+    that is not the one its ``run.json`` records, is refused; a folder written before run
+    manifests is read with a one-line warning.
+
+    :param folder: the folder of the model file
+    :raises CLIError: the reason, in one line
+    """
+    try:
+        warning = check_run_folder(folder)
+    except RunFolderError as exc:
+        raise CLIError(str(exc)) from None
+    if warning is not None:
+        warnings.warn(warning, UserWarning, stacklevel=2)
 
 
 def load_program(path: str | os.PathLike) -> ChipProgram:

@@ -9,12 +9,16 @@ from typing import Any
 import numpy as np
 
 from spiking_dqn.files import atomic_write, atomic_write_text
+from spiking_dqn.recipes.manifest import finish_run
 from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES, QAT_CHECK_FREQ, TRAINED_NAME
 from spiking_dqn.recipes.versions import versions_line
 
 
 def write_training_card(out: Path, env_id: str, hyperparams: dict[str, Any], summary: dict[str, Any]) -> None:
     """Plot the learning curve (``reward_curve.png``) and write the model card (``README.md``) in ``out``.
+
+    The last step of a run: the run's manifest (``run.json``, :func:`~spiking_dqn.recipes.manifest.finish_run`)
+    is written after them.
 
     :param out: the training folder (with ``evaluations.npz`` when periodic evaluations ran)
     :param env_id: Gymnasium id
@@ -23,6 +27,7 @@ def write_training_card(out: Path, env_id: str, hyperparams: dict[str, Any], sum
     """
     plot_learning_curve(out / "evaluations.npz", out / "reward_curve.png", env_id)
     write_model_card(out / "README.md", env_id, hyperparams, summary)
+    finish_run(out, str(summary["command"]))
 
 
 def plot_learning_curve(evaluations: Path, path: Path, env_id: str) -> None:

@@ -47,6 +47,7 @@ from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.thresholds import ThresholdNoise
 from spiking_dqn.qat import quantization_aware_finetune
 from spiking_dqn.quantization.snap import snap_model_to_grid
+from spiking_dqn.recipes.manifest import begin_run
 from spiking_dqn.recipes.versions import installed_versions
 from spiking_dqn.recipes.run_folder import (
     CHECKPOINT_NAME,
@@ -198,9 +199,9 @@ def with_overrides(hyperparams: dict[str, Any], options: TrainOptions) -> dict[s
 def make_model(env_id: str, hyperparams: dict[str, Any], options: TrainOptions) -> SpikingDQN | None:
     """Step 1: the training env (seed ``seed``) and the ``SpikingDQN`` to train on it (None with ``qat_only``).
 
-    A new run first moves what an earlier run left in ``out`` aside (:func:`move_previous_run`;
-    ``qat_only`` keeps the training's files, ``resume`` everything); ``resume`` loads the model,
-    env and replay buffer of the checkpoint.
+    A new run first marks ``out`` as holding an unfinished run and moves what an earlier run left
+    there aside (:func:`move_previous_run`; ``qat_only`` keeps the training's files, ``resume``
+    everything); ``resume`` loads the model, env and replay buffer of the checkpoint.
 
     :param env_id: Gymnasium id
     :param hyperparams: ``DQN`` keyword arguments, ``policy_kwargs`` included (overrides applied)
@@ -217,6 +218,7 @@ def make_model(env_id: str, hyperparams: dict[str, Any], options: TrainOptions) 
     if options.resume:
         state = read_checkpoint(options.out / CHECKPOINT_NAME)
         check_fingerprint(state, run_fingerprint(env_id, hyperparams, options), options.out / CHECKPOINT_NAME)
+        begin_run(options.out, resume=True)
         print(f"{env_id}: resuming from the checkpoint at step {state['num_timesteps']} of {options.timesteps} "
               f"({options.out / CHECKPOINT_NAME})", flush=True)
         return load_checkpoint_model(state, SpikingDQN, tensorboard_log=options.tensorboard_log)

@@ -10,7 +10,8 @@
 * :class:`RecipeEvalCallback` is SB3's ``EvalCallback`` whose ``evaluations.npz`` is written
   atomically and whose best model is kept in memory (and in the checkpoint) until training
   ends, when the recipe writes it as ``model_trained.zip``.
-* :func:`move_previous_run`: a new run moves what an earlier run left in the folder aside.
+* :func:`move_previous_run`: a new run moves what an earlier run left in the folder aside, its
+  manifest first (:mod:`spiking_dqn.recipes.manifest`).
 
 Every file goes through :func:`spiking_dqn.files.atomic_write`.
 """
@@ -33,6 +34,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from spiking_dqn.files import PARTIAL_MARK, atomic_write
+from spiking_dqn.recipes.manifest import MANIFEST_NAME, begin_run, moved_aside, moving_to
 
 #: The training checkpoint in a run folder (deleted once training has finished).
 CHECKPOINT_NAME = "checkpoint.pkl"
@@ -255,6 +257,9 @@ def move_previous_run(out: Path, keep: tuple[str, ...] = ()) -> str | None:
     that run or from its model (chip programs, reports, NIR files, cards), so everything but
     ``keep`` and earlier ``previous-*`` folders moves, the markers last (a run killed while moving
     leaves a marker, and the next run moves the rest). Half-written temporary files are removed.
+    Before anything moves, the folder's manifest is copied to the new folder and replaced by one
+    that says the new run has not finished (:func:`~spiking_dqn.recipes.manifest.begin_run`);
+    after a kill while moving, the next run moves the rest into the same folder.
 
     :param out: the run folder
     :param keep: names that stay (what ``--qat-only`` reuses)
@@ -263,9 +268,22 @@ def move_previous_run(out: Path, keep: tuple[str, ...] = ()) -> str | None:
     for partial in out.glob(f".*{PARTIAL_MARK}*"):
         partial.unlink(missing_ok=True)
     if not any((out / name).exists() for name in RUN_MARKERS if name not in keep):
+        begin_run(out)
         return None
-    entries = [p for p in out.iterdir() if p.name not in keep and not p.name.startswith(PREVIOUS_PREFIX)]
+    target = moving_to(out) or _previous_folder(out)
+    begin_run(out, previous=target)
+    entries = [p for p in out.iterdir() if p.name not in keep and p.name != MANIFEST_NAME
+               and not p.name.startswith(PREVIOUS_PREFIX)]
     entries.sort(key=lambda p: p.name in RUN_MARKERS)
+    for entry in entries:
+        entry.rename(target / entry.name)
+    moved_aside(out)
+    names = ", ".join(p.name for p in entries[:6]) + (", ..." if len(entries) > 6 else "")
+    return f"{out} held an earlier run: moved its {len(entries)} file(s) ({names}) to {target}"
+
+
+def _previous_folder(out: Path) -> Path:
+    """A new ``out/previous-<UTC time>/`` folder."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = out / f"{PREVIOUS_PREFIX}{stamp}"
     n = 1
@@ -273,7 +291,4 @@ def move_previous_run(out: Path, keep: tuple[str, ...] = ()) -> str | None:
         n += 1
         target = out / f"{PREVIOUS_PREFIX}{stamp}-{n}"
     target.mkdir()
-    for entry in entries:
-        entry.rename(target / entry.name)
-    names = ", ".join(p.name for p in entries[:6]) + (", ..." if len(entries) > 6 else "")
-    return f"{out} held an earlier run: moved its {len(entries)} file(s) ({names}) to {target}"
+    return target
