@@ -44,6 +44,7 @@ import multiprocessing
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 import warnings
@@ -66,6 +67,7 @@ from docs_pages import figure_links, update_page  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
 from robustness_tables import markdown, normalised, plot, summarise, worst_reward  # noqa: E402
 from spiking_dqn.pipeline import QATSettings, fit_to_chip  # noqa: E402
+from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
 from spiking_dqn.recipes.hyperparams import hyperparams_for, qat_learning_rate  # noqa: E402
 from spiking_dqn.recipes.recipe import (  # noqa: E402
     EVAL_SEED, QAT_CHECK_EPISODES, QAT_CHECK_FREQ, TRAINED_NAME, TrainOptions, train_and_evaluate, with_overrides,
@@ -195,8 +197,17 @@ def measure(job: Job) -> dict[str, Any]:
         "timesteps": record["timesteps"], "train_wall_time_s": record["train_wall_time_s"],
         "train_command": record["command"], "float_reward": floated.mean_reward, "float_std": floated.std_reward,
         "fits": fits, "model": str(trained.relative_to(ROOT) if trained.is_relative_to(ROOT) else trained),
-        "packages": versions_line(),
+        "code": code_version(), "packages": versions_line(),
     }
+
+
+def code_version() -> str:
+    """The commit the fits ran on, ``+changes`` when the package's files differ from it (a shared work tree)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "spiking_dqn", "zoo_configs")
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+changes" if changed else "")
 
 
 def point(seed: int, weight_bits: int) -> str:
@@ -276,6 +287,24 @@ def run_jobs(jobs: list[Job], processes: int) -> tuple[list[dict[str, Any]], lis
     return rows, failed
 
 
+def update_cards(rows: list[dict[str, Any]], command: str) -> None:
+    """Write each task's rows into the shipped agent's model card, section ``seeds``, where the card has one."""
+    for env_id in dict.fromkeys(r["env_id"] for r in rows):
+        card = ROOT / "agents" / "trained" / env_id / "README.md"
+        text = card.read_text() if card.exists() else ""
+        if "<!-- seeds:begin -->" not in text or "<!-- seeds:end -->" not in text:
+            print(f"{env_id}: {card} has no seeds section, not updated")
+            continue
+        task = [r for r in rows if r["env_id"] == env_id]
+        replace_card_section(card, "seeds", (
+            "## Seed report\n\nDoes a user who trains with their own seed get a chip program as good as the float "
+            "agent? The recipe trained on each seed with fine-tuning off, then each fine-tuning variant of "
+            f"`fit_to_chip` on the agent as trained (`benchmarks/robustness.py`; this table: `{command}`, "
+            "all figures in `benchmarks/results/robustness.json`, the plot in `benchmarks/results/robustness.png`).\n\n"
+            + markdown(task, list(VARIANTS), summarise(task, list(VARIANTS)))))
+        print(f"{env_id}: seed report written into {card}")
+
+
 def parse_seeds(words: list[str]) -> list[int]:
     """``["0-9"]``, ``["0", "3", "5-6"]`` -> the seeds, in order, each once."""
     seeds: list[int] = []
@@ -301,6 +330,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-run", action="store_true", help="measure nothing: tables, plot (and docs) from the JSON")
     parser.add_argument("--update-docs", action="store_true",
                         help="write the tables and plot into docs/benchmarks.md between <!-- robustness:begin/end -->")
+    parser.add_argument("--update-card", action="store_true",
+                        help="write each task's tables into its shipped model card's seed report (section seeds)")
     return parser.parse_args(argv)
 
 
@@ -339,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_docs:
         update_page("benchmarks.md", "robustness",
                     table + "\n" + figure_links(args.out, [("normalised chip reward per seed", "robustness.png")]))
+    if args.update_card:
+        update_cards(rows, command)
     print(table)
     if skipped:
         print("skipped:", *skipped, sep="\n  ")

@@ -109,6 +109,21 @@ def test_update_docs_writes_the_page_between_its_markers_only(study, tmp_path, m
     assert "not met" in text  # one seed under 95% already fails "95% on every seed"
 
 
+def test_update_card_writes_the_seed_report_of_a_card_that_has_one(study, tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    card = tmp_path / "agents" / "trained" / "CartPole-v0" / "README.md"
+    card.parent.mkdir(parents=True)
+    card.write_text("# Card\n\n<!-- seeds:begin -->\nold\n<!-- seeds:end -->\n")
+    row = {"env_id": "CartPole-v0", "variant": "seed 3", "seed": 3, "weight_bits": 8, "episodes": 100,
+           "eval_seed": 12345, "float_reward": 200.0, "random_reward": 22.0, "worst": 0.0, "train_wall_time_s": 100.0,
+           "fits": {"ptq": {"chip_reward": 200.0, "normalised": 1.0, "fit_wall_time_s": 1.0}}}
+    study.update_cards([row, {**row, "env_id": "Acrobot-v1"}], "python benchmarks/robustness.py --seeds 3")
+    text = card.read_text()
+    assert "old" not in text and "## Seed report" in text and "| 3 | 200.0 | 100 s | 200.0 (100.0%), 1 s |" in text
+    assert "`python benchmarks/robustness.py --seeds 3`" in text
+    assert not (tmp_path / "agents" / "trained" / "Acrobot-v1").exists()  # no card, no section: nothing written
+
+
 def fits(env_id, values, float_reward=200.0, random_reward=20.0, bits=8):
     return [{"env_id": env_id, "seed": s, "weight_bits": bits, "float_reward": float_reward,
              "random_reward": random_reward, "train_wall_time_s": 100.0,
