@@ -79,6 +79,10 @@ METADATA_KEYS = ("format", "dt", *METADATA_FIELDS, DIGEST_KEY)
 MAX_FILE_DEPTH = 8
 MAX_FILE_OBJECTS = 20_000
 MAX_FILE_STRINGS = 4096
+#: Bytes of all the datasets of a NIR file together (declared shapes x item sizes, summed from the
+#: headers before any is read): twice :data:`MAX_PROJECTION_WEIGHTS` float64 values, more weights
+#: than one chip's memory holds (152 processing elements x 128 KiB) even as int8.
+MAX_FILE_BYTES = 2 * MAX_PROJECTION_WEIGHTS * 8
 NEURON_NODES = (nir.LIF, nir.IF)
 WEIGHT_NODES = (nir.Affine, nir.Linear)
 
@@ -133,16 +137,18 @@ def check_nir_file(path: str | os.PathLike) -> None:
     Every link must be a hard link (external and soft links are not followed), no dataset may
     keep its data in other files (external or virtual storage), and every dataset is a number
     or string array within the program limits (:data:`MAX_PROJECTION_WEIGHTS` elements, a 2-D
-    one within ``check_projection_size``), checked from its header.
+    one within ``check_projection_size``), checked from its header, and all of them together
+    hold at most :data:`MAX_FILE_BYTES` (their declared sizes summed before any is read).
 
     :raises NIRError: the reason
     :raises OSError: h5py cannot open the file (the caller maps it)
     """
     with h5py.File(path, "r") as f:
-        _check_group(f, 0, [0])
+        _check_group(f, 0, [0, 0])
 
 
 def _check_group(group: h5py.Group, depth: int, count: list[int]) -> None:
+    """Check ``group``'s tree; ``count``: the objects seen and the bytes their datasets declare, so far."""
     if depth > MAX_FILE_DEPTH:
         raise NIRError(f"{group.name}: groups nested deeper than {MAX_FILE_DEPTH}; not a NIR graph of a chip program")
     for name in group:
@@ -157,12 +163,16 @@ def _check_group(group: h5py.Group, depth: int, count: list[int]) -> None:
         if isinstance(item, h5py.Group):
             _check_group(item, depth + 1, count)
         elif isinstance(item, h5py.Dataset):
-            _check_dataset(item, where)
+            count[1] += _check_dataset(item, where)
+            if count[1] > MAX_FILE_BYTES:
+                raise NIRError(f"the datasets of the file declare more than MAX_FILE_BYTES = {MAX_FILE_BYTES} bytes "
+                               f"together (at {where}); not a NIR graph of a chip program")
         else:
             raise NIRError(f"{where} is a {type(item).__name__}, not a group or dataset of a NIR graph")
 
 
-def _check_dataset(data: h5py.Dataset, where: str) -> None:
+def _check_dataset(data: h5py.Dataset, where: str) -> int:
+    """Check one dataset from its header; return the bytes it declares (shape x item size)."""
     if data.external or data.is_virtual:
         raise NIRError(f"{where} keeps its data in other files; a NIR file of a chip program holds its data itself")
     kind, size = data.dtype.kind, math.prod(data.shape) if data.shape is not None else 0  # exact, no overflow
@@ -170,7 +180,7 @@ def _check_dataset(data: h5py.Dataset, where: str) -> None:
     if strings:
         if size > MAX_FILE_STRINGS or data.dtype.itemsize > 4096:
             raise NIRError(f"{where}: a string dataset of shape {data.shape} ({data.dtype}) is too large")
-        return
+        return size * data.dtype.itemsize
     if kind not in "biuf" or data.dtype.itemsize > 8:
         raise NIRError(f"{where}: dtype {data.dtype} is not a number type of a NIR graph")
     if size > MAX_PROJECTION_WEIGHTS:
@@ -182,3 +192,4 @@ def _check_dataset(data: h5py.Dataset, where: str) -> None:
             check_projection_size(data.shape, where)
         except ValueError as exc:
             raise NIRError(str(exc)) from None
+    return size * data.dtype.itemsize
