@@ -257,3 +257,29 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
         """The callback called with each trial found dead."""
         return self.stale_trial_callback
+
+
+def serialize_sqlite(storage: BaseStorage) -> BaseStorage:
+    """An SQLite ``RDBStorage`` whose transactions all start with ``BEGIN IMMEDIATE`` (one at a time); others as given.
+
+    SQLite has no ``SELECT ... FOR UPDATE``, and its Python driver begins a transaction only at
+    the first write, after the read that found a queued trial still waiting: two workers could
+    both pop the same queued (``WAITING``) trial. Serialized, the second one sees it running.
+    (PostgreSQL locks the row; a journal storage rejects the second pop.)
+
+    :param storage: an opened storage
+    """
+    if not isinstance(storage, RDBStorage) or storage.engine.dialect.name != "sqlite":
+        return storage
+    engine = storage.engine
+
+    def no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    def begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    sqlalchemy.event.listen(engine, "connect", no_implicit_transactions)
+    sqlalchemy.event.listen(engine, "begin", begin_immediate)
+    engine.dispose()  # connections opened before the listeners are not reused
+    return storage

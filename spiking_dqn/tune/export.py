@@ -61,7 +61,11 @@ def merge_entry(text: str, env_id: str, block: str) -> str:
         while first > 0 and lines[first - 1].startswith("# spiking-dqn tune"):
             first -= 1  # the previous export's comment goes with its entry
         merged = "".join(lines[:first]) + block + "".join(lines[end:])
-    after = _entries(merged)
+    try:
+        after = _entries(merged)
+    except ExportError as exc:
+        raise ExportError(f"replacing the {env_id} entry breaks the file ({exc}): other entries merge it through a "
+                          "YAML anchor; export to another file") from None
     changed = sorted(k for k in before if k != env_id and before[k] != after.get(k))
     if changed:
         raise ExportError(f"replacing the {env_id} entry would change {', '.join(changed)} (they merge it through a "

@@ -41,7 +41,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from spiking_dqn.search.storage import open_storage
+from spiking_dqn.search.storage import open_storage, serialize_sqlite
 from spiking_dqn.search.studies import quiet_optuna, worker_name
 from spiking_dqn.tune.objective import DIRECTIONS, TuneSettings, run_trial
 from spiking_dqn.tune.space import base_params
@@ -84,11 +84,13 @@ def retry_callback() -> Any:
 
 
 def open_tune_storage(storage: str, heartbeat_interval: int) -> optuna.storages.BaseStorage:
-    """The study storage, with heartbeats and dead trials queued again.
+    """The study storage, with heartbeats, dead trials queued again, and SQLite's transactions serialized.
 
     :raises spiking_dqn.search.StorageUnavailableError: the storage cannot be opened
     """
-    return open_storage(storage, heartbeat_interval=heartbeat_interval, stale_trial_callback=retry_callback())
+    return serialize_sqlite(
+        open_storage(storage, heartbeat_interval=heartbeat_interval, stale_trial_callback=retry_callback())
+    )
 
 
 def prepare_study(storage: optuna.storages.BaseStorage, study_name: str, settings: TuneSettings) -> optuna.Study:
