@@ -21,7 +21,8 @@ Without ``-optimize`` that is plain rl-zoo. With ``-optimize --algo dqn`` each t
   in the tuner's search space (:func:`sample_spiking_options`: hidden widths, ticks, beta,
   threshold, encoding, a scale of the encoder bounds, ASPEN noise, activity penalty);
 * every trial records the ``policy_kwargs`` its model was built with as the user attribute
-  ``policy_kwargs`` (rl-zoo prints the best trial's, and its report csv lists them).
+  ``policy_kwargs`` (rl-zoo prints the best trial's, and its report csv lists them); rl-zoo's
+  ``--storage S --study-name N --trial-id I`` trains with them (:func:`stored_trial_hyperparams`).
 
 How: through rl-zoo's extension points: a subclass of its ``ExperimentManager`` installs
 the merging sampler in ``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER`` for the study. Only
@@ -218,7 +219,44 @@ def manager_class(options: ZooOptions) -> type:
             with installed_sampler("dqn", sampler):
                 return super().hyperparameters_optimization()
 
+        def load_trial(
+            self, storage: str, study_name: str, trial_id: int | None = None, convert: bool = True
+        ) -> dict[str, Any]:
+            if self.algo != "dqn" or not convert:
+                return super().load_trial(storage, study_name, trial_id, convert)
+            return stored_trial_hyperparams(storage, study_name, trial_id)
+
     return SpikingExperimentManager
+
+
+def stored_trial_hyperparams(storage: str, study_name: str, trial_id: int | None = None) -> dict[str, Any]:
+    """The hyperparameters of a stored DQN trial (rl-zoo's ``--trial-id``), as the trial trained them.
+
+    rl-zoo's ``load_trial`` converts a trial's parameters as its sampler does: ``policy_kwargs``
+    becomes ``{'net_arch': ...}`` again, and the parameters of ``--spiking-space`` would reach
+    ``DQN`` as keyword arguments. Here rl-zoo's converter gets rl-zoo's parameters only, and
+    ``policy_kwargs`` are those the trial recorded (its ``policy_kwargs`` attribute); a trial
+    of plain rl-zoo records none and trained rl-zoo's conversion, which it gets.
+
+    :param storage: rl-zoo's ``--storage`` (a database URL, or a journal file ending ``.log``)
+    :param study_name: rl-zoo's ``--study-name``
+    :param trial_id: the trial's number (``None``: the best trial)
+    """
+    import optuna
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
+
+    from spiking_dqn.recipes.hyperparams import parse_policy_kwargs
+
+    opened: Any = storage
+    if storage.endswith(".log"):  # as rl-zoo's load_trial opens journal files
+        opened = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    study = optuna.load_study(storage=opened, study_name=study_name)
+    trial = study.best_trial if trial_id is None else study.trials[trial_id]
+    hyperparams = HYPERPARAMS_CONVERTER["dqn"]({k: v for k, v in trial.params.items() if k not in SPIKING_PARAMS})
+    recorded = trial.user_attrs.get("policy_kwargs")
+    if recorded is not None:
+        hyperparams["policy_kwargs"] = parse_policy_kwargs(recorded)
+    return hyperparams
 
 
 @contextlib.contextmanager

@@ -243,3 +243,53 @@ def test_zoo_options_are_refused_where_they_do_nothing(capsys):
     assert zoo.main(["train", "--spiking-space", "--algo", "dqn", "--env", "CartPole-v0", "-conf", str(CONFIG)]) == 2
     assert "apply to -optimize with --algo dqn only" in capsys.readouterr().err
     assert zoo.main([]) == 2 and "usage: python -m spiking_dqn.zoo train" in capsys.readouterr().err
+
+
+def test_a_stored_trial_gives_back_the_policy_kwargs_it_trained(tmp_path):
+    """rl-zoo's --trial-id through the wrapper: the trial's recorded policy_kwargs, no spiking parameter in DQN's."""
+    pytest.importorskip("rl_zoo3")
+    import optuna
+    from rl_zoo3.hyperparams_opt import sample_dqn_params
+
+    from spiking_dqn import zoo
+
+    storage = str(tmp_path / "study.log")
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    study = optuna.create_study(storage=journal, study_name="s", direction="maximize")
+    sampler = zoo.SpikingDQNSampler(sample_dqn_params, _file_policy_kwargs("Acrobot-v1"),
+                                    zoo.ZooOptions(spiking_space=True), "Acrobot-v1")
+    trained = []
+    for value in (1.0, 2.0):
+        trial = study.ask()
+        trained.append(sampler(trial, 3, 1, {"using_her_replay_buffer": False, "her_kwargs": {}}))
+        study.tell(trial, value)
+    assert zoo.stored_trial_hyperparams(storage, "s", 0) == trained[0]
+    assert zoo.stored_trial_hyperparams(storage, "s") == trained[1]  # the best
+    # a trial of plain rl-zoo records no policy_kwargs: it gets rl-zoo's conversion, as it trained
+    plain = optuna.create_study(storage=journal, study_name="plain", direction="maximize")
+    trial = plain.ask()
+    expected = sample_dqn_params(trial, 3, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
+    plain.tell(trial, 0.0)
+    assert zoo.stored_trial_hyperparams(storage, "plain", 0) == expected
+
+
+@pytest.mark.slow
+def test_zoo_trains_a_stored_trial_with_its_spiking_settings(tmp_path):
+    """-optimize --spiking-space into a journal file, then rl-zoo's --trial-id: the model has the trial's options."""
+    pytest.importorskip("rl_zoo3")
+    import optuna
+    from stable_baselines3 import DQN
+
+    study = ("--storage", "study.log", "--study-name", "s")
+    optimize = [a for a in OPTIMIZE if a not in ("--optimization-log-path", "trials")]
+    optimize[optimize.index("--n-trials") + 1] = "2"
+    _in(tmp_path, "spiking_dqn.zoo", "train", "--spiking-space", *optimize, *study)
+    # rl-zoo loads a trial only when --trial-id is not 0 (it tests the number's truth): trial 1
+    _in(tmp_path, "spiking_dqn.zoo", "train", "--algo", "dqn", "--env", "Acrobot-v1", "-conf", str(CONFIG),
+        "-n", "100", "--eval-freq", "-1", "-f", "logs", "--seed", "0", *study, "--trial-id", "1")
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log")))
+    trial = optuna.load_study(storage=journal, study_name="s").trials[1]
+    model = DQN.load(tmp_path / "logs" / "dqn" / "Acrobot-v1_2" / "Acrobot-v1.zip", device="cpu")
+    assert model.policy_kwargs == parse_policy_kwargs(trial.user_attrs["policy_kwargs"])
+    assert model.policy.spiking_config.ticks == trial.params["ticks"]
+    assert model.lr_schedule(1.0) == trial.params["learning_rate"]
