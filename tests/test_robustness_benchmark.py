@@ -17,8 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--env", "CartPole-v0", "--timesteps", "300", "--qat-steps", "100", "--episodes", "2"]
-#: Row fields that differ between runs of the same measurement (times, the command, where the agent was cached).
-UNSTABLE = ("train_wall_time_s", "fit_wall_time_s", "command", "train_command", "model")
+#: Row fields that differ between runs of the same measurement (times, the command, where the agent was cached,
+#: the commit: others commit to the shared tree between the two runs).
+UNSTABLE = ("train_wall_time_s", "fit_wall_time_s", "command", "train_command", "model", "code")
 
 
 @pytest.fixture(scope="module")
