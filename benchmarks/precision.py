@@ -154,7 +154,7 @@ def fit(env_id: str, variant: Variant, steps: int) -> tuple[Any, DQN]:
     if variant.tick_gain:
         model = with_tick_gains(model)
     state = StateSettings(variant.state_bits, variant.scheme, observations=OBSERVATIONS)
-    qat = QATSettings(steps if variant.trained else 0, learning_rate=QAT_LEARNING_RATES[env_id],
+    qat = QATSettings(steps if variant.trained else 0, mode="online", learning_rate=QAT_LEARNING_RATES[env_id],
                       check_episodes=CHECK_EPISODES, check_freq=CHECK_FREQ[env_id])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # readout saturation of coarse grids shows in the rows

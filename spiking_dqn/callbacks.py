@@ -108,11 +108,15 @@ class HardwareAwareFineTuning(BaseCallback):
     1. quantize the online Q-network into a chip program with ``lam`` at ``weight_bits``
        (:func:`spiking_dqn.quantization.quantize_network`), with ``state.bits`` of membrane
        state levels when given (:mod:`spiking_dqn.quantization.levels`);
-    2. at the end of training only, when ``qat.steps > 0``: quantization-aware fine-tuning
-       (:func:`spiking_dqn.qat.quantization_aware_finetune`; the model's float weights
-       change, and kept weights are snapped to the grid, so that after ``learn()`` the model
-       is the float twin of the chip program; with ``state.bits`` the state levels are in its
-       forward: SQUAT), then quantize again;
+    2. at the end of training only, when ``qat.steps > 0``: fine-tuning for the chip
+       (:func:`spiking_dqn.qat.quantization_aware_finetune`, by default distillation from the
+       float network, ``qat.mode="distill"``; the model's float weights change, and kept
+       weights are snapped to the grid, so that after ``learn()`` the model is the float twin
+       of the chip program; with ``state.bits`` the state levels are in its forward: SQUAT),
+       then quantize again. The plain post-training programs (quantized before it, as they
+       are and calibrated) stay candidates: the callback never returns a program worse than
+       them on the held-out episodes, and when one of them wins the weights before
+       fine-tuning are put back;
     3. choose the hidden thresholds on ``backend``: the two-stage grid search
        (``method="grid"``, :func:`spiking_dqn.search.threshold_search`), the calibration
        on replay-buffer observations (``method="calibrate"``,
@@ -122,8 +126,10 @@ class HardwareAwareFineTuning(BaseCallback):
        chosen program on ``eval_episodes`` held-out episodes (``Seeds.from_base(seed)``:
        not those of the search) and log under ``hardware/``: rewards, thresholds and
        multipliers, spikes and synaptic events per inference, estimated energy and latency
-       per inference, and the backend cost of the search. The best program (of naive and
-       searched) is kept.
+       per inference, and the backend cost of the search, and the gap between the float and
+       the chosen program's rewards on the same episodes with its noise (``hardware/gap``,
+       ``hardware/gap_noise``; ``verbose=1`` prints it, and warns when it is larger). The
+       best program of all candidates is kept.
 
     Files, in ``save_path/<tag>/`` (tag ``final`` or ``step_<n>``): ``best_program.npz``,
     ``summary.json``, and from the grid search ``threshold_search.csv``,
@@ -142,7 +148,8 @@ class HardwareAwareFineTuning(BaseCallback):
         every projection or a list with one per projection (e.g. 4 or ``[8, 4, 8]``; 2 is
         ternary); ``None`` (default): the network's own grid's, else 8 (int8)
     :param qat: :class:`~spiking_dqn.pipeline.QATSettings` of the fine-tuning at the end
-        (default: none); ``check_episodes=0`` keeps the weights QAT ends with instead of the
+        (default: none; with ``steps``, distillation unless ``mode`` says ``"online"`` or
+        ``"replay"``); ``check_episodes=0`` keeps the weights QAT ends with instead of the
         best checked ones
     :param state: :class:`~spiking_dqn.pipeline.StateSettings` (default: float32 state)
     :param search: :class:`~spiking_dqn.pipeline.SearchSettings` of the grid search; its
@@ -292,7 +299,7 @@ class HardwareAwareFineTuning(BaseCallback):
             print(
                 f"[hardware {tag}] float {summary['reward_float']:.1f}, naive {summary['reward_naive']:.1f}, "
                 f"{result.chosen} {summary['reward']:.1f} (thresholds {[round(t, 3) for t in summary['thresholds']]}); "
-                f"saved to {out}"
+                f"saved to {out}\n[hardware {tag}] {result.gap_line()}"
             )
         return summary
 
@@ -301,7 +308,9 @@ class HardwareAwareFineTuning(BaseCallback):
         record("hardware/reward", summary["reward"])
         record("hardware/reward_float", summary["reward_float"])
         record("hardware/reward_naive", summary["reward_naive"])
-        for key in ("reward_after_qat", "reward_grid", "reward_calibration"):
+        record("hardware/gap", summary["gap"])
+        record("hardware/gap_noise", summary["gap_noise"])
+        for key in ("reward_after_qat", "reward_grid", "reward_calibration", "reward_ptq"):
             if key in summary:
                 record(f"hardware/{key}", summary[key])
         for k, (t, m) in enumerate(zip(summary["thresholds"], summary["threshold_multipliers"])):

@@ -1,4 +1,4 @@
-"""fit_to_chip's guarantee: never worse than the plain post-training program; the float-chip gap on the same episodes."""
+"""fit_to_chip's guarantee: never worse than plain post-training quantization; the gap on the same episodes."""
 
 from __future__ import annotations
 
@@ -131,3 +131,30 @@ def test_paired_gap_is_the_mean_difference_and_two_standard_errors():
     assert paired_gap([1.0], [0.0]) == (1.0, 0.0)
     with pytest.raises(ValueError, match="paired rewards"):
         paired_gap([1.0, 2.0], [1.0])
+
+
+def test_the_recipes_fit_prints_and_records_the_gap_and_saves_the_programs_twin(as_trained, tmp_path, capsys):
+    from spiking_dqn.quantization import quantize_network
+    from spiking_dqn.recipes.recipe import EVAL_SEED, TrainOptions, fit_for_chip
+
+    options = TrainOptions(timesteps=1, out=tmp_path, qat_steps=50, eval_episodes=EPISODES, progress=False)
+    assert options.qat_mode == "distill"  # the default of spiking-dqn train and the recipes
+    model = copy.deepcopy(as_trained)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        record = fit_for_chip(model, ENV, options, "test")
+    fit = record["fit"]
+    assert record["mode"] == "distill" and record["steps"] == 50
+    assert fit["eval_seed"] == EVAL_SEED and fit["eval_episodes"] == EPISODES
+    assert fit["reward_chip"] == max(fit["candidates"].values()) >= fit["candidates"]["ptq"]
+    assert fit["gap"] == pytest.approx(fit["reward_float"] - fit["reward_chip"])
+    printed = capsys.readouterr().out
+    assert f"gap {fit['gap']:.2f} +- {fit['gap_noise']:.2f}" in printed
+    saved = DQN.load(tmp_path / "model.zip", device="cpu")
+    assert_same_state(saved.policy.state_dict(), model.policy.state_dict())
+    if fit["chosen"] in ("naive", "ptq_naive"):  # deploying model.zip rebuilds the chosen program
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program, _ = quantize_network(saved.policy.q_net.q_net, saved.policy.q_net.q_net.grid or "auto")
+        chip = backend_reward(program, ENV, EPISODES, seed=EVAL_SEED).mean_reward
+        assert chip == pytest.approx(fit["reward_chip"])

@@ -7,7 +7,8 @@
     spiking-dqn deploy agents/trained/CartPole-v0/model.zip --state-bits 8 --state-levels threshold_centered
 
 ``search`` and ``calibrate`` quantize the model (``--lam``; with ``--qat-steps N`` after N
-online steps of quantization-aware fine-tuning), choose the hidden thresholds on the
+steps of fine-tuning for the chip, ``--qat-mode``: distillation by default, never returning a
+program worse than plain quantization on the held-out episodes), choose the hidden thresholds on the
 backend, evaluate the float policy, the naive program (float threshold x lambda) and the
 result on ``--final-episodes`` held-out episodes (seeds from ``--seed + 100000``), print a
 summary and write the results to ``--out``. ``deploy`` quantizes (optionally after QAT),
@@ -59,6 +60,7 @@ from spiking_dqn.pipeline import (
 from spiking_dqn.quantization import check_program_model
 from spiking_dqn.quantization.levels import LEVEL_SCHEMES
 from spiking_dqn.pipeline.settings import Method
+from spiking_dqn.qat import MODES
 from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES
 from spiking_dqn.search import SearchInterrupted, StorageUnavailableError
 
@@ -115,9 +117,14 @@ class FitOptions:
         "help": "held-out episodes of the final comparison", "range": "positive"})
     progress: bool = field(default=True, metadata={"help": "hide the progress bars"})
     qat_steps: int = field(default=0, metadata={
-        "help": f"first run this many online quantization-aware fine-tuning steps (keep-best on "
-        f"{QATSettings().check_episodes} check episodes; the fine-tuned model is saved as model_qat.zip in --out)",
+        "help": f"first run this many steps of fine-tuning for the chip (--qat-mode; keep-best on "
+        f"{QATSettings().check_episodes} check episodes; the plain quantized program is kept when it does better on "
+        "the held-out episodes; the fine-tuned model is saved as model_qat.zip in --out)",
         "range": "non_negative"})
+    qat_mode: str = field(default=QATSettings().mode, metadata={
+        "help": "fine-tuning of --qat-steps: distill (the quantized network learns the float network's Q-values and "
+        "actions: gradient steps), online (DQN's TD updates while acting: environment steps) or replay (TD updates "
+        "on the replay buffer)", "choices": MODES})
     program: Path | None = field(default=None, metadata={"help": "start from this chip program instead of --lam"})
     allow_mismatch: bool = field(default=False, metadata={
         "help": "take a --program built from another model (its recorded model digest differs) with a warning "
@@ -150,11 +157,11 @@ class FitOptions:
 
 #: The options of each command, in the order of its help.
 COMMON = ("model", "env", "lam", "weight_bits", "state_bits", "state_levels", "backend", "eth_ip", "seed",
-          "final_episodes", "progress", "qat_steps")
+          "final_episodes", "progress", "qat_steps", "qat_mode")
 SEARCH = (*COMMON, "program", "allow_mismatch", "storage", "study_name", "stage1", "stage2", "episodes", "heartbeat_interval", "out")
 CALIBRATE = (*COMMON, "observations", "granularity", "objective", "out")
-DEPLOY = ("model", "lam", "weight_bits", "state_bits", "state_levels", "out", "threshold_scale", "qat_steps", "env",
-          "final_episodes", "seed", "progress")
+DEPLOY = ("model", "lam", "weight_bits", "state_bits", "state_levels", "out", "threshold_scale", "qat_steps",
+          "qat_mode", "env", "final_episodes", "seed", "progress")
 
 
 def _print_warnings(caught: list[warnings.WarningMessage], result: FitResult | None = None) -> None:
@@ -216,7 +223,7 @@ def _fit(options: FitOptions, method: Method, default_out: str, **settings: Any)
             warnings.simplefilter("always")
             result = fit_to_chip(
                 model, env_id, lam=options.lam, weight_bits=options.weight_bits, program=program,
-                qat=QATSettings(options.qat_steps), state=state, method=method, backend=backend,
+                qat=QATSettings(options.qat_steps, mode=options.qat_mode), state=state, method=method, backend=backend,
                 seeds=Seeds.from_base(options.seed), eval_episodes=options.final_episodes, out=out, save_model=True, progress=options.progress, **settings,
             )
     except (ValueError, TypeError, FileNotFoundError, ChipProgramError, ImportError) as exc:
@@ -305,7 +312,8 @@ def cmd_deploy(parsed: argparse.Namespace) -> int:
             warnings.simplefilter("always")
             result = fit_to_chip(
                 model, env_id, lam=options.lam, weight_bits=options.weight_bits,
-                qat=QATSettings(options.qat_steps, check_episodes=QAT_CHECK_EPISODES), state=state,
+                qat=QATSettings(options.qat_steps, mode=options.qat_mode, check_episodes=QAT_CHECK_EPISODES),
+                state=state,
                 threshold_scale=options.threshold_scale, method="none", seeds=Seeds.from_base(options.seed),
                 eval_episodes=episodes, encoder_seed=options.seed, progress=options.progress,
             )
@@ -343,8 +351,9 @@ def add_parsers(sub: Any) -> None:
     add_options(dep, FitOptions, DEPLOY, defaults={"out": DEFAULT_PROGRAM, "final_episodes": None},
                 ranges={"final_episodes": "non_negative"}, helps={
         "out": "program file",
-        "qat_steps": "first run this many online quantization-aware fine-tuning steps (the fine-tuned model is "
-                     "saved as model_qat.zip next to --out)",
+        "qat_steps": "first run this many steps of fine-tuning for the chip (--qat-mode; the plain quantized "
+                     "program is kept when it does better on the held-out episodes; the fine-tuned model is saved as "
+                     "model_qat.zip next to --out)",
         "env": ENV_HELP + "; needed for --qat-steps and the evaluation",
         "final_episodes": "held-out episodes (env seeds from --seed + 100000) on which the float model and the chip "
                           f"program are evaluated; default {EVAL_EPISODES} when the environment is known, else 0 "

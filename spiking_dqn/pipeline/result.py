@@ -142,6 +142,20 @@ class FitResult:
             return f"{line}; the chip loses more than the episodes' noise: more fine-tuning or another recipe may help"
         return line
 
+    def gap_record(self) -> dict[str, Any]:
+        """Plain data: the chosen program, float and chip rewards, their gap and its noise, each candidate's reward."""
+        return {
+            "chosen": self.chosen,
+            "eval_episodes": self.eval_episodes,
+            "eval_seed": self.seeds.evaluation,
+            "reward_float": self.reward_float,
+            "reward_chip": self.reward_chip,
+            "gap": self.gap,
+            "gap_noise": self.gap_noise,
+            "gap_exceeds_noise": self.gap_exceeds_noise,
+            "candidates": {name: candidate.reward for name, candidate in self.candidates.items()},
+        }
+
     def _paired_gap(self) -> tuple[float | None, float | None]:
         chip = self.best.evaluation
         if self.float_evaluation is None or chip is None:
@@ -226,7 +240,8 @@ def paired_gap(float_rewards: list[float], chip_rewards: list[float]) -> tuple[f
     :raises ValueError: not one chip reward per float reward
     """
     if len(float_rewards) != len(chip_rewards) or not float_rewards:
-        raise ValueError(f"paired rewards of the same episodes needed, got {len(float_rewards)} and {len(chip_rewards)}")
+        raise ValueError(f"paired rewards of the same episodes needed, got {len(float_rewards)} and {len(chip_rewards)}"
+                         )
     diff = np.asarray(float_rewards, dtype=float) - np.asarray(chip_rewards, dtype=float)
     noise = 2.0 * float(np.std(diff, ddof=1)) / float(np.sqrt(len(diff))) if len(diff) > 1 else 0.0
     return float(np.mean(diff)), noise

@@ -57,8 +57,10 @@ class QATSettings:
     """Quantization-aware fine-tuning of a fit (see :func:`~spiking_dqn.qat.quantization_aware_finetune`).
 
     :param steps: online environment steps, or replay or distill gradient steps (0: no QAT)
-    :param mode: ``"online"``, ``"replay"`` (DQN's TD updates) or ``"distill"`` (the quantized
-        network learns the float network's answers: :mod:`spiking_dqn.distill`)
+    :param mode: ``"distill"`` (the default: the quantized network learns the float network's
+        answers, :mod:`spiking_dqn.distill`; it cannot unlearn the policy as DQN's noisy TD
+        updates can), ``"online"`` or ``"replay"`` (DQN's TD updates: today's QAT, which the
+        shipped agents were fine-tuned with)
     :param learning_rate: learning rate (default: the model's final one, a tenth of it in replay mode)
     :param grid_pull: pull toward the grid per gradient step
     :param target_update_interval: replay mode: gradient steps between target updates
@@ -68,7 +70,7 @@ class QATSettings:
     """
 
     steps: int = 0
-    mode: Mode = "online"
+    mode: Mode = "distill"
     learning_rate: float | None = None
     grid_pull: float = 0.002
     target_update_interval: int = 100

@@ -31,7 +31,9 @@ from spiking_dqn.search.results import ThresholdSearchResult
 from spiking_dqn.semantics.thresholds import scale_thresholds
 
 
-def scale_hidden_thresholds(program: ChipProgram, scale: float | Sequence[float] | None) -> tuple[ChipProgram, list[float]]:
+def scale_hidden_thresholds(
+    program: ChipProgram, scale: float | Sequence[float] | None
+) -> tuple[ChipProgram, list[float]]:
     """The program with its hidden thresholds multiplied by ``scale`` (one value, or one per hidden layer)."""
     n_hidden = len(program.thresholds) - 1
     if scale is None:

@@ -6,11 +6,12 @@
    (:func:`load_trained` reloads it and evaluates it), and a checkpoint every
    ``checkpoint_freq`` steps from which ``resume`` continues an interrupted run
    (:mod:`spiking_dqn.recipes.run_folder`).
-3. :func:`fit_for_chip`: quantization-aware fine-tuning (``qat_steps``, 0 to skip):
-   :func:`~spiking_dqn.qat.quantization_aware_finetune` on the int8 grid of ``lam="auto"``,
-   keeping the weights that did best on the emulator, then
-   :func:`~spiking_dqn.quantization.snap.snap_model_to_grid`. ``model.zip`` is then the float twin of the
-   chip program that ``HardwarePolicy.from_model`` builds from it.
+3. :func:`fit_for_chip`: fine-tuning for the chip (``qat_steps`` of ``qat_mode``, 0 to skip)
+   through :func:`~spiking_dqn.pipeline.fit_to_chip` on the int8 grid of ``lam="auto"``:
+   distillation by default, the weights that did best on the emulator kept and snapped to
+   the grid, and never a program worse than the plain post-training one on the held-out
+   episodes. ``model.zip`` is then the float twin of the chip program that
+   ``HardwarePolicy.from_model`` builds from it.
 4. :func:`record_evaluation`: ``model.zip`` (and the agent as trained) over ``eval_episodes``
    deterministic episodes, written to ``eval.json``.
 
@@ -27,6 +28,7 @@ import os
 import platform
 import shlex
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,8 +47,8 @@ from spiking_dqn.config import SpikingConfig
 from spiking_dqn.files import atomic_write, atomic_write_text
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.thresholds import ThresholdNoise
-from spiking_dqn.qat import quantization_aware_finetune
-from spiking_dqn.quantization.snap import snap_model_to_grid
+from spiking_dqn.pipeline import QATSettings, Seeds, fit_to_chip
+from spiking_dqn.qat import MODES
 from spiking_dqn.recipes.manifest import begin_run
 from spiking_dqn.recipes.versions import installed_versions
 from spiking_dqn.recipes.run_folder import (
@@ -105,12 +107,18 @@ class TrainOptions:
     select_episodes: int = field(default=50, metadata={
         "help": "episodes of each periodic evaluation that picks the best model", "range": "positive"})
     progress: bool = field(default=True, metadata={"help": "hide the progress bar"})
-    qat_steps: int = field(default=10_000, metadata={
-        "help": "quantization-aware fine-tuning steps after training (0: none); model.zip is then the float twin of "
-        "the int8 chip program", "range": "non_negative"})
+    qat_steps: int = field(default=2000, metadata={
+        "help": "fine-tuning steps for the int8 chip after training (0: none): distillation gradient steps, or "
+        "environment steps of online QAT (the shipped agents: --qat-mode online --qat-steps 10000); model.zip is "
+        "then the float twin of the chip program, never worse on the held-out episodes than plain quantization",
+        "range": "non_negative"})
+    qat_mode: str = field(default=QATSettings().mode, metadata={
+        "help": "distill: the quantized network learns the float agent's Q-values and actions; online or replay: "
+        "DQN's TD updates (the QAT the shipped agents were fine-tuned with)", "choices": MODES})
     qat_learning_rate: float | None = field(default=None, metadata={
-        "help": "learning rate of the QAT (default: the env's entry of QAT_LEARNING_RATES in "
-        "spiking_dqn/recipes/hyperparams.py, else the training's final one)", "range": "positive"})
+        "help": "learning rate of the fine-tuning (default: online and replay, the env's entry of QAT_LEARNING_RATES "
+        "in spiking_dqn/recipes/hyperparams.py, else the training's final one; distill, the training's final one)",
+        "range": "positive"})
     qat_only: bool = field(default=False, metadata={
         "help": "skip training: fine-tune the agent as trained (model_trained.zip in --out)"})
     resume: bool = field(default=False, metadata={
@@ -359,24 +367,32 @@ def load_trained(env_id: str, options: TrainOptions) -> tuple[DQN, np.ndarray]:
 
 
 def fit_for_chip(model: DQN, env_id: str, options: TrainOptions, command: str) -> dict[str, Any] | None:
-    """Step 3: ``qat_steps`` of QAT on the int8 grid of ``lam="auto"``, snapped to it; save ``out/model.zip``.
+    """Step 3: fine-tune for the int8 grid of ``lam="auto"`` (:func:`~spiking_dqn.pipeline.fit_to_chip`); model.zip.
+
+    ``qat_steps`` of ``qat_mode`` (keep-best on ``QAT_CHECK_EPISODES`` check episodes every
+    ``QAT_CHECK_FREQ`` steps, snapped to the grid), guarded by the plain post-training
+    programs: of all, the fit keeps the best on ``eval_episodes`` held-out episodes from
+    ``EVAL_SEED`` (the final evaluation's), with the weights before fine-tuning when a
+    post-training program wins. Prints the float and chip rewards and their gap on them.
 
     :param model: the agent as trained (changed in place)
     :param env_id: Gymnasium id
     :param options: the training options
     :param command: the command line of the run (recorded with ``qat_only``)
-    :return: the QAT report as plain data (None without QAT)
+    :return: the QAT report as plain data, the fit's figures under ``"fit"`` (None without QAT)
     """
     qat: dict[str, Any] | None = None
     if options.qat_steps > 0:
-        learning_rate = options.qat_learning_rate or qat_learning_rate(env_id)
-        report = quantization_aware_finetune(
-            model, "auto", options.qat_steps, env_id=env_id, learning_rate=learning_rate,
-            check_episodes=QAT_CHECK_EPISODES,
-            check_seed=QAT_CHECK_SEED, check_freq=QAT_CHECK_FREQ, seed=options.seed, progress_bar=options.progress,
-        )
-        snap_model_to_grid(model, report.grid)  # the trained network is the fake-quantized one
-        qat = report.to_dict()
+        table_rate = qat_learning_rate(env_id) if options.qat_mode != "distill" else None
+        settings = QATSettings(options.qat_steps, mode=options.qat_mode, check_episodes=QAT_CHECK_EPISODES,
+                               learning_rate=options.qat_learning_rate or table_rate, check_freq=QAT_CHECK_FREQ)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the gap's warning is the line printed below
+            fit = fit_to_chip(model, env_id, lam="auto", qat=settings, method="none", progress=options.progress,
+                              seeds=Seeds(search=options.seed, qat_checks=QAT_CHECK_SEED, evaluation=EVAL_SEED),
+                              eval_episodes=options.eval_episodes)
+        print(f"{env_id}: fit to the chip: {fit.gap_line()}", flush=True)
+        qat = {**fit.qat.to_dict(), "fit": fit.gap_record()}
         if options.qat_only:
             qat["command"] = command
     with atomic_write(options.out / "model.zip") as tmp:
