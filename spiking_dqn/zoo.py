@@ -36,7 +36,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 #: The rl_zoo3 release the patch of :func:`_rl_zoo_with` targets (2.9.2 tested).
@@ -60,21 +60,26 @@ class ZooUsageError(Exception):
 
 @dataclass(frozen=True)
 class ZooOptions:
-    """The wrapper's own options (everything else on the command line is rl-zoo's).
+    """The wrapper's own options, flags whose help their fields carry (the rest of the command line is rl-zoo's).
 
-    :param spiking_space: with ``-optimize``, also sample the spiking options
-    :param zoo_net_arch: with ``-optimize``, apply rl-zoo's sampled ``net_arch`` over the file's
+    (Not through ``spiking_dqn.cli.arguments.add_options``: importing ``spiking_dqn.cli`` loads
+    every command of ``spiking-dqn``, which rl-zoo's entry does not need.)
     """
 
-    spiking_space: bool = False
-    zoo_net_arch: bool = False
+    spiking_space: bool = field(default=False, metadata={"help": (
+        "also sample the spiking options over the file's, in the search space of spiking-dqn tune: hidden widths, "
+        "ticks, beta, threshold, encoding, a scale of the encoder bounds, ASPEN noise, activity penalty"
+    )})
+    zoo_net_arch: bool = field(default=False, metadata={"help": (
+        "apply rl-zoo's sampled net_arch (small/medium/big) over the file's hidden widths"
+    )})
 
     def __post_init__(self) -> None:
         if self.spiking_space and self.zoo_net_arch:
             raise ZooUsageError("--spiking-space samples the hidden widths itself: leave out --zoo-net-arch")
 
     @property
-    def any(self) -> bool:
+    def given(self) -> bool:
         """Whether an option of the wrapper was given."""
         return self.spiking_space or self.zoo_net_arch
 
@@ -82,17 +87,8 @@ class ZooOptions:
 def _options_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"{PROG} train", add_help=False, allow_abbrev=False)
     group = parser.add_argument_group("options of spiking_dqn.zoo (with -optimize --algo dqn; the rest is rl-zoo's)")
-    group.add_argument(
-        "--spiking-space",
-        action="store_true",
-        help="also sample the spiking options: hidden width (at the file's depth), ticks, beta, threshold, "
-        "encoding and a scale of the file's obs_bound",
-    )
-    group.add_argument(
-        "--zoo-net-arch",
-        action="store_true",
-        help="apply rl-zoo's sampled net_arch (small/medium/big) over the file's hidden widths",
-    )
+    for option in fields(ZooOptions):
+        group.add_argument(f"--{option.name.replace('_', '-')}", action="store_true", help=option.metadata["help"])
     return parser
 
 
@@ -102,7 +98,7 @@ def split_arguments(argv: Sequence[str]) -> tuple[ZooOptions, list[str]]:
     :param argv: the arguments after ``train``
     """
     parsed, rest = _options_parser().parse_known_args(list(argv))
-    return ZooOptions(spiking_space=parsed.spiking_space, zoo_net_arch=parsed.zoo_net_arch), rest
+    return ZooOptions(**{option.name: getattr(parsed, option.name) for option in fields(ZooOptions)}), rest
 
 
 def trial_policy_kwargs(
@@ -207,7 +203,7 @@ def manager_class(options: ZooOptions) -> type:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            if options.any and not (self.optimize_hyperparameters and self.algo == "dqn"):
+            if options.given and not (self.optimize_hyperparameters and self.algo == "dqn"):
                 raise ZooUsageError("--spiking-space and --zoo-net-arch apply to -optimize with --algo dqn only")
 
         def hyperparameters_optimization(self) -> None:

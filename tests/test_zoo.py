@@ -75,7 +75,7 @@ def test_an_env_without_an_entry_gets_the_documented_defaults():
     assert params == hyperparams.DEFAULT_HYPERPARAMS and params is not hyperparams.DEFAULT_HYPERPARAMS
     assert timesteps == hyperparams.DEFAULT_TIMESTEPS and "defaults" in source
     params, timesteps, source = hyperparams.hyperparams_for("CartPole-v1")
-    assert timesteps == 100_000 and params == load_hyperparams("CartPole-v0") and "entry" in source
+    assert timesteps == 100_000 and params == load_hyperparams("CartPole-v1") and "entry" in source
     with pytest.raises(KeyError):
         load_hyperparams("NoEntry-v0")
 
