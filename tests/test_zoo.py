@@ -187,6 +187,11 @@ def test_rl_zoo_still_has_the_hooks_the_wrapper_uses():
     assert {"HYPERPARAMS_SAMPLER", "_hyperparams"} <= set(ExperimentManager.objective.__code__.co_names)
     assert "objective" in ExperimentManager.hyperparameters_optimization.__code__.co_names
     assert HYPERPARAMS_SAMPLER["dqn"] is sample_dqn_params
+    # --trial-id reads a stored trial through the manager's load_trial (zoo.stored_trial_hyperparams)
+    assert "load_trial" in ExperimentManager.read_hyperparameters.__code__.co_names
+    assert list(inspect.signature(ExperimentManager.load_trial).parameters) == [
+        "self", "storage", "study_name", "trial_id", "convert"
+    ]
     assert list(inspect.signature(sample_dqn_params).parameters) == ["trial", "n_actions", "n_envs", "additional_args"]
     # the swaps are undone after the call
     argv = list(sys.argv)
