@@ -9,7 +9,8 @@ The same declaration serves:
 * :func:`base_params`: the env's entry of ``zoo_configs/dqn.yml`` (or the package defaults)
   expressed in the space, snapped into its ranges: the study's first trial;
 * :func:`recipe_of`: a trial's parameters on top of the env's entry: the ``DQN`` keyword
-  arguments to train with and the weight widths to deploy at;
+  arguments to train with and the weight widths to deploy at; :func:`spiking_options` applies
+  the spiking ones to any ``policy_kwargs`` (also rl-zoo's sampler's);
 * :func:`zoo_entry`: a trial as a ``zoo_configs/dqn.yml`` entry (``spiking-dqn tune --export``).
 
 Derived parameters: ``net_arch = [hidden_width] * hidden_layers``; ``gradient_steps =
@@ -168,21 +169,38 @@ def recipe_of(env_id: str, params: Mapping[str, Any]) -> TrialRecipe:
     """
     hyperparams, _, _ = hyperparams_for(env_id)
     hyperparams = copy.deepcopy(hyperparams)
-    policy = dict(hyperparams.get("policy_kwargs", {}))
-    for p in SPACE:
-        if p.target == "dqn":
-            hyperparams[p.name] = params[p.name]
-        elif p.target == "policy":
-            policy[p.name] = params[p.name]
+    hyperparams.update({p.name: params[p.name] for p in SPACE if p.target == "dqn"})
     hyperparams["gradient_steps"] = max(int(params["train_freq"]) // int(params["subsample_steps"]), 1)
-    policy["net_arch"] = [int(params["hidden_width"])] * int(params["hidden_layers"])
-    noise = float(params["aspen_noise"])
-    policy["threshold_noise"] = [1.0, 1.0 + noise] if noise > 0 else None
-    if float(params["obs_scale"]) != 1.0:
-        policy["obs_bound"] = [_round(b * float(params["obs_scale"])) for b in encoder_bounds(env_id, policy)]
-    SpikingConfig(**{k: v for k, v in policy.items() if k in _SPIKING_FIELDS})
-    hyperparams["policy_kwargs"] = policy
+    hyperparams["policy_kwargs"] = spiking_options(env_id, params, hyperparams.get("policy_kwargs", {}))
     return TrialRecipe(hyperparams, int(params["weight_bits"]))
+
+
+def spiking_options(env_id: str, params: Mapping[str, Any], policy_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``policy_kwargs`` with the spiking parameters of ``params`` applied, the derived ones included.
+
+    Only the parameters present in ``params`` are applied (rl-zoo's sampler samples a subset):
+    the spiking options by name, ``net_arch = [hidden_width] * hidden_layers``,
+    ``threshold_noise = [1, 1 + aspen_noise]`` (0: off), ``obs_bound`` = the encoder bounds of
+    ``policy_kwargs`` (else the env's) times ``obs_scale`` (4 significant digits, as exported).
+
+    :param env_id: Gymnasium id (its encoder bounds, for ``obs_scale``)
+    :param params: the trial's parameters
+    :param policy_kwargs: the entry's ``policy_kwargs``
+    :raises ValueError: spiking options :class:`~spiking_dqn.config.SpikingConfig` refuses
+    """
+    policy = dict(policy_kwargs)
+    policy.update({p.name: params[p.name] for p in SPACE if p.target == "policy" and p.name in params})
+    if "hidden_width" in params or "hidden_layers" in params:
+        width = int(params.get("hidden_width", max(policy.get("net_arch", [64]))))
+        policy["net_arch"] = [width] * int(params.get("hidden_layers", len(policy.get("net_arch", [64, 64]))))
+    if "aspen_noise" in params:
+        noise = float(params["aspen_noise"])
+        policy["threshold_noise"] = [1.0, 1.0 + noise] if noise > 0 else None
+    if float(params.get("obs_scale", 1.0)) != 1.0:
+        scale = float(params["obs_scale"])
+        policy["obs_bound"] = [_round(b * scale) for b in encoder_bounds(env_id, policy_kwargs)]
+    SpikingConfig(**{k: v for k, v in policy.items() if k in _SPIKING_FIELDS})
+    return policy
 
 
 def encoder_bounds(env_id: str, policy_kwargs: Mapping[str, Any]) -> list[float]:
