@@ -27,7 +27,7 @@ from spiking_dqn.cli.loading import load_spiking_model, require_env_id
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 27
 #: Seeded file steps faulted in-process (a kill's stand-in), and with ENOSPC.
-FAST_KILL_STEPS = 6
+FAST_KILL_STEPS = 5
 FAST_FULL_DISK_STEPS = 2
 #: Seeded file steps at which a real process is SIGKILLed, and seeded moments (slow test).
 SLOW_KILL_STEPS = 6
@@ -67,13 +67,6 @@ def _check_all(out: Path, previous: dict[str, bytes]) -> list[str]:
     return states
 
 
-def _run_a(out: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, bytes]:
-    assert main([*TRAIN, "--seed", "1", "--out", str(out)]) == 0
-    capsys.readouterr()
-    assert _check(out, {}) == "new"
-    return _files(out)
-
-
 def _steps(out: Path) -> int:
     """File steps of run B over a complete run A (counted on a copy)."""
     count, remove = install(out, 0, "raise")
@@ -84,6 +77,20 @@ def _steps(out: Path) -> int:
     return count[0]
 
 
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes], int]:
+    """Run A complete in a folder, its files, and the file steps of run B over it."""
+    first = tmp_path_factory.mktemp("train_kill") / "first"
+    assert main([*TRAIN, "--seed", "1", "--out", str(first)]) == 0
+    assert _check(first, {}) == "new"
+    counted = first.parent / "counted"
+    shutil.copytree(first, counted)
+    total = _steps(counted)
+    assert total >= 10  # the moves, the run's writes, the manifest
+    assert _check_all(counted, _files(first)) == ["new", "previous"]
+    return first, _files(first), total
+
+
 def _after_rerun(out: Path, previous: dict[str, bytes], capsys: pytest.CaptureFixture[str]) -> None:
     """Run B again in a faulted folder: it completes, and run A is whole in one ``previous-*`` folder."""
     assert main([*TRAIN, "--seed", "2", "--out", str(out)]) == 0
@@ -92,14 +99,8 @@ def _after_rerun(out: Path, previous: dict[str, bytes], capsys: pytest.CaptureFi
     assert states[0] == "new" and states[1:].count("previous") == 1, states
 
 
-def test_a_run_killed_at_seeded_file_steps_leaves_one_run_or_is_refused(tmp_path, capsys):
-    first = tmp_path / "first"
-    previous = _run_a(first, capsys)
-    counted = tmp_path / "counted"
-    shutil.copytree(first, counted)
-    total = _steps(counted)
-    assert total >= 10  # the moves, the run's writes, the manifest
-    assert _check_all(counted, previous) == ["new", "previous"]
+def test_a_run_killed_at_seeded_file_steps_leaves_one_run_or_is_refused(run_a, tmp_path, capsys):
+    first, previous, total = run_a
     rng = random.Random(SEED)
     steps = sorted({1, total, *rng.sample(range(2, total), FAST_KILL_STEPS - 2)})
     seen = set()
@@ -120,11 +121,10 @@ def test_a_run_killed_at_seeded_file_steps_leaves_one_run_or_is_refused(tmp_path
     assert seen == {"previous", "refused"}  # before the new manifest, A; after it, refused until B is complete
 
 
-def test_a_full_disk_during_train_ends_in_one_line_and_exit_1(tmp_path, capsys):
-    first = tmp_path / "first"
-    previous = _run_a(first, capsys)
+def test_a_full_disk_during_train_ends_in_one_line_and_exit_1(run_a, tmp_path, capsys):
+    first, previous, total = run_a
     rng = random.Random(SEED + 1)
-    for step in sorted(rng.sample(range(1, 16), FAST_FULL_DISK_STEPS)):
+    for step in sorted(rng.sample(range(1, total + 1), FAST_FULL_DISK_STEPS)):
         out = tmp_path / f"full{step}"
         shutil.copytree(first, out)
         _, remove = install(out, step, "enospc")
@@ -148,9 +148,8 @@ def _cli(out: Path, step: int, count_file: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_train_sigkilled_at_seeded_steps_and_moments_leaves_one_run_or_is_refused(tmp_path, capsys):
-    first = tmp_path / "first"
-    previous = _run_a(first, capsys)
+def test_train_sigkilled_at_seeded_steps_and_moments_leaves_one_run_or_is_refused(run_a, tmp_path, capsys):
+    first, previous, _ = run_a
     counted = tmp_path / "counted"
     shutil.copytree(first, counted)
     count_file = tmp_path / "count"
