@@ -63,7 +63,7 @@ def test_a_folder_that_is_not_one_complete_run_is_refused_in_one_line(tmp_path, 
         match = "eval.json is not the file of run"
     elif damage == "incomplete":
         begin_run(tmp_path)
-        match = "did not finish"
+        match = "has not finished"
     elif damage == "not json":
         manifest.write_text("{")
         match = "not a run manifest"
@@ -116,7 +116,7 @@ def test_a_move_interrupted_by_a_kill_is_finished_into_the_same_folder(tmp_path)
     begin_run(tmp_path, previous=target)  # then killed after moving one file
     (tmp_path / "README.md").rename(target / "README.md")
     assert moving_to(tmp_path) == target
-    with pytest.raises(RunFolderError, match="did not finish"):
+    with pytest.raises(RunFolderError, match="has not finished"):
         check_run_folder(tmp_path)
     move_previous_run(tmp_path)
     assert sorted(p.name for p in target.iterdir()) == ["README.md", "eval.json", "model.zip", MANIFEST_NAME]

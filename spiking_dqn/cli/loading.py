@@ -93,7 +93,7 @@ def load_spiking_model(path: Path, device: str = "cpu") -> DQN:
 def check_training_folder(folder: Path) -> None:
     """Refuse to read a model or record from a training folder that does not hold one complete run.
 
-    :func:`~spiking_dqn.recipes.manifest.check_run_folder`: a run that did not finish, or a file
+    :func:`~spiking_dqn.recipes.manifest.check_run_folder`: a run that has not finished, or a file
     that is not the one its ``run.json`` records, is refused; a folder written before run
     manifests is read with a one-line warning.
 

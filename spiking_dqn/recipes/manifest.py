@@ -14,7 +14,7 @@ atomically (:mod:`spiking_dqn.files`). What makes the folder one run is its mani
    folder but the model card, which later commands add sections to, and hidden temporary files);
 3. :func:`check_run_folder`, by every reader of a training folder (``spiking-dqn deploy``,
    ``compare``, ``export``, ``calibrate``, ``search``: :mod:`spiking_dqn.cli.loading`):
-   a folder whose run has not finished (killed, failed) or one of whose files is not the one
+   a folder whose run has not finished (still running, killed, failed) or one of whose files is not the one
    its manifest records (the folder mixes two runs, or a file was changed) is refused with
    one line naming it; a folder of a run written before manifests existed (an ``eval.json``
    and no ``run.json``) is accepted with a one-line warning.
@@ -181,7 +181,7 @@ def check_run_folder(folder: Path) -> str | None:
     :param folder: the folder of a file to be loaded (a model, its ``eval.json``)
     :return: a one-line warning for a folder of a run written before manifests existed (an
         ``eval.json``, no ``run.json``); None otherwise
-    :raises RunFolderError: the run has not finished (it was killed or failed), or a file the
+    :raises RunFolderError: the run has not finished (still running, killed or failed), or a file the
         manifest records is not the one it records (the folder mixes runs, or the file was
         changed): one line naming the folder or the file
     """
@@ -194,8 +194,9 @@ def check_run_folder(folder: Path) -> str | None:
         return None
     if not manifest["complete"]:
         raise RunFolderError(
-            f"{folder} holds a training run that did not finish (run {manifest.get('run_id')} started "
-            f"{manifest.get('started')}; it was killed or failed): run its command again, or with --resume")
+            f"{folder} holds a training run that has not finished (run {manifest.get('run_id')} started "
+            f"{manifest.get('started')}: still running, or killed or failed): wait for it, or run its command again "
+            "(with --resume where it left a training checkpoint)")
     for name, digest in manifest["files"].items():
         path = folder / name
         if Path(name).name != name:
