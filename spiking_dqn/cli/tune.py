@@ -98,8 +98,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if chosen is not None:
         print(f"recommended: trial {chosen['number']}: chip reward {chosen['reward']:.1f} +- {chosen['reward_std']:.1f}, "
               f"{chosen['events']:.0f} synaptic events per inference ({chosen['folder']})")
-    if options.export is not None and chosen is not None:
-        print(f"exported its {options.env} entry to {options.export}")
+    if options.export is not None:
+        print(f"exported its {options.env} entry to {options.export}" if chosen is not None
+              else f"nothing exported to {options.export}: no trial completed (all pruned)")
     return 0
 
 
