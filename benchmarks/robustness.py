@@ -72,6 +72,7 @@ from spiking_dqn.recipes.hyperparams import hyperparams_for, qat_learning_rate  
 from spiking_dqn.recipes.recipe import (  # noqa: E402
     EVAL_SEED, QAT_CHECK_EPISODES, QAT_CHECK_FREQ, TRAINED_NAME, TrainOptions, train_and_evaluate, with_overrides,
 )
+from spiking_dqn.recipes.run_folder import CHECKPOINT_NAME, CheckpointError  # noqa: E402
 from spiking_dqn.recipes.versions import versions_line  # noqa: E402
 from spiking_dqn.rollouts import backend_reward, float_reward  # noqa: E402
 
@@ -157,11 +158,17 @@ def train(job: Job) -> tuple[Path, dict[str, Any]]:
     if (folder / "eval.json").exists() and recorded.exists() and recorded.read_text().strip() == command:
         return folder, json.loads((folder / "eval.json").read_text())
     hyperparams, _, _ = hyperparams_for(job.env_id)
-    options = TrainOptions(timesteps=timesteps, seed=job.seed, out=folder, progress=False, qat_steps=0)
-    options.check()
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f"seed{job.seed}.log", "w") as log, redirect_stdout(log):
-        summary = train_and_evaluate(job.env_id, with_overrides(hyperparams, options), options, command)
+    # An interrupted training (a killed run) continues from its checkpoint, as `spiking-dqn train --resume` does.
+    resume = (folder / CHECKPOINT_NAME).exists()
+    options = TrainOptions(timesteps=timesteps, seed=job.seed, out=folder, progress=False, qat_steps=0, resume=resume)
+    options.check()
+    with open(folder.parent / f"seed{job.seed}.log", "a" if resume else "w") as log, redirect_stdout(log):
+        try:
+            summary = train_and_evaluate(job.env_id, with_overrides(hyperparams, options), options, command)
+        except CheckpointError:  # a checkpoint of other settings: start over
+            options = dataclasses.replace(options, resume=False)
+            summary = train_and_evaluate(job.env_id, with_overrides(hyperparams, options), options, command)
     recorded.write_text(command + "\n")
     return folder, summary
 
@@ -255,9 +262,14 @@ def keep_other_variants(previous: Path, rows: list[dict[str, Any]]) -> list[dict
     return out
 
 
-def run_jobs(jobs: list[Job], processes: int) -> tuple[list[dict[str, Any]], list[str]]:
-    """Measure ``jobs`` (up to ``processes`` at once, one torch thread each); rows and what failed."""
-    rows, failed = [], []
+def run_jobs(jobs: list[Job], processes: int, save: Callable[[list[dict[str, Any]], list[str]], None]
+             ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Measure ``jobs`` (up to ``processes`` at once, one torch thread each); rows and what failed.
+
+    ``save(rows, failed)`` runs after each agent, so that a killed run keeps the agents it finished.
+    """
+    rows: list[dict[str, Any]] = []
+    failed: list[str] = []
     bar = tqdm(total=len(jobs), desc="agents", unit="agent")
 
     def done(job: Job, row: dict[str, Any] | None, error: BaseException | None) -> None:
@@ -269,6 +281,7 @@ def run_jobs(jobs: list[Job], processes: int) -> tuple[list[dict[str, Any]], lis
         figures = ", ".join(f"{k} {v['chip_reward']:.1f}" for k, v in row["fits"].items())
         bar.write(f"{job.env_id} {row['variant']}: float {row['float_reward']:.1f}, chip {figures} "
                   f"(trained in {row['train_wall_time_s']:.0f} s)")
+        save(rows, failed)
 
     if processes <= 1:
         for job in jobs:
@@ -335,21 +348,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = shlex.join(["python", "benchmarks/robustness.py", *(sys.argv[1:] if argv is None else argv)])
-    start = time.perf_counter()
-    names = [n for n in args.variants if available(n)]
-    skipped = [f"variant {n}: this package has no QATSettings(mode='distill')" for n in args.variants if n not in names]
-    rows: list[dict[str, Any]] = []
-    if not args.no_run:
-        jobs = [Job(env_id, seed, args.weight_bits, tuple(names), args.episodes, args.work, args.timesteps,
-                    args.qat_steps) for env_id in args.env for seed in parse_seeds(args.seeds)]
-        print(f"{command}\n{len(jobs)} agents, variants {', '.join(names)}, {args.jobs} process(es)", flush=True)
-        rows, failed = run_jobs(jobs, args.jobs)
-        skipped += failed
-        randoms = {env_id: random_reward(env_id, args.episodes) for env_id in dict.fromkeys(r["env_id"] for r in rows)}
-        rows = [{**normalise(r, randoms[r["env_id"]]), "command": command} for r in rows]
+def write(args: argparse.Namespace, rows: list[dict[str, Any]], skipped: list[str], command: str,
+          randoms: dict[str, float]) -> str:
+    """Normalise this run's ``rows``, merge them with the earlier runs' and write the JSON, tables, plot (and docs).
+
+    :param randoms: the random policy's reward by task (measured here for a task not in it yet)
+    :return: the tables
+    """
+    for env_id in dict.fromkeys(r["env_id"] for r in rows):
+        if env_id not in randoms:
+            randoms[env_id] = random_reward(env_id, args.episodes)
+    rows = [{**normalise(r, randoms[r["env_id"]]), "command": command} for r in rows]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "robustness.json"
     rows = keep_other_variants(path, rows)
@@ -357,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda r: (r["env_id"], r["weight_bits"] != 8, r["weight_bits"], r["seed"]))
     summary = summarise(rows, list(VARIANTS))
     data = {"rows": rows, "summary": summary, "skipped": skipped, "last_command": command,
-            "wall_time_s": round(time.perf_counter() - start, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads 1 per process"}
     if args.no_run and path.exists():
         data = {**json.loads(path.read_text()), "rows": rows, "summary": summary}
@@ -372,6 +380,25 @@ def main(argv: list[str] | None = None) -> int:
                     table + "\n" + figure_links(args.out, [("normalised chip reward per seed", "robustness.png")]))
     if args.update_card:
         update_cards(rows, command)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(["python", "benchmarks/robustness.py", *(sys.argv[1:] if argv is None else argv)])
+    start = time.perf_counter()
+    names = [n for n in args.variants if available(n)]
+    skipped = [f"variant {n}: this package has no QATSettings(mode='distill')" for n in args.variants if n not in names]
+    rows: list[dict[str, Any]] = []
+    randoms: dict[str, float] = {}
+    if not args.no_run:
+        jobs = [Job(env_id, seed, args.weight_bits, tuple(names), args.episodes, args.work, args.timesteps,
+                    args.qat_steps) for env_id in args.env for seed in parse_seeds(args.seeds)]
+        print(f"{command}\n{len(jobs)} agents, variants {', '.join(names)}, {args.jobs} process(es)", flush=True)
+        rows, failed = run_jobs(jobs, args.jobs, lambda done, failed: write(
+            args, done, skipped + failed, command, randoms))
+        skipped += failed
+    table = write(args, rows, skipped, command, randoms)
     print(table)
     if skipped:
         print("skipped:", *skipped, sep="\n  ")

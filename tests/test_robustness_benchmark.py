@@ -160,3 +160,25 @@ def test_normalised_reward_and_wall_time_ratio(tables):
 
 def test_seed_ranges(study):
     assert study.parse_seeds(["0-3", "7", "2"]) == [0, 1, 2, 3, 7]
+
+
+def test_each_agent_is_written_when_it_is_done_and_a_failed_one_is_reported(study, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    written = []
+
+    def measure(job):
+        if job.seed == 1:
+            assert [r["seed"] for r in rows_of(out)] == [0]  # the first agent is on disk before the second ends
+            raise RuntimeError("training diverged")
+        return {"env_id": job.env_id, "variant": study.point(job.seed, job.weight_bits), "seed": job.seed,
+                "weight_bits": job.weight_bits, "episodes": 2, "eval_seed": 12345, "float_reward": 200.0,
+                "train_wall_time_s": 1.0, "train_command": "x",
+                "fits": {"ptq": {"chip_reward": 190.0, "fit_wall_time_s": 1.0}}}
+
+    monkeypatch.setattr(study, "measure", measure)
+    monkeypatch.setattr(study, "random_reward", lambda env_id, episodes: written.append(env_id) or 20.0)
+    assert study.main(["--seeds", "0-1", "--variants", "ptq", "--episodes", "2", "--out", str(out)]) == 0
+    data = json.loads((out / "robustness.json").read_text())
+    assert [r["seed"] for r in data["rows"]] == [0] and data["rows"][0]["fits"]["ptq"]["normalised"] == 0.95
+    assert len(data["skipped"]) == 1 and "seed 1" in data["skipped"][0] and "training diverged" in data["skipped"][0]
+    assert written == ["CartPole-v0"]  # the random policy is measured once per task and run
