@@ -2,7 +2,8 @@
 
 :func:`run_trial` samples the trial's parameters (:mod:`spiking_dqn.tune.space`), trains a
 ``SpikingDQN`` for ``timesteps`` steps with the intermediate float evaluations of
-:mod:`spiking_dqn.tune.pruning`, then deploys it with a cheap fit
+:mod:`spiking_dqn.tune.pruning` (the weights of the best one are kept, user attribute
+``kept_step``; the final weights without intermediate evaluations), then deploys it with a cheap fit
 (:func:`spiking_dqn.pipeline.fit_to_chip`: method ``"calibrate"``, no QAT, at the trial's
 weight widths) and evaluates the program on ``episodes`` held-out episodes on the emulator.
 Its two objective values are the program's mean held-out reward (maximized) and its synaptic
@@ -87,6 +88,9 @@ def run_trial(trial: optuna.Trial, settings: TuneSettings, out: Path) -> tuple[f
     env.close()
     if callback.pruned_at is not None:
         raise optuna.TrialPruned(f"pruned at step {callback.pruned_at} (median rule)")
+    if callback.best is not None:  # the best evaluated weights, as the recipes keep the best periodic evaluation
+        model.policy.load_state_dict(callback.best[2])
+        trial.set_user_attr("kept_step", callback.best[1])
     folder = trial_folder(out, trial.number)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(folder / "model.zip") as tmp:

@@ -16,6 +16,9 @@ the task has no useful point on the front whatever its events.
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import numpy as np
 import optuna
 from optuna.trial import TrialState
@@ -67,6 +70,8 @@ def should_prune(
 class IntermediateRewards(BaseCallback):
     """Every ``eval_freq`` steps: the float network's mean reward, stored in the trial and judged by the median rule.
 
+    The weights of the best evaluation are kept (:attr:`best`), as SB3's ``EvalCallback`` keeps the best model.
+
     :param trial: the running Optuna trial
     :param env_id: Gymnasium id
     :param eval_freq: training steps between evaluations (0: none)
@@ -82,6 +87,8 @@ class IntermediateRewards(BaseCallback):
         self.trial, self.env_id, self.eval_freq, self.episodes = trial, env_id, eval_freq, episodes
         self.startup_trials, self.warmup_steps, self.prune = startup_trials, warmup_steps, prune
         self.pruned_at: int | None = None
+        #: The best intermediate reward so far (the latest of equal ones), its step and the policy's weights then.
+        self.best: tuple[float, int, dict[str, Any]] | None = None
 
     def _on_step(self) -> bool:
         if not self.eval_freq or self.num_timesteps % self.eval_freq:
@@ -95,6 +102,8 @@ class IntermediateRewards(BaseCallback):
         finally:
             net.train(was_training)
         self.trial.set_user_attr(attr_name(step), value)
+        if self.best is None or value >= self.best[0]:
+            self.best = (value, step, copy.deepcopy(self.model.policy.state_dict()))
         if self.prune and should_prune(self.trial.study, self.trial.number, step, value, self.startup_trials,
                                        self.warmup_steps):
             self.pruned_at = step
