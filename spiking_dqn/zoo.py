@@ -121,9 +121,8 @@ def sample_spiking_options(trial: Any, policy_kwargs: Mapping[str, Any], env_id:
     """``policy_kwargs`` with the spiking options sampled for ``trial`` (``--spiking-space``).
 
     The parameters and their ranges are the tuner's (:data:`SPIKING_PARAMS` of
-    :data:`spiking_dqn.tune.space.SPACE`): the spiking options by name, ``net_arch =
-    [hidden_width] * hidden_layers``, ASPEN's ``threshold_noise = [1, 1 + aspen_noise]`` (0: off)
-    and ``obs_bound`` = the file's encoder bounds (else the env's) times ``obs_scale``.
+    :data:`spiking_dqn.tune.space.SPACE`), applied as the tuner applies them
+    (:func:`spiking_dqn.tune.space.spiking_options`).
 
     :param trial: the Optuna trial
     :param policy_kwargs: the merged ``policy_kwargs`` the samples replace
@@ -131,16 +130,7 @@ def sample_spiking_options(trial: Any, policy_kwargs: Mapping[str, Any], env_id:
     """
     from spiking_dqn.tune import space
 
-    values = space.sample(trial, SPIKING_PARAMS)
-    options = dict(policy_kwargs)
-    options.update({name: value for name, value in values.items() if space.PARAMS[name].target == "policy"})
-    options["net_arch"] = [int(values["hidden_width"])] * int(values["hidden_layers"])
-    noise = float(values["aspen_noise"])
-    options["threshold_noise"] = [1.0, 1.0 + noise] if noise > 0 else None
-    scale = float(values["obs_scale"])
-    if scale != 1.0:
-        options["obs_bound"] = [b * scale for b in space.encoder_bounds(env_id, policy_kwargs)]
-    return options
+    return space.spiking_options(env_id, space.sample(trial, SPIKING_PARAMS), policy_kwargs)
 
 
 @dataclass(frozen=True)
