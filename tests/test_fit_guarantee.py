@@ -158,3 +158,19 @@ def test_the_recipes_fit_prints_and_records_the_gap_and_saves_the_programs_twin(
             program, _ = quantize_network(saved.policy.q_net.q_net, saved.policy.q_net.q_net.grid or "auto")
         chip = backend_reward(program, ENV, EPISODES, seed=EVAL_SEED).mean_reward
         assert chip == pytest.approx(fit["reward_chip"])
+
+
+def test_deploy_prints_the_gap_line_once_and_says_when_the_gap_exceeds_the_noise(tmp_path, capsys):
+    from spiking_dqn.cli import main
+
+    as_trained = trained_model_path(ENV).with_name(TRAINED_NAME)
+    assert main(["deploy", str(as_trained), "--env", ENV, "--final-episodes", "5", "--no-progress",
+                 "--out", str(tmp_path / "plain.npz")]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+    assert printed.count("the chip loses more than the episodes' noise") == 1
+    assert "on the same 5 held-out episodes" in printed
+    assert main(["deploy", str(as_trained), "--env", ENV, "--final-episodes", "5", "--no-progress", "--qat-steps",
+                 "20", "--qat-mode", "online", "--out", str(tmp_path / "online.npz")]) == 0
+    printed = capsys.readouterr().out
+    assert "ptq_naive" in printed and "ptq" in printed and "gap" in printed
