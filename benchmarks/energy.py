@@ -259,7 +259,7 @@ def ship(env_id: str, row: dict[str, Any]) -> Path | None:
     folder.mkdir(parents=True)
     scale = row["threshold_scale"]
     # With a baked scale only the weights carry over: the source's card and evaluations are of other thresholds.
-    names = ("model.zip", "model_trained.zip", "eval.json", "README.md", "reward_curve.png", "command.txt")
+    names = ("model.zip", "model_trained.zip", "eval.json", "README.md", "reward_curve.png", "command.txt", "run.json")
     for name in names if scale == 1.0 else ("model.zip",):
         if (source / name).exists():
             shutil.copy2(source / name, folder / name)

@@ -19,6 +19,7 @@ from spiking_dqn.files import atomic_write, atomic_write_text
 from spiking_dqn.pipeline import QATSettings, Seeds, fit_to_chip
 from spiking_dqn.quantization import LambdaSpec
 from spiking_dqn.recipes.card import replace_card_section
+from spiking_dqn.recipes.manifest import check_run_folder
 from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES, TRAINED_NAME
 from spiking_dqn.report import ComparisonReport
 
@@ -44,7 +45,11 @@ def deploy_and_compare(folder: Path, env_id: str, episodes: int, seed: int = 0, 
     :param lam: lambda specification
     :param qat_steps: online QAT steps (0: none)
     :return: the summary written to ``deployment.json`` and the comparison report
+    :raises spiking_dqn.recipes.manifest.RunFolderError: ``folder`` holds an unfinished run or mixes two runs
     """
+    note = check_run_folder(folder)  # one complete run, or a folder written before manifests (a warning)
+    if note is not None:
+        warnings.warn(note, stacklevel=2)
     model = DQN.load(folder / "model.zip", device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
