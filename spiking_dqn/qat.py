@@ -75,7 +75,8 @@ class QATReport:
     :param wall_time_s: wall time
     :param reward_before: backend reward of the quantized network before QAT (when checked)
     :param reward_after: the same after QAT (when checked)
-    :param kept: False when the checks found the weights before QAT best (they were restored)
+    :param kept: False when the weights before QAT were restored: the checks found them best,
+        or :func:`~spiking_dqn.pipeline.fit_to_chip` chose a program quantized from them
     :param check_inferences: backend inferences the checks ran
     :param mode: ``"distill"``, ``"online"`` or ``"replay"``
     :param weight_bits: bits per weight of each projection of the grid (``None``: 8 for every one)
