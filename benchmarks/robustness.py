@@ -344,7 +344,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--update-docs", action="store_true",
                         help="write the tables and plot into docs/benchmarks.md between <!-- robustness:begin/end -->")
     parser.add_argument("--update-card", action="store_true",
-                        help="write each task's tables into its shipped model card's seed report (section seeds)")
+                        help="write the tables of the --env tasks into their shipped model cards' seed report "
+                             "(section seeds)")
     return parser.parse_args(argv)
 
 
@@ -378,8 +379,8 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], skipped: list[st
     if args.update_docs:
         update_page("benchmarks.md", "robustness",
                     table + "\n" + figure_links(args.out, [("normalised chip reward per seed", "robustness.png")]))
-    if args.update_card:
-        update_cards(rows, command)
+    if args.update_card:  # the tasks of --env only: a card keeps its report of a task measured on too few seeds
+        update_cards([r for r in rows if r["env_id"] in args.env], command)
     return table
 
 
