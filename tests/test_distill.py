@@ -90,3 +90,22 @@ def test_the_fit_settings_take_the_distill_mode():
     assert QATSettings(100, mode="distill").mode == "distill"
     with pytest.raises(ValueError, match="mode must be one of"):
         QATSettings(100, mode="offline")
+
+
+def test_a_fit_distills_on_the_states_of_its_calibration_seeds(shipped_cartpole, monkeypatch):
+    from spiking_dqn import qat
+    from spiking_dqn.pipeline import Seeds, fit_to_chip
+
+    seen = []
+    real = qat.distillation_set
+
+    def recording(model, net, env_id, n_observations, seed):
+        seen.append(seed)
+        return real(model, net, env_id, 256, seed)
+
+    monkeypatch.setattr(qat, "distillation_set", recording)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_to_chip(copy.deepcopy(shipped_cartpole), ENV, qat=QATSettings(10, check_episodes=0), method="none",
+                    seeds=Seeds.from_base(7), eval_episodes=2)
+    assert seen == [Seeds.from_base(7).calibration]

@@ -114,7 +114,7 @@ def finetune_step(
         run.model, grid, qat.steps, mode=qat.mode, learning_rate=qat.learning_rate, grid_pull=qat.grid_pull,
         target_update_interval=qat.target_update_interval, env_id=run.env_id, seed=run.seeds.search,
         check_episodes=qat.check_episodes, check_seed=run.seeds.qat_checks, check_freq=qat.check_freq,
-        backend=run.runner, progress_bar=run.progress,
+        backend=run.runner, progress_bar=run.progress, observation_seed=run.seeds.calibration,
     )
     if qat_report.kept:
         snap_model_to_grid(run.model, grid)  # the network QAT trained is the fake-quantized one
