@@ -11,6 +11,7 @@ import torch as th
 from stable_baselines3 import DQN
 
 from agents.common import trained_model_path
+from spiking_dqn.grid import Grid
 from spiking_dqn.pipeline import QATSettings, fit_to_chip
 from spiking_dqn.pipeline import steps as pipeline_steps
 from spiking_dqn.pipeline.result import paired_gap
@@ -174,3 +175,14 @@ def test_deploy_prints_the_gap_line_once_and_says_when_the_gap_exceeds_the_noise
                  "20", "--qat-mode", "online", "--out", str(tmp_path / "online.npz")]) == 0
     printed = capsys.readouterr().out
     assert "ptq_naive" in printed and "ptq" in printed and "gap" in printed
+
+
+def test_the_guarantee_holds_at_4_bit_weights(as_trained):
+    model = copy.deepcopy(as_trained)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit_to_chip(model, ENV, weight_bits=4, lam="mse", qat=QATSettings(100, check_episodes=2),
+                             method="none", eval_episodes=EPISODES)
+    assert list(result.grid.weight_bits) == [4, 4, 4] and result.qat.weight_bits == [4, 4, 4]
+    assert all(list(Grid.of_program(c.program).weight_bits) == [4, 4, 4] for c in result.candidates.values())
+    assert result.reward_chip >= max(result.candidates["ptq"].reward, result.candidates["ptq_naive"].reward)
