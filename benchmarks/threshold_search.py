@@ -202,7 +202,7 @@ def run_agent(env_id: str, path: Path, final_episodes: int, final_seed: int, qat
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fit = fit_to_chip(trained, env_id, lam="auto",
-                                  qat=QATSettings(qat_steps, check_episodes=QAT_CHECK_EPISODES),
+                                  qat=QATSettings(qat_steps, mode="online", check_episodes=QAT_CHECK_EPISODES),
                                   method="none", seeds=seeds, eval_episodes=final_episodes)
             qat = fit.qat.to_dict()
             scenarios.append(scenario(f"agent as trained + QAT ({qat_steps} online steps), lambda auto",
