@@ -3,6 +3,7 @@ one study (exact trial count, no duplicates), a killed run resumed, journal stor
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -164,6 +165,18 @@ def test_workers_share_the_study_and_stop_at_exactly_n_trials(tmp_path: Path,
     assert study.trials[0].params == base_params("CartPole-v0")  # the zoo entry ran first
 
 
+def test_a_study_resumes_only_with_its_settings(tmp_path: Path) -> None:
+    storage = workers.open_tune_storage(f"sqlite:///{tmp_path / 'study.db'}", 5)
+    settings = TuneSettings(env_id="CartPole-v0", timesteps=100)
+    study = workers.prepare_study(storage, "s", settings)
+    assert workers.prepare_study(storage, "s", settings).study_name == "s"
+    assert len(study.get_trials()) == 1  # the zoo entry, queued once
+    with pytest.raises(workers.TuneError, match="other settings"):
+        workers.prepare_study(storage, "s", TuneSettings(env_id="CartPole-v0", timesteps=200))
+    study.set_user_attr("settings", '{"env_id": "CartPole-v0", "timesteps": 100}')  # recorded before a new setting
+    workers.prepare_study(storage, "s", settings)
+
+
 def _bad(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     try:
         code = main(argv)
@@ -257,10 +270,14 @@ def test_journal_storage_front_files_and_the_exported_entry_trains(tmp_path: Pat
 
     storage = str(tmp_path / "study.log")
     export = tmp_path / "tuned.yml"
-    run = subprocess.run(_command(tmp_path / "out", storage, 2, "--export", str(export)), capture_output=True,
+    run = subprocess.run(_command(tmp_path / "out", storage, 2, "--export", str(export), "--qat-steps", "40"),
+                         capture_output=True,
                          text=True, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
-    _check_exact(_study(storage), 2)
+    done = _check_exact(_study(storage), 2)
+    for trial in done:
+        if trial.state == TrialState.COMPLETE:  # the fit ran its QAT
+            assert json.loads(Path(trial.user_attrs["folder"], "summary.json").read_text())["qat"]["steps"] == 40
     for name in ("pareto_front.md", "pareto_front.json", "pareto_front.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     entry = dict(yaml.safe_load(export.read_text())["CartPole-v0"])

@@ -22,7 +22,7 @@ DESCRIPTION = f"""\
 Search SB3 DQN hyperparameters and spiking options (ticks, hidden widths, threshold, beta,
 encoding, encoder bounds, ASPEN noise, activity penalty, weight bits) for two objectives: the
 chip reward of the deployed program (a cheap fit to the emulated chip: calibrated thresholds,
-no QAT) up, its synaptic events per inference down. The first trial is the env's entry of
+no QAT unless --qat-steps) up, its synaptic events per inference down. The first trial is the env's entry of
 zoo_configs/{ZOO_FILE} (or the package defaults). Intermediate float rewards feed a median-rule
 pruner. The study lives in --storage: the same command resumes it after a kill (finished
 trials are kept, a killed one runs again) and, on another machine with the same storage,
@@ -62,6 +62,9 @@ class TuneOptions:
     prune_episodes: int = field(default=5, metadata={
         "help": "greedy episodes of each intermediate evaluation", "range": "positive"})
     seed: int = field(default=0, metadata={"help": "training seed of trial n: seed + n"})
+    qat_steps: int = field(default=0, metadata={
+        "help": "quantization-aware fine-tuning steps of each trial's fit to the chip (the fit's default QAT mode; "
+                "0: none, the cheap fit)", "range": "non_negative"})
     heartbeat_interval: int = field(default=HEARTBEAT_INTERVAL, metadata={
         "help": "seconds between heartbeats of running trials; a trial silent for twice as long is run again",
         "range": "positive"})
@@ -80,7 +83,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         check_output_path(options.export, "--export", folder=False)
     eval_freq = max(timesteps // 5, 1) if options.eval_freq is None else options.eval_freq
     settings = TuneSettings(env_id=options.env, timesteps=timesteps, episodes=options.episodes, eval_freq=eval_freq,
-                            prune_episodes=options.prune_episodes, seed=options.seed)
+                            prune_episodes=options.prune_episodes, seed=options.seed, qat_steps=options.qat_steps)
     name = options.study_name or default_study_name(options.env)
     print(f"{options.env}: study {name!r}, {options.trials} trials of {timesteps} steps, {options.n_workers} "
           f"worker(s) here; storage {storage}", flush=True)

@@ -4,8 +4,8 @@
 ``SpikingDQN`` for ``timesteps`` steps with the intermediate float evaluations of
 :mod:`spiking_dqn.tune.pruning` (the weights of the best one are kept, user attribute
 ``kept_step``; the final weights without intermediate evaluations), then deploys it with a cheap fit
-(:func:`spiking_dqn.pipeline.fit_to_chip`: method ``"calibrate"``, no QAT, at the trial's
-weight widths) and evaluates the program on ``episodes`` held-out episodes on the emulator.
+(:func:`spiking_dqn.pipeline.fit_to_chip`: method ``"calibrate"``, no QAT unless ``qat_steps``, at
+the trial's weight widths) and evaluates the program on ``episodes`` held-out episodes on the emulator.
 Its two objective values are the program's mean held-out reward (maximized) and its synaptic
 events per inference (minimized). The trial's folder ``<out>/trials/<number>/`` holds the
 trained ``model.zip`` and the fit's files (``best_program.npz``, ``summary.json``); the trial's
@@ -16,7 +16,7 @@ with and where its files are.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import optuna
 from envs import make_vec
 from spiking_dqn.dqn import SpikingDQN
 from spiking_dqn.files import atomic_write
-from spiking_dqn.pipeline import fit_to_chip
+from spiking_dqn.pipeline import QATSettings, fit_to_chip
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.tune.pruning import IntermediateRewards
 from spiking_dqn.tune.space import recipe_of, sample
@@ -46,6 +46,7 @@ class TuneSettings:
     :param prune_episodes: greedy episodes of each intermediate evaluation
     :param startup_trials: finished trials needed at a step before the pruner judges it
     :param seed: training seed of trial ``n`` is ``seed + n``
+    :param qat_steps: quantization-aware fine-tuning steps of each trial's fit (0: none, the cheap fit)
     """
 
     env_id: str
@@ -55,10 +56,18 @@ class TuneSettings:
     prune_episodes: int = 5
     startup_trials: int = 3
     seed: int = 0
+    qat_steps: int = 0
 
     def fingerprint(self) -> str:
         """The settings as JSON (stored with the study and compared on resume)."""
         return json.dumps(asdict(self), sort_keys=True)
+
+    def matches(self, fingerprint: str) -> bool:
+        """Whether a study's stored settings are these (a setting it does not record has its default)."""
+        stored = json.loads(fingerprint)
+        defaults = {f.name: f.default for f in fields(self)}
+        return all(stored.get(name, defaults[name]) == value for name, value in asdict(self).items()) and set(
+            stored) <= set(defaults)
 
 
 def trial_folder(out: Path, number: int) -> Path:
@@ -96,7 +105,7 @@ def run_trial(trial: optuna.Trial, settings: TuneSettings, out: Path) -> tuple[f
     with atomic_write(folder / "model.zip") as tmp:
         model.save(tmp)
     result = fit_to_chip(model, settings.env_id, method="calibrate", weight_bits=recipe.weight_bits,
-                         eval_episodes=settings.episodes, out=folder)
+                         qat=QATSettings(steps=settings.qat_steps), eval_episodes=settings.episodes, out=folder)
     best = result.best.evaluation
     assert best is not None  # eval_episodes >= 1
     attrs: dict[str, Any] = {

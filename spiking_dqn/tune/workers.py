@@ -104,7 +104,7 @@ def prepare_study(storage: optuna.storages.BaseStorage, study_name: str, setting
         existing = study.user_attrs.get("settings")
         if existing is None:
             study.set_user_attr("settings", settings.fingerprint())
-        elif existing != settings.fingerprint():
+        elif not settings.matches(existing):
             raise TuneError(
                 f"study {study_name!r} in this storage was run with other settings ({existing}); give the same "
                 "options, or another --study-name or --storage"
