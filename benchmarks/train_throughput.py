@@ -1,4 +1,4 @@
-"""Training throughput: SB3's own MlpPolicy DQN vs SpikingDQNPolicy on the CartPole and Acrobot recipes, in one run.
+"""Training throughput: SB3's own MlpPolicy DQN vs SpikingDQNPolicy on the CartPole, Acrobot and LunarLander recipes.
 
 Each recipe runs with the hyperparameters of its ``agents/`` recipe (``zoo_configs/dqn.yml``)
 and the same ``net_arch`` for both policies; the spiking CartPole policy runs 10 ticks
@@ -17,7 +17,9 @@ and the same ``net_arch`` for both policies; the spiking CartPole policy runs 10
   products) divided by this machine's single-thread float32 matrix-product rate,
   measured in the same run on the recipe's largest layer shape. The spiking network's
   measured time per training step against it says how far it is from the dense bound
-  (below the bound: sparsity pays).
+  (below the bound: sparsity pays). Issue 26 asks at most 1.5x the bound of the LunarLander
+  recipe (``BOUND_TARGETS``), the largest network, whose training step decides the cost of a
+  tuning trial.
 * **Layer kernels.** For each hidden layer of each recipe, at the spike densities of the
   trained run: the event-driven forward kernel against the per-layer path it replaced
   (one dense BLAS product, then the compiled tick loop), and the event-driven weight
@@ -65,7 +67,7 @@ from spiking_dqn.recipes.hyperparams import load_hyperparams  # noqa: E402
 from spiking_dqn.config import SpikingConfig  # noqa: E402
 from spiking_dqn.semantics import lif, network_kernels  # noqa: E402
 
-RECIPES = ("CartPole-v0", "Acrobot-v1")
+RECIPES = ("CartPole-v0", "Acrobot-v1", "LunarLander-v3")
 #: The configurations timed per recipe: (name, algorithm, policy, extra policy_kwargs). The
 #: spiking recipe's is ``SpikingDQN`` (the compiled gradient step); SB3's ``DQN`` with the same
 #: policy (autograd through the fused network node) is timed alongside. The MLP runs as SB3
@@ -79,7 +81,10 @@ CONFIGS = (
 )
 SPIKING_ONLY = {f.name for f in fields(SpikingConfig)} - {"net_arch"} | {"obs_bound"}
 PARTS = ("acting", "online_forward", "backward", "target_forward", "optimizer", "sb3_and_env")
+#: Targets of the spiking / MLP throughput ratio (at least) and of the network's time per training step over its
+#: dense-arithmetic bound (at most), where an issue set one.
 TARGETS = {"CartPole-v0": 0.8, "Acrobot-v1": 0.25}
+BOUND_TARGETS = {"LunarLander-v3": 1.5}
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -330,10 +335,11 @@ def recipe_entry(env_id: str, setup: tuple[dict, dict, dict], steps: int, walls:
         per_round = [m / s for m, s in zip(walls[env_id, mlp_name], walls[env_id, name])]
         entry[f"{key}_rounds"] = [round(r, 3) for r in per_round]
         entry[f"{key}_median"] = round(statistics.median(per_round), 3)
-    entry["target_ratio"] = TARGETS[env_id]
+    entry["target_ratio"] = TARGETS.get(env_id)
 
     model = models[env_id, RECIPE]
     entry["dense_bound"] = dense_bound(model, entry["policies"][RECIPE]["breakdown"])
+    entry["dense_bound"]["target_over_bound"] = BOUND_TARGETS.get(env_id)
     entry["layer_kernels"] = layer_kernels(model, env_id)
     return entry
 
@@ -343,6 +349,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds per model")
     parser.add_argument("--cartpole-steps", type=int, default=4_000, help="env steps per CartPole round")
     parser.add_argument("--acrobot-steps", type=int, default=1_000, help="env steps per Acrobot round")
+    parser.add_argument("--lunarlander-steps", type=int, default=500, help="env steps per LunarLander round")
     parser.add_argument("--cartpole-ticks", type=int, default=10, help="ticks of the spiking CartPole policy")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     parser.add_argument("--seed", type=int, default=0)
@@ -351,8 +358,9 @@ def main() -> None:
                         help="write the tables into docs/benchmarks.md between <!-- train-throughput:begin/end -->")
     args = parser.parse_args()
     th.set_num_threads(1)
-    steps = {"CartPole-v0": args.cartpole_steps, "Acrobot-v1": args.acrobot_steps}
-    ticks = {"CartPole-v0": args.cartpole_ticks, "Acrobot-v1": None}
+    steps = {"CartPole-v0": args.cartpole_steps, "Acrobot-v1": args.acrobot_steps,
+             "LunarLander-v3": args.lunarlander_steps}
+    ticks = {"CartPole-v0": args.cartpole_ticks, "Acrobot-v1": None, "LunarLander-v3": None}
 
     setups = {env_id: recipe_kwargs(env_id, ticks[env_id]) for env_id in args.recipes}
     models: dict[tuple[str, str], DQN] = {}
