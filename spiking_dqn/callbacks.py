@@ -108,7 +108,7 @@ class HardwareAwareFineTuning(BaseCallback):
     1. quantize the online Q-network into a chip program with ``lam`` at ``weight_bits``
        (:func:`spiking_dqn.quantization.quantize_network`), with ``state.bits`` of membrane
        state levels when given (:mod:`spiking_dqn.quantization.levels`);
-    2. at the end of training only, when ``qat.steps > 0``: fine-tuning for the chip
+    2. at the end of training only, by default (``qat=None``) or when ``qat.steps > 0``: fine-tuning for the chip
        (:func:`spiking_dqn.qat.quantization_aware_finetune`, by default distillation from the
        float network, ``qat.mode="distill"``; the model's float weights change, and kept
        weights are snapped to the grid, so that after ``learn()`` the model is the float twin
@@ -148,9 +148,11 @@ class HardwareAwareFineTuning(BaseCallback):
         every projection or a list with one per projection (e.g. 4 or ``[8, 4, 8]``; 2 is
         ternary); ``None`` (default): the network's own grid's, else 8 (int8)
     :param qat: :class:`~spiking_dqn.pipeline.QATSettings` of the fine-tuning at the end
-        (default: none; with ``steps``, distillation unless ``mode`` says ``"online"`` or
-        ``"replay"``); ``check_episodes=0`` keeps the weights QAT ends with instead of the
-        best checked ones
+        (default ``None``: :data:`~spiking_dqn.pipeline.ROBUST_QAT`, 2000 steps of distillation,
+        unless the network was already fit to a grid, see :func:`~spiking_dqn.pipeline.default_qat`;
+        ``QATSettings()`` or ``{steps: 0}``: none; with ``steps``, distillation unless ``mode``
+        says ``"online"`` or ``"replay"``); ``check_episodes=0`` keeps the weights QAT ends with
+        instead of the best checked ones
     :param state: :class:`~spiking_dqn.pipeline.StateSettings` (default: float32 state)
     :param search: :class:`~spiking_dqn.pipeline.SearchSettings` of the grid search; its
         storage is checked when training starts, and each stage's studies are named
@@ -199,7 +201,7 @@ class HardwareAwareFineTuning(BaseCallback):
         self.env_id = env_id
         self.lam = lam
         self.weight_bits = weight_bits
-        self.qat = as_settings(qat, QATSettings)
+        self.qat = None if qat is None else as_settings(qat, QATSettings)  # None: fit_to_chip's default_qat
         self.state = as_settings(state, StateSettings)
         self.search = as_settings(search, SearchSettings)
         self.calibration = as_settings(calibration, CalibrationSettings)

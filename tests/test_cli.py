@@ -255,7 +255,7 @@ def test_train_any_discrete_env_then_deploy_and_compare(tmp_path, capsys):
     assert record["command"].startswith("spiking-dqn train MountainCar-v0 --timesteps 300")
     assert "learning_rate" in (out / "README.md").read_text()
     program = out / "chip_program.npz"
-    assert main(["deploy", str(out / "model.zip"), "--out", str(program)]) == 0
+    assert main(["deploy", str(out / "model.zip"), "--qat-steps", "0", "--out", str(program)]) == 0
     assert program.is_file()
     # --env is inferred from the eval.json that train wrote
     assert main(["compare", str(out / "model.zip"), "--program", str(program), "--episodes", "1", "--no-progress",

@@ -95,7 +95,7 @@ def test_the_gap_is_float_minus_chip_on_the_same_episodes(as_trained):
     model = copy.deepcopy(as_trained)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = fit_to_chip(model, ENV, method="none", eval_episodes=EPISODES)
+        result = fit_to_chip(model, ENV, qat=QATSettings(), method="none", eval_episodes=EPISODES)
     seed = result.seeds.evaluation
     floated = float_reward(copy.deepcopy(as_trained), ENV, EPISODES, seed=seed).rewards
     chip = backend_reward(result.program, ENV, EPISODES, seed=seed).rewards
@@ -113,7 +113,7 @@ def test_the_gap_is_float_minus_chip_on_the_same_episodes(as_trained):
 
 def test_the_fit_warns_in_one_line_when_the_gap_exceeds_the_noise_and_not_otherwise(shipped, as_trained):
     with pytest.warns(UserWarning, match="the chip loses more than the episodes' noise") as caught:
-        bad = fit_to_chip(copy.deepcopy(as_trained), ENV, method="none", eval_episodes=EPISODES)
+        bad = fit_to_chip(copy.deepcopy(as_trained), ENV, qat=QATSettings(), method="none", eval_episodes=EPISODES)
     assert bad.gap_exceeds_noise and bad.gap > bad.gap_noise
     assert [str(w.message) for w in caught if "episodes' noise" in str(w.message)] == [bad.gap_line()]
     assert "\n" not in bad.gap_line()
@@ -165,8 +165,8 @@ def test_deploy_prints_the_gap_line_once_and_says_when_the_gap_exceeds_the_noise
     from spiking_dqn.cli import main
 
     as_trained = trained_model_path(ENV).with_name(TRAINED_NAME)
-    assert main(["deploy", str(as_trained), "--env", ENV, "--final-episodes", "5", "--no-progress",
-                 "--out", str(tmp_path / "plain.npz")]) == 0
+    assert main(["deploy", str(as_trained), "--env", ENV, "--final-episodes", "5", "--no-progress", "--qat-steps",
+                 "0", "--out", str(tmp_path / "plain.npz")]) == 0
     captured = capsys.readouterr()
     printed = captured.out + captured.err
     assert printed.count("the chip loses more than the episodes' noise") == 1

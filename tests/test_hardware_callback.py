@@ -98,7 +98,7 @@ def test_callback_settings_from_mappings_equal_the_settings_objects():
     assert callback.search == SearchSettings(stage1_grid=(1.0, 2.0), storage="sqlite:///x.db")
     assert callback.calibration == CalibrationSettings(n_observations=32, granularity="layer")
     defaults = HardwareAwareFineTuning()
-    assert (defaults.qat, defaults.state, defaults.search) == (QATSettings(), StateSettings(), SearchSettings())
+    assert (defaults.qat, defaults.state, defaults.search) == (None, StateSettings(), SearchSettings())  # None: robust
 
 
 def test_callback_with_an_unreachable_storage_fails_before_training(tmp_path):

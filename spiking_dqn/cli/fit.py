@@ -3,6 +3,7 @@
     spiking-dqn search agents/trained/CartPole-v0/model.zip --lam 3 --storage sqlite:///runs/search.db
     spiking-dqn calibrate agents/trained/CartPole-v0/model.zip --lam 3
     spiking-dqn deploy agents/trained/CartPole-v0/model.zip --out runs/chip_program.npz
+    spiking-dqn deploy runs/train/CartPole-v0/model_trained.zip --env CartPole-v0
     spiking-dqn deploy agents/trained/CartPole-v0/model.zip --weight-bits 4 --qat-steps 2000
     spiking-dqn deploy agents/trained/CartPole-v0/model.zip --state-bits 8 --state-levels threshold_centered
 
@@ -11,9 +12,10 @@ steps of fine-tuning for the chip, ``--qat-mode``: distillation by default, neve
 program worse than plain quantization on the held-out episodes), choose the hidden thresholds on the
 backend, evaluate the float policy, the naive program (float threshold x lambda) and the
 result on ``--final-episodes`` held-out episodes (seeds from ``--seed + 100000``), print a
-summary and write the results to ``--out``. ``deploy`` quantizes (optionally after QAT),
-evaluates the float model and the program on held-out episodes when the environment is
-known, and writes the chip program. All three are :func:`spiking_dqn.pipeline.fit_to_chip`
+summary and write the results to ``--out``. ``deploy`` quantizes (after fine-tuning: by
+default :data:`~spiking_dqn.pipeline.ROBUST_QAT` for a model not fit to the chip yet, see
+:func:`~spiking_dqn.pipeline.default_qat`), evaluates the float model and the program on
+held-out episodes when the environment is known, and writes the chip program. All three are :func:`spiking_dqn.pipeline.fit_to_chip`
 with the episode seeds of :meth:`spiking_dqn.pipeline.Seeds.from_base` (``--seed``).
 """
 
@@ -49,12 +51,14 @@ from spiking_dqn.hardware import BACKENDS, ChipProgramError, get_backend
 from spiking_dqn.hardware.mapping import map_program
 from spiking_dqn.pipeline import (
     EVAL_EPISODES,
+    ROBUST_QAT,
     CalibrationSettings,
     FitResult,
     QATSettings,
     SearchSettings,
     Seeds,
     StateSettings,
+    default_qat,
     fit_to_chip,
 )
 from spiking_dqn.quantization import check_program_model
@@ -116,7 +120,7 @@ class FitOptions:
     final_episodes: int | None = field(default=100, metadata={
         "help": "held-out episodes of the final comparison", "range": "positive"})
     progress: bool = field(default=True, metadata={"help": "hide the progress bars"})
-    qat_steps: int = field(default=0, metadata={
+    qat_steps: int | None = field(default=0, metadata={
         "help": f"first run this many steps of fine-tuning for the chip (--qat-mode; keep-best on "
         f"{QATSettings().check_episodes} check episodes; the plain quantized program is kept when it does better on "
         "the held-out episodes; the fine-tuned model is saved as model_qat.zip in --out)",
@@ -307,12 +311,13 @@ def cmd_deploy(parsed: argparse.Namespace) -> int:
     state = _state(options)
     if options.qat_steps or episodes or state.bits is not None:
         env_id = require_env_id(options.env, options.model)
+    steps = default_qat(model, None, episodes).steps if options.qat_steps is None else options.qat_steps
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = fit_to_chip(
                 model, env_id, lam=options.lam, weight_bits=options.weight_bits,
-                qat=QATSettings(options.qat_steps, mode=options.qat_mode, check_episodes=QAT_CHECK_EPISODES),
+                qat=QATSettings(steps, mode=options.qat_mode, check_episodes=QAT_CHECK_EPISODES),
                 state=state,
                 threshold_scale=options.threshold_scale, method="none", seeds=Seeds.from_base(options.seed),
                 eval_episodes=episodes, encoder_seed=options.seed, progress=options.progress,
@@ -348,12 +353,14 @@ def add_parsers(sub: Any) -> None:
     """
     dep = sub.add_parser("deploy", help="quantize a trained model into a chip program file",
                          description=DEPLOY_DESCRIPTION, formatter_class=HelpFormatter)
-    add_options(dep, FitOptions, DEPLOY, defaults={"out": DEFAULT_PROGRAM, "final_episodes": None},
+    add_options(dep, FitOptions, DEPLOY, defaults={"out": DEFAULT_PROGRAM, "final_episodes": None, "qat_steps": None},
                 ranges={"final_episodes": "non_negative"}, helps={
         "out": "program file",
         "qat_steps": "first run this many steps of fine-tuning for the chip (--qat-mode; the plain quantized "
                      "program is kept when it does better on the held-out episodes; the fine-tuned model is saved as "
-                     "model_qat.zip next to --out)",
+                     f"model_qat.zip next to --out); default: {ROBUST_QAT.steps} for a model not fit to the chip yet "
+                     "(its network on no grid, e.g. model_trained.zip) when held-out episodes are played, else 0 "
+                     "(spiking-dqn train's model.zip and the shipped agents are fit already); 0: none",
         "env": ENV_HELP + "; needed for --qat-steps and the evaluation",
         "final_episodes": "held-out episodes (env seeds from --seed + 100000) on which the float model and the chip "
                           f"program are evaluated; default {EVAL_EPISODES} when the environment is known, else 0 "

@@ -31,6 +31,7 @@ from spiking_dqn.pipeline.result import Candidate, FitResult
 from spiking_dqn.pipeline.settings import (
     EVAL_EPISODES,
     METHODS,
+    ROBUST_QAT,
     CalibrationSettings,
     Method,
     QATSettings,
@@ -38,6 +39,7 @@ from spiking_dqn.pipeline.settings import (
     Seeds,
     StateSettings,
     as_settings,
+    default_qat,
 )
 from spiking_dqn.pipeline.steps import Guard, Run, finetune_step, quantize_step, rank, threshold_candidates
 from spiking_dqn.quantization import LambdaSpec, WeightBitsSpec, float_weights, resolve_lambdas
@@ -54,7 +56,7 @@ def fit_to_chip(
     lam: LambdaSpec | Grid = None,
     weight_bits: WeightBitsSpec = None,
     program: ChipProgram | None = None,
-    qat: QATSettings = QATSettings(),
+    qat: QATSettings | None = None,
     state: StateSettings = StateSettings(),
     threshold_scale: float | Sequence[float] | None = None,
     method: Method = "grid",
@@ -77,7 +79,8 @@ def fit_to_chip(
        the membrane ranges the program reaches on observations the float policy visits
        (``seeds.calibration``); with QAT they are set on the model's networks first, so
        that QAT trains with them (SQUAT) and the model keeps them.
-    4. With ``qat.steps > 0``: quantization-aware fine-tuning on that grid (checked on the
+    4. With ``qat.steps > 0`` (by default for a ``DQN`` not fit yet: :data:`ROBUST_QAT`,
+       distillation): quantization-aware fine-tuning on that grid (checked on the
        backend over ``seeds.qat_checks`` episodes, the best weights kept), then the kept
        weights are snapped to the grid (:func:`~spiking_dqn.quantization.snap.snap_model_to_grid`: the
        model is changed in place and becomes the float twin of its program) and requantized.
@@ -111,7 +114,9 @@ def fit_to_chip(
         :func:`~spiking_dqn.quantization.resolve_grid`)
     :param program: a ready chip program to fit instead of quantizing the model (no QAT then;
         its own widths, which ``weight_bits`` must not contradict)
-    :param qat: quantization-aware fine-tuning settings
+    :param qat: quantization-aware fine-tuning settings (``None``: :func:`~spiking_dqn.pipeline.settings.default_qat`,
+        :data:`ROBUST_QAT` for an SB3 ``DQN`` not fit to the chip yet with held-out episodes to
+        guard it, else none; ``QATSettings()``: none)
     :param state: membrane state quantization (``StateSettings()``: float32 state, or the
         given program's and the network's own levels)
     :param threshold_scale: multiply the quantized program's hidden thresholds by this (one
@@ -132,6 +137,9 @@ def fit_to_chip(
     :raises spiking_dqn.search.StorageUnavailableError: the search storage cannot be reached (before any episode)
     """
     start = time.perf_counter()
+    if qat is None:
+        check_int(eval_episodes, "eval_episodes", 0)
+        qat = default_qat(model, program, eval_episodes)
     _check_fit(model, env_id, program, weight_bits, qat, state, method, search, eval_episodes)
     net = q_network(model)
     if program is None and lam is not None and not isinstance(lam, (Grid, str)):  # bad numbers: before any episode
@@ -237,6 +245,7 @@ def _save(result: FitResult, model: DQN | SpikingQNetwork, folder: Path, save_mo
 __all__ = [
     "EVAL_EPISODES",
     "METHODS",
+    "ROBUST_QAT",
     "Candidate",
     "CalibrationSettings",
     "FitResult",
@@ -245,5 +254,6 @@ __all__ = [
     "Seeds",
     "StateSettings",
     "as_settings",
+    "default_qat",
     "fit_to_chip",
 ]

@@ -7,7 +7,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
 import numpy as np
+from stable_baselines3 import DQN
 
+from spiking_dqn.hardware.program import ChipProgram
+from spiking_dqn.network import SpikingQNetwork
+from spiking_dqn.rollouts import q_network
 from spiking_dqn.semantics.checks import check_int
 from spiking_dqn.semantics.levels import MAX_STATE_BITS
 from spiking_dqn.qat import Mode, check_qat_values
@@ -79,6 +83,29 @@ class QATSettings:
 
     def __post_init__(self) -> None:
         check_qat_values(self.steps, self.mode, self.grid_pull, self.target_update_interval, self.learning_rate)
+
+
+#: The fine-tuning a fit runs when it is given none and the model needs one (:func:`default_qat`):
+#: 2000 gradient steps of distillation from the float network, the variant that kept the float
+#: agent's reward on every measured training seed (``benchmarks/results/robustness.md``).
+ROBUST_QAT = QATSettings(steps=2000, mode="distill")
+
+
+def default_qat(model: DQN | SpikingQNetwork, program: ChipProgram | None, eval_episodes: int) -> QATSettings:
+    """The fine-tuning of a fit that names none (``qat=None``: ``fit_to_chip``, the callback, ``deploy``).
+
+    :data:`ROBUST_QAT` when the fit can fine-tune and guard it: an SB3 ``DQN`` whose network is
+    not on a grid yet (not fit to the chip yet), no ``program`` given, and held-out episodes
+    to choose on. Else none (``QATSettings()``): a bare network, a model that carries its grid
+    (a fit's ``model.zip``, the shipped agents), a given program, a fit that plays no episode.
+    An explicit ``QATSettings()`` always means none.
+
+    :param model: the model of the fit
+    :param program: the fit's given program, if any
+    :param eval_episodes: its held-out episodes
+    """
+    fits = isinstance(model, DQN) and program is None and eval_episodes > 0
+    return ROBUST_QAT if fits and q_network(model).grid is None else QATSettings()
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from spiking_dqn.config import SpikingConfig
 from spiking_dqn.files import atomic_write, atomic_write_text
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.thresholds import ThresholdNoise
-from spiking_dqn.pipeline import QATSettings, Seeds, fit_to_chip
+from spiking_dqn.pipeline import ROBUST_QAT, QATSettings, Seeds, fit_to_chip
 from spiking_dqn.qat import MODES
 from spiking_dqn.recipes.manifest import begin_run
 from spiking_dqn.recipes.versions import installed_versions
@@ -107,12 +107,12 @@ class TrainOptions:
     select_episodes: int = field(default=50, metadata={
         "help": "episodes of each periodic evaluation that picks the best model", "range": "positive"})
     progress: bool = field(default=True, metadata={"help": "hide the progress bar"})
-    qat_steps: int = field(default=2000, metadata={
+    qat_steps: int = field(default=ROBUST_QAT.steps, metadata={
         "help": "fine-tuning steps for the int8 chip after training (0: none): distillation gradient steps, or "
         "environment steps of online QAT (the shipped agents: --qat-mode online --qat-steps 10000); model.zip is "
         "then the float twin of the chip program, never worse on the held-out episodes than plain quantization",
         "range": "non_negative"})
-    qat_mode: str = field(default=QATSettings().mode, metadata={
+    qat_mode: str = field(default=ROBUST_QAT.mode, metadata={
         "help": "distill: the quantized network learns the float agent's Q-values and actions; online or replay: "
         "DQN's TD updates (the QAT the shipped agents were fine-tuned with)", "choices": MODES})
     qat_learning_rate: float | None = field(default=None, metadata={
