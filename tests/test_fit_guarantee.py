@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 
 import numpy as np
@@ -17,6 +18,7 @@ from spiking_dqn.pipeline import steps as pipeline_steps
 from spiking_dqn.pipeline.result import paired_gap
 from spiking_dqn.recipes.recipe import TRAINED_NAME
 from spiking_dqn.rollouts import backend_reward, float_reward
+from spiking_dqn.semantics.thresholds import scale_thresholds
 
 ENV = "CartPole-v0"
 EPISODES = 20
@@ -153,12 +155,58 @@ def test_the_recipes_fit_prints_and_records_the_gap_and_saves_the_programs_twin(
     assert f"gap {fit['gap']:.2f} +- {fit['gap_noise']:.2f}" in printed
     saved = DQN.load(tmp_path / "model.zip", device="cpu")
     assert_same_state(saved.policy.state_dict(), model.policy.state_dict())
-    if fit["chosen"] in ("naive", "ptq_naive"):  # deploying model.zip rebuilds the chosen program
+    if True:  # deploying model.zip rebuilds the chosen program, whichever it is
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program, _ = quantize_network(saved.policy.q_net.q_net, saved.policy.q_net.q_net.grid or "auto")
         chip = backend_reward(program, ENV, EPISODES, seed=EVAL_SEED).mean_reward
         assert chip == pytest.approx(fit["reward_chip"])
+
+
+def test_model_zip_deploys_to_the_calibrated_ptq_program_when_the_recipes_fit_chooses_it(
+    as_trained, tmp_path, monkeypatch, capsys
+):
+    import spiking_dqn.pipeline as pipeline
+    from spiking_dqn.cli import main
+    from spiking_dqn.hardware import ChipProgram
+    from spiking_dqn.recipes import recipe
+
+    real_take, real_fit, real_calibrate, seen = (pipeline_steps.Guard.take.__func__, recipe.fit_to_chip,
+                                                 pipeline_steps.calibrate, {})
+
+    def calibrate(run, program, calibration):  # per-layer thresholds that differ from the naive ones
+        assert calibration.granularity == "layer"  # the recipes' guard: thresholds the float neurons hold
+        result = real_calibrate(run, program, calibration)
+        return dataclasses.replace(result, program=program.with_thresholds(
+            scale_thresholds(program.thresholds, [1.3, 0.8])))
+
+    def take(cls, *args, **kwargs):
+        guard = real_take(cls, *args, **kwargs)
+        seen["ptq"] = guard.candidates["ptq"]
+        return guard
+
+    def fit(*args, **kwargs):
+        seen["fit"] = real_fit(*args, **kwargs)
+        return seen["fit"]
+
+    monkeypatch.setattr(pipeline_steps, "calibrate", calibrate)
+    monkeypatch.setattr(pipeline_steps.Guard, "take", classmethod(take))
+    monkeypatch.setattr(pipeline, "rank", lambda c: (0.0 if c is seen.get("ptq") else 1.0, 0.0))  # "ptq" wins
+    monkeypatch.setattr(recipe, "fit_to_chip", fit)
+    options = recipe.TrainOptions(timesteps=1, out=tmp_path, qat_steps=20, eval_episodes=3, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recipe.fit_for_chip(copy.deepcopy(as_trained), ENV, options, "test")
+    chosen = seen["fit"]
+    assert chosen.chosen == "ptq" and not chosen.qat.kept
+    naive = chosen.naive_before_qat.program
+    for t, t_naive, factor in zip(chosen.program.thresholds, naive.thresholds, [1.3, 0.8]):
+        np.testing.assert_allclose(t, t_naive * factor, rtol=1e-6)  # the calibrated thresholds (to the last bit)
+    program = tmp_path / "deployed.npz"
+    assert main(["deploy", str(tmp_path / "model.zip"), "--env", ENV, "--final-episodes", "2", "--no-progress",
+                 "--out", str(program)]) == 0
+    assert "QAT:" not in capsys.readouterr().out  # model.zip carries its grid: fit already, no fine-tuning
+    assert ChipProgram.load(program) == chosen.program
 
 
 def test_deploy_prints_the_gap_line_once_and_says_when_the_gap_exceeds_the_noise(tmp_path, capsys):

@@ -96,8 +96,11 @@ def fit_to_chip(
        (fewest synaptic events on ties). So the returned program is never worse on the
        held-out episodes than the plain post-training program with calibration (``"ptq"``);
        when a guard candidate is chosen, the model's weights (and optimizer state) are put
-       back to their values before fine-tuning, so that the model is the float twin of the
-       program, and ``result.qat.kept`` is False. The result gives the float reward (before
+       back to their values before fine-tuning and the program's grid is recorded on its
+       networks (with thresholds calibrated per layer, ``calibration.granularity="layer"``,
+       those thresholds set in its neurons: :class:`~spiking_dqn.pipeline.steps.Twin`), so
+       that ``lam=None`` rebuilds the returned program from the model (per-neuron thresholds:
+       the ``"ptq_naive"`` one), and ``result.qat.kept`` is False. The result gives the float reward (before
        fine-tuning), the chip reward and their gap on the same episodes with its noise
        (:attr:`FitResult.gap_noise`), and a ``UserWarning`` says when the gap is larger.
     8. With ``out``: write the search and calibration files, ``best_program.npz``,
@@ -162,7 +165,7 @@ def fit_to_chip(
         candidates.update(guard.candidates if guard is not None else {})
         chosen = min(candidates, key=lambda k: rank(candidates[k]))
         if guard is not None and chosen in guard.candidates:
-            qat_report = guard.restore(run, qat_report)
+            qat_report = guard.restore(run, qat_report, chosen)
     finally:
         if was_training:
             net.train()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch as th
 from stable_baselines3 import DQN
 
 from spiking_dqn.grid import Grid
@@ -22,6 +23,7 @@ from spiking_dqn.pipeline.result import Candidate
 from spiking_dqn.pipeline.settings import CalibrationSettings, QATSettings, SearchSettings, Seeds, StateSettings
 from spiking_dqn.qat import QATReport, quantization_aware_finetune
 from spiking_dqn.quantization import LambdaSpec, QuantizationReport, WeightBitsSpec, quantize_network
+from spiking_dqn.quantization.digest import model_digest
 from spiking_dqn.quantization.levels import network_levels, state_levels_for
 from spiking_dqn.quantization.snap import snap_model_to_grid
 from spiking_dqn.rollouts import EpisodeResult, backend_reward, float_reward, record_observations
@@ -153,14 +155,62 @@ def threshold_candidates(
     return candidates, search_result, calibration_result
 
 
-def calibrated(run: Run, program: ChipProgram, calibration: CalibrationSettings) -> tuple[CalibrationResult, Candidate]:
-    """``program`` with thresholds calibrated to the rates of the run's float network, and its candidate."""
-    result = calibrate_thresholds(
+def calibrate(run: Run, program: ChipProgram, calibration: CalibrationSettings) -> CalibrationResult:
+    """``program`` with thresholds calibrated to the rates of the run's float network."""
+    return calibrate_thresholds(
         run.net, program, calibration.observations, env_id=run.env_id, n_observations=calibration.n_observations,
         backend=run.runner, objective=calibration.objective, granularity=calibration.granularity,
         seed=run.seeds.calibration, progress_bar=run.progress,
     )
+
+
+def calibrated(run: Run, program: ChipProgram, calibration: CalibrationSettings) -> tuple[CalibrationResult, Candidate]:
+    """``program`` with thresholds calibrated to the rates of the run's float network, and its candidate."""
+    result = calibrate(run, program, calibration)
     return result, run.candidate(result.program, result.multipliers)
+
+
+@dataclasses.dataclass(frozen=True)
+class Twin:
+    """What a network needs to rebuild a program: the grid recorded on it and, when given, its hidden thresholds.
+
+    :param grid: the program's grid (recorded as ``net.grid``: ``lam=None`` deploys on it)
+    :param thresholds: the float threshold of each hidden layer (``None``: the network's own)
+    """
+
+    grid: Grid
+    thresholds: tuple[float, ...] | None = None
+
+    def apply(self, net: SpikingQNetwork) -> None:
+        """Record the grid on ``net`` and set its hidden thresholds (in place)."""
+        net.grid = self.grid
+        if self.thresholds is not None:
+            with th.no_grad():
+                for lif, value in zip(net.lif, self.thresholds):
+                    lif.threshold.fill_(value)
+
+    def program(self, run: Run, program: ChipProgram) -> ChipProgram:
+        """``program`` (quantized from ``run.net`` on the grid) as quantized from ``run.net`` with this applied."""
+        twin = copy.deepcopy(run.net)
+        self.apply(twin)
+        if self.thresholds is None:  # the same weights and thresholds: only the model's digest changes
+            return dataclasses.replace(program, model_digest=model_digest(twin))
+        return quantize_network(twin, self.grid, seed=run.encoder_seed)[0]
+
+    @classmethod
+    def carrying(cls, run: Run, grid: Grid, calibrated: ChipProgram) -> Twin | None:
+        """The twin that carries ``calibrated``'s hidden thresholds, if the float network can hold them.
+
+        It can when they are one per hidden layer (``granularity="layer"``) and no threshold
+        scale was applied: a float threshold ``t / lambda`` per layer (the program rebuilt
+        from it has ``float32(lambda * (t / lambda))``, which may differ from ``t`` in the
+        last bit: the candidate is that program).
+        """
+        hidden = calibrated.thresholds[:-1]
+        if run.threshold_scale is not None or any(np.any(t != t.flat[0]) for t in hidden):
+            return None
+        thresholds = tuple(float(np.float32(float(t.flat[0]) / lam)) for t, lam in zip(hidden, grid.lambdas))
+        return cls(grid, thresholds)
 
 
 @dataclasses.dataclass
@@ -171,14 +221,20 @@ class Guard:
     thresholds calibrated, :func:`~spiking_dqn.search.calibrate_thresholds`), both evaluated on
     the held-out episodes (none when the fit plays none), and a copy of the policy's weights
     and optimizer state. When the fit chooses one of them, :meth:`restore` puts the weights
-    back, so that the model is the float twin of the program it returns.
+    back and applies the candidate's :class:`Twin` (its grid recorded on the networks; for
+    ``"ptq"`` calibrated per layer, its thresholds in the float neurons), so that the saved
+    model deploys (``lam=None``) to the program the fit returns. Per-neuron thresholds
+    (the default calibration) have no place in the float network: the model then deploys
+    to ``"ptq_naive"``'s program.
 
     :param candidates: the guard's candidates by name
+    :param twins: what each candidate's model carries (see :class:`Twin`)
     :param policy_state: the policy's ``state_dict`` before fine-tuning
     :param optimizer_state: its optimizer's
     """
 
     candidates: dict[str, Candidate]
+    twins: dict[str, Twin]
     policy_state: dict
     optimizer_state: dict
 
@@ -186,14 +242,26 @@ class Guard:
     def take(cls, run: Run, program: ChipProgram, naive: Candidate, calibration: CalibrationSettings) -> Guard:
         """The guard of ``program`` (quantized before fine-tuning; ``naive`` its candidate)."""
         policy = run.model.policy
-        candidates = {"ptq_naive": naive, "ptq": calibrated(run, program, calibration)[1]} if run.eval_episodes else {}
-        return cls(candidates, copy.deepcopy(policy.state_dict()), copy.deepcopy(policy.optimizer.state_dict()))
+        candidates, twins = {}, {}
+        if run.eval_episodes:
+            grid = Grid.of_program(program)
+            twins["ptq_naive"] = Twin(grid)
+            candidates["ptq_naive"] = Candidate(twins["ptq_naive"].program(run, naive.program), naive.evaluation,
+                                                naive.multipliers)
+            result = calibrate(run, program, calibration)
+            twin = Twin.carrying(run, grid, result.program)
+            twins["ptq"] = twin or twins["ptq_naive"]
+            ptq = result.program if twin is None else twin.program(run, program)
+            candidates["ptq"] = run.candidate(ptq, result.multipliers)
+        return cls(candidates, twins, copy.deepcopy(policy.state_dict()), copy.deepcopy(policy.optimizer.state_dict()))
 
-    def restore(self, run: Run, qat: QATReport) -> QATReport:
-        """Load the weights before fine-tuning; the QAT report, saying that its weights were not kept."""
+    def restore(self, run: Run, qat: QATReport, chosen: str) -> QATReport:
+        """Load the weights before fine-tuning, apply ``chosen``'s twin; the QAT report, saying that QAT's were not kept."""
         policy = run.model.policy
         policy.load_state_dict(self.policy_state)
         policy.optimizer.load_state_dict(self.optimizer_state)
+        for net in (policy.q_net.q_net, policy.q_net_target.q_net):
+            self.twins[chosen].apply(net)
         return dataclasses.replace(qat, kept=False)
 
 

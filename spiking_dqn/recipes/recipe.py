@@ -47,7 +47,7 @@ from spiking_dqn.config import SpikingConfig
 from spiking_dqn.files import atomic_write, atomic_write_text
 from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.thresholds import ThresholdNoise
-from spiking_dqn.pipeline import ROBUST_QAT, QATSettings, Seeds, fit_to_chip
+from spiking_dqn.pipeline import ROBUST_QAT, CalibrationSettings, QATSettings, Seeds, fit_to_chip
 from spiking_dqn.qat import MODES
 from spiking_dqn.recipes.manifest import begin_run
 from spiking_dqn.recipes.versions import installed_versions
@@ -76,6 +76,8 @@ QAT_CHECK_SEED = 50_000
 QAT_CHECK_EPISODES = 20
 #: QAT steps between those checks (the fine-tuned weights kept are the best checked ones).
 QAT_CHECK_FREQ = 1000
+#: The calibration of the guard's ``"ptq"`` program: per layer, thresholds the float neurons can hold (model.zip's).
+GUARD_CALIBRATION = CalibrationSettings(granularity="layer")
 #: Env-seed offset of the periodic evaluations that pick the best model.
 SELECT_SEED_OFFSET = 1000
 #: What ``eval.json`` keeps from training when ``qat_only`` rewrites it.
@@ -374,6 +376,8 @@ def fit_for_chip(model: DQN, env_id: str, options: TrainOptions, command: str) -
     programs: of all, the fit keeps the best on ``eval_episodes`` held-out episodes from
     ``EVAL_SEED`` (the final evaluation's), with the weights before fine-tuning when a
     post-training program wins. Prints the float and chip rewards and their gap on them.
+    ``model.zip`` carries the chosen program's grid and thresholds (:data:`GUARD_CALIBRATION`):
+    ``spiking-dqn deploy`` (``lam=None``) rebuilds that program.
 
     :param model: the agent as trained (changed in place)
     :param env_id: Gymnasium id
@@ -390,7 +394,7 @@ def fit_for_chip(model: DQN, env_id: str, options: TrainOptions, command: str) -
             warnings.simplefilter("ignore")  # the gap's warning is the line printed below
             fit = fit_to_chip(model, env_id, lam="auto", qat=settings, method="none", progress=options.progress,
                               seeds=Seeds(search=options.seed, qat_checks=QAT_CHECK_SEED, evaluation=EVAL_SEED),
-                              eval_episodes=options.eval_episodes)
+                              eval_episodes=options.eval_episodes, calibration=GUARD_CALIBRATION)
         print(f"{env_id}: fit to the chip: {fit.gap_line()}", flush=True)
         qat = {**fit.qat.to_dict(), "fit": fit.gap_record()}
         if options.qat_only:
