@@ -14,11 +14,11 @@ to the chip with :func:`spiking_dqn.pipeline.fit_to_chip` on the emulator (:data
 
 * ``ptq``: no QAT, threshold calibration (the plain post-training program with calibration);
 * ``ptq-search``: no QAT, calibration and the two-stage threshold grid search;
-* ``td-qat``: today's path, the recipe's online TD QAT (its steps, learning rate, 20-episode
-  checks every 1000 steps, best checked weights kept), deployed as ``spiking-dqn deploy`` does;
+* ``td-qat``: the path before issue 25, the recipe's online TD QAT (:data:`TD_QAT_STEPS` steps, its
+  learning rate, 20-episode checks every 1000 steps, best checked weights kept), deployed as
+  ``spiking-dqn deploy`` does (no threshold method);
 * ``td-qat-small``: the same at :data:`SMALL_LR_FACTOR` times the learning rate;
-* ``distill``: QAT by distillation from the float agent (``QATSettings(mode="distill")``; left
-  out, with a note, where the installed package has no such mode);
+* ``distill``: QAT by distillation from the float agent (the robust fit's ``ROBUST_QAT``), deploy's method;
 * ``default``: ``fit_to_chip``'s defaults, whatever they are when the study runs.
 
 The float agent as trained and every chip program play the same ``--episodes`` held-out
@@ -26,7 +26,7 @@ episodes (env seeds ``EVAL_SEED`` + i, the recipes' final evaluation, apart from
 a fit plays). Rewards are normalised as ``(R - R_worst) / (R_float - R_worst)`` with R_worst
 of :data:`robustness_tables.WORST`, and checked against the issue's targets
 (``robustness_tables.TARGETS``, printed met / not met / open). Wall times: training (the
-recipe's record) and each fit, against today's path (training plus ``td-qat``).
+recipe's record) and each fit, against the path before issue 25 (training plus ``td-qat``).
 
 Rows (one per task, seed and weight width) are merged with those of earlier runs
 (``merge.merge_with_previous``; a re-run of some variants keeps the others' figures for the
@@ -66,7 +66,7 @@ from tqdm import tqdm  # noqa: E402
 from docs_pages import figure_links, update_page  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
 from robustness_tables import markdown, normalised, plot, summarise, worst_reward  # noqa: E402
-from spiking_dqn.pipeline import QATSettings, fit_to_chip  # noqa: E402
+from spiking_dqn.pipeline import ROBUST_QAT, QATSettings, fit_to_chip  # noqa: E402
 from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
 from spiking_dqn.recipes.hyperparams import hyperparams_for, qat_learning_rate  # noqa: E402
 from spiking_dqn.recipes.recipe import (  # noqa: E402
@@ -80,8 +80,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "runs" / "robustness"
 #: ``td-qat-small``'s learning rate over the recipe's QAT learning rate.
 SMALL_LR_FACTOR = 0.2
-#: The recipe's QAT steps (``spiking-dqn train``'s ``--qat-steps`` default).
-RECIPE_QAT_STEPS: int = {f.name: f for f in dataclasses.fields(TrainOptions)}["qat_steps"].default
+#: Today's path before issue 25 (the shipped agents' fine-tuning, ``--qat-mode online --qat-steps 10000``):
+#: online TD QAT for this many environment steps. Pinned: the package's defaults are now the robust fit's.
+TD_QAT_STEPS = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,16 +110,17 @@ class Job:
 
 
 def _recipe_qat(job: Job, model: DQN, factor: float = 1.0) -> dict[str, Any]:
-    """The recipe's online TD QAT (``spiking-dqn train``'s), its learning rate times ``factor``; deploy's method."""
+    """Today's recipe QAT: online TD QAT at the recipe's learning rate times ``factor``, 20-episode checks; deploy's method."""
     rate = qat_learning_rate(job.env_id) or float(model.lr_schedule(0.0))
-    steps = RECIPE_QAT_STEPS if job.qat_steps is None else job.qat_steps
-    return {"qat": QATSettings(steps, learning_rate=rate * factor, check_episodes=QAT_CHECK_EPISODES,
+    steps = TD_QAT_STEPS if job.qat_steps is None else job.qat_steps
+    return {"qat": QATSettings(steps, mode="online", learning_rate=rate * factor, check_episodes=QAT_CHECK_EPISODES,
                                check_freq=QAT_CHECK_FREQ), "method": "none"}
 
 
 def _distill(job: Job, model: DQN) -> dict[str, Any]:
-    steps = RECIPE_QAT_STEPS if job.qat_steps is None else job.qat_steps
-    return {"qat": QATSettings(steps, mode="distill"), "method": "none"}
+    """The robust fit's distillation (``ROBUST_QAT``), deploy's method."""
+    qat = ROBUST_QAT if job.qat_steps is None else dataclasses.replace(ROBUST_QAT, steps=job.qat_steps)
+    return {"qat": qat, "method": "none"}
 
 
 #: The fine-tuning variants: ``fit_to_chip`` keyword arguments for a job and its fresh model.
@@ -130,17 +132,6 @@ VARIANTS: dict[str, Callable[[Job, DQN], dict[str, Any]]] = {
     "distill": _distill,
     "default": lambda job, model: {},
 }
-
-
-def available(name: str) -> bool:
-    """Whether the installed package can fit ``name`` (``distill`` needs ``QATSettings(mode="distill")``)."""
-    if name != "distill":
-        return True
-    try:
-        QATSettings(1, mode="distill")
-    except (ValueError, TypeError):
-        return False
-    return True
 
 
 def train(job: Job) -> tuple[Path, dict[str, Any]]:
@@ -336,7 +327,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=100, help="held-out episodes of every evaluation")
     parser.add_argument("--timesteps", type=int, default=None, help="training steps (default: the task's recipe)")
     parser.add_argument("--qat-steps", type=int, default=None,
-                        help=f"QAT steps of the QAT variants (default: the recipe's, {RECIPE_QAT_STEPS})")
+                        help=f"QAT steps of the QAT variants (default: {TD_QAT_STEPS} for td-qat, "
+                             f"{ROBUST_QAT.steps} for distill)")
     parser.add_argument("--jobs", type=int, default=1, help="agents measured at once (processes, one torch thread each)")
     parser.add_argument("--work", type=Path, default=WORK, help="where the trained agents are cached")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -388,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "benchmarks/robustness.py", *(sys.argv[1:] if argv is None else argv)])
     start = time.perf_counter()
-    names = [n for n in args.variants if available(n)]
-    skipped = [f"variant {n}: this package has no QATSettings(mode='distill')" for n in args.variants if n not in names]
+    names = list(args.variants)
+    skipped: list[str] = []
     rows: list[dict[str, Any]] = []
     randoms: dict[str, float] = {}
     if not args.no_run:
