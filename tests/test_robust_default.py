@@ -85,3 +85,18 @@ def test_deploy_fine_tunes_a_model_not_fit_yet_by_default_and_not_a_fit_one(tmp_
     assert "QAT:" not in capsys.readouterr().out
     assert main(["deploy", str(trained_model_path(ENV)), *common, "--out", str(tmp_path / "c" / "p.npz")]) == 0
     assert "QAT:" not in capsys.readouterr().out
+
+
+def test_the_card_names_the_fine_tuning_mode_and_the_fit_gap(tmp_path):
+    from spiking_dqn.recipes.card import write_model_card
+
+    summary = json.loads((trained_model_path(ENV).parent / "eval.json").read_text())
+    fit = {"chosen": "ptq", "eval_episodes": 100, "eval_seed": 12345, "reward_float": 199.5, "reward_chip": 198.25,
+           "gap": 1.25, "gap_noise": 0.5, "gap_exceeds_noise": True, "candidates": {}}
+    summary["qat"] = {**summary["qat"], "mode": "distill", "steps": 2000, "kept": False, "fit": fit}
+    write_model_card(tmp_path / "README.md", ENV, {}, summary)
+    card = (tmp_path / "README.md").read_text()
+    assert "2000 gradient steps of distillation from the float agent" in card and "online steps" not in card
+    assert "`ptq` did better on the held-out episodes" in card and "snapped" not in card
+    assert ("same 100 held-out episodes (env seeds 12345..): float 199.50, chip 198.25 (`ptq`), gap 1.25 +- 0.50 "
+            "(2 standard errors); larger than the episodes' noise") in card

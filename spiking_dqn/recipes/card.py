@@ -76,7 +76,7 @@ def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summa
         "",
         "```bash",
         str(summary["command"]),
-        *([summary["qat"]["command"]] if summary["qat"] and summary["qat"].get("command") else []),
+        *([_qat_command(summary["qat"])] if summary["qat"] and summary["qat"].get("command") else []),
         "```",
         "",
         "Hyperparameters:",
@@ -99,15 +99,7 @@ def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summa
         )
     qat = summary["qat"]
     if qat:
-        lambdas = ", ".join(f"{lam:.1f}" for lam in qat["lambdas"])
-        lines += [
-            f"- quantization-aware fine-tuning: {qat['steps']} online steps on the int8 grid of lambdas ({lambdas}), "
-            f"weights kept by emulator reward on {QAT_CHECK_EPISODES} check episodes every {QAT_CHECK_FREQ} steps "
-            f"({qat['reward_before']:.1f} before, {qat['reward_after']:.1f} after; "
-            f"{'fine-tuned weights kept' if qat['kept'] else 'no improvement: weights as trained kept'}), then snapped "
-            f"to the grid ({qat['wall_time_s']:.0f} s): `model.zip` is the float twin of the chip program "
-            "(`HardwarePolicy.from_model` quantizes it with these lambdas)",
-        ]
+        lines += _qat_lines(qat)
     lines += [
         f"- evaluation (float policy `model.zip`, {summary['eval_episodes']} deterministic episodes, env seed "
         f"{summary['eval_seed']}): mean {summary['mean_reward']:.2f} +- {summary['std_reward']:.2f}, "
@@ -143,6 +135,47 @@ def replace_card_section(card: Path, name: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section
     atomic_write_text(card, text)
+
+
+#: What one step of each fine-tuning mode is (records written before modes were QAT's online steps).
+QAT_STEPS = {"online": "online steps", "replay": "replay gradient steps",
+             "distill": "gradient steps of distillation from the float agent"}
+
+
+def _qat_command(qat: dict[str, Any]) -> str:
+    """The recorded ``--qat-only`` command, with the mode and steps it ran (the defaults change: spell them out)."""
+    command = qat["command"]
+    if "--qat-mode" not in command:
+        command += f" --qat-mode {qat.get('mode', 'online')}"
+    if "--qat-steps" not in command:
+        command += f" --qat-steps {qat['steps']}"
+    return command
+
+
+def _qat_lines(qat: dict[str, Any]) -> list[str]:
+    """The card's fine-tuning lines: the steps of its mode, what was kept, and the fit's gap (``qat["fit"]``)."""
+    lambdas = ", ".join(f"{lam:.1f}" for lam in qat["lambdas"])
+    fit = qat.get("fit")
+    if qat["kept"] or fit is None:
+        kept = "fine-tuned weights kept" if qat["kept"] else "no improvement: weights as trained kept"
+        end = (f"{kept}), then snapped to the grid ({qat['wall_time_s']:.0f} s): `model.zip` is the float twin of the "
+               "chip program (`HardwarePolicy.from_model` quantizes it with these lambdas)")
+    else:
+        end = (f"the plain post-training program `{fit['chosen']}` did better on the held-out episodes: weights as "
+               f"trained kept, with its grid and thresholds ({qat['wall_time_s']:.0f} s): `model.zip` deploys to it")
+    lines = [
+        f"- quantization-aware fine-tuning: {qat['steps']} {QAT_STEPS[qat.get('mode', 'online')]} on the int8 grid of "
+        f"lambdas ({lambdas}), weights kept by emulator reward on {QAT_CHECK_EPISODES} check episodes every "
+        f"{QAT_CHECK_FREQ} steps ({qat['reward_before']:.1f} before, {qat['reward_after']:.1f} after; {end}",
+    ]
+    if fit is not None:
+        noisy = "; larger than the episodes' noise" if fit["gap_exceeds_noise"] else ""
+        lines.append(
+            f"- fit to the chip, on the same {fit['eval_episodes']} held-out episodes (env seeds {fit['eval_seed']}..): "
+            f"float {fit['reward_float']:.2f}, chip {fit['reward_chip']:.2f} (`{fit['chosen']}`), gap "
+            f"{fit['gap']:.2f} +- {fit['gap_noise']:.2f} (2 standard errors){noisy}"
+        )
+    return lines
 
 
 def _selection(summary: dict[str, Any]) -> str:

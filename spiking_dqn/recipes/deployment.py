@@ -43,7 +43,7 @@ def deploy_and_compare(folder: Path, env_id: str, episodes: int, seed: int = 0, 
     :param seed: env seed of the first comparison episode (and of QAT)
     :param progress: show the progress bars
     :param lam: lambda specification
-    :param qat_steps: online QAT steps (0: none)
+    :param qat_steps: steps of fine-tuning for the chip, in ``QATSettings``' default mode (distillation; 0: none)
     :return: the summary written to ``deployment.json`` and the comparison report
     :raises spiking_dqn.recipes.manifest.RunFolderError: ``folder`` holds an unfinished run or mixes two runs
     """
@@ -85,21 +85,28 @@ def deploy_and_compare(folder: Path, env_id: str, episodes: int, seed: int = 0, 
         figures["trained_agent_action_agreement"] = original["action_agreement"]["value"]
     summary["figures"] = figures
     atomic_write_text(folder / "deployment.json", json.dumps(summary, indent=2, default=str) + "\n")
-    replace_card_section(folder / "README.md", "deployment", card_section(folder, deployed, summary, fit.program.lambdas))
+    on_grid = model.policy.q_net.q_net.grid is not None
+    replace_card_section(folder / "README.md", "deployment",
+                         card_section(folder, deployed, summary, fit.program.lambdas, on_grid))
     return summary, report
 
 
-def card_section(folder: Path, deployed: Path, summary: dict[str, Any], lambdas: list[float]) -> str:
+def card_section(
+    folder: Path, deployed: Path, summary: dict[str, Any], lambdas: list[float], on_grid: bool = True
+) -> str:
     """The model card's deployment section: the commands that redo it and the headline figures.
 
     :param folder: the training folder
     :param deployed: the deployed float model (``model.zip``, or ``model_qat.zip`` after QAT)
     :param summary: what :func:`deploy_and_compare` writes to ``deployment.json``
     :param lambdas: the program's lambdas
+    :param on_grid: ``model.zip`` carries its grid (fit to the chip already): ``spiking-dqn deploy``
+        fine-tunes none by default; else the command says ``--qat-steps 0`` when none ran
     """
     figures, episodes, seed = summary["figures"], summary["episodes"], summary["seed"]
     model, program = shlex.quote(str(folder / "model.zip")), shlex.quote(str(folder / "chip_program.npz"))
-    qat = f" --qat-steps {summary['qat_steps']}" if summary["qat_steps"] else ""
+    steps = summary["qat_steps"]
+    qat = f" --qat-steps {steps}" if steps or not on_grid else ""
     twin = shlex.quote(str(deployed))
     trained_name = "model.zip" if summary["qat_steps"] else TRAINED_NAME
     lines = [
