@@ -107,7 +107,7 @@ def test_export_merges_without_destroying_other_entries(tmp_path: Path) -> None:
         merge_entry(ZOO.read_text(), "CartPole-v0", "CartPole-v0:\n  n_timesteps: 1\n")
 
 
-def test_median_rule_prunes_below_the_median_of_finished_trials() -> None:
+def test_median_rule_prunes_below_the_median_of_finished_trials_best_values() -> None:
     study = optuna.create_study(directions=["maximize", "minimize"])
     for value in (10.0, 20.0, 30.0):
         trial = study.ask()
@@ -119,6 +119,13 @@ def test_median_rule_prunes_below_the_median_of_finished_trials() -> None:
     assert not should_prune(study, running.number, 100, 15.0, startup_trials=4, warmup_steps=0)  # too few yet
     assert not should_prune(study, running.number, 100, 15.0, startup_trials=3, warmup_steps=101)  # warm-up
     assert not should_prune(study, running.number, 200, 0.0, startup_trials=1, warmup_steps=0)  # no value at 200
+    for early, late in ((10.0, 5.0), (20.0, 8.0), (30.0, 1.0)):  # judged on their best so far: 10, 20, 30
+        trial = study.ask()
+        trial.set_user_attr(attr_name(100), early)
+        trial.set_user_attr(attr_name(200), late)
+        study.tell(trial, state=TrialState.PRUNED)
+    assert should_prune(study, running.number, 200, 15.0, startup_trials=3, warmup_steps=0)
+    assert not should_prune(study, running.number, 200, 25.0, startup_trials=3, warmup_steps=0)
 
 
 def test_recommendation_is_the_fewest_events_within_noise_of_the_best() -> None:

@@ -91,7 +91,7 @@ def run_trial(trial: optuna.Trial, settings: TuneSettings, out: Path) -> tuple[f
     model = SpikingDQN(SpikingDQNPolicy, env, seed=seed, verbose=0, **recipe.hyperparams)
     callback = IntermediateRewards(
         trial, settings.env_id, settings.eval_freq, settings.prune_episodes, settings.startup_trials,
-        warmup_steps=settings.eval_freq + 1,
+        warmup_steps=settings.eval_freq + 1, last_step=settings.timesteps,
     )
     model.learn(settings.timesteps, callback=callback)
     env.close()

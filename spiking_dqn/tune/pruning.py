@@ -5,11 +5,14 @@ and its pruners read only reported values. The tuner therefore keeps its own int
 values: every ``eval_freq`` training steps, :class:`IntermediateRewards` plays
 ``episodes`` greedy episodes with the float network (cheap; the chip reward is measured once,
 at the end) and stores their mean reward as the trial's user attribute
-``"reward_at_<step>"``, which every worker sees through the shared storage. The rule
-(:func:`should_prune`, Optuna's ``MedianPruner`` on those values): after ``warmup_steps``
-steps, and once at least ``startup_trials`` finished trials (complete or pruned) have a value
-at the same step, a trial whose value is below their median is pruned (``TrialPruned``: state
-``PRUNED``, no objective values, it counts toward the trials of the study). Only the reward is
+``"reward_at_<step>"``, which every worker sees through the shared storage. Since a trial
+deploys the weights of its best evaluation, what is judged at a step is the best value so far
+(:func:`best_so_far`). The rule (:func:`should_prune`, Optuna's ``MedianPruner`` on those
+values): after ``warmup_steps`` steps and before the last evaluation (when training is over
+anyway), once at least ``startup_trials`` finished trials (complete or pruned) have a value at
+the same step, a trial whose best value is below the median of theirs is pruned
+(``TrialPruned``: state ``PRUNED``, no objective values, it counts toward the trials of the
+study). Only the reward is
 judged: synaptic events are not known before the chip fit, and a trial that does not learn
 the task has no useful point on the front whatever its events.
 """
@@ -42,25 +45,33 @@ def intermediate_rewards(trial: optuna.trial.FrozenTrial) -> dict[int, float]:
     return {int(k[len(ATTR_PREFIX):]): float(v) for k, v in trial.user_attrs.items() if k.startswith(ATTR_PREFIX)}
 
 
+def best_so_far(trial: optuna.trial.FrozenTrial, step: int) -> float | None:
+    """A trial's best intermediate reward up to ``step`` (None when it has none at ``step``)."""
+    values = intermediate_rewards(trial)
+    if step not in values:
+        return None
+    return max(v for s, v in values.items() if s <= step)
+
+
 def should_prune(
     study: optuna.Study, number: int, step: int, value: float, startup_trials: int, warmup_steps: int
 ) -> bool:
-    """The median rule: ``value`` at ``step`` is below the median of finished trials' values at that step.
+    """The median rule: ``value`` (a trial's best so far at ``step``) is below the median of finished trials' best
+    values up to that step.
 
     :param study: the study
     :param number: the judged trial's number (left out of the comparison)
     :param step: training step of the value
-    :param value: the trial's intermediate reward
+    :param value: the trial's best intermediate reward up to ``step``
     :param startup_trials: finished trials with a value at ``step`` needed before any pruning
     :param warmup_steps: no pruning before this many steps
     """
     if step < warmup_steps:
         return False
-    key = attr_name(step)
     others = [
-        float(t.user_attrs[key])
+        best
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if t.number != number and key in t.user_attrs
+        if t.number != number and (best := best_so_far(t, step)) is not None
     ]
     if len(others) < max(startup_trials, 1):
         return False
@@ -78,14 +89,14 @@ class IntermediateRewards(BaseCallback):
     :param episodes: greedy episodes of each evaluation
     :param startup_trials: see :func:`should_prune`
     :param warmup_steps: see :func:`should_prune`
-    :param prune: apply the rule (else only record the values)
+    :param last_step: the training's last step (no pruning there: the training is over)
     """
 
     def __init__(self, trial: optuna.Trial, env_id: str, eval_freq: int, episodes: int, startup_trials: int,
-                 warmup_steps: int, prune: bool = True) -> None:
+                 warmup_steps: int, last_step: int) -> None:
         super().__init__(verbose=0)
         self.trial, self.env_id, self.eval_freq, self.episodes = trial, env_id, eval_freq, episodes
-        self.startup_trials, self.warmup_steps, self.prune = startup_trials, warmup_steps, prune
+        self.startup_trials, self.warmup_steps, self.last_step = startup_trials, warmup_steps, last_step
         self.pruned_at: int | None = None
         #: The best intermediate reward so far (the latest of equal ones), its step and the policy's weights then.
         self.best: tuple[float, int, dict[str, Any]] | None = None
@@ -104,8 +115,8 @@ class IntermediateRewards(BaseCallback):
         self.trial.set_user_attr(attr_name(step), value)
         if self.best is None or value >= self.best[0]:
             self.best = (value, step, copy.deepcopy(self.model.policy.state_dict()))
-        if self.prune and should_prune(self.trial.study, self.trial.number, step, value, self.startup_trials,
-                                       self.warmup_steps):
+        if step < self.last_step and should_prune(self.trial.study, self.trial.number, step, self.best[0],
+                                                  self.startup_trials, self.warmup_steps):
             self.pruned_at = step
             return False  # stops model.learn(); the objective raises TrialPruned
         return True
