@@ -155,12 +155,13 @@ def test_the_recipes_fit_prints_and_records_the_gap_and_saves_the_programs_twin(
     assert f"gap {fit['gap']:.2f} +- {fit['gap_noise']:.2f}" in printed
     saved = DQN.load(tmp_path / "model.zip", device="cpu")
     assert_same_state(saved.policy.state_dict(), model.policy.state_dict())
-    if True:  # deploying model.zip rebuilds the chosen program, whichever it is
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program, _ = quantize_network(saved.policy.q_net.q_net, saved.policy.q_net.q_net.grid or "auto")
-        chip = backend_reward(program, ENV, EPISODES, seed=EVAL_SEED).mean_reward
-        assert chip == pytest.approx(fit["reward_chip"])
+    # model.zip carries the chosen program's grid, whichever program won: deploying it rebuilds that program
+    assert saved.policy.q_net.q_net.grid is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program, _ = quantize_network(saved.policy.q_net.q_net, None)
+    chip = backend_reward(program, ENV, EPISODES, seed=EVAL_SEED).mean_reward
+    assert chip == pytest.approx(fit["reward_chip"])
 
 
 def test_model_zip_deploys_to_the_calibrated_ptq_program_when_the_recipes_fit_chooses_it(
