@@ -65,7 +65,7 @@ from tqdm import tqdm  # noqa: E402
 
 from docs_pages import figure_links, update_page  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
-from robustness_tables import markdown, normalised, plot, summarise, worst_reward  # noqa: E402
+from robustness_tables import commands, markdown, normalised, plot, summarise, worst_reward  # noqa: E402
 from spiking_dqn.pipeline import ROBUST_QAT, QATSettings, fit_to_chip  # noqa: E402
 from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
 from spiking_dqn.recipes.hyperparams import hyperparams_for, qat_learning_rate  # noqa: E402
@@ -291,7 +291,7 @@ def run_jobs(jobs: list[Job], processes: int, save: Callable[[list[dict[str, Any
     return rows, failed
 
 
-def update_cards(rows: list[dict[str, Any]], command: str) -> None:
+def update_cards(rows: list[dict[str, Any]]) -> None:
     """Write each task's rows into the shipped agent's model card, section ``seeds``, where the card has one."""
     for env_id in dict.fromkeys(r["env_id"] for r in rows):
         card = ROOT / "agents" / "trained" / env_id / "README.md"
@@ -300,11 +300,12 @@ def update_cards(rows: list[dict[str, Any]], command: str) -> None:
             print(f"{env_id}: {card} has no seeds section, not updated")
             continue
         task = [r for r in rows if r["env_id"] == env_id]
+        made = " and ".join(f"`{c}`" for c in commands(task))
         replace_card_section(card, "seeds", (
             "## Seed report\n\nDoes a user who trains with their own seed get a chip program as good as the float "
             "agent? The recipe trained on each seed with fine-tuning off, then each fine-tuning variant of "
-            f"`fit_to_chip` on the agent as trained (`benchmarks/robustness.py`; this table: `{command}`, "
-            "all figures in `benchmarks/results/robustness.json`, the plot in `benchmarks/results/robustness.png`).\n\n"
+            f"`fit_to_chip` on the agent as trained (`benchmarks/robustness.py`: {made}; all figures in "
+            "`benchmarks/results/robustness.json`, the plot in `benchmarks/results/robustness.png`).\n\n"
             + markdown(task, list(VARIANTS), summarise(task, list(VARIANTS)))))
         print(f"{env_id}: seed report written into {card}")
 
@@ -363,7 +364,8 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], skipped: list[st
     if args.no_run and path.exists():
         data = {**json.loads(path.read_text()), "rows": rows, "summary": summary}
     path.write_text(json.dumps(data, indent=2) + "\n")
-    table = f"Made with `{command}` (rows of earlier runs kept; each row's own command in robustness.json).\n\n"
+    table = ("Made with " + " and ".join(f"`{c}`" for c in commands(rows))
+             + f" (rows merged across runs, each row's own command in robustness.json; last run: `{command}`).\n\n")
     table += markdown(rows, list(VARIANTS), summary)
     (args.out / "robustness.md").write_text(table)
     if rows:
@@ -372,7 +374,7 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], skipped: list[st
         update_page("benchmarks.md", "robustness",
                     table + "\n" + figure_links(args.out, [("normalised chip reward per seed", "robustness.png")]))
     if args.update_card:  # the tasks of --env only: a card keeps its report of a task measured on too few seeds
-        update_cards([r for r in rows if r["env_id"] in args.env], command)
+        update_cards([r for r in rows if r["env_id"] in args.env])
     return table
 
 

@@ -135,6 +135,22 @@ def summarise(rows: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
     return out
 
 
+def commands(rows: list[dict[str, Any]]) -> list[str]:
+    """The commands that measure ``rows`` again, one per task and weight width (the seeds as ranges)."""
+    out = []
+    for (env_id, bits), task in groups(rows).items():
+        seeds, ranges = [r["seed"] for r in task], []
+        for s in seeds:
+            if ranges and s == ranges[-1][1] + 1:
+                ranges[-1][1] = s
+            else:
+                ranges.append([s, s])
+        text = " ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+        out.append(f"python benchmarks/robustness.py --env {env_id} --seeds {text}"
+                   + ("" if bits == 8 else f" --weight-bits {bits}"))
+    return out
+
+
 def _cell(fit: dict[str, Any] | None) -> str:
     if fit is None:
         return "-"

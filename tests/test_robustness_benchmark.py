@@ -63,7 +63,7 @@ def test_a_tiny_run_writes_its_files_and_later_runs_merge_their_rows(study, tmp_
     assert fit["normalised"] == pytest.approx(fit["chip_reward"] / row["float_reward"])  # CartPole: R_worst = 0
     assert row["episodes"] == 2 and "--timesteps 300" in row["train_command"] and "--qat-steps 0" in row["train_command"]
     text = (out / "robustness.md").read_text()
-    assert "python benchmarks/robustness.py --env CartPole-v0" in text and "| seed | float as trained |" in text
+    assert "`python benchmarks/robustness.py --env CartPole-v0 --seeds 0`" in text and "| seed | float as trained |" in text
 
     # another seed: both rows; the first agent again with another variant: its earlier fits kept, not retrained
     assert study.main([*TINY, "--seeds", "1", "--variants", "ptq", "--work", work, "--out", str(out)]) == 0
@@ -118,10 +118,11 @@ def test_update_card_writes_the_seed_report_of_a_card_that_has_one(study, tmp_pa
     row = {"env_id": "CartPole-v0", "variant": "seed 3", "seed": 3, "weight_bits": 8, "episodes": 100,
            "eval_seed": 12345, "float_reward": 200.0, "random_reward": 22.0, "worst": 0.0, "train_wall_time_s": 100.0,
            "fits": {"ptq": {"chip_reward": 200.0, "normalised": 1.0, "fit_wall_time_s": 1.0}}}
-    study.update_cards([row, {**row, "env_id": "Acrobot-v1"}], "python benchmarks/robustness.py --seeds 3")
+    rows = [row, {**row, "seed": 4, "variant": "seed 4"}, {**row, "seed": 6, "variant": "seed 6"}]
+    study.update_cards([*rows, {**row, "env_id": "Acrobot-v1"}])
     text = card.read_text()
     assert "old" not in text and "## Seed report" in text and "| 3 | 200.0 | 100 s | 200.0 (100.0%), 1 s |" in text
-    assert "`python benchmarks/robustness.py --seeds 3`" in text
+    assert "`python benchmarks/robustness.py --env CartPole-v0 --seeds 3-4 6`" in text
     assert not (tmp_path / "agents" / "trained" / "Acrobot-v1").exists()  # no card, no section: nothing written
 
 
