@@ -118,8 +118,8 @@ def card_section(
         f"--seed {seed} --out {shlex.quote(str(folder / 'deployment'))}",
         "```",
         "",
-        f"int8 with lambdas [{', '.join(f'{lam:.2f}' for lam in lambdas)}] (the agent's own grid when it is "
-        "snapped to a QAT grid, else lam `auto`) and the centered readout, into `chip_program.npz`. Over "
+        f"int8 with lambdas [{', '.join(f'{lam:.2f}' for lam in lambdas)}] (the agent's own grid, which a fit to "
+        "the chip records in `model.zip`, else lam `auto`) and the centered readout, into `chip_program.npz`. Over "
         f"{episodes} episodes (env seeds {seed}..{seed + episodes - 1}):",
         "",
         "| policy | mean reward | action agreement with the chip |",
