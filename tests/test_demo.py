@@ -82,7 +82,7 @@ def test_recipe_qat_only_fine_tunes_the_agent_as_trained(tmp_path, monkeypatch):
     assert second["command"] == "first" and second["qat"]["command"] == "second"
     net = DQN.load(out / "model.zip").policy.q_net.q_net
     assert list(net.grid.lambdas) == pytest.approx(second["qat"]["lambdas"], rel=1e-6)
-    assert "quantization-aware fine-tuning: 200 online steps" in (out / "README.md").read_text()
+    assert "quantization-aware fine-tuning: 200 gradient steps of distillation" in (out / "README.md").read_text()
     assert second["train_wall_time_remeasured"] == remeasured
     assert "training wall time re-measured on today (a test): 1.0 s" in (out / "README.md").read_text()
 

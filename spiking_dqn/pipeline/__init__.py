@@ -83,7 +83,8 @@ def fit_to_chip(
        distillation): quantization-aware fine-tuning on that grid (checked on the
        backend over ``seeds.qat_checks`` episodes, the best weights kept), then the kept
        weights are snapped to the grid (:func:`~spiking_dqn.quantization.snap.snap_model_to_grid`: the
-       model is changed in place and becomes the float twin of its program) and requantized.
+       model is changed in place and becomes the float twin of its program; when the checks
+       kept the weights before QAT, the grid is recorded on them) and requantized.
        Before it, the guard (:class:`~spiking_dqn.pipeline.steps.Guard`): the program quantized
        from the weights before fine-tuning, as it is (``"ptq_naive"``) and with calibrated
        thresholds (``"ptq"``, :func:`~spiking_dqn.search.calibrate_thresholds`), are candidates too

@@ -107,7 +107,7 @@ def quantize_step(
 def finetune_step(
     run: Run, grid: Grid, qat: QATSettings
 ) -> tuple[QATReport, ChipProgram, QuantizationReport, Candidate, EpisodeResult | None]:
-    """Step 2: QAT on ``grid`` (best checked weights kept and snapped to it), quantized again.
+    """Step 2: QAT on ``grid`` (best checked weights kept and snapped to it, else its grid recorded), requantized.
 
     :return: the QAT report, the new naive program, its quantization report and candidate,
         and the float network's held-out reward after QAT
@@ -120,6 +120,9 @@ def finetune_step(
     )
     if qat_report.kept:
         snap_model_to_grid(run.model, grid)  # the network QAT trained is the fake-quantized one
+    else:  # QAT's checks put the weights before it back: fit to the grid all the same (lam=None deploys on it)
+        for network in (run.net, run.model.policy.q_net_target.q_net):
+            Twin(grid).apply(network)
     run.net.eval()
     program, report = quantize_network(run.net, grid, seed=run.encoder_seed)
     program, scales = scale_hidden_thresholds(program, run.threshold_scale)
