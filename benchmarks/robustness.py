@@ -125,8 +125,8 @@ def _distill(job: Job, model: DQN) -> dict[str, Any]:
 
 #: The fine-tuning variants: ``fit_to_chip`` keyword arguments for a job and its fresh model.
 VARIANTS: dict[str, Callable[[Job, DQN], dict[str, Any]]] = {
-    "ptq": lambda job, model: {"method": "calibrate"},
-    "ptq-search": lambda job, model: {"method": "both"},
+    "ptq": lambda job, model: {"qat": QATSettings(), "method": "calibrate"},  # QATSettings(): no fine-tuning
+    "ptq-search": lambda job, model: {"qat": QATSettings(), "method": "both"},
     "td-qat": _recipe_qat,
     "td-qat-small": lambda job, model: _recipe_qat(job, model, SMALL_LR_FACTOR),
     "distill": _distill,
