@@ -183,3 +183,18 @@ def test_each_agent_is_written_when_it_is_done_and_a_failed_one_is_reported(stud
     assert [r["seed"] for r in data["rows"]] == [0] and data["rows"][0]["fits"]["ptq"]["normalised"] == 0.95
     assert len(data["skipped"]) == 1 and "seed 1" in data["skipped"][0] and "training diverged" in data["skipped"][0]
     assert written == ["CartPole-v0"]  # the random policy is measured once per task and run
+
+
+def test_each_variant_pins_its_fine_tuning_whatever_the_package_defaults(study):
+    class Model:  # the learning-rate schedule is all the variants read from the model
+        lr_schedule = staticmethod(lambda progress: 5e-4)
+
+    job = study.Job("CartPole-v0", 0, 8, (), 2, Path("."))
+    settings = {name: make(job, Model()) for name, make in study.VARIANTS.items()}
+    assert settings["ptq"]["qat"].steps == 0 and settings["ptq-search"]["qat"].steps == 0
+    td, small = settings["td-qat"]["qat"], settings["td-qat-small"]["qat"]
+    assert (td.mode, td.steps, td.learning_rate, td.check_episodes) == ("online", 10_000, 1e-4, 20)  # CartPole's QAT rate
+    assert (small.mode, small.steps) == ("online", 10_000) and small.learning_rate == pytest.approx(2e-5)
+    assert settings["distill"]["qat"].mode == "distill" and settings["default"] == {}
+    acrobot = study.VARIANTS["td-qat"](study.Job("Acrobot-v1", 0, 8, (), 2, Path(".")), Model())["qat"]
+    assert acrobot.learning_rate == 5e-4  # no QAT rate of its own: the training's final one
