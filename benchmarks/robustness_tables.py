@@ -197,7 +197,7 @@ def plot(rows: list[dict[str, Any]], variants: list[str], path: Path) -> None:
 
     plt = pyplot()
     panels = groups(rows)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 4.2), squeeze=False)
     for ax, ((env_id, bits), task) in zip(axes[0], panels.items()):
         names = [n for n in variants if any(n in r["fits"] for r in task)]
         seeds = [r["seed"] for r in task]
@@ -213,7 +213,7 @@ def plot(rows: list[dict[str, Any]], variants: list[str], path: Path) -> None:
             ax.axhline(level, color="black", ls=style, lw=1, label=f"{level:.0%} target")
         ax.set(title=f"{env_id}, {bits}-bit weights", xlabel="training seed", xticks=seeds,
                ylabel="normalised chip reward (float as trained = 1)", ylim=(max(low - 0.05, -0.05), 1.08))
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the points, never over them
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
