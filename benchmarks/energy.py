@@ -68,6 +68,7 @@ from stable_baselines3 import DQN  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from agents.common import trained_model_path  # noqa: E402
+from envs.rewards import worst_reward  # noqa: E402
 from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
 from spiking_dqn.recipes.versions import versions_line  # noqa: E402
 from docs_pages import figure_links, update_page  # noqa: E402
@@ -83,7 +84,6 @@ TASKS = {"CartPole-v0": "agents.cartpole", "Acrobot-v1": "agents.acrobot"}
 #: Runtime threshold scales of the sweeps.
 SCALES = (0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.4)
 #: Worst possible episode reward, the zero of the normalised scale.
-WORST = {"CartPole-v0": 0.0, "Acrobot-v1": -500.0}
 #: Target rates of the adaptive-threshold configurations (gain 1). NeuEdge's rule raises a
 #: layer's thresholds while it fires below the target, so targets above the agents' rates save spikes.
 ADAPTIVE_TARGETS = (0.1, 0.3, 0.5)
@@ -226,7 +226,7 @@ def evaluate(env_id: str, variant: Variant, model_path: Path, episodes: int, ref
             "env_id": env_id, "variant": variant.name, "family": variant.family, "threshold_scale": scale,
             "seed": variant.training_seed(env_id), "of": variant.of or variant.name,
             "ticks": policy.program.ticks, "mean_reward": result.mean_reward, "std_reward": result.std_reward,
-            "normalised_reward": (result.mean_reward - WORST[env_id]) / (reference - WORST[env_id]),
+            "normalised_reward": (result.mean_reward - worst_reward(env_id)) / (reference - worst_reward(env_id)),
             "synaptic_events": result.synaptic_events_per_inference,
             "hidden_spikes": result.hidden_spikes_per_inference,
             "energy_time_j": est.time_energy_j, "energy_activity_j": est.activity_energy_j,

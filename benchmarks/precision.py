@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.common import trained_model_path  # noqa: E402
+from envs.rewards import worst_reward  # noqa: E402
 from docs_pages import figure_links, update_page  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
 from spiking_dqn.hardware.emulator import EmulatorBackend  # noqa: E402
@@ -70,7 +71,6 @@ from spiking_dqn.rollouts import backend_reward, float_reward, record_observatio
 from spiking_dqn.tick_gain import with_tick_gains  # noqa: E402
 
 TASKS = ("CartPole-v0", "Acrobot-v1")
-WORST = {"CartPole-v0": 0.0, "Acrobot-v1": -500.0}
 WEIGHT_BITS = (8, 6, 5, 4, 3, 2)
 STATE_BITS = (16, 8, 6, 4, 3, 2)
 SCHEMES = ("uniform", "threshold_centered")
@@ -195,7 +195,7 @@ def evaluate(env_id: str, variant: Variant, program: Any, observations: np.ndarr
     return {
         "env_id": env_id, "variant": variant.name, **dataclasses.asdict(variant),
         "mean_reward": result.mean_reward, "std_reward": result.std_reward,
-        "normalised_reward": (result.mean_reward - WORST[env_id]) / (reference - WORST[env_id]),
+        "normalised_reward": (result.mean_reward - worst_reward(env_id)) / (reference - worst_reward(env_id)),
         "agreement": float(np.mean(actions == float_actions)),
         "synaptic_events": result.synaptic_events_per_inference,
         "weight_memory_bytes": int(sum(program.weight_memory)),

@@ -24,7 +24,7 @@ to the chip with :func:`spiking_dqn.pipeline.fit_to_chip` on the emulator (:data
 The float agent as trained and every chip program play the same ``--episodes`` held-out
 episodes (env seeds ``EVAL_SEED`` + i, the recipes' final evaluation, apart from every episode
 a fit plays). Rewards are normalised as ``(R - R_worst) / (R_float - R_worst)`` with R_worst
-of :data:`robustness_tables.WORST`, and checked against the issue's targets
+of :func:`envs.rewards.worst_reward`, and checked against the issue's targets
 (``robustness_tables.TARGETS``, printed met / not met / open). Wall times: training (the
 recipe's record) and each fit, against the path before issue 25 (training plus ``td-qat``).
 

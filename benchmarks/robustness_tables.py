@@ -15,15 +15,8 @@ from typing import Any
 
 import numpy as np
 
-#: The zero of the normalised reward ``(R - R_worst) / (R_float - R_worst)``: the task's worst
-#: possible episode reward where it has one (CartPole: 0, no step survived; Acrobot and
-#: MountainCar: -500 and -200, never reaching the goal), the scale the threshold, energy and
-#: precision benchmarks use, so that their percentages compare with these. A task without a
-#: bounded minimum (LunarLander: a crash costs any amount) takes the uniformly random policy's
-#: mean reward on the same episodes (``None`` here), measured by the study.
-WORST: dict[str, float | None] = {
-    "CartPole-v0": 0.0, "CartPole-v1": 0.0, "Acrobot-v1": -500.0, "MountainCar-v0": -200.0, "LunarLander-v3": None,
-}
+from envs import rewards
+
 
 
 @dataclass(frozen=True)
@@ -61,9 +54,8 @@ TODAY = "td-qat"
 
 
 def worst_reward(env_id: str, random_reward: float) -> float:
-    """The zero of the normalised scale of ``env_id`` (:data:`WORST`, else the random policy's reward)."""
-    worst = WORST.get(env_id)
-    return random_reward if worst is None else worst
+    """The zero of the normalised scale of ``env_id`` (:func:`envs.rewards.worst_reward`, else the random policy's reward)."""
+    return rewards.worst_reward(env_id, random_reward)
 
 
 def normalised(reward: float, float_reward: float, worst: float) -> float | None:
@@ -164,7 +156,7 @@ def markdown(rows: list[dict[str, Any]], variants: list[str], summary: dict[str,
     for (env_id, bits), task in groups(rows).items():
         names = [n for n in variants if any(n in r["fits"] for r in task)]
         first = task[0]
-        worst = "the random policy's reward" if WORST.get(env_id) is None else "the task's minimum"
+        worst = "the random policy's reward" if rewards.WORST_REWARD.get(env_id) is None else "the task's minimum"
         lines += [
             f"**{env_id}, {bits}-bit weights**: {first['episodes']} held-out episodes (env seeds {first['eval_seed']}"
             f" + i, the same for every agent and program); normalised reward (R - R_worst) / (R_float - R_worst), "

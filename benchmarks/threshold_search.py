@@ -61,6 +61,7 @@ import torch as th  # noqa: E402
 th.set_num_threads(1)
 
 from agents.common import trained_model_path  # noqa: E402
+from envs.rewards import worst_reward  # noqa: E402
 from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
 from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES, TRAINED_NAME  # noqa: E402
 from spiking_dqn.pipeline import CalibrationSettings, QATSettings, Seeds, fit_to_chip  # noqa: E402
@@ -85,14 +86,13 @@ CAL_OBSERVATIONS = 128
 #: Online QAT steps of the last scenario (the recipes' own).
 QAT_STEPS = {"CartPole-v0": 10_000, "Acrobot-v1": 10_000}
 #: Worst possible episode reward, the zero of the normalised scale.
-WORST = {"CartPole-v0": 0.0, "Acrobot-v1": -500.0}
 RESULTS = ROOT / "benchmarks" / "results"
 CARD_SECTION = "threshold-search"
 
 
 def normalised(env_id: str, reward: float, reference: float) -> float:
     """``(reward - worst) / (reference - worst)``."""
-    worst = WORST[env_id]
+    worst = worst_reward(env_id)
     return (reward - worst) / (reference - worst) if reference != worst else float("nan")
 
 

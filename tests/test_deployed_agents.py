@@ -5,6 +5,7 @@ import json
 import pytest
 
 from agents.common import trained_model_path
+from envs.rewards import worst_reward
 from spiking_dqn.compare import compare
 from spiking_dqn.hardware import ChipProgram
 
@@ -99,7 +100,6 @@ def test_deployment_record_matches(env_id):
 #: Ternary targets of the precision study (normalised reward): CartPole 97%, Acrobot 90%; 4-bit: 98% on both.
 LOW_PRECISION = [("CartPole-v0", "w4", 4, 0.98), ("CartPole-v0", "ternary", 2, 0.97),
                  ("Acrobot-v1", "w4", 4, 0.98), ("Acrobot-v1", "ternary", 2, 0.90)]
-WORST = {"CartPole-v0": 0.0, "Acrobot-v1": -500.0}
 
 
 @pytest.mark.parametrize("env_id, name, bits, target", LOW_PRECISION)
@@ -130,7 +130,7 @@ def test_low_precision_agents_keep_their_reward(env_id, name, bits, target):
     reference = float_reward(DQN.load(folder(env_id) / "model.zip", device="cpu"), env_id, episodes, seed=30_000)
     reward = backend_reward(ChipProgram.load(folder(env_id) / name / "chip_program.npz"), env_id, episodes,
                             seed=30_000).mean_reward
-    normalised = (reward - WORST[env_id]) / (reference.mean_reward - WORST[env_id])
+    normalised = (reward - worst_reward(env_id)) / (reference.mean_reward - worst_reward(env_id))
     assert normalised >= target - 0.05
 
 
