@@ -165,7 +165,7 @@ def test_readme_is_short():
 
 #: The sections the benchmarks write (``--update-docs``): page of ``docs/`` and marker name.
 BENCHMARK_SECTIONS = (("energy.md", "energy-table"), ("benchmarks.md", "train-throughput"),
-                      ("precision.md", "precision-table"))
+                      ("precision.md", "precision-table"), ("benchmarks.md", "robustness"))
 
 
 def test_benchmarks_write_into_docs_pages_not_the_readme():
