@@ -2,6 +2,7 @@
 
     python -m agents.deploy CartPole-v0
     python -m agents.deploy Acrobot-v1
+    python -m agents.deploy CartPole-v1
 
 The recipes end with quantization-aware fine-tuning, so a shipped ``model.zip`` sits on
 an int8 grid, recorded in the network, and the default ``lam`` (``None``) quantizes it on that grid. Writes, next to
@@ -44,7 +45,7 @@ def deploy(
 
     :param env_id: a shipped agent's environment
     :param lam: lambda specification (``None``: the agent's own grid, else ``"auto"``)
-    :param qat_steps: online QAT steps (0: none)
+    :param qat_steps: steps of fine-tuning for the chip (distillation, ``QATSettings``' default mode; 0: none)
     :param episodes: episodes of the comparison (float and chip)
     :param seed: seed of the first comparison episode (and of QAT's environment)
     :param folder: folder holding ``model.zip`` (default: the shipped agent's)
@@ -60,9 +61,9 @@ def deploy(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("env", choices=["CartPole-v0", "Acrobot-v1"])
+    parser.add_argument("env", choices=["CartPole-v0", "Acrobot-v1", "CartPole-v1"])
     parser.add_argument("--lam", default=None, help="lambda: 'auto' or a number (default: the agent's own grid, else auto)")
-    parser.add_argument("--qat-steps", type=int, default=0, help="online quantization-aware fine-tuning steps")
+    parser.add_argument("--qat-steps", type=int, default=0, help="fine-tuning steps for the chip (distillation; 0: none)")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
