@@ -45,7 +45,7 @@ class TuneOptions:
     timesteps: int | None = field(default=None, metadata={
         "help": f"training steps of each trial (default: the n_timesteps of the {ZOO_FILE} entry)", "range": "positive"})
     storage: str | None = field(default=None, metadata={
-        "help": f"where the study lives: {URL_FORMS}, or {JOURNAL_FORMS} (default: sqlite:///OUT/study.db)"})
+        "help": f"where the study lives: {URL_FORMS}, or {JOURNAL_FORMS} (default: OUT/study.db, e.g. sqlite:///runs/tune/<env>/study.db)"})
     n_workers: int = field(default=1, metadata={
         "help": "worker processes on this machine (one torch thread each)", "range": "positive"})
     out: Path | None = field(default=None, metadata={
