@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from spiking_dqn.cli import show_each_warning_once
-from spiking_dqn.cli.arguments import interrupted
+from spiking_dqn.cli.arguments import CTRL_C_ERRORS, interrupted, is_ctrl_c
 from spiking_dqn.cli.train import add_training_arguments, training_options
 from spiking_dqn.recipes.recipe import TrainOptions, resume_hint
 
@@ -63,5 +63,7 @@ def exit_on_ctrl_c(options: TrainOptions, command: str) -> Iterator[None]:
     """
     try:
         yield
-    except KeyboardInterrupt:
+    except CTRL_C_ERRORS as exc:
+        if not is_ctrl_c(exc):
+            raise
         raise SystemExit(interrupted(resume_hint(options, command))) from None

@@ -56,3 +56,36 @@ def test_ctrl_c_in_the_demo_says_how_to_go_on(tmp_path):
     assert code == 130, err
     assert err.startswith("interrupted; "), err
     assert "spiking-dqn demo" in err or "run the same command again" in err
+
+
+def _numba_interrupt(*args, **kwargs):
+    """What numba raises when a Ctrl-C arrives while a compiled function's first call loads its cached code."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as interrupt:
+        raise SystemError("CPUDispatcher(<function f>) returned a result with an exception set") from interrupt
+
+
+def test_a_ctrl_c_that_numba_wrapped_ends_as_a_ctrl_c(tmp_path, monkeypatch, capsys):
+    from spiking_dqn.cli import main
+    from spiking_dqn.cli import train as train_cli
+
+    monkeypatch.setattr(train_cli, "train_env", _numba_interrupt)
+    assert main(["train", "CartPole-v0", "--timesteps", "500", "--out", str(tmp_path / "run")]) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("interrupted; ") and "Traceback" not in "\n".join(lines)
+
+
+def test_a_system_error_that_is_no_ctrl_c_is_not_taken_for_one(tmp_path, monkeypatch, capsys):
+    from spiking_dqn.cli import main
+    from spiking_dqn.cli import train as train_cli
+
+    def broken(*args, **kwargs):
+        raise SystemError("a real bug")
+
+    monkeypatch.setattr(train_cli, "train_env", broken)
+    try:
+        code = main(["train", "CartPole-v0", "--timesteps", "500", "--out", str(tmp_path / "run")])
+    except SystemError:
+        code = None  # raised on: not a Ctrl-C
+    assert code != 130 and "interrupted; " not in capsys.readouterr().err

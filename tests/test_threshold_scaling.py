@@ -11,7 +11,7 @@ from spiking_dqn.fused import NeuronPlan
 from spiking_dqn.hardware import ChipProgram
 from spiking_dqn.layers import neuron_params
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.pipeline import _scale_thresholds
+from spiking_dqn.pipeline.steps import scale_hidden_thresholds
 from spiking_dqn.search.grid import apply_multipliers
 from spiking_dqn.semantics.thresholds import scale_threshold, scale_thresholds
 
@@ -41,8 +41,8 @@ def test_every_route_scales_the_hidden_thresholds_alike(threshold, scale):
     expected = [np.float32(t) * np.float32(scale) for t in program.thresholds[:-1]]
     routes = {
         "floor": scale_thresholds(program.thresholds, scale),
-        "deploy (fit_to_chip threshold_scale)": _scale_thresholds(program, scale)[0].thresholds,
-        "deploy, one per hidden layer": _scale_thresholds(program, [scale, scale])[0].thresholds,
+        "deploy (fit_to_chip threshold_scale)": scale_hidden_thresholds(program, scale)[0].thresholds,
+        "deploy, one per hidden layer": scale_hidden_thresholds(program, [scale, scale])[0].thresholds,
         "compare / HardwarePolicy": HardwarePolicy(program, threshold_scale=scale).running_program.thresholds,
         "search multipliers": apply_multipliers(program, program, [scale, scale]).thresholds,
     }

@@ -300,6 +300,29 @@ def _plain_type(hint: Any) -> Any:
 EXIT_CTRL_C = 130
 
 
+#: What a Ctrl-C can surface as (:func:`is_ctrl_c` tells which ``SystemError`` is one).
+CTRL_C_ERRORS = (KeyboardInterrupt, SystemError)
+
+
+def is_ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Ctrl-C: a ``KeyboardInterrupt``, or an error raised because of one.
+
+    numba turns a ``KeyboardInterrupt`` that arrives while a compiled function's first call
+    loads its cached code into a ``SystemError`` whose cause is the interrupt; a command catches
+    :data:`CTRL_C_ERRORS` and re-raises what this says is not a Ctrl-C.
+
+    :param exc: the exception caught
+    """
+    seen: BaseException | None = exc
+    for _ in range(16):  # a cause chain is short; a cycle ends here
+        if seen is None:
+            return False
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def interrupted(how_to_resume: str) -> int:
     """End a command stopped by Ctrl-C: close its progress bars, say in one line how to go on; :data:`EXIT_CTRL_C`.
 

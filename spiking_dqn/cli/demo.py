@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spiking_dqn.cli.arguments import CLIError, HelpFormatter, add_options, interrupted, read_options
+from spiking_dqn.cli.arguments import CTRL_C_ERRORS, CLIError, HelpFormatter, add_options, interrupted, is_ctrl_c, read_options
 from spiking_dqn.cli.compare import print_report
 from spiking_dqn.cli.train import train_env
 from spiking_dqn.recipes.deployment import deploy_and_compare
@@ -101,7 +101,9 @@ def cmd_demo(parsed: argparse.Namespace) -> int:
         print(f"[2/2] int8 deployment to the embedded SpiNNaker2 emulator, comparison over {args.episodes} "
               "episodes", flush=True)
         deployment, report = deploy_and_compare(out, args.env, episodes=args.episodes, seed=args.seed)
-    except KeyboardInterrupt:
+    except CTRL_C_ERRORS as exc:
+        if not is_ctrl_c(exc):
+            raise
         return interrupted(resume_hint(options, parsed.command_line))
     print_deployment(report, args.env, args.episodes, args.seed)
     print_summary(args.env, summary, deployment["figures"], args.episodes, args.seed)

@@ -36,10 +36,12 @@ from spiking_dqn.cli.arguments import (
     STATE_BITS_HELP,
     STATE_LEVELS_HELP,
     WEIGHT_BITS_HELP,
+    CTRL_C_ERRORS,
     CLIError,
     HelpFormatter,
     add_options,
     interrupted,
+    is_ctrl_c,
     parse_lambda,
     parse_scale,
     parse_weight_bits,
@@ -268,7 +270,9 @@ def cmd_search(parsed: argparse.Namespace) -> int:
     except SearchInterrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
+    except CTRL_C_ERRORS as exc:
+        if not is_ctrl_c(exc):
+            raise
         where = (
             f"the finished evaluations are in {options.storage}: run the same command again to resume"
             if options.storage

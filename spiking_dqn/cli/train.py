@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from spiking_dqn.cli.arguments import CLIError, HelpFormatter, add_options, interrupted, read_options
+from spiking_dqn.cli.arguments import CTRL_C_ERRORS, CLIError, HelpFormatter, add_options, interrupted, is_ctrl_c, read_options
 from spiking_dqn.cli.loading import check_env
 from spiking_dqn.recipes.card import write_training_card
 from spiking_dqn.recipes.hyperparams import DEFAULT_HYPERPARAMS, DEFAULT_TIMESTEPS, ZOO_FILE, hyperparams_for
@@ -83,7 +83,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(choose_torch_threads(), flush=True)
     try:
         train_env(args.env, options, args.command_line)
-    except KeyboardInterrupt:
+    except CTRL_C_ERRORS as exc:
+        if not is_ctrl_c(exc):
+            raise
         return interrupted(resume_hint(options, args.command_line))
     model = options.out / "model.zip"
     print(f"next: spiking-dqn deploy {model} --out {options.out / 'chip_program.npz'}\n"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spiking_dqn.cli.arguments import CLIError, HelpFormatter, add_options, interrupted, read_options
+from spiking_dqn.cli.arguments import CTRL_C_ERRORS, CLIError, HelpFormatter, add_options, interrupted, is_ctrl_c, read_options
 from spiking_dqn.cli.checks import check_output_path
 from spiking_dqn.cli.loading import check_env
 from spiking_dqn.recipes.hyperparams import ZOO_FILE, hyperparams_for
@@ -92,7 +92,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
                     export=options.export, heartbeat_interval=options.heartbeat_interval, progress=options.progress)
     except (StorageUnavailableError, TuneError, ExportError) as exc:
         raise CLIError(str(exc)) from None
-    except KeyboardInterrupt:
+    except CTRL_C_ERRORS as exc:
+        if not is_ctrl_c(exc):
+            raise
         return interrupted(f"finished trials are kept in {storage}; go on with: {args.command_line}")
     front = data["front"]
     chosen = next((p for p in front if p["number"] == data["recommended"]), None)
