@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
         # 2. Learn with SB3's EvalCallback; its best evaluation is the agent as trained (model_trained.zip).
         training = learn(model, ENV_ID, options, command, hyperparams)
         model, trained_rewards = load_trained(ENV_ID, options)
-        # 3. Fit to the chip: QAT on the int8 grid, the best checked weights snapped to it (model.zip).
+        # 3. Fit to the chip: distillation on the int8 grid, never worse than the plain post-training program (model.zip).
         qat = fit_for_chip(model, ENV_ID, options, command)
         # 4. Evaluate model.zip (eval.json) and write the model card.
         summary = record_evaluation(model, ENV_ID, options, training, trained_rewards, qat)
