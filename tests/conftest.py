@@ -50,6 +50,28 @@ def trained_tiny_model():
 # postgres refuse to run as root).
 
 
+@pytest.fixture(scope="module")
+def cartpole_shipped():
+    """The shipped CartPole-v0 agent (``model.zip``): fine-tuned and on its grid, its int8 program plays as it does."""
+    from stable_baselines3 import DQN
+
+    from agents.common import trained_model_path
+
+    return DQN.load(trained_model_path("CartPole-v0"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def cartpole_as_trained():
+    """The shipped CartPole-v0 agent as trained (``model_trained.zip``): not fit yet, on no grid; its plain int8
+    program plays far worse than it. Tests that change it take a ``copy.deepcopy``."""
+    from stable_baselines3 import DQN
+
+    from agents.common import trained_model_path
+    from spiking_dqn.recipes.recipe import TRAINED_NAME
+
+    return DQN.load(trained_model_path("CartPole-v0").with_name(TRAINED_NAME), device="cpu")
+
+
 def _postgres_bin_dir() -> str | None:
     import glob
     import shutil

@@ -10,21 +10,13 @@ import pytest
 import torch as th
 from stable_baselines3 import DQN
 
-from agents.common import trained_model_path
 from spiking_dqn.distill import distillation_loss, distillation_set
 from spiking_dqn.pipeline import QATSettings
 from spiking_dqn.qat import quantization_aware_finetune
 from spiking_dqn.quantization import float_weights, quantize_network, resolve_grid
-from spiking_dqn.recipes.recipe import TRAINED_NAME
 from spiking_dqn.rollouts import backend_reward
 
 ENV = "CartPole-v0"
-
-
-@pytest.fixture(scope="module")
-def shipped_cartpole():
-    """The shipped CartPole-v0 agent as trained (before its QAT): its naive int8 program plays badly."""
-    return DQN.load(trained_model_path(ENV).with_name(TRAINED_NAME), device="cpu")
 
 
 def chip_reward(model: DQN, grid, episodes: int = 20) -> float:
@@ -35,8 +27,8 @@ def chip_reward(model: DQN, grid, episodes: int = 20) -> float:
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-def test_distillation_lowers_its_loss_and_plays_at_least_as_well_as_ptq(shipped_cartpole, bits):
-    model = copy.deepcopy(shipped_cartpole)
+def test_distillation_lowers_its_loss_and_plays_at_least_as_well_as_ptq(cartpole_as_trained, bits):
+    model = copy.deepcopy(cartpole_as_trained)
     grid = resolve_grid(model.policy.q_net.q_net, "auto", True, weight_bits=bits)
     ptq = chip_reward(model, grid)
     report = quantization_aware_finetune(model, grid, 300, mode="distill", env_id=ENV, batch_size=128,
@@ -52,8 +44,8 @@ def test_distillation_lowers_its_loss_and_plays_at_least_as_well_as_ptq(shipped_
     assert chip_reward(model, grid) >= ptq
 
 
-def test_distillation_keeps_the_best_checked_weights(shipped_cartpole):
-    model = copy.deepcopy(shipped_cartpole)
+def test_distillation_keeps_the_best_checked_weights(cartpole_as_trained):
+    model = copy.deepcopy(cartpole_as_trained)
     report = quantization_aware_finetune(model, "auto", 100, mode="distill", env_id=ENV, check_episodes=3,
                                          check_freq=50, n_observations=256, learning_rate=3e-4)
     assert report.reward_after >= report.reward_before and report.check_inferences > 0
@@ -73,9 +65,9 @@ def test_distillation_learns_on_the_replay_buffer_too(trained_tiny_model):
     assert any(not np.array_equal(a, b) for a, b in zip(before, float_weights(net)))
 
 
-def test_distillation_needs_states(shipped_cartpole):
+def test_distillation_needs_states(cartpole_as_trained):
     with pytest.raises(ValueError, match="distillation needs states"):
-        quantization_aware_finetune(copy.deepcopy(shipped_cartpole), "auto", 10, mode="distill")
+        quantization_aware_finetune(copy.deepcopy(cartpole_as_trained), "auto", 10, mode="distill")
 
 
 def test_the_loss_is_mse_in_the_teachers_q_scale_plus_cross_entropy_to_its_greedy_action():
@@ -92,7 +84,7 @@ def test_the_fit_settings_take_the_distill_mode():
         QATSettings(100, mode="offline")
 
 
-def test_a_fit_distills_on_the_states_of_its_calibration_seeds(shipped_cartpole, monkeypatch):
+def test_a_fit_distills_on_the_states_of_its_calibration_seeds(cartpole_as_trained, monkeypatch):
     from spiking_dqn import qat
     from spiking_dqn.pipeline import Seeds, fit_to_chip
 
@@ -106,6 +98,6 @@ def test_a_fit_distills_on_the_states_of_its_calibration_seeds(shipped_cartpole,
     monkeypatch.setattr(qat, "distillation_set", recording)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit_to_chip(copy.deepcopy(shipped_cartpole), ENV, qat=QATSettings(10, check_episodes=0), method="none",
+        fit_to_chip(copy.deepcopy(cartpole_as_trained), ENV, qat=QATSettings(10, check_episodes=0), method="none",
                     seeds=Seeds.from_base(7), eval_episodes=2)
     assert seen == [Seeds.from_base(7).calibration]

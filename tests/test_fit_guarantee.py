@@ -24,18 +24,6 @@ ENV = "CartPole-v0"
 EPISODES = 20
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    """The shipped CartPole-v0 agent (fine-tuned and snapped: its int8 program plays as it does)."""
-    return DQN.load(trained_model_path(ENV), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def as_trained():
-    """The shipped CartPole-v0 agent as trained: its plain int8 program plays far worse than it."""
-    return DQN.load(trained_model_path(ENV).with_name(TRAINED_NAME), device="cpu")
-
-
 def state_of(model: DQN) -> dict:
     return copy.deepcopy(model.policy.state_dict())
 
@@ -48,7 +36,7 @@ def assert_same_state(a: dict, b: dict) -> None:
 
 
 def test_a_fine_tuning_that_destroys_the_policy_is_not_returned_and_its_weights_are_put_back(
-    shipped, monkeypatch, tmp_path
+    cartpole_shipped, monkeypatch, tmp_path
 ):
     real = pipeline_steps.quantization_aware_finetune
 
@@ -60,7 +48,7 @@ def test_a_fine_tuning_that_destroys_the_policy_is_not_returned_and_its_weights_
         return report
 
     monkeypatch.setattr(pipeline_steps, "quantization_aware_finetune", sabotaged)
-    model = copy.deepcopy(shipped)
+    model = copy.deepcopy(cartpole_shipped)
     before = state_of(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -79,8 +67,8 @@ def test_a_fine_tuning_that_destroys_the_policy_is_not_returned_and_its_weights_
 
 
 @pytest.mark.parametrize("mode", ["distill", "online"])
-def test_the_returned_program_is_never_worse_than_ptq_on_the_held_out_episodes(as_trained, mode):
-    model = copy.deepcopy(as_trained)
+def test_the_returned_program_is_never_worse_than_ptq_on_the_held_out_episodes(cartpole_as_trained, mode):
+    model = copy.deepcopy(cartpole_as_trained)
     before = state_of(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -93,13 +81,13 @@ def test_the_returned_program_is_never_worse_than_ptq_on_the_held_out_episodes(a
         assert_same_state(model.policy.state_dict(), before)
 
 
-def test_the_gap_is_float_minus_chip_on_the_same_episodes(as_trained):
-    model = copy.deepcopy(as_trained)
+def test_the_gap_is_float_minus_chip_on_the_same_episodes(cartpole_as_trained):
+    model = copy.deepcopy(cartpole_as_trained)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = fit_to_chip(model, ENV, qat=QATSettings(), method="none", eval_episodes=EPISODES)
     seed = result.seeds.evaluation
-    floated = float_reward(copy.deepcopy(as_trained), ENV, EPISODES, seed=seed).rewards
+    floated = float_reward(copy.deepcopy(cartpole_as_trained), ENV, EPISODES, seed=seed).rewards
     chip = backend_reward(result.program, ENV, EPISODES, seed=seed).rewards
     assert result.float_evaluation.rewards == floated and result.best.evaluation.rewards == chip
     diff = np.asarray(floated) - np.asarray(chip)
@@ -113,15 +101,15 @@ def test_the_gap_is_float_minus_chip_on_the_same_episodes(as_trained):
     assert f"gap {result.gap:.2f} +- {result.gap_noise:.2f}" in line and f"{EPISODES} held-out episodes" in line
 
 
-def test_the_fit_warns_in_one_line_when_the_gap_exceeds_the_noise_and_not_otherwise(shipped, as_trained):
+def test_the_fit_warns_in_one_line_when_the_gap_exceeds_the_noise_and_not_otherwise(cartpole_shipped, cartpole_as_trained):
     with pytest.warns(UserWarning, match="the chip loses more than the episodes' noise") as caught:
-        bad = fit_to_chip(copy.deepcopy(as_trained), ENV, qat=QATSettings(), method="none", eval_episodes=EPISODES)
+        bad = fit_to_chip(copy.deepcopy(cartpole_as_trained), ENV, qat=QATSettings(), method="none", eval_episodes=EPISODES)
     assert bad.gap_exceeds_noise and bad.gap > bad.gap_noise
     assert [str(w.message) for w in caught if "episodes' noise" in str(w.message)] == [bad.gap_line()]
     assert "\n" not in bad.gap_line()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        good = fit_to_chip(copy.deepcopy(shipped), ENV, method="none", eval_episodes=EPISODES)
+        good = fit_to_chip(copy.deepcopy(cartpole_shipped), ENV, method="none", eval_episodes=EPISODES)
     assert not good.gap_exceeds_noise and good.gap <= good.gap_noise
     assert not [w for w in caught if "episodes' noise" in str(w.message)]
     assert "noise" not in good.gap_line().split(";")[-1] or ";" not in good.gap_line()
@@ -136,13 +124,13 @@ def test_paired_gap_is_the_mean_difference_and_two_standard_errors():
         paired_gap([1.0, 2.0], [1.0])
 
 
-def test_the_recipes_fit_prints_and_records_the_gap_and_saves_the_programs_twin(as_trained, tmp_path, capsys):
+def test_the_recipes_fit_prints_and_records_the_gap_and_saves_the_programs_twin(cartpole_as_trained, tmp_path, capsys):
     from spiking_dqn.quantization import quantize_network
     from spiking_dqn.recipes.recipe import EVAL_SEED, TrainOptions, fit_for_chip
 
     options = TrainOptions(timesteps=1, out=tmp_path, qat_steps=50, eval_episodes=EPISODES, progress=False)
     assert options.qat_mode == "distill"  # the default of spiking-dqn train and the recipes
-    model = copy.deepcopy(as_trained)
+    model = copy.deepcopy(cartpole_as_trained)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         record = fit_for_chip(model, ENV, options, "test")
@@ -165,7 +153,7 @@ def test_the_recipes_fit_prints_and_records_the_gap_and_saves_the_programs_twin(
 
 
 def test_model_zip_deploys_to_the_calibrated_ptq_program_when_the_recipes_fit_chooses_it(
-    as_trained, tmp_path, monkeypatch, capsys
+    cartpole_as_trained, tmp_path, monkeypatch, capsys
 ):
     import spiking_dqn.pipeline as pipeline
     from spiking_dqn.cli import main
@@ -197,7 +185,7 @@ def test_model_zip_deploys_to_the_calibrated_ptq_program_when_the_recipes_fit_ch
     options = recipe.TrainOptions(timesteps=1, out=tmp_path, qat_steps=20, eval_episodes=3, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        recipe.fit_for_chip(copy.deepcopy(as_trained), ENV, options, "test")
+        recipe.fit_for_chip(copy.deepcopy(cartpole_as_trained), ENV, options, "test")
     chosen = seen["fit"]
     assert chosen.chosen == "ptq" and not chosen.qat.kept
     naive = chosen.naive_before_qat.program
@@ -213,21 +201,21 @@ def test_model_zip_deploys_to_the_calibrated_ptq_program_when_the_recipes_fit_ch
 def test_deploy_prints_the_gap_line_once_and_says_when_the_gap_exceeds_the_noise(tmp_path, capsys):
     from spiking_dqn.cli import main
 
-    as_trained = trained_model_path(ENV).with_name(TRAINED_NAME)
-    assert main(["deploy", str(as_trained), "--env", ENV, "--final-episodes", "5", "--no-progress", "--qat-steps",
+    as_trained_path = trained_model_path(ENV).with_name(TRAINED_NAME)
+    assert main(["deploy", str(as_trained_path), "--env", ENV, "--final-episodes", "5", "--no-progress", "--qat-steps",
                  "0", "--out", str(tmp_path / "plain.npz")]) == 0
     captured = capsys.readouterr()
     printed = captured.out + captured.err
     assert printed.count("the chip loses more than the episodes' noise") == 1
     assert "on the same 5 held-out episodes" in printed
-    assert main(["deploy", str(as_trained), "--env", ENV, "--final-episodes", "5", "--no-progress", "--qat-steps",
+    assert main(["deploy", str(as_trained_path), "--env", ENV, "--final-episodes", "5", "--no-progress", "--qat-steps",
                  "20", "--qat-mode", "online", "--out", str(tmp_path / "online.npz")]) == 0
     printed = capsys.readouterr().out
     assert "ptq_naive" in printed and "ptq" in printed and "gap" in printed
 
 
-def test_the_guarantee_holds_at_4_bit_weights(as_trained):
-    model = copy.deepcopy(as_trained)
+def test_the_guarantee_holds_at_4_bit_weights(cartpole_as_trained):
+    model = copy.deepcopy(cartpole_as_trained)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = fit_to_chip(model, ENV, weight_bits=4, lam="mse", qat=QATSettings(100, check_episodes=2),

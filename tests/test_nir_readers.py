@@ -7,12 +7,11 @@ refused, not run differently, and so is the IF readout by snnTorch (it takes ``r
 """
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _benchmarks import benchmark_module
 
 from spiking_dqn.hardware.program import ChipProgram
 
@@ -23,12 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def readers():
     """``benchmarks/nir_readers.py`` as a module."""
-    spec = importlib.util.spec_from_file_location("nir_readers", ROOT / "benchmarks" / "nir_readers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["nir_readers"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("nir_readers", None)
+    with benchmark_module("nir_readers", "nir_readers") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

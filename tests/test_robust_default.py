@@ -20,40 +20,28 @@ ENV = "CartPole-v0"
 SMALL_ROBUST = dataclasses.replace(ROBUST_QAT, steps=20, check_episodes=0)
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    """The shipped CartPole-v0 agent: fit to the chip, its network on its grid."""
-    return DQN.load(trained_model_path(ENV), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def as_trained():
-    """The shipped CartPole-v0 agent as trained: not fit yet, its network on no grid."""
-    return DQN.load(trained_model_path(ENV).with_name(TRAINED_NAME), device="cpu")
-
-
 @pytest.fixture
 def small_robust(monkeypatch):
     monkeypatch.setattr(pipeline_settings, "ROBUST_QAT", SMALL_ROBUST)
     return SMALL_ROBUST
 
 
-def test_the_rule_fine_tunes_a_dqn_not_fit_yet_with_episodes_to_guard_it(shipped, as_trained):
+def test_the_rule_fine_tunes_a_dqn_not_fit_yet_with_episodes_to_guard_it(cartpole_shipped, cartpole_as_trained):
     assert ROBUST_QAT == QATSettings(steps=2000, mode="distill")
     assert TrainOptions.__dataclass_fields__["qat_steps"].default == ROBUST_QAT.steps  # spiking-dqn train's
-    assert default_qat(as_trained, None, 100) == ROBUST_QAT
-    assert default_qat(shipped, None, 100) == QATSettings()  # carries its grid: fit already
-    assert default_qat(as_trained, None, 0) == QATSettings()  # nothing to guard the fine-tuning with
-    assert default_qat(as_trained.policy.q_net.q_net, None, 100) == QATSettings()  # a bare network cannot train
-    program = fit_to_chip(copy.deepcopy(as_trained), None, qat=QATSettings(), method="none", eval_episodes=0).program
-    assert default_qat(as_trained, program, 100) == QATSettings()
+    assert default_qat(cartpole_as_trained, None, 100) == ROBUST_QAT
+    assert default_qat(cartpole_shipped, None, 100) == QATSettings()  # carries its grid: fit already
+    assert default_qat(cartpole_as_trained, None, 0) == QATSettings()  # nothing to guard the fine-tuning with
+    assert default_qat(cartpole_as_trained.policy.q_net.q_net, None, 100) == QATSettings()  # a bare network cannot train
+    program = fit_to_chip(copy.deepcopy(cartpole_as_trained), None, qat=QATSettings(), method="none", eval_episodes=0).program
+    assert default_qat(cartpole_as_trained, program, 100) == QATSettings()
 
 
-def test_fit_to_chip_runs_the_robust_fit_by_default_and_none_when_told(as_trained, small_robust):
+def test_fit_to_chip_runs_the_robust_fit_by_default_and_none_when_told(cartpole_as_trained, small_robust):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        robust = fit_to_chip(copy.deepcopy(as_trained), ENV, method="none", eval_episodes=3)
-        plain = fit_to_chip(copy.deepcopy(as_trained), ENV, qat=QATSettings(), method="none", eval_episodes=3)
+        robust = fit_to_chip(copy.deepcopy(cartpole_as_trained), ENV, method="none", eval_episodes=3)
+        plain = fit_to_chip(copy.deepcopy(cartpole_as_trained), ENV, qat=QATSettings(), method="none", eval_episodes=3)
     assert (robust.qat.steps, robust.qat.mode) == (small_robust.steps, "distill")
     assert {"ptq", "ptq_naive"} <= set(robust.candidates)  # guarded
     assert plain.qat is None and set(plain.candidates) == {"naive"}
@@ -77,11 +65,11 @@ def test_the_callback_runs_the_robust_fit_by_default(tmp_path, small_robust):
 def test_deploy_fine_tunes_a_model_not_fit_yet_by_default_and_not_a_fit_one(tmp_path, capsys, small_robust):
     from spiking_dqn.cli import main
 
-    as_trained = trained_model_path(ENV).with_name(TRAINED_NAME)
+    as_trained_path = trained_model_path(ENV).with_name(TRAINED_NAME)
     common = ["--env", ENV, "--final-episodes", "3", "--no-progress"]
-    assert main(["deploy", str(as_trained), *common, "--out", str(tmp_path / "a" / "p.npz")]) == 0
+    assert main(["deploy", str(as_trained_path), *common, "--out", str(tmp_path / "a" / "p.npz")]) == 0
     assert "QAT: reward of the quantized network" in capsys.readouterr().out
-    assert main(["deploy", str(as_trained), *common, "--qat-steps", "0", "--out", str(tmp_path / "b" / "p.npz")]) == 0
+    assert main(["deploy", str(as_trained_path), *common, "--qat-steps", "0", "--out", str(tmp_path / "b" / "p.npz")]) == 0
     assert "QAT:" not in capsys.readouterr().out
     assert main(["deploy", str(trained_model_path(ENV)), *common, "--out", str(tmp_path / "c" / "p.npz")]) == 0
     assert "QAT:" not in capsys.readouterr().out

@@ -8,14 +8,13 @@ checked on made-up rows.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+from _benchmarks import benchmark_module
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--env", "CartPole-v0", "--timesteps", "300", "--qat-steps", "100", "--episodes", "2"]
 #: Row fields that differ between runs of the same measurement (times, the command, where the agent was cached,
 #: the commit: others commit to the shared tree between the two runs).
@@ -24,14 +23,8 @@ UNSTABLE = ("train_wall_time_s", "fit_wall_time_s", "command", "train_command", 
 
 @pytest.fixture(scope="module")
 def study():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("robustness_study", ROOT / "benchmarks" / "robustness.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses (and the --jobs workers) look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
-    sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmark_module("robustness", "robustness_study") as module:  # the --jobs workers look it up too
+        yield module
 
 
 @pytest.fixture(scope="module")
