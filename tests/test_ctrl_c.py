@@ -89,3 +89,24 @@ def test_a_system_error_that_is_no_ctrl_c_is_not_taken_for_one(tmp_path, monkeyp
     except SystemError:
         code = None  # raised on: not a Ctrl-C
     assert code != 130 and "interrupted; " not in capsys.readouterr().err
+
+
+HALF_BUILT_BAR = """
+from tqdm.rich import tqdm
+from spiking_dqn.cli.arguments import interrupted
+
+class Half(tqdm):
+    def __init__(self):  # stopped before tqdm set its attributes, as a Ctrl-C inside its __init__ leaves a bar
+        raise KeyboardInterrupt
+
+try:
+    Half()
+except KeyboardInterrupt:
+    raise SystemExit(interrupted("test"))
+"""
+
+
+def test_a_bar_the_ctrl_c_stopped_halfway_through_its_init_prints_no_traceback():
+    run = subprocess.run([sys.executable, "-W", "ignore", "-c", HALF_BUILT_BAR], cwd=ROOT, text=True,
+                         capture_output=True, timeout=120)
+    assert run.returncode == 130 and run.stderr.strip() == "interrupted; test", run.stderr

@@ -328,8 +328,13 @@ def interrupted(how_to_resume: str) -> int:
 
     :param how_to_resume: what was kept and the command that continues, printed after ``interrupted;``
     """
+    import gc
+
     from tqdm import tqdm  # SB3's and the searches' bars; a live one left open fails at exit
 
+    for obj in gc.get_objects():  # a bar the Ctrl-C stopped halfway through its __init__ (tqdm.rich's):
+        if issubclass(type(obj), tqdm) and not hasattr(obj, "disable"):  # type(): no object's __class__ is asked
+            obj.disable = True  # closing it, or its __del__, would raise; disabled, closing it does nothing
     for bar in list(tqdm._instances):
         bar.close()
     print(f"interrupted; {how_to_resume}", file=sys.stderr)
