@@ -29,7 +29,7 @@ from spiking_dqn.tune.space import PARAMS, SPACE, base_params, recipe_of, sample
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "zoo_configs" / "dqn.yml"
 #: A tiny study: CartPole-v0, a few hundred steps, few episodes.
-TINY = ["--timesteps", "300", "--episodes", "3", "--prune-episodes", "2", "--no-progress"]
+TINY = ["--timesteps", "300", "--episodes", "3", "--prune-episodes", "2", "--qat-steps", "0", "--no-progress"]
 
 
 def _in_space(params: dict) -> bool:
@@ -170,6 +170,20 @@ def test_workers_share_the_study_and_stop_at_exactly_n_trials(tmp_path: Path,
     assert len(done) == 7 and len(calls) == 7 and len(set(calls)) == 7
     assert all(t.state == TrialState.PRUNED for t in study.get_trials() if t.user_attrs.get("surplus"))
     assert study.trials[0].params == base_params("CartPole-v0")  # the zoo entry ran first
+
+
+def test_a_trial_fits_with_the_packages_default_fine_tuning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --qat-steps a trial's program is the one a user's fit gets (the default rule's distillation)."""
+    from spiking_dqn.pipeline import QATSettings, settings as fit_settings
+    from spiking_dqn.tune.objective import run_trial
+
+    monkeypatch.setattr(fit_settings, "ROBUST_QAT", QATSettings(steps=30))  # the rule's fine-tuning, at a tiny budget
+    settings = TuneSettings(env_id="CartPole-v0", timesteps=300, episodes=3)
+    assert settings.qat_steps is None  # the default: the fit's own rule
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.optimize(lambda trial: run_trial(trial, settings, tmp_path), n_trials=1)
+    summary = json.loads(Path(study.trials[0].user_attrs["folder"], "summary.json").read_text())
+    assert (summary["qat"]["steps"], summary["qat"]["mode"]) == (30, "distill")
 
 
 def test_a_study_resumes_only_with_its_settings(tmp_path: Path) -> None:

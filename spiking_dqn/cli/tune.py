@@ -10,6 +10,7 @@ from typing import Any
 from spiking_dqn.cli.arguments import CTRL_C_ERRORS, CLIError, HelpFormatter, add_options, interrupted, is_ctrl_c, read_options
 from spiking_dqn.cli.checks import check_output_path
 from spiking_dqn.cli.loading import check_env
+from spiking_dqn.pipeline.settings import ROBUST_QAT
 from spiking_dqn.recipes.hyperparams import ZOO_FILE, hyperparams_for
 from spiking_dqn.search.storage import HEARTBEAT_INTERVAL, JOURNAL_FORMS, URL_FORMS, StorageUnavailableError
 from spiking_dqn.tune import TuneError, TuneSettings, default_study_name, tune
@@ -21,8 +22,8 @@ RUNS = Path("runs") / "tune"
 DESCRIPTION = f"""\
 Search SB3 DQN hyperparameters and spiking options (ticks, hidden widths, threshold, beta,
 encoding, encoder bounds, ASPEN noise, activity penalty, weight bits) for two objectives: the
-chip reward of the deployed program (a cheap fit to the emulated chip: calibrated thresholds,
-no QAT unless --qat-steps) up, its synaptic events per inference down. The first trial is the env's entry of
+chip reward of the deployed program (the fit a user gets on the emulated chip: calibrated
+thresholds and the default distillation, guarded by the plain program) up, its synaptic events per inference down. The first trial is the env's entry of
 zoo_configs/{ZOO_FILE} (or the package defaults). Intermediate float rewards feed a median-rule
 pruner. The study lives in --storage: the same command resumes it after a kill (finished
 trials are kept, a killed one runs again) and, on another machine with the same storage,
@@ -62,9 +63,10 @@ class TuneOptions:
     prune_episodes: int = field(default=5, metadata={
         "help": "greedy episodes of each intermediate evaluation", "range": "positive"})
     seed: int = field(default=0, metadata={"help": "training seed of trial n: seed + n"})
-    qat_steps: int = field(default=0, metadata={
-        "help": "quantization-aware fine-tuning steps of each trial's fit to the chip (the fit's default QAT mode; "
-                "0: none, the cheap fit)", "range": "non_negative"})
+    qat_steps: int | None = field(default=None, metadata={
+        "help": "distillation steps of each trial's fit to the chip (default: the fit's own rule, "
+                f"{ROBUST_QAT.steps} steps, as spiking-dqn deploy runs on a model not fit yet; 0: none, the cheapest fit)",
+        "range": "non_negative"})
     heartbeat_interval: int = field(default=HEARTBEAT_INTERVAL, metadata={
         "help": "seconds between heartbeats of running trials; a trial silent for twice as long is run again",
         "range": "positive"})

@@ -4,8 +4,8 @@
 ``SpikingDQN`` for ``timesteps`` steps with the intermediate float evaluations of
 :mod:`spiking_dqn.tune.pruning` (the weights of the best one are kept, user attribute
 ``kept_step``; the final weights without intermediate evaluations), then deploys it with a cheap fit
-(:func:`spiking_dqn.pipeline.fit_to_chip`: method ``"calibrate"``, no QAT unless ``qat_steps``, at
-the trial's weight widths) and evaluates the program on ``episodes`` held-out episodes on the emulator.
+(:func:`spiking_dqn.pipeline.fit_to_chip`: method ``"calibrate"`` and the fit's default fine-tuning
+(:func:`spiking_dqn.pipeline.settings.default_qat`) unless ``qat_steps`` names one, at the trial's weight widths) and evaluates the program on ``episodes`` held-out episodes on the emulator.
 Its two objective values are the program's mean held-out reward (maximized) and its synaptic
 events per inference (minimized). The trial's folder ``<out>/trials/<number>/`` holds the
 trained ``model.zip`` and the fit's files (``best_program.npz``, ``summary.json``); the trial's
@@ -46,7 +46,8 @@ class TuneSettings:
     :param prune_episodes: greedy episodes of each intermediate evaluation
     :param startup_trials: finished trials needed at a step before the pruner judges it
     :param seed: training seed of trial ``n`` is ``seed + n``
-    :param qat_steps: quantization-aware fine-tuning steps of each trial's fit (0: none, the cheap fit)
+    :param qat_steps: fine-tuning steps of each trial's fit, distillation (``None``: the fit's default, as
+        a user's ``fit_to_chip`` or ``spiking-dqn deploy`` would run; 0: none, the cheapest fit)
     """
 
     env_id: str
@@ -56,7 +57,7 @@ class TuneSettings:
     prune_episodes: int = 5
     startup_trials: int = 3
     seed: int = 0
-    qat_steps: int = 0
+    qat_steps: int | None = None
 
     def fingerprint(self) -> str:
         """The settings as JSON (stored with the study and compared on resume)."""
@@ -105,7 +106,7 @@ def run_trial(trial: optuna.Trial, settings: TuneSettings, out: Path) -> tuple[f
     with atomic_write(folder / "model.zip") as tmp:
         model.save(tmp)
     result = fit_to_chip(model, settings.env_id, method="calibrate", weight_bits=recipe.weight_bits,
-                         qat=QATSettings(steps=settings.qat_steps), eval_episodes=settings.episodes, out=folder)
+                         qat=None if settings.qat_steps is None else QATSettings(steps=settings.qat_steps), eval_episodes=settings.episodes, out=folder)
     best = result.best.evaluation
     assert best is not None  # eval_episodes >= 1
     attrs: dict[str, Any] = {
