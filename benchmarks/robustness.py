@@ -302,10 +302,11 @@ def update_cards(rows: list[dict[str, Any]]) -> None:
         task = [r for r in rows if r["env_id"] == env_id]
         made = " and ".join(f"`{c}`" for c in commands(task))
         replace_card_section(card, "seeds", (
-            "## Seed report\n\nDoes a user who trains with their own seed get a chip program as good as the float "
-            "agent? The recipe trained on each seed with fine-tuning off, then each fine-tuning variant of "
-            f"`fit_to_chip` on the agent as trained (`benchmarks/robustness.py`: {made}; all figures in "
-            "`benchmarks/results/robustness.json`, the plot in `benchmarks/results/robustness.png`).\n\n"
+            "## Seed report\n\nDoes a user who trains with their own seed get the recipe's reward, and a chip "
+            "program as good as the float agent? The recipe trained on each seed with fine-tuning off, then each "
+            f"fine-tuning variant of `fit_to_chip` on the agent as trained (`benchmarks/robustness.py`: {made}; all "
+            "figures in `benchmarks/results/robustness.json`, the plot in `benchmarks/results/robustness.png`). "
+            "`default` is what `spiking-dqn train` and `fit_to_chip` do.\n\n"
             + markdown(task, list(VARIANTS), summarise(task, list(VARIANTS)))))
         print(f"{env_id}: seed report written into {card}")
 

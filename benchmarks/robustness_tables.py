@@ -123,8 +123,21 @@ def summarise(rows: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
             per[name] = {"min_normalised": float(min(values)), "mean_normalised": float(np.mean(values)),
                          "verdict": None if target is None else verdict(task, name, target),
                          "wall_time": wall_times(task, name)}
-        out[f"{env_id}, {bits}-bit"] = {"seeds": [r["seed"] for r in task], "variants": per}
+        out[f"{env_id}, {bits}-bit"] = {"seeds": [r["seed"] for r in task], "variants": per,
+                                        "reward_target": reward_target(task, variants)}
     return out
+
+
+def reward_target(task: list[dict[str, Any]], variants: list[str]) -> dict[str, Any] | None:
+    """How many of a task's seeds reach its recipe's reward (:data:`envs.rewards.TARGET_REWARD`), float as
+    trained and each variant's chip program (None: the task has no target reward)."""
+    target = rewards.TARGET_REWARD.get(task[0]["env_id"])
+    if target is None:
+        return None
+    chip = {name: sum(r["fits"][name]["chip_reward"] >= target for r in task if name in r["fits"])
+            for name in variants if any(name in r["fits"] for r in task)}
+    return {"reward": target, "seeds": len(task), "float_as_trained": sum(r["float_reward"] >= target for r in task),
+            "chip": chip}
 
 
 def commands(rows: list[dict[str, Any]]) -> list[str]:
@@ -169,6 +182,12 @@ def markdown(rows: list[dict[str, Any]], variants: list[str], summary: dict[str,
         for r in task:
             lines.append(f"| {r['seed']} | {r['float_reward']:.1f} | {r['train_wall_time_s']:.0f} s | "
                          + " | ".join(_cell(r["fits"].get(n)) for n in names) + " |")
+        reached = summary[f"{env_id}, {bits}-bit"].get("reward_target")
+        if reached is not None:
+            chip = "; ".join(f"`{n}` {k}" for n, k in reached["chip"].items())
+            lines += ["", f"The recipe's target reward {reached['reward']:g} (`envs.rewards.TARGET_REWARD`) is reached "
+                      f"by the float agent as trained on {reached['float_as_trained']} of {reached['seeds']} seeds; "
+                      f"on the chip, per fine-tuning: {chip}."]
         lines += ["", "| variant | worst seed | mean | target | verdict | wall time per agent: training + fit "
                   f"(largest ratio to {TODAY}, at most {WALL_TIME_FACTOR:g}x) |", "|---|---|---|---|---|---|"]
         for name, s in summary[f"{env_id}, {bits}-bit"]["variants"].items():

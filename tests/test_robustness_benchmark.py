@@ -116,7 +116,18 @@ def test_update_card_writes_the_seed_report_of_a_card_that_has_one(study, tmp_pa
     text = card.read_text()
     assert "old" not in text and "## Seed report" in text and "| 3 | 200.0 | 100 s | 200.0 (100.0%), 1 s |" in text
     assert "`python benchmarks/robustness.py --env CartPole-v0 --seeds 3-4 6`" in text
+    assert "target reward 195 (`envs.rewards.TARGET_REWARD`) is reached by the float agent as trained on 3 of 3" in text
     assert not (tmp_path / "agents" / "trained" / "Acrobot-v1").exists()  # no card, no section: nothing written
+
+
+def test_the_recipes_target_reward_is_counted_per_seed_float_and_chip(tables):
+    rows = [{"env_id": "CartPole-v0", "seed": s, "weight_bits": 8, "float_reward": f, "random_reward": 20.0,
+             "train_wall_time_s": 1.0, "fits": {"default": {"chip_reward": c, "normalised": c / f},
+                                                "ptq": {"chip_reward": 10.0, "normalised": 0.05}}}
+            for s, (f, c) in enumerate([(200.0, 195.0), (194.9, 199.0), (200.0, 194.9)])]
+    reached = tables.summarise(rows, ["ptq", "default"])["CartPole-v0, 8-bit"]["reward_target"]
+    assert reached == {"reward": 195.0, "seeds": 3, "float_as_trained": 2, "chip": {"ptq": 0, "default": 2}}
+    assert tables.summarise([{**r, "env_id": "Pong-v5"} for r in rows], ["ptq"])["Pong-v5, 8-bit"]["reward_target"] is None
 
 
 def fits(env_id, values, float_reward=200.0, random_reward=20.0, bits=8):
