@@ -129,13 +129,13 @@ def summarise(rows: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
 
 
 def reward_target(task: list[dict[str, Any]], variants: list[str]) -> dict[str, Any] | None:
-    """How many of a task's seeds reach its recipe's reward (:data:`envs.rewards.TARGET_REWARD`), float as
-    trained and each variant's chip program (None: the task has no target reward)."""
+    """How many of a task's seeds reach its recipe's reward (:data:`envs.rewards.TARGET_REWARD`): float as
+    trained, and per variant ``[reached, seeds measured]`` of its chip programs (None: no target reward)."""
     target = rewards.TARGET_REWARD.get(task[0]["env_id"])
     if target is None:
         return None
-    chip = {name: sum(r["fits"][name]["chip_reward"] >= target for r in task if name in r["fits"])
-            for name in variants if any(name in r["fits"] for r in task)}
+    chip = {name: [sum(r["fits"][name]["chip_reward"] >= target for r in measured), len(measured)]
+            for name in variants if (measured := [r for r in task if name in r["fits"]])}
     return {"reward": target, "seeds": len(task), "float_as_trained": sum(r["float_reward"] >= target for r in task),
             "chip": chip}
 
@@ -184,7 +184,7 @@ def markdown(rows: list[dict[str, Any]], variants: list[str], summary: dict[str,
                          + " | ".join(_cell(r["fits"].get(n)) for n in names) + " |")
         reached = summary[f"{env_id}, {bits}-bit"].get("reward_target")
         if reached is not None:
-            chip = "; ".join(f"`{n}` {k}" for n, k in reached["chip"].items())
+            chip = "; ".join(f"`{n}` {k} of {of}" for n, (k, of) in reached["chip"].items())
             lines += ["", f"The recipe's target reward {reached['reward']:g} (`envs.rewards.TARGET_REWARD`) is reached "
                       f"by the float agent as trained on {reached['float_as_trained']} of {reached['seeds']} seeds; "
                       f"on the chip, per fine-tuning: {chip}."]
