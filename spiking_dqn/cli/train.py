@@ -15,7 +15,9 @@ from typing import Any
 from spiking_dqn.cli.arguments import CTRL_C_ERRORS, CLIError, HelpFormatter, add_options, interrupted, is_ctrl_c, read_options
 from spiking_dqn.cli.loading import check_env
 from spiking_dqn.recipes.card import write_training_card
-from spiking_dqn.recipes.hyperparams import DEFAULT_HYPERPARAMS, DEFAULT_TIMESTEPS, ZOO_FILE, hyperparams_for
+from spiking_dqn.recipes.hyperparams import (
+    DEFAULT_HYPERPARAMS, DEFAULT_TIMESTEPS, ZOO_FILE, HyperparamsFileError, hyperparams_for,
+)
 from spiking_dqn.recipes.recipe import TrainOptions, resume_hint, train_and_evaluate, with_overrides
 from spiking_dqn.recipes.run_folder import CheckpointError
 from spiking_dqn.threads import choose_torch_threads
@@ -48,17 +50,20 @@ def training_options(args: argparse.Namespace) -> TrainOptions:
     return options
 
 
-def train_env(env_id: str, options: TrainOptions, command: str) -> dict[str, Any]:
+def train_env(env_id: str, options: TrainOptions, command: str, hyperparams_file: Path | None = None) -> dict[str, Any]:
     """Check the env, train, fine-tune, evaluate and write the model card, with the file's or default hyperparameters.
 
     :param env_id: Gymnasium id (discrete action space)
     :param options: the training options (``options.timesteps`` already resolved)
     :param command: the command line recorded in the card
+    :param hyperparams_file: an rl-zoo style file whose ``env_id`` entry to train (None: ``zoo_configs/dqn.yml``'s
+        entry, else the defaults)
     :return: the summary of ``eval.json``
-    :raises CLIError: an env the spiking DQN cannot train on, or a ``resume`` of a checkpoint with other settings
+    :raises CLIError: an env the spiking DQN cannot train on, an unusable ``hyperparams_file``, or a ``resume`` of
+        a checkpoint with other settings
     """
     check_env(env_id, options.obs_bound)
-    hyperparams, _, source = hyperparams_for(env_id)
+    hyperparams, _, source = _hyperparams(env_id, hyperparams_file)
     print(f"{env_id}: hyperparameters from {source}", flush=True)
     hyperparams = with_overrides(hyperparams, options)
     try:
@@ -69,9 +74,16 @@ def train_env(env_id: str, options: TrainOptions, command: str) -> dict[str, Any
     return summary
 
 
+def _hyperparams(env_id: str, path: Path | None) -> tuple[dict[str, Any], int, str]:
+    try:
+        return hyperparams_for(env_id, path)
+    except HyperparamsFileError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``spiking-dqn train`` (Ctrl-C: one line saying how to resume, exit 130)."""
-    _, default_timesteps, _ = hyperparams_for(args.env)
+    _, default_timesteps, _ = _hyperparams(args.env, args.hyperparams)
     if args.timesteps is None:
         args.timesteps = default_timesteps
     if args.out is None:
@@ -82,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     print(choose_torch_threads(), flush=True)
     try:
-        train_env(args.env, options, args.command_line)
+        train_env(args.env, options, args.command_line, args.hyperparams)
     except CTRL_C_ERRORS as exc:
         if not is_ctrl_c(exc):
             raise
@@ -110,13 +122,18 @@ def add_parser(sub: Any) -> None:
             f"arguments\n{defaults}\n\nexamples:\n"
             "  spiking-dqn train CartPole-v0 --out runs/CartPole-v0\n"
             "  spiking-dqn train CartPole-v0 --out runs/CartPole-v0 --resume   # after Ctrl-C\n"
-            "  spiking-dqn train MountainCar-v0 --timesteps 2000 --qat-steps 0 --out runs/mc"
+            "  spiking-dqn train MountainCar-v0 --timesteps 2000 --qat-steps 0 --out runs/mc\n"
+            "  spiking-dqn train CartPole-v0 --hyperparams runs/tune/tuned.yml   # an entry of spiking-dqn tune --export"
         ),
         formatter_class=HelpFormatter,
     )
     train.add_argument("env", help=f"Gymnasium environment id with a discrete action space (entries of {ZOO_FILE}: "
                                    "CartPole-v0, CartPole-v1, Acrobot-v1, LunarLander-v3, MountainCar-v0; "
                                    "any other gets the defaults below)")
+    train.add_argument(
+        "--hyperparams", type=Path, default=None, metavar="FILE",
+        help=f"an rl-zoo style file (e.g. written by spiking-dqn tune --export) whose entry for ENV to train instead of "
+             f"zoo_configs/{ZOO_FILE}'s")
     add_training_arguments(
         train, default_out=None, default_timesteps=None, out="output folder (default runs/<env>)",
         timesteps=f"environment steps (default: the n_timesteps of the {ZOO_FILE} entry, else {DEFAULT_TIMESTEPS})",

@@ -6,17 +6,26 @@ zoo_configs/dqn.yml`` all read it. It ships inside the wheel (package ``zoo_conf
 is read with :mod:`importlib.resources`, so an installed package finds it too.
 
 An environment without an entry gets :data:`DEFAULT_HYPERPARAMS` and
-:data:`DEFAULT_TIMESTEPS`.
+:data:`DEFAULT_TIMESTEPS`. Every reader takes ``path``: another file of the same form instead
+(``spiking-dqn tune --export FILE`` writes one; ``spiking-dqn train ENV --hyperparams FILE``
+trains its entry).
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+import inspect
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
+from stable_baselines3 import DQN
+
+class HyperparamsFileError(ValueError):
+    """A hyperparameter file given by the user cannot be used (unreadable, no entry for the env, a bad entry)."""
+
 
 #: The package and file that hold the rl-zoo hyperparameters.
 ZOO_PACKAGE = "zoo_configs"
@@ -56,10 +65,25 @@ def qat_learning_rate(env_id: str) -> float | None:
     return QAT_LEARNING_RATES.get(env_id)
 
 
-def zoo_entries() -> dict[str, dict[str, Any]]:
-    """The raw entries of ``zoo_configs/dqn.yml``, by env id (``policy_kwargs`` still a string)."""
-    text = resources.files(ZOO_PACKAGE).joinpath(ZOO_FILE).read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+def zoo_entries(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The raw entries of ``zoo_configs/dqn.yml`` (or of the file ``path``), by env id (``policy_kwargs`` still a string).
+
+    :param path: an rl-zoo style file instead of the packaged one
+    :raises HyperparamsFileError: ``path`` cannot be read, is not YAML, or is not a mapping of entries
+    """
+    if path is None:
+        return yaml.safe_load(resources.files(ZOO_PACKAGE).joinpath(ZOO_FILE).read_text(encoding="utf-8"))
+    try:
+        entries = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise HyperparamsFileError(f"cannot read hyperparameter file {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+        raise HyperparamsFileError(f"{path} is not an rl-zoo hyperparameter file (a mapping of env ids to entries)")
+    return entries
+
+
+def _name(path: str | Path | None) -> str:
+    return f"{ZOO_PACKAGE}/{ZOO_FILE}" if path is None else str(path)
 
 
 def parse_policy_kwargs(text: str) -> dict[str, Any]:
@@ -93,50 +117,67 @@ def parse_policy_kwargs(text: str) -> dict[str, Any]:
     return value
 
 
-def has_hyperparams(env_id: str) -> bool:
-    """Whether ``zoo_configs/dqn.yml`` has an entry for ``env_id``."""
-    return env_id in zoo_entries()
+def has_hyperparams(env_id: str, path: str | Path | None = None) -> bool:
+    """Whether ``zoo_configs/dqn.yml`` (or ``path``) has an entry for ``env_id``."""
+    return env_id in zoo_entries(path)
 
 
-def load_hyperparams(env_id: str) -> dict[str, Any]:
-    """The ``DQN`` keyword arguments of ``env_id``'s entry in ``zoo_configs/dqn.yml``.
+def load_hyperparams(env_id: str, path: str | Path | None = None) -> dict[str, Any]:
+    """The ``DQN`` keyword arguments of ``env_id``'s entry in ``zoo_configs/dqn.yml`` (or in ``path``).
 
     ``policy_kwargs`` is parsed into a dict (see :func:`parse_policy_kwargs`); rl-zoo's own
     keys (``n_timesteps``, ``policy``) are left out.
 
     :param env_id: Gymnasium id
+    :param path: an rl-zoo style file instead of the packaged one
     :raises KeyError: the file has no entry for ``env_id``
     :raises ValueError: the entry names another policy or cannot be read
     """
-    entries = zoo_entries()
+    entries = zoo_entries(path)
     if env_id not in entries:
-        raise KeyError(f"{ZOO_PACKAGE}/{ZOO_FILE} has no entry for {env_id!r}; entries: {', '.join(entries)}")
+        raise KeyError(f"{_name(path)} has no entry for {env_id!r}; entries: {', '.join(map(str, entries))}")
     entry = dict(entries[env_id])
     policy = entry.pop("policy", SPIKING_POLICY)
     if policy != SPIKING_POLICY:
-        raise ValueError(f"{ZOO_FILE} entry {env_id!r}: policy must be {SPIKING_POLICY!r}, got {policy!r}")
+        raise ValueError(f"{_name(path)} entry {env_id!r}: policy must be {SPIKING_POLICY!r}, got {policy!r}")
     entry.pop("n_timesteps", None)
     if isinstance(entry.get("policy_kwargs"), str):
         entry["policy_kwargs"] = parse_policy_kwargs(entry["policy_kwargs"])
     return entry
 
 
-def load_timesteps(env_id: str) -> int:
-    """The ``n_timesteps`` of ``env_id``'s entry in ``zoo_configs/dqn.yml``.
+def load_timesteps(env_id: str, path: str | Path | None = None) -> int:
+    """The ``n_timesteps`` of ``env_id``'s entry in ``zoo_configs/dqn.yml`` (or in ``path``).
 
     :param env_id: Gymnasium id
+    :param path: an rl-zoo style file instead of the packaged one
     :raises KeyError: the file has no entry for ``env_id``, or the entry no ``n_timesteps``
     """
-    return int(zoo_entries()[env_id]["n_timesteps"])
+    entry = zoo_entries(path)[env_id]
+    if "n_timesteps" not in entry:
+        raise KeyError(f"{_name(path)}: the {env_id} entry has no n_timesteps")
+    return int(entry["n_timesteps"])
 
 
-def hyperparams_for(env_id: str) -> tuple[dict[str, Any], int, str]:
+def hyperparams_for(env_id: str, path: str | Path | None = None) -> tuple[dict[str, Any], int, str]:
     """``DQN`` keyword arguments, training steps and where they come from, for any env id.
 
     :param env_id: Gymnasium id
+    :param path: an rl-zoo style file whose entry for ``env_id`` must be used (None: the packaged file)
     :return: ``(hyperparams, timesteps, source)``: the file's entry when it has one, else
-        :data:`DEFAULT_HYPERPARAMS` and :data:`DEFAULT_TIMESTEPS`; ``source`` says which
+        :data:`DEFAULT_HYPERPARAMS` and :data:`DEFAULT_TIMESTEPS` (not with ``path``); ``source`` says which
+    :raises HyperparamsFileError: ``path`` unreadable, without an entry for ``env_id`` or with a bad one
     """
+    if path is not None:
+        try:
+            entry = load_hyperparams(env_id, path), load_timesteps(env_id, path)
+        except (KeyError, ValueError, TypeError, SyntaxError) as exc:
+            raise HyperparamsFileError(str(exc).strip("'\"")) from None
+        unknown = sorted(set(entry[0]) - set(inspect.signature(DQN).parameters) - {"policy"})
+        if unknown:
+            raise HyperparamsFileError(f"{path}: the {env_id} entry has keys that are not DQN arguments: "
+                                       f"{', '.join(unknown)}")
+        return (*entry, f"the {env_id} entry of {path}")
     if has_hyperparams(env_id):
         return load_hyperparams(env_id), load_timesteps(env_id), f"the {env_id} entry of {ZOO_PACKAGE}/{ZOO_FILE}"
     return (
