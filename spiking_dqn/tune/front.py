@@ -140,7 +140,11 @@ def plot_front(path: Path, everything: Sequence[Point], chosen: Point | None, en
     if chosen is not None:
         ax.scatter([chosen.events], [chosen.reward], marker="*", s=260, color="tab:red", zorder=5,
                    label=f"recommended (trial {chosen.number})")
-    ax.set_xlabel("synaptic events per inference (fewer is better)")
+    events = [p.events for p in everything if p.events > 0]
+    log = bool(events) and max(events) > 30 * min(events)  # trials of a study span decades of activity
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("synaptic events per inference (fewer is better" + (", log scale)" if log else ")"))
     ax.set_ylabel("chip reward (held-out mean)")
     ax.set_title(f"{env_id}: chip reward against synaptic events", fontsize=10)
     ax.grid(alpha=0.3)
