@@ -23,8 +23,9 @@ DESCRIPTION = f"""\
 Search SB3 DQN hyperparameters and spiking options (ticks, hidden widths, threshold, beta,
 encoding, encoder bounds, ASPEN noise, activity penalty, weight bits) for two objectives: the
 chip reward of the deployed program (the fit a user gets on the emulated chip: calibrated
-thresholds and the default distillation, guarded by the plain program) up, its synaptic events per inference down. The first trial is the env's entry of
-zoo_configs/{ZOO_FILE} (or the package defaults). Intermediate float rewards feed a median-rule
+thresholds and the default distillation, guarded by the plain program) up, its synaptic
+events per inference down. The first trial is the env's entry of zoo_configs/{ZOO_FILE}
+(or the package defaults). Intermediate float rewards feed a median-rule
 pruner. The study lives in --storage: the same command resumes it after a kill (finished
 trials are kept, a killed one runs again) and, on another machine with the same storage,
 joins it; --trials counts every worker's trials. Writes pareto_front.md, .json and .png in

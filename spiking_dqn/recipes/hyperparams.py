@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from stable_baselines3 import DQN
 
+
 class HyperparamsFileError(ValueError):
     """A hyperparameter file given by the user cannot be used (unreadable, no entry for the env, a bad entry)."""
 
