@@ -186,6 +186,21 @@ def test_a_trial_fits_with_the_packages_default_fine_tuning(tmp_path: Path, monk
     assert (summary["qat"]["steps"], summary["qat"]["mode"]) == (30, "distill")
 
 
+def test_a_trial_killed_before_its_first_heartbeat_gives_its_place_back(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A running trial that never sampled (its process died before any heartbeat) is failed, not waited for."""
+    storage = workers.open_tune_storage(f"sqlite:///{tmp_path / 'study.db'}", 1)
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    with pytest.warns(UserWarning, match="Heartbeat"):  # trials asked by hand, as a worker's optimize() would create them
+        unstarted, started = study.ask(), study.ask()
+    started.suggest_int("ticks", 6, 32)
+    assert workers.fail_unstarted_trials(study, 1) == []  # too young to be dead
+    monkeypatch.setattr(workers, "UNSTARTED_GRACE_S", -60.0)  # as if both started long ago
+    assert workers.fail_unstarted_trials(study, 1) == [unstarted.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {unstarted.number: TrialState.FAIL, started.number: TrialState.RUNNING}
+
+
 def test_a_study_resumes_only_with_its_settings(tmp_path: Path) -> None:
     storage = workers.open_tune_storage(f"sqlite:///{tmp_path / 'study.db'}", 5)
     settings = TuneSettings(env_id="CartPole-v0", timesteps=100)
@@ -251,7 +266,8 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_killed_run_resumes_without_losing_or_repeating_a_trial(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    command = _command(tmp_path / "out", storage, 3, "--heartbeat-interval", "1")
+    # trials long enough (a few seconds) for the poll below to see one running: at 300 steps some take 0.3 s
+    command = _command(tmp_path / "out", storage, 3, "--heartbeat-interval", "1", "--timesteps", "2000")
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300

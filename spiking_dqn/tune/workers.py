@@ -20,7 +20,12 @@ Killed and restarted
     running trial without heartbeat for ``2 * heartbeat_interval`` seconds marks it failed and
     Optuna's ``RetryHeartbeatStaleTrialCallback`` queues a copy with the same parameters, which
     the next free worker runs: a killed trial is run again, a finished one never is. A worker
-    whose parent process dies (SIGKILL of the command) stops within a second. A trial that
+    whose parent process dies (SIGKILL of the command) stops within a second. A process killed
+    between creating a trial and its first heartbeat leaves a running trial that Optuna never
+    finds stale (it has no heartbeat) and that would hold its place for ever: a running trial
+    that has sampled nothing ``2 * heartbeat_interval`` seconds (plus :data:`UNSTARTED_GRACE_S`)
+    after it started is failed as well (:func:`fail_unstarted_trials`; a live trial samples its
+    parameters first thing). A trial that
     raises an error (e.g. settings the spiking network refuses) is ``FAIL`` and gives its place
     to a new trial; after as many errors as the study has trials the workers stop.
 """
@@ -35,6 +40,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,8 @@ SURPLUS = "surplus"
 TRIAL_ERRORS = (ValueError, RuntimeError, FloatingPointError)
 #: Seconds between a waiting worker's looks at the study.
 POLL_S = 1.0
+#: Seconds beyond twice the heartbeat interval after which a running trial that sampled nothing is dead.
+UNSTARTED_GRACE_S = 10.0
 
 
 class TuneError(RuntimeError):
@@ -114,6 +122,22 @@ def prepare_study(storage: optuna.storages.BaseStorage, study_name: str, setting
     return study
 
 
+def fail_unstarted_trials(study: optuna.Study, heartbeat_interval: int) -> list[int]:
+    """Fail the running trials that sampled nothing long after they started (their process died before its first
+    heartbeat, so Optuna's stale rule never sees them); return their numbers. They sampled no parameters: nothing to
+    run again, the place goes to a new trial."""
+    limit = 2 * heartbeat_interval + UNSTARTED_GRACE_S
+    now = datetime.now()  # Optuna stamps datetime_start with the naive local time
+    dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not t.params and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > limit]
+    for trial in dead:
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except RuntimeError:  # another worker failed or finished it first
+            continue
+    return [t.number for t in dead]
+
+
 def work(storage: str, study_name: str, settings: TuneSettings, n_trials: int, out: Path,
          heartbeat_interval: int) -> None:
     """Run trials of the study until ``n_trials`` are done (by any worker).
@@ -138,6 +162,7 @@ def work(storage: str, study_name: str, settings: TuneSettings, n_trials: int, o
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+        fail_unstarted_trials(study, heartbeat_interval)
         trials = study.get_trials(deepcopy=False)
         done = finished(trials)
         if len(done) >= n_trials:
