@@ -280,7 +280,8 @@ def test_killed_run_resumes_without_losing_or_repeating_a_trial(tmp_path: Path) 
             trials = _study(storage).get_trials()
         except KeyError:  # the study is not created yet
             continue
-        running = [t for t in trials if t.state == TrialState.RUNNING and t.params]
+        # mid-training: every parameter sampled (a trial killed while sampling is run again with the ones it had)
+        running = [t for t in trials if t.state == TrialState.RUNNING and len(t.params) == len(SPACE)]
         if any(t.state == TrialState.COMPLETE for t in trials) and running:
             os.killpg(process.pid, signal.SIGKILL)  # the command and its workers, mid-trial
             killed = running
