@@ -130,12 +130,14 @@ def fail_unstarted_trials(study: optuna.Study, heartbeat_interval: int) -> list[
     now = datetime.now()  # Optuna stamps datetime_start with the naive local time
     dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not t.params and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > limit]
+    failed = []
     for trial in dead:
         try:
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except RuntimeError:  # another worker failed or finished it first
             continue
-    return [t.number for t in dead]
+        failed.append(trial.number)
+    return failed
 
 
 def work(storage: str, study_name: str, settings: TuneSettings, n_trials: int, out: Path,
