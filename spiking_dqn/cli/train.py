@@ -50,20 +50,21 @@ def training_options(args: argparse.Namespace) -> TrainOptions:
     return options
 
 
-def train_env(env_id: str, options: TrainOptions, command: str, hyperparams_file: Path | None = None) -> dict[str, Any]:
+def train_env(
+    env_id: str, options: TrainOptions, command: str, resolved: tuple[dict[str, Any], int, str] | None = None
+) -> dict[str, Any]:
     """Check the env, train, fine-tune, evaluate and write the model card, with the file's or default hyperparameters.
 
     :param env_id: Gymnasium id (discrete action space)
     :param options: the training options (``options.timesteps`` already resolved)
     :param command: the command line recorded in the card
-    :param hyperparams_file: an rl-zoo style file whose ``env_id`` entry to train (None: ``zoo_configs/dqn.yml``'s
-        entry, else the defaults)
+    :param resolved: the hyperparameters, as :func:`~spiking_dqn.recipes.hyperparams.hyperparams_for` returned them
+        for ``env_id`` (None: ``zoo_configs/dqn.yml``'s entry, else the defaults)
     :return: the summary of ``eval.json``
-    :raises CLIError: an env the spiking DQN cannot train on, an unusable ``hyperparams_file``, or a ``resume`` of
-        a checkpoint with other settings
+    :raises CLIError: an env the spiking DQN cannot train on, or a ``resume`` of a checkpoint with other settings
     """
     check_env(env_id, options.obs_bound)
-    hyperparams, _, source = _hyperparams(env_id, hyperparams_file)
+    hyperparams, _, source = resolved if resolved is not None else _hyperparams(env_id, None)
     print(f"{env_id}: hyperparameters from {source}", flush=True)
     hyperparams = with_overrides(hyperparams, options)
     try:
@@ -83,9 +84,9 @@ def _hyperparams(env_id: str, path: Path | None) -> tuple[dict[str, Any], int, s
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``spiking-dqn train`` (Ctrl-C: one line saying how to resume, exit 130)."""
-    _, default_timesteps, _ = _hyperparams(args.env, args.hyperparams)
+    resolved = _hyperparams(args.env, args.hyperparams)  # read once: the steps and what trains come from one read
     if args.timesteps is None:
-        args.timesteps = default_timesteps
+        args.timesteps = resolved[1]
     if args.out is None:
         args.out = RUNS / args.env
     try:
@@ -94,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     print(choose_torch_threads(), flush=True)
     try:
-        train_env(args.env, options, args.command_line, args.hyperparams)
+        train_env(args.env, options, args.command_line, resolved)
     except CTRL_C_ERRORS as exc:
         if not is_ctrl_c(exc):
             raise

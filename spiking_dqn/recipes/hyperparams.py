@@ -123,6 +123,33 @@ def has_hyperparams(env_id: str, path: str | Path | None = None) -> bool:
     return env_id in zoo_entries(path)
 
 
+def _entry(env_id: str, entries: dict[str, dict[str, Any]], name: str) -> tuple[dict[str, Any], int | None]:
+    """The ``DQN`` keyword arguments and the ``n_timesteps`` (None: absent) of ``env_id``'s entry in ``entries``.
+
+    :param env_id: Gymnasium id
+    :param entries: what :func:`zoo_entries` read
+    :param name: the file's name, for the errors
+    :raises KeyError: no entry for ``env_id``
+    :raises ValueError: the entry names another policy or its ``policy_kwargs`` cannot be read
+    """
+    if env_id not in entries:
+        raise KeyError(f"{name} has no entry for {env_id!r}; entries: {', '.join(map(str, entries))}")
+    entry = dict(entries[env_id])
+    policy = entry.pop("policy", SPIKING_POLICY)
+    if policy != SPIKING_POLICY:
+        raise ValueError(f"{name} entry {env_id!r}: policy must be {SPIKING_POLICY!r}, got {policy!r}")
+    timesteps = entry.pop("n_timesteps", None)
+    if isinstance(entry.get("policy_kwargs"), str):
+        entry["policy_kwargs"] = parse_policy_kwargs(entry["policy_kwargs"])
+    return entry, None if timesteps is None else int(timesteps)
+
+
+def _timesteps(env_id: str, timesteps: int | None, name: str) -> int:
+    if timesteps is None:
+        raise KeyError(f"{name}: the {env_id} entry has no n_timesteps")
+    return timesteps
+
+
 def load_hyperparams(env_id: str, path: str | Path | None = None) -> dict[str, Any]:
     """The ``DQN`` keyword arguments of ``env_id``'s entry in ``zoo_configs/dqn.yml`` (or in ``path``).
 
@@ -134,17 +161,7 @@ def load_hyperparams(env_id: str, path: str | Path | None = None) -> dict[str, A
     :raises KeyError: the file has no entry for ``env_id``
     :raises ValueError: the entry names another policy or cannot be read
     """
-    entries = zoo_entries(path)
-    if env_id not in entries:
-        raise KeyError(f"{_name(path)} has no entry for {env_id!r}; entries: {', '.join(map(str, entries))}")
-    entry = dict(entries[env_id])
-    policy = entry.pop("policy", SPIKING_POLICY)
-    if policy != SPIKING_POLICY:
-        raise ValueError(f"{_name(path)} entry {env_id!r}: policy must be {SPIKING_POLICY!r}, got {policy!r}")
-    entry.pop("n_timesteps", None)
-    if isinstance(entry.get("policy_kwargs"), str):
-        entry["policy_kwargs"] = parse_policy_kwargs(entry["policy_kwargs"])
-    return entry
+    return _entry(env_id, zoo_entries(path), _name(path))[0]
 
 
 def load_timesteps(env_id: str, path: str | Path | None = None) -> int:
@@ -153,11 +170,9 @@ def load_timesteps(env_id: str, path: str | Path | None = None) -> int:
     :param env_id: Gymnasium id
     :param path: an rl-zoo style file instead of the packaged one
     :raises KeyError: the file has no entry for ``env_id``, or the entry no ``n_timesteps``
+    :raises ValueError: the entry names another policy or cannot be read
     """
-    entry = zoo_entries(path)[env_id]
-    if "n_timesteps" not in entry:
-        raise KeyError(f"{_name(path)}: the {env_id} entry has no n_timesteps")
-    return int(entry["n_timesteps"])
+    return _timesteps(env_id, _entry(env_id, zoo_entries(path), _name(path))[1], _name(path))
 
 
 def hyperparams_for(env_id: str, path: str | Path | None = None) -> tuple[dict[str, Any], int, str]:
@@ -169,20 +184,23 @@ def hyperparams_for(env_id: str, path: str | Path | None = None) -> tuple[dict[s
         :data:`DEFAULT_HYPERPARAMS` and :data:`DEFAULT_TIMESTEPS` (not with ``path``); ``source`` says which
     :raises HyperparamsFileError: ``path`` unreadable, without an entry for ``env_id`` or with a bad one
     """
+    entries = zoo_entries(path)
     if path is not None:
         try:
-            entry = load_hyperparams(env_id, path), load_timesteps(env_id, path)
+            hyperparams, timesteps = _entry(env_id, entries, _name(path))
+            timesteps = _timesteps(env_id, timesteps, _name(path))
         except (KeyError, ValueError, TypeError, SyntaxError) as exc:
             raise HyperparamsFileError(str(exc).strip("'\"")) from None
-        unknown = sorted(set(entry[0]) - set(inspect.signature(DQN).parameters) - {"policy"})
+        unknown = sorted(set(hyperparams) - set(inspect.signature(DQN).parameters) - {"policy"})
         if unknown:
             raise HyperparamsFileError(f"{path}: the {env_id} entry has keys that are not DQN arguments: "
                                        f"{', '.join(unknown)}")
-        return (*entry, f"the {env_id} entry of {path}")
-    if has_hyperparams(env_id):
-        return load_hyperparams(env_id), load_timesteps(env_id), f"the {env_id} entry of {ZOO_PACKAGE}/{ZOO_FILE}"
+        return hyperparams, timesteps, f"the {env_id} entry of {path}"
+    if env_id in entries:
+        hyperparams, timesteps = _entry(env_id, entries, _name(None))
+        return hyperparams, _timesteps(env_id, timesteps, _name(None)), f"the {env_id} entry of {_name(None)}"
     return (
         copy.deepcopy(DEFAULT_HYPERPARAMS),
         DEFAULT_TIMESTEPS,
-        f"the defaults of spiking_dqn.recipes.hyperparams ({ZOO_PACKAGE}/{ZOO_FILE} has no {env_id} entry)",
+        f"the defaults of spiking_dqn.recipes.hyperparams ({_name(None)} has no {env_id} entry)",
     )
