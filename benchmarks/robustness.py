@@ -8,8 +8,8 @@
 For each task and training seed the agent is trained through the user's path: the code of
 ``spiking-dqn train ENV --seed S --qat-steps 0`` (:func:`spiking_dqn.recipes.recipe.train_and_evaluate`
 with the task's hyperparameters from ``zoo_configs/dqn.yml``, fine-tuning off), cached in
-``--work/<env>/seed<S>/`` (with ``command.txt``) so that a re-run or another variant does not
-retrain. Then each variant fits a fresh copy of the agent as trained (``model_trained.zip``)
+``--work/<env>/seed<S>/`` (with ``command.txt``, and ``recipe.json``: the steps and hyperparameters,
+so that a changed entry retrains) so that a re-run or another variant does not retrain. Then each variant fits a fresh copy of the agent as trained (``model_trained.zip``)
 to the chip with :func:`spiking_dqn.pipeline.fit_to_chip` on the emulator (:data:`VARIANTS`):
 
 * ``ptq``: no QAT, threshold calibration (the plain post-training program with calibration);
@@ -78,6 +78,8 @@ from spiking_dqn.rollouts import backend_reward, float_reward  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "runs" / "robustness"
+#: What trained a cached agent (its steps and hyperparameters), beside its ``command.txt``.
+RECIPE_NAME = "recipe.json"
 #: ``td-qat-small``'s learning rate over the recipe's QAT learning rate.
 SMALL_LR_FACTOR = 0.2
 #: Today's path before issue 25 (the shipped agents' fine-tuning, ``--qat-mode online --qat-steps 10000``):
@@ -145,10 +147,9 @@ def train(job: Job) -> tuple[Path, dict[str, Any]]:
     command = shlex.join(["spiking-dqn", "train", job.env_id, "--seed", str(job.seed), "--qat-steps", "0",
                           *(["--timesteps", str(timesteps)] if timesteps != default_timesteps else []),
                           "--no-progress", "--out", str(folder)])
-    recorded = folder / "command.txt"
-    if (folder / "eval.json").exists() and recorded.exists() and recorded.read_text().strip() == command:
-        return folder, json.loads((folder / "eval.json").read_text())
     hyperparams, _, _ = hyperparams_for(job.env_id)
+    if cached(folder, command, hyperparams, timesteps):
+        return folder, json.loads((folder / "eval.json").read_text())
     folder.mkdir(parents=True, exist_ok=True)
     # An interrupted training (a killed run) continues from its checkpoint, as `spiking-dqn train --resume` does.
     resume = (folder / CHECKPOINT_NAME).exists()
@@ -160,8 +161,27 @@ def train(job: Job) -> tuple[Path, dict[str, Any]]:
         except CheckpointError:  # a checkpoint of other settings: start over
             options = dataclasses.replace(options, resume=False)
             summary = train_and_evaluate(job.env_id, with_overrides(hyperparams, options), options, command)
-    recorded.write_text(command + "\n")
+    (folder / "command.txt").write_text(command + "\n")
+    (folder / RECIPE_NAME).write_text(json.dumps({"timesteps": timesteps, "hyperparams": hyperparams}, indent=2) + "\n")
     return folder, summary
+
+
+def cached(folder: Path, command: str, hyperparams: dict[str, Any], timesteps: int) -> bool:
+    """Whether ``folder`` holds an agent trained by ``command`` with these hyperparameters and steps.
+
+    The command alone does not say what trained: it names the recipe, whose entry may have
+    changed since (a folder from before ``recipe.json`` was written is taken on its command
+    and its recorded steps).
+    """
+    if not (folder / "eval.json").exists() or not (folder / "command.txt").exists():
+        return False
+    if (folder / "command.txt").read_text().strip() != command:
+        return False
+    recipe = folder / RECIPE_NAME
+    if recipe.exists():
+        return json.loads(recipe.read_text()) == json.loads(json.dumps({"timesteps": timesteps,
+                                                                          "hyperparams": hyperparams}))
+    return json.loads((folder / "eval.json").read_text()).get("timesteps") == timesteps
 
 
 def fit_variant(job: Job, name: str, trained: Path) -> dict[str, Any]:

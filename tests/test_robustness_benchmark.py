@@ -202,3 +202,18 @@ def test_each_variant_pins_its_fine_tuning_whatever_the_package_defaults(study):
     assert settings["distill"]["qat"].mode == "distill" and settings["default"] == {}
     acrobot = study.VARIANTS["td-qat"](study.Job("Acrobot-v1", 0, 8, (), 2, Path(".")), Model())["qat"]
     assert acrobot.learning_rate == 5e-4  # no QAT rate of its own: the training's final one
+
+
+def test_a_cached_agent_is_reused_only_for_the_recipe_that_trained_it(study, tmp_path):
+    """The command names the recipe, not what it was: a changed entry (steps, hyperparameters) retrains."""
+    folder, command, params = tmp_path / "seed0", "spiking-dqn train MountainCar-v0 --seed 0", {"gamma": 0.98}
+    folder.mkdir()
+    assert not study.cached(folder, command, params, 200)  # nothing trained yet
+    (folder / "eval.json").write_text(json.dumps({"timesteps": 120}))
+    (folder / "command.txt").write_text(command + "\n")
+    # a folder from before recipe.json: its command and its recorded steps decide
+    assert study.cached(folder, command, params, 120) and not study.cached(folder, command, params, 200)
+    (folder / study.RECIPE_NAME).write_text(json.dumps({"timesteps": 120, "hyperparams": {"gamma": 0.98}}))
+    assert study.cached(folder, command, params, 120)
+    assert not study.cached(folder, command, {"gamma": 0.99}, 120)
+    assert not study.cached(folder, command + " --timesteps 5", params, 120)
