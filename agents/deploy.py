@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agents.common import trained_model_path
+from agents.common import TRAINED_DIR, trained_model_path
 from spiking_dqn.cli.demo import print_deployment
 from spiking_dqn.recipes.deployment import deploy_and_compare
 from spiking_dqn.quantization import LambdaSpec
@@ -61,7 +61,8 @@ def deploy(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("env", choices=["CartPole-v0", "Acrobot-v1", "CartPole-v1"])
+    shipped = sorted(folder.name for folder in TRAINED_DIR.iterdir() if (folder / "model.zip").exists())
+    parser.add_argument("env", choices=shipped, help="a shipped agent's environment (a folder of agents/trained/)")
     parser.add_argument("--lam", default=None, help="lambda: 'auto' or a number (default: the agent's own grid, else auto)")
     parser.add_argument("--qat-steps", type=int, default=0, help="fine-tuning steps for the chip (distillation; 0: none)")
     parser.add_argument("--episodes", type=int, default=100)
