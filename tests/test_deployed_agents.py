@@ -167,3 +167,20 @@ def test_the_docs_recipe_times_are_the_shipped_cards():
         line = next(line for line in text.splitlines() if line.startswith(f"python -m agents.{module} "))
         claimed = re.search(r"# trains in (\d+) s$", line)
         assert claimed is not None and int(claimed.group(1)) == round(measured), line
+
+
+@pytest.mark.parametrize("env_id", SHIPPED)
+def test_a_cards_deployment_commands_run_from_any_checkouts_root(env_id):
+    """The commands that redo a deployment name the agent's folder relative to the repository, not the machine's."""
+    section = (folder(env_id) / "README.md").read_text().split("<!-- deployment:begin -->")[1].split("```")[1]
+    commands = section.strip().splitlines()[1:]  # after the fence's language
+    assert commands and all(line.startswith(("spiking-dqn ", "python -m agents.")) for line in commands)
+    assert all(env_id in line and " /" not in line for line in commands), commands
+
+
+def test_the_deployment_commands_show_paths_under_the_working_directory_relative(tmp_path, monkeypatch):
+    from spiking_dqn.recipes.deployment import _shown
+
+    monkeypatch.chdir(tmp_path)
+    assert _shown(tmp_path / "agents" / "x" / "model.zip") == "agents/x/model.zip"
+    assert _shown(tmp_path.parent / "elsewhere model.zip") == f"'{tmp_path.parent / 'elsewhere model.zip'}'"

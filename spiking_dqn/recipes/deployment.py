@@ -104,10 +104,10 @@ def card_section(
         fine-tunes none by default; else the command says ``--qat-steps 0`` when none ran
     """
     figures, episodes, seed = summary["figures"], summary["episodes"], summary["seed"]
-    model, program = shlex.quote(str(folder / "model.zip")), shlex.quote(str(folder / "chip_program.npz"))
+    model, program = _shown(folder / "model.zip"), _shown(folder / "chip_program.npz")
     steps = summary["qat_steps"]
     qat = f" --qat-steps {steps}" if steps or not on_grid else ""
-    twin = shlex.quote(str(deployed))
+    twin = _shown(deployed)
     trained_name = "model.zip" if summary["qat_steps"] else TRAINED_NAME
     lines = [
         "## Deployment on the emulated SpiNNaker2 chip",
@@ -115,7 +115,7 @@ def card_section(
         "```bash",
         f"spiking-dqn deploy {model}{qat} --out {program}",
         f"spiking-dqn compare {twin} --env {summary['env_id']} --program {program} --episodes {episodes} "
-        f"--seed {seed} --out {shlex.quote(str(folder / 'deployment'))}",
+        f"--seed {seed} --out {_shown(folder / 'deployment')}",
         "```",
         "",
         f"int8 with lambdas [{', '.join(f'{lam:.2f}' for lam in lambdas)}] (the agent's own grid, which a fit to "
@@ -139,3 +139,12 @@ def card_section(
         "[deployment/report.md](deployment/report.md).",
     ]
     return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the card's commands show it: relative to the working directory when under it (the shipped
+    cards then read the same on every checkout), else as given."""
+    try:
+        return shlex.quote(str(Path(path).resolve().relative_to(Path.cwd().resolve())))
+    except ValueError:
+        return shlex.quote(str(path))
