@@ -27,7 +27,7 @@ def acrobot():
 
 
 #: The shipped agents (each folder of agents/trained with its chip program, float twin and card).
-SHIPPED = ["CartPole-v0", "Acrobot-v1", "CartPole-v1"]
+SHIPPED = ["CartPole-v0", "Acrobot-v1", "CartPole-v1", "MountainCar-v0"]
 
 
 @pytest.mark.parametrize("env_id", SHIPPED)
@@ -88,6 +88,21 @@ def test_cartpole_v1_on_the_emulator_reaches_issue_26s_target():
     assert backend_reward(program, "CartPole-v1", 100, seed=0).mean_reward >= 495.0
 
 
+@pytest.mark.slow  # 100 episodes, float and emulator
+def test_mountaincar_on_the_emulator_keeps_the_float_agents_reward():
+    """MountainCar-v0 (issue 25: at least 95% of the float agent's normalised reward), env seeds 0..99."""
+    from stable_baselines3 import DQN
+
+    from spiking_dqn.rollouts import backend_reward, float_reward
+
+    env_id = "MountainCar-v0"
+    chip = backend_reward(ChipProgram.load(folder(env_id) / "chip_program.npz"), env_id, 100, seed=0).mean_reward
+    as_trained = float_reward(DQN.load(folder(env_id) / "model_trained.zip", device="cpu"), env_id, 100, seed=0)
+    worst = worst_reward(env_id)
+    assert as_trained.mean_reward > -200.0  # the agent learned: it reaches the flag
+    assert (chip - worst) / (as_trained.mean_reward - worst) >= 0.95
+
+
 @pytest.mark.parametrize("env_id", SHIPPED)
 def test_deployment_record_matches(env_id):
     record = json.loads((folder(env_id) / "deployment.json").read_text())
@@ -137,7 +152,7 @@ def test_low_precision_agents_keep_their_reward(env_id, name, bits, target):
 # ---------------------------------------------------------------------- which model each shipped program was built from
 
 SHIPPED_PROGRAMS = [(env_id, name) for env_id in ("CartPole-v0", "Acrobot-v1")
-                    for name in ("", "low_energy", "w4", "ternary")] + [("CartPole-v1", "")]
+                    for name in ("", "low_energy", "w4", "ternary")] + [("CartPole-v1", ""), ("MountainCar-v0", "")]
 
 
 @pytest.mark.parametrize("env_id, name", SHIPPED_PROGRAMS)

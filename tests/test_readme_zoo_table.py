@@ -36,17 +36,24 @@ def test_the_table_has_rl_zoos_four_tasks_with_their_targets() -> None:
         assert cells[2].split()[0] == f"{TARGET_REWARD[env_id]:g}"
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
-def test_a_shipped_agents_row_is_its_files_figures(env_id: str) -> None:
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "LunarLander-v3", "MountainCar-v0"])
+def test_a_rows_figures_are_its_files_figures(env_id: str) -> None:
+    """A shipped agent's row is its files' figures; a task without one says so; the seed count is the study's."""
     cells = _rows()[env_id]
     folder = ROOT / "agents" / "trained" / env_id
-    report = json.loads((folder / "deployment" / "report.json").read_text())
-    float_reward = json.loads((folder / "eval.json").read_text())["mean_reward"]
-    chip = report["reward"]["chip"]["mean"]["value"]
-    assert cells[3] == f"{float_reward:.2f} / {chip:.2f}"
-    assert cells[5] == f"{round(report['activity']['synaptic_events']['value']):,}"
-    assert cells[2] == f"{TARGET_REWARD[env_id]:g} ({'met' if chip >= TARGET_REWARD[env_id] else 'not met'})"
+    if (folder / "model.zip").exists():
+        report = json.loads((folder / "deployment" / "report.json").read_text())
+        float_reward = json.loads((folder / "eval.json").read_text())["mean_reward"]
+        chip = report["reward"]["chip"]["mean"]["value"]
+        assert cells[3] == f"{float_reward:.2f} / {chip:.2f}"
+        assert cells[5] == f"{round(report['activity']['synaptic_events']['value']):,}"
+        assert cells[2] == f"{TARGET_REWARD[env_id]:g} ({'met' if chip >= TARGET_REWARD[env_id] else 'not met'})"
+    else:
+        assert cells[3].startswith(("not trained yet", "not shipped")) and cells[5] == "-", cells
     rows = [r for r in json.loads((ROOT / "benchmarks" / "results" / "robustness.json").read_text())["rows"]
             if r["env_id"] == env_id and r["weight_bits"] == 8 and "default" in r["fits"]]
+    if not rows:
+        assert cells[6] == "-"
+        return
     reached = sum(r["fits"]["default"]["chip_reward"] >= TARGET_REWARD[env_id] for r in rows)
     assert re.match(rf"{reached} of {len(rows)}\b", cells[6]), cells[6]
