@@ -8,9 +8,10 @@
 For each task and training seed the agent is trained through the user's path: the code of
 ``spiking-dqn train ENV --seed S --qat-steps 0`` (:func:`spiking_dqn.recipes.recipe.train_and_evaluate`
 with the task's hyperparameters from ``zoo_configs/dqn.yml``, fine-tuning off), cached in
-``--work/<env>/seed<S>/`` (with ``command.txt``, and ``recipe.json``: the steps and hyperparameters,
-so that a changed entry retrains) so that a re-run or another variant does not retrain. Then each variant fits a fresh copy of the agent as trained (``model_trained.zip``)
-to the chip with :func:`spiking_dqn.pipeline.fit_to_chip` on the emulator (:data:`VARIANTS`):
+``--work/<env>/seed<S>/`` (with ``command.txt`` and ``recipe.json``, the steps and hyperparameters
+that trained it: a changed entry retrains) so that a re-run or another variant does not retrain.
+Then each variant fits a fresh copy of the agent as trained (``model_trained.zip``) to the chip
+with :func:`spiking_dqn.pipeline.fit_to_chip` on the emulator (:data:`VARIANTS`):
 
 * ``ptq``: no QAT, threshold calibration (the plain post-training program with calibration);
 * ``ptq-search``: no QAT, calibration and the two-stage threshold grid search;
