@@ -163,7 +163,7 @@ def train(job: Job) -> tuple[Path, dict[str, Any]]:
             options = dataclasses.replace(options, resume=False)
             summary = train_and_evaluate(job.env_id, with_overrides(hyperparams, options), options, command)
     (folder / "command.txt").write_text(command + "\n")
-    (folder / RECIPE_NAME).write_text(json.dumps({"timesteps": timesteps, "hyperparams": hyperparams}, indent=2) + "\n")
+    (folder / RECIPE_NAME).write_text(json.dumps(recipe_record(hyperparams, timesteps), indent=2) + "\n")
     return folder, summary
 
 
@@ -180,9 +180,13 @@ def cached(folder: Path, command: str, hyperparams: dict[str, Any], timesteps: i
         return False
     recipe = folder / RECIPE_NAME
     if recipe.exists():
-        return json.loads(recipe.read_text()) == json.loads(json.dumps({"timesteps": timesteps,
-                                                                          "hyperparams": hyperparams}))
+        return json.loads(recipe.read_text()) == json.loads(json.dumps(recipe_record(hyperparams, timesteps)))
     return json.loads((folder / "eval.json").read_text()).get("timesteps") == timesteps
+
+
+def recipe_record(hyperparams: dict[str, Any], timesteps: int) -> dict[str, Any]:
+    """What ``recipe.json`` records of the recipe that trains an agent (and :func:`cached` compares)."""
+    return {"timesteps": timesteps, "hyperparams": hyperparams}
 
 
 def fit_variant(job: Job, name: str, trained: Path) -> dict[str, Any]:

@@ -84,8 +84,8 @@ def cmd_demo(parsed: argparse.Namespace) -> int:
     """``spiking-dqn demo``: train, fine-tune for int8, deploy, compare (Ctrl-C: how to resume, exit 130)."""
     args = read_options(parsed, DemoOptions)
     out: Path = args.out
-    _, default_timesteps, _ = hyperparams_for(args.env)
-    timesteps = default_timesteps if args.timesteps is None else args.timesteps
+    resolved = hyperparams_for(args.env)  # read once: the steps and what trains come from one read
+    timesteps = resolved[1] if args.timesteps is None else args.timesteps
     options = TrainOptions(out=out, timesteps=timesteps, seed=args.seed, tensorboard_log=str(out / "tb"),
                            eval_episodes=args.episodes, qat_steps=args.qat_steps, resume=args.resume,
                            qat_only=args.qat_only)
@@ -97,7 +97,7 @@ def cmd_demo(parsed: argparse.Namespace) -> int:
     print(f"[1/2] training a spiking DQN on {args.env} for {options.timesteps} steps (TensorBoard: tensorboard "
           f"--logdir {out / 'tb'}){qat}", flush=True)
     try:
-        summary = train_env(args.env, options, parsed.command_line)
+        summary = train_env(args.env, options, parsed.command_line, resolved)
         print(f"[2/2] int8 deployment to the embedded SpiNNaker2 emulator, comparison over {args.episodes} "
               "episodes", flush=True)
         deployment, report = deploy_and_compare(out, args.env, episodes=args.episodes, seed=args.seed)

@@ -118,11 +118,6 @@ def parse_policy_kwargs(text: str) -> dict[str, Any]:
     return value
 
 
-def has_hyperparams(env_id: str, path: str | Path | None = None) -> bool:
-    """Whether ``zoo_configs/dqn.yml`` (or ``path``) has an entry for ``env_id``."""
-    return env_id in zoo_entries(path)
-
-
 def _entry(env_id: str, entries: dict[str, dict[str, Any]], name: str) -> tuple[dict[str, Any], int | None]:
     """The ``DQN`` keyword arguments and the ``n_timesteps`` (None: absent) of ``env_id``'s entry in ``entries``.
 
