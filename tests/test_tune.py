@@ -186,17 +186,18 @@ def test_a_trial_fits_with_the_packages_default_fine_tuning(tmp_path: Path, monk
     assert (summary["qat"]["steps"], summary["qat"]["mode"]) == (30, "distill")
 
 
-def test_a_trial_killed_before_its_first_heartbeat_gives_its_place_back(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_trial_killed_before_its_first_heartbeat_gives_its_place_back(tmp_path: Path) -> None:
     """A running trial that never sampled (its process died before any heartbeat) is failed, not waited for."""
     storage = workers.open_tune_storage(f"sqlite:///{tmp_path / 'study.db'}", 1)
     study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
     with pytest.warns(UserWarning, match="Heartbeat"):  # trials asked by hand, as a worker's optimize() would create them
         unstarted, started = study.ask(), study.ask()
     started.suggest_int("ticks", 6, 32)
-    assert workers.fail_unstarted_trials(study, 1) == []  # too young to be dead
-    monkeypatch.setattr(workers, "UNSTARTED_GRACE_S", -60.0)  # as if both started long ago
-    assert workers.fail_unstarted_trials(study, 1) == [unstarted.number]
+    dead = workers.dead_trials(1)
+    assert dead.fail(study) == []  # too young to be dead
+    assert dead.timeout_s == 2 + workers.UNSTARTED_GRACE_S
+    dead.first_seen = {number: seen - 60.0 for number, seen in dead.first_seen.items()}  # as if seen a minute ago
+    assert dead.fail(study) == [unstarted.number]
     states = {t.number: t.state for t in study.get_trials()}
     assert states == {unstarted.number: TrialState.FAIL, started.number: TrialState.RUNNING}
 

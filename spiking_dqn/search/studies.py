@@ -24,6 +24,7 @@ Exactly once
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import socket
@@ -178,20 +179,47 @@ def grid_status(
     return complete, pending, waiting
 
 
-def _fail_dead_trials(study: optuna.Study, unclaimed_since: dict[int, float], unclaimed_timeout: float) -> None:
-    """Mark failed the running trials of dead workers: stale heartbeats, or never claimed for too long."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    # A trial whose worker died between creating it and its first heartbeat never
-    # goes stale: fail it once it has stayed unclaimed for a while (this worker's clock).
-    now = time.monotonic()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if "started_by" in t.user_attrs:
-            continue
-        if now - unclaimed_since.setdefault(t.number, now) > unclaimed_timeout:
-            with contextlib.suppress(Exception):
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
+def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Mark another process's running ``trial`` failed; False when it was finished or failed first (by anyone)."""
+    try:
+        # Optuna gives a study's storage and a trial's id no public name; this is their one use here.
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001
+    except RuntimeError:  # UpdateFinishedTrialError: another worker failed or finished it first
+        return False
+    return True
+
+
+@dataclasses.dataclass
+class DeadTrials:
+    """The running trials of workers that died, and their failing: one rule for the grid search and the tuner.
+
+    Optuna fails a running trial whose heartbeats stopped (``fail_stale_trials``). A process
+    killed between creating a trial and its first heartbeat leaves one that never goes stale
+    and would hold its place for ever: such a trial, not ``started`` by a live process, is
+    failed once this worker has seen it so for ``timeout_s`` seconds of its own clock
+    (monotonic, from the first look: the clocks of workers on other machines never enter).
+
+    :param started: whether a running trial was started by a live process (the grid search:
+        its ``"started_by"`` attribute; the tuner: it sampled parameters)
+    :param timeout_s: seconds a running trial may stay not started
+    """
+
+    started: Callable[[optuna.trial.FrozenTrial], bool]
+    timeout_s: float
+    first_seen: dict[int, float] = dataclasses.field(default_factory=dict)
+
+    def fail(self, study: optuna.Study) -> list[int]:
+        """Fail the study's stale trials and those not started for too long; the numbers of the latter."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        now, failed = time.monotonic(), []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if self.started(t):
+                continue
+            if now - self.first_seen.setdefault(t.number, now) > self.timeout_s and fail_trial(study, t):
+                failed.append(t.number)
+        return failed
 
 
 def _show_progress(progress: Any, complete: Mapping[tuple, optuna.trial.FrozenTrial], shown: int) -> int:
@@ -258,16 +286,16 @@ def run_grid(
         # Without heartbeats nobody can tell a live worker from a dead one, so such a
         # storage is never shared: trials left running belong to a process that died.
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
+            fail_trial(study, t)
 
     grace = getattr(storage, "grace_period", None) or 2 * (getattr(storage, "heartbeat_interval", None) or 10)
     if unclaimed_timeout is None:
         unclaimed_timeout = max(30.0, 3.0 * grace)
-    unclaimed_since: dict[int, float] = {}
+    dead = DeadTrials(lambda t: "started_by" in t.user_attrs, unclaimed_timeout)
     shown = 0
     while True:
         if heartbeat:
-            _fail_dead_trials(study, unclaimed_since, unclaimed_timeout)
+            dead.fail(study)
         complete, pending, waiting = grid_status(study, set(keys))
         shown = _show_progress(progress, complete, shown)
         if len(complete) == len(keys):

@@ -23,8 +23,8 @@ Killed and restarted
     whose parent process dies (SIGKILL of the command) stops within a second. A process killed
     between creating a trial and its first heartbeat leaves a running trial that Optuna never
     finds stale (it has no heartbeat) and that would hold its place for ever: a running trial
-    that has sampled nothing ``2 * heartbeat_interval`` seconds (plus :data:`UNSTARTED_GRACE_S`)
-    after it started is failed as well (:func:`fail_unstarted_trials`; a live trial samples its
+    that has sampled nothing for ``2 * heartbeat_interval`` seconds (plus :data:`UNSTARTED_GRACE_S`)
+    of a worker's clock is failed as well (:func:`dead_trials`; a live trial samples its
     parameters first thing). A trial that
     raises an error (e.g. settings the spiking network refuses) is ``FAIL`` and gives its place
     to a new trial; after as many errors as the study has trials the workers stop.
@@ -40,7 +40,6 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from spiking_dqn.search.storage import open_storage, serialize_sqlite
-from spiking_dqn.search.studies import quiet_optuna, worker_name
+from spiking_dqn.search.studies import DeadTrials, quiet_optuna, worker_name
 from spiking_dqn.tune.objective import DIRECTIONS, TuneSettings, run_trial
 from spiking_dqn.tune.space import base_params
 
@@ -122,22 +121,12 @@ def prepare_study(storage: optuna.storages.BaseStorage, study_name: str, setting
     return study
 
 
-def fail_unstarted_trials(study: optuna.Study, heartbeat_interval: int) -> list[int]:
-    """Fail the running trials that sampled nothing long after they started (their process died before its first
-    heartbeat, so Optuna's stale rule never sees them); return their numbers. They sampled no parameters: nothing to
-    run again, the place goes to a new trial."""
-    limit = 2 * heartbeat_interval + UNSTARTED_GRACE_S
-    now = datetime.now()  # Optuna stamps datetime_start with the naive local time
-    dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if not t.params and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > limit]
-    failed = []
-    for trial in dead:
-        try:
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except RuntimeError:  # another worker failed or finished it first
-            continue
-        failed.append(trial.number)
-    return failed
+def dead_trials(heartbeat_interval: int) -> DeadTrials:
+    """The rule that fails the running trials of dead workers (see the module docstring): a live trial samples its
+    parameters first thing, so one that has sampled nothing ``2 * heartbeat_interval`` seconds (plus
+    :data:`UNSTARTED_GRACE_S`) after this worker first saw it was left by a process that died. Those trials sampled
+    nothing: nothing to run again, the place goes to a new trial."""
+    return DeadTrials(lambda trial: bool(trial.params), 2 * heartbeat_interval + UNSTARTED_GRACE_S)
 
 
 def work(storage: str, study_name: str, settings: TuneSettings, n_trials: int, out: Path,
@@ -160,11 +149,9 @@ def work(storage: str, study_name: str, settings: TuneSettings, n_trials: int, o
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
             raise
 
+    dead = dead_trials(heartbeat_interval)
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        fail_unstarted_trials(study, heartbeat_interval)
+        dead.fail(study)
         trials = study.get_trials(deepcopy=False)
         done = finished(trials)
         if len(done) >= n_trials:
