@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,8 @@ def write_model_card(path: Path, env_id: str, hyperparams: dict[str, Any], summa
         "Command:",
         "",
         "```bash",
-        str(summary["command"]),
-        *([_qat_command(summary["qat"])] if summary["qat"] and summary["qat"].get("command") else []),
+        shown_command(str(summary["command"])),
+        *([shown_command(_qat_command(summary["qat"]))] if summary["qat"] and summary["qat"].get("command") else []),
         "```",
         "",
         "Hyperparameters:",
@@ -140,6 +141,27 @@ def replace_card_section(card: Path, name: str, body: str) -> None:
 #: What one step of each fine-tuning mode is (records written before modes were QAT's online steps).
 QAT_STEPS = {"online": "online steps", "replay": "replay gradient steps",
              "distill": "gradient steps of distillation from the float agent"}
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as the cards' commands show it: relative to the working directory when under it (the shipped
+    cards then read the same on every checkout), else as given; quoted for the shell."""
+    try:
+        return shlex.quote(str(Path(path).resolve().relative_to(Path.cwd().resolve())))
+    except ValueError:
+        return shlex.quote(str(path))
+
+
+def shown_command(command: str) -> str:
+    """A recorded command line as the cards show it: its ``--out`` folder as :func:`shown_path` shows it."""
+    try:
+        words = shlex.split(command)
+    except ValueError:  # not a command line (e.g. "(training command not recorded)")
+        return command
+    if "--out" not in words[:-1]:
+        return command
+    at = words.index("--out") + 1
+    return " ".join([*map(shlex.quote, words[:at]), shown_path(words[at]), *map(shlex.quote, words[at + 1:])])
 
 
 def _qat_command(qat: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from spiking_dqn.compare import compare
 from spiking_dqn.files import atomic_write, atomic_write_text
 from spiking_dqn.pipeline import QATSettings, Seeds, fit_to_chip
 from spiking_dqn.quantization import LambdaSpec
-from spiking_dqn.recipes.card import replace_card_section
+from spiking_dqn.recipes.card import replace_card_section, shown_path
 from spiking_dqn.recipes.manifest import check_run_folder
 from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES, TRAINED_NAME
 from spiking_dqn.report import ComparisonReport
@@ -104,10 +104,10 @@ def card_section(
         fine-tunes none by default; else the command says ``--qat-steps 0`` when none ran
     """
     figures, episodes, seed = summary["figures"], summary["episodes"], summary["seed"]
-    model, program = _shown(folder / "model.zip"), _shown(folder / "chip_program.npz")
+    model, program = shown_path(folder / "model.zip"), shown_path(folder / "chip_program.npz")
     steps = summary["qat_steps"]
     qat = f" --qat-steps {steps}" if steps or not on_grid else ""
-    twin = _shown(deployed)
+    twin = shown_path(deployed)
     trained_name = "model.zip" if summary["qat_steps"] else TRAINED_NAME
     lines = [
         "## Deployment on the emulated SpiNNaker2 chip",
@@ -115,7 +115,7 @@ def card_section(
         "```bash",
         f"spiking-dqn deploy {model}{qat} --out {program}",
         f"spiking-dqn compare {twin} --env {summary['env_id']} --program {program} --episodes {episodes} "
-        f"--seed {seed} --out {_shown(folder / 'deployment')}",
+        f"--seed {seed} --out {shown_path(folder / 'deployment')}",
         "```",
         "",
         f"int8 with lambdas [{', '.join(f'{lam:.2f}' for lam in lambdas)}] (the agent's own grid, which a fit to "
@@ -139,12 +139,3 @@ def card_section(
         "[deployment/report.md](deployment/report.md).",
     ]
     return "\n".join(lines)
-
-
-def _shown(path: Path) -> str:
-    """``path`` as the card's commands show it: relative to the working directory when under it (the shipped
-    cards then read the same on every checkout), else as given."""
-    try:
-        return shlex.quote(str(Path(path).resolve().relative_to(Path.cwd().resolve())))
-    except ValueError:
-        return shlex.quote(str(path))
