@@ -59,12 +59,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import gymnasium as gym  # noqa: E402
 import torch as th  # noqa: E402
 from stable_baselines3 import DQN  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from docs_pages import figure_links, update_page  # noqa: E402
+from envs.rewards import random_reward  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
 from robustness_tables import commands, markdown, normalised, plot, summarise, worst_reward  # noqa: E402
 from spiking_dqn.pipeline import ROBUST_QAT, QATSettings, fit_to_chip  # noqa: E402
@@ -238,22 +238,6 @@ def point(seed: int, weight_bits: int) -> str:
     return f"seed {seed}" + ("" if weight_bits == 8 else f", {weight_bits}-bit")
 
 
-def random_reward(env_id: str, episodes: int, seed: int = EVAL_SEED) -> float:
-    """Mean reward of a uniformly random policy on the held-out episodes (episode i reset with ``seed + i``)."""
-    env = gym.make(env_id)
-    total = 0.0
-    for i in range(episodes):
-        env.reset(seed=seed + i)
-        env.action_space.seed(seed + i)
-        done = False
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-            total += float(reward)
-            done = terminated or truncated
-    env.close()
-    return total / episodes
-
-
 def normalise(row: dict[str, Any], random: float) -> dict[str, Any]:
     """``row`` with the random policy's reward, R_worst and each fit's normalised reward."""
     worst = worst_reward(row["env_id"], random)
@@ -377,7 +361,7 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], skipped: list[st
     """
     for env_id in dict.fromkeys(r["env_id"] for r in rows):
         if env_id not in randoms:
-            randoms[env_id] = random_reward(env_id, args.episodes)
+            randoms[env_id] = random_reward(env_id, args.episodes, EVAL_SEED)
     rows = [{**normalise(r, randoms[r["env_id"]]), "command": command} for r in rows]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "robustness.json"

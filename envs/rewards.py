@@ -6,6 +6,8 @@ chip rewards on this one scale, so that their percentages compare.
 
 from __future__ import annotations
 
+import gymnasium as gym
+
 #: The task's worst possible episode reward where it has one (CartPole: 0, no step survived;
 #: Acrobot and MountainCar: -500 and -200, never reaching the goal). A task without a bounded
 #: minimum (LunarLander: a crash costs any amount) has ``None``: a study takes the uniformly
@@ -36,3 +38,24 @@ def worst_reward(env_id: str, random_reward: float | None = None) -> float:
             raise ValueError(f"{env_id} has no worst reward in envs.rewards.WORST_REWARD: pass the random policy's reward")
         return float(random_reward)
     return float(worst)
+
+
+def random_reward(env_id: str, episodes: int, seed: int) -> float:
+    """Mean reward of a uniformly random policy on ``episodes`` episodes (episode i reset with ``seed + i``).
+
+    :param env_id: Gymnasium id
+    :param episodes: episodes to play
+    :param seed: env seed of the first episode (the action sampler of episode i is seeded with ``seed + i`` too)
+    """
+    env = gym.make(env_id)
+    total = 0.0
+    for i in range(episodes):
+        env.reset(seed=seed + i)
+        env.action_space.seed(seed + i)
+        done = False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total += float(reward)
+            done = terminated or truncated
+    env.close()
+    return total / episodes

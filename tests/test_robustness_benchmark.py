@@ -181,7 +181,7 @@ def test_each_agent_is_written_when_it_is_done_and_a_failed_one_is_reported(stud
                 "fits": {"ptq": {"chip_reward": 190.0, "fit_wall_time_s": 1.0}}}
 
     monkeypatch.setattr(study, "measure", measure)
-    monkeypatch.setattr(study, "random_reward", lambda env_id, episodes: written.append(env_id) or 20.0)
+    monkeypatch.setattr(study, "random_reward", lambda env_id, episodes, seed: written.append(env_id) or 20.0)
     assert study.main(["--seeds", "0-1", "--variants", "ptq", "--episodes", "2", "--out", str(out)]) == 0
     data = json.loads((out / "robustness.json").read_text())
     assert [r["seed"] for r in data["rows"]] == [0] and data["rows"][0]["fits"]["ptq"]["normalised"] == 0.95
