@@ -3,6 +3,8 @@
     python -m agents.deploy CartPole-v0
     python -m agents.deploy Acrobot-v1
     python -m agents.deploy CartPole-v1
+    python -m agents.deploy MountainCar-v0
+    python -m agents.deploy LunarLander-v3
 
 The recipes end with quantization-aware fine-tuning, so a shipped ``model.zip`` sits on
 an int8 grid, recorded in the network, and the default ``lam`` (``None``) quantizes it on that grid. Writes, next to

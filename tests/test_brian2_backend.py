@@ -91,7 +91,7 @@ def test_shipped_programs_agree_with_the_emulator(path):
 
 
 def test_both_shipped_programs_are_checked():
-    assert [p.parent.name for p in SHIPPED] == ["Acrobot-v1", "CartPole-v0", "CartPole-v1", "MountainCar-v0"]
+    assert [p.parent.name for p in SHIPPED] == ["Acrobot-v1", "CartPole-v0", "CartPole-v1", "LunarLander-v3", "MountainCar-v0"]
 
 
 def test_network_is_built_once_and_reset_between_runs():

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from agents.common import trained_model_path
-from envs.rewards import worst_reward
+from envs.rewards import random_reward, worst_reward
 from spiking_dqn.compare import compare
 from spiking_dqn.hardware import ChipProgram
 
@@ -27,7 +27,7 @@ def acrobot():
 
 
 #: The shipped agents (each folder of agents/trained with its chip program, float twin and card).
-SHIPPED = ["CartPole-v0", "Acrobot-v1", "CartPole-v1", "MountainCar-v0"]
+SHIPPED = ["CartPole-v0", "Acrobot-v1", "CartPole-v1", "MountainCar-v0", "LunarLander-v3"]
 
 
 @pytest.mark.parametrize("env_id", SHIPPED)
@@ -103,6 +103,22 @@ def test_mountaincar_on_the_emulator_keeps_the_float_agents_reward():
     assert (chip - worst) / (as_trained.mean_reward - worst) >= 0.95
 
 
+@pytest.mark.slow  # 100 episodes, float and emulator
+def test_lunarlander_on_the_emulator_reaches_issue_26s_target_and_keeps_the_float_agents_reward():
+    """LunarLander-v3: at least 150 on the emulated chip (issue 26) and 95% of the float agent's normalised reward
+    (issue 25), env seeds 0..99."""
+    from stable_baselines3 import DQN
+
+    from spiking_dqn.rollouts import backend_reward, float_reward
+
+    env_id = "LunarLander-v3"
+    chip = backend_reward(ChipProgram.load(folder(env_id) / "chip_program.npz"), env_id, 100, seed=0).mean_reward
+    as_trained = float_reward(DQN.load(folder(env_id) / "model_trained.zip", device="cpu"), env_id, 100, seed=0)
+    worst = worst_reward(env_id, random_reward(env_id, 100, seed=0))  # no bounded minimum: the random policy's
+    assert chip >= 150.0
+    assert (chip - worst) / (as_trained.mean_reward - worst) >= 0.95
+
+
 @pytest.mark.parametrize("env_id", SHIPPED)
 def test_deployment_record_matches(env_id):
     record = json.loads((folder(env_id) / "deployment.json").read_text())
@@ -152,7 +168,7 @@ def test_low_precision_agents_keep_their_reward(env_id, name, bits, target):
 # ---------------------------------------------------------------------- which model each shipped program was built from
 
 SHIPPED_PROGRAMS = [(env_id, name) for env_id in ("CartPole-v0", "Acrobot-v1")
-                    for name in ("", "low_energy", "w4", "ternary")] + [("CartPole-v1", ""), ("MountainCar-v0", "")]
+                    for name in ("", "low_energy", "w4", "ternary")] + [("CartPole-v1", ""), ("MountainCar-v0", ""), ("LunarLander-v3", "")]
 
 
 @pytest.mark.parametrize("env_id, name", SHIPPED_PROGRAMS)
@@ -185,17 +201,22 @@ def test_the_docs_recipe_times_are_the_shipped_cards():
 
 
 @pytest.mark.parametrize("env_id", SHIPPED)
-def test_a_cards_deployment_commands_run_from_any_checkouts_root(env_id):
-    """The commands that redo a deployment name the agent's folder relative to the repository, not the machine's."""
-    section = (folder(env_id) / "README.md").read_text().split("<!-- deployment:begin -->")[1].split("```")[1]
-    commands = section.strip().splitlines()[1:]  # after the fence's language
-    assert commands and all(line.startswith(("spiking-dqn ", "python -m agents.")) for line in commands)
-    assert all(env_id in line and " /" not in line for line in commands), commands
+def test_a_cards_commands_run_from_any_checkouts_root(env_id):
+    """The commands that redo a training and a deployment name the agent's folder relative to the repository, not the machine's."""
+    text = (folder(env_id) / "README.md").read_text()
+    for section in (text.split("<!-- deployment:begin -->")[1], text.split("Command:")[1]):  # deployment, training
+        commands = section.split("```")[1].strip().splitlines()[1:]  # after the fence's language
+        assert commands and all(line.startswith(("spiking-dqn ", "python -m agents.")) for line in commands)
+        assert all(" /" not in line for line in commands), commands
+    assert env_id in text.split("<!-- deployment:begin -->")[1].split("```")[1]
 
 
 def test_the_deployment_commands_show_paths_under_the_working_directory_relative(tmp_path, monkeypatch):
-    from spiking_dqn.recipes.deployment import _shown
+    from spiking_dqn.recipes.card import shown_command, shown_path
 
     monkeypatch.chdir(tmp_path)
-    assert _shown(tmp_path / "agents" / "x" / "model.zip") == "agents/x/model.zip"
-    assert _shown(tmp_path.parent / "elsewhere model.zip") == f"'{tmp_path.parent / 'elsewhere model.zip'}'"
+    assert shown_path(tmp_path / "agents" / "x" / "model.zip") == "agents/x/model.zip"
+    assert shown_path(tmp_path.parent / "elsewhere model.zip") == f"'{tmp_path.parent / 'elsewhere model.zip'}'"
+    recorded = f"spiking-dqn train X --seed 0 --qat-steps 0 --out {tmp_path / 'runs' / 'seed0'}"
+    assert shown_command(recorded) == "spiking-dqn train X --seed 0 --qat-steps 0 --out runs/seed0"
+    assert shown_command("(training command not recorded)") == "(training command not recorded)"
