@@ -7,6 +7,7 @@ import dataclasses
 import json
 import warnings
 
+import numpy as np
 import pytest
 from stable_baselines3 import DQN
 
@@ -88,3 +89,36 @@ def test_the_card_names_the_fine_tuning_mode_and_the_fit_gap(tmp_path):
     assert "`ptq` did better on the held-out episodes" in card and "snapped" not in card
     assert ("same 100 held-out episodes (env seeds 12345..): float 199.50, chip 198.25 (`ptq`), gap 1.25 +- 0.50 "
             "(2 standard errors); larger than the episodes' noise") in card
+
+
+# ---------------------------------------------------------------------- choosing among the candidates
+
+
+def _candidate(rewards):
+    from spiking_dqn.pipeline import Candidate
+    from spiking_dqn.rollouts import EpisodeResult
+
+    return Candidate(None, EpisodeResult(list(map(float, rewards)), [1] * len(rewards)), [1.0])
+
+
+def test_significant_selection_keeps_the_networks_own_program_unless_another_wins_beyond_the_noise():
+    """LunarLander seed 0's case: a searched program ahead by a hair on the fit's episodes is not taken."""
+    from spiking_dqn.pipeline.steps import choose
+
+    rng = np.random.default_rng(0)
+    own = rng.normal(150.0, 100.0, 100)
+    spread = rng.normal(0.0, 30.0, 100)
+    spread -= spread.mean()  # paired differences of spread 30: noise 2 * 30 / sqrt(100) = 6
+    lucky, better = own + 1.0 + spread, own + 30.0 + spread  # ahead by 1 and by 30
+    ptq = own - 50.0
+    assert choose({"naive": _candidate(own), "grid": _candidate(lucky), "ptq": _candidate(ptq)}, "best") == "grid"
+    assert choose({"naive": _candidate(own), "grid": _candidate(lucky), "ptq": _candidate(ptq)}, "significant") == "naive"
+    assert choose({"naive": _candidate(own), "grid": _candidate(better), "ptq": _candidate(ptq)}, "significant") == "grid"
+    # the guarantee: the network's own program never stays when the plain post-training one does better
+    behind = own - 1.0
+    assert choose({"naive": _candidate(behind), "ptq": _candidate(own)}, "significant") == "ptq"
+
+
+def test_an_unknown_selection_is_refused_before_any_episode(cartpole_shipped):
+    with pytest.raises(ValueError, match="selection must be one of"):
+        fit_to_chip(cartpole_shipped, ENV, selection="luck")

@@ -32,16 +32,18 @@ from spiking_dqn.pipeline.settings import (
     EVAL_EPISODES,
     METHODS,
     ROBUST_QAT,
+    SELECTIONS,
     CalibrationSettings,
     Method,
     QATSettings,
     SearchSettings,
     Seeds,
+    Selection,
     StateSettings,
     as_settings,
     default_qat,
 )
-from spiking_dqn.pipeline.steps import Guard, Run, finetune_step, quantize_step, rank, threshold_candidates
+from spiking_dqn.pipeline.steps import Guard, Run, choose, finetune_step, quantize_step, threshold_candidates
 from spiking_dqn.quantization import LambdaSpec, WeightBitsSpec, float_weights, resolve_lambdas
 from spiking_dqn.rollouts import q_network
 from spiking_dqn.search.storage import open_storage
@@ -60,6 +62,7 @@ def fit_to_chip(
     state: StateSettings = StateSettings(),
     threshold_scale: float | Sequence[float] | None = None,
     method: Method = "grid",
+    selection: Selection = "best",
     search: SearchSettings = SearchSettings(),
     calibration: CalibrationSettings = CalibrationSettings(),
     backend: str | Backend = "emulator",
@@ -94,7 +97,9 @@ def fit_to_chip(
        (rates of the float network on observations it visits from ``seeds.calibration``),
        ``"both"`` or ``"none"``.
     7. Evaluate every candidate program on the held-out episodes and choose the best reward
-       (fewest synaptic events on ties). So the returned program is never worse on the
+       (fewest synaptic events on ties; with ``selection="significant"`` the network's own
+       program unless another beats it by more than the noise of their paired difference:
+       :func:`~spiking_dqn.pipeline.steps.choose`). So the returned program is never worse on the
        held-out episodes than the plain post-training program with calibration (``"ptq"``);
        when a guard candidate is chosen, the model's weights (and optimizer state) are put
        back to their values before fine-tuning and the program's grid is recorded on its
@@ -126,6 +131,8 @@ def fit_to_chip(
     :param threshold_scale: multiply the quantized program's hidden thresholds by this (one
         value, or one per hidden layer) before choosing thresholds
     :param method: threshold method: ``"grid"``, ``"calibrate"``, ``"both"`` or ``"none"``
+    :param selection: how the program is chosen among the candidates: ``"best"`` (the best
+        held-out reward) or ``"significant"`` (see step 7)
     :param search: grid-search settings
     :param calibration: calibration settings
     :param backend: backend name or object
@@ -145,6 +152,8 @@ def fit_to_chip(
         check_int(eval_episodes, "eval_episodes", 0)
         qat = default_qat(model, program, eval_episodes)
     _check_fit(model, env_id, program, weight_bits, qat, state, method, search, eval_episodes)
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     net = q_network(model)
     if program is None and lam is not None and not isinstance(lam, (Grid, str)):  # bad numbers: before any episode
         resolve_lambdas(lam, float_weights(net), DEFAULT_WEIGHT_BITS if weight_bits is None else weight_bits)
@@ -164,7 +173,7 @@ def fit_to_chip(
             run, program, naive, method, search, calibration, folder
         )
         candidates.update(guard.candidates if guard is not None else {})
-        chosen = min(candidates, key=lambda k: rank(candidates[k]))
+        chosen = choose(candidates, selection)
         if guard is not None and chosen in guard.candidates:
             qat_report = guard.restore(run, qat_report, chosen)
     finally:
@@ -250,6 +259,7 @@ __all__ = [
     "EVAL_EPISODES",
     "METHODS",
     "ROBUST_QAT",
+    "SELECTIONS",
     "Candidate",
     "CalibrationSettings",
     "FitResult",

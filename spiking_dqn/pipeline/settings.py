@@ -20,6 +20,9 @@ from spiking_dqn.search.grid import DEFAULT_STAGE1_GRID, DEFAULT_STAGE2_FACTORS,
 from spiking_dqn.search.storage import HEARTBEAT_INTERVAL
 
 Method = Literal["grid", "calibrate", "both", "none"]
+Selection = Literal["best", "significant"]
+#: How :func:`~spiking_dqn.pipeline.fit_to_chip` chooses among its candidates (see :func:`~spiking_dqn.pipeline.steps.choose`).
+SELECTIONS: tuple[str, ...] = ("best", "significant")
 #: Threshold methods of :func:`~spiking_dqn.pipeline.fit_to_chip`.
 METHODS: tuple[str, ...] = ("grid", "calibrate", "both", "none")
 #: Held-out episodes of each evaluation of a fit, by default. The fit chooses its program on

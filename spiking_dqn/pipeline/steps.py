@@ -19,7 +19,7 @@ from spiking_dqn.grid import Grid
 from spiking_dqn.hardware.backend import Backend
 from spiking_dqn.hardware.program import ChipProgram
 from spiking_dqn.network import SpikingQNetwork
-from spiking_dqn.pipeline.result import Candidate
+from spiking_dqn.pipeline.result import Candidate, paired_gap
 from spiking_dqn.pipeline.settings import CalibrationSettings, QATSettings, SearchSettings, Seeds, StateSettings
 from spiking_dqn.qat import QATReport, quantization_aware_finetune
 from spiking_dqn.quantization import LambdaSpec, QuantizationReport, WeightBitsSpec, quantize_network
@@ -273,3 +273,26 @@ def rank(candidate: Candidate) -> tuple[float, float]:
     if candidate.evaluation is None:
         return (0.0, 0.0)
     return (-candidate.reward, candidate.evaluation.synaptic_events_per_inference)
+
+
+def choose(candidates: dict[str, Candidate], selection: str) -> str:
+    """Step 4: the name of the chosen candidate.
+
+    ``"best"``: the first in :func:`rank`'s order. ``"significant"``: the network's own
+    program (``"naive"``: the one its float twin deploys to) unless the best one beats it by
+    more than the noise of their paired difference on the held-out episodes
+    (:func:`~spiking_dqn.pipeline.result.paired_gap`: two standard errors), so that a
+    candidate does not win on the luck of the episodes the fit chose on; and the best one
+    whenever ``"naive"`` does worse than the guard's ``"ptq"`` (the fit's guarantee).
+
+    :param candidates: the evaluated candidates by name
+    :param selection: ``"best"`` or ``"significant"``
+    """
+    best = min(candidates, key=lambda k: rank(candidates[k]))
+    own, ptq = candidates.get("naive"), candidates.get("ptq")
+    if selection == "best" or best == "naive" or own is None or own.evaluation is None:
+        return best
+    if ptq is not None and ptq.reward is not None and ptq.reward > own.reward:
+        return best
+    lead, noise = paired_gap(candidates[best].evaluation.rewards, own.evaluation.rewards)
+    return best if lead > noise else "naive"
