@@ -20,7 +20,9 @@ with :func:`spiking_dqn.pipeline.fit_to_chip` on the emulator (:data:`VARIANTS`)
   ``spiking-dqn deploy`` does (no threshold method);
 * ``td-qat-small``: the same at :data:`SMALL_LR_FACTOR` times the learning rate;
 * ``distill``: QAT by distillation from the float agent (the robust fit's ``ROBUST_QAT``), deploy's method;
-* ``default``: ``fit_to_chip``'s defaults, whatever they are when the study runs.
+* ``default``: ``fit_to_chip``'s defaults, whatever they are when the study runs;
+* ``significant``: the defaults with ``selection="significant"`` (the fine-tuned network's own
+  program unless another candidate beats it by more than the noise of their paired difference).
 
 The float agent as trained and every chip program play the same ``--episodes`` held-out
 episodes (env seeds ``EVAL_SEED`` + i, the recipes' final evaluation, apart from every episode
@@ -126,6 +128,11 @@ def _distill(job: Job, model: DQN) -> dict[str, Any]:
     return {"qat": qat, "method": "none"}
 
 
+#: Which variant a user's path is, as the seed reports and docs/agents.md say it.
+WHICH_IS_YOURS = ("`default` is what `fit_to_chip` does with its defaults (distillation, the threshold search, the "
+                  "candidate with the best held-out reward); `spiking-dqn train` and `spiking-dqn deploy` fit without "
+                  "the threshold search, as `distill` does (their guard calibrates per layer).")
+
 #: The fine-tuning variants: ``fit_to_chip`` keyword arguments for a job and its fresh model.
 VARIANTS: dict[str, Callable[[Job, DQN], dict[str, Any]]] = {
     "ptq": lambda job, model: {"qat": QATSettings(), "method": "calibrate"},  # QATSettings(): no fine-tuning
@@ -134,6 +141,7 @@ VARIANTS: dict[str, Callable[[Job, DQN], dict[str, Any]]] = {
     "td-qat-small": lambda job, model: _recipe_qat(job, model, SMALL_LR_FACTOR),
     "distill": _distill,
     "default": lambda job, model: {},
+    "significant": lambda job, model: {"selection": "significant"},
 }
 
 
@@ -315,7 +323,7 @@ def update_cards(rows: list[dict[str, Any]]) -> None:
             "program as good as the float agent? The recipe trained on each seed with fine-tuning off, then each "
             f"fine-tuning variant of `fit_to_chip` on the agent as trained (`benchmarks/robustness.py`: {made}; all "
             "figures in `benchmarks/results/robustness.json`, the plot in `benchmarks/results/robustness.png`). "
-            "`default` is what `spiking-dqn train` and `fit_to_chip` do.\n\n"
+            + WHICH_IS_YOURS + "\n\n"
             + markdown(task, list(VARIANTS), summarise(task, list(VARIANTS)))))
         print(f"{env_id}: seed report written into {card}")
 

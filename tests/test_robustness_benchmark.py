@@ -89,7 +89,7 @@ def test_two_processes_measure_what_one_does(study, tmp_path):
 def test_update_docs_writes_the_page_between_its_markers_only(study, tmp_path, monkeypatch):
     pages = sys.modules["docs_pages"]
     monkeypatch.setattr(pages, "DOCS", tmp_path)
-    (tmp_path / "benchmarks.md").write_text("# B\n\n<!-- robustness:begin -->\nold\n<!-- robustness:end -->\nAfter.\n")
+    (tmp_path / "benchmarks.md").write_text("# B\n\n<!-- robustness:begin -->\nSTALE SECTION\n<!-- robustness:end -->\nAfter.\n")
     out = tmp_path / "out"
     out.mkdir()
     row = {"env_id": "CartPole-v0", "variant": "seed 3", "seed": 3, "weight_bits": 8, "episodes": 100,
@@ -98,7 +98,7 @@ def test_update_docs_writes_the_page_between_its_markers_only(study, tmp_path, m
     (out / "robustness.json").write_text(json.dumps({"rows": [row]}))
     assert study.main(["--no-run", "--update-docs", "--out", str(out)]) == 0
     text = (tmp_path / "benchmarks.md").read_text()
-    assert "old" not in text and text.startswith("# B\n") and text.endswith("<!-- robustness:end -->\nAfter.\n")
+    assert "STALE SECTION" not in text and text.startswith("# B\n") and text.endswith("<!-- robustness:end -->\nAfter.\n")
     assert "| 3 | 200.0 | 100 s | 185.0 (92.5%), 20 s |" in text and "robustness.png)" in text
     assert "not met" in text  # one seed under 95% already fails "95% on every seed"
 
@@ -107,14 +107,14 @@ def test_update_card_writes_the_seed_report_of_a_card_that_has_one(study, tmp_pa
     monkeypatch.setattr(study, "ROOT", tmp_path)
     card = tmp_path / "agents" / "trained" / "CartPole-v0" / "README.md"
     card.parent.mkdir(parents=True)
-    card.write_text("# Card\n\n<!-- seeds:begin -->\nold\n<!-- seeds:end -->\n")
+    card.write_text("# Card\n\n<!-- seeds:begin -->\nSTALE SECTION\n<!-- seeds:end -->\n")
     row = {"env_id": "CartPole-v0", "variant": "seed 3", "seed": 3, "weight_bits": 8, "episodes": 100,
            "eval_seed": 12345, "float_reward": 200.0, "random_reward": 22.0, "worst": 0.0, "train_wall_time_s": 100.0,
            "fits": {"ptq": {"chip_reward": 200.0, "normalised": 1.0, "fit_wall_time_s": 1.0}}}
     rows = [row, {**row, "seed": 4, "variant": "seed 4"}, {**row, "seed": 6, "variant": "seed 6"}]
     study.update_cards([*rows, {**row, "env_id": "Acrobot-v1"}])
     text = card.read_text()
-    assert "old" not in text and "## Seed report" in text and "| 3 | 200.0 | 100 s | 200.0 (100.0%), 1 s |" in text
+    assert "STALE SECTION" not in text and "## Seed report" in text and "| 3 | 200.0 | 100 s | 200.0 (100.0%), 1 s |" in text
     assert "`python benchmarks/robustness.py --env CartPole-v0 --seeds 3-4 6`" in text
     assert "target reward 195 (`envs.rewards.TARGET_REWARD`) is reached by the float agent as trained on 3 of 3" in text
     assert not (tmp_path / "agents" / "trained" / "Acrobot-v1").exists()  # no card, no section: nothing written
