@@ -7,7 +7,6 @@ program, the comparison report and the model card's deployment section in the fo
 from __future__ import annotations
 
 import json
-import shlex
 import warnings
 from pathlib import Path
 from typing import Any
