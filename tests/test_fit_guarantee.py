@@ -155,7 +155,6 @@ def test_the_recipes_fit_prints_and_records_the_gap_and_saves_the_programs_twin(
 def test_model_zip_deploys_to_the_calibrated_ptq_program_when_the_recipes_fit_chooses_it(
     cartpole_as_trained, tmp_path, monkeypatch, capsys
 ):
-    import spiking_dqn.pipeline as pipeline
     from spiking_dqn.cli import main
     from spiking_dqn.hardware import ChipProgram
     from spiking_dqn.recipes import recipe
@@ -180,7 +179,7 @@ def test_model_zip_deploys_to_the_calibrated_ptq_program_when_the_recipes_fit_ch
 
     monkeypatch.setattr(pipeline_steps, "calibrate", calibrate)
     monkeypatch.setattr(pipeline_steps.Guard, "take", classmethod(take))
-    monkeypatch.setattr(pipeline, "rank", lambda c: (0.0 if c is seen.get("ptq") else 1.0, 0.0))  # "ptq" wins
+    monkeypatch.setattr(pipeline_steps, "rank", lambda c: (0.0 if c is seen.get("ptq") else 1.0, 0.0))  # "ptq" wins
     monkeypatch.setattr(recipe, "fit_to_chip", fit)
     options = recipe.TrainOptions(timesteps=1, out=tmp_path, qat_steps=20, eval_episodes=3, progress=False)
     with warnings.catch_warnings():

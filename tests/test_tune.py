@@ -289,6 +289,10 @@ def test_killed_run_resumes_without_losing_or_repeating_a_trial(tmp_path: Path) 
             break
     process.wait(30)
     assert killed, "no trial was running after a complete one"
+    # the trials the kill caught mid-trial (one that finished between the look above and the kill is complete)
+    killed = [t for t in _study(storage).get_trials() if t.number in {k.number for k in killed}
+              and t.state == TrialState.RUNNING]
+    assert killed, "every running trial finished before the kill"
     before = {t.number for t in _study(storage).get_trials() if t.state == TrialState.COMPLETE}
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
