@@ -15,8 +15,10 @@ import pytest
 from spiking_dqn.recipes.run_folder import CHECKPOINT_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
-#: A short training with checkpoints from step 256 on (as tests/test_train_resume.py's).
-SHORT = ["--timesteps", "4500", "--checkpoint-freq", "256", "--eval-freq", "200", "--select-episodes", "2",
+#: A training with checkpoints from step 256 on (as tests/test_train_resume.py's) that lasts until the interrupt:
+#: with a budget it could finish between the test's look at its checkpoint and the signal (a CI run once saw a
+#: 4,500-step one end on its own, no line printed).
+SHORT = ["--timesteps", "1000000", "--checkpoint-freq", "256", "--eval-freq", "200", "--select-episodes", "2",
          "--eval-episodes", "2", "--qat-steps", "0", "--net-arch", "16", "--ticks", "4"]
 
 
@@ -31,10 +33,17 @@ def _interrupt(module: str, args: list[str], started: Path) -> tuple[int, str]:
     deadline = time.monotonic() + 120
     while not started.exists() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    ended = run.poll()
+    if ended is not None or not started.exists():
+        if ended is None:
+            run.kill()
+        _, err = run.communicate(timeout=120)
+        why = f"ended (exit {ended})" if ended is not None else "had not written it after 120 s"
+        pytest.fail(f"no interrupt sent: the run {why} before {started.name} appeared; its stderr:\n{err}")
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=120)
     lines = err.strip().splitlines()
-    assert "Traceback" not in err and lines and lines[-1].startswith("interrupted; "), err
+    assert "Traceback" not in err and lines and lines[-1].startswith("interrupted; "), f"exit {run.returncode}: {err}"
     assert sum("interrupted" in line for line in lines) == 1, err
     return run.returncode, lines[-1]
 
@@ -51,7 +60,7 @@ def test_ctrl_c_in_a_recipe_names_its_resume_command(tmp_path, recipe):
 def test_ctrl_c_in_the_demo_says_how_to_go_on(tmp_path):
     out = tmp_path / "demo"
     # Training has started once SB3 has made its TensorBoard run folder in out/tb.
-    code, err = _interrupt("spiking_dqn.cli", ["demo", "--env", "CartPole-v1", "--timesteps", "4500", "--episodes",
+    code, err = _interrupt("spiking_dqn.cli", ["demo", "--env", "CartPole-v1", "--timesteps", "1000000", "--episodes",
                                                "2", "--qat-steps", "0", "--out", str(out)], out / "tb")
     assert code == 130, err
     assert err.startswith("interrupted; "), err
