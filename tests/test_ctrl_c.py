@@ -15,10 +15,10 @@ import pytest
 from spiking_dqn.recipes.run_folder import CHECKPOINT_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
-#: A training with checkpoints from step 256 on (as tests/test_train_resume.py's) that lasts until the interrupt:
-#: with a budget it could finish between the test's look at its checkpoint and the signal (a CI run once saw a
-#: 4,500-step one end on its own, no line printed).
-SHORT = ["--timesteps", "1000000", "--checkpoint-freq", "256", "--eval-freq", "200", "--select-episodes", "2",
+#: A training with checkpoints from step 256 on (as tests/test_train_resume.py's) that outlasts the interrupt:
+#: 100,000 steps. A short one could end between the test's look at its checkpoint and the signal (a CI run once
+#: saw a 4,500-step one end on its own, no line printed); a run left behind by a killed pytest still ends in minutes.
+SHORT = ["--timesteps", "100000", "--checkpoint-freq", "256", "--eval-freq", "200", "--select-episodes", "2",
          "--eval-episodes", "2", "--qat-steps", "0", "--net-arch", "16", "--ticks", "4"]
 
 
@@ -60,7 +60,7 @@ def test_ctrl_c_in_a_recipe_names_its_resume_command(tmp_path, recipe):
 def test_ctrl_c_in_the_demo_says_how_to_go_on(tmp_path):
     out = tmp_path / "demo"
     # Training has started once SB3 has made its TensorBoard run folder in out/tb.
-    code, err = _interrupt("spiking_dqn.cli", ["demo", "--env", "CartPole-v1", "--timesteps", "1000000", "--episodes",
+    code, err = _interrupt("spiking_dqn.cli", ["demo", "--env", "CartPole-v1", "--timesteps", "100000", "--episodes",
                                                "2", "--qat-steps", "0", "--out", str(out)], out / "tb")
     assert code == 130, err
     assert err.startswith("interrupted; "), err
