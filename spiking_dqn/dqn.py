@@ -37,6 +37,8 @@ import inspect
 import numpy as np
 import torch as th
 from stable_baselines3 import DQN
+from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.utils import LinearSchedule
 
 from envs.bounds import registered_id
 from spiking_dqn import fused
@@ -45,13 +47,43 @@ from spiking_dqn.policies import SpikingDQNPolicy
 
 #: ATen's code of the mean reduction (``torch.nn._reduction.get_enum("mean")``).
 _MEAN = 1
+#: How rl-zoo files write a learning rate that falls linearly to 0 over the training: ``lin_<initial value>``.
+LINEAR_PREFIX = "lin_"
+
+
+def learning_rate_schedule(value: float | str | Schedule) -> float | Schedule:
+    """A ``learning_rate`` as SB3 takes it: anything but a string as given, rl-zoo's ``"lin_<value>"`` as a schedule.
+
+    ``"lin_1e-3"`` falls linearly from 1e-3 at the start of the training to 0 at its end
+    (rl-zoo's ``SimpleLinearSchedule``: ``progress_remaining * 1e-3``; here SB3's ``LinearSchedule``).
+
+    :param value: a number, a callable of the remaining progress, or ``"lin_<positive number>"``
+    :raises ValueError: another string
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            initial = float(text[len(LINEAR_PREFIX):]) if text.startswith(LINEAR_PREFIX) else None
+        except ValueError:
+            initial = None
+        if initial is None or not initial > 0 or not np.isfinite(initial):
+            raise ValueError(f"learning_rate {value!r}: give a positive number or rl-zoo's linear schedule "
+                             f"'{LINEAR_PREFIX}<positive number>' (e.g. '{LINEAR_PREFIX}1e-3')")
+        return LinearSchedule(initial, 0.0, 1.0)
+    return value
 
 
 class SpikingDQN(DQN):
     """Deep Q-Network (SB3's ``DQN``, the same arguments) with a compiled gradient step for spiking Q-networks.
 
-    See the module docstring; every argument is ``stable_baselines3.DQN``'s.
+    See the module docstring; every argument is ``stable_baselines3.DQN``'s, and ``learning_rate``
+    also takes rl-zoo's ``"lin_<value>"`` (:func:`learning_rate_schedule`).
     """
+
+    def _setup_lr_schedule(self) -> None:
+        """SB3's, with rl-zoo's ``"lin_<value>"`` learning rates made a schedule first."""
+        self.learning_rate = learning_rate_schedule(self.learning_rate)
+        super()._setup_lr_schedule()
 
     def _setup_model(self) -> None:
         """SB3's, with the env's id as the encoder bounds' source where the policy would only see its space.

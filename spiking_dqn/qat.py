@@ -355,9 +355,14 @@ def quantization_aware_finetune(
 def _learning_rate(model: DQN, mode: Mode, learning_rate: float | None) -> float:
     """The given learning rate, else the model's final one (a tenth of it in replay mode).
 
+    A schedule that ends at 0 (rl-zoo's ``lin_<value>``) has no final rate to fine-tune with:
+    a tenth of its initial one stands for it.
+
     :raises ValueError: not positive
     """
     final_lr = float(model.lr_schedule(0.0))
+    if not final_lr > 0:
+        final_lr = 0.1 * float(model.lr_schedule(1.0))
     lr = float(learning_rate) if learning_rate is not None else (0.1 * final_lr if mode == "replay" else final_lr)
     if not lr > 0:
         raise ValueError(f"learning_rate must be positive, got {lr}")

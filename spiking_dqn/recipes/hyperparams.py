@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 from stable_baselines3 import DQN
 
+from spiking_dqn.dqn import learning_rate_schedule
+
 
 class HyperparamsFileError(ValueError):
     """A hyperparameter file given by the user cannot be used (unreadable, no entry for the env, a bad entry)."""
@@ -134,6 +136,11 @@ def _entry(env_id: str, entries: dict[str, dict[str, Any]], name: str) -> tuple[
     if policy != SPIKING_POLICY:
         raise ValueError(f"{name} entry {env_id!r}: policy must be {SPIKING_POLICY!r}, got {policy!r}")
     timesteps = entry.pop("n_timesteps", None)
+    if isinstance(entry.get("learning_rate"), str):  # rl-zoo's lin_<value>: kept as written, made a schedule by SpikingDQN
+        try:
+            learning_rate_schedule(entry["learning_rate"])
+        except ValueError as exc:
+            raise ValueError(f"{name} entry {env_id!r}: {exc}") from None
     if isinstance(entry.get("policy_kwargs"), str):
         entry["policy_kwargs"] = parse_policy_kwargs(entry["policy_kwargs"])
     return entry, None if timesteps is None else int(timesteps)

@@ -31,6 +31,7 @@ import gymnasium as gym
 
 from envs import bounds_for_space, registered_envs
 from spiking_dqn.config import SpikingConfig
+from spiking_dqn.dqn import learning_rate_schedule
 from spiking_dqn.recipes.hyperparams import SPIKING_POLICY, hyperparams_for
 
 Target = Literal["dqn", "policy", "derived", "fit"]
@@ -146,6 +147,8 @@ def base_params(env_id: str) -> dict[str, Any]:
     gradient_steps = hyperparams.get("gradient_steps", 1)
     noise = config.threshold_noise
     values: dict[str, Any] = {p.name: hyperparams[p.name] for p in SPACE if p.target == "dqn" and p.name in hyperparams}
+    if isinstance(values.get("learning_rate"), str):  # rl-zoo's lin_<value>: the space's rates are constant; its start
+        values["learning_rate"] = learning_rate_schedule(values["learning_rate"])(1.0)
     values.update({p.name: getattr(config, p.name) for p in SPACE if p.target == "policy"})
     values.update(
         train_freq=train_freq,
