@@ -239,7 +239,7 @@ def quantization_aware_finetune(
     :param steps: environment steps (online) or gradient steps (replay, distill)
     :param mode: ``"online"``, ``"replay"`` or ``"distill"``
     :param learning_rate: learning rate; default the model's final one (online, distill) or
-        a tenth of it (replay)
+        a tenth of it (replay); for a schedule that ends at 0, a tenth of its first rate stands for the final one
     :param batch_size: minibatch size of the replay and distill modes; default the model's
     :param grid_pull: fraction of the way to its grid point each weight moves per gradient
         step (0 disables the pull: plain straight-through QAT)

@@ -68,7 +68,8 @@ class QATSettings:
         answers, :mod:`spiking_dqn.distill`; it cannot unlearn the policy as DQN's noisy TD
         updates can), ``"online"`` or ``"replay"`` (DQN's TD updates: today's QAT, which the
         shipped agents were fine-tuned with)
-    :param learning_rate: learning rate (default: the model's final one, a tenth of it in replay mode)
+    :param learning_rate: learning rate (default: the model's final one, a tenth of it in replay mode; a
+        schedule that ends at 0 stands in with a tenth of its first rate)
     :param grid_pull: pull toward the grid per gradient step
     :param target_update_interval: replay mode: gradient steps between target updates
     :param check_episodes: episodes of each backend check; the best checked weights are kept

@@ -119,7 +119,8 @@ class TrainOptions:
         "DQN's TD updates (the QAT the shipped agents were fine-tuned with)", "choices": MODES})
     qat_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the fine-tuning (default: online and replay, the env's entry of QAT_LEARNING_RATES "
-        "in spiking_dqn/recipes/hyperparams.py, else the training's final one; distill, the training's final one)",
+        "in spiking_dqn/recipes/hyperparams.py, else the training's final one; distill, the training's final one; a "
+        "tenth of the first where the training's schedule ends at 0, as rl-zoo's lin_<value> does)",
         "range": "positive"})
     qat_only: bool = field(default=False, metadata={
         "help": "skip training: fine-tune the agent as trained (model_trained.zip in --out)"})
