@@ -15,6 +15,9 @@ from spiking_dqn.recipes.versions import LOCK_FILE, TRAINING_PACKAGES, installed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "agents" / "trained" / "CartPole-v0"
+#: torch's CPU kernels (``torch.backends.cpu.get_cpu_capability()``) on which the shipped CartPole-v0 weights are
+#: not reproduced bit for bit (the machines that made them and passed this test in CI were other CPUs).
+NOT_REPRODUCED_ON = ("AVX512",)
 
 
 def normalized(name: str) -> str:
@@ -71,6 +74,14 @@ def test_the_recipe_retrains_the_shipped_cartpole_weights_bit_for_bit_under_the_
     differs = installed_versions()["lock_differs"]
     if differs:
         pytest.skip(f"the installed packages are not the lock's: {', '.join(differs)}")
+    capability = th.backends.cpu.get_cpu_capability()
+    if capability in NOT_REPRODUCED_ON:
+        # Bit for bit holds on one kind of CPU: torch, numba and numpy pick vector kernels by the CPU, and their
+        # rounding with them. On an AVX-512 machine the run left the shipped one from its first evaluation on, for the
+        # commit whose CI had passed this test too (2026-12-07); AVX2 kernels forced by environment variables
+        # (ATEN_CPU_CAPABILITY, NUMBA_CPU_NAME, MKL, oneDNN, numpy) changed the run but did not give the shipped one.
+        pytest.skip(f"torch's kernels on this CPU are {capability}'s: the shipped weights were made, and reproduced in CI, "
+                    "on other CPUs")
 
     class StopAtTheMaximum(recipe.RecipeEvalCallback):
         """The recipe's evaluations, training stopped after the first at the maximum return.
