@@ -80,8 +80,8 @@ def test_the_recipe_retrains_the_shipped_cartpole_weights_bit_for_bit_under_the_
         # rounding with them. On an AVX-512 machine the run left the shipped one from its first evaluation on, for the
         # commit whose CI had passed this test too (2026-12-07); AVX2 kernels forced by environment variables
         # (ATEN_CPU_CAPABILITY, NUMBA_CPU_NAME, MKL, oneDNN, numpy) changed the run but did not give the shipped one.
-        pytest.skip(f"torch's kernels on this CPU are {capability}'s: the shipped weights were made, and reproduced in CI, "
-                    "on other CPUs")
+        pytest.skip(f"torch's kernels on this CPU are {capability}'s: the shipped weights were made, and "
+                    "reproduced in CI, on other CPUs")
 
     class StopAtTheMaximum(recipe.RecipeEvalCallback):
         """The recipe's evaluations, training stopped after the first at the maximum return.

@@ -136,7 +136,8 @@ def _entry(env_id: str, entries: dict[str, dict[str, Any]], name: str) -> tuple[
     if policy != SPIKING_POLICY:
         raise ValueError(f"{name} entry {env_id!r}: policy must be {SPIKING_POLICY!r}, got {policy!r}")
     timesteps = entry.pop("n_timesteps", None)
-    if isinstance(entry.get("learning_rate"), str):  # rl-zoo's lin_<value>: kept as written, made a schedule by SpikingDQN
+    # rl-zoo's lin_<value>: checked here, kept as written, made a schedule by SpikingDQN
+    if isinstance(entry.get("learning_rate"), str):
         try:
             learning_rate_schedule(entry["learning_rate"])
         except ValueError as exc:
