@@ -1,8 +1,10 @@
-"""``training.json``, ``eval.json`` and the model card record the package versions and the lock's hash."""
+"""``training.json``, ``eval.json`` and the model card record the package versions, the lock's hash and the CPU kernels."""
 
 from __future__ import annotations
 
 import json
+
+import torch as th
 
 from spiking_dqn.cli import main
 from spiking_dqn.recipes.versions import installed_versions, versions_line
@@ -15,5 +17,8 @@ def test_a_training_run_records_the_packages_and_the_lock(tmp_path):
     assert main([*args, "--out", str(out)]) == 0
     versions = installed_versions()
     for name in ("training.json", "eval.json"):
-        assert json.loads((out / name).read_text())["packages"] == versions, name
+        record = json.loads((out / name).read_text())
+        assert record["packages"] == versions, name
+        # floating-point rounding follows torch's vector kernels: a bit-for-bit retraining needs the same
+        assert record["machine"].endswith(f", {th.backends.cpu.get_cpu_capability()} kernels"), name
     assert versions_line(versions) in (out / "README.md").read_text()

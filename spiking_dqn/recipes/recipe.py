@@ -298,7 +298,8 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
         "select_episodes": options.select_episodes,
         "eval_freq": options.eval_freq,
         "torch_threads": th.get_num_threads(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {th.get_num_threads()} torch thread(s)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {th.get_num_threads()} torch thread(s), "
+                   f"{th.backends.cpu.get_cpu_capability()} kernels",
         "packages": installed_versions(),
         **({"resumed_at": checkpoint.record["resumed_at"]} if checkpoint.record.get("resumed_at") else {}),
     }
