@@ -70,6 +70,7 @@ from envs.rewards import random_reward  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
 from robustness_tables import commands, markdown, normalised, plot, summarise, worst_reward  # noqa: E402
 from spiking_dqn.pipeline import ROBUST_QAT, QATSettings, fit_to_chip  # noqa: E402
+from spiking_dqn.quantization.digest import model_digest  # noqa: E402
 from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
 from spiking_dqn.recipes.hyperparams import hyperparams_for, qat_learning_rate  # noqa: E402
 from spiking_dqn.recipes.recipe import (  # noqa: E402
@@ -220,7 +221,8 @@ def measure(job: Job) -> dict[str, Any]:
     trained = folder / TRAINED_NAME
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        floated = float_reward(DQN.load(trained, device="cpu"), job.env_id, job.episodes, seed=EVAL_SEED)
+        model = DQN.load(trained, device="cpu")
+        floated = float_reward(model, job.env_id, job.episodes, seed=EVAL_SEED)
     fits = {name: fit_variant(job, name, trained) for name in job.variants}
     return {
         "env_id": job.env_id, "variant": point(job.seed, job.weight_bits), "seed": job.seed,
@@ -228,6 +230,7 @@ def measure(job: Job) -> dict[str, Any]:
         "timesteps": record["timesteps"], "train_wall_time_s": record["train_wall_time_s"],
         "train_command": record["command"], "float_reward": floated.mean_reward, "float_std": floated.std_reward,
         "fits": fits, "model": str(trained.relative_to(ROOT) if trained.is_relative_to(ROOT) else trained),
+        "model_digest": model_digest(model),
         "code": code_version(), "packages": versions_line(),
     }
 
@@ -257,7 +260,11 @@ def normalise(row: dict[str, Any], random: float) -> dict[str, Any]:
 def keep_other_variants(previous: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` with the fits of variants not run now taken from ``previous``'s row of the same agent.
 
-    The same agent: task, seed, weight width and training command (a retrained agent keeps nothing).
+    The same agent: task, seed, weight width, training command and weights (the network's
+    :func:`~spiking_dqn.quantization.digest.model_digest`; a row from before it was recorded, its float reward
+    on the same episodes). A retrained
+    agent keeps nothing, even from the same command: on another CPU, or after a change of the
+    recipe's entry, the same command trains other weights.
     """
     if not previous.exists():
         return rows
@@ -265,9 +272,19 @@ def keep_other_variants(previous: Path, rows: list[dict[str, Any]]) -> list[dict
     out = []
     for r in rows:
         before = old.get((r["env_id"], r["variant"], r["train_command"]))
+        if before is not None and not same_agent(before, r):
+            before = None
         fits = {**before["fits"], **r["fits"]} if before is not None else r["fits"]
         out.append({**r, "fits": fits})
     return out
+
+
+def same_agent(before: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether two rows of one task, seed and command measured the same weights (see :func:`keep_other_variants`)."""
+    if "model_digest" in before:
+        return before["model_digest"] == now.get("model_digest")
+    return (before["float_reward"], before["float_std"], before["episodes"], before["eval_seed"]) == (
+        now["float_reward"], now["float_std"], now["episodes"], now["eval_seed"])
 
 
 def run_jobs(jobs: list[Job], processes: int, save: Callable[[list[dict[str, Any]], list[str]], None]

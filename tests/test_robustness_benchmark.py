@@ -67,6 +67,12 @@ def test_a_tiny_run_writes_its_files_and_later_runs_merge_their_rows(study, tmp_
     rows = rows_of(out)
     assert [(r["seed"], sorted(r["fits"])) for r in rows] == [(0, ["default", "ptq", "td-qat"]), (1, ["ptq"])]
     assert rows[0]["fits"]["td-qat"] == fit and log.stat().st_mtime_ns == trained_at
+    # the same command's agent with other weights (a retraining on another CPU): its earlier fits are not kept
+    seed0, seed1 = (tmp_path / "work" / "CartPole-v0" / f"seed{s}" / "model_trained.zip" for s in (0, 1))
+    seed0.write_bytes(seed1.read_bytes())
+    assert study.main([*TINY, "--seeds", "0", "--variants", "ptq", "--work", work, "--out", str(out)]) == 0
+    assert [(r["seed"], sorted(r["fits"])) for r in rows_of(out)] == [(0, ["ptq"]), (1, ["ptq"])]
+    assert rows_of(out)[0]["model_digest"] == rows_of(out)[1]["model_digest"]
     # 4-bit rows are rows of their own
     assert study.main([*TINY, "--seeds", "1", "--variants", "ptq", "--weight-bits", "4", "--work", work,
                        "--out", str(out)]) == 0
@@ -177,7 +183,7 @@ def test_each_agent_is_written_when_it_is_done_and_a_failed_one_is_reported(stud
             raise RuntimeError("training diverged")
         return {"env_id": job.env_id, "variant": study.point(job.seed, job.weight_bits), "seed": job.seed,
                 "weight_bits": job.weight_bits, "episodes": 2, "eval_seed": 12345, "float_reward": 200.0,
-                "train_wall_time_s": 1.0, "train_command": "x",
+                "train_wall_time_s": 1.0, "train_command": "x", "model_digest": f"weights {job.seed}",
                 "fits": {"ptq": {"chip_reward": 190.0, "fit_wall_time_s": 1.0}}}
 
     monkeypatch.setattr(study, "measure", measure)
