@@ -33,7 +33,8 @@ recipe's record) and each fit, against the path before issue 25 (training plus `
 
 Rows (one per task, seed and weight width) are merged with those of earlier runs
 (``merge.merge_with_previous``; a re-run of some variants keeps the others' figures for the
-same agent). Writes ``robustness.json``, ``robustness.md`` and ``robustness.png`` to ``--out``
+same agent: the same weights, ``model_digest`` in each row). Writes ``robustness.json``,
+``robustness.md`` and ``robustness.png`` to ``--out``
 (default ``benchmarks/results/``); ``--update-docs`` writes the tables and the plot into
 ``docs/benchmarks.md`` between ``<!-- robustness:begin/end -->``.
 """
