@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 import shlex
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +47,7 @@ from spiking_dqn.thresholds import ThresholdNoise
 from spiking_dqn.pipeline import ROBUST_QAT, CalibrationSettings, QATSettings, Seeds, fit_to_chip
 from spiking_dqn.qat import MODES
 from spiking_dqn.recipes.manifest import begin_run
-from spiking_dqn.recipes.versions import installed_versions
+from spiking_dqn.recipes.versions import installed_versions, machine_line
 from spiking_dqn.recipes.run_folder import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -298,8 +295,7 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
         "select_episodes": options.select_episodes,
         "eval_freq": options.eval_freq,
         "torch_threads": th.get_num_threads(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {th.get_num_threads()} torch thread(s), "
-                   f"{th.backends.cpu.get_cpu_capability()} kernels",
+        "machine": machine_line(),
         "packages": installed_versions(),
         **({"resumed_at": checkpoint.record["resumed_at"]} if checkpoint.record.get("resumed_at") else {}),
     }

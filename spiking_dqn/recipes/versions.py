@@ -1,18 +1,22 @@
-"""The package versions a training's numbers depend on, and the requirements lock's hash.
+"""The package versions a training's numbers depend on, the requirements lock's hash, and the machine.
 
-Recorded in ``training.json`` and ``eval.json`` (key ``packages``) and in the model card; the
-benchmarks write them beside their figures.
+Recorded in ``training.json`` and ``eval.json`` (keys ``packages`` and ``machine``) and in the
+model card; the benchmarks write them beside their figures.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import platform
 import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOCK_FILE", "TRAINING_PACKAGES", "installed_versions", "versions_line"]
+import torch as th
+
+__all__ = ["LOCK_FILE", "TRAINING_PACKAGES", "installed_versions", "machine_line", "versions_line"]
 
 #: Installed packages whose versions a training's numbers depend on (recorded with each trained model).
 TRAINING_PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "snntorch")
@@ -60,3 +64,13 @@ def _version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def machine_line() -> str:
+    """The machine a training runs on, in one line: architecture, CPUs, torch threads and torch's vector kernels.
+
+    The kernels (``torch.backends.cpu.get_cpu_capability()``, e.g. AVX2 or AVX512) decide the
+    floating-point rounding: a retraining is bit for bit the same only on the same ones.
+    """
+    return (f"{platform.machine()}, {os.cpu_count()} CPU(s), {th.get_num_threads()} torch thread(s), "
+            f"{th.backends.cpu.get_cpu_capability()} kernels")
