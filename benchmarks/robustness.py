@@ -262,10 +262,9 @@ def keep_other_variants(previous: Path, rows: list[dict[str, Any]]) -> list[dict
     """``rows`` with the fits of variants not run now taken from ``previous``'s row of the same agent.
 
     The same agent: task, seed, weight width, training command and weights (the network's
-    :func:`~spiking_dqn.quantization.digest.model_digest`; a row from before it was recorded, its float reward
-    on the same episodes). A retrained
-    agent keeps nothing, even from the same command: on another CPU, or after a change of the
-    recipe's entry, the same command trains other weights.
+    :func:`~spiking_dqn.quantization.digest.model_digest`; for a row from before it was recorded,
+    its float reward on the same episodes). A retrained agent keeps nothing, even from the same
+    command: on another CPU, or after a change of the recipe's entry, it trains other weights.
     """
     if not previous.exists():
         return rows
