@@ -56,6 +56,7 @@ from spiking_dqn.hardware import EmulatorBackend  # noqa: E402
 from spiking_dqn.hardware.emulator import available_cpus  # noqa: E402
 from spiking_dqn.network import SpikingQNetwork  # noqa: E402
 from spiking_dqn.quantization import quantize_network  # noqa: E402
+from spiking_dqn.recipes.versions import machine_line  # noqa: E402
 
 ENV_ID = "CartPole-v0"
 SHIPPED = ROOT / "agents" / "trained" / ENV_ID / "model.zip"
@@ -163,10 +164,8 @@ def machine() -> dict:
     """Where the figures were measured."""
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        "machine": machine_line(),
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "torch_threads": th.get_num_threads(),
         "numpy": np.__version__,
         "torch": th.__version__,
     }

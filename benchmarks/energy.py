@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -70,7 +69,7 @@ from tqdm import tqdm  # noqa: E402
 from agents.common import trained_model_path  # noqa: E402
 from envs.rewards import worst_reward  # noqa: E402
 from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
-from spiking_dqn.recipes.versions import versions_line  # noqa: E402
+from spiking_dqn.recipes.versions import machine_line, versions_line  # noqa: E402
 from docs_pages import figure_links, update_page  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
 from energy_tables import (  # noqa: E402
@@ -346,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows, "references_float_reward": references, "skipped": skipped, "episodes": args.episodes,
         "eval_seed": EVAL_SEED, "energy_model": energy.EnergyModel().__dict__,
         "wall_time_s": round(time.perf_counter() - start, 1),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {th.get_num_threads()}",
+        "machine": machine_line(),
     }
     data["summary"] = summarise(rows)
     (args.out / "energy.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -39,7 +39,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -67,6 +66,7 @@ from spiking_dqn.hardware_policy import HardwarePolicy  # noqa: E402
 from spiking_dqn.pipeline import QATSettings, Seeds, StateSettings, fit_to_chip  # noqa: E402
 from spiking_dqn.grid import Grid  # noqa: E402
 from spiking_dqn.quantization.snap import snap_model_to_grid  # noqa: E402
+from spiking_dqn.recipes.versions import machine_line  # noqa: E402
 from spiking_dqn.rollouts import backend_reward, float_reward, record_observations  # noqa: E402
 from spiking_dqn.tick_gain import with_tick_gains  # noqa: E402
 
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             "eval_seed": EVAL_SEED, "qat_steps": {e: args.qat_steps or QAT_STEPS[e] for e in args.tasks},
             "qat_learning_rates": {e: QAT_LEARNING_RATES[e] for e in args.tasks}, "check_freq": CHECK_FREQ,
             "wall_time_s": round(time.perf_counter() - start, 1),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {th.get_num_threads()}"}
+            "machine": machine_line()}
     (args.out / "precision.json").write_text(json.dumps(data, indent=2) + "\n")
     table = markdown(rows, references)
     (args.out / "precision.md").write_text(table)

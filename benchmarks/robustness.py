@@ -46,7 +46,6 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -78,7 +77,7 @@ from spiking_dqn.recipes.recipe import (  # noqa: E402
     EVAL_SEED, QAT_CHECK_EPISODES, QAT_CHECK_FREQ, TRAINED_NAME, TrainOptions, train_and_evaluate, with_overrides,
 )
 from spiking_dqn.recipes.run_folder import CHECKPOINT_NAME, CheckpointError  # noqa: E402
-from spiking_dqn.recipes.versions import versions_line  # noqa: E402
+from spiking_dqn.recipes.versions import machine_line, versions_line  # noqa: E402
 from spiking_dqn.rollouts import backend_reward, float_reward  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -395,7 +394,7 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], skipped: list[st
     rows.sort(key=lambda r: (r["env_id"], r["weight_bits"] != 8, r["weight_bits"], r["seed"]))
     summary = summarise(rows, list(VARIANTS))
     data = {"rows": rows, "summary": summary, "skipped": skipped, "last_command": command,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads 1 per process"}
+            "machine": machine_line(threads="1 torch thread per process")}
     if args.no_run and path.exists():
         data = {**json.loads(path.read_text()), "rows": rows, "summary": summary}
     path.write_text(json.dumps(data, indent=2) + "\n")

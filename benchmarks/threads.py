@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import time
 from pathlib import Path
 
 from tqdm import tqdm
+
+from spiking_dqn.recipes.versions import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -92,7 +93,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"command": "python benchmarks/threads.py " + " ".join(sys.argv[1:]), "rounds": args.rounds,
               "quickstart_steps": args.quickstart_steps, "train_steps": args.train_steps,
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "results": results}
+              "machine": machine_line(threads="torch threads as each run sets them"), "results": results}
     (args.out / "threads.json").write_text(json.dumps(record, indent=2) + "\n")
     (args.out / "threads.md").write_text(table(results))
     print(table(results))

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -67,6 +66,7 @@ from spiking_dqn.recipes.recipe import QAT_CHECK_EPISODES, TRAINED_NAME  # noqa:
 from spiking_dqn.pipeline import CalibrationSettings, QATSettings, Seeds, fit_to_chip  # noqa: E402
 from spiking_dqn.quantization import quantize_network  # noqa: E402
 from spiking_dqn.rollouts import backend_reward, float_reward, record_observations  # noqa: E402
+from spiking_dqn.recipes.versions import machine_line  # noqa: E402
 from spiking_dqn.search import calibrate_thresholds  # noqa: E402
 
 AGENTS = ("CartPole-v0", "Acrobot-v1")
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "skipped": skipped,
         "wall_time_s": time.perf_counter() - start,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {th.get_num_threads()}",
+        "machine": machine_line(),
         "note": "emulator backend; costs count only the threshold choice; rewards over held-out episodes",
     }
     (args.out / "threshold_search.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -44,7 +44,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -64,6 +63,7 @@ from docs_pages import update_page  # noqa: E402
 from train_throughput_tables import RECIPE, markdown, print_summary  # noqa: E402
 from spiking_dqn import SpikingDQN, SpikingDQNPolicy, fused  # noqa: E402
 from spiking_dqn.recipes.hyperparams import load_hyperparams  # noqa: E402
+from spiking_dqn.recipes.versions import machine_line  # noqa: E402
 from spiking_dqn.config import SpikingConfig  # noqa: E402
 from spiking_dqn.semantics import lif, network_kernels  # noqa: E402
 
@@ -383,11 +383,9 @@ def main() -> None:
     report: dict = {
         "timing": "alternating rounds, medians; all figures measured in this run",
         "rounds": args.rounds,
-        "torch_threads": 1,
         "torch": th.__version__,
         "numpy": np.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        "machine": machine_line(),
         "load_average_1min": os.getloadavg()[0],
         "recipes": {},
     }

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from _benchmarks import benchmark_module
 
+from spiking_dqn.recipes.versions import machine_line
+
 TINY = ["--env", "CartPole-v0", "--timesteps", "300", "--qat-steps", "100", "--episodes", "2"]
 #: Row fields that differ between runs of the same measurement (times, the command, where the agent was cached,
 #: the commit: others commit to the shared tree between the two runs).
@@ -55,6 +57,9 @@ def test_a_tiny_run_writes_its_files_and_later_runs_merge_their_rows(study, tmp_
     fit = row["fits"]["td-qat"]
     assert fit["normalised"] == pytest.approx(fit["chip_reward"] / row["float_reward"])  # CartPole: R_worst = 0
     assert row["episodes"] == 2 and "--timesteps 300" in row["train_command"] and "--qat-steps 0" in row["train_command"]
+    # the package's one machine line, with the workers' thread count: its kernels decide the training's rounding
+    machine = json.loads((out / "robustness.json").read_text())["machine"]
+    assert machine == machine_line(threads="1 torch thread per process") and machine.endswith(" kernels")
     text = (out / "robustness.md").read_text()
     assert "`python benchmarks/robustness.py --env CartPole-v0 --seeds 0`" in text and "| seed | float as trained |" in text
 

@@ -66,11 +66,17 @@ def _version(name: str) -> str | None:
         return None
 
 
-def machine_line() -> str:
-    """The machine a training runs on, in one line: architecture, CPUs, torch threads and torch's vector kernels.
+def machine_line(threads: str | None = None) -> str:
+    """The machine a run measures on, in one line: architecture, CPUs, torch threads and torch's vector kernels.
 
+    The one description of a machine that training records and benchmark result files carry.
     The kernels (``torch.backends.cpu.get_cpu_capability()``, e.g. AVX2 or AVX512) decide the
     floating-point rounding: a retraining is bit for bit the same only on the same ones.
+
+    :param threads: the torch threads, in words, where they are not this process's (e.g.
+        ``"1 torch thread per process"`` for a study that runs its work in worker processes);
+        default: this process's count
     """
-    return (f"{platform.machine()}, {os.cpu_count()} CPU(s), {th.get_num_threads()} torch thread(s), "
-            f"{th.backends.cpu.get_cpu_capability()} kernels")
+    if threads is None:
+        threads = f"{th.get_num_threads()} torch thread(s)"
+    return f"{platform.machine()}, {os.cpu_count()} CPU(s), {threads}, {th.backends.cpu.get_cpu_capability()} kernels"
