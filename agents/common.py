@@ -18,7 +18,8 @@ from pathlib import Path
 from spiking_dqn.cli import show_each_warning_once
 from spiking_dqn.cli.arguments import CTRL_C_ERRORS, interrupted, is_ctrl_c
 from spiking_dqn.cli.train import add_training_arguments, training_options
-from spiking_dqn.recipes.recipe import TrainOptions, resume_hint
+from spiking_dqn.recipes.recipe import TrainOptions
+from spiking_dqn.recipes.run_folder import resume_hint
 
 __all__ = ["TRAINED_DIR", "command_line", "exit_on_ctrl_c", "parse_args", "trained_model_path"]
 

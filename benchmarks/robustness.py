@@ -103,6 +103,7 @@ class Job:
     :param work: where the trained agents are cached
     :param timesteps: training steps (None: the task's hyperparameters')
     :param qat_steps: QAT steps of the QAT variants (None: the recipe's)
+    :param reselect: ``spiking-dqn train --reselect``: the best periodic evaluations whose models are replayed
     """
 
     env_id: str
@@ -113,6 +114,7 @@ class Job:
     work: Path
     timesteps: int | None = None
     qat_steps: int | None = None
+    reselect: int = 1
 
 
 def _recipe_qat(job: Job, model: DQN, factor: float = 1.0) -> dict[str, Any]:
@@ -156,6 +158,7 @@ def train(job: Job) -> tuple[Path, dict[str, Any]]:
     folder = job.work / job.env_id / f"seed{job.seed}"
     command = shlex.join(["spiking-dqn", "train", job.env_id, "--seed", str(job.seed), "--qat-steps", "0",
                           *(["--timesteps", str(timesteps)] if timesteps != default_timesteps else []),
+                          *(["--reselect", str(job.reselect)] if job.reselect != 1 else []),
                           "--no-progress", "--out", str(folder)])
     hyperparams, _, _ = hyperparams_for(job.env_id)
     if cached(folder, command, hyperparams, timesteps):
@@ -163,7 +166,8 @@ def train(job: Job) -> tuple[Path, dict[str, Any]]:
     folder.mkdir(parents=True, exist_ok=True)
     # An interrupted training (a killed run) continues from its checkpoint, as `spiking-dqn train --resume` does.
     resume = (folder / CHECKPOINT_NAME).exists()
-    options = TrainOptions(timesteps=timesteps, seed=job.seed, out=folder, progress=False, qat_steps=0, resume=resume)
+    options = TrainOptions(timesteps=timesteps, seed=job.seed, out=folder, progress=False, qat_steps=0, resume=resume,
+                           reselect=job.reselect)
     options.check()
     with open(folder.parent / f"seed{job.seed}.log", "a" if resume else "w") as log, redirect_stdout(log):
         try:
@@ -361,6 +365,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weight-bits", type=int, default=8, help="bits per weight of the chip programs")
     parser.add_argument("--episodes", type=int, default=100, help="held-out episodes of every evaluation")
     parser.add_argument("--timesteps", type=int, default=None, help="training steps (default: the task's recipe)")
+    parser.add_argument("--reselect", type=int, default=1,
+                        help="spiking-dqn train --reselect: replay the models of this many best periodic evaluations")
     parser.add_argument("--qat-steps", type=int, default=None,
                         help=f"QAT steps of the QAT variants (default: {TD_QAT_STEPS} for td-qat, "
                              f"{ROBUST_QAT.steps} for distill)")
@@ -422,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     randoms: dict[str, float] = {}
     if not args.no_run:
         jobs = [Job(env_id, seed, args.weight_bits, tuple(names), args.episodes, args.work, args.timesteps,
-                    args.qat_steps) for env_id in args.env for seed in parse_seeds(args.seeds)]
+                    args.qat_steps, args.reselect) for env_id in args.env for seed in parse_seeds(args.seeds)]
         print(f"{command}\n{len(jobs)} agents, variants {', '.join(names)}, {args.jobs} process(es)", flush=True)
         rows, failed = run_jobs(jobs, args.jobs, lambda done, failed: write(
             args, done, skipped + failed, command, randoms))

@@ -1,8 +1,9 @@
 """``spiking-dqn train`` survives Ctrl-C and kills: checkpoints, ``--resume``, atomic files, one run per folder.
 
 What is identical after ``--resume`` (tested here on CartPole-v1 with training updates, periodic
-evaluations and the final evaluation): the weights of ``model_trained.zip`` and ``model.zip``
-(the optimizer's state too) and the periodic evaluations of ``evaluations.npz``.
+evaluations, ``--reselect`` and the final evaluation): the weights of ``model_trained.zip`` and
+``model.zip`` (the optimizer's state too), the periodic evaluations of ``evaluations.npz`` and
+the models replayed by ``--reselect``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: A run with gradient updates (learning_starts 1000, train_freq 256), checkpoints, and evaluations from before
 #: the first checkpoint on (so that the best-so-far a checkpoint keeps matters).
 RUN = ["train", "CartPole-v1", "--timesteps", "4500", "--checkpoint-freq", "256", "--eval-freq", "200",
-       "--select-episodes", "2", "--eval-episodes", "2", "--qat-steps", "0", "--net-arch", "16", "--ticks", "4"]
+       "--select-episodes", "2", "--reselect", "3", "--eval-episodes", "2", "--qat-steps", "0", "--net-arch", "16",
+       "--ticks", "4"]
 
 
 def _cli(args: list[str], **kwargs) -> subprocess.Popen:
@@ -83,6 +85,9 @@ def test_ctrl_c_then_resume_gives_the_uninterrupted_run(tmp_path):
     for key in ("timesteps", "results", "ep_lengths"):
         assert np.array_equal(np.load(interrupted / "evaluations.npz")[key], np.load(whole / "evaluations.npz")[key])
     assert summary["mean_reward"] == json.loads((whole / "eval.json").read_text())["mean_reward"]
+    # the checkpoint kept the three best evaluations' models: the same ones replayed, the same one kept
+    assert summary["reselection"] == json.loads((whole / "eval.json").read_text())["reselection"]
+    assert len(summary["reselection"]["candidates"]) == 3
 
 
 def test_resume_and_qat_only_say_what_is_missing(tmp_path, capsys):

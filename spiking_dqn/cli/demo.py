@@ -18,7 +18,8 @@ from spiking_dqn.cli.compare import print_report
 from spiking_dqn.cli.train import train_env
 from spiking_dqn.recipes.deployment import deploy_and_compare
 from spiking_dqn.recipes.hyperparams import hyperparams_for
-from spiking_dqn.recipes.recipe import TRAINED_NAME, TrainOptions, resume_hint
+from spiking_dqn.recipes.recipe import TRAINED_NAME, TrainOptions
+from spiking_dqn.recipes.run_folder import resume_hint
 from spiking_dqn.report import ComparisonReport
 
 #: Default output folder of the demo (``runs/`` is ignored by git).

@@ -18,7 +18,8 @@ from spiking_dqn.recipes.card import write_training_card
 from spiking_dqn.recipes.hyperparams import (
     DEFAULT_HYPERPARAMS, DEFAULT_TIMESTEPS, ZOO_FILE, HyperparamsFileError, hyperparams_for,
 )
-from spiking_dqn.recipes.recipe import TrainOptions, resume_hint, train_and_evaluate, with_overrides
+from spiking_dqn.recipes.recipe import TrainOptions, train_and_evaluate, with_overrides
+from spiking_dqn.recipes.run_folder import resume_hint
 from spiking_dqn.recipes.run_folder import CheckpointError
 from spiking_dqn.threads import choose_torch_threads
 

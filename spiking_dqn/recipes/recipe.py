@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +46,11 @@ from spiking_dqn.thresholds import ThresholdNoise
 from spiking_dqn.pipeline import ROBUST_QAT, CalibrationSettings, QATSettings, Seeds, fit_to_chip
 from spiking_dqn.qat import MODES
 from spiking_dqn.recipes.manifest import begin_run
+from spiking_dqn.recipes.selection import reselect
 from spiking_dqn.recipes.versions import installed_versions, machine_line
 from spiking_dqn.recipes.run_folder import (
     CHECKPOINT_NAME,
-    CheckpointError,
+    TRAINED_NAME,
     RecipeEvalCallback,
     TrainingCheckpoint,
     check_fingerprint,
@@ -62,8 +62,6 @@ from spiking_dqn.recipes.run_folder import (
 
 #: The policy_kwargs keys that are spiking options (checked by ``SpikingConfig``).
 SPIKING_OPTIONS = frozenset(f.name for f in dataclasses.fields(SpikingConfig))
-#: The agent as trained (best periodic evaluation), before quantization-aware fine-tuning.
-TRAINED_NAME = "model_trained.zip"
 #: Seeds of the final evaluation and of the QAT reward checks (apart from the training seeds).
 EVAL_SEED = 12345
 QAT_CHECK_SEED = 50_000
@@ -81,7 +79,7 @@ SELECT_SEED_OFFSET = 1000
 TRAINING_KEYS = ("timesteps", "seed", "train_wall_time_s", "select_episodes", "eval_freq", "torch_threads", "machine")
 #: Notes about the training run added to ``eval.json`` later (a re-measured wall time), kept
 #: too when ``qat_only`` rewrites it; a new training run starts without them.
-TRAINING_NOTES = ("train_wall_time_remeasured", "resumed_at")
+TRAINING_NOTES = ("train_wall_time_remeasured", "resumed_at", "reselection")
 #: What ``qat_only`` reuses from the run folder (the rest, derived from the old ``model.zip``, moves aside).
 #: The training record, written when training ends (``qat_only`` reads it when ``eval.json`` was never written).
 TRAINING_RECORD = "training.json"
@@ -105,6 +103,9 @@ class TrainOptions:
     eval_episodes: int = field(default=100, metadata={"help": "episodes of the final evaluation", "range": "positive"})
     select_episodes: int = field(default=50, metadata={
         "help": "episodes of each periodic evaluation that picks the best model", "range": "positive"})
+    reselect: int = field(default=1, metadata={"help": "keep the models of the RESELECT best periodic evaluations, "
+        "play each on the same --eval-episodes fresh episodes and keep the best there (1: the best evaluation's "
+        "model, as SB3's EvalCallback keeps)", "range": "positive"})
     progress: bool = field(default=True, metadata={"help": "hide the progress bar"})
     qat_steps: int = field(default=ROBUST_QAT.steps, metadata={
         "help": "fine-tuning steps for the int8 chip after training (0: none): distillation gradient steps, or "
@@ -238,12 +239,16 @@ def make_model(env_id: str, hyperparams: dict[str, Any], options: TrainOptions) 
 def run_fingerprint(env_id: str, hyperparams: dict[str, Any], options: TrainOptions) -> dict[str, Any]:
     """What a resumed run must share with the interrupted one (recorded in its checkpoint)."""
     return {"env_id": env_id, "hyperparams": hyperparams, "timesteps": options.timesteps, "seed": options.seed,
-            "eval_freq": options.eval_freq, "select_episodes": options.select_episodes}
+            "eval_freq": options.eval_freq, "select_episodes": options.select_episodes,
+            **({"reselect": options.reselect} if options.reselect != 1 else {})}
 
 
 def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command: str,
           hyperparams: dict[str, Any]) -> dict[str, Any]:
     """Step 2: ``model.learn()`` with SB3's ``EvalCallback``, the best evaluation kept as ``out/model_trained.zip``.
+
+    With ``reselect`` above 1, the models of that many best evaluations are played again on the
+    same fresh episodes and the best there is kept (:mod:`spiking_dqn.recipes.selection`).
 
     Every ``checkpoint_freq`` steps a checkpoint (``out/checkpoint.pkl``) keeps what ``resume``
     needs to take the same steps as an uninterrupted run; it is deleted when training ends.
@@ -266,8 +271,8 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
         return training
     evaluation = RecipeEvalCallback(
         make_vec(env_id, n_envs=1, seed=options.seed + SELECT_SEED_OFFSET), out,
-        n_eval_episodes=options.select_episodes, eval_freq=options.eval_freq, deterministic=True, verbose=0,
-    )
+        keep=options.reselect, n_eval_episodes=options.select_episodes, eval_freq=options.eval_freq,
+        deterministic=True, verbose=0)
     callbacks = [SpikeActivityLogger(log_freq=1000), evaluation]
     fingerprint = run_fingerprint(env_id, hyperparams, options)
     checkpoint = TrainingCheckpoint(out / CHECKPOINT_NAME, options.checkpoint_freq, callbacks, evaluation, {
@@ -280,10 +285,14 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
     model.learn(options.timesteps - model.num_timesteps, callback=callback, tb_log_name=env_id,
                 reset_num_timesteps=not options.resume)
     wall = checkpoint.elapsed()
+    kept, reselection = evaluation.best, None
+    if len(evaluation.candidates) > 1:
+        chosen, reselection = reselect(evaluation.candidates, env_id, options.eval_episodes, progress=options.progress)
+        kept = chosen.model
     path = out / TRAINED_NAME
     with atomic_write(path) as tmp:
-        if evaluation.best is not None:
-            tmp.write_bytes(evaluation.best)
+        if kept is not None:
+            tmp.write_bytes(kept)
         else:
             model.save(tmp)
     print(f"{env_id}: trained {options.timesteps} steps in {wall:.0f} s; saved {path}", flush=True)
@@ -298,30 +307,11 @@ def learn(model: SpikingDQN | None, env_id: str, options: TrainOptions, command:
         "machine": machine_line(),
         "packages": installed_versions(),
         **({"resumed_at": checkpoint.record["resumed_at"]} if checkpoint.record.get("resumed_at") else {}),
+        **({"reselection": reselection} if reselection else {}),
     }
     atomic_write_text(out / TRAINING_RECORD, json.dumps(record, indent=2) + "\n")
     (out / CHECKPOINT_NAME).unlink(missing_ok=True)
     return record
-
-
-def resume_hint(options: TrainOptions, command: str) -> str:
-    """What an interrupted run left in ``out`` and the command that continues it, in one line.
-
-    :param options: the interrupted run's options
-    :param command: its command line
-    """
-    out = options.out
-    words = [word for word in shlex.split(command) if word not in ("--resume", "--qat-only")]
-    if (out / CHECKPOINT_NAME).exists():
-        try:
-            step = f" at step {read_checkpoint(out / CHECKPOINT_NAME)['num_timesteps']} of {options.timesteps}"
-        except CheckpointError:
-            step = ""
-        return f"the training checkpoint{step} is {out / CHECKPOINT_NAME}: resume with: {shlex.join(words)} --resume"
-    if (out / TRAINED_NAME).exists():
-        return f"training had finished ({out / TRAINED_NAME}): finish with: {shlex.join(words)} --qat-only"
-    return (f"no training checkpoint yet (one every {options.checkpoint_freq} steps): run the same command again "
-            "to start over")
 
 
 def evaluate_rewards(model: DQN, env_id: str, n_episodes: int, seed: int = EVAL_SEED) -> np.ndarray:

@@ -5,11 +5,12 @@
   :data:`CHECKPOINT_NAME`: the model (weights, optimizer, counters, last observation), the
   replay buffer, the training and evaluation envs (their state and random generators), the
   random states (Python, numpy, torch, the action space's, the policy's own generators), the
-  callbacks' step counters and :class:`RecipeEvalCallback`'s best-so-far (its model too).
+  callbacks' step counters and :class:`RecipeEvalCallback`'s best-so-far (its kept models too).
   :func:`restore_training` puts all of it back, so that the resumed run takes the same steps.
 * :class:`RecipeEvalCallback` is SB3's ``EvalCallback`` whose ``evaluations.npz`` is written
-  atomically and whose best model is kept in memory (and in the checkpoint) until training
-  ends, when the recipe writes it as ``model_trained.zip``.
+  atomically and whose best models are kept in memory (and in the checkpoint) until training
+  ends, when the recipe writes the best one (or the one :func:`~spiking_dqn.recipes.selection.reselect`
+  keeps) as ``model_trained.zip``.
 * :func:`move_previous_run`: a new run moves what an earlier run left in the folder aside, its
   manifest first (:mod:`spiking_dqn.recipes.manifest`).
 
@@ -22,10 +23,11 @@ import io
 import json
 import pickle
 import random
+import shlex
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import numpy as np
@@ -35,7 +37,13 @@ from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from spiking_dqn.files import PARTIAL_MARK, atomic_write
 from spiking_dqn.recipes.manifest import MANIFEST_NAME, begin_run, moved_aside, moving_to
+from spiking_dqn.recipes.selection import Candidate, TopModels, model_bytes
 
+if TYPE_CHECKING:
+    from spiking_dqn.recipes.recipe import TrainOptions
+
+#: The agent as trained (best periodic evaluation), before quantization-aware fine-tuning.
+TRAINED_NAME = "model_trained.zip"
 #: The training checkpoint in a run folder (deleted once training has finished).
 CHECKPOINT_NAME = "checkpoint.pkl"
 #: Files whose presence says that a folder holds a run (moved aside last, see :func:`move_previous_run`).
@@ -50,42 +58,29 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or made with other settings than the resumed run's."""
 
 
-def model_bytes(model: DQN) -> bytes:
-    """``model.save`` into memory (the zip file SB3 writes)."""
-    buffer = io.BytesIO()
-    model.save(buffer)
-    return buffer.getvalue()
-
-
-class BestModelKeeper(BaseCallback):
-    """Kept by ``EvalCallback`` as ``callback_on_new_best``: the new best model, saved into memory."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.best: bytes | None = None
-
-    def _on_step(self) -> bool:
-        self.best = model_bytes(self.model)
-        return True
-
-
 class RecipeEvalCallback(EvalCallback):
-    """SB3's ``EvalCallback``: ``out/evaluations.npz`` written atomically, the best model kept in :attr:`best`.
+    """SB3's ``EvalCallback``: ``out/evaluations.npz`` written atomically, the best models kept in memory.
 
     :param eval_env: the env of the periodic evaluations
     :param out: the run folder
+    :param keep: how many of the best evaluations' models to keep (:class:`~spiking_dqn.recipes.selection.TopModels`)
     :param kwargs: ``EvalCallback``'s other arguments (no paths)
     """
 
-    def __init__(self, eval_env: Any, out: Path, **kwargs: Any) -> None:
-        self.keeper = BestModelKeeper()
-        super().__init__(eval_env, callback_on_new_best=self.keeper, log_path=str(out), **kwargs)
+    def __init__(self, eval_env: Any, out: Path, keep: int = 1, **kwargs: Any) -> None:
+        self.keeper = TopModels(keep)
+        super().__init__(eval_env, callback_after_eval=self.keeper, log_path=str(out), **kwargs)
         self.evaluations_file = Path(out) / "evaluations.npz"
 
     @property
     def best(self) -> bytes | None:
         """The best evaluated model as SB3 saves it (None before the first evaluation)."""
         return self.keeper.best
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        """The kept models, best evaluation first."""
+        return self.keeper.candidates
 
     def _on_step(self) -> bool:
         if not (self.eval_freq > 0 and self.n_calls % self.eval_freq == 0):
@@ -95,15 +90,18 @@ class RecipeEvalCallback(EvalCallback):
             return super()._on_step()
 
     def state(self) -> dict[str, Any]:
-        """The best-so-far and the evaluation log, for a checkpoint."""
+        """The kept models and the evaluation log, for a checkpoint."""
         names = ("best_mean_reward", "last_mean_reward", "evaluations_results", "evaluations_timesteps",
                  "evaluations_length", "evaluations_successes")
-        return {"best": self.best, "eval_env": self.eval_env, **{name: getattr(self, name) for name in names}}
+        return {"candidates": self.candidates, "eval_env": self.eval_env,
+                **{name: getattr(self, name) for name in names}}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Put back what :meth:`state` returned."""
+        """Put back what :meth:`state` returned (from a checkpoint that kept one model: that model)."""
         state = dict(state)
-        self.keeper.best = state.pop("best")
+        best = state.pop("best", None)  # checkpoints written before TopModels kept the best model alone
+        self.keeper.candidates = state.pop("candidates", None) or (
+            [Candidate(-1, float(state["best_mean_reward"]), best)] if best is not None else [])
         for name, value in state.items():
             setattr(self, name, value)
 
@@ -292,3 +290,23 @@ def _previous_folder(out: Path) -> Path:
         target = out / f"{PREVIOUS_PREFIX}{stamp}-{n}"
     target.mkdir()
     return target
+
+
+def resume_hint(options: TrainOptions, command: str) -> str:
+    """What an interrupted run left in ``out`` and the command that continues it, in one line.
+
+    :param options: the interrupted run's options
+    :param command: its command line
+    """
+    out = options.out
+    words = [word for word in shlex.split(command) if word not in ("--resume", "--qat-only")]
+    if (out / CHECKPOINT_NAME).exists():
+        try:
+            step = f" at step {read_checkpoint(out / CHECKPOINT_NAME)['num_timesteps']} of {options.timesteps}"
+        except CheckpointError:
+            step = ""
+        return f"the training checkpoint{step} is {out / CHECKPOINT_NAME}: resume with: {shlex.join(words)} --resume"
+    if (out / TRAINED_NAME).exists():
+        return f"training had finished ({out / TRAINED_NAME}): finish with: {shlex.join(words)} --qat-only"
+    return (f"no training checkpoint yet (one every {options.checkpoint_freq} steps): run the same command again "
+            "to start over")
