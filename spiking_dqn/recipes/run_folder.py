@@ -27,7 +27,7 @@ import shlex
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 import numpy as np
@@ -38,9 +38,6 @@ from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from spiking_dqn.files import PARTIAL_MARK, atomic_write
 from spiking_dqn.recipes.manifest import MANIFEST_NAME, begin_run, moved_aside, moving_to
 from spiking_dqn.recipes.selection import Candidate, TopModels, model_bytes
-
-if TYPE_CHECKING:
-    from spiking_dqn.recipes.recipe import TrainOptions
 
 #: The agent as trained (best periodic evaluation), before quantization-aware fine-tuning.
 TRAINED_NAME = "model_trained.zip"
@@ -292,10 +289,11 @@ def _previous_folder(out: Path) -> Path:
     return target
 
 
-def resume_hint(options: TrainOptions, command: str) -> str:
+def resume_hint(options: Any, command: str) -> str:
     """What an interrupted run left in ``out`` and the command that continues it, in one line.
 
-    :param options: the interrupted run's options
+    :param options: the interrupted run's :class:`~spiking_dqn.recipes.recipe.TrainOptions` (its ``out``,
+        ``timesteps`` and ``checkpoint_freq``)
     :param command: its command line
     """
     out = options.out
