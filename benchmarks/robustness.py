@@ -379,7 +379,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--update-card", action="store_true",
                         help="write the tables of the --env tasks into their shipped model cards' seed report "
                              "(section seeds)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.reselect < 1:
+        parser.error(f"--reselect must be at least 1, got {args.reselect}")
+    return args
 
 
 def write(args: argparse.Namespace, rows: list[dict[str, Any]], skipped: list[str], command: str,

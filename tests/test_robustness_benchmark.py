@@ -178,6 +178,13 @@ def test_seed_ranges(study):
     assert study.parse_seeds(["0-3", "7", "2"]) == [0, 1, 2, 3, 7]
 
 
+def test_a_reselect_below_one_is_refused_before_any_training(study, capsys):
+    with pytest.raises(SystemExit):
+        study.parse_args(["--reselect", "0"])
+    assert "--reselect must be at least 1, got 0" in capsys.readouterr().err
+    assert study.parse_args(["--reselect", "5"]).reselect == 5
+
+
 def test_each_agent_is_written_when_it_is_done_and_a_failed_one_is_reported(study, tmp_path, monkeypatch):
     out = tmp_path / "out"
     written = []
