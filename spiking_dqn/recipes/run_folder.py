@@ -39,7 +39,7 @@ from spiking_dqn.files import PARTIAL_MARK, atomic_write
 from spiking_dqn.recipes.manifest import MANIFEST_NAME, begin_run, moved_aside, moving_to
 from spiking_dqn.recipes.selection import Candidate, TopModels, model_bytes
 
-#: The agent as trained (best periodic evaluation), before quantization-aware fine-tuning.
+#: The agent as trained (the best periodic evaluation's model, or the one ``--reselect`` keeps), before fine-tuning.
 TRAINED_NAME = "model_trained.zip"
 #: The training checkpoint in a run folder (deleted once training has finished).
 CHECKPOINT_NAME = "checkpoint.pkl"
