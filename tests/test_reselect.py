@@ -12,6 +12,7 @@ from stable_baselines3 import DQN
 from spiking_dqn import SpikingDQNPolicy
 from spiking_dqn.cli import main
 from spiking_dqn.quantization.digest import model_digest
+from spiking_dqn.recipes.recipe import TrainOptions
 from spiking_dqn.recipes.run_folder import RecipeEvalCallback
 from spiking_dqn.recipes.selection import RESELECT_SEED, Candidate, TopModels, model_bytes, reselect
 from spiking_dqn.rollouts import float_reward
@@ -93,3 +94,18 @@ def test_a_checkpoint_from_before_top_models_restores_its_one_best_model():
     callback.restore({"best": saved, "best_mean_reward": 12.5, "last_mean_reward": 10.0})
     assert [(c.evaluation, c.model) for c in callback.candidates] == [(12.5, saved)]
     assert model_digest(DQN.load(io.BytesIO(callback.best))) == model_digest(model)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"reselect": 0}, "reselect must be positive, got 0"),
+    ({"eval_episodes": -1}, "eval_episodes must be positive, got -1"),
+    ({"checkpoint_freq": -5}, "checkpoint_freq must be 0 or positive, got -5"),
+    ({"net_arch": [8, 0]}, r"net_arch must be positive, got \[8, 0\]"),
+    ({"qat_learning_rate": float("nan")}, "qat_learning_rate must be positive, got nan"),
+])
+def test_train_options_refuse_out_of_range_values_through_the_python_api(tmp_path, override, message):
+    """The ranges the command line checks hold for ``train_and_evaluate``'s callers too, before any training."""
+    options = TrainOptions(timesteps=1, out=tmp_path, progress=False, **override)
+    with pytest.raises(ValueError, match=message):
+        options.check()
+    TrainOptions(timesteps=1, out=tmp_path, progress=False, checkpoint_freq=0, qat_steps=0).check()

@@ -37,17 +37,14 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from envs import make_env, make_vec
 from spiking_dqn.callbacks import SpikeActivityLogger
-from spiking_dqn.recipes.hyperparams import qat_learning_rate
-from spiking_dqn.dqn import SpikingDQN
 from spiking_dqn.config import SpikingConfig
+from spiking_dqn.dqn import SpikingDQN
 from spiking_dqn.files import atomic_write, atomic_write_text
-from spiking_dqn.policies import SpikingDQNPolicy
-from spiking_dqn.thresholds import ThresholdNoise
 from spiking_dqn.pipeline import ROBUST_QAT, CalibrationSettings, QATSettings, Seeds, fit_to_chip
+from spiking_dqn.policies import SpikingDQNPolicy
 from spiking_dqn.qat import MODES
+from spiking_dqn.recipes.hyperparams import qat_learning_rate
 from spiking_dqn.recipes.manifest import begin_run
-from spiking_dqn.recipes.selection import reselect
-from spiking_dqn.recipes.versions import installed_versions, machine_line
 from spiking_dqn.recipes.run_folder import (
     CHECKPOINT_NAME,
     TRAINED_NAME,
@@ -59,6 +56,10 @@ from spiking_dqn.recipes.run_folder import (
     read_checkpoint,
     restore_training,
 )
+from spiking_dqn.recipes.selection import reselect
+from spiking_dqn.recipes.versions import installed_versions, machine_line
+from spiking_dqn.semantics.checks import check_field_ranges
+from spiking_dqn.thresholds import ThresholdNoise
 
 #: The policy_kwargs keys that are spiking options (checked by ``SpikingConfig``).
 SPIKING_OPTIONS = frozenset(f.name for f in dataclasses.fields(SpikingConfig))
@@ -146,10 +147,11 @@ class TrainOptions:
     def check(self) -> None:
         """Refuse, before any training, options the run would fail on.
 
-        :raises ValueError: ``qat_only`` without the agent as trained in ``out``, ``resume``
-            without a checkpoint there, or an override the spiking options refuse (e.g.
-            ``threshold_noise="1.5,1.0"``)
+        :raises ValueError: a count or rate out of its field's range (e.g. ``reselect=0``),
+            ``qat_only`` without the agent as trained in ``out``, ``resume`` without a
+            checkpoint there, or an override the spiking options refuse (e.g. ``threshold_noise="1.5,1.0"``)
         """
+        check_field_ranges(self)
         out = Path(self.out)
         interrupted = (out / CHECKPOINT_NAME).exists()
         if self.qat_only and self.resume:

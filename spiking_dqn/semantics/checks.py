@@ -9,6 +9,8 @@ hardware layer and the torch side all import it.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import numbers
 from typing import Any
 
@@ -94,3 +96,28 @@ def check_bool(value: Any, name: str, *, what: str = "a bool", error: type[Excep
     if not isinstance(value, (bool, np.bool_)):
         raise error(f"{name} must be {what}, got {value!r}")
     return bool(value)
+
+
+#: The ``"range"`` an options field may declare in its metadata, and what it allows: the
+#: command line's argument types (:mod:`spiking_dqn.cli.arguments`) parse to the same bounds.
+RANGES = {"positive": "positive", "non_negative": "0 or positive"}
+
+
+def check_field_ranges(options: Any, error: type[Exception] = ValueError) -> None:
+    """Check every field of the dataclass ``options`` that declares a ``"range"`` in its metadata.
+
+    A value of ``None`` (an override not given) passes; a list is checked item by item.
+
+    :param options: a dataclass instance (e.g. :class:`spiking_dqn.recipes.recipe.TrainOptions`)
+    :param error: the exception class raised
+    :raises error: ``"<field> must be positive, got <value!r>"`` (or ``"0 or positive"``), also for
+        a value that is not a finite number
+    """
+    for field in dataclasses.fields(options):
+        kind, value = field.metadata.get("range"), getattr(options, field.name)
+        if kind is None or value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            ok = is_real(item) and math.isfinite(item) and (item > 0 if kind == "positive" else item >= 0)
+            if not ok:
+                raise error(f"{field.name} must be {RANGES[kind]}, got {value!r}")
