@@ -159,7 +159,7 @@ def train(job: Job) -> tuple[Path, dict[str, Any]]:
     command = shlex.join(["spiking-dqn", "train", job.env_id, "--seed", str(job.seed), "--qat-steps", "0",
                           *(["--timesteps", str(timesteps)] if timesteps != default_timesteps else []),
                           *(["--reselect", str(job.reselect)] if job.reselect != 1 else []),
-                          "--no-progress", "--out", str(folder)])
+                          "--no-progress", "--out", repo_relative(folder)])
     hyperparams, _, _ = hyperparams_for(job.env_id)
     if cached(folder, command, hyperparams, timesteps):
         return folder, json.loads((folder / "eval.json").read_text())
@@ -180,6 +180,24 @@ def train(job: Job) -> tuple[Path, dict[str, Any]]:
     return folder, summary
 
 
+def repo_relative(folder: Path) -> str:
+    """``folder`` relative to the repository root when it lies inside it (else as given): the
+    ``--out`` of the recorded training commands, so that they read the same in every clone."""
+    try:
+        return str(folder.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(folder)
+
+
+def portable(command: str | None) -> str | None:
+    """``command`` with an ``--out`` inside this repository written relative to its root.
+
+    Rows and cached agents from before the commands were recorded relative (absolute
+    ``--out`` folders of this clone) compare equal to the same command written now.
+    """
+    return None if command is None else command.replace(f" --out {ROOT}/", " --out ")
+
+
 def cached(folder: Path, command: str, hyperparams: dict[str, Any], timesteps: int) -> bool:
     """Whether ``folder`` holds an agent trained by ``command`` with these hyperparameters and steps.
 
@@ -189,7 +207,7 @@ def cached(folder: Path, command: str, hyperparams: dict[str, Any], timesteps: i
     """
     if not (folder / "eval.json").exists() or not (folder / "command.txt").exists():
         return False
-    if (folder / "command.txt").read_text().strip() != command:
+    if portable((folder / "command.txt").read_text().strip()) != portable(command):
         return False
     recipe = folder / RECIPE_NAME
     if recipe.exists():
@@ -271,10 +289,11 @@ def keep_other_variants(previous: Path, rows: list[dict[str, Any]]) -> list[dict
     """
     if not previous.exists():
         return rows
-    old = {(r["env_id"], r["variant"], r.get("train_command")): r for r in json.loads(previous.read_text())["rows"]}
+    old = {(r["env_id"], r["variant"], portable(r.get("train_command"))): r
+           for r in json.loads(previous.read_text())["rows"]}
     out = []
     for r in rows:
-        before = old.get((r["env_id"], r["variant"], r["train_command"]))
+        before = old.get((r["env_id"], r["variant"], portable(r["train_command"])))
         if before is not None and not same_agent(before, r):
             before = None
         fits = {**before["fits"], **r["fits"]} if before is not None else r["fits"]
