@@ -238,7 +238,8 @@ def test_a_cached_agent_is_reused_only_for_the_recipe_that_trained_it(study, tmp
 
 
 def test_training_commands_name_the_work_folder_relative_to_the_repository(study, tmp_path):
-    """A command recorded in one clone (an absolute --out there) is the same command in another."""
+    """Commands are recorded with --out relative to the repository (the same in every clone); one
+    recorded before with this clone's absolute folder is the same command."""
     inside = study.ROOT / "runs" / "robustness" / "CartPole-v0" / "seed0"
     assert study.repo_relative(inside) == "runs/robustness/CartPole-v0/seed0"
     assert study.repo_relative(tmp_path) == str(tmp_path)  # outside the repository: as given
