@@ -33,8 +33,8 @@ recipe's record) and each fit, against the path before issue 25 (training plus `
 
 Rows (one per task, seed and weight width) are merged with those of earlier runs
 (``merge.merge_with_previous``; a re-run of some variants keeps the others' figures for the
-same agent: the same weights, ``model_digest`` in each row). Writes ``robustness.json``,
-``robustness.md`` and ``robustness.png`` to ``--out``
+same agent: the same command and weights, ``model_digest`` in each row, see ``robustness_agents``).
+Writes ``robustness.json``, ``robustness.md`` and ``robustness.png`` to ``--out``
 (default ``benchmarks/results/``); ``--update-docs`` writes the tables and the plot into
 ``docs/benchmarks.md`` between ``<!-- robustness:begin/end -->``.
 """
@@ -68,6 +68,7 @@ from tqdm import tqdm  # noqa: E402
 from docs_pages import figure_links, update_page  # noqa: E402
 from envs.rewards import random_reward  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
+from robustness_agents import RECIPE_NAME, cached, keep_other_variants, recipe_record, repo_relative  # noqa: E402
 from robustness_tables import commands, markdown, normalised, plot, summarise, worst_reward  # noqa: E402
 from spiking_dqn.pipeline import ROBUST_QAT, QATSettings, fit_to_chip  # noqa: E402
 from spiking_dqn.quantization.digest import model_digest  # noqa: E402
@@ -82,8 +83,6 @@ from spiking_dqn.rollouts import backend_reward, float_reward  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "runs" / "robustness"
-#: What trained a cached agent (its steps and hyperparameters), beside its ``command.txt``.
-RECIPE_NAME = "recipe.json"
 #: ``td-qat-small``'s learning rate over the recipe's QAT learning rate.
 SMALL_LR_FACTOR = 0.2
 #: Today's path before issue 25 (the shipped agents' fine-tuning, ``--qat-mode online --qat-steps 10000``):
@@ -180,46 +179,6 @@ def train(job: Job) -> tuple[Path, dict[str, Any]]:
     return folder, summary
 
 
-def repo_relative(folder: Path) -> str:
-    """``folder`` relative to the repository root when it lies inside it (else as given): the
-    ``--out`` of the recorded training commands, so that they read the same in every clone."""
-    try:
-        return str(folder.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(folder)
-
-
-def portable(command: str | None) -> str | None:
-    """``command`` with an ``--out`` inside this repository written relative to its root.
-
-    Rows and cached agents from before the commands were recorded relative (absolute
-    ``--out`` folders of this clone) compare equal to the same command written now.
-    """
-    return None if command is None else command.replace(f" --out {ROOT}/", " --out ")
-
-
-def cached(folder: Path, command: str, hyperparams: dict[str, Any], timesteps: int) -> bool:
-    """Whether ``folder`` holds an agent trained by ``command`` with these hyperparameters and steps.
-
-    The command alone does not say what trained: it names the recipe, whose entry may have
-    changed since (a folder from before ``recipe.json`` was written is taken on its command
-    and its recorded steps).
-    """
-    if not (folder / "eval.json").exists() or not (folder / "command.txt").exists():
-        return False
-    if portable((folder / "command.txt").read_text().strip()) != portable(command):
-        return False
-    recipe = folder / RECIPE_NAME
-    if recipe.exists():
-        return json.loads(recipe.read_text()) == json.loads(json.dumps(recipe_record(hyperparams, timesteps)))
-    return json.loads((folder / "eval.json").read_text()).get("timesteps") == timesteps
-
-
-def recipe_record(hyperparams: dict[str, Any], timesteps: int) -> dict[str, Any]:
-    """What ``recipe.json`` records of the recipe that trains an agent (and :func:`cached` compares)."""
-    return {"timesteps": timesteps, "hyperparams": hyperparams}
-
-
 def fit_variant(job: Job, name: str, trained: Path) -> dict[str, Any]:
     """Fit a fresh copy of the agent as trained with variant ``name``; its program on the held-out episodes."""
     model = DQN.load(trained, device="cpu")
@@ -277,36 +236,6 @@ def normalise(row: dict[str, Any], random: float) -> dict[str, Any]:
     for fit in row["fits"].values():
         fit["normalised"] = normalised(fit["chip_reward"], row["float_reward"], worst)
     return {**row, "random_reward": random, "worst": worst}
-
-
-def keep_other_variants(previous: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with the fits of variants not run now taken from ``previous``'s row of the same agent.
-
-    The same agent: task, seed, weight width, training command and weights (the network's
-    :func:`~spiking_dqn.quantization.digest.model_digest`; for a row from before it was recorded,
-    its float reward on the same episodes). A retrained agent keeps nothing, even from the same
-    command: on another CPU, or after a change of the recipe's entry, it trains other weights.
-    """
-    if not previous.exists():
-        return rows
-    old = {(r["env_id"], r["variant"], portable(r.get("train_command"))): r
-           for r in json.loads(previous.read_text())["rows"]}
-    out = []
-    for r in rows:
-        before = old.get((r["env_id"], r["variant"], portable(r["train_command"])))
-        if before is not None and not same_agent(before, r):
-            before = None
-        fits = {**before["fits"], **r["fits"]} if before is not None else r["fits"]
-        out.append({**r, "fits": fits})
-    return out
-
-
-def same_agent(before: dict[str, Any], now: dict[str, Any]) -> bool:
-    """Whether two rows of one task, seed and command measured the same weights (see :func:`keep_other_variants`)."""
-    if "model_digest" in before:
-        return before["model_digest"] == now.get("model_digest")
-    return (before["float_reward"], before["float_std"], before["episodes"], before["eval_seed"]) == (
-        now["float_reward"], now["float_std"], now["episodes"], now["eval_seed"])
 
 
 def run_jobs(jobs: list[Job], processes: int, save: Callable[[list[dict[str, Any]], list[str]], None]

@@ -1,4 +1,4 @@
-"""The robustness study (``benchmarks/robustness.py``, ``robustness_tables.py``): tiny runs and its verdicts.
+"""The robustness study (``benchmarks/robustness*.py``): tiny runs and its verdicts.
 
 The study trains agents for minutes each; here one or two seeds train a few hundred steps
 and are fitted with two variants on a few episodes, to check the files, the merging of rows
@@ -32,6 +32,11 @@ def study():
 @pytest.fixture(scope="module")
 def tables(study):
     return sys.modules["robustness_tables"]
+
+
+@pytest.fixture(scope="module")
+def agents(study):
+    return sys.modules["robustness_agents"]
 
 
 def stable(value):
@@ -237,22 +242,22 @@ def test_a_cached_agent_is_reused_only_for_the_recipe_that_trained_it(study, tmp
     assert not study.cached(folder, command + " --timesteps 5", params, 120)
 
 
-def test_training_commands_name_the_work_folder_relative_to_the_repository(study, tmp_path):
+def test_training_commands_name_the_work_folder_relative_to_the_repository(agents, tmp_path):
     """Commands are recorded with --out relative to the repository (the same in every clone); one
     recorded before with this clone's absolute folder is the same command."""
-    inside = study.ROOT / "runs" / "robustness" / "CartPole-v0" / "seed0"
-    assert study.repo_relative(inside) == "runs/robustness/CartPole-v0/seed0"
-    assert study.repo_relative(tmp_path) == str(tmp_path)  # outside the repository: as given
+    inside = agents.ROOT / "runs" / "robustness" / "CartPole-v0" / "seed0"
+    assert agents.repo_relative(inside) == "runs/robustness/CartPole-v0/seed0"
+    assert agents.repo_relative(tmp_path) == str(tmp_path)  # outside the repository: as given
     before = f"spiking-dqn train CartPole-v0 --seed 0 --qat-steps 0 --no-progress --out {inside}"
     now = "spiking-dqn train CartPole-v0 --seed 0 --qat-steps 0 --no-progress --out runs/robustness/CartPole-v0/seed0"
-    assert study.portable(before) == now and study.portable(now) == now
+    assert agents.portable(before) == now and agents.portable(now) == now
     # a cached agent and a row recorded with the absolute folder are taken as the same agent's
     (tmp_path / "eval.json").write_text(json.dumps({"timesteps": 120}))
     (tmp_path / "command.txt").write_text(before + "\n")
-    assert study.cached(tmp_path, now, {}, 120)
+    assert agents.cached(tmp_path, now, {}, 120)
     previous = tmp_path / "robustness.json"
     fits = {"ptq": {"chip_reward": 1.0}}
     old = {"env_id": "CartPole-v0", "variant": "seed 0", "train_command": before, "model_digest": "d", "fits": fits}
     previous.write_text(json.dumps({"rows": [old]}))
     new = {**old, "train_command": now, "fits": {"default": {"chip_reward": 2.0}}}
-    assert sorted(study.keep_other_variants(previous, [new])[0]["fits"]) == ["default", "ptq"]
+    assert sorted(agents.keep_other_variants(previous, [new])[0]["fits"]) == ["default", "ptq"]
