@@ -70,6 +70,7 @@ from envs.rewards import random_reward  # noqa: E402
 from merge import merge_with_previous  # noqa: E402
 from robustness_agents import RECIPE_NAME, cached, keep_other_variants, recipe_record, repo_relative  # noqa: E402
 from robustness_tables import commands, markdown, normalised, plot, summarise, worst_reward  # noqa: E402
+from spiking_dqn.cli.arguments import positive_int  # noqa: E402
 from spiking_dqn.pipeline import ROBUST_QAT, QATSettings, fit_to_chip  # noqa: E402
 from spiking_dqn.quantization.digest import model_digest  # noqa: E402
 from spiking_dqn.recipes.card import replace_card_section  # noqa: E402
@@ -313,7 +314,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weight-bits", type=int, default=8, help="bits per weight of the chip programs")
     parser.add_argument("--episodes", type=int, default=100, help="held-out episodes of every evaluation")
     parser.add_argument("--timesteps", type=int, default=None, help="training steps (default: the task's recipe)")
-    parser.add_argument("--reselect", type=int, default=1,
+    parser.add_argument("--reselect", type=positive_int, default=1,
                         help="spiking-dqn train --reselect: replay the models of this many best periodic evaluations")
     parser.add_argument("--qat-steps", type=int, default=None,
                         help=f"QAT steps of the QAT variants (default: {TD_QAT_STEPS} for td-qat, "
@@ -327,10 +328,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--update-card", action="store_true",
                         help="write the tables of the --env tasks into their shipped model cards' seed report "
                              "(section seeds)")
-    args = parser.parse_args(argv)
-    if args.reselect < 1:
-        parser.error(f"--reselect must be at least 1, got {args.reselect}")
-    return args
+    return parser.parse_args(argv)
 
 
 def write(args: argparse.Namespace, rows: list[dict[str, Any]], skipped: list[str], command: str,

@@ -186,7 +186,7 @@ def test_seed_ranges(study):
 def test_a_reselect_below_one_is_refused_before_any_training(study, capsys):
     with pytest.raises(SystemExit):
         study.parse_args(["--reselect", "0"])
-    assert "--reselect must be at least 1, got 0" in capsys.readouterr().err
+    assert "argument --reselect: must be a positive integer, got 0" in capsys.readouterr().err
     assert study.parse_args(["--reselect", "5"]).reselect == 5
 
 
